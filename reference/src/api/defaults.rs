@@ -1,0 +1,95 @@
+//! The fields Kubernetes fills in when a client leaves them out, so that what `kubectl get
+//! -o yaml` shows (and what controllers read) matches a real cluster.
+
+use serde_json::{Map, Value, json};
+
+use super::meta::ensure_object;
+
+/// Sets `map[key] = value` unless the key is already present (and not null).
+fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+fn child<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    ensure_object(map.entry(key).or_insert_with(|| json!({})))
+}
+
+/// Fills in the defaults of an object of `kind`.
+pub fn apply(kind: &str, obj: &mut Value) {
+    let root = ensure_object(obj);
+    match kind {
+        "Pod" => pod_spec(child(root, "spec")),
+        "Deployment" => {
+            let spec = child(root, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = child(spec, "strategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                let ru = child(strategy, "rollingUpdate");
+                default(ru, "maxSurge", json!("25%"));
+                default(ru, "maxUnavailable", json!("25%"));
+            }
+            pod_spec(child(child(spec, "template"), "spec"));
+        }
+        "ReplicaSet" => {
+            let spec = child(root, "spec");
+            default(spec, "replicas", json!(1));
+            pod_spec(child(child(spec, "template"), "spec"));
+        }
+        "Service" => {
+            let spec = child(root, "spec");
+            default(spec, "type", json!("ClusterIP"));
+            default(spec, "sessionAffinity", json!("None"));
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for port in ports {
+                    let port = ensure_object(port);
+                    default(port, "protocol", json!("TCP"));
+                    if let Some(p) = port.get("port").cloned() {
+                        default(port, "targetPort", p);
+                    }
+                }
+            }
+        }
+        "Namespace" => {
+            let spec = child(root, "spec");
+            default(spec, "finalizers", json!(["kubernetes"]));
+            default(child(root, "status"), "phase", json!("Active"));
+        }
+        _ => {}
+    }
+}
+
+fn pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in containers {
+                let c = ensure_object(c);
+                let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
+                    i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or(i).contains(':')
+                });
+                default(
+                    c,
+                    "imagePullPolicy",
+                    json!(if latest { "Always" } else { "IfNotPresent" }),
+                );
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        default(ensure_object(p), "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Small accessors for the `metadata` of an object held as JSON.
+
+use serde_json::{Map, Value};
+
+/// The object's `metadata`, created if missing (or replaced if not an object).
+pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    let map = ensure_object(obj);
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    ensure_object(meta)
+}
+
+/// Turns `v` into an object if it is not one, and returns its map.
+pub fn ensure_object(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+/// A string field of `metadata`, if present.
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// The object's name.
+pub fn name(obj: &Value) -> Option<&str> {
+    meta_str(obj, "name").filter(|n| !n.is_empty())
+}
+
+/// The object's labels as pairs.
+pub fn labels(obj: &Value) -> Vec<(&str, &str)> {
+    obj.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Follows a dotted path (`spec.nodeName`) into the object.
+pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(obj, |v, part| v.get(part))
+}
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    format!("{}", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+}

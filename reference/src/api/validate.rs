@@ -1,0 +1,454 @@
+//! Is this a well-formed object of its kind?
+//!
+//! Two checks, in Kubernetes' order:
+//!
+//! 1. **Decoding.** The JSON is decoded into the `k8s-openapi` type for its kind. A wrong
+//!    type (`"replicas": "three"`) is a decoding error (400). Encoding the typed value again
+//!    and comparing shows which fields the type does not know: with `fieldValidation=Strict`
+//!    (what kubectl sends) they are an error (400), otherwise they are dropped with a warning.
+//!    The re-encoded value is what gets stored, so nothing unknown reaches the store.
+//! 2. **Validation.** Names must be DNS names, required fields present, selectors must match
+//!    their templates, ports in range. Every problem becomes a cause of one 422 Invalid.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::selector::LabelSelector;
+use super::{Resource, meta};
+
+/// One problem with one field, as a `StatusCause`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueRequired`, `FieldValueInvalid`, ...
+    pub reason: &'static str,
+    /// The field's path (`spec.template.spec.containers[0].image`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why an object was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    /// The body is not a valid encoding of the kind (wrong types, unknown fields in strict mode).
+    #[error("{0}")]
+    Decode(String),
+    /// The object decoded but breaks the kind's rules.
+    #[error("{kind} {name:?} is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    Invalid {
+        /// The kind.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// Every problem found.
+        causes: Vec<Cause>,
+    },
+}
+
+/// How to treat fields the kind does not know (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn.
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+/// Decodes `body` as the kind of `resource`; returns the normalized object and warnings.
+pub fn decode(
+    resource: &Resource,
+    body: Value,
+    fields: FieldValidation,
+) -> Result<(Value, Vec<String>), ValidationError> {
+    let typed = match resource.kind {
+        "Namespace" => round_trip::<Namespace>(&body),
+        "Node" => round_trip::<Node>(&body),
+        "Pod" => round_trip::<Pod>(&body),
+        "Service" => round_trip::<Service>(&body),
+        "Endpoints" => round_trip::<Endpoints>(&body),
+        "Event" => round_trip::<Event>(&body),
+        "Deployment" => round_trip::<Deployment>(&body),
+        "ReplicaSet" => round_trip::<ReplicaSet>(&body),
+        other => Err(format!("no decoder for kind {other}")),
+    }
+    .map_err(|e| {
+        ValidationError::Decode(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            resource.kind, resource.version, resource.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    unknown_fields(&body, &typed, "", &mut unknown);
+    if unknown.is_empty() || fields == FieldValidation::Ignore {
+        return Ok((typed, Vec::new()));
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match fields {
+        FieldValidation::Strict => Err(ValidationError::Decode(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        ))),
+        _ => Ok((typed, messages)),
+    }
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(body: &Value) -> Result<Value, String> {
+    let typed: T = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// Collects the paths present (and not null) in `input` but absent from `typed`.
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match t.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
+                unknown_fields(iv, tv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn required(field: &str) -> Cause {
+    Cause {
+        reason: "FieldValueRequired",
+        field: field.to_owned(),
+        message: "Required value".to_owned(),
+    }
+}
+
+fn invalid(field: &str, value: impl std::fmt::Display, why: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid",
+        field: field.to_owned(),
+        message: format!("Invalid value: \"{value}\": {why}"),
+    }
+}
+
+/// A DNS-1123 label: at most 63 lower-case alphanumerics or '-', alphanumeric at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
+
+/// Checks the kind's rules on a decoded object (with its name already settled).
+pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError> {
+    let mut causes = Vec::new();
+    let name = meta::name(obj).unwrap_or_default().to_owned();
+    if name.is_empty() {
+        causes.push(required("metadata.name"));
+    } else {
+        let (ok, msg) = match resource.kind {
+            "Namespace" => (is_dns_label(&name), LABEL_MSG),
+            "Service" => (
+                is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
+                DNS1035_MSG,
+            ),
+            _ => (is_dns_subdomain(&name), SUBDOMAIN_MSG),
+        };
+        if !ok {
+            causes.push(invalid("metadata.name", &name, msg));
+        }
+    }
+    for (key, value) in meta::labels(obj) {
+        if LabelSelector::parse(&format!("{key}={value}")).is_err() {
+            causes.push(invalid(
+                "metadata.labels",
+                format!("{key}={value}"),
+                "invalid label",
+            ));
+        }
+    }
+    match resource.kind {
+        "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
+        "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
+        "Service" => validate_service(obj, &mut causes),
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError::Invalid {
+            kind: resource.kind,
+            name,
+            causes,
+        })
+    }
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        causes.push(required(&format!("{path}.containers")));
+        return;
+    };
+    let mut names = std::collections::HashSet::new();
+    for (i, c) in containers.iter().enumerate() {
+        let at = format!("{path}.containers[{i}]");
+        match c.get("name").and_then(Value::as_str) {
+            None | Some("") => causes.push(required(&format!("{at}.name"))),
+            Some(n) if !is_dns_label(n) => {
+                causes.push(invalid(&format!("{at}.name"), n, LABEL_MSG))
+            }
+            Some(n) if !names.insert(n.to_owned()) => causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{at}.name"),
+                message: format!("Duplicate value: \"{n}\""),
+            }),
+            Some(_) => {}
+        }
+        if c.get("image")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            causes.push(required(&format!("{at}.image")));
+        }
+        for (j, p) in c
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+            if !(1..=65535).contains(&port) {
+                causes.push(invalid(
+                    &format!("{at}.ports[{j}].containerPort"),
+                    port,
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+}
+
+fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec");
+    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+        && r < 0
+    {
+        causes.push(invalid(
+            "spec.replicas",
+            r,
+            "must be greater than or equal to 0",
+        ));
+    }
+    let selector = spec.and_then(|s| s.get("selector"));
+    let match_labels = selector
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object);
+    let has_expressions = selector
+        .and_then(|s| s.get("matchExpressions"))
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    if match_labels.is_none_or(|m| m.is_empty()) && !has_expressions {
+        causes.push(required("spec.selector"));
+    } else if let Some(ml) = match_labels {
+        let template = spec
+            .and_then(|s| s.get("template"))
+            .cloned()
+            .unwrap_or_default();
+        let sel = LabelSelector::from_labels(
+            ml.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+        );
+        if !sel.matches_object(&template) {
+            causes.push(invalid(
+                "spec.template.metadata.labels",
+                serde_json::to_string(&template.pointer("/metadata/labels")).unwrap_or_default(),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    validate_pod_spec(
+        spec.and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec")),
+        "spec.template.spec",
+        causes,
+    );
+}
+
+fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec");
+    let ty = spec
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.type".into(),
+            message: format!(
+                "Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ),
+        });
+    }
+    let headless = spec
+        .and_then(|s| s.get("clusterIP"))
+        .and_then(Value::as_str)
+        == Some("None");
+    let ports = spec.and_then(|s| s.get("ports")).and_then(Value::as_array);
+    match ports {
+        None => {
+            if !headless && ty != "ExternalName" {
+                causes.push(required("spec.ports"));
+            }
+        }
+        Some(ports) => {
+            for (i, p) in ports.iter().enumerate() {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(invalid(
+                        &format!("spec.ports[{i}].port"),
+                        port,
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if let Some(np) = p.get("nodePort").and_then(Value::as_i64)
+                    && np != 0
+                    && !(30000..=32767).contains(&np)
+                {
+                    causes.push(invalid(
+                            &format!("spec.ports[{i}].nodePort"),
+                            np,
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        ));
+                }
+                if ports.len() > 1
+                    && p.get("name")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                {
+                    causes.push(required(&format!("spec.ports[{i}].name")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::find;
+    use serde_json::json;
+
+    fn deployments() -> &'static Resource {
+        find("apps", "v1", "deployments").expect("served")
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "probe", "image": "shipshape/probe:v1"}]}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn a_good_deployment_passes_unchanged() {
+        let (obj, warnings) =
+            decode(deployments(), deployment(), FieldValidation::Strict).expect("decodes");
+        assert!(warnings.is_empty());
+        assert_eq!(obj, deployment());
+        validate(deployments(), &obj).expect("valid");
+    }
+
+    #[test]
+    fn unknown_fields_fail_strict_and_are_dropped_otherwise() {
+        let mut d = deployment();
+        d["spec"]["replicaz"] = json!(3);
+        let err = decode(deployments(), d.clone(), FieldValidation::Strict).expect_err("strict");
+        assert!(
+            err.to_string().contains("unknown field \"spec.replicaz\""),
+            "{err}"
+        );
+        let (obj, warnings) = decode(deployments(), d, FieldValidation::Warn).expect("warn");
+        assert_eq!(warnings.len(), 1);
+        assert!(obj["spec"].get("replicaz").is_none());
+    }
+
+    #[test]
+    fn wrong_types_are_decode_errors() {
+        let mut d = deployment();
+        d["spec"]["replicas"] = json!("three");
+        assert!(matches!(
+            decode(deployments(), d, FieldValidation::Warn),
+            Err(ValidationError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_names_and_missing_fields_are_causes() {
+        let mut d = deployment();
+        d["metadata"]["name"] = json!("Web_1");
+        d["spec"]["template"]["spec"]["containers"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("image");
+        d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+        let Err(ValidationError::Invalid { causes, .. }) = validate(deployments(), &d) else {
+            panic!("expected invalid");
+        };
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.name",
+                "spec.template.metadata.labels",
+                "spec.template.spec.containers[0].image"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_subdomain("web.v1-2"));
+        assert!(!is_dns_subdomain("Web"));
+        assert!(!is_dns_label("-a"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,243 @@
+//! # The apiserver: the only door into the cluster
+//!
+//! The seed: "the apiserver is the entry point for every request; all components talk to
+//! it, and only it reads and writes etcd." Here every component — kubectl, the scheduler,
+//! controllers, node agents, the conformance kit — is an HTTP client of this module, and
+//! only this module holds the [`Store`].
+//!
+//! It speaks a subset of the Kubernetes REST API, wire-compatible (see DESIGN.md):
+//!
+//! ```text
+//! request ─▶ body limit ─▶ bearer token ─▶ route ─┬─ discovery, /version, /openapi/v3
+//!                                                 ├─ get / list / watch
+//!                                                 └─ create / update / patch / delete
+//!                                                       │ decode (JSON, or kubectl's protobuf)
+//!                                                       │ validate, default, set metadata
+//!                                                       ▼
+//!                                         store write with a precondition
+//! ```
+//!
+//! What it never does: schedule, reconcile, or touch Docker. It stores what clients
+//! send, checked, and tells watchers what changed.
+//!
+//! Files: [`routes`] parses URLs; [`resources`] is the verbs; [`watch`] streams changes;
+//! [`patch`] applies PATCH bodies; [`discovery`] answers what is served; [`status`] turns
+//! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies.
+
+mod discovery;
+pub mod patch;
+mod protobuf;
+mod resources;
+mod routes;
+pub mod status;
+pub mod tls;
+mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+
+use crate::store::Store;
+use routes::Route;
+use status::ApiError;
+
+/// Largest request body accepted (Kubernetes' limit is 3 MiB too).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The response body type: whole documents and watch streams alike.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every request handler shares.
+pub struct Shared {
+    /// The store; nobody else has it.
+    pub store: Store,
+    /// The bearer token that grants access.
+    pub token: String,
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the API over TLS on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    shutdown: signal::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stopping = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to accept a connection");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let mut stop = shutdown.clone();
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                    }
+                });
+            }
+        }
+    }
+    connections.abort_all();
+}
+
+/// A JSON response.
+pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code(), &e.status())
+}
+
+/// Whether the request carries the admin bearer token.
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    // Compare in constant time: the token is the only secret.
+    let (a, b) = (token.trim().as_bytes(), shared.token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = routes::parse(&path);
+    let response = match route {
+        Route::Health => {
+            if shared.store.is_leader() {
+                text_response(StatusCode::OK, "ok")
+            } else {
+                text_response(StatusCode::SERVICE_UNAVAILABLE, "store has no leader")
+            }
+        }
+        Route::Version => json_response(StatusCode::OK, &discovery::version()),
+        _ if !authorized(&shared, &req) => error_response(&ApiError::Unauthorized),
+        route => match route_authorized(&shared, route, req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        },
+    };
+    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+async fn route_authorized(
+    shared: &Shared,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let ok = |v: Option<Value>| {
+        v.map(|v| json_response(StatusCode::OK, &v))
+            .ok_or(ApiError::NoRoute)
+    };
+    let get_only = |m: &Method| {
+        if m == Method::GET {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed)
+        }
+    };
+    match route {
+        Route::CoreVersions => {
+            get_only(req.method())?;
+            ok(Some(discovery::core_versions()))
+        }
+        Route::Groups => {
+            get_only(req.method())?;
+            ok(Some(discovery::groups()))
+        }
+        Route::Group(g) => {
+            get_only(req.method())?;
+            ok(discovery::group(&g))
+        }
+        Route::ResourceList(g, v) => {
+            get_only(req.method())?;
+            ok(discovery::resources(&g, &v))
+        }
+        Route::OpenApiIndex => {
+            get_only(req.method())?;
+            ok(Some(discovery::openapi_index()))
+        }
+        Route::OpenApiDoc(p) => {
+            get_only(req.method())?;
+            ok(discovery::openapi_group(&p))
+        }
+        Route::Target(target) => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(body).await?;
+            resources::dispatch(shared, parts, target, body).await
+        }
+        Route::Health | Route::Version | Route::NotFound => Err(ApiError::NoRoute),
+    }
+}
+
+/// Reads the whole request body, refusing anything over [`MAX_BODY`].
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(MAX_BODY)),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "failed to read the request body: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,842 @@
+//! The verbs on resources: get, list, create, update, patch, delete, and the subresources
+//! (status, scale, binding, eviction, log).
+//!
+//! Every write follows one path: build the object the client asked for, check it
+//! ([`crate::api::validate`]), fill defaults, set server-owned metadata, then write it to the
+//! store with a precondition (absent for create, the revision it was read at for update).
+//! A failed check returns before the store is touched, so a bad request changes nothing.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header, request::Parts};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::patch::{self, PatchKind};
+use super::routes::Target;
+use super::status::{ApiError, from_store};
+use super::{Body, Shared, json_response, protobuf, watch};
+use crate::api::meta::{self, ensure_object, metadata_mut};
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::validate::{self, FieldValidation};
+use crate::api::{self, Resource, defaults};
+use crate::store::{Op, Precondition, Record};
+
+/// Query parameters, decoded.
+pub(super) type Query = HashMap<String, String>;
+
+fn parse_query(parts: &Parts) -> Query {
+    parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Routes one resource request to its verb.
+pub(super) async fn dispatch(
+    shared: &Shared,
+    parts: Parts,
+    target: Target,
+    body: Bytes,
+) -> Result<http::Response<Body>, ApiError> {
+    let query = parse_query(&parts);
+    let r = target.resource;
+    if r.namespaced && target.name.is_some() && target.namespace.is_none() {
+        return Err(ApiError::NoRoute);
+    }
+    if let Some(sub) = target.subresource.as_deref()
+        && !r.has_subresource(sub)
+    {
+        return Err(ApiError::NoRoute);
+    }
+    let ns = target.namespace.as_deref();
+    let sub = target.subresource.as_deref();
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    match (&parts.method, target.name.as_deref(), sub) {
+        (&Method::GET, None, None) => {
+            let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if watching {
+                watch::serve(shared, r, ns, &query)
+            } else {
+                ok(list(shared, r, ns, &query)?)
+            }
+        }
+        (&Method::POST, None, None) => {
+            let obj = decode_body(&parts, &body)?;
+            let created = create(shared, r, ns, obj, &query).await?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (&Method::GET, Some(name), None) => ok(get(shared, r, ns, name)?.0),
+        (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
+        (&Method::GET, Some(name), Some("scale")) => ok(scale_of(r, &get(shared, r, ns, name)?.0)),
+        (&Method::GET, Some(name), Some("log")) => {
+            let (pod, _) = get(shared, r, ns, name)?;
+            if meta::path(&pod, "spec.nodeName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "pod {name} does not have a host assigned"
+                )));
+            }
+            Err(ApiError::Unavailable(format!(
+                "logs of pod {name} are not available: no node agent serves container logs yet"
+            )))
+        }
+        (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let obj = decode_body(&parts, &body)?;
+            ok(update(shared, r, ns, name, sub, &query, Change::Replace(obj)).await?)
+        }
+        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let kind = patch_kind(&parts)?;
+            ok(update(shared, r, ns, name, sub, &query, Change::Patch(kind, &body)).await?)
+        }
+        (&Method::PUT, Some(name), Some("scale")) => {
+            let obj = decode_body(&parts, &body)?;
+            ok(rescale(shared, r, ns, name, &query, Change::Replace(obj)).await?)
+        }
+        (&Method::PATCH, Some(name), Some("scale")) => {
+            let kind = patch_kind(&parts)?;
+            ok(rescale(shared, r, ns, name, &query, Change::Patch(kind, &body)).await?)
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let options = delete_options(&parts, &body, &query)?;
+            ok(delete(shared, r, ns, name, &options).await?)
+        }
+        (&Method::POST, Some(name), Some("binding")) => {
+            let binding = decode_body(&parts, &body)?;
+            bind(shared, r, ns, name, &binding).await?;
+            Ok(json_response(StatusCode::CREATED, &success()))
+        }
+        (&Method::POST, Some(name), Some("eviction")) => {
+            let eviction = decode_body(&parts, &body)?;
+            let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+            delete(shared, r, ns, name, &options).await?;
+            Ok(json_response(StatusCode::CREATED, &success()))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+}
+
+/// Decodes a request body as JSON, or as kubectl's protobuf envelope.
+fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let value = match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::BadRequest(format!("failed to decode the JSON body: {e}")))?,
+        protobuf::CONTENT_TYPE => protobuf::decode(body).map_err(|e| {
+            ApiError::BadRequest(format!("failed to decode the protobuf body: {e}"))
+        })?,
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "application/json, {} (got {other})",
+                protobuf::CONTENT_TYPE
+            )));
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+fn patch_kind(parts: &Parts) -> Result<PatchKind, ApiError> {
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchKind::from_content_type(ct).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+                .into(),
+        )
+    })
+}
+
+fn field_validation(query: &Query) -> Result<FieldValidation, ApiError> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "fieldValidation must be Ignore, Warn or Strict, not {other:?}"
+        ))),
+    }
+}
+
+fn dry_run(query: &Query) -> bool {
+    query.get("dryRun").is_some_and(|d| d == "All")
+}
+
+/// Parses a stored record into the object clients see (with its resourceVersion).
+pub(super) fn from_record(record: &Record) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&record.value)
+        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    metadata_mut(&mut obj).insert(
+        "resourceVersion".into(),
+        Value::String(record.mod_revision.to_string()),
+    );
+    Ok(obj)
+}
+
+/// The bytes to store: the object without its resourceVersion (the store owns that).
+fn to_stored(obj: &Value) -> Vec<u8> {
+    let mut obj = obj.clone();
+    metadata_mut(&mut obj).remove("resourceVersion");
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+fn get(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(Value, u64), ApiError> {
+    let record = shared
+        .store
+        .get(&r.key(ns, name))
+        .map_err(|e| from_store(e, r, name))?
+        .ok_or_else(|| ApiError::NotFound {
+            resource: r,
+            name: name.to_owned(),
+        })?;
+    Ok((from_record(&record)?, record.mod_revision))
+}
+
+/// The selectors of a list or watch.
+pub(super) fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((labels, fields))
+}
+
+fn list(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    query: &Query,
+) -> Result<Value, ApiError> {
+    let (labels, fields) = selectors(query)?;
+    let (records, revision) = shared
+        .store
+        .list(&r.prefix(ns))
+        .map_err(|e| from_store(e, r, ""))?;
+    let mut items = Vec::with_capacity(records.len());
+    for (_, record) in &records {
+        let obj = from_record(record)?;
+        if labels.matches_object(&obj) && fields.matches_object(&obj) {
+            items.push(obj);
+        }
+    }
+    Ok(json!({
+        "kind": r.list_kind(),
+        "apiVersion": r.api_version(),
+        "metadata": {"resourceVersion": revision.to_string()},
+        "items": items,
+    }))
+}
+
+/// Checks that a body's apiVersion and kind (if given) are this resource's; fills them in.
+fn check_type(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let map = ensure_object(obj);
+    let api_version = r.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
+    }
+    map.insert("apiVersion".into(), json!(api_version));
+    map.insert("kind".into(), json!(r.kind));
+    Ok(())
+}
+
+/// Checks the body's namespace against the URL's; fills it in.
+fn check_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
+    let meta = metadata_mut(obj);
+    let given = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    match (r.namespaced, ns, given) {
+        (true, Some(url), Some(body)) if url != body => Err(ApiError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        )),
+        (true, Some(url), _) => {
+            meta.insert("namespace".into(), json!(url));
+            Ok(())
+        }
+        (true, None, _) => Err(ApiError::BadRequest(
+            "a namespaced object must be created in a namespace".into(),
+        )),
+        (false, _, _) => {
+            meta.remove("namespace");
+            Ok(())
+        }
+    }
+}
+
+fn random_suffix(len: usize) -> String {
+    // Kubernetes' alphabet: no vowels (no words) and no easily confused characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+/// Decodes, validates and defaults an object bound for the store.
+fn admit(r: &'static Resource, obj: Value, query: &Query) -> Result<Value, ApiError> {
+    let (mut obj, warnings) =
+        validate::decode(r, obj, field_validation(query)?).map_err(|e| ApiError::Invalid(e, r))?;
+    for w in warnings {
+        tracing::debug!(kind = r.kind, warning = %w, "dropped a field");
+    }
+    validate::validate(r, &obj).map_err(|e| ApiError::Invalid(e, r))?;
+    defaults::apply(r.kind, &mut obj);
+    Ok(obj)
+}
+
+async fn create(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    mut obj: Value,
+    query: &Query,
+) -> Result<Value, ApiError> {
+    check_type(r, &mut obj)?;
+    check_namespace(r, ns, &mut obj)?;
+    if let Some(ns) = ns.filter(|_| r.namespaced) {
+        let namespaces = api::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+        get(shared, namespaces, None, ns)?;
+    }
+    {
+        let meta = metadata_mut(&mut obj);
+        let has_name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if !has_name && let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+            let name = format!("{prefix}{}", random_suffix(5));
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    let mut obj = admit(r, obj, query)?;
+    let name = meta::name(&obj).unwrap_or_default().to_owned();
+    {
+        let meta = metadata_mut(&mut obj);
+        meta.insert("uid".into(), json!(new_uid()));
+        meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        meta.remove("resourceVersion");
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        meta.remove("managedFields");
+        if r.has_spec {
+            meta.insert("generation".into(), json!(1));
+        }
+    }
+    prepare_status_on_create(r, &mut obj);
+    if dry_run(query) {
+        return Ok(obj);
+    }
+    let written = shared
+        .store
+        .write(vec![Op::put(
+            r.key(ns, &name),
+            to_stored(&obj),
+            Precondition::Absent,
+        )])
+        .await
+        .map_err(|e| from_store(e, r, &name))?;
+    metadata_mut(&mut obj).insert(
+        "resourceVersion".into(),
+        json!(written.revision.to_string()),
+    );
+    Ok(obj)
+}
+
+/// What the server owns of a new object's status.
+fn prepare_status_on_create(r: &Resource, obj: &mut Value) {
+    let map = ensure_object(obj);
+    match r.kind {
+        "Pod" => {
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
+        }
+        "Deployment" | "ReplicaSet" => {
+            map.insert("status".into(), json!({}));
+        }
+        "Service" => {
+            map.insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        _ => {}
+    }
+}
+
+/// How an update describes the new object.
+pub(super) enum Change<'a> {
+    /// PUT: the whole object.
+    Replace(Value),
+    /// PATCH: a patch to apply to the current object.
+    Patch(PatchKind, &'a Bytes),
+}
+
+/// How often a PATCH is retried when another writer got in between read and write.
+const PATCH_RETRIES: usize = 5;
+
+async fn update(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    query: &Query,
+    change: Change<'_>,
+) -> Result<Value, ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (current, revision) = get(shared, r, ns, name)?;
+        let (proposed, precondition, retry) = match &change {
+            Change::Replace(obj) => {
+                let rv = meta::meta_str(obj, "resourceVersion").filter(|s| !s.is_empty());
+                let pre = match rv {
+                    Some(rv) => Precondition::Revision(parse_rv(rv)?),
+                    None => Precondition::Revision(revision),
+                };
+                (obj.clone(), pre, false)
+            }
+            Change::Patch(kind, body) => {
+                let patched = patch::apply(*kind, &current, body)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                // A patch that names a resourceVersion is a precondition, not a retry loop.
+                let named = meta::meta_str(&patched, "resourceVersion")
+                    .filter(|rv| *rv != revision.to_string())
+                    .map(parse_rv)
+                    .transpose()?;
+                match named {
+                    Some(rv) => (patched, Precondition::Revision(rv), false),
+                    None => (patched, Precondition::Revision(revision), true),
+                }
+            }
+        };
+        let next = merge_update(r, ns, name, sub, &current, proposed, query)?;
+        match write_update(shared, r, ns, name, &current, next, precondition, query).await {
+            Err(ApiError::Conflict { .. }) if retry && attempt < PATCH_RETRIES => continue,
+            other => return other,
+        }
+    }
+}
+
+fn parse_rv(rv: &str) -> Result<u64, ApiError> {
+    rv.parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
+}
+
+/// Builds the object to store from the current one and what the client proposed.
+fn merge_update(
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    current: &Value,
+    mut proposed: Value,
+    query: &Query,
+) -> Result<Value, ApiError> {
+    check_type(r, &mut proposed)?;
+    check_namespace(r, ns, &mut proposed)?;
+    match meta::meta_str(&proposed, "name") {
+        Some(n) if n == name => {}
+        None | Some("") => {
+            metadata_mut(&mut proposed).insert("name".into(), json!(name));
+        }
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let mut next = if sub == Some("status") {
+        // A status update changes the status and nothing else.
+        let mut next = current.clone();
+        ensure_object(&mut next).insert(
+            "status".into(),
+            proposed.get("status").cloned().unwrap_or(json!({})),
+        );
+        next
+    } else {
+        let mut next = proposed;
+        if r.has_subresource("status") {
+            // Writers of the main resource cannot change status: it has its own endpoint.
+            let map = ensure_object(&mut next);
+            match current.get("status") {
+                Some(s) => map.insert("status".into(), s.clone()),
+                None => map.remove("status"),
+            };
+        }
+        next
+    };
+    {
+        // Server-owned metadata stays as it was.
+        let cur_meta = current.get("metadata").cloned().unwrap_or_default();
+        let meta = metadata_mut(&mut next);
+        for key in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match cur_meta.get(key) {
+                Some(v) => meta.insert(key.into(), v.clone()),
+                None => meta.remove(key),
+            };
+        }
+        meta.remove("managedFields");
+    }
+    let mut next = admit(r, next, query)?;
+    if r.has_spec && next.get("spec") != current.get("spec") {
+        let generation = meta::path(current, "metadata.generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        metadata_mut(&mut next).insert("generation".into(), json!(generation + 1));
+    }
+    Ok(next)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_update(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    current: &Value,
+    mut next: Value,
+    precondition: Precondition,
+    query: &Query,
+) -> Result<Value, ApiError> {
+    // Compare without resourceVersion: an unchanged object is not written again.
+    let rv_of = |v: &Value| meta::meta_str(v, "resourceVersion").map(str::to_owned);
+    let current_rv = rv_of(current);
+    metadata_mut(&mut next).remove("resourceVersion");
+    let mut current_plain = current.clone();
+    metadata_mut(&mut current_plain).remove("resourceVersion");
+    if let Precondition::Revision(expected) = precondition
+        && current_rv.as_deref() != Some(expected.to_string().as_str())
+    {
+        return Err(from_store(
+            crate::store::StoreError::Conflict {
+                key: String::new(),
+                expected,
+                actual: 0,
+            },
+            r,
+            name,
+        ));
+    }
+    if next == current_plain || dry_run(query) {
+        if let Some(rv) = current_rv {
+            metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+        }
+        return Ok(next);
+    }
+    let written = shared
+        .store
+        .write(vec![Op::put(
+            r.key(ns, name),
+            to_stored(&next),
+            precondition,
+        )])
+        .await
+        .map_err(|e| from_store(e, r, name))?;
+    metadata_mut(&mut next).insert(
+        "resourceVersion".into(),
+        json!(written.revision.to_string()),
+    );
+    Ok(next)
+}
+
+/// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
+fn scale_of(r: &Resource, obj: &Value) -> Value {
+    let m = obj.get("metadata").cloned().unwrap_or_default();
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|ml| {
+            ml.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let _ = r;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+async fn rescale(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    change: Change<'_>,
+) -> Result<Value, ApiError> {
+    let (current, revision) = get(shared, r, ns, name)?;
+    let scale = scale_of(r, &current);
+    let proposed = match change {
+        Change::Replace(obj) => obj,
+        Change::Patch(kind, body) => {
+            patch::apply(kind, &scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        }
+    };
+    let replicas = proposed.pointer("/spec/replicas").and_then(Value::as_i64);
+    let replicas = match replicas {
+        Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
+        other => {
+            return Err(ApiError::Invalid(
+                validate::ValidationError::Invalid {
+                    kind: "Scale",
+                    name: name.to_owned(),
+                    causes: vec![validate::Cause {
+                        reason: "FieldValueInvalid",
+                        field: "spec.replicas".into(),
+                        message: format!(
+                            "Invalid value: {}: must be greater than or equal to 0",
+                            other.map_or("null".to_string(), |n| n.to_string())
+                        ),
+                    }],
+                },
+                r,
+            ));
+        }
+    };
+    let precondition = match meta::meta_str(&proposed, "resourceVersion").filter(|s| !s.is_empty())
+    {
+        Some(rv) => Precondition::Revision(parse_rv(rv)?),
+        None => Precondition::Revision(revision),
+    };
+    let mut next = current.clone();
+    ensure_object(ensure_object(&mut next).entry("spec").or_insert(json!({})))
+        .insert("replicas".into(), json!(replicas));
+    let next = merge_update(r, ns, name, None, &current, next, query)?;
+    let stored = write_update(shared, r, ns, name, &current, next, precondition, query).await?;
+    Ok(scale_of(r, &stored))
+}
+
+/// DeleteOptions from the body (if any) and the query.
+fn delete_options(parts: &Parts, body: &Bytes, query: &Query) -> Result<Value, ApiError> {
+    let mut options = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        decode_body(parts, body)?
+    };
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        let g: i64 = g
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {g:?}")))?;
+        options["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(p) = query.get("propagationPolicy") {
+        options["propagationPolicy"] = json!(p);
+    }
+    Ok(options)
+}
+
+async fn delete(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    options: &Value,
+) -> Result<Value, ApiError> {
+    let (current, revision) = get(shared, r, ns, name)?;
+    if let Some(pre) = options.get("preconditions") {
+        if let Some(uid) = pre.get("uid").and_then(Value::as_str)
+            && meta::meta_str(&current, "uid") != Some(uid)
+        {
+            return Err(ApiError::Conflict {
+                resource: r,
+                name: name.to_owned(),
+                message: format!("Precondition failed: UID in precondition: {uid}"),
+            });
+        }
+        if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
+            && parse_rv(rv)? != revision
+        {
+            return Err(ApiError::Conflict {
+                resource: r,
+                name: name.to_owned(),
+                message: format!("Precondition failed: ResourceVersion in precondition: {rv}"),
+            });
+        }
+    }
+    if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(ApiError::Forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
+    let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
+    let finalizers = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let bound_pod = r.kind == "Pod"
+        && meta::path(&current, "spec.nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+    let pod_grace = grace.unwrap_or_else(|| {
+        meta::path(&current, "spec.terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
+    // A pod on a node is stopped by its node agent, which removes it when its containers are
+    // gone; an object with finalizers waits for them. Both are only marked as terminating.
+    if finalizers || (bound_pod && pod_grace > 0) {
+        if current.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(current);
+        }
+        let mut next = current.clone();
+        let meta = metadata_mut(&mut next);
+        meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+        meta.insert(
+            "deletionGracePeriodSeconds".into(),
+            json!(if bound_pod { pod_grace } else { 0 }),
+        );
+        let written = shared
+            .store
+            .write(vec![Op::put(
+                r.key(ns, name),
+                to_stored(&next),
+                Precondition::Revision(revision),
+            )])
+            .await
+            .map_err(|e| from_store(e, r, name))?;
+        metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            json!(written.revision.to_string()),
+        );
+        return Ok(next);
+    }
+    let mut ops = vec![Op::delete(
+        r.key(ns, name),
+        Precondition::Revision(revision),
+    )];
+    if r.kind == "Namespace" {
+        // The namespace goes with everything in it.
+        for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
+            let (items, _) = shared
+                .store
+                .list(&res.prefix(Some(name)))
+                .map_err(|e| from_store(e, r, name))?;
+            ops.extend(
+                items
+                    .into_iter()
+                    .map(|(key, rec)| Op::delete(key, Precondition::Revision(rec.mod_revision))),
+            );
+        }
+    }
+    let written = shared
+        .store
+        .write(ops)
+        .await
+        .map_err(|e| from_store(e, r, name))?;
+    let mut gone = current;
+    metadata_mut(&mut gone).insert(
+        "resourceVersion".into(),
+        json!(written.revision.to_string()),
+    );
+    Ok(gone)
+}
+
+async fn bind(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> Result<(), ApiError> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("a binding needs target.name (the node)".into()))?;
+    let (current, revision) = get(shared, r, ns, name)?;
+    if let Some(existing) = meta::path(&current, "spec.nodeName").and_then(Value::as_str)
+        && !existing.is_empty()
+    {
+        return Err(ApiError::Conflict {
+            resource: r,
+            name: name.to_owned(),
+            message: format!("pod {name} is already assigned to node \"{existing}\""),
+        });
+    }
+    let mut next = current;
+    ensure_object(ensure_object(&mut next).entry("spec").or_insert(json!({})))
+        .insert("nodeName".into(), json!(node));
+    shared
+        .store
+        .write(vec![Op::put(
+            r.key(ns, name),
+            to_stored(&next),
+            Precondition::Revision(revision),
+        )])
+        .await
+        .map_err(|e| from_store(e, r, name))?;
+    Ok(())
+}

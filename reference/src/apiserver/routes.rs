@@ -1,0 +1,132 @@
+//! URL paths to routes.
+//!
+//! Resource paths have the Kubernetes shape:
+//! `/api/v1[/namespaces/{ns}]/{plural}[/{name}[/{subresource}]]` for the core group and
+//! `/apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}[/{subresource}]]` otherwise.
+//! `/api/v1/namespaces/{name}` is the namespace object itself.
+
+use crate::api::{self, Resource};
+
+/// Which object(s) a resource request addresses.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The resource.
+    pub resource: &'static Resource,
+    /// The namespace from the URL, for namespaced resources (None: all namespaces).
+    pub namespace: Option<String>,
+    /// The object's name, if one object is addressed.
+    pub name: Option<String>,
+    /// The subresource (`status`, `scale`, ...).
+    pub subresource: Option<String>,
+}
+
+/// What a path asks for.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// `/healthz`, `/readyz`, `/livez` (and their sub-checks).
+    Health,
+    /// `/version`.
+    Version,
+    /// `/api`.
+    CoreVersions,
+    /// `/apis`.
+    Groups,
+    /// `/apis/{group}`.
+    Group(String),
+    /// `/api/v1` or `/apis/{group}/{version}`.
+    ResourceList(String, String),
+    /// `/openapi/v3`.
+    OpenApiIndex,
+    /// `/openapi/v3/{api/v1 | apis/g/v}`.
+    OpenApiDoc(String),
+    /// A resource path.
+    Target(Target),
+    /// Anything else.
+    NotFound,
+}
+
+/// Parses a request path.
+pub fn parse(path: &str) -> Route {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["healthz" | "readyz" | "livez", ..] => Route::Health,
+        ["version"] => Route::Version,
+        ["api"] => Route::CoreVersions,
+        ["apis"] => Route::Groups,
+        ["apis", g] => Route::Group((*g).to_owned()),
+        ["api", "v1"] => Route::ResourceList(String::new(), "v1".into()),
+        ["apis", g, v] => Route::ResourceList((*g).to_owned(), (*v).to_owned()),
+        ["openapi", "v3"] => Route::OpenApiIndex,
+        ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
+        ["api", "v1", rest @ ..] => target("", "v1", rest),
+        ["apis", g, v, rest @ ..] => target(g, v, rest),
+        _ => Route::NotFound,
+    }
+}
+
+fn target(group: &str, version: &str, rest: &[&str]) -> Route {
+    let owned = |s: &&str| Some((*s).to_owned());
+    // `namespaces/{ns}/{plural}/...` when {plural} is a namespaced resource of this group.
+    if let ["namespaces", ns, plural, tail @ ..] = rest
+        && let Some(r) = api::find(group, version, plural).filter(|r| r.namespaced)
+    {
+        if tail.len() > 2 || ns.is_empty() {
+            return Route::NotFound;
+        }
+        return Route::Target(Target {
+            resource: r,
+            namespace: owned(ns),
+            name: tail.first().and_then(owned),
+            subresource: tail.get(1).and_then(owned),
+        });
+    }
+    let Some((plural, tail)) = rest.split_first() else {
+        return Route::NotFound;
+    };
+    let Some(r) = api::find(group, version, plural) else {
+        return Route::NotFound;
+    };
+    if tail.len() > 2 || tail.first().is_some_and(|n| n.is_empty()) {
+        return Route::NotFound;
+    }
+    Route::Target(Target {
+        resource: r,
+        namespace: None,
+        name: tail.first().and_then(owned),
+        subresource: tail.get(1).and_then(owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(path: &str) -> Target {
+        match parse(path) {
+            Route::Target(t) => t,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resource_paths() {
+        let d = t("/apis/apps/v1/namespaces/default/deployments/web/scale");
+        assert_eq!(d.resource.plural, "deployments");
+        assert_eq!(d.namespace.as_deref(), Some("default"));
+        assert_eq!(d.name.as_deref(), Some("web"));
+        assert_eq!(d.subresource.as_deref(), Some("scale"));
+        let all = t("/api/v1/pods");
+        assert!(all.namespace.is_none() && all.name.is_none());
+        let ns = t("/api/v1/namespaces/default");
+        assert_eq!(ns.resource.plural, "namespaces");
+        assert_eq!(ns.name.as_deref(), Some("default"));
+        let ns_status = t("/api/v1/namespaces/default/status");
+        assert_eq!(ns_status.subresource.as_deref(), Some("status"));
+        assert!(matches!(parse("/api/v1/widgets"), Route::NotFound));
+        assert!(matches!(
+            parse("/apis/apps/v1/namespaces/x/deployments/a/b/c"),
+            Route::NotFound
+        ));
+        assert!(matches!(parse("/readyz"), Route::Health));
+    }
+}

@@ -1,0 +1,245 @@
+//! The Raft log on disk: entries, hard state, conf state and snapshot metadata in sled.
+//!
+//! raft-rs reads its log through the `Storage` trait. [`DiskLog`] keeps a `MemStorage` as
+//! the in-memory view raft-rs reads from, and writes every change through to the `raft`
+//! tree, so that on restart the in-memory view is rebuilt exactly. The driver decides when
+//! the writes become durable (it flushes before acknowledging anything).
+//!
+//! | key | value |
+//! |---|---|
+//! | `e` + index (big-endian) | an `Entry` (protobuf) |
+//! | `hs` | the `HardState` (term, vote, commit) |
+//! | `cs` | the `ConfState` (the voters) |
+//! | `snap` | `SnapshotMetadata` of the last compaction point |
+
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage};
+
+use super::StoreError;
+use super::state::StateMachine;
+
+const HARD_STATE: &[u8] = b"hs";
+const CONF_STATE: &[u8] = b"cs";
+const SNAPSHOT: &[u8] = b"snap";
+
+fn entry_key(index: u64) -> Vec<u8> {
+    let mut k = vec![b'e'];
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("failed to decode {what}: {e}"))
+}
+
+/// raft-rs's view of the log, written through to sled.
+pub(super) struct DiskLog {
+    mem: MemStorage,
+    tree: sled::Tree,
+    state: Arc<StateMachine>,
+}
+
+impl DiskLog {
+    /// Loads the log from `db`, or starts a new one whose voters are `voters`.
+    pub(super) fn open(
+        db: &sled::Db,
+        state: Arc<StateMachine>,
+        voters: &[u64],
+    ) -> Result<DiskLog, StoreError> {
+        let tree = db.open_tree("raft")?;
+        let mem = MemStorage::new();
+        {
+            let mut core = mem.wl();
+            if let Some(bytes) = tree.get(SNAPSHOT)? {
+                let meta = SnapshotMetadata::parse_from_bytes(&bytes)
+                    .map_err(|e| corrupt("snapshot", e))?;
+                let mut snap = Snapshot::default();
+                snap.set_metadata(meta);
+                core.apply_snapshot(snap)?;
+            }
+            let mut entries = Vec::new();
+            for item in tree.range(entry_key(0)..entry_key(u64::MAX)) {
+                let (_, v) = item?;
+                entries.push(Entry::parse_from_bytes(&v).map_err(|e| corrupt("log entry", e))?);
+            }
+            core.append(&entries)?;
+            match tree.get(CONF_STATE)? {
+                Some(bytes) => core.set_conf_state(
+                    ConfState::parse_from_bytes(&bytes).map_err(|e| corrupt("conf state", e))?,
+                ),
+                None => {
+                    let cs = ConfState {
+                        voters: voters.to_vec(),
+                        ..Default::default()
+                    };
+                    tree.insert(
+                        CONF_STATE,
+                        cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?,
+                    )?;
+                    core.set_conf_state(cs);
+                }
+            }
+            if let Some(bytes) = tree.get(HARD_STATE)? {
+                core.set_hardstate(
+                    HardState::parse_from_bytes(&bytes).map_err(|e| corrupt("hard state", e))?,
+                );
+            }
+        }
+        Ok(DiskLog { mem, tree, state })
+    }
+
+    /// Appends entries, replacing any conflicting tail.
+    pub(super) fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        // A new leader may overwrite a tail this replica had: drop it on disk too.
+        for item in self.tree.range(entry_key(first.index)..entry_key(u64::MAX)) {
+            let (k, _) = item?;
+            batch.remove(k);
+        }
+        for e in entries {
+            let bytes = e.write_to_bytes().map_err(|e| corrupt("log entry", e))?;
+            batch.insert(entry_key(e.index), bytes);
+        }
+        self.tree.apply_batch(batch)?;
+        self.mem.wl().append(entries)?;
+        Ok(())
+    }
+
+    /// Records the hard state.
+    pub(super) fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        let bytes = hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?;
+        self.tree.insert(HARD_STATE, bytes)?;
+        self.mem.wl().set_hardstate(hs.clone());
+        Ok(())
+    }
+
+    /// Records a new commit index (from a light ready).
+    pub(super) fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut hs = self.mem.rl().hard_state().clone();
+        hs.commit = commit;
+        self.set_hard_state(&hs)
+    }
+
+    /// Records the voters after a membership change.
+    pub(super) fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
+        let bytes = cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?;
+        self.tree.insert(CONF_STATE, bytes)?;
+        self.mem.wl().set_conf_state(cs);
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot received from the leader.
+    pub(super) fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let meta = snapshot.get_metadata();
+        let mut batch = sled::Batch::default();
+        for item in self.tree.range(entry_key(0)..entry_key(u64::MAX)) {
+            let (k, _) = item?;
+            batch.remove(k);
+        }
+        batch.insert(
+            SNAPSHOT,
+            meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
+        );
+        batch.insert(
+            CONF_STATE,
+            meta.get_conf_state()
+                .write_to_bytes()
+                .map_err(|e| corrupt("conf state", e))?,
+        );
+        self.tree.apply_batch(batch)?;
+        self.mem.wl().apply_snapshot(snapshot.clone())?;
+        Ok(())
+    }
+
+    /// The first index still in the log.
+    pub(super) fn first_index(&self) -> u64 {
+        Storage::first_index(&self.mem).unwrap_or(1)
+    }
+
+    fn conf_state(&self) -> ConfState {
+        self.mem
+            .initial_state()
+            .map(|s| s.conf_state)
+            .unwrap_or_default()
+    }
+
+    /// Discards the entries before `index` (which must be applied), keeping disk use bounded.
+    pub(super) fn compact(&self, index: u64) -> Result<(), StoreError> {
+        if index <= self.first_index() {
+            return Ok(());
+        }
+        let meta = SnapshotMetadata {
+            index: index - 1,
+            term: self.mem.term(index - 1)?,
+            conf_state: Some(self.conf_state()).into(),
+            ..Default::default()
+        };
+        let mut batch = sled::Batch::default();
+        for item in self.tree.range(entry_key(0)..entry_key(index)) {
+            let (k, _) = item?;
+            batch.remove(k);
+        }
+        batch.insert(
+            SNAPSHOT,
+            meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
+        );
+        self.tree.apply_batch(batch)?;
+        self.mem.wl().compact(index)?;
+        Ok(())
+    }
+}
+
+impl Storage for DiskLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    /// A snapshot of the state machine as applied now, for a follower that fell behind the
+    /// compacted log.
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
+        let applied = self.state.applied_index().map_err(|_| unavailable())?;
+        let mut snap = Snapshot {
+            data: self
+                .state
+                .snapshot_data()
+                .map_err(|_| unavailable())?
+                .into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = applied;
+        meta.term = self.mem.term(applied)?;
+        meta.set_conf_state(self.conf_state());
+        Ok(snap)
+    }
+}

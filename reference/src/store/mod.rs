@@ -1,0 +1,295 @@
+//! # The store: the cluster's memory, replicated with Raft and kept in sled
+//!
+//! In the seed, etcd is "a distributed key-value store that keeps the cluster's data,
+//! kept consistent with Raft; only the apiserver reads and writes it". This module is that
+//! store. Nothing but the apiserver holds a [`Store`].
+//!
+//! ## What it keeps
+//!
+//! A flat map from keys (`/registry/deployments/default/web`) to values (an object's JSON),
+//! plus a single, ever-growing **revision**. Every write that changes something bumps the
+//! revision by one, and the value remembers the revision that last wrote it (its
+//! *mod revision*). The apiserver shows that number to clients as `resourceVersion`:
+//! an update that carries an older one fails its precondition and becomes 409 Conflict.
+//!
+//! Every change is also written to an **event history** keyed by revision. A watch from
+//! revision `r` replays the history after `r` and then follows new writes, in revision order
+//! and without gaps. History is only kept for a window of revisions; a watch that starts
+//! before it answers [`StoreError::Compacted`] (410 Gone at the API), and the client relists.
+//!
+//! ## How a write travels
+//!
+//! ```text
+//! Store::write ──propose──▶ raft driver task ──append+fsync──▶ log (sled)
+//!                              │ committed on a quorum
+//!                              ▼
+//!                       state machine applies: preconditions, kv, history, revision
+//!                              │
+//!            ◀──── reply ──────┘  (only now is the write acknowledged)
+//! ```
+//!
+//! [`node`] wraps raft-rs's `RawNode`: one task owns it and drives it in the documented
+//! `Ready` order (send, apply snapshot, apply committed entries, persist entries and hard
+//! state and fsync, send persisted messages, advance). [`log`] persists the Raft log, hard
+//! state and snapshot metadata in sled. [`state`] is the state machine: it applies committed
+//! writes atomically (one sled batch per entry, holding the applied index too, so a restart
+//! resumes exactly where it stopped) and serves reads and watches. [`transport`] is the seam
+//! for other voters: one voter needs none, three voters need a transport, not a rewrite.
+//!
+//! Reads do not go through Raft: they read the state machine of this replica, which on the
+//! leader already holds every acknowledged write.
+
+mod codec;
+mod log;
+mod node;
+mod state;
+pub mod transport;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use state::{Event, EventKind, Record};
+pub use watch::WatchStream;
+
+/// How a store replica is set up.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Directory holding the sled database (log, hard state, key-values, history).
+    pub data_dir: PathBuf,
+    /// This replica's Raft id (1-based).
+    pub id: u64,
+    /// Ids of every voter, this one included. `[1]` is a single-voter store.
+    pub voters: Vec<u64>,
+    /// Length of one Raft tick; elections and heartbeats count in ticks.
+    pub tick: Duration,
+    /// How many revisions of history watches can resume from.
+    pub history_window: u64,
+    /// Compact the Raft log once this many applied entries are behind the last snapshot.
+    pub compact_after: u64,
+}
+
+impl StoreConfig {
+    /// A single-voter store in `data_dir`, with the default timings and windows.
+    pub fn single(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            id: 1,
+            voters: vec![1],
+            tick: Duration::from_millis(100),
+            history_window: 10_000,
+            compact_after: 1_000,
+        }
+    }
+}
+
+/// What must hold for a write to go ahead; checked on the state the write would change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition.
+    None,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist (update or delete without a resourceVersion).
+    Exists,
+    /// The key must exist and have been last written at exactly this revision.
+    Revision(u64),
+}
+
+/// One change to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The key to change.
+    pub key: String,
+    /// `Some(value)` to put, `None` to delete.
+    pub value: Option<Vec<u8>>,
+    /// What must hold first.
+    pub precondition: Precondition,
+}
+
+impl Op {
+    /// Put `value` at `key` if `precondition` holds.
+    pub fn put(key: impl Into<String>, value: Vec<u8>, precondition: Precondition) -> Self {
+        Op {
+            key: key.into(),
+            value: Some(value),
+            precondition,
+        }
+    }
+
+    /// Delete `key` if `precondition` holds.
+    pub fn delete(key: impl Into<String>, precondition: Precondition) -> Self {
+        Op {
+            key: key.into(),
+            value: None,
+            precondition,
+        }
+    }
+}
+
+/// The outcome of an acknowledged write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The revision the write was applied at (every op of one write shares it).
+    pub revision: u64,
+    /// For each op, the record it replaced or deleted, if there was one.
+    pub previous: Vec<Option<Record>>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key already exists.
+    #[error("key {key} already exists")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// The key does not exist.
+    #[error("key {key} not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// The key was written at another revision than the one expected.
+    #[error("key {key} is at revision {actual}, not {expected}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The revision the writer expected.
+        expected: u64,
+        /// The key's revision now.
+        actual: u64,
+    },
+    /// The requested revision is older than the retained history.
+    #[error("revision {requested} has been compacted (oldest retained is {oldest})")]
+    Compacted {
+        /// The revision asked for.
+        requested: u64,
+        /// The oldest revision a watch can start after.
+        oldest: u64,
+    },
+    /// This replica is not the Raft leader, so it cannot take writes.
+    #[error("this store replica is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+    },
+    /// The store is shutting down or its driver stopped.
+    #[error("the store is stopped")]
+    Stopped,
+    /// A write was proposed but leadership changed before it committed; its fate is unknown.
+    #[error("leadership changed before the write committed; it may or may not have applied")]
+    Dropped,
+    /// sled failed.
+    #[error("failed to access the store's database: {0}")]
+    Disk(#[from] sled::Error),
+    /// Raft failed.
+    #[error("raft failed: {0}")]
+    Raft(#[from] raft::Error),
+    /// Something on disk could not be decoded.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+}
+
+/// A request from a [`Store`] handle to the raft driver task.
+struct Proposal {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// A handle on one store replica. Cheap to clone; all clones share the replica.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<state::StateMachine>,
+    proposals: mpsc::Sender<Proposal>,
+    driver: Arc<node::DriverHandle>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("revision", &self.revision())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the replica in `config.data_dir` and starts its raft driver task.
+    ///
+    /// A single-voter store elects itself at once; with more voters, the replica waits for
+    /// an election through the transport.
+    pub async fn open(
+        config: StoreConfig,
+        transport: Arc<dyn transport::Transport>,
+    ) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create data dir: {e}")))?;
+        let db = sled::Config::new()
+            .path(config.data_dir.join("store"))
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let state = Arc::new(state::StateMachine::open(&db, config.history_window)?);
+        let (proposals, rx) = mpsc::channel(1024);
+        let driver = node::start(config, db, state.clone(), rx, transport).await?;
+        Ok(Store {
+            state,
+            proposals,
+            driver: Arc::new(driver),
+        })
+    }
+
+    /// Applies `ops` atomically, once committed on a quorum and durable; all or nothing.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.proposals
+            .send(Proposal { ops, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The record at `key`, if any.
+    pub fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.state.get(key)
+    }
+
+    /// Every record whose key starts with `prefix`, in key order, and the revision they
+    /// were read at.
+    pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Record)>, u64), StoreError> {
+        self.state.list(prefix)
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> u64 {
+        self.state.revision()
+    }
+
+    /// Follows every change under `prefix` after revision `after`, in order, without gaps.
+    pub fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, StoreError> {
+        watch::WatchStream::new(self.state.clone(), prefix.to_owned(), after)
+    }
+
+    /// Hands a Raft message that arrived from another replica to this replica's driver.
+    pub fn receive(&self, message: raft::prelude::Message) {
+        if self.driver.inbound().try_send(message).is_err() {
+            tracing::debug!("dropped an inbound raft message: driver busy or stopped");
+        }
+    }
+
+    /// Whether this replica currently leads (and so takes writes).
+    pub fn is_leader(&self) -> bool {
+        self.driver.is_leader()
+    }
+
+    /// Stops the driver task and flushes the database.
+    pub async fn shutdown(&self) {
+        self.driver.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

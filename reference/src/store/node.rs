@@ -1,0 +1,295 @@
+//! The raft driver: one task that owns the `RawNode` and drives it.
+//!
+//! raft-rs owns no threads and does no I/O; the application ticks it, steps messages into
+//! it, proposes, and then handles each `Ready` in the documented order:
+//!
+//! 1. send the messages a leader may send before persisting;
+//! 2. apply a snapshot, if one arrived;
+//! 3. apply the committed entries to the state machine and answer their proposers;
+//! 4. append the new entries and the hard state to the log, and fsync if asked to;
+//! 5. send the messages that must wait for persistence (votes, append responses);
+//! 6. advance, then handle the light ready the same way (commit index, messages, entries).
+//!
+//! A proposal is answered only from step 3, after its entry committed, which for a single
+//! voter means after the fsync of step 4 in an earlier round: nothing is acknowledged
+//! before it is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::log::DiskLog;
+use super::state::StateMachine;
+use super::transport::Transport;
+use super::{Proposal, StoreConfig, StoreError, WriteResult, codec};
+
+type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
+
+/// Controls the running driver task.
+pub(super) struct DriverHandle {
+    leader: Arc<AtomicBool>,
+    stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    inbound: mpsc::Sender<Message>,
+}
+
+impl DriverHandle {
+    pub(super) fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    pub(super) fn inbound(&self) -> &mpsc::Sender<Message> {
+        &self.inbound
+    }
+
+    pub(super) async fn shutdown(&self) {
+        if let Some((stop, task)) = self.stop.lock().await.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+}
+
+/// Everything the driver task owns.
+struct Driver {
+    node: RawNode<DiskLog>,
+    db: sled::Db,
+    state: Arc<StateMachine>,
+    transport: Arc<dyn Transport>,
+    leader: Arc<AtomicBool>,
+    /// Proposals of this replica waiting for their entry to apply, by sequence number.
+    pending: HashMap<u64, Reply>,
+    next_seq: u64,
+    compact_after: u64,
+}
+
+/// Opens the log, builds the `RawNode` and starts the driver task.
+pub(super) async fn start(
+    config: StoreConfig,
+    db: sled::Db,
+    state: Arc<StateMachine>,
+    proposals: mpsc::Receiver<Proposal>,
+    transport: Arc<dyn Transport>,
+) -> Result<DriverHandle, StoreError> {
+    let log = DiskLog::open(&db, state.clone(), &config.voters)?;
+    let raft_config = raft::Config {
+        id: config.id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        applied: state.applied_index()?,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    raft_config.validate()?;
+    let logger = slog::Logger::root(TracingDrain, slog::o!());
+    let mut node = RawNode::new(&raft_config, log, &logger)?;
+    if config.voters == [config.id] {
+        // Alone, there is nobody to wait for: lead at once rather than after a timeout.
+        node.campaign()?;
+    }
+    let leader = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let driver = Driver {
+        node,
+        db,
+        state,
+        transport,
+        leader: leader.clone(),
+        pending: HashMap::new(),
+        next_seq: 0,
+        compact_after: config.compact_after.max(1),
+    };
+    let task = tokio::spawn(driver.run(config.tick, proposals, inbound_rx, stop_rx));
+    Ok(DriverHandle {
+        leader,
+        stop: Mutex::new(Some((stop_tx, task))),
+        inbound: inbound_tx,
+    })
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        tick: std::time::Duration,
+        mut proposals: mpsc::Receiver<Proposal>,
+        mut inbound: mpsc::Receiver<Message>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = ticker.tick() => { self.node.tick(); }
+                p = proposals.recv() => {
+                    // Every `Store` handle is gone: nobody can write or read any more.
+                    let Some(p) = p else { break };
+                    self.propose(p);
+                    // Take whatever else is queued, so one fsync covers many writes.
+                    while let Ok(p) = proposals.try_recv() {
+                        self.propose(p);
+                    }
+                }
+                Some(m) = inbound.recv() => {
+                    if let Err(e) = self.node.step(m) {
+                        tracing::debug!(error = %e, "ignored a raft message");
+                    }
+                }
+            }
+            if let Err(e) = self.on_ready().await {
+                // The disk failed under us: stop taking writes rather than risk acknowledging
+                // something that is not durable.
+                tracing::error!(error = %e, "store driver stopping");
+                break;
+            }
+        }
+        self.fail_pending(|| StoreError::Stopped);
+        if let Err(e) = self.db.flush_async().await {
+            tracing::error!(error = %e, "failed to flush the store on shutdown");
+        }
+    }
+
+    fn propose(&mut self, p: Proposal) {
+        if self.node.raft.state != StateRole::Leader {
+            let leader = Some(self.node.raft.leader_id).filter(|id| *id != 0);
+            let _ = p.reply.send(Err(StoreError::NotLeader { leader }));
+            return;
+        }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let mut context = self.node.raft.id.to_be_bytes().to_vec();
+        context.extend_from_slice(&seq.to_be_bytes());
+        match self.node.propose(context, codec::encode_ops(&p.ops)) {
+            Ok(()) => {
+                self.pending.insert(seq, p.reply);
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(StoreError::Raft(e)));
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, err: impl Fn() -> StoreError) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    async fn on_ready(&mut self) -> Result<(), StoreError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(ss) = ready.ss() {
+            let leading = ss.raft_state == StateRole::Leader;
+            self.leader.store(leading, Ordering::Release);
+            if !leading {
+                self.fail_pending(|| StoreError::Dropped);
+            }
+        }
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.state
+                .restore(snapshot.get_metadata().index, &snapshot.data)?;
+            self.node.mut_store().apply_snapshot(&snapshot)?;
+        }
+        self.apply(ready.take_committed_entries())?;
+        self.node.mut_store().append(ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            self.node.mut_store().set_hard_state(hs)?;
+        }
+        if ready.must_sync() {
+            self.db.flush_async().await?;
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.maybe_compact().await
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for m in messages {
+            self.transport.send(m);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    // A new leader's empty entry: nothing to apply.
+                    self.state.apply_noop(entry.index)?;
+                }
+                EntryType::EntryNormal => {
+                    let outcome = self.state.apply(entry.index, &entry.data)?;
+                    if let Some(reply) = self.own_proposal(&entry.context) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let cs = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let cc = ConfChange::parse_from_bytes(&entry.data)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        self.node.apply_conf_change(&cc)?
+                    } else {
+                        let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        self.node.apply_conf_change(&cc)?
+                    };
+                    self.node.mut_store().set_conf_state(cs)?;
+                    self.state.apply_noop(entry.index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reply channel for an entry this replica proposed, found through its context.
+    fn own_proposal(&mut self, context: &[u8]) -> Option<Reply> {
+        let (id, seq) = context.split_at_checked(8)?;
+        let id = u64::from_be_bytes(id.try_into().ok()?);
+        let seq = u64::from_be_bytes(seq.try_into().ok()?);
+        if id != self.node.raft.id {
+            return None;
+        }
+        self.pending.remove(&seq)
+    }
+
+    async fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        let applied = self.node.raft.raft_log.applied;
+        if applied.saturating_sub(self.node.store().first_index()) < self.compact_after {
+            return Ok(());
+        }
+        // The applied state must be durable before the entries that produced it go.
+        self.db.flush_async().await?;
+        self.node.mut_store().compact(applied)
+    }
+}
+
+/// Forwards raft-rs's slog records to `tracing`, at debug level.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        tracing::debug!(target: "raft", "{}", record.msg());
+        Ok(())
+    }
+}
