@@ -1,0 +1,229 @@
+//! Which scenarios apply to the driver under test.
+//!
+//! Features state what a system needs with *capability tags*: `@kubernetes-api` for
+//! scenarios that check Kubernetes API semantics, one tag per fault (`@restart-control-plane`)
+//! for scenarios that inject it. A scenario whose tags (its own, its rule's, its feature's)
+//! name a capability the driver lacks is *not applicable*: it is reported as skipped, with
+//! the reason as its only step, and it does not fail the run. Any other skipped step — a
+//! step nobody defined — does.
+//!
+//! Cucumber has no "skip this scenario" verdict, so the reason is made visible the one way
+//! that shows in every report: [`NotApplicable`] wraps the feature parser and replaces the
+//! steps of such a scenario with a single step, `not applicable: <reason>`, that matches no
+//! definition. Cucumber reports it as skipped (console and JUnit alike), and
+//! [`Capabilities::fails_when_skipped`] tells the run which skips are expected.
+//! (A feature's `Background` still runs before it; capability-tagged features should not
+//! have one.)
+
+use std::sync::Arc;
+
+use cucumber::gherkin::{Feature, Rule, Scenario, Step, StepType};
+use cucumber::parser;
+use futures::StreamExt as _;
+use futures::stream::LocalBoxStream;
+
+use crate::driver::{Driver, Fault};
+
+/// Capability tag of scenarios that need a Kubernetes API client.
+pub const KUBERNETES_API: &str = "kubernetes-api";
+
+/// What the driver under test can do, as far as capability tags are concerned.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// Name of the driver, for the reasons given.
+    driver: String,
+    /// Each known capability tag and whether the driver has it.
+    tags: Vec<(&'static str, bool)>,
+}
+
+impl Capabilities {
+    /// Asks the driver about every capability tag the features may use.
+    pub fn of(driver: &dyn Driver) -> Self {
+        let tags = vec![
+            (KUBERNETES_API, driver.kube_client().is_some()),
+            (
+                "restart-control-plane",
+                driver.supports(&Fault::RestartControlPlane),
+            ),
+        ];
+        Self {
+            driver: driver.name().to_owned(),
+            tags,
+        }
+    }
+
+    /// Each capability tag with whether the driver has it, for the run's banner.
+    pub fn tags(&self) -> &[(&'static str, bool)] {
+        &self.tags
+    }
+
+    /// Why a scenario with these tags does not apply to the driver, if it does not.
+    pub fn not_applicable<'t>(&self, tags: impl IntoIterator<Item = &'t String>) -> Option<String> {
+        let missing: Vec<String> = tags
+            .into_iter()
+            .filter(|tag| self.tags.iter().any(|(known, has)| known == tag && !has))
+            .map(|tag| format!("@{tag}"))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "driver {} lacks the capability {}",
+                self.driver,
+                missing.join(", ")
+            )
+        })
+    }
+
+    /// Whether a skipped step in this scenario fails the run: always, unless the scenario
+    /// was found not applicable.
+    pub fn fails_when_skipped(
+        &self,
+        feature: &Feature,
+        rule: Option<&Rule>,
+        scenario: &Scenario,
+    ) -> bool {
+        self.not_applicable(all_tags(feature, rule, scenario))
+            .is_none()
+    }
+}
+
+/// The tags that apply to a scenario: the feature's, the rule's, its own.
+fn all_tags<'a>(
+    feature: &'a Feature,
+    rule: Option<&'a Rule>,
+    scenario: &'a Scenario,
+) -> impl Iterator<Item = &'a String> {
+    feature
+        .tags
+        .iter()
+        .chain(rule.into_iter().flat_map(|rule| &rule.tags))
+        .chain(&scenario.tags)
+}
+
+/// A feature parser that turns scenarios the driver cannot run into a single
+/// `not applicable: <reason>` step.
+#[derive(Debug)]
+pub struct NotApplicable<P> {
+    /// The parser that reads the feature files.
+    inner: P,
+    /// What the driver under test can do.
+    capabilities: Arc<Capabilities>,
+}
+
+impl<P> NotApplicable<P> {
+    /// Wraps `inner`, judging scenarios against `capabilities`.
+    pub fn new(inner: P, capabilities: Arc<Capabilities>) -> Self {
+        Self {
+            inner,
+            capabilities,
+        }
+    }
+}
+
+impl<I, P: cucumber::Parser<I>> cucumber::Parser<I> for NotApplicable<P> {
+    type Cli = P::Cli;
+    type Output = LocalBoxStream<'static, parser::Result<Feature>>;
+
+    fn parse(self, input: I, cli: Self::Cli) -> Self::Output {
+        let capabilities = self.capabilities;
+        self.inner
+            .parse(input, cli)
+            .map(move |feature| feature.map(|feature| mark_not_applicable(feature, &capabilities)))
+            .boxed_local()
+    }
+}
+
+/// Replaces the steps of every scenario of `feature` that does not apply.
+fn mark_not_applicable(mut feature: Feature, capabilities: &Capabilities) -> Feature {
+    let feature_tags = feature.tags.clone();
+    for scenario in &mut feature.scenarios {
+        let reason = capabilities.not_applicable(feature_tags.iter().chain(&scenario.tags));
+        if let Some(reason) = reason {
+            replace_steps(scenario, &reason);
+        }
+    }
+    for rule in &mut feature.rules {
+        for scenario in &mut rule.scenarios {
+            let tags = feature_tags.iter().chain(&rule.tags).chain(&scenario.tags);
+            if let Some(reason) = capabilities.not_applicable(tags) {
+                replace_steps(scenario, &reason);
+            }
+        }
+    }
+    feature
+}
+
+/// Makes `not applicable: <reason>` the scenario's only step.
+fn replace_steps(scenario: &mut Scenario, reason: &str) {
+    let Some(first) = scenario.steps.first() else {
+        return;
+    };
+    let step = Step {
+        keyword: "Given ".to_owned(),
+        ty: StepType::Given,
+        value: format!("not applicable: {reason}"),
+        docstring: None,
+        table: None,
+        span: first.span,
+        position: first.position,
+    };
+    scenario.steps = vec![step];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capabilities(kube: bool) -> Capabilities {
+        Capabilities {
+            driver: "test".to_owned(),
+            tags: vec![(KUBERNETES_API, kube), ("restart-control-plane", true)],
+        }
+    }
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn missing_capability_makes_a_scenario_not_applicable() {
+        let reason = capabilities(false).not_applicable(&tags(&["disruptive", "kubernetes-api"]));
+        assert_eq!(
+            reason.as_deref(),
+            Some("driver test lacks the capability @kubernetes-api")
+        );
+    }
+
+    #[test]
+    fn a_scenario_not_applicable_is_reduced_to_its_reason_and_may_be_skipped() {
+        let text = "@control-plane\nFeature: f\n\n  Scenario: plain\n    Given a step\n\n  \
+                    @kubernetes-api\n  Scenario: needs the API\n    Given a step\n    Then another\n";
+        let feature = Feature::parse(text, Default::default()).expect("feature parses");
+        let caps = capabilities(false);
+        let feature = mark_not_applicable(feature, &caps);
+        let [plain, needs_api] = feature.scenarios.as_slice() else {
+            panic!("expected two scenarios");
+        };
+        assert_eq!(plain.steps.len(), 1);
+        assert_eq!(plain.steps[0].value, "a step");
+        assert_eq!(needs_api.steps.len(), 1);
+        assert_eq!(
+            needs_api.steps[0].value,
+            "not applicable: driver test lacks the capability @kubernetes-api"
+        );
+        assert!(caps.fails_when_skipped(&feature, None, plain));
+        assert!(!caps.fails_when_skipped(&feature, None, needs_api));
+    }
+
+    #[test]
+    fn present_and_unknown_tags_do_not() {
+        let caps = capabilities(true);
+        assert_eq!(
+            caps.not_applicable(&tags(&["kubernetes-api", "restart-control-plane"])),
+            None
+        );
+        assert_eq!(
+            caps.not_applicable(&tags(&["control-plane", "disruptive"])),
+            None
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! shipshape-conformance: the conformance kit.
+//!
+//! The kit answers one question with evidence: *does this orchestrator behave?* The
+//! specification is `features/*.feature`, written in the plain words of the seed —
+//! deployment, replicas, service, node, control plane — and never in the words of one
+//! implementation. This crate is the harness that runs those features, with cucumber,
+//! against a real system: the reference orchestrator today, any Kubernetes cluster or
+//! Docker Swarm later.
+//!
+//! # How a system plugs in
+//!
+//! A system under test is a [`Driver`](driver::Driver): a handful of operations in the
+//! seed's terms (deploy, scale, update the image, roll back, expose, list replicas with
+//! their phase, node and readiness, reach a service), the [`Fault`](driver::Fault)s it can
+//! inject, and, for systems that speak it, a Kubernetes API client. That trait is the only
+//! thing a new orchestrator implements. Drivers are chosen at run time by the
+//! `SHIPSHAPE_DRIVER` environment variable ([`driver_from_env`]); the
+//! [`reference`] driver starts shipshape's own control plane as a child process and talks
+//! to it only through the Kubernetes API ([`kubeapi`]), exactly as it would to any cluster.
+//!
+//! Features declare what they need with capability tags (`@kubernetes-api`, one tag per
+//! fault such as `@restart-control-plane`). A scenario needing something the driver lacks
+//! is reported *not applicable* — skipped with the reason — rather than failed
+//! ([`applicability`]).
+//!
+//! # How a run goes
+//!
+//! `cargo test -p shipshape-conformance --test conformance` runs `tests/conformance.rs`:
+//!
+//! 1. If the process was started as a reference control plane, it becomes one
+//!    ([`run_reference_child_if_requested`]) and nothing else happens.
+//! 2. The driver is picked and started; the banner says which system is under test and
+//!    which capabilities it has.
+//! 3. Scenarios run one at a time. Each gets a fresh [`World`](world::ConformanceWorld)
+//!    and its own namespace, labelled `shipshape.conformance/run=<run id>` so a reaper can
+//!    find what a killed run left behind; the namespace is deleted afterwards.
+//! 4. Results go to the console and to JUnit XML (`target/conformance/junit.xml`). The
+//!    run fails if a step fails, a hook fails, a feature does not parse, or a step is
+//!    skipped for any reason other than "not applicable" (an undefined step, say).
+//!
+//! Every operation talks to a real system, so every step can really fail: nothing here
+//! mocks the orchestrator, and a driver never reports success for work it did not do.
+
+#![warn(missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+pub mod applicability;
+pub mod driver;
+pub mod kubeapi;
+pub mod reference;
+pub mod steps;
+pub mod world;
+
+pub use reference::run_reference_child_if_requested;
+
+/// Environment variable that names the driver under test.
+pub const DRIVER_ENV: &str = "SHIPSHAPE_DRIVER";
+
+/// The drivers this kit knows, by the name `SHIPSHAPE_DRIVER` takes.
+pub const DRIVERS: &[&str] = &["reference"];
+
+/// Starts the driver named by `SHIPSHAPE_DRIVER` (default `reference`); logs of the
+/// systems it starts go to `report_dir`.
+pub async fn driver_from_env(report_dir: &Path) -> anyhow::Result<Arc<dyn driver::Driver>> {
+    let name = match std::env::var(DRIVER_ENV) {
+        Ok(name) if !name.is_empty() => name,
+        Ok(_) | Err(std::env::VarError::NotPresent) => "reference".to_owned(),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            bail!("{DRIVER_ENV}={raw:?} is not valid UTF-8")
+        }
+    };
+    match name.as_str() {
+        "reference" => {
+            let log = report_dir.join("reference-control-plane.log");
+            let driver = reference::ReferenceDriver::start(log)
+                .await
+                .context("failed to start the reference driver")?;
+            Ok(Arc::new(driver))
+        }
+        "kubernetes" | "swarm" => {
+            bail!("{DRIVER_ENV}={name}: that driver is not written yet; known drivers: {DRIVERS:?}")
+        }
+        other => bail!("{DRIVER_ENV}={other}: unknown driver; known drivers: {DRIVERS:?}"),
+    }
+}

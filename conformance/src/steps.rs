@@ -1,0 +1,462 @@
+//! Step definitions: the sentences of `features/` and what each one does.
+//!
+//! Steps speak to the system through the [`Driver`](crate::driver::Driver) wherever the
+//! sentence is platform-neutral. Steps of `@kubernetes-api` scenarios, which check what the
+//! Kubernetes API promises (optimistic concurrency, object identity), use the driver's
+//! Kubernetes client directly.
+//!
+//! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
+//! the report says what failed, for which object, and why.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use cucumber::{given, then, when};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+use serde_json::Value;
+
+use crate::driver::{DeploymentSpec, Fault, ServiceSpec};
+use crate::kubeapi::is_status;
+use crate::world::ConformanceWorld;
+
+/// How long objects may keep changing (status updates by controllers) before they are noted.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an object must stay unchanged to count as settled.
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
+
+/// Fails the step with a formatted message: anyhow's `bail!`, for a [`StepResult`].
+macro_rules! fail {
+    ($($message:tt)*) => {
+        return Err(anyhow::anyhow!($($message)*).into())
+    };
+}
+
+/// What a step returns.
+pub type StepResult = Result<(), StepError>;
+
+/// A failed step: an error shown with its whole chain of causes.
+pub struct StepError(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for StepError {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+// --- deployments, through the driver --------------------------------------------------
+
+#[given(expr = "a deployment {string} with {int} replicas of image {string}")]
+async fn given_deployment(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: u32,
+    image: String,
+) -> StepResult {
+    let labels = BTreeMap::from([("app".to_owned(), name.clone())]);
+    deploy(world, name, replicas, image, labels).await
+}
+
+#[when(
+    expr = "a deployment {string} is created with {int} replicas of image {string} labelled {string}"
+)]
+async fn create_labelled_deployment(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: u32,
+    image: String,
+    labels: String,
+) -> StepResult {
+    let labels = parse_labels(&labels)?;
+    deploy(world, name, replicas, image, labels).await
+}
+
+#[then(
+    expr = "the deployment {string} is reported with {int} replicas of image {string} labelled {string}"
+)]
+async fn deployment_reported_as_written(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: u32,
+    image: String,
+    labels: String,
+) -> StepResult {
+    let expected = DeploymentSpec {
+        name: name.clone(),
+        image,
+        replicas,
+        labels: parse_labels(&labels)?,
+    };
+    let reported = read_deployment(world, &name).await?;
+    if reported != expected {
+        fail!("deployment {name} was reported as {reported:?}, but was written as {expected:?}");
+    }
+    Ok(())
+}
+
+#[then(expr = "the deployment {string} has {int} replicas")]
+async fn deployment_has_replicas(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: u32,
+) -> StepResult {
+    let reported = read_deployment(world, &name).await?;
+    if reported.replicas != replicas {
+        fail!(
+            "deployment {name} has {} replicas, expected {replicas}",
+            reported.replicas
+        );
+    }
+    Ok(())
+}
+
+#[given(
+    expr = "a service {string} sending port {int} to port {int} of the replicas of deployment {string}"
+)]
+async fn given_service(
+    world: &mut ConformanceWorld,
+    name: String,
+    port: u16,
+    target_port: u16,
+    deployment: String,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let service = ServiceSpec {
+        name,
+        deployment,
+        port,
+        target_port,
+    };
+    world.driver()?.expose(&namespace, &service).await?;
+    Ok(())
+}
+
+// --- concurrent writers, through the Kubernetes API -----------------------------------
+
+#[given(expr = "I have read the deployment {string}")]
+async fn read_for_later(world: &mut ConformanceWorld, name: String) -> StepResult {
+    let api = deployments(world).await?;
+    let deployment = api
+        .get(&name)
+        .await
+        .with_context(|| format!("failed to read deployment {name}"))?;
+    world.read = Some(deployment);
+    Ok(())
+}
+
+#[given(expr = "another client has changed the replicas of deployment {string} to {int}")]
+async fn another_client_changes_replicas(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: i32,
+) -> StepResult {
+    let api = deployments(world).await?;
+    let mut current = api
+        .get(&name)
+        .await
+        .with_context(|| format!("failed to read deployment {name} as the other client"))?;
+    set_replicas(&mut current, replicas)?;
+    api.replace(&name, &PostParams::default(), &current)
+        .await
+        .with_context(|| {
+            format!(
+                "the other client failed to change the replicas of deployment {name} to {replicas}"
+            )
+        })?;
+    Ok(())
+}
+
+#[when(expr = "I change the replicas of deployment {string} to {int} based on what I read")]
+async fn change_based_on_stale_read(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: i32,
+) -> StepResult {
+    let mut stale = world
+        .read
+        .clone()
+        .ok_or_else(|| anyhow!("deployment {name} was not read earlier in this scenario"))?;
+    set_replicas(&mut stale, replicas)?;
+    let api = deployments(world).await?;
+    world.last_write = Some(api.replace(&name, &PostParams::default(), &stale).await);
+    Ok(())
+}
+
+#[then("the change is refused as a conflict")]
+fn refused_as_conflict(world: &mut ConformanceWorld) -> StepResult {
+    match world.last_write.take() {
+        None => fail!("no change was attempted earlier in this scenario"),
+        Some(Err(error)) if is_status(&error, 409) => Ok(()),
+        Some(Err(error)) => Err(anyhow::Error::from(error)
+            .context("the change was refused, but not as a conflict (409)")
+            .into()),
+        Some(Ok(written)) => fail!(
+            "the change based on an outdated version was accepted (deployment {} now at version {})",
+            written.metadata.name.unwrap_or_default(),
+            written.metadata.resource_version.unwrap_or_default()
+        ),
+    }
+}
+
+// --- the control plane fails ----------------------------------------------------------
+
+#[given(expr = "I note the deployment {string} and the service {string} as they are now")]
+async fn note_objects(
+    world: &mut ConformanceWorld,
+    deployment: String,
+    service: String,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let client = world.kube()?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    let services = Api::<Service>::namespaced(client, &namespace);
+    // Controllers may still be writing status; note the objects once they are quiet.
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let before = (
+            get(&deployments, &deployment).await?,
+            get(&services, &service).await?,
+        );
+        tokio::time::sleep(SETTLE_QUIET).await;
+        let after = (
+            get(&deployments, &deployment).await?,
+            get(&services, &service).await?,
+        );
+        let quiet =
+            version(&before.0) == version(&after.0) && version(&before.1) == version(&after.1);
+        if quiet {
+            world.noted_deployments.insert(deployment, after.0);
+            world.noted_services.insert(service, after.1);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            fail!(
+                "deployment {deployment} or service {service} kept changing for {SETTLE_TIMEOUT:?}"
+            );
+        }
+    }
+}
+
+#[when("the control plane is killed abruptly and started again")]
+async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
+    let driver = world.driver()?;
+    driver
+        .inject(&Fault::RestartControlPlane)
+        .await
+        .with_context(|| {
+            format!(
+                "driver {} failed to restart the control plane",
+                driver.name()
+            )
+        })?;
+    Ok(())
+}
+
+#[then(expr = "the deployment {string} is unchanged, with the same identity and version")]
+async fn deployment_unchanged(world: &mut ConformanceWorld, name: String) -> StepResult {
+    let noted = world
+        .noted_deployments
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| anyhow!("deployment {name} was not noted earlier in this scenario"))?;
+    let now = get(&deployments(world).await?, &name).await?;
+    unchanged("deployment", &name, &noted, &now)
+}
+
+#[then(expr = "the service {string} is unchanged, with the same identity and version")]
+async fn service_unchanged(world: &mut ConformanceWorld, name: String) -> StepResult {
+    let noted = world
+        .noted_services
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| anyhow!("service {name} was not noted earlier in this scenario"))?;
+    let namespace = world.namespace().await?;
+    let services = Api::<Service>::namespaced(world.kube()?, &namespace);
+    let now = get(&services, &name).await?;
+    unchanged("service", &name, &noted, &now)
+}
+
+// --- helpers --------------------------------------------------------------------------
+
+/// Creates a deployment in the scenario's namespace through the driver.
+async fn deploy(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: u32,
+    image: String,
+    labels: BTreeMap<String, String>,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let spec = DeploymentSpec {
+        name,
+        image,
+        replicas,
+        labels,
+    };
+    world.driver()?.deploy(&namespace, &spec).await?;
+    Ok(())
+}
+
+/// Reads a deployment back through the driver; missing is an error.
+async fn read_deployment(
+    world: &mut ConformanceWorld,
+    name: &str,
+) -> anyhow::Result<DeploymentSpec> {
+    let namespace = world.namespace().await?;
+    world
+        .driver()?
+        .read_deployment(&namespace, name)
+        .await?
+        .ok_or_else(|| anyhow!("deployment {namespace}/{name} does not exist"))
+}
+
+/// The Deployments of the scenario's namespace, through the Kubernetes API.
+async fn deployments(world: &mut ConformanceWorld) -> anyhow::Result<Api<Deployment>> {
+    let namespace = world.namespace().await?;
+    Ok(Api::namespaced(world.kube()?, &namespace))
+}
+
+/// Gets an object that must exist.
+async fn get<K>(api: &Api<K>, name: &str) -> anyhow::Result<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + fmt::Debug,
+{
+    api.get(name)
+        .await
+        .with_context(|| format!("failed to read {} {name}", K::kind(&())))
+}
+
+/// The resourceVersion of an object.
+fn version<K: kube::Resource>(object: &K) -> Option<&str> {
+    object.meta().resource_version.as_deref()
+}
+
+/// Checks that an object kept its uid, its resourceVersion and every field.
+fn unchanged<K: kube::Resource + serde::Serialize>(
+    kind: &str,
+    name: &str,
+    before: &K,
+    after: &K,
+) -> StepResult {
+    let (was, is) = (before.meta(), after.meta());
+    if was.uid.is_none() || was.resource_version.is_none() {
+        fail!("{kind} {name} was reported without a uid or a version: {was:?}");
+    }
+    if was.uid != is.uid {
+        fail!(
+            "{kind} {name} has a new identity: uid {:?} became {:?}",
+            was.uid,
+            is.uid
+        );
+    }
+    if was.resource_version != is.resource_version {
+        fail!(
+            "{kind} {name} has a new version: {:?} became {:?}",
+            was.resource_version,
+            is.resource_version
+        );
+    }
+    let (was, is) = (to_json(kind, name, before)?, to_json(kind, name, after)?);
+    if was != is {
+        fail!("{kind} {name} changed though its version did not:\nbefore: {was}\nafter:  {is}");
+    }
+    Ok(())
+}
+
+/// An object as JSON, for comparison.
+fn to_json<K: serde::Serialize>(kind: &str, name: &str, object: &K) -> anyhow::Result<Value> {
+    serde_json::to_value(object).with_context(|| format!("failed to serialize {kind} {name}"))
+}
+
+/// Sets `spec.replicas` of a Deployment read through the API.
+fn set_replicas(deployment: &mut Deployment, replicas: i32) -> anyhow::Result<()> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    deployment
+        .spec
+        .as_mut()
+        .ok_or_else(|| anyhow!("deployment {name} has no spec"))?
+        .replicas = Some(replicas);
+    Ok(())
+}
+
+/// Parses `a=1,b=2` into labels.
+fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("label {pair:?} is not of the form key=value"))?;
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step of every feature matches exactly one definition, so no run can fail
+    /// (or silently skip) on a typo.
+    #[test]
+    fn every_feature_step_has_one_definition() {
+        use cucumber::World as _;
+        use cucumber::gherkin::{Feature, GherkinEnv};
+
+        let steps = ConformanceWorld::collection();
+        let features = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../features");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&features).expect("features directory") {
+            let path = entry.expect("features entry").path();
+            if path.extension().is_none_or(|ext| ext != "feature") {
+                continue;
+            }
+            let feature =
+                Feature::parse_path(&path, GherkinEnv::default()).expect("feature parses");
+            let scenarios = feature
+                .scenarios
+                .iter()
+                .chain(feature.rules.iter().flat_map(|rule| &rule.scenarios));
+            let background = feature.background.iter().flat_map(|bg| &bg.steps);
+            for step in background.chain(scenarios.flat_map(|scenario| &scenario.steps)) {
+                match steps.find(step) {
+                    Ok(Some(_)) => checked += 1,
+                    Ok(None) => panic!("{}: undefined step {:?}", path.display(), step.value),
+                    Err(error) => panic!(
+                        "{}: ambiguous step {:?}: {error:?}",
+                        path.display(),
+                        step.value
+                    ),
+                }
+            }
+        }
+        assert!(
+            checked > 0,
+            "no feature steps found in {}",
+            features.display()
+        );
+    }
+
+    #[test]
+    fn labels_parse_from_pairs() {
+        let labels = parse_labels("app=web, tier=front").expect("labels");
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("front"));
+        assert!(parse_labels("app").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Runs `features/` against the driver named by `SHIPSHAPE_DRIVER` (default `reference`).
+//!
+//! Output: cucumber's console report, and JUnit XML in `<target>/conformance/junit.xml`
+//! (`<target>` is `CARGO_TARGET_DIR` when set, else the target directory this test was
+//! built in). The process exits non-zero if any scenario failed or any step was skipped
+//! for another reason than "not applicable".
+//!
+//! The same binary doubles as the reference control plane: see
+//! `shipshape_conformance::run_reference_child_if_requested`.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use cucumber::{StatsWriter as _, World as _, WriterExt as _, parser, writer};
+use futures::FutureExt as _;
+use shipshape_conformance::applicability::NotApplicable;
+use shipshape_conformance::world::{ConformanceWorld, Harness};
+
+fn main() -> ExitCode {
+    // First: this process may be the reference control plane the harness started.
+    if let Some(code) = shipshape_conformance::run_reference_child_if_requested() {
+        return code;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("conformance: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("conformance: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    let report_dir = target_dir().join("conformance");
+    std::fs::create_dir_all(&report_dir)
+        .with_context(|| format!("failed to create {}", report_dir.display()))?;
+    let junit_path = report_dir.join("junit.xml");
+    let junit = File::create(&junit_path)
+        .with_context(|| format!("failed to create {}", junit_path.display()))?;
+
+    let driver = shipshape_conformance::driver_from_env(&report_dir).await?;
+    let harness = Arc::new(Harness::new(driver));
+    let capabilities = harness.capabilities();
+    println!(
+        "conformance: driver under test: {} — {}",
+        harness.driver().name(),
+        harness.driver().describe()
+    );
+    let listed: Vec<String> = capabilities
+        .tags()
+        .iter()
+        .map(|(tag, has)| format!("@{tag}: {}", if *has { "yes" } else { "no" }))
+        .collect();
+    println!(
+        "conformance: capabilities: {}; run id {}",
+        listed.join(", "),
+        harness.run_id()
+    );
+
+    let features = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../features");
+    let (before, after) = (Arc::clone(&harness), Arc::clone(&harness));
+    let skips = Arc::clone(&capabilities);
+    let outcome = ConformanceWorld::cucumber::<PathBuf>()
+        .with_parser(NotApplicable::new(parser::Basic::default(), capabilities))
+        .max_concurrent_scenarios(1)
+        .before(move |_, _, _, world| {
+            before.prepare(world);
+            async {}.boxed_local()
+        })
+        .after(move |_, _, _, _, world| {
+            let harness = Arc::clone(&after);
+            async move { harness.clean_up(world).await }.boxed_local()
+        })
+        .with_writer(
+            writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
+                .summarized()
+                .tee::<ConformanceWorld, _>(writer::JUnit::for_tee(junit, 0))
+                .normalized(),
+        )
+        .fail_on_skipped_with(move |feature, rule, scenario| {
+            skips.fails_when_skipped(feature, rule, scenario)
+        })
+        .run(features)
+        .await;
+
+    println!("conformance: JUnit report in {}", junit_path.display());
+    Ok(if outcome.execution_has_failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR` if set (relative to the workspace),
+/// else the one this test binary was built in.
+fn target_dir() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace.join(dir),
+        _ => PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .map_or_else(|| workspace.join("target"), PathBuf::from),
+    }
+}

@@ -1,0 +1,27 @@
+@control-plane
+Feature: The control plane keeps the desired state
+  The control plane is the only door into the cluster. What is written through it is
+  kept exactly as written; two writers cannot silently overwrite each other; and a
+  write it has acknowledged survives the control plane itself failing.
+
+  Scenario: A deployment is accepted and reported back as written
+    When a deployment "web" is created with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
+    Then the deployment "web" is reported with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
+
+  @kubernetes-api
+  Scenario: A change based on an outdated version is refused
+    Given a deployment "web" with 2 replicas of image "probe:v1"
+    And I have read the deployment "web"
+    And another client has changed the replicas of deployment "web" to 3
+    When I change the replicas of deployment "web" to 5 based on what I read
+    Then the change is refused as a conflict
+    And the deployment "web" has 3 replicas
+
+  @kubernetes-api @restart-control-plane @disruptive
+  Scenario: Deployments and services survive an abrupt restart of the control plane
+    Given a deployment "web" with 2 replicas of image "probe:v1"
+    And a service "web" sending port 80 to port 8080 of the replicas of deployment "web"
+    And I note the deployment "web" and the service "web" as they are now
+    When the control plane is killed abruptly and started again
+    Then the deployment "web" is unchanged, with the same identity and version
+    And the service "web" is unchanged, with the same identity and version

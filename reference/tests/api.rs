@@ -1,0 +1,366 @@
+//! Black-box tests of the apiserver over HTTPS: authentication, every kind of bad input the
+//! rules of the house name (each gets its code, a `Status` body, and changes nothing), and
+//! the verbs a controller relies on.
+
+mod common;
+
+use common::{Client, names};
+use serde_json::{Value, json};
+use shipshape::control_plane::{ControlPlane, ControlPlaneConfig};
+
+async fn start() -> (ControlPlane, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start(ControlPlaneConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+    })
+    .await
+    .expect("control plane starts");
+    (cp, dir)
+}
+
+fn deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "probe", "image": "shipshape/probe:v1"}]}
+            }
+        }
+    })
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn assert_status(reply: &common::Reply, code: u16, reason: &str) {
+    assert_eq!(reply.code, code, "body: {}", reply.body);
+    assert_eq!(reply.body["kind"], "Status", "body: {}", reply.body);
+    assert_eq!(reply.body["code"], code);
+    assert_eq!(reply.body["reason"], reason, "body: {}", reply.body);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401_except_health_and_version() {
+    let (cp, dir) = start().await;
+    let anonymous = Client::new(dir.path(), cp.addr(), None);
+    let wrong = Client::new(dir.path(), cp.addr(), Some("not-the-token"));
+    for client in [&anonymous, &wrong] {
+        assert_status(&client.get("/api/v1/namespaces").await, 401, "Unauthorized");
+        assert_status(
+            &client.post(DEPLOYMENTS, &deployment("web")).await,
+            401,
+            "Unauthorized",
+        );
+    }
+    for open in ["/healthz", "/readyz", "/livez", "/version"] {
+        assert_eq!(anonymous.get(open).await.code, 200, "{open}");
+    }
+    let admin = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    assert!(names(&admin.get(DEPLOYMENTS).await.body).is_empty());
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_code_and_changes_nothing() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    assert_eq!(c.post(DEPLOYMENTS, &deployment("keep")).await.code, 201);
+    let before = c.get(DEPLOYMENTS).await.body;
+
+    // Malformed JSON.
+    let r = c
+        .request(
+            "POST",
+            DEPLOYMENTS,
+            "application/json",
+            b"{\"kind\": ".to_vec(),
+        )
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    // Over 3 MiB.
+    let mut big = deployment("big");
+    big["metadata"]["annotations"] = json!({"x": "y".repeat(3 * 1024 * 1024 + 1)});
+    assert_status(
+        &c.post(DEPLOYMENTS, &big).await,
+        413,
+        "RequestEntityTooLarge",
+    );
+    // Invalid name, and a missing required field, with field causes.
+    let r = c.post(DEPLOYMENTS, &deployment("Not_A_Name")).await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "metadata.name");
+    let mut no_image = deployment("no-image");
+    no_image["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .expect("container")
+        .remove("image");
+    let r = c.post(DEPLOYMENTS, &no_image).await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"],
+        "spec.template.spec.containers[0].image"
+    );
+    // Unknown resource.
+    assert_status(
+        &c.get("/apis/apps/v1/namespaces/default/widgets").await,
+        404,
+        "NotFound",
+    );
+    assert_status(
+        &c.post("/api/v1/namespaces/default/widgets", &json!({}))
+            .await,
+        404,
+        "NotFound",
+    );
+    // Kind or namespace not matching the URL.
+    let mut wrong_kind = deployment("wrong-kind");
+    wrong_kind["kind"] = json!("ReplicaSet");
+    assert_status(&c.post(DEPLOYMENTS, &wrong_kind).await, 400, "BadRequest");
+    let mut wrong_ns = deployment("wrong-ns");
+    wrong_ns["metadata"]["namespace"] = json!("kube-system");
+    assert_status(&c.post(DEPLOYMENTS, &wrong_ns).await, 400, "BadRequest");
+    // Unknown fields under strict validation (what kubectl sends).
+    let mut unknown = deployment("unknown");
+    unknown["spec"]["replicaz"] = json!(1);
+    let r = c
+        .request(
+            "POST",
+            &format!("{DEPLOYMENTS}?fieldValidation=Strict"),
+            "application/json",
+            unknown.to_string().into_bytes(),
+        )
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    // Wrong types.
+    let mut typed = deployment("typed");
+    typed["spec"]["replicas"] = json!("three");
+    assert_status(&c.post(DEPLOYMENTS, &typed).await, 400, "BadRequest");
+    // A body that is not an object, a bad selector, a bad patch.
+    let r = c
+        .request("POST", DEPLOYMENTS, "application/json", b"[1,2]".to_vec())
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    assert_status(
+        &c.get(&format!("{DEPLOYMENTS}?labelSelector=a%20in%20b"))
+            .await,
+        400,
+        "BadRequest",
+    );
+    let r = c
+        .request(
+            "PATCH",
+            &format!("{DEPLOYMENTS}/keep"),
+            "application/merge-patch+json",
+            b"nope".to_vec(),
+        )
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    let r = c
+        .request(
+            "PATCH",
+            &format!("{DEPLOYMENTS}/keep"),
+            "application/merge-patch+json",
+            br#"{"spec":{"replicas":-1}}"#.to_vec(),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    // Creating the same name twice.
+    assert_status(
+        &c.post(DEPLOYMENTS, &deployment("keep")).await,
+        409,
+        "AlreadyExists",
+    );
+    // A namespace that does not exist.
+    assert_status(
+        &c.post(
+            "/apis/apps/v1/namespaces/nowhere/deployments",
+            &deployment("lost"),
+        )
+        .await,
+        404,
+        "NotFound",
+    );
+
+    let after = c.get(DEPLOYMENTS).await.body;
+    assert_eq!(before, after, "a refused request changed something");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_update_is_a_conflict() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let created = c.post(DEPLOYMENTS, &deployment("web")).await.body;
+    let mut first = created.clone();
+    first["spec"]["replicas"] = json!(5);
+    let r = c
+        .request(
+            "PUT",
+            &format!("{DEPLOYMENTS}/web"),
+            "application/json",
+            first.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.body["metadata"]["generation"], 2);
+    // `created` still carries the old resourceVersion.
+    let mut stale = created;
+    stale["spec"]["replicas"] = json!(7);
+    let r = c
+        .request(
+            "PUT",
+            &format!("{DEPLOYMENTS}/web"),
+            "application/json",
+            stale.to_string().into_bytes(),
+        )
+        .await;
+    assert_status(&r, 409, "Conflict");
+    assert_eq!(
+        c.get(&format!("{DEPLOYMENTS}/web")).await.body["spec"]["replicas"],
+        5
+    );
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn generate_name_selectors_subresources_and_delete() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let pods = "/api/v1/namespaces/default/pods";
+    for (i, app) in ["a", "a", "b"].iter().enumerate() {
+        let pod = json!({"metadata": {"generateName": "p-", "labels": {"app": app, "i": i.to_string()}},
+                         "spec": {"containers": [{"name": "c", "image": "shipshape/probe:v1"}]}});
+        let r = c.post(pods, &pod).await;
+        assert_eq!(r.code, 201, "{}", r.body);
+        assert!(
+            r.body["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .starts_with("p-")
+        );
+        assert_eq!(r.body["status"]["phase"], "Pending");
+    }
+    assert_eq!(
+        names(&c.get(&format!("{pods}?labelSelector=app%3Da")).await.body).len(),
+        2
+    );
+    assert_eq!(
+        names(
+            &c.get(&format!("{pods}?labelSelector=app%21%3Da"))
+                .await
+                .body
+        )
+        .len(),
+        1
+    );
+    let pod = names(&c.get(&format!("{pods}?labelSelector=app%3Db")).await.body)[0].clone();
+
+    // Bind it to a node, then only the spec.nodeName field selector finds it there.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod}, "target": {"kind": "Node", "name": "node-1"}});
+    assert_eq!(
+        c.post(&format!("{pods}/{pod}/binding"), &binding)
+            .await
+            .code,
+        201
+    );
+    assert_status(
+        &c.post(&format!("{pods}/{pod}/binding"), &binding).await,
+        409,
+        "Conflict",
+    );
+    let on_node = c
+        .get("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1")
+        .await
+        .body;
+    assert_eq!(names(&on_node), vec![pod.clone()]);
+
+    // Status is written only through /status.
+    let mut with_status = c.get(&format!("{pods}/{pod}")).await.body;
+    with_status["status"]["phase"] = json!("Running");
+    let body = with_status.to_string().into_bytes();
+    let r = c
+        .request(
+            "PUT",
+            &format!("{pods}/{pod}"),
+            "application/json",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let r = c
+        .request(
+            "PUT",
+            &format!("{pods}/{pod}/status"),
+            "application/json",
+            body,
+        )
+        .await;
+    assert_eq!(r.body["status"]["phase"], "Running", "{}", r.body);
+
+    // A bound pod is only marked terminating (its node agent finishes); grace 0 removes it.
+    let r = c
+        .request(
+            "DELETE",
+            &format!("{pods}/{pod}"),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.code, 200);
+    assert!(
+        r.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        r.body
+    );
+    let r = c
+        .request(
+            "DELETE",
+            &format!("{pods}/{pod}?gracePeriodSeconds=0"),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.code, 200);
+    assert_status(&c.get(&format!("{pods}/{pod}")).await, 404, "NotFound");
+
+    // Scale subresource.
+    c.post(DEPLOYMENTS, &deployment("web")).await;
+    let r = c
+        .request(
+            "PATCH",
+            &format!("{DEPLOYMENTS}/web/scale"),
+            "application/merge-patch+json",
+            br#"{"spec":{"replicas":4}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(r.body["kind"], "Scale", "{}", r.body);
+    assert_eq!(r.body["spec"]["replicas"], 4);
+    assert_eq!(
+        c.get(&format!("{DEPLOYMENTS}/web")).await.body["spec"]["replicas"],
+        4
+    );
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn objects_survive_a_restart_on_the_same_data_dir() {
+    let (cp, dir) = start().await;
+    let token = cp.token().to_owned();
+    let c = Client::new(dir.path(), cp.addr(), Some(&token));
+    let created = c.post(DEPLOYMENTS, &deployment("web")).await.body;
+    cp.stop().await;
+    let cp = ControlPlane::start(ControlPlaneConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+    })
+    .await
+    .expect("restarts");
+    assert_eq!(cp.token(), token, "the token survives a restart");
+    let c = Client::new(dir.path(), cp.addr(), Some(&token));
+    assert_eq!(c.get(&format!("{DEPLOYMENTS}/web")).await.body, created);
+    cp.stop().await;
+}

@@ -1,0 +1,210 @@
+//! The real `kubectl` against `shipshape up`: every command the foundation promises, through
+//! the kubeconfig `up` writes. Skipped, saying so, only where kubectl is not installed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `shipshape up` process and the kubeconfig it wrote.
+struct Cluster {
+    child: Child,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn up(data_dir: &Path) -> Cluster {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+            .args([
+                "up",
+                "--nodes",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("shipshape up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut kubeconfig = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("stdout line");
+            if let Some(path) = line.strip_prefix("kubeconfig: ") {
+                kubeconfig = Some(PathBuf::from(path));
+                break;
+            }
+        }
+        let kubeconfig = kubeconfig.expect("`up` prints the kubeconfig path");
+        Cluster { child, kubeconfig }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kubectl(args);
+        assert!(ok, "kubectl {} failed:\n{text}", args.join(" "));
+        text
+    }
+
+    fn kill_hard(&mut self) {
+        // SIGKILL: no chance to flush anything that was not already durable.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+fn kubectl_present() -> bool {
+    Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/web.yaml")
+}
+
+#[test]
+fn kubectl_drives_the_control_plane() {
+    if !kubectl_present() {
+        eprintln!("SKIPPED kubectl_drives_the_control_plane: kubectl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::up(dir.path());
+
+    let namespaces = cluster.ok(&["get", "namespaces"]);
+    assert!(namespaces.contains("default"), "{namespaces}");
+
+    // A typed create: kubectl sends protobuf for this one.
+    let created = cluster.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=shipshape/probe:v1",
+        "--replicas=3",
+    ]);
+    assert!(created.contains("deployment.apps/web created"), "{created}");
+    let yaml = cluster.ok(&["get", "deployments", "-o", "yaml"]);
+    assert!(yaml.contains("replicas: 3"), "{yaml}");
+    assert!(yaml.contains("image: shipshape/probe:v1"), "{yaml}");
+    let deleted = cluster.ok(&["delete", "deployment", "web"]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let (found, text) = cluster.kubectl(&["get", "deployment", "web"]);
+    assert!(!found && text.contains("NotFound"), "{text}");
+
+    // apply, twice: the second changes nothing.
+    let m = manifest();
+    let m = m.to_str().expect("utf-8 path");
+    let first = cluster.ok(&["apply", "-f", m]);
+    assert!(first.contains("deployment.apps/web created"), "{first}");
+    assert!(first.contains("service/web created"), "{first}");
+    let second = cluster.ok(&["apply", "-f", m]);
+    assert!(second.contains("deployment.apps/web unchanged"), "{second}");
+    assert!(second.contains("service/web unchanged"), "{second}");
+
+    // scale and set image go through the scale subresource and a strategic merge patch.
+    cluster.ok(&["scale", "deployment", "web", "--replicas=5"]);
+    cluster.ok(&["set", "image", "deployment/web", "probe=shipshape/probe:v2"]);
+    let spec = cluster.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(spec.trim(), "5 shipshape/probe:v2");
+
+    // get --watch streams: a pod created after the watch began shows up in it.
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["get", "pods", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch starts");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.ok(&["run", "watched", "--image=shipshape/probe:v1"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+            if seen.iter().any(|l| l == "pod/watched") {
+                break;
+            }
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter().any(|l| l == "pod/watched"),
+        "watch printed {seen:?}"
+    );
+}
+
+#[test]
+fn an_acknowledged_create_survives_kill_9() {
+    if !kubectl_present() {
+        eprintln!("SKIPPED an_acknowledged_create_survives_kill_9: kubectl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::up(dir.path());
+    cluster.ok(&[
+        "create",
+        "deployment",
+        "durable",
+        "--image=shipshape/probe:v1",
+    ]);
+    let uid = cluster.ok(&[
+        "get",
+        "deployment",
+        "durable",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    cluster.kill_hard();
+    drop(cluster);
+    let cluster = Cluster::up(dir.path());
+    let after = cluster.ok(&[
+        "get",
+        "deployment",
+        "durable",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert_eq!(after, uid);
+}
