@@ -30,6 +30,7 @@ mod protobuf;
 mod resources;
 mod routes;
 pub mod status;
+mod table;
 pub mod tls;
 mod watch;
 

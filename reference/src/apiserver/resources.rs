@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
-use super::{Body, Shared, json_response, protobuf, watch};
+use super::{Body, Shared, json_response, protobuf, table, watch};
 use crate::api::meta::{self, ensure_object, metadata_mut};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validate::{self, FieldValidation};
@@ -54,14 +54,33 @@ pub(super) async fn dispatch(
     let ns = target.namespace.as_deref();
     let sub = target.subresource.as_deref();
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let as_table = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wanted);
     match (&parts.method, target.name.as_deref(), sub) {
         (&Method::GET, None, None) => {
             let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
             if watching {
-                watch::serve(shared, r, ns, &query)
+                watch::serve(shared, r, ns, &query, as_table)
             } else {
-                ok(list(shared, r, ns, &query)?)
+                let list = list(shared, r, ns, &query)?;
+                if as_table {
+                    let items = list["items"].as_array().cloned().unwrap_or_default();
+                    let rv = list
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str);
+                    ok(table::table(r, &items, rv))
+                } else {
+                    ok(list)
+                }
             }
+        }
+        (&Method::GET, Some(name), None) if as_table => {
+            let obj = get(shared, r, ns, name)?.0;
+            let rv = meta::meta_str(&obj, "resourceVersion").map(str::to_owned);
+            ok(table::table(r, std::slice::from_ref(&obj), rv.as_deref()))
         }
         (&Method::POST, None, None) => {
             let obj = decode_body(&parts, &body)?;

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::resources::{Query, from_record, selectors};
 use super::status::{ApiError, from_store};
-use super::{Body, Shared};
+use super::{Body, Shared, table};
 use crate::api::Resource;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventKind, Store};
@@ -50,9 +50,11 @@ pub(super) fn serve(
     r: &'static Resource,
     ns: Option<&str>,
     query: &Query,
+    as_table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(query)?;
     let filter = Filter { labels, fields };
+    let out = Output { r, as_table };
     let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
     let bookmarks = flag("allowWatchBookmarks");
     let initial_events = flag("sendInitialEvents");
@@ -93,14 +95,14 @@ pub(super) fn serve(
     tokio::spawn(async move {
         let stream = async {
             for obj in initial {
-                send(&tx, "ADDED", obj).await?;
+                send(&tx, "ADDED", out.object(obj)).await?;
             }
             if initial_events {
                 let mut bm = bookmark(r, start);
                 bm["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
                 send(&tx, "BOOKMARK", bm).await?;
             }
-            follow(&store, r, &prefix, start, &filter, &tx, bookmarks).await
+            follow(&store, &out, &prefix, start, &filter, &tx, bookmarks).await
         };
         tokio::select! {
             _ = stream => {}
@@ -136,15 +138,36 @@ async fn send(tx: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> Result<(),
     tx.send(Bytes::from(line)).await.map_err(|_| ())
 }
 
+/// How event objects are written: as they are, or as one-row Tables for kubectl.
+struct Output {
+    r: &'static Resource,
+    as_table: bool,
+}
+
+impl Output {
+    fn object(&self, obj: Value) -> Value {
+        if self.as_table {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            table::table(self.r, std::slice::from_ref(&obj), rv.as_deref())
+        } else {
+            obj
+        }
+    }
+}
+
 async fn follow(
     store: &Store,
-    r: &'static Resource,
+    out: &Output,
     prefix: &str,
     start: u64,
     filter: &Filter,
     tx: &mpsc::Sender<Bytes>,
     bookmarks: bool,
 ) -> Result<(), ()> {
+    let r = out.r;
     let mut watch = match store.watch(prefix, start) {
         Ok(w) => w,
         Err(e) => {
@@ -168,7 +191,7 @@ async fn follow(
                     }
                     Some(Ok(event)) => {
                         if let Some((kind, obj)) = translate(&event, filter) {
-                            send(tx, kind, obj).await?;
+                            send(tx, kind, out.object(obj)).await?;
                         }
                     }
                 }

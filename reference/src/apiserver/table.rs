@@ -1,0 +1,397 @@
+//! Tables: what `kubectl get` prints.
+//!
+//! kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` and prints whatever
+//! columns the server sends, so the server decides that `get pods` shows READY, STATUS and
+//! RESTARTS. Each row carries the object's metadata (a `PartialObjectMetadata`), which
+//! kubectl needs for namespaces, labels and `--show-labels`. Columns with priority 1 appear
+//! only with `-o wide`.
+
+use serde_json::{Value, json};
+
+use crate::api::Resource;
+use crate::api::meta;
+
+/// Whether the `Accept` header asks for a Table.
+pub fn wanted(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+/// A column: name, type, priority (0 always shown, 1 only with `-o wide`).
+type Column = (&'static str, &'static str, u8);
+
+fn columns(kind: &str) -> Vec<Column> {
+    let mut cols: Vec<Column> = vec![("Name", "string", 0)];
+    cols.extend_from_slice(match kind {
+        "Pod" => &[
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+        ],
+        "Deployment" => &[
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "ReplicaSet" => &[
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        "Service" => &[
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        "Node" => &[
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+        ],
+        "Namespace" => &[("Status", "string", 0), ("Age", "string", 0)],
+        "Endpoints" => &[("Endpoints", "string", 0), ("Age", "string", 0)],
+        _ => &[("Age", "string", 0)],
+    });
+    cols
+}
+
+/// Kubernetes' short human durations: `45s`, `3m20s`, `5h10m`, `3d4h`, `400d`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    match () {
+        _ if s < 120 => format!("{s}s"),
+        _ if m < 10 => format!("{m}m{}s", s % 60).replace("m0s", "m"),
+        _ if m < 180 => format!("{m}m"),
+        _ if h < 8 => format!("{h}h{}m", m % 60).replace("h0m", "h"),
+        _ if h < 48 => format!("{h}h"),
+        _ if d < 8 => format!("{d}d{}h", h % 24).replace("d0h", "d"),
+        _ if d < 365 * 2 => format!("{d}d"),
+        _ => format!("{}y", d / 365),
+    }
+}
+
+fn age(obj: &Value) -> String {
+    let created =
+        meta::meta_str(obj, "creationTimestamp").and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    match created {
+        Some(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn int(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text(obj: &Value, pointer: &str, missing: &str) -> String {
+    obj.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(missing)
+        .to_owned()
+}
+
+fn joined(items: Option<&Value>, field: &str) -> String {
+    items
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get(field).and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn selector(obj: &Value, pointer: &str) -> String {
+    obj.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<none>".into())
+}
+
+/// What STATUS shows for a pod: a waiting or terminated reason beats the phase.
+fn pod_status(pod: &Value) -> String {
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return "Terminating".into();
+    }
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    for s in statuses.into_iter().flatten() {
+        for state in ["waiting", "terminated"] {
+            if let Some(reason) = s
+                .pointer(&format!("/state/{state}/reason"))
+                .and_then(Value::as_str)
+            {
+                return reason.to_owned();
+            }
+        }
+    }
+    text(
+        pod,
+        "/status/reason",
+        &text(pod, "/status/phase", "Pending"),
+    )
+}
+
+fn cells(kind: &str, obj: &Value) -> Vec<Value> {
+    let name = json!(meta::name(obj).unwrap_or_default());
+    let mut row = vec![name];
+    let rest: Vec<Value> = match kind {
+        "Pod" => {
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter(|c| c.get("ready") == Some(&json!(true)))
+                    .count()
+            });
+            let restarts: i64 = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                    .sum()
+            });
+            vec![
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(obj)),
+                json!(restarts.to_string()),
+                json!(age(obj)),
+                json!(text(obj, "/status/podIP", "<none>")),
+                json!(text(obj, "/spec/nodeName", "<none>")),
+            ]
+        }
+        "Deployment" => vec![
+            json!(format!(
+                "{}/{}",
+                int(obj, "/status/readyReplicas"),
+                int(obj, "/spec/replicas")
+            )),
+            json!(int(obj, "/status/updatedReplicas")),
+            json!(int(obj, "/status/availableReplicas")),
+            json!(age(obj)),
+            json!(joined(
+                obj.pointer("/spec/template/spec/containers"),
+                "name"
+            )),
+            json!(joined(
+                obj.pointer("/spec/template/spec/containers"),
+                "image"
+            )),
+            json!(selector(obj, "/spec/selector/matchLabels")),
+        ],
+        "ReplicaSet" => vec![
+            json!(int(obj, "/spec/replicas")),
+            json!(int(obj, "/status/replicas")),
+            json!(int(obj, "/status/readyReplicas")),
+            json!(age(obj)),
+            json!(joined(
+                obj.pointer("/spec/template/spec/containers"),
+                "name"
+            )),
+            json!(joined(
+                obj.pointer("/spec/template/spec/containers"),
+                "image"
+            )),
+            json!(selector(obj, "/spec/selector/matchLabels")),
+        ],
+        "Service" => {
+            let ports = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            let port = int(p, "/port");
+                            let proto = text(p, "/protocol", "TCP");
+                            match p.get("nodePort").and_then(Value::as_i64) {
+                                Some(np) => format!("{port}:{np}/{proto}"),
+                                None => format!("{port}/{proto}"),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(text(obj, "/spec/type", "ClusterIP")),
+                json!(text(obj, "/spec/clusterIP", "<none>")),
+                json!("<none>"),
+                json!(ports),
+                json!(age(obj)),
+                json!(selector(obj, "/spec/selector")),
+            ]
+        }
+        "Node" => {
+            let conditions = obj.pointer("/status/conditions").and_then(Value::as_array);
+            let ready = conditions
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("type") == Some(&json!("Ready")))
+                .and_then(|c| c.get("status").and_then(Value::as_str));
+            let mut status = match ready {
+                Some("True") => "Ready".to_owned(),
+                Some(_) => "NotReady".to_owned(),
+                None => "Unknown".to_owned(),
+            };
+            if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                status.push_str(",SchedulingDisabled");
+            }
+            let internal = obj
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .find(|x| x.get("type") == Some(&json!("InternalIP")))
+                })
+                .and_then(|x| x.get("address").and_then(Value::as_str))
+                .unwrap_or("<none>")
+                .to_owned();
+            vec![
+                json!(status),
+                json!("<none>"),
+                json!(age(obj)),
+                json!(text(obj, "/status/nodeInfo/kubeletVersion", "")),
+                json!(internal),
+            ]
+        }
+        "Namespace" => vec![json!(text(obj, "/status/phase", "Active")), json!(age(obj))],
+        "Endpoints" => {
+            let mut eps = Vec::new();
+            for subset in obj
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(|ps| ps.iter().map(|p| int(p, "/port")).collect())
+                    .unwrap_or_default();
+                for a in subset
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let ip = a.get("ip").and_then(Value::as_str).unwrap_or_default();
+                    for p in &ports {
+                        eps.push(format!("{ip}:{p}"));
+                    }
+                }
+            }
+            vec![
+                json!(if eps.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    eps.join(",")
+                }),
+                json!(age(obj)),
+            ]
+        }
+        _ => vec![json!(age(obj))],
+    };
+    row.extend(rest);
+    row
+}
+
+/// One row: cells and the object's metadata.
+fn row(r: &Resource, obj: &Value) -> Value {
+    json!({
+        "cells": cells(r.kind, obj),
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+        },
+    })
+}
+
+/// A Table of `objects`, at `resource_version`.
+pub fn table(r: &Resource, objects: &[Value], resource_version: Option<&str>) -> Value {
+    let defs: Vec<Value> = columns(r.kind)
+        .into_iter()
+        .map(|(name, ty, priority)| {
+            json!({"name": name, "type": ty, "format": if name == "Name" { "name" } else { "" },
+                   "description": "", "priority": priority})
+        })
+        .collect();
+    let mut meta = json!({});
+    if let Some(rv) = resource_version {
+        meta["resourceVersion"] = json!(rv);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": defs,
+        "rows": objects.iter().map(|o| row(r, o)).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(200), "3m20s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 60 * 5), "3h5m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86400 + 3600 * 4), "3d4h");
+        assert_eq!(human_duration(400 * 86400), "400d");
+    }
+
+    #[test]
+    fn a_pod_row_shows_ready_status_and_restarts() {
+        let pod = json!({
+            "metadata": {"name": "web-1"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "node-1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.2", "containerStatuses": [
+                {"ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+            ]}
+        });
+        let cells = cells("Pod", &pod);
+        assert_eq!(cells[0], "web-1");
+        assert_eq!(cells[1], "1/2");
+        assert_eq!(cells[2], "CrashLoopBackOff");
+        assert_eq!(cells[3], "3");
+        assert_eq!(cells[6], "node-1");
+    }
+}
