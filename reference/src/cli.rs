@@ -1,20 +1,30 @@
 //! The `shipshape` command line: a thin `clap` layer over the library.
 //!
-//! - `shipshape up` runs a local cluster in the foreground (today: the control plane; node
-//!   agents and the proxy join it as they are built) and stops it cleanly on Ctrl-C.
+//! - `shipshape up` runs a local cluster in the foreground: the control plane and N node
+//!   agents in one process, on the local Docker engine. Ctrl-C stops it and removes every
+//!   container and network it made; a cluster killed without that is cleaned up by the
+//!   next `up` on the same data directory.
 //! - `shipshape control-plane` runs the control plane alone.
+//! - `shipshape node` runs one node agent that joins a control plane anywhere.
 //!
-//! Both print, once serving, `apiserver: <url>` and `kubeconfig: <path>` on stdout (tools
-//! such as the conformance kit read those lines), then log to stderr.
+//! `up` and `control-plane` print, once serving, `apiserver: <url>` and `kubeconfig: <path>`
+//! on stdout (tools such as the conformance kit read those lines), then log to stderr.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
 
-use crate::control_plane::{ControlPlane, ControlPlaneConfig};
+use crate::agent::{self, AgentConfig, runtime};
+use crate::client::Credentials;
+use crate::control_plane::ControlPlaneConfig;
+use crate::images;
+use crate::local_cluster::LocalCluster;
 
 /// A compact, readable Kubernetes-style orchestrator.
 #[derive(Debug, Parser)]
@@ -26,29 +36,71 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local cluster in the foreground until Ctrl-C.
+    /// Run a local cluster (control plane and node agents) in the foreground until Ctrl-C.
     Up {
         #[command(flatten)]
         common: Common,
         /// How many node agents to run in this process.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 3)]
         nodes: u32,
     },
-    /// Run the control plane (apiserver and store) alone.
+    /// Run the control plane (apiserver, store, scheduler, controllers) alone.
     ControlPlane {
         #[command(flatten)]
         common: Common,
     },
+    /// Run one node agent that joins a control plane.
+    Node(Box<NodeArgs>),
 }
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Directory for the store, the admin token and the kubeconfig.
+    /// Directory for the store, the admin token, the CA and the kubeconfig.
     #[arg(long, default_value = ".shipshape")]
     data_dir: PathBuf,
     /// Address the apiserver listens on (loopback unless you say otherwise).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The apiserver's URL (`https://host:port`).
+    #[arg(long)]
+    server: String,
+    /// The bearer token.
+    #[arg(long)]
+    token: String,
+    /// The cluster CA certificate (PEM), e.g. `<data-dir>/ca.crt` of the control plane.
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// The node's name.
+    #[arg(long)]
+    name: String,
+    /// The cluster id (the control plane's `<data-dir>/cluster-id`).
+    #[arg(long)]
+    cluster: String,
+    /// Where this node keeps pod volumes.
+    #[arg(long, default_value = ".shipshape-node")]
+    data_dir: PathBuf,
+    /// The node's address (its InternalIP).
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// Allocatable CPU (default: the host's).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Allocatable memory, e.g. `4Gi` (default: the host's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// How many pods the node takes.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// A node label, `key=value` (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// A taint, `key=value:Effect` (repeatable).
+    #[arg(long = "taint")]
+    taints: Vec<String>,
 }
 
 /// Runs the command line with `args` (the first is the program name); returns the exit code.
@@ -98,25 +150,77 @@ fn init_tracing() {
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
-    let (common, nodes) = match command {
-        Command::Up { common, nodes } => (common, nodes),
-        Command::ControlPlane { common } => (common, 0),
-    };
-    if nodes > 0 {
-        anyhow::bail!("node agents are not part of this version yet; run with --nodes 0");
+    match command {
+        Command::Up { common, nodes } => up(common, nodes).await,
+        Command::ControlPlane { common } => up(common, 0).await,
+        Command::Node(args) => node(*args).await,
     }
-    let cp = ControlPlane::start(ControlPlaneConfig {
-        data_dir: common.data_dir,
-        listen: common.listen,
-    })
+}
+
+/// Parses `key=value` labels.
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("invalid label {l:?}: expected key=value"))
+        })
+        .collect()
+}
+
+async fn up(common: Common, nodes: u32) -> anyhow::Result<()> {
+    let cluster = LocalCluster::start(
+        ControlPlaneConfig {
+            data_dir: common.data_dir,
+            listen: common.listen,
+        },
+        nodes,
+    )
     .await?;
+    let cp = cluster.control_plane();
     let kubeconfig = cp.kubeconfig().display().to_string();
     println!("apiserver: {}", cp.url());
     println!("kubeconfig: {kubeconfig}");
-    println!("try: kubectl --kubeconfig {kubeconfig} get namespaces");
+    let what = if nodes > 0 { "nodes" } else { "namespaces" };
+    println!("try: kubectl --kubeconfig {kubeconfig} get {what}");
     wait_for_stop_signal().await;
     tracing::info!("stopping");
-    cp.stop().await;
+    cluster.stop().await
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("failed to read the CA {}", args.ca_file.display()))?;
+    let creds = Credentials {
+        server: args.server.clone(),
+        token: args.token.clone(),
+        ca_pem,
+    };
+    let client = creds.client()?;
+    let docker = runtime::connect().await?;
+    images::ensure(&docker).await?;
+    let mut config = AgentConfig::new(
+        &args.name,
+        &args.cluster,
+        args.data_dir.clone(),
+        &args.token,
+    );
+    config.address = args.address;
+    if let Some(cpu) = args.cpu {
+        config.cpu = cpu;
+    }
+    if let Some(memory) = args.memory {
+        config.memory = memory;
+    }
+    config.max_pods = args.max_pods;
+    config.labels = parse_labels(&args.labels)?;
+    config.taints = args.taints;
+    let (stop, stopped) = watch::channel(false);
+    let agent = tokio::spawn(agent::run(client, docker, config, stopped));
+    wait_for_stop_signal().await;
+    let _ = stop.send(true);
+    agent.await.context("the node agent panicked")??;
     Ok(())
 }
 

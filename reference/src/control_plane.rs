@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::apiserver::{self, Shared, tls};
+use crate::client::Credentials;
 use crate::store::{Op, Precondition, Store, StoreConfig, StoreError, transport::NoPeers};
 
 /// How a control plane is set up.
@@ -72,11 +73,15 @@ pub enum ControlPlaneError {
 /// A running control plane.
 pub struct ControlPlane {
     addr: SocketAddr,
+    cluster_id: String,
+    ca_pem: String,
     kubeconfig: PathBuf,
     token: String,
     store: Store,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The scheduler and the controllers, once started.
+    components: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -99,6 +104,7 @@ impl ControlPlane {
             source,
         })?;
         let token = load_or_create_token(&dir.join("token"))?;
+        let cluster_id = load_or_create_cluster_id(&dir.join("cluster-id"))?;
         let store = Store::open(StoreConfig::single(dir), Arc::new(NoPeers))
             .await
             .map_err(|source| ControlPlaneError::Store {
@@ -137,16 +143,19 @@ impl ControlPlane {
             listener,
             tls.server_config,
             shared,
-            stopped,
+            stopped.clone(),
         ));
         tracing::info!(%addr, data_dir = %dir.display(), "control plane serving");
         Ok(ControlPlane {
             addr,
+            cluster_id,
+            ca_pem: tls.ca_pem.clone(),
             kubeconfig,
             token,
             store,
             stop,
             server,
+            components: Vec::new(),
         })
     }
 
@@ -165,14 +174,57 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
+    /// What an API client of this control plane needs.
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            server: self.url(),
+            token: self.token.clone(),
+            ca_pem: self.ca_pem.clone(),
+        }
+    }
+
+    /// The cluster's id: it labels every container and names the pod network.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
     /// The admin bearer token.
     pub fn token(&self) -> &str {
         &self.token
     }
 
+    /// Starts the scheduler and the controllers, in this process, as API clients of this
+    /// control plane (the apiserver alone, without them, is what the API tests exercise).
+    pub fn start_components(&mut self) -> Result<(), crate::client::ClientError> {
+        let client = self.credentials().client()?;
+        let (scheduler_client, stopped) = (client.clone(), self.stop.subscribe());
+        self.components.push(tokio::spawn(async move {
+            let config = crate::scheduler::SchedulerConfig::default();
+            if let Err(e) = crate::scheduler::run(scheduler_client, config, stopped).await {
+                tracing::error!(error = %e, "the scheduler stopped");
+            }
+        }));
+        let stopped = self.stop.subscribe();
+        self.components.push(tokio::spawn(async move {
+            if let Err(e) = crate::controllers::run(client, stopped).await {
+                tracing::error!(error = %e, "the controllers stopped");
+            }
+        }));
+        Ok(())
+    }
+
     /// Stops serving and closes the store cleanly.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        for component in self.components {
+            // They stop on the signal; a stuck one is not worth hanging the shutdown for.
+            if tokio::time::timeout(Duration::from_secs(5), component)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a control-plane component did not stop in time");
+            }
+        }
         let _ = self.server.await;
         self.store.shutdown().await;
     }
@@ -219,6 +271,21 @@ async fn bootstrap(store: &Store) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// A short random id, kept in the data directory so a restarted cluster keeps it (and the
+/// next `up` finds containers a killed run left behind).
+fn load_or_create_cluster_id(path: &Path) -> Result<String, ControlPlaneError> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let id = existing.trim();
+        if !id.is_empty() && id.len() <= 16 && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(id.to_owned());
+        }
+    }
+    let bytes: [u8; 4] = rand::random();
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, &id)?;
+    Ok(id)
 }
 
 fn load_or_create_token(path: &Path) -> Result<String, ControlPlaneError> {

@@ -7,14 +7,27 @@
 //! | [`api`] | the objects: pods, deployments, services, nodes — which kinds exist, what is valid |
 //! | [`store`] | etcd: the distributed key-value store, here raft-rs over sled |
 //! | [`apiserver`] | the apiserver: the only door; everything goes through it |
-//! | [`control_plane`] | the master: apiserver + store (+ scheduler and controllers, to come) |
+//! | [`scheduler`] | the scheduler: predicates (filters), then priorities (scores), then bind |
+//! | [`controllers`] | the controller-manager: ReplicaSet, Deployment, garbage collector |
+//! | [`control_plane`] | the master: apiserver + store + scheduler + controllers |
+//! | [`agent`] | the kubelet: one node agent per worker node, driving Docker |
+//! | [`images`] | the workload images, built offline from binaries this crate carries |
+//! | [`local_cluster`] | a whole cluster in one process (`shipshape up`) |
+//! | [`client`] | how components reach the apiserver (kube-rs) |
 //! | [`cli`] | the `shipshape` command |
 //!
 //! Read top-down: `store` knows nothing of Kubernetes; `api` knows the kinds but not HTTP;
-//! `apiserver` joins the two; `control_plane` starts it all.
+//! `apiserver` joins the two; the scheduler, controllers and agents are API clients that
+//! never touch the store; `control_plane` and `local_cluster` start it all.
 
+pub mod agent;
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod client;
 pub mod control_plane;
+pub mod controllers;
+pub mod images;
+pub mod local_cluster;
+pub mod scheduler;
 pub mod store;

@@ -90,20 +90,7 @@ pub(super) async fn dispatch(
         (&Method::GET, Some(name), None) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("scale")) => ok(scale_of(r, &get(shared, r, ns, name)?.0)),
-        (&Method::GET, Some(name), Some("log")) => {
-            let (pod, _) = get(shared, r, ns, name)?;
-            if meta::path(&pod, "spec.nodeName")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                return Err(ApiError::BadRequest(format!(
-                    "pod {name} does not have a host assigned"
-                )));
-            }
-            Err(ApiError::Unavailable(format!(
-                "logs of pod {name} are not available: no node agent serves container logs yet"
-            )))
-        }
+        (&Method::GET, Some(name), Some("log")) => pod_log(shared, r, ns, name, &query).await,
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let obj = decode_body(&parts, &body)?;
             ok(update(shared, r, ns, name, sub, &query, Change::Replace(obj)).await?)
@@ -858,4 +845,100 @@ async fn bind(
         .await
         .map_err(|e| from_store(e, r, name))?;
     Ok(())
+}
+
+/// `pods/{name}/log`: the container's output, fetched from the node agent running it.
+async fn pod_log(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> Result<http::Response<Body>, ApiError> {
+    let (pod, _) = get(shared, r, ns, name)?;
+    let node = meta::path(&pod, "spec.nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let container = match (query.get("container"), names.as_slice()) {
+        (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
+        (Some(c), _) => {
+            return Err(ApiError::BadRequest(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        (None, [only]) => (*only).to_owned(),
+        (None, _) => {
+            return Err(ApiError::BadRequest(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+    };
+    let nodes = api::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
+    let (node_obj, _) = get(shared, nodes, None, node)?;
+    let ip = node_obj
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.get("type") == Some(&json!("InternalIP")))
+        })
+        .and_then(|x| x.get("address").and_then(Value::as_str))
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let port = node_obj
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let unavailable = |why: String| {
+        ApiError::Unavailable(format!("the agent of node {node} cannot serve logs: {why}"))
+    };
+    let ns = ns.unwrap_or("default");
+    let mut url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}");
+    if let Some(t) = query.get("tailLines").and_then(|t| t.parse::<u64>().ok()) {
+        url.push_str(&format!("?tailLines={t}"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| unavailable(format!("bad address {url}")))?;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = http::Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
+        .body(http_body_util::Empty::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| unavailable("timed out".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .to_bytes();
+    if status == StatusCode::NOT_FOUND {
+        return Err(ApiError::BadRequest(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start"
+        )));
+    }
+    if !status.is_success() {
+        return Err(unavailable(String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes,
+        )))
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -1,0 +1,310 @@
+//! `probe`: the workload the kit and the reference run in their containers.
+//!
+//! An HTTP server on port 8080 (`PORT` to change it) whose behaviour a test can steer:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /` | JSON: pod name, version, hostname, and how many requests it has served |
+//! | `GET /healthz` | liveness: 200, or 500 after `POST /fail/liveness` |
+//! | `GET /ready` | readiness: 200 once `READY_AFTER` seconds have passed, 503 before, or after `POST /fail/readiness` |
+//! | `POST /crash?code=N` | answers, then exits with code N |
+//! | `GET /fetch?target=HOST:PORT/PATH` | fetches `http://HOST:PORT/PATH` and answers with its body (pods' containers share localhost) |
+//! | `PUT /file?path=P`, `GET /file?path=P` | writes the body to file P, or reads it back (for shared volumes) |
+//!
+//! Environment: `POD_NAME` (else the hostname), `PROBE_VERSION`, `READY_AFTER`,
+//! `EXIT_AFTER` with `EXIT_CODE` (a run-to-completion pod), `PROBE_BROKEN=1` (exits 1 at
+//! start: the `broken` image). On SIGTERM it stops accepting connections, finishes the
+//! requests in flight and exits 0: that is what lets a rollout drop no request.
+//!
+//! It uses the standard library only, so it builds in a second with `rustc` alone into a
+//! static binary for a `FROM scratch` image, with no registry and no dependency.
+
+#![allow(unsafe_code)] // one call: installing the SIGTERM handler through libc's `signal`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static TERMINATING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: i32) {
+    TERMINATING.store(true, Ordering::SeqCst);
+}
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+}
+
+const SIGTERM: i32 = 15;
+const SIGINT: i32 = 2;
+
+struct State {
+    name: String,
+    version: String,
+    hostname: String,
+    started: Instant,
+    ready_after: Duration,
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    liveness_failed: AtomicBool,
+    readiness_failed: AtomicBool,
+}
+
+fn env_secs(name: &str) -> Option<f64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| *v >= 0.0)
+}
+
+fn main() {
+    if std::env::var("PROBE_BROKEN").is_ok_and(|v| v == "1") {
+        eprintln!("probe: this is the broken image; exiting with code 1");
+        std::process::exit(1);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal(SIGTERM, on_sigterm);
+        signal(SIGINT, on_sigterm);
+    }
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let state = Arc::new(State {
+        name: std::env::var("POD_NAME").unwrap_or_else(|_| hostname.clone()),
+        version: std::env::var("PROBE_VERSION").unwrap_or_else(|_| "dev".into()),
+        hostname,
+        started: Instant::now(),
+        ready_after: Duration::from_secs_f64(env_secs("READY_AFTER").unwrap_or(0.0)),
+        requests: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        liveness_failed: AtomicBool::new(false),
+        readiness_failed: AtomicBool::new(false),
+    });
+    if let Some(after) = env_secs("EXIT_AFTER") {
+        let code = std::env::var("EXIT_CODE").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(after));
+            println!("probe: EXIT_AFTER reached, exiting with code {code}");
+            std::process::exit(code);
+        });
+    }
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+    let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("probe: cannot listen on port {port}: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = listener.set_nonblocking(true) {
+        eprintln!("probe: {e}");
+        std::process::exit(2);
+    }
+    println!("probe {} ({}) listening on port {port}", state.version, state.name);
+    while !TERMINATING.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => eprintln!("probe: accept failed: {e}"),
+        }
+    }
+    // Stop accepting, let in-flight requests finish (bounded), then leave.
+    drop(listener);
+    println!("probe: SIGTERM received, finishing requests in flight");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("probe: bye");
+    std::process::exit(0);
+}
+
+/// Serves one keep-alive connection.
+fn serve(stream: TcpStream, state: &State) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        // Wait for a request line, noticing SIGTERM between requests.
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if TERMINATING.load(Ordering::SeqCst) && line.is_empty() {
+                    return;
+                }
+                if line.is_empty() {
+                    continue;
+                }
+            }
+            Err(_) => return,
+        }
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        let keep = handle(&line, &mut reader, &mut writer, state);
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Handles one request; returns whether the connection stays open.
+fn handle(
+    request_line: &str,
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    state: &State,
+) -> bool {
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_owned();
+    let target = parts.next().unwrap_or("/").to_owned();
+    let mut content_length = 0usize;
+    let mut close = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => return false,
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                content_length = v.parse().unwrap_or(0).min(1 << 20);
+            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0u8; content_length];
+    if reader.read_exact(&mut body).is_err() {
+        return false;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let count = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let ready = !state.readiness_failed.load(Ordering::SeqCst)
+        && state.started.elapsed() >= state.ready_after;
+    let mut exit_code = None;
+    let (code, text) = match (method.as_str(), path) {
+        ("GET", "/") => (
+            200,
+            format!(
+                "{{\"pod\":\"{}\",\"version\":\"{}\",\"hostname\":\"{}\",\"requests\":{count}}}",
+                escape(&state.name),
+                escape(&state.version),
+                escape(&state.hostname)
+            ),
+        ),
+        ("GET", "/healthz") if state.liveness_failed.load(Ordering::SeqCst) => {
+            (500, "{\"live\":false}".into())
+        }
+        ("GET", "/healthz") => (200, "{\"live\":true}".into()),
+        ("GET", "/ready") if ready => (200, "{\"ready\":true}".into()),
+        ("GET", "/ready") => (503, "{\"ready\":false}".into()),
+        ("POST", "/fail/liveness") => {
+            state.liveness_failed.store(true, Ordering::SeqCst);
+            (200, "{\"live\":false}".into())
+        }
+        ("POST", "/fail/readiness") => {
+            state.readiness_failed.store(true, Ordering::SeqCst);
+            (200, "{\"ready\":false}".into())
+        }
+        ("POST", "/crash") => {
+            let code = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("code="))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            exit_code = Some(code);
+            (200, format!("{{\"exiting\":{code}}}"))
+        }
+        ("GET", "/fetch") => match param(query, "target").map(|t| fetch(&t)) {
+            Some(Ok(body)) => (200, body),
+            Some(Err(e)) => (502, format!("{{\"error\":\"{}\"}}", escape(&e))),
+            None => (400, "{\"error\":\"target missing\"}".into()),
+        },
+        ("PUT", "/file") => match param(query, "path").map(|p| std::fs::write(p, &body)) {
+            Some(Ok(())) => (200, "{\"written\":true}".into()),
+            Some(Err(e)) => (500, format!("{{\"error\":\"{}\"}}", escape(&e.to_string()))),
+            None => (400, "{\"error\":\"path missing\"}".into()),
+        },
+        ("GET", "/file") => match param(query, "path").map(std::fs::read_to_string) {
+            Some(Ok(text)) => (200, text),
+            Some(Err(e)) => (404, format!("{{\"error\":\"{}\"}}", escape(&e.to_string()))),
+            None => (400, "{\"error\":\"path missing\"}".into()),
+        },
+        _ => (404, "{\"error\":\"not found\"}".into()),
+    };
+    // While terminating, finish this request but ask the client not to send another.
+    let close = close || TERMINATING.load(Ordering::SeqCst) || exit_code.is_some();
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{text}",
+        text.len(),
+        if close { "close" } else { "keep-alive" }
+    );
+    let ok = writer.write_all(response.as_bytes()).and_then(|_| writer.flush()).is_ok();
+    if let Some(code) = exit_code {
+        println!("probe: crashing with code {code} as asked");
+        std::process::exit(code);
+    }
+    ok && !close
+}
+
+/// A query parameter's value (percent-decoding `%2F` and `%3A`, enough for paths).
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let v = kv.strip_prefix(name)?.strip_prefix('=')?;
+        Some(v.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":"))
+    })
+}
+
+/// A one-shot HTTP/1.1 GET of `host:port/path`; the response body.
+fn fetch(target: &str) -> Result<String, String> {
+    let (authority, path) = match target.split_once('/') {
+        Some((a, p)) => (a, format!("/{p}")),
+        None => (target, "/".to_owned()),
+    };
+    let mut stream = TcpStream::connect(authority).map_err(|e| format!("connect {authority}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| "malformed response".to_owned())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

@@ -1,0 +1,107 @@
+//! The agent's log endpoint: how `kubectl logs` reaches a container's output.
+//!
+//! kubectl asks the apiserver (`pods/{name}/log`); the apiserver finds the pod's node and
+//! asks that node's agent here: `GET /containerLogs/{namespace}/{pod}/{container}`
+//! (`?tailLines=N`), with the cluster's bearer token. The agent reads the output from
+//! Docker. (Kubernetes' kubelet serves the same path.)
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::runtime::Runtime;
+
+/// A bound log server, not yet serving.
+pub struct LogServer {
+    listener: TcpListener,
+    runtime: Runtime,
+    token: String,
+}
+
+impl LogServer {
+    /// Binds a free port on `address`.
+    pub async fn bind(address: IpAddr, runtime: Runtime, token: String) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(address, 0)).await?;
+        Ok(LogServer {
+            listener,
+            runtime,
+            token,
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves until `shutdown` turns true.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = super::stopped(&mut shutdown) => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            let runtime = self.runtime.clone();
+            let token = self.token.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let runtime = runtime.clone();
+                    let token = token.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &runtime, &token).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+}
+
+fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = code;
+    resp
+}
+
+async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Response<Full<Bytes>> {
+    let authorized = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token);
+    if !authorized {
+        return reply(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
+        return reply(StatusCode::NOT_FOUND, "not found");
+    };
+    let tail = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "tailLines")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    });
+    let key = format!("{namespace}/{pod}");
+    let Some(id) = runtime.find_by_pod(&key, container).await else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} of pod {key} is not on this node"),
+        );
+    };
+    match runtime.logs(&id, tail).await {
+        Ok(bytes) => reply(StatusCode::OK, bytes),
+        Err(e) => reply(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}

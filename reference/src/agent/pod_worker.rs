@@ -1,0 +1,697 @@
+//! One pod's life on this node: a task per pod that drives its containers toward its spec.
+//!
+//! Each round (on every change to the pod, and every sync period):
+//!
+//! 1. if the pod is gone from the API, remove its containers; if it is being deleted, stop
+//!    them gracefully (SIGTERM, the grace period, SIGKILL), remove them, and remove the pod;
+//! 2. refuse what the agent will not run (privileged containers, the Docker socket);
+//! 3. start the sandbox (pause) if it is not running;
+//! 4. for each container: create it if missing (the image must be present: nothing is ever
+//!    pulled), run its probes if running, restart it if it exited and the restart policy
+//!    says so — after a back-off that doubles up to a cap (CrashLoopBackOff);
+//! 5. report the status if it changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::AgentConfig;
+use super::probes::{self, Probe, ProbeState};
+use super::runtime::{ContainerInfo, ContainerRun, PAUSE, Runtime};
+use super::status::{self, ContainerState, ContainerView, PodView};
+use crate::api::meta;
+
+/// What a worker keeps about one container between rounds.
+#[derive(Debug)]
+struct Track {
+    restart_count: i32,
+    /// No restart before this instant (the back-off).
+    not_before: Option<Instant>,
+    backoff: Duration,
+    started: Option<Instant>,
+    readiness: ProbeState,
+    liveness: ProbeState,
+    last_state: Option<ContainerState>,
+    /// The finish time of the exit `last_state` records, so one exit is counted once.
+    last_exit_of: Option<String>,
+}
+
+impl Track {
+    fn new() -> Self {
+        Track {
+            restart_count: 0,
+            not_before: None,
+            backoff: Duration::ZERO,
+            started: None,
+            readiness: ProbeState::new(false),
+            liveness: ProbeState::new(true),
+            last_state: None,
+            last_exit_of: None,
+        }
+    }
+}
+
+/// Everything a worker owns.
+pub(super) struct Worker {
+    runtime: Runtime,
+    pods: Api<Pod>,
+    config: Arc<AgentConfig>,
+    uid: String,
+    key: String,
+    tracks: HashMap<String, Track>,
+    start_time: String,
+    /// The pod reached Succeeded or Failed: nothing more to run.
+    finished: bool,
+}
+
+/// Runs the worker until the pod is gone from this node.
+pub(super) async fn run(
+    runtime: Runtime,
+    client: kube::Client,
+    config: Arc<AgentConfig>,
+    pod: watch::Receiver<Option<Pod>>,
+) {
+    let Some(first) = pod.borrow().clone() else {
+        return;
+    };
+    let key = format!(
+        "{}/{}",
+        first.metadata.namespace.as_deref().unwrap_or_default(),
+        first.metadata.name.as_deref().unwrap_or_default()
+    );
+    let span = tracing::info_span!("pod", pod = %key);
+    tracing::Instrument::instrument(work(runtime, client, config, pod, first), span).await;
+}
+
+async fn work(
+    runtime: Runtime,
+    client: kube::Client,
+    config: Arc<AgentConfig>,
+    mut pod: watch::Receiver<Option<Pod>>,
+    first: Pod,
+) {
+    let namespace = first.metadata.namespace.clone().unwrap_or_default();
+    let name = first.metadata.name.clone().unwrap_or_default();
+    let mut worker = Worker {
+        runtime,
+        pods: Api::namespaced(client, &namespace),
+        config: config.clone(),
+        uid: first.metadata.uid.clone().unwrap_or_default(),
+        key: format!("{namespace}/{name}"),
+        tracks: HashMap::new(),
+        start_time: meta::now_rfc3339(),
+        finished: false,
+    };
+    loop {
+        let current = pod.borrow_and_update().clone();
+        let Some(current) = current else {
+            // Gone from the API (deleted, or evicted from this node): remove everything.
+            worker.remove_all(Duration::ZERO).await;
+            return;
+        };
+        if current.metadata.deletion_timestamp.is_some() {
+            worker.terminate(&current).await;
+            return;
+        }
+        if let Err(e) = worker.sync(&current).await {
+            tracing::warn!(error = %e, "pod sync failed; retrying");
+        }
+        tokio::select! {
+            changed = pod.changed() => {
+                if changed.is_err() {
+                    // The agent is stopping; containers are its shutdown's business.
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(config.sync_period) => {}
+        }
+    }
+}
+
+fn pod_json(pod: &Pod) -> Value {
+    serde_json::to_value(pod).unwrap_or_default()
+}
+
+impl Worker {
+    /// Stops every container (app containers first, with `grace`), then removes them.
+    async fn remove_all(&self, grace: Duration) {
+        let Ok(all) = self.runtime.list().await else {
+            return;
+        };
+        let mine: Vec<(String, String)> = all
+            .into_iter()
+            .filter(|(uid, _, _)| *uid == self.uid)
+            .map(|(_, name, id)| (name, id))
+            .collect();
+        let apps = mine.iter().filter(|(n, _)| n != PAUSE);
+        let stops = apps.map(|(_, id)| self.runtime.stop(id, grace));
+        for r in futures::future::join_all(stops).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "failed to stop a container");
+            }
+        }
+        for (_, id) in &mine {
+            if let Err(e) = self.runtime.remove(id).await {
+                tracing::warn!(error = %e, "failed to remove a container");
+            }
+        }
+        let dir = self.config.data_dir.join("pods").join(&self.uid);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Graceful deletion: stop, remove, then remove the pod object for good.
+    async fn terminate(&self, pod: &Pod) {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .and_then(|g| u64::try_from(g).ok())
+            .unwrap_or(30);
+        tracing::info!(grace, "terminating pod");
+        self.remove_all(Duration::from_secs(grace)).await;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.pods.delete(&name, &params).await {
+            tracing::debug!(error = %e, "pod already gone");
+        }
+    }
+
+    async fn report(&self, pod: &Pod, view: &PodView) -> Result<(), kube::Error> {
+        let previous = pod_json(pod).get("status").cloned().unwrap_or(json!({}));
+        let next = status::pod_status(view, &previous, &meta::now_rfc3339());
+        if next == previous {
+            return Ok(());
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        // Replace the whole status: a merge patch would keep stale keys.
+        let mut full = previous.clone();
+        if let (Some(f), Some(n)) = (full.as_object_mut(), next.as_object()) {
+            for (k, v) in n {
+                f.insert(k.clone(), v.clone());
+            }
+            if view.refused.is_none() {
+                f.remove("reason");
+                f.remove("message");
+            }
+        }
+        if full == previous {
+            return Ok(());
+        }
+        self.pods
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": full})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Why the agent will not run this pod, if it will not.
+    fn refusal(spec: &Value) -> Option<(String, String)> {
+        let containers = spec.get("containers").and_then(Value::as_array);
+        for c in containers.into_iter().flatten() {
+            if c.pointer("/securityContext/privileged") == Some(&json!(true)) {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                return Some((
+                    "Forbidden".into(),
+                    format!(
+                        "container {name:?} asks to be privileged; this node runs no privileged containers"
+                    ),
+                ));
+            }
+        }
+        let volumes = spec.get("volumes").and_then(Value::as_array);
+        for v in volumes.into_iter().flatten() {
+            if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
+                let p = path.trim_end_matches('/');
+                if p.ends_with("docker.sock") || p == "/var/run" || p == "/run" {
+                    return Some((
+                        "Forbidden".into(),
+                        format!(
+                            "volume mounts the host's {path:?}: access to the container runtime is not allowed"
+                        ),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<(), String> {
+        let pod_value = pod_json(pod);
+        let spec = pod_value.get("spec").cloned().unwrap_or_default();
+        let policy = spec
+            .get("restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+            .to_owned();
+        let qos = status::qos_class(&spec).to_owned();
+        let containers: Vec<Value> = spec
+            .get("containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+
+        if let Some(refused) = Self::refusal(&spec) {
+            tracing::warn!(reason = %refused.1, "refusing pod");
+            let view = PodView {
+                containers: Vec::new(),
+                refused: Some(refused),
+                pod_ip: None,
+                host_ip: self.config.address.to_string(),
+                start_time: self.start_time.clone(),
+                qos_class: qos,
+            };
+            self.finished = true;
+            return self.report(pod, &view).await.map_err(|e| e.to_string());
+        }
+
+        if self.finished {
+            return Ok(());
+        }
+
+        // The sandbox.
+        let sandbox = match self.runtime.find(&self.uid, PAUSE).await {
+            Some(s) if s.running => s,
+            _ => {
+                let hostname = pod.metadata.name.clone().unwrap_or_default();
+                self.runtime
+                    .run_pause(&self.key, &self.uid, &hostname)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let pod_ip = sandbox.ip.clone();
+
+        let mut views = Vec::with_capacity(containers.len());
+        for c in &containers {
+            let view = self.sync_container(pod, c, &sandbox, &policy).await;
+            views.push(view);
+        }
+
+        let view = PodView {
+            containers: views,
+            refused: None,
+            pod_ip,
+            host_ip: self.config.address.to_string(),
+            start_time: self.start_time.clone(),
+            qos_class: qos,
+        };
+        let phase = status::phase(&view);
+        if phase == "Succeeded" || phase == "Failed" {
+            // Done: the sandbox has nothing left to hold.
+            self.finished = true;
+            let _ = self.runtime.stop(&sandbox.id, Duration::ZERO).await;
+        }
+        self.report(pod, &view).await.map_err(|e| e.to_string())
+    }
+
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        c: &Value,
+        sandbox: &ContainerInfo,
+        policy: &str,
+    ) -> ContainerView {
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let image = c
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let readiness = Probe::parse(c, "readinessProbe");
+        let liveness = Probe::parse(c, "livenessProbe");
+        let info = self.runtime.find(&self.uid, &name).await;
+        let now = Instant::now();
+        let track = self.tracks.entry(name.clone()).or_insert_with(Track::new);
+
+        let mut view = ContainerView {
+            name: name.clone(),
+            image: image.clone(),
+            image_id: info.as_ref().and_then(|i| i.image_id.clone()),
+            container_id: info.as_ref().map(|i| i.id.clone()),
+            state: ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
+            last_state: track.last_state.clone(),
+            ready: false,
+            restart_count: track.restart_count,
+            will_restart: policy == "Always",
+        };
+
+        match info {
+            None => {
+                if !self.runtime.image_present(&image).await {
+                    let message = format!(
+                        "Container image \"{image}\" is not present with pull policy of Never"
+                    );
+                    view.state = ContainerState::Waiting {
+                        reason: "ErrImageNeverPull".into(),
+                        message,
+                    };
+                    return view;
+                }
+                let run = container_run(pod, c, &self.config, &self.uid, sandbox);
+                match self
+                    .runtime
+                    .run_container(&self.key, &self.uid, &sandbox.id, &run)
+                    .await
+                {
+                    Ok(id) => {
+                        track.started = Some(now);
+                        track.readiness = ProbeState::new(readiness.is_none());
+                        track.liveness = ProbeState::new(true);
+                        view.container_id = Some(id);
+                        view.state = ContainerState::Running {
+                            started_at: meta::now_rfc3339(),
+                        };
+                        view.ready = readiness.is_none();
+                    }
+                    Err(e) => {
+                        view.state = ContainerState::Waiting {
+                            reason: "CreateContainerError".into(),
+                            message: e.to_string(),
+                        };
+                    }
+                }
+                view
+            }
+            Some(info) if info.running => {
+                let started = *track.started.get_or_insert(now);
+                let ip = sandbox.ip.clone().unwrap_or_default();
+                if let Some(p) = &readiness {
+                    if track.readiness.due(p, started, now) {
+                        let ok = probes::check(p, &ip, &self.runtime, &info.id).await;
+                        track.readiness.record(p, ok, now);
+                    }
+                } else {
+                    track.readiness.passing = true;
+                }
+                if let Some(p) = &liveness
+                    && track.liveness.due(p, started, now)
+                {
+                    let ok = probes::check(p, &ip, &self.runtime, &info.id).await;
+                    if track.liveness.record(p, ok, now) && !track.liveness.passing {
+                        tracing::info!(container = %name, "liveness probe failed; restarting");
+                        let grace = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30);
+                        let _ = self
+                            .runtime
+                            .stop(
+                                &info.id,
+                                Duration::from_secs(u64::try_from(grace).unwrap_or(30)),
+                            )
+                            .await;
+                        track.liveness = ProbeState::new(true);
+                    }
+                }
+                view.ready = track.readiness.passing;
+                view.state = ContainerState::Running {
+                    started_at: info.started_at.clone().unwrap_or_default(),
+                };
+                view
+            }
+            Some(info) => {
+                let exit_code = info.exit_code.unwrap_or(-1);
+                let terminated = ContainerState::Terminated {
+                    exit_code,
+                    reason: if info.oom_killed {
+                        "OOMKilled".into()
+                    } else if exit_code == 0 {
+                        "Completed".into()
+                    } else {
+                        "Error".into()
+                    },
+                    started_at: info.started_at.clone(),
+                    finished_at: info.finished_at.clone(),
+                };
+                // Liveness failures restart even under OnFailure; Never never restarts.
+                let restart = match policy {
+                    "Always" => true,
+                    "OnFailure" => exit_code != 0,
+                    _ => false,
+                };
+                view.will_restart = restart;
+                if !restart {
+                    view.state = terminated;
+                    return view;
+                }
+                // Record this exit once, then restart after the back-off.
+                if track.last_exit_of.as_deref() != Some(info.finished_at.as_deref().unwrap_or(""))
+                {
+                    track.last_exit_of = Some(info.finished_at.clone().unwrap_or_default());
+                    track.last_state = Some(terminated.clone());
+                    track.not_before = Some(now + track.backoff);
+                    track.backoff = if track.backoff.is_zero() {
+                        self.config.backoff_initial
+                    } else {
+                        (track.backoff * 2).min(self.config.backoff_max)
+                    };
+                }
+                view.last_state = track.last_state.clone();
+                if track.not_before.is_some_and(|t| now < t) {
+                    view.state = ContainerState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: format!(
+                            "back-off {}s restarting failed container={name} pod={}",
+                            track.backoff.as_secs() / 2,
+                            self.key
+                        ),
+                    };
+                    return view;
+                }
+                match self.runtime.restart(&info.id).await {
+                    Ok(()) => {
+                        track.restart_count += 1;
+                        track.started = Some(now);
+                        track.readiness = ProbeState::new(readiness.is_none());
+                        track.liveness = ProbeState::new(true);
+                        view.restart_count = track.restart_count;
+                        view.state = ContainerState::Running {
+                            started_at: meta::now_rfc3339(),
+                        };
+                        view.ready = readiness.is_none();
+                    }
+                    Err(e) => {
+                        view.state = ContainerState::Waiting {
+                            reason: "RunContainerError".into(),
+                            message: e.to_string(),
+                        };
+                    }
+                }
+                view
+            }
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity of memory into bytes (`128Mi`, `1G`, `1000`).
+fn memory_bytes(q: &str) -> Option<i64> {
+    let q = q.trim();
+    let units: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * factor) as i64);
+        }
+    }
+    q.parse::<f64>().ok().map(|n| n as i64)
+}
+
+/// Parses a CPU quantity (`500m`, `1`, `0.5`) into billionths of a CPU.
+fn nano_cpus(q: &str) -> Option<i64> {
+    let q = q.trim();
+    match q.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok().map(|m| (m * 1e6) as i64),
+        None => q.parse::<f64>().ok().map(|c| (c * 1e9) as i64),
+    }
+}
+
+/// What Docker must run for container spec `c` of `pod`.
+fn container_run(
+    pod: &Pod,
+    c: &Value,
+    config: &AgentConfig,
+    uid: &str,
+    sandbox: &ContainerInfo,
+) -> ContainerRun {
+    let strings = |v: Option<&Value>| {
+        v.and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+    };
+    let field = |path: &str| -> String {
+        match path {
+            "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+            "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+            "metadata.uid" => uid.to_owned(),
+            "spec.nodeName" => config.node_name.clone(),
+            "spec.serviceAccountName" => "default".into(),
+            "status.podIP" => sandbox.ip.clone().unwrap_or_default(),
+            "status.hostIP" => config.address.to_string(),
+            other => {
+                let pod_value = pod_json(pod);
+                meta::path(&pod_value, other)
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .unwrap_or_default()
+            }
+        }
+    };
+    let mut env = Vec::new();
+    for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+        let Some(name) = e.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+            v.to_owned()
+        } else if let Some(path) = e
+            .pointer("/valueFrom/fieldRef/fieldPath")
+            .and_then(Value::as_str)
+        {
+            field(path)
+        } else {
+            String::new()
+        };
+        env.push(format!("{name}={value}"));
+    }
+    // The downward API names a probe uses out of the box.
+    for (k, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_IP", "status.podIP"),
+    ] {
+        if !env.iter().any(|e| e.starts_with(&format!("{k}="))) {
+            env.push(format!("{k}={}", field(path)));
+        }
+    }
+    let volumes: HashMap<String, Value> = pod_json(pod)
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.clone())))
+        .collect();
+    let mut binds = Vec::new();
+    for m in c
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(path)) = (
+            m.get("name").and_then(Value::as_str),
+            m.get("mountPath").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let Some(volume) = volumes.get(name) else {
+            continue;
+        };
+        let host = if let Some(h) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
+            h.to_owned()
+        } else {
+            // emptyDir (and anything else): a directory of the pod's, shared by its containers.
+            let dir = config
+                .data_dir
+                .join("pods")
+                .join(uid)
+                .join("volumes")
+                .join(name);
+            let _ = std::fs::create_dir_all(&dir);
+            dir.display().to_string()
+        };
+        let ro = if m.get("readOnly") == Some(&json!(true)) {
+            ":ro"
+        } else {
+            ""
+        };
+        binds.push(format!("{host}:{path}{ro}"));
+    }
+    let limit = |k: &str| {
+        c.pointer(&format!("/resources/limits/{k}"))
+            .and_then(Value::as_str)
+    };
+    ContainerRun {
+        name: c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        image: c
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        command: strings(c.get("command")),
+        args: strings(c.get("args")),
+        env,
+        binds,
+        memory: limit("memory").and_then(memory_bytes),
+        nano_cpus: limit("cpu").and_then(nano_cpus),
+        working_dir: c
+            .get("workingDir")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(memory_bytes("128Mi"), Some(128 * 1024 * 1024));
+        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(memory_bytes("1000"), Some(1000));
+        assert_eq!(memory_bytes("lots"), None);
+        assert_eq!(nano_cpus("500m"), Some(500_000_000));
+        assert_eq!(nano_cpus("2"), Some(2_000_000_000));
+    }
+
+    #[test]
+    fn refuses_privileged_and_the_docker_socket() {
+        let privileged =
+            json!({"containers": [{"name": "x", "securityContext": {"privileged": true}}]});
+        assert!(Worker::refusal(&privileged).is_some());
+        let socket = json!({"containers": [{"name": "x"}],
+                            "volumes": [{"name": "d", "hostPath": {"path": "/var/run/docker.sock"}}]});
+        assert!(Worker::refusal(&socket).is_some());
+        assert!(Worker::refusal(&json!({"containers": [{"name": "x"}]})).is_none());
+    }
+}

@@ -1,0 +1,536 @@
+//! The container runtime: everything the node agent asks of Docker, in one place.
+//!
+//! Every container created here carries the labels `shipshape.cluster`, `shipshape.node`
+//! and `shipshape.pod` (plus the pod's uid and the container's name), and every lookup
+//! filters on them: the agent never touches a container that is not its own.
+//!
+//! A pod is a *pause* container that owns the network namespace, on the cluster's Docker
+//! network, and the app containers, which join it (`network_mode: container:<pause>`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use futures::StreamExt;
+
+/// Label: the cluster a container belongs to.
+pub const LABEL_CLUSTER: &str = "shipshape.cluster";
+/// Label: the node whose agent runs it.
+pub const LABEL_NODE: &str = "shipshape.node";
+/// Label: the pod, as `namespace/name`.
+pub const LABEL_POD: &str = "shipshape.pod";
+/// Label: the pod's uid.
+pub const LABEL_POD_UID: &str = "shipshape.pod-uid";
+/// Label: the container's name in the pod spec (`pause` for the sandbox).
+pub const LABEL_CONTAINER: &str = "shipshape.container";
+
+/// The name of the sandbox container in [`LABEL_CONTAINER`].
+pub const PAUSE: &str = "pause";
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No Docker engine answers.
+    #[error(
+        "no Docker engine is reachable ({0}); shipshape runs pods as Docker containers: start dockerd or set DOCKER_HOST"
+    )]
+    Unreachable(String),
+    /// Docker refused an operation.
+    #[error("docker failed to {action}: {source}")]
+    Docker {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+fn docker_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+    let action = action.into();
+    move |source| RuntimeError::Docker { action, source }
+}
+
+/// Connects to the local Docker engine and checks that it answers.
+pub async fn connect() -> Result<Docker, RuntimeError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+    Ok(docker)
+}
+
+/// The Docker network of a cluster's pods.
+pub fn network_name(cluster: &str) -> String {
+    format!("shipshape-{cluster}")
+}
+
+/// Creates the cluster's pod network if it does not exist.
+pub async fn ensure_network(docker: &Docker, cluster: &str) -> Result<(), RuntimeError> {
+    let name = network_name(cluster);
+    if docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let request = NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([(
+            LABEL_CLUSTER.to_owned(),
+            cluster.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => Ok(()),
+        // Another node agent of the cluster created it first.
+        Err(_)
+            if docker
+                .inspect_network(
+                    &name,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .is_ok() =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(docker_err(format!("create network {name}"))(e)),
+    }
+}
+
+/// Removes every container and the network a cluster left behind (a killed run, or a clean
+/// stop). Found by label, so nothing else is touched.
+pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{LABEL_CLUSTER}={cluster}")],
+    )]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(docker_err("list containers"))?;
+    let mut removed = 0;
+    for c in containers {
+        if let Some(id) = c.id {
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            if docker.remove_container(&id, Some(options)).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    let _ = docker.remove_network(&network_name(cluster)).await;
+    Ok(removed)
+}
+
+/// Removes every container of one node (a clean stop of its agent); how many went.
+pub async fn reap_node(runtime: &Runtime) -> usize {
+    let Ok(containers) = runtime.list().await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for (_, _, id) in containers {
+        if runtime.remove(&id).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// What the agent needs to know about one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Docker's id.
+    pub id: String,
+    /// Running now.
+    pub running: bool,
+    /// Exit code, once it has exited.
+    pub exit_code: Option<i64>,
+    /// Killed for exceeding its memory limit.
+    pub oom_killed: bool,
+    /// When it last started (RFC 3339), if it has.
+    pub started_at: Option<String>,
+    /// When it last finished (RFC 3339), if it has.
+    pub finished_at: Option<String>,
+    /// Its IP on the cluster network (the sandbox's).
+    pub ip: Option<String>,
+    /// The image's id.
+    pub image_id: Option<String>,
+}
+
+/// What to run as one container of a pod.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerRun {
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// The image.
+    pub image: String,
+    /// Overrides the image's entrypoint.
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's arguments.
+    pub args: Option<Vec<String>>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    /// `host:container[:ro]` bind mounts.
+    pub binds: Vec<String>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+}
+
+/// The Docker side of one node: its cluster and node identity, and its Docker client.
+#[derive(Clone)]
+pub struct Runtime {
+    docker: Docker,
+    cluster: String,
+    node: String,
+    /// Limit on processes per container, so a fork bomb in one pod cannot take the host.
+    pids_limit: i64,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime for `node` of `cluster`.
+    pub fn new(docker: Docker, cluster: &str, node: &str) -> Self {
+        Runtime {
+            docker,
+            cluster: cluster.to_owned(),
+            node: node.to_owned(),
+            pids_limit: 1024,
+        }
+    }
+
+    /// The Docker client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn container_name(&self, pod_uid: &str, container: &str) -> String {
+        let short: String = pod_uid.chars().filter(|c| *c != '-').take(12).collect();
+        format!("ss-{}-{}-{}", self.cluster, short, container)
+    }
+
+    fn labels(&self, pod: &str, pod_uid: &str, container: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_CLUSTER.to_owned(), self.cluster.clone()),
+            (LABEL_NODE.to_owned(), self.node.clone()),
+            (LABEL_POD.to_owned(), pod.to_owned()),
+            (LABEL_POD_UID.to_owned(), pod_uid.to_owned()),
+            (LABEL_CONTAINER.to_owned(), container.to_owned()),
+        ])
+    }
+
+    /// Whether an image is present locally (nothing is ever pulled).
+    pub async fn image_present(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// The container `container` of pod `pod_uid`, if it exists and is ours.
+    pub async fn find(&self, pod_uid: &str, container: &str) -> Option<ContainerInfo> {
+        let name = self.container_name(pod_uid, container);
+        let c = self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+        let ours = labels.is_some_and(|l| {
+            l.get(LABEL_CLUSTER) == Some(&self.cluster) && l.get(LABEL_NODE) == Some(&self.node)
+        });
+        if !ours {
+            return None;
+        }
+        let state = c.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let not_zero_time = |t: Option<String>| t.filter(|t| !t.starts_with("0001-"));
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|nets| nets.get(&network_name(&self.cluster)).cloned())
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
+        Some(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            running,
+            exit_code: if running { None } else { state.exit_code },
+            oom_killed: state.oom_killed.unwrap_or(false),
+            started_at: not_zero_time(state.started_at),
+            finished_at: not_zero_time(state.finished_at),
+            ip,
+            image_id: c.image,
+        })
+    }
+
+    /// Creates and starts the pod's sandbox on the cluster network; returns its info.
+    pub async fn run_pause(
+        &self,
+        pod: &str,
+        pod_uid: &str,
+        hostname: &str,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let name = self.container_name(pod_uid, PAUSE);
+        let body = ContainerCreateBody {
+            image: Some(crate::images::PAUSE_IMAGE.to_owned()),
+            hostname: Some(hostname.chars().take(63).collect()),
+            labels: Some(self.labels(pod, pod_uid, PAUSE)),
+            host_config: Some(HostConfig {
+                network_mode: Some(network_name(&self.cluster)),
+                pids_limit: Some(16),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_and_start(&name, body).await?;
+        self.find(pod_uid, PAUSE)
+            .await
+            .ok_or_else(|| RuntimeError::Docker {
+                action: format!("inspect sandbox {name}"),
+                source: bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    message: "the sandbox vanished after starting".into(),
+                },
+            })
+    }
+
+    /// Creates and starts an app container inside the sandbox `pause_id`.
+    pub async fn run_container(
+        &self,
+        pod: &str,
+        pod_uid: &str,
+        pause_id: &str,
+        run: &ContainerRun,
+    ) -> Result<String, RuntimeError> {
+        let name = self.container_name(pod_uid, &run.name);
+        let body = ContainerCreateBody {
+            image: Some(run.image.clone()),
+            entrypoint: run.command.clone(),
+            cmd: run.args.clone(),
+            env: Some(run.env.clone()),
+            working_dir: run.working_dir.clone(),
+            labels: Some(self.labels(pod, pod_uid, &run.name)),
+            host_config: Some(HostConfig {
+                network_mode: Some(format!("container:{pause_id}")),
+                binds: Some(run.binds.clone()),
+                memory: run.memory,
+                nano_cpus: run.nano_cpus,
+                pids_limit: Some(self.pids_limit),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_and_start(&name, body).await
+    }
+
+    async fn create_and_start(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, RuntimeError> {
+        // A leftover with this name (an earlier attempt) goes first.
+        let _ = self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(docker_err(format!("create container {name}")))?;
+        self.docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(docker_err(format!("start container {name}")))?;
+        Ok(created.id)
+    }
+
+    /// Starts an exited container again (a restart in place keeps its logs).
+    pub async fn restart(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(docker_err(format!("restart container {id}")))
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` has passed.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped; 404: already gone.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(docker_err(format!("stop container {id}"))(e)),
+        }
+    }
+
+    /// Removes a container (and its anonymous volumes), running or not.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(docker_err(format!("remove container {id}"))(e)),
+        }
+    }
+
+    /// Every container of this node, as (pod uid, container name, id).
+    pub async fn list(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_CLUSTER}={}", self.cluster),
+                format!("{LABEL_NODE}={}", self.node),
+            ],
+        )]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(docker_err("list containers"))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels?;
+                Some((
+                    labels.get(LABEL_POD_UID)?.clone(),
+                    labels.get(LABEL_CONTAINER)?.clone(),
+                    c.id?,
+                ))
+            })
+            .collect())
+    }
+
+    /// The id of container `container` of the pod `namespace/name`, if this node runs it.
+    pub async fn find_by_pod(&self, pod: &str, container: &str) -> Option<String> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_CLUSTER}={}", self.cluster),
+                format!("{LABEL_NODE}={}", self.node),
+                format!("{LABEL_POD}={pod}"),
+                format!("{LABEL_CONTAINER}={container}"),
+            ],
+        )]);
+        let found = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .ok()?;
+        found.into_iter().find_map(|c| c.id)
+    }
+
+    /// The container's output (stdout and stderr), the last `tail` lines if given.
+    pub async fn logs(&self, id: &str, tail: Option<u64>) -> Result<Vec<u8>, RuntimeError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(docker_err(format!("read logs of {id}")))?;
+            out.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Runs `cmd` in the container; its exit code (for exec probes).
+    pub async fn exec(&self, id: &str, cmd: Vec<String>) -> Result<i64, RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(docker_err(format!("create exec in {id}")))?;
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(docker_err(format!("start exec in {id}")))?
+        {
+            while output.next().await.is_some() {}
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(docker_err(format!("inspect exec in {id}")))?;
+        Ok(inspected.exit_code.unwrap_or(-1))
+    }
+}

@@ -1,0 +1,381 @@
+//! # The garbage collector: dependents do not outlive their owners
+//!
+//! Deleting a Deployment in Kubernetes removes its ReplicaSets and their pods, yet the
+//! apiserver deletes only the object it was asked to. The link is `ownerReferences`: a
+//! ReplicaSet names its Deployment (by kind, name *and uid*), a pod names its ReplicaSet.
+//! This controller deletes any pod or ReplicaSet all of whose owners are gone — "background
+//! propagation": the owner disappears at once, its dependents shortly after, level by level
+//! (the ReplicaSets first; their deletion then orphans the pods).
+//!
+//! An owner is *gone* when looking it up by kind and name finds nothing, or finds an object
+//! with another uid (a new Deployment of the same name does not adopt the old one's
+//! ReplicaSets). An owner of a kind this apiserver does not serve is never judged gone: the
+//! collector cannot tell, so it keeps the dependent. Deleting uses a uid precondition, so
+//! only the very object judged is removed; pods get their own grace period, so a bound pod
+//! is stopped by its node agent like any other.
+//!
+//! When it looks:
+//!
+//! * whenever a pod or ReplicaSet changes (its owners are checked against a watch-fed cache
+//!   of Deployments and ReplicaSets, so this costs no request while the owner exists; a
+//!   cache miss is confirmed with a live GET before anything is deleted);
+//! * whenever a Deployment or ReplicaSet is deleted: every dependent is checked again;
+//! * every [`SWEEP`], as a backstop for anything missed (an owner deleted while the
+//!   collector was not running).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::{ControllerError, describe, terminating};
+
+/// How often every dependent is checked even if no owner was seen to go.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// What is known about one owner of a dependent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// It exists, with the uid the reference names.
+    Present,
+    /// Nothing of that kind and name with that uid exists.
+    Absent,
+    /// Its kind is not served here; it cannot be checked.
+    Unknown,
+}
+
+/// Whether a dependent stays or goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// At least one owner may still exist (or it has none).
+    Keep,
+    /// It has owners, and every one is gone.
+    Delete,
+}
+
+/// The rule: a dependent goes when it has owners and all of them are absent.
+pub(super) fn verdict(owners: &[Owner]) -> Verdict {
+    if !owners.is_empty() && owners.iter().all(|o| *o == Owner::Absent) {
+        Verdict::Delete
+    } else {
+        Verdict::Keep
+    }
+}
+
+/// What a lookup by kind and name says about `reference`: `found_uid` is the uid of the
+/// object found, if any.
+pub(super) fn owner_from(reference: &OwnerReference, found_uid: Option<&str>) -> Owner {
+    if found_uid == Some(reference.uid.as_str()) {
+        Owner::Present
+    } else {
+        Owner::Absent
+    }
+}
+
+/// The served resource a reference points at, if this apiserver serves its kind.
+pub(super) fn served(reference: &OwnerReference) -> Option<&'static crate::api::Resource> {
+    let (group, version) = reference
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", reference.api_version.as_str()));
+    crate::api::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == reference.kind)
+}
+
+/// What the collector knows: the owners it has seen.
+struct Gc {
+    client: Client,
+    deployments: Store<Deployment>,
+    replicasets: Store<ReplicaSet>,
+}
+
+impl Gc {
+    /// Looks up one owner of a dependent in `namespace`: the cache first, then the API.
+    async fn owner(
+        &self,
+        namespace: Option<&str>,
+        reference: &OwnerReference,
+    ) -> Result<Owner, ControllerError> {
+        let Some(resource) = served(reference) else {
+            return Ok(Owner::Unknown);
+        };
+        let namespace = if resource.namespaced {
+            match namespace {
+                Some(ns) => Some(ns),
+                None => return Ok(Owner::Unknown),
+            }
+        } else {
+            None
+        };
+        fn key<K: Resource<DynamicType = ()>>(name: &str, ns: Option<&str>) -> ObjectRef<K> {
+            let r = ObjectRef::new(name);
+            match ns {
+                Some(ns) => r.within(ns),
+                None => r,
+            }
+        }
+        let cached = match reference.kind.as_str() {
+            "Deployment" => self
+                .deployments
+                .get(&key(&reference.name, namespace))
+                .and_then(|o| o.metadata.uid.clone()),
+            "ReplicaSet" => self
+                .replicasets
+                .get(&key(&reference.name, namespace))
+                .and_then(|o| o.metadata.uid.clone()),
+            _ => None,
+        };
+        if owner_from(reference, cached.as_deref()) == Owner::Present {
+            return Ok(Owner::Present);
+        }
+        // The cache may lag behind a new owner: only the apiserver's answer condemns.
+        let ar = ApiResource {
+            group: resource.group.to_owned(),
+            version: resource.version.to_owned(),
+            api_version: resource.api_version(),
+            kind: resource.kind.to_owned(),
+            plural: resource.plural.to_owned(),
+        };
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        let found = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(ControllerError::api(format!(
+                "look up owner {} {}",
+                reference.kind, reference.name
+            )))?;
+        Ok(owner_from(
+            reference,
+            found.and_then(|o| o.metadata.uid).as_deref(),
+        ))
+    }
+}
+
+/// Runs the garbage collector until shutdown.
+pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    let (deployments, deployments_writer) = reflector::store();
+    let (replicasets, replicasets_writer) = reflector::store();
+    let (owner_deleted, _) = watch::channel(0u64);
+    let gc = Arc::new(Gc {
+        client: client.clone(),
+        deployments,
+        replicasets,
+    });
+    tokio::join!(
+        watch_owners(
+            Api::<Deployment>::all(client.clone()),
+            deployments_writer,
+            &owner_deleted,
+            shutdown.clone(),
+        ),
+        watch_owners(
+            Api::<ReplicaSet>::all(client.clone()),
+            replicasets_writer,
+            &owner_deleted,
+            shutdown.clone(),
+        ),
+        collect::<Pod>(
+            "garbage-collector/pods",
+            &client,
+            gc.clone(),
+            sweeps(owner_deleted.subscribe()),
+            shutdown.clone(),
+        ),
+        collect::<ReplicaSet>(
+            "garbage-collector/replicasets",
+            &client,
+            gc,
+            sweeps(owner_deleted.subscribe()),
+            shutdown,
+        ),
+    );
+}
+
+/// Keeps the cache of one owner kind, and signals `owner_deleted` when one goes.
+async fn watch_owners<K>(
+    api: Api<K>,
+    writer: Writer<K>,
+    owner_deleted: &watch::Sender<u64>,
+    shutdown: watch::Receiver<bool>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .take_until(super::stopped(shutdown))
+    .for_each(|event| {
+        match event {
+            // The reflector has already dropped it from the cache.
+            Ok(watcher::Event::Delete(_)) => owner_deleted.send_modify(|n| *n += 1),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "owner watch failed; retrying"),
+        }
+        async {}
+    })
+    .await;
+}
+
+/// A tick whenever an owner is deleted (several at once coalesce) and every [`SWEEP`].
+fn sweeps(owner_deleted: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send + 'static {
+    let deletions = stream::unfold(owner_deleted, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
+    let ticks = stream::unfold((), |()| async {
+        tokio::time::sleep(SWEEP).await;
+        Some(((), ()))
+    });
+    stream::select(deletions, ticks)
+}
+
+/// Collects dependents of kind `K`: checks each when it changes and on every sweep.
+async fn collect<K>(
+    name: &'static str,
+    client: &Client,
+    gc: Arc<Gc>,
+    sweeps: impl Stream<Item = ()> + Send + 'static,
+    shutdown: watch::Receiver<bool>,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .reconcile_all_on(sweeps);
+    super::drive(name, controller, gc, check::<K>, shutdown).await;
+}
+
+/// Checks one dependent's owners, and deletes it if they are all gone.
+async fn check<K>(obj: Arc<K>, gc: Arc<Gc>) -> Result<Action, ControllerError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let meta = obj.meta();
+    let references = meta.owner_references.as_deref().unwrap_or_default();
+    if references.is_empty() || terminating(meta) {
+        return Ok(Action::await_change());
+    }
+    let namespace = meta.namespace.as_deref();
+    let mut owners = Vec::with_capacity(references.len());
+    for reference in references {
+        owners.push(gc.owner(namespace, reference).await?);
+    }
+    if verdict(&owners) == Verdict::Keep {
+        return Ok(Action::await_change());
+    }
+    let what = describe(obj.as_ref());
+    let api: Api<K> = Api::namespaced(gc.client.clone(), namespace.unwrap_or_default());
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&obj.name_any(), &params).await {
+        Ok(_) => {
+            let owner = &references[0];
+            tracing::info!(
+                owner_kind = %owner.kind,
+                owner = %owner.name,
+                "deleted {what}: its owner is gone"
+            );
+            Ok(Action::await_change())
+        }
+        // Already gone, or replaced by a new object of the same name.
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {
+            Ok(Action::await_change())
+        }
+        Err(source) => Err(ControllerError::Api {
+            action: format!("delete {what}, whose owner is gone"),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(api_version: &str, kind: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "web".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn an_owner_is_present_only_with_the_same_uid() {
+        let r = reference("apps/v1", "Deployment");
+        assert_eq!(owner_from(&r, Some("uid-1")), Owner::Present);
+        assert_eq!(
+            owner_from(&r, Some("uid-2")),
+            Owner::Absent,
+            "a namesake is not the owner"
+        );
+        assert_eq!(owner_from(&r, None), Owner::Absent);
+    }
+
+    #[test]
+    fn a_dependent_goes_only_when_every_owner_is_gone() {
+        use Owner::*;
+        assert_eq!(verdict(&[]), Verdict::Keep, "no owners: not garbage");
+        assert_eq!(verdict(&[Absent]), Verdict::Delete);
+        assert_eq!(verdict(&[Absent, Absent]), Verdict::Delete);
+        assert_eq!(verdict(&[Absent, Present]), Verdict::Keep);
+        assert_eq!(
+            verdict(&[Absent, Unknown]),
+            Verdict::Keep,
+            "an owner we cannot check may exist"
+        );
+    }
+
+    #[test]
+    fn only_served_kinds_can_be_judged() {
+        assert_eq!(
+            served(&reference("apps/v1", "Deployment")).map(|r| r.plural),
+            Some("deployments")
+        );
+        assert_eq!(
+            served(&reference("apps/v1", "ReplicaSet")).map(|r| r.plural),
+            Some("replicasets")
+        );
+        assert_eq!(
+            served(&reference("v1", "Node")).map(|r| r.plural),
+            Some("nodes")
+        );
+        assert!(served(&reference("batch/v1", "Job")).is_none());
+        assert!(served(&reference("apps/v2", "Deployment")).is_none());
+        assert!(served(&reference("v1", "Deployment")).is_none());
+    }
+}

@@ -1,0 +1,725 @@
+//! # The ReplicaSet controller: keep `spec.replicas` pods alive
+//!
+//! A ReplicaSet is the seed's "replica count" made literal: a pod template, a selector, and
+//! a number. This controller counts the *active* pods the ReplicaSet controls — its
+//! controller ownerReference names the ReplicaSet's uid, it is not terminating, it has not
+//! finished (phase `Succeeded` or `Failed`) — and:
+//!
+//! * creates pods from the template when there are too few (a crashed, deleted or evicted
+//!   pod stops being active and is replaced — this is the seed's self-healing);
+//! * deletes the pods least worth keeping when there are too many, ranked as Kubernetes
+//!   ranks them: unscheduled before scheduled, `Pending` before `Unknown` before `Running`,
+//!   not ready before ready, ready for less time before longer, more restarts before
+//!   fewer, newest before oldest;
+//! * adopts matching pods that have no controller, and releases the pods it controls that
+//!   no longer match its selector (relabelling a pod takes it out of the set);
+//! * deletes its finished pods (they are replaced like any other lost pod);
+//! * reports `status`: `replicas` (active pods), `fullyLabeledReplicas` (those carrying every
+//!   template label), `readyReplicas` (Ready condition `True`), `availableReplicas` (ready
+//!   for at least `minReadySeconds`), `observedGeneration`.
+//!
+//! [`reconcile`] decides all of that from the ReplicaSet, the pods of its namespace and the
+//! time; [`apply`] lists, calls it, and carries the plan out.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{
+    ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, describe,
+    terminating,
+};
+
+/// What one ReplicaSet needs done so that its pods match its spec.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Plan {
+    /// New pods, ready to be created (generateName, template, controller reference).
+    pub create: Vec<Pod>,
+    /// Names of orphan pods matching the selector, to adopt.
+    pub adopt: Vec<String>,
+    /// Names of controlled pods that no longer match the selector, to release.
+    pub release: Vec<String>,
+    /// Names of surplus active pods to delete, the least valuable first.
+    pub delete: Vec<String>,
+    /// Names of finished pods (`Succeeded`/`Failed`) to delete; they are replaced.
+    pub remove_finished: Vec<String>,
+    /// The status to write, when it differs from the current one.
+    pub status: Option<ReplicaSetStatus>,
+    /// When to look again although nothing changed: a ready pod becomes available once it
+    /// has been ready for `minReadySeconds`.
+    pub requeue_after: Option<Duration>,
+}
+
+/// Decides what to do for `rs`, given every pod of its namespace, at time `now`.
+pub(super) fn reconcile(
+    rs: &ReplicaSet,
+    pods: &[Pod],
+    now: Timestamp,
+) -> Result<Plan, ControllerError> {
+    let malformed = |reason: &str| ControllerError::Malformed {
+        object: describe(rs),
+        reason: reason.to_owned(),
+    };
+    let uid = rs
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or_else(|| malformed("no uid"))?;
+    let spec = rs.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
+    let selector =
+        Selector::new(Some(&spec.selector)).ok_or_else(|| malformed("invalid selector"))?;
+    let deleting = terminating(&rs.metadata);
+    let mut plan = Plan::default();
+
+    // Claim: which pods are ours, which to adopt, which to let go.
+    let mut active: Vec<&Pod> = Vec::new();
+    for pod in pods {
+        let name = pod.name_any();
+        let matches = selector.matches(pod.metadata.labels.as_ref());
+        match controller_uid(&pod.metadata) {
+            Some(owner) if owner == uid => {
+                if !matches && !deleting && !terminating(&pod.metadata) {
+                    plan.release.push(name);
+                    continue;
+                }
+            }
+            Some(_) => continue,
+            None => {
+                if !matches || deleting || terminating(&pod.metadata) {
+                    continue;
+                }
+                plan.adopt.push(name.clone());
+            }
+        }
+        if terminating(&pod.metadata) {
+            continue;
+        }
+        if finished(pod) {
+            if !deleting {
+                plan.remove_finished.push(name);
+            }
+            continue;
+        }
+        active.push(pod);
+    }
+
+    // Scale: create what is missing, delete the surplus.
+    let desired = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+    if !deleting {
+        if active.len() < desired {
+            let pod = pod_from_template(rs).ok_or_else(|| malformed("no name or uid"))?;
+            plan.create = vec![pod; desired - active.len()];
+        } else if active.len() > desired {
+            let mut ranked = active.clone();
+            ranked.sort_by_key(|p| deletion_rank(p));
+            plan.delete = ranked
+                .iter()
+                .take(active.len() - desired)
+                .map(|p| p.name_any())
+                .collect();
+        }
+    }
+
+    // Report what was observed (the pods just created or deleted show up next time).
+    let min_ready = SignedDuration::from_secs(i64::from(spec.min_ready_seconds.unwrap_or(0)));
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let mut fully_labeled = 0;
+    let mut ready = 0;
+    let mut available = 0;
+    for pod in &active {
+        let labels = pod.metadata.labels.as_ref();
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            fully_labeled += 1;
+        }
+        let Some(since) = ready_since(pod) else {
+            continue;
+        };
+        ready += 1;
+        let ready_for = now.duration_since(since);
+        if min_ready.is_zero() || ready_for >= min_ready {
+            available += 1;
+        } else {
+            let wait = Duration::try_from(min_ready - ready_for).unwrap_or_default();
+            plan.requeue_after = Some(plan.requeue_after.map_or(wait, |w| w.min(wait)));
+        }
+    }
+    let current = rs.status.clone().unwrap_or_default();
+    let status = ReplicaSetStatus {
+        replicas: count(active.len()),
+        fully_labeled_replicas: Some(fully_labeled),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        observed_generation: rs.metadata.generation,
+        ..current.clone()
+    };
+    if rs.status.as_ref() != Some(&status) {
+        plan.status = Some(status);
+    }
+    Ok(plan)
+}
+
+/// A count as the API's `int32`.
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Whether a pod's containers are done for good.
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// When the pod became ready, if its Ready condition is `True` (the epoch when the
+/// condition carries no time).
+fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(
+        ready
+            .last_transition_time
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+    )
+}
+
+/// The order in which surplus pods go: smaller first (Kubernetes' `ActivePods` ranking).
+fn deletion_rank(
+    pod: &Pod,
+) -> (
+    bool,
+    u8,
+    bool,
+    Reverse<Timestamp>,
+    Reverse<i32>,
+    Reverse<Timestamp>,
+) {
+    let spec_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let status = pod.status.as_ref();
+    let phase = match status.and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        Some(_) => 3,
+    };
+    let ready = ready_since(pod);
+    let restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| {
+            cs.iter().map(|c| c.restart_count).max().unwrap_or(0)
+        });
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::MAX, |t| t.0);
+    (
+        spec_node.is_some_and(|n| !n.is_empty()),
+        phase,
+        ready.is_some(),
+        Reverse(ready.unwrap_or(Timestamp::MAX)),
+        Reverse(restarts),
+        Reverse(created),
+    )
+}
+
+/// A new pod from the ReplicaSet's template, controlled by the ReplicaSet.
+fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
+    let template = rs.spec.as_ref()?.template.clone().unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    Some(Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.metadata.name.as_deref()?)),
+            namespace: rs.metadata.namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![controller_ref(rs)?]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    })
+}
+
+/// Runs the ReplicaSet controller until shutdown: reconciles a ReplicaSet whenever it or
+/// one of its pods changes.
+pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    let controller = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let recorder = Recorder {
+        client,
+        component: "replicaset-controller",
+    };
+    super::drive(
+        "replicaset",
+        controller,
+        Arc::new(recorder),
+        apply,
+        shutdown,
+    )
+    .await;
+}
+
+/// One pass for one ReplicaSet: list its namespace's pods, decide, act.
+async fn apply(rs: Arc<ReplicaSet>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
+    let namespace = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let what = describe(rs.as_ref());
+    let client = ctx.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(ControllerError::api(format!("list the pods of {what}")))?;
+    let plan = reconcile(&rs, &list.items, Timestamp::now())?;
+    let by_name = |n: &str| {
+        list.items
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n))
+    };
+
+    for pod_name in &plan.adopt {
+        let Some(pod) = by_name(pod_name) else {
+            continue;
+        };
+        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        refs.extend(controller_ref(rs.as_ref()));
+        set_owner_references(&pods, pod, refs).await?;
+        tracing::info!(pod = %pod_name, "adopted");
+    }
+    for pod_name in &plan.release {
+        let Some(pod) = by_name(pod_name) else {
+            continue;
+        };
+        let uid = rs.metadata.uid.as_deref();
+        let refs: Vec<_> = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| Some(r.uid.as_str()) != uid)
+            .cloned()
+            .collect();
+        set_owner_references(&pods, pod, refs).await?;
+        tracing::info!(pod = %pod_name, "released: it no longer matches the selector");
+    }
+
+    let post = PostParams::default();
+    let created = join_all(plan.create.iter().map(|pod| pods.create(&post, pod))).await;
+    let mut first_error = None;
+    for result in created {
+        match result {
+            Ok(pod) => {
+                let pod_name = pod.name_any();
+                tracing::info!(pod = %pod_name, "created pod");
+                ctx.normal(
+                    rs.as_ref(),
+                    "SuccessfulCreate",
+                    format!("Created pod: {pod_name}"),
+                )
+                .await;
+            }
+            Err(error) => {
+                ctx.warning(
+                    rs.as_ref(),
+                    "FailedCreate",
+                    format!("Error creating: {error}"),
+                )
+                .await;
+                first_error.get_or_insert(ControllerError::Api {
+                    action: format!("create a pod for {what}"),
+                    source: error,
+                });
+            }
+        }
+    }
+
+    for pod_name in plan.delete.iter().chain(&plan.remove_finished) {
+        let uid = by_name(pod_name).and_then(|p| p.metadata.uid.clone());
+        match pods.delete(pod_name, &delete_params(uid)).await {
+            Ok(_) => {
+                tracing::info!(pod = %pod_name, "deleted pod");
+                ctx.normal(
+                    rs.as_ref(),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {pod_name}"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(error) => {
+                first_error.get_or_insert(ControllerError::Api {
+                    action: format!("delete pod {namespace}/{pod_name} of {what}"),
+                    source: error,
+                });
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+
+    if let Some(status) = &plan.status {
+        Api::<ReplicaSet>::namespaced(client, &namespace)
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .map_err(ControllerError::api(format!("update the status of {what}")))?;
+    }
+    Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
+}
+
+/// Delete options for a pod: the pod's own grace period, and only if it is still the pod
+/// we decided about (same uid).
+fn delete_params(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: uid.map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Replaces a pod's ownerReferences, only if the pod has not changed since it was read (a
+/// merge patch naming a resourceVersion is a precondition).
+async fn set_owner_references(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    refs: Vec<OwnerReference>,
+) -> Result<(), ControllerError> {
+    let name = pod.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": pod.metadata.resource_version,
+        "ownerReferences": refs,
+    }});
+    match pods
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(source) => Err(ControllerError::Api {
+            action: format!("set the owners of pod {name}"),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerStatus, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+    use std::collections::BTreeMap;
+
+    const UID: &str = "rs-uid";
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).expect("time")
+    }
+
+    fn app_labels() -> BTreeMap<String, String> {
+        BTreeMap::from([("app".to_owned(), "web".to_owned())])
+    }
+
+    fn rs(replicas: i32) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some(UID.into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                min_ready_seconds: None,
+                selector: LabelSelector {
+                    match_labels: Some(app_labels()),
+                    match_expressions: None,
+                },
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(app_labels()),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "probe".into(),
+                            image: Some("shipshape/probe:v1".into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                }),
+            }),
+            status: None,
+        }
+    }
+
+    /// A pod owned by the ReplicaSet, created at `created`.
+    fn pod(name: &str, created: i64) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("{name}-uid")),
+                labels: Some(app_labels()),
+                creation_timestamp: Some(Time(t(created))),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: "web".into(),
+                    uid: UID.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn bound(mut p: Pod) -> Pod {
+        p.spec.get_or_insert_default().node_name = Some("node-1".into());
+        p
+    }
+
+    fn running(mut p: Pod) -> Pod {
+        p.status.get_or_insert_default().phase = Some("Running".into());
+        bound(p)
+    }
+
+    fn ready(mut p: Pod, since: i64) -> Pod {
+        p = running(p);
+        p.status.get_or_insert_default().conditions = Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            last_transition_time: Some(Time(t(since))),
+            ..PodCondition::default()
+        }]);
+        p
+    }
+
+    fn phase(mut p: Pod, phase: &str) -> Pod {
+        p.status.get_or_insert_default().phase = Some(phase.into());
+        p
+    }
+
+    fn orphan(mut p: Pod) -> Pod {
+        p.metadata.owner_references = None;
+        p
+    }
+
+    #[test]
+    fn creates_the_missing_pods_from_the_template() {
+        let plan = reconcile(&rs(3), &[pod("web-a", 0)], t(10)).expect("plan");
+        assert_eq!(plan.create.len(), 2);
+        let new = &plan.create[0];
+        assert_eq!(new.metadata.generate_name.as_deref(), Some("web-"));
+        assert_eq!(new.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(new.metadata.labels, Some(app_labels()));
+        let owner = &new.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str(),
+                owner.controller
+            ),
+            ("ReplicaSet", "web", UID, Some(true))
+        );
+        assert_eq!(owner.api_version, "apps/v1");
+        assert_eq!(owner.block_owner_deletion, Some(true));
+        assert_eq!(new.spec, rs(3).spec.and_then(|s| s.template?.spec));
+        assert!(plan.delete.is_empty());
+    }
+
+    #[test]
+    fn terminating_finished_and_foreign_pods_do_not_count() {
+        let mut gone = bound(pod("web-gone", 0));
+        gone.metadata.deletion_timestamp = Some(Time(t(5)));
+        let done = phase(pod("web-done", 0), "Succeeded");
+        let failed = phase(pod("web-failed", 0), "Failed");
+        let mut foreign = pod("other", 0);
+        if let Some(refs) = foreign.metadata.owner_references.as_mut() {
+            refs[0].uid = "someone-else".into();
+        }
+        let pods = [pod("web-a", 0), gone, done, failed, foreign];
+        let plan = reconcile(&rs(3), &pods, t(10)).expect("plan");
+        assert_eq!(plan.create.len(), 2, "two of three are missing");
+        assert_eq!(plan.remove_finished, vec!["web-done", "web-failed"]);
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.status.expect("status").replicas, 1);
+    }
+
+    #[test]
+    fn deletes_the_least_valuable_pods_first() {
+        let pods = [
+            ready(pod("ready-old", 0), 10),
+            ready(pod("ready-recent", 1), 50),
+            running(pod("running-not-ready", 2)),
+            bound(pod("pending-bound", 3)),
+            pod("unscheduled-old", 4),
+            pod("unscheduled-new", 5),
+            phase(bound(pod("unknown", 6)), "Unknown"),
+        ];
+        let delete = |n| reconcile(&rs(7 - n), &pods, t(100)).expect("plan").delete;
+        assert_eq!(
+            delete(6),
+            vec![
+                "unscheduled-new",
+                "unscheduled-old",
+                "pending-bound",
+                "unknown",
+                "running-not-ready",
+                "ready-recent"
+            ]
+        );
+        assert_eq!(delete(2), vec!["unscheduled-new", "unscheduled-old"]);
+        assert!(delete(0).is_empty());
+    }
+
+    #[test]
+    fn among_equals_more_restarts_then_the_newest_go_first() {
+        let mut crashy = running(pod("crashy", 0));
+        crashy.status.get_or_insert_default().container_statuses = Some(vec![ContainerStatus {
+            restart_count: 4,
+            ..ContainerStatus::default()
+        }]);
+        let pods = [
+            running(pod("old", 0)),
+            running(pod("new", 9)),
+            crashy,
+            running(pod("mid", 5)),
+        ];
+        let plan = reconcile(&rs(1), &pods, t(100)).expect("plan");
+        assert_eq!(plan.delete, vec!["crashy", "new", "mid"]);
+    }
+
+    #[test]
+    fn adopts_matching_orphans_and_releases_relabelled_pods() {
+        let mut relabelled = pod("relabelled", 0);
+        relabelled.metadata.labels = Some(BTreeMap::from([("app".into(), "debug".into())]));
+        let mut unrelated = orphan(pod("unrelated", 0));
+        unrelated.metadata.labels = None;
+        let pods = [orphan(pod("stray", 0)), relabelled, unrelated];
+        let plan = reconcile(&rs(1), &pods, t(10)).expect("plan");
+        assert_eq!(plan.adopt, vec!["stray"]);
+        assert_eq!(plan.release, vec!["relabelled"]);
+        assert!(
+            plan.create.is_empty(),
+            "the adopted pod fills the one replica"
+        );
+    }
+
+    #[test]
+    fn status_counts_replicas_labels_readiness_and_availability() {
+        let mut set = rs(4);
+        // The template has one label more than the selector asks for.
+        let full = BTreeMap::from([
+            ("app".to_owned(), "web".to_owned()),
+            ("tier".to_owned(), "front".to_owned()),
+        ]);
+        if let Some(spec) = set.spec.as_mut() {
+            spec.min_ready_seconds = Some(30);
+            if let Some(meta) = spec.template.as_mut().and_then(|t| t.metadata.as_mut()) {
+                meta.labels = Some(full.clone());
+            }
+        }
+        let labelled = |mut p: Pod| {
+            p.metadata.labels = Some(full.clone());
+            p
+        };
+        let pods = [
+            labelled(ready(pod("long-ready", 0), 0)),
+            labelled(ready(pod("just-ready", 0), 90)),
+            labelled(running(pod("not-ready", 0))),
+            ready(pod("partly-labelled", 0), 0),
+        ];
+        let plan = reconcile(&set, &pods, t(100)).expect("plan");
+        let status = plan.status.expect("status changed");
+        assert_eq!(status.replicas, 4);
+        assert_eq!(status.fully_labeled_replicas, Some(3));
+        assert_eq!(status.ready_replicas, Some(3));
+        assert_eq!(
+            status.available_replicas,
+            Some(2),
+            "just-ready is 10 s short"
+        );
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
+
+        // Written once: the same observation again changes nothing.
+        set.status = Some(status);
+        let again = reconcile(&set, &pods, t(100)).expect("plan");
+        assert_eq!(again.status, None);
+        // Time alone makes just-ready available.
+        let later = reconcile(&set, &pods, t(120)).expect("plan");
+        assert_eq!(later.status.and_then(|s| s.available_replicas), Some(3));
+    }
+
+    #[test]
+    fn a_replicaset_being_deleted_creates_and_deletes_nothing() {
+        let mut set = rs(3);
+        set.metadata.deletion_timestamp = Some(Time(t(0)));
+        let plan = reconcile(&set, &[orphan(pod("stray", 0))], t(1)).expect("plan");
+        assert!(plan.create.is_empty() && plan.adopt.is_empty() && plan.delete.is_empty());
+        let plan = reconcile(&rs(0), &[pod("a", 0), pod("b", 1)], t(1)).expect("plan");
+        assert_eq!(plan.delete, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn a_replicaset_without_uid_or_with_a_bad_selector_is_an_error() {
+        let mut no_uid = rs(1);
+        no_uid.metadata.uid = None;
+        assert!(reconcile(&no_uid, &[], t(0)).is_err());
+        let mut empty = rs(1);
+        if let Some(spec) = empty.spec.as_mut() {
+            spec.selector.match_labels = None;
+        }
+        // An empty selector is valid but claims nothing: no adoption of every pod.
+        let plan = reconcile(&empty, &[orphan(pod("stray", 0))], t(0)).expect("plan");
+        assert!(plan.adopt.is_empty());
+    }
+}

@@ -1,0 +1,503 @@
+//! The controllers against a real, in-process control plane: a ReplicaSet keeps its pods, a
+//! Deployment rolls a new template out as a new revision, and deleting an owner collects
+//! its dependents. No scheduler or node agent runs: the test plays their part, marking
+//! pods Running and Ready through `pods/{name}/status`, binding one to a node.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use shipshape::control_plane::{ControlPlane, ControlPlaneConfig};
+use shipshape::controllers::ControllerError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A control plane with the controllers running against it.
+struct Cluster {
+    cp: ControlPlane,
+    _dir: tempfile::TempDir,
+    client: Client,
+    stop: watch::Sender<bool>,
+    controllers: JoinHandle<Result<(), ControllerError>>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cp = ControlPlane::start(ControlPlaneConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        })
+        .await
+        .expect("control plane starts");
+        let client = cp.credentials().client().expect("client");
+        let (stop, stopped) = watch::channel(false);
+        let controllers = tokio::spawn(shipshape::controllers::run(client.clone(), stopped));
+        Cluster {
+            cp,
+            _dir: dir,
+            client,
+            stop,
+            controllers,
+        }
+    }
+
+    /// Stops the controllers (they must stop promptly and cleanly), then the control plane.
+    async fn stop(self) {
+        self.stop.send(true).expect("controllers listening");
+        let result = tokio::time::timeout(Duration::from_secs(10), self.controllers)
+            .await
+            .expect("controllers stop within 10 s")
+            .expect("controllers did not panic");
+        assert!(result.is_ok(), "controllers ended with {result:?}");
+        self.cp.stop().await;
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn replicasets(&self) -> Api<ReplicaSet> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// The pods whose controller has this uid, not terminating.
+    async fn active_pods_of(&self, owner_uid: &str) -> Vec<Pod> {
+        self.pods()
+            .list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.owner_references()
+                        .iter()
+                        .any(|r| r.uid == owner_uid && r.controller == Some(true))
+            })
+            .collect()
+    }
+
+    /// Plays the node agent: the pod is Running and Ready.
+    async fn mark_ready(&self, pod: &str) {
+        let now = jiff::Timestamp::now().to_string();
+        let status = json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        }});
+        self.pods()
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .expect("pod status written");
+    }
+
+    async fn mark_all_ready(&self, pods: &[Pod]) {
+        for pod in pods {
+            self.mark_ready(&pod.name_any()).await;
+        }
+    }
+
+    /// Reasons of the Events recorded about an object.
+    async fn event_reasons(&self, name: &str) -> Vec<String> {
+        Api::<Event>::namespaced(self.client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for up to 10 s.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after 10 s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pod_template(app: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{"name": "probe", "image": image}]}
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("valid object")
+}
+
+#[tokio::test]
+async fn a_replicaset_keeps_its_pods_replaces_lost_ones_and_scales_down() {
+    let c = Cluster::start().await;
+    let rs: ReplicaSet = from_json(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": pod_template("web", "shipshape/probe:v1"),
+        }
+    }));
+    let rs = c
+        .replicasets()
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("created");
+    let uid = rs.uid().expect("uid");
+
+    // Three pods, each controlled by the ReplicaSet, named after it.
+    let pods = eventually("3 pods", || async {
+        let pods = c.active_pods_of(&uid).await;
+        (pods.len() == 3).then_some(pods)
+    })
+    .await;
+    for pod in &pods {
+        assert!(pod.name_any().starts_with("web-"), "{}", pod.name_any());
+        let owner = &pod.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", "web")
+        );
+        assert_eq!(owner.block_owner_deletion, Some(true));
+        assert_eq!(pod.labels().get("app").map(String::as_str), Some("web"));
+    }
+
+    // Ready pods show in the status.
+    c.mark_all_ready(&pods).await;
+    eventually("3 ready and available in the status", || async {
+        let s = c.replicasets().get("web").await.ok()?.status?;
+        (s.replicas == 3
+            && s.ready_replicas == Some(3)
+            && s.available_replicas == Some(3)
+            && s.fully_labeled_replicas == Some(3)
+            && s.observed_generation == Some(1))
+        .then_some(())
+    })
+    .await;
+
+    // A pod removed at once is replaced.
+    let lost = pods[0].name_any();
+    c.pods()
+        .delete(&lost, &DeleteParams::default().grace_period(0))
+        .await
+        .expect("deleted");
+    let replaced = eventually("the lost pod replaced", || async {
+        let pods = c.active_pods_of(&uid).await;
+        (pods.len() == 3 && pods.iter().all(|p| p.name_any() != lost)).then_some(pods)
+    })
+    .await;
+
+    // A bound pod deleted with a grace period only terminates (its node agent would finish
+    // it), yet it no longer counts: a replacement comes at once.
+    let bound = replaced[1].name_any();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": bound},
+                         "target": {"kind": "Node", "name": "node-1"}});
+    c.client
+        .request::<Value>(
+            http::Request::post(format!("/api/v1/namespaces/default/pods/{bound}/binding"))
+                .header("content-type", "application/json")
+                .body(binding.to_string().into_bytes())
+                .expect("request"),
+        )
+        .await
+        .expect("bound");
+    c.pods()
+        .delete(&bound, &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let terminating = c.pods().get(&bound).await.expect("still there");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    let pods = eventually("the terminating pod replaced", || async {
+        let pods = c.active_pods_of(&uid).await;
+        (pods.len() == 3 && pods.iter().all(|p| p.name_any() != bound)).then_some(pods)
+    })
+    .await;
+    c.pods()
+        .delete(&bound, &DeleteParams::default().grace_period(0))
+        .await
+        .expect("removed");
+    c.mark_all_ready(&pods).await;
+
+    // Scaling down to 1 deletes 2.
+    c.replicasets()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scaled");
+    eventually("1 pod left, reported in the status", || async {
+        let pods = c.active_pods_of(&uid).await;
+        let s = c.replicasets().get("web").await.ok()?.status?;
+        (pods.len() == 1
+            && s.replicas == 1
+            && s.ready_replicas == Some(1)
+            && s.observed_generation == Some(2))
+        .then_some(())
+    })
+    .await;
+
+    let reasons = c.event_reasons("web").await;
+    assert!(
+        reasons.iter().filter(|r| *r == "SuccessfulCreate").count() >= 5,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().filter(|r| *r == "SuccessfulDelete").count() >= 2,
+        "{reasons:?}"
+    );
+    c.stop().await;
+}
+
+/// The ReplicaSets a Deployment controls.
+async fn sets_of(c: &Cluster, deployment_uid: &str) -> Vec<ReplicaSet> {
+    c.replicasets()
+        .list(&ListParams::default())
+        .await
+        .expect("list replicasets")
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|r| r.uid == deployment_uid && r.controller == Some(true))
+        })
+        .collect()
+}
+
+fn revision(rs: &ReplicaSet) -> Option<&str> {
+    rs.annotations()
+        .get("deployment.kubernetes.io/revision")
+        .map(String::as_str)
+}
+
+fn condition(d: &Deployment, type_: &str) -> Option<(String, String)> {
+    let c = d
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything() {
+    let c = Cluster::start().await;
+    let d: Deployment = from_json(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "shop"}},
+            "template": pod_template("shop", "shipshape/probe:v1"),
+        }
+    }));
+    let d = c
+        .deployments()
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("created");
+    let uid = d.uid().expect("uid");
+
+    // Revision 1: one ReplicaSet named <deployment>-<hash>, three pods carrying the hash.
+    let (first, pods) = eventually("revision 1 with 3 pods", || async {
+        let sets = sets_of(&c, &uid).await;
+        let [rs] = sets.as_slice() else { return None };
+        let pods = c.active_pods_of(&rs.uid()?).await;
+        (pods.len() == 3).then(|| (rs.clone(), pods))
+    })
+    .await;
+    let hash = first
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .expect("hash label");
+    assert_eq!(first.name_any(), format!("shop-{hash}"));
+    assert_eq!(revision(&first), Some("1"));
+    assert!(
+        pods.iter()
+            .all(|p| p.labels().get("pod-template-hash") == Some(&hash))
+    );
+
+    // Ready pods make it Available and complete.
+    c.mark_all_ready(&pods).await;
+    let done = eventually("revision 1 available and complete", || async {
+        let d = c.deployments().get("shop").await.ok()?;
+        let s = d.status.as_ref()?;
+        (s.available_replicas == Some(3)
+            && s.ready_replicas == Some(3)
+            && s.updated_replicas == Some(3)
+            && s.unavailable_replicas == Some(0)
+            && condition(&d, "Progressing")
+                == Some(("True".into(), "NewReplicaSetAvailable".into())))
+        .then_some(d)
+    })
+    .await;
+    assert_eq!(
+        condition(&done, "Available"),
+        Some(("True".into(), "MinimumReplicasAvailable".into()))
+    );
+    assert_eq!(
+        done.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    // A new image is revision 2: the new ReplicaSet has the replicas, the old one none.
+    c.deployments()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"template": pod_template("shop", "shipshape/probe:v2")}}),
+            ),
+        )
+        .await
+        .expect("image changed");
+    let second = eventually("revision 2 with 3 pods, revision 1 empty", || async {
+        let sets = sets_of(&c, &uid).await;
+        let second = sets.iter().find(|rs| revision(rs) == Some("2"))?;
+        let old = sets.iter().find(|rs| rs.name_any() == first.name_any())?;
+        let new_pods = c.active_pods_of(&second.uid()?).await;
+        let old_pods = c.active_pods_of(&first.uid()?).await;
+        (sets.len() == 2
+            && second.spec.as_ref()?.replicas == Some(3)
+            && old.spec.as_ref()?.replicas == Some(0)
+            && new_pods.len() == 3
+            && old_pods.is_empty())
+        .then(|| second.clone())
+    })
+    .await;
+    assert_ne!(second.name_any(), first.name_any());
+    assert!(second.name_any().starts_with("shop-"));
+    eventually("the deployment reports revision 2", || async {
+        let d = c.deployments().get("shop").await.ok()?;
+        (d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str)
+            == Some("2"))
+        .then_some(())
+    })
+    .await;
+    let reasons = c.event_reasons("shop").await;
+    assert!(
+        reasons.iter().filter(|r| *r == "ScalingReplicaSet").count() >= 3,
+        "{reasons:?}"
+    );
+
+    // Deleting the Deployment takes its ReplicaSets, then their pods, with it.
+    let second_uid = second.uid().expect("uid");
+    c.deployments()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    eventually("no ReplicaSets and no pods left", || async {
+        let sets = c.replicasets().list(&ListParams::default()).await.ok()?;
+        let pods = c.pods().list(&ListParams::default()).await.ok()?;
+        (sets.items.is_empty() && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    assert!(c.active_pods_of(&second_uid).await.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_garbage_collector_deletes_only_what_is_certainly_orphaned() {
+    let c = Cluster::start().await;
+    let pod = |name: &str, owner: Option<Value>| -> Pod {
+        let mut p = json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "probe", "image": "shipshape/probe:v1"}]}
+        });
+        if let Some(owner) = owner {
+            p["metadata"]["ownerReferences"] = json!([owner]);
+        }
+        from_json(p)
+    };
+    let rs_owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone",
+                          "uid": "00000000-0000-0000-0000-000000000000"});
+    let job_owner = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "batch",
+                           "uid": "11111111-1111-1111-1111-111111111111"});
+    // A ReplicaSet of the owner's name exists, but it is not the owner: another uid.
+    let namesake: ReplicaSet = from_json(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "gone"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "namesake"}},
+            "template": pod_template("namesake", "shipshape/probe:v1"),
+        }
+    }));
+    c.replicasets()
+        .create(&PostParams::default(), &namesake)
+        .await
+        .expect("created");
+
+    for p in [
+        pod("orphan", Some(rs_owner)),
+        pod("unknown-owner", Some(job_owner)),
+        pod("no-owner", None),
+    ] {
+        c.pods()
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("created");
+    }
+    eventually("the orphan collected", || async {
+        c.pods()
+            .get_opt("orphan")
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    // Give the collector time to (wrongly) act on the others.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for kept in ["unknown-owner", "no-owner"] {
+        assert!(
+            c.pods().get_opt(kept).await.expect("get").is_some(),
+            "{kept} must be kept"
+        );
+    }
+    assert!(
+        c.replicasets()
+            .get_opt("gone")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    c.stop().await;
+}
