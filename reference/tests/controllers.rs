@@ -219,6 +219,13 @@ async fn a_replicaset_keeps_its_pods_replaces_lost_ones_and_scales_down() {
     // A bound pod deleted with a grace period only terminates (its node agent would finish
     // it), yet it no longer counts: a replacement comes at once.
     let bound = replaced[1].name_any();
+    // The node must exist: pods bound to a node that does not are removed at once.
+    let node: k8s_openapi::api::core::v1::Node =
+        serde_json::from_value(json!({"metadata": {"name": "node-1"}})).expect("node");
+    Api::<k8s_openapi::api::core::v1::Node>::all(c.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("node created");
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": bound},
                          "target": {"kind": "Node", "name": "node-1"}});
     c.client

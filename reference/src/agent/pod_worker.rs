@@ -26,6 +26,7 @@ use super::probes::{self, Probe, ProbeState};
 use super::runtime::{ContainerInfo, ContainerRun, PAUSE, Runtime};
 use super::status::{self, ContainerState, ContainerView, PodView};
 use crate::api::meta;
+use crate::api::quantity::{parse_cpu, parse_memory};
 
 /// What a worker keeps about one container between rounds.
 #[derive(Debug)]
@@ -506,40 +507,6 @@ impl Worker {
     }
 }
 
-/// Parses a Kubernetes quantity of memory into bytes (`128Mi`, `1G`, `1000`).
-fn memory_bytes(q: &str) -> Option<i64> {
-    let q = q.trim();
-    let units: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024.0 * 1024.0),
-        ("Gi", 1024.0 * 1024.0 * 1024.0),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (suffix, factor) in units {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|n| (n * factor) as i64);
-        }
-    }
-    q.parse::<f64>().ok().map(|n| n as i64)
-}
-
-/// Parses a CPU quantity (`500m`, `1`, `0.5`) into billionths of a CPU.
-fn nano_cpus(q: &str) -> Option<i64> {
-    let q = q.trim();
-    match q.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok().map(|m| (m * 1e6) as i64),
-        None => q.parse::<f64>().ok().map(|c| (c * 1e9) as i64),
-    }
-}
-
 /// What Docker must run for container spec `c` of `pod`.
 fn container_run(
     pod: &Pod,
@@ -661,8 +628,9 @@ fn container_run(
         args: strings(c.get("args")),
         env,
         binds,
-        memory: limit("memory").and_then(memory_bytes),
-        nano_cpus: limit("cpu").and_then(nano_cpus),
+        memory: limit("memory").and_then(|q| parse_memory(q).ok()),
+        nano_cpus: limit("cpu")
+            .and_then(|q| parse_cpu(q).ok().map(|m| m.saturating_mul(1_000_000))),
         working_dir: c
             .get("workingDir")
             .and_then(Value::as_str)
@@ -673,16 +641,6 @@ fn container_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(memory_bytes("128Mi"), Some(128 * 1024 * 1024));
-        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(memory_bytes("1000"), Some(1000));
-        assert_eq!(memory_bytes("lots"), None);
-        assert_eq!(nano_cpus("500m"), Some(500_000_000));
-        assert_eq!(nano_cpus("2"), Some(2_000_000_000));
-    }
 
     #[test]
     fn refuses_privileged_and_the_docker_socket() {

@@ -12,6 +12,7 @@
 
 pub mod defaults;
 pub mod meta;
+pub mod quantity;
 pub mod selector;
 pub mod validate;
 

@@ -643,12 +643,36 @@ async fn rescale(
     query: &Query,
     change: Change<'_>,
 ) -> Result<Value, ApiError> {
+    let pinned = match &change {
+        Change::Replace(obj) => {
+            meta::meta_str(obj, "resourceVersion").is_some_and(|rv| !rv.is_empty())
+        }
+        Change::Patch(..) => false,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match rescale_once(shared, r, ns, name, query, &change).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempt < PATCH_RETRIES => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn rescale_once(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    change: &Change<'_>,
+) -> Result<Value, ApiError> {
     let (current, revision) = get(shared, r, ns, name)?;
     let scale = scale_of(r, &current);
     let proposed = match change {
-        Change::Replace(obj) => obj,
+        Change::Replace(obj) => obj.clone(),
         Change::Patch(kind, body) => {
-            patch::apply(kind, &scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+            patch::apply(*kind, &scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?
         }
     };
     let replicas = proposed.pointer("/spec/replicas").and_then(Value::as_i64);
@@ -705,6 +729,26 @@ fn delete_options(parts: &Parts, body: &Bytes, query: &Query) -> Result<Value, A
 }
 
 async fn delete(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    options: &Value,
+) -> Result<Value, ApiError> {
+    // Another writer between our read and our write is not the client's conflict unless the
+    // client named a resourceVersion: read again and retry, as Kubernetes does.
+    let client_pinned = options.pointer("/preconditions/resourceVersion").is_some();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match delete_once(shared, r, ns, name, options).await {
+            Err(ApiError::Conflict { .. }) if !client_pinned && attempt < PATCH_RETRIES => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,
@@ -811,6 +855,28 @@ async fn delete(
 }
 
 async fn bind(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bind_once(shared, r, ns, name, binding).await {
+            // A status write slipped in between: the pod is still unbound, try again.
+            Err(ApiError::Conflict { message, .. })
+                if attempt < PATCH_RETRIES && message.contains("has been modified") =>
+            {
+                continue;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn bind_once(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,

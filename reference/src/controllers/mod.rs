@@ -72,6 +72,7 @@
 
 mod deployment;
 mod garbage_collector;
+pub mod node_lifecycle;
 mod replicaset;
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +129,20 @@ impl ControllerError {
 /// Returns an error at once if the apiserver refuses the client (wrong address, CA or
 /// token); after that, failures are retried with back-off and never end the controllers.
 pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
+    run_with(
+        client,
+        node_lifecycle::NodeLifecycleConfig::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with the node lifecycle controller's timing given.
+pub async fn run_with(
+    client: Client,
+    node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
     Api::<Namespace>::all(client.clone())
         .list(&ListParams::default().limit(1))
         .await
@@ -136,7 +151,8 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), 
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
-        garbage_collector::run(client, shutdown),
+        garbage_collector::run(client.clone(), shutdown.clone()),
+        node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");
     Ok(())

@@ -1,0 +1,439 @@
+//! The node lifecycle controller: what happens when a machine stops answering.
+//!
+//! The seed: pod phase Unknown means "the master cannot talk to the node the pod runs on",
+//! and "3 pods crash because their machine failed — they are scheduled on other machines".
+//!
+//! Every node agent renews its heartbeat (`lastHeartbeatTime` of the `Ready` condition).
+//! Every monitor period this controller looks at each node:
+//!
+//! 1. heartbeat older than the grace period → `Ready=Unknown` (reason `NodeStatusUnknown`)
+//!    and the taints `node.kubernetes.io/unreachable` (NoSchedule and NoExecute), so the
+//!    scheduler places nothing new there;
+//! 2. the pods on such a node are reported `Unknown` (reason `NodeLost`), not Ready;
+//! 3. once a pod's toleration of the unreachable taint runs out (its own `tolerationSeconds`,
+//!    else the default), the pod is deleted — its ReplicaSet replaces it on a healthy node.
+//!    A deleted pod on a lost node stays *terminating* until the node's agent comes back
+//!    and finishes it, exactly as in Kubernetes; it no longer counts as a replica;
+//! 4. when the agent posts `Ready=True` again, the taints come off;
+//! 5. pods bound to a node that no longer exists at all are removed at once (Kubernetes'
+//!    pod garbage collector does this): nobody is left to finish them.
+//!
+//! The decisions are pure functions of (node, pods, now); the loop around them is a plain
+//! interval, as Kubernetes' own monitor is (this is time-driven, not event-driven).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The taint a lost node carries.
+pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+/// How the controller is timed.
+#[derive(Debug, Clone)]
+pub struct NodeLifecycleConfig {
+    /// A node whose heartbeat is older than this is unreachable (Kubernetes: 40 s).
+    pub grace_period: Duration,
+    /// How long pods tolerate an unreachable node unless they say otherwise (Kubernetes:
+    /// 300 s).
+    pub default_toleration: Duration,
+    /// How often nodes are looked at.
+    pub monitor_period: Duration,
+}
+
+impl Default for NodeLifecycleConfig {
+    fn default() -> Self {
+        NodeLifecycleConfig {
+            grace_period: Duration::from_secs(5),
+            default_toleration: Duration::from_secs(5),
+            monitor_period: Duration::from_millis(500),
+        }
+    }
+}
+
+fn parse_time(v: Option<&Value>) -> Option<Timestamp> {
+    v?.as_str()?.parse().ok()
+}
+
+fn ready_condition(node: &Value) -> Option<&Value> {
+    node.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type") == Some(&json!("Ready")))
+}
+
+/// What to do about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeVerdict {
+    /// Heartbeat fresh and nothing to undo.
+    Healthy,
+    /// Heartbeat fresh again: remove the unreachable taints.
+    Recovered,
+    /// Heartbeat stale and the node not yet marked: mark it.
+    Lost,
+    /// Already marked; its taint was added at this time.
+    StillLost(Timestamp),
+}
+
+fn has_unreachable_taint(node: &Value) -> Option<Timestamp> {
+    node.pointer("/spec/taints")?
+        .as_array()?
+        .iter()
+        .find(|t| {
+            t.get("key") == Some(&json!(UNREACHABLE))
+                && t.get("effect") == Some(&json!("NoExecute"))
+        })
+        .map(|t| parse_time(t.get("timeAdded")).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Judges a node by its heartbeat.
+pub fn assess(node: &Value, now: Timestamp, grace: Duration) -> NodeVerdict {
+    let ready = ready_condition(node);
+    let heartbeat = parse_time(ready.and_then(|c| c.get("lastHeartbeatTime")));
+    let status = ready.and_then(|c| c.get("status")).and_then(Value::as_str);
+    let stale = match heartbeat {
+        Some(hb) => now.duration_since(hb).unsigned_abs() > grace && hb < now,
+        // A node that never reported is left alone: it may be registering right now.
+        None => false,
+    };
+    let tainted = has_unreachable_taint(node);
+    match (stale, tainted) {
+        (true, Some(since)) if status == Some("Unknown") => NodeVerdict::StillLost(since),
+        (true, _) => NodeVerdict::Lost,
+        (false, Some(_)) if status == Some("True") => NodeVerdict::Recovered,
+        (false, _) => NodeVerdict::Healthy,
+    }
+}
+
+/// How long a pod tolerates an unreachable node: its own toleration wins.
+pub fn toleration(pod: &Value, default: Duration) -> Option<Duration> {
+    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array);
+    for t in tolerations.into_iter().flatten() {
+        let key = t.get("key").and_then(Value::as_str).unwrap_or("");
+        let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+        let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+        let matches_key = key == UNREACHABLE || (key.is_empty() && op == "Exists");
+        if matches_key && (effect.is_empty() || effect == "NoExecute") {
+            // Without tolerationSeconds the pod tolerates the node forever.
+            return t
+                .get("tolerationSeconds")
+                .and_then(Value::as_i64)
+                .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        }
+    }
+    Some(default)
+}
+
+/// Runs the controller until `shutdown` becomes true.
+pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watch::Receiver<bool>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client);
+    let mut tick = tokio::time::interval(config.monitor_period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::agent::stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = monitor(&nodes, &pods, &config).await {
+            tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
+        }
+    }
+}
+
+async fn monitor(
+    nodes: &Api<Node>,
+    pods: &Api<Pod>,
+    config: &NodeLifecycleConfig,
+) -> Result<(), kube::Error> {
+    let now = Timestamp::now();
+    let all = nodes.list(&ListParams::default()).await?.items;
+    let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    remove_orphans(pods, &names).await?;
+    for node in all {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let value = serde_json::to_value(&node).unwrap_or_default();
+        match assess(&value, now, config.grace_period) {
+            NodeVerdict::Healthy => {}
+            NodeVerdict::Lost => {
+                tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
+                mark_lost(nodes, &value, &name, now).await?;
+                report_pods_unknown(pods, &name).await?;
+            }
+            NodeVerdict::StillLost(since) => {
+                report_pods_unknown(pods, &name).await?;
+                evict(pods, &name, since, now, config.default_toleration).await?;
+            }
+            NodeVerdict::Recovered => {
+                tracing::info!(node = %name, "node is posting status again; removing its taints");
+                let taints: Vec<Value> = value
+                    .pointer("/spec/taints")
+                    .and_then(Value::as_array)
+                    .map(|ts| {
+                        ts.iter()
+                            .filter(|t| t.get("key") != Some(&json!(UNREACHABLE)))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                nodes
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"taints": taints}})),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn mark_lost(
+    nodes: &Api<Node>,
+    node: &Value,
+    name: &str,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut conditions: Vec<Value> = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for c in &mut conditions {
+        if c.get("type") == Some(&json!("Ready")) {
+            c["status"] = json!("Unknown");
+            c["reason"] = json!("NodeStatusUnknown");
+            c["message"] = json!("Kubelet stopped posting node status.");
+            c["lastTransitionTime"] = json!(stamp);
+        }
+    }
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": conditions}})),
+        )
+        .await?;
+    let mut taints: Vec<Value> = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    taints.retain(|t| t.get("key") != Some(&json!(UNREACHABLE)));
+    taints.push(json!({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": stamp}));
+    taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": taints}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Force-deletes pods bound to nodes that do not exist.
+async fn remove_orphans(pods: &Api<Pod>, nodes: &[String]) -> Result<(), kube::Error> {
+    for pod in pods
+        .list(&ListParams::default().fields("spec.nodeName!="))
+        .await?
+        .items
+    {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if node.is_empty() || nodes.contains(&node) {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "removing a pod whose node is gone");
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn on_node(name: &str) -> ListParams {
+    ListParams::default().fields(&format!("spec.nodeName={name}"))
+}
+
+/// Reports the pods of a lost node as Unknown (the seed's phase), once each.
+async fn report_pods_unknown(pods: &Api<Pod>, node: &str) -> Result<(), kube::Error> {
+    for pod in Api::<Pod>::list(pods, &on_node(node)).await?.items {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Unknown" | "Succeeded" | "Failed")) {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        let value = serde_json::to_value(&pod).unwrap_or_default();
+        let mut conditions: Vec<Value> = value
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for c in &mut conditions {
+            if c.get("type") == Some(&json!("Ready"))
+                || c.get("type") == Some(&json!("ContainersReady"))
+            {
+                c["status"] = json!("False");
+                c["reason"] = json!("NodeLost");
+            }
+        }
+        let status = json!({"status": {
+            "phase": "Unknown",
+            "reason": "NodeLost",
+            "message": format!("Node {node} which was running pod {name} is unresponsive"),
+            "conditions": conditions,
+        }});
+        Api::<Pod>::namespaced(pods.clone().into_client(), ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the pods of a lost node whose toleration ran out.
+async fn evict(
+    pods: &Api<Pod>,
+    node: &str,
+    since: Timestamp,
+    now: Timestamp,
+    default: Duration,
+) -> Result<(), kube::Error> {
+    let lost_for = now.duration_since(since).unsigned_abs();
+    for pod in Api::<Pod>::list(pods, &on_node(node)).await?.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let value = serde_json::to_value(&pod).unwrap_or_default();
+        let Some(limit) = toleration(&value, default) else {
+            continue;
+        };
+        if lost_for < limit {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        tracing::info!(pod = %format!("{ns}/{name}"), node, "evicting a pod from an unreachable node");
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(heartbeat: &str, status: &str, taint_added: Option<&str>) -> Value {
+        let mut n = json!({"status": {"conditions": [
+            {"type": "Ready", "status": status, "lastHeartbeatTime": heartbeat}
+        ]}});
+        if let Some(t) = taint_added {
+            n["spec"] =
+                json!({"taints": [{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": t}]});
+        }
+        n
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn a_stale_heartbeat_loses_the_node_and_a_fresh_one_recovers_it() {
+        let grace = Duration::from_secs(5);
+        let now = at("2026-01-01T00:00:10Z");
+        assert_eq!(
+            assess(&node("2026-01-01T00:00:08Z", "True", None), now, grace),
+            NodeVerdict::Healthy
+        );
+        assert_eq!(
+            assess(&node("2026-01-01T00:00:01Z", "True", None), now, grace),
+            NodeVerdict::Lost
+        );
+        assert_eq!(
+            assess(
+                &node(
+                    "2026-01-01T00:00:01Z",
+                    "Unknown",
+                    Some("2026-01-01T00:00:07Z")
+                ),
+                now,
+                grace
+            ),
+            NodeVerdict::StillLost(at("2026-01-01T00:00:07Z"))
+        );
+        assert_eq!(
+            assess(
+                &node("2026-01-01T00:00:09Z", "True", Some("2026-01-01T00:00:07Z")),
+                now,
+                grace
+            ),
+            NodeVerdict::Recovered
+        );
+        // Never reported: leave it be.
+        assert_eq!(assess(&json!({}), now, grace), NodeVerdict::Healthy);
+    }
+
+    #[test]
+    fn a_pods_own_toleration_wins() {
+        let d = Duration::from_secs(5);
+        assert_eq!(toleration(&json!({}), d), Some(d));
+        let own = json!({"spec": {"tolerations": [
+            {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
+        ]}});
+        assert_eq!(toleration(&own, d), Some(Duration::from_secs(30)));
+        let forever = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        assert_eq!(toleration(&forever, d), None);
+    }
+}
