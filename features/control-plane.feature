@@ -23,5 +23,12 @@ Feature: The control plane keeps the desired state
     And a service "web" sending port 80 to port 8080 of the replicas of deployment "web"
     And I note the deployment "web" and the service "web" as they are now
     When the control plane is killed abruptly and started again
-    Then the deployment "web" is unchanged, with the same identity and version
-    And the service "web" is unchanged, with the same identity and version
+    Then the deployment "web" is unchanged, with the same identity and spec
+    And the service "web" is unchanged, with the same identity and spec
+
+  @reach-replica @restart-control-plane @disruptive
+  Scenario: The replicas of a deployment run again after an abrupt restart of the control plane
+    When a deployment "web" of 2 probe replicas is created
+    Then within 60 seconds 2 replicas of deployment "web" are running
+    When the control plane is killed abruptly and started again
+    Then within 60 seconds the 2 replicas of deployment "web" answer on port 8080

@@ -2,7 +2,8 @@
 //!
 //! Features state what a system needs with *capability tags*: `@kubernetes-api` for
 //! scenarios that check Kubernetes API semantics, one tag per fault (`@restart-control-plane`)
-//! for scenarios that inject it. A scenario whose tags (its own, its rule's, its feature's)
+//! for scenarios that inject it, one per [`Capability`] (`@add-node`, `@label-node`,
+//! `@taint-node`, `@pods`, `@reach-replica`) for scenarios that use it. A scenario whose tags (its own, its rule's, its feature's)
 //! name a capability the driver lacks is *not applicable*: it is reported as skipped, with
 //! the reason as its only step, and it does not fail the run. Any other skipped step — a
 //! step nobody defined — does.
@@ -22,7 +23,7 @@ use cucumber::parser;
 use futures::StreamExt as _;
 use futures::stream::LocalBoxStream;
 
-use crate::driver::{Driver, Fault};
+use crate::driver::{Capability, Driver, Fault};
 
 /// Capability tag of scenarios that need a Kubernetes API client.
 pub const KUBERNETES_API: &str = "kubernetes-api";
@@ -39,13 +40,18 @@ pub struct Capabilities {
 impl Capabilities {
     /// Asks the driver about every capability tag the features may use.
     pub fn of(driver: &dyn Driver) -> Self {
-        let tags = vec![
+        let mut tags = vec![
             (KUBERNETES_API, driver.kube_client().is_some()),
             (
                 "restart-control-plane",
                 driver.supports(&Fault::RestartControlPlane),
             ),
         ];
+        tags.extend(
+            Capability::ALL
+                .iter()
+                .map(|capability| (capability.tag(), driver.has(*capability))),
+        );
         Self {
             driver: driver.name().to_owned(),
             tags,

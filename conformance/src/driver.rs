@@ -11,9 +11,18 @@
 //! holds it as `Arc<dyn Driver>`.
 //!
 //! A method returns once the system has *accepted* the request, not once the cluster has
-//! converged: convergence is what the features observe, through `list_replicas` and
-//! `reach_service`, within the times they state. A driver that cannot do something yet
-//! returns an error saying so; it never reports success for work it did not do.
+//! converged: convergence is what the features observe, through `list_replicas`,
+//! `read_replica` and `reach_service`, within the times they state. (One exception:
+//! `add_node` returns once the node is ready, as a machine is only "added" once it can take
+//! work.) A driver that cannot do something yet returns an error saying so; it never
+//! reports success for work it did not do.
+//!
+//! Beyond the basics every system has, a driver says which [`Capability`]s it has
+//! ([`Driver::has`]); the methods of a capability it lacks keep their default, an error
+//! naming the capability, and the scenarios tagged with it are not applicable. Pods are
+//! described in the same plain terms as the rest ([`PodSpec`]: containers, image,
+//! environment, restart policy, a shared volume, health checks, requests, placement), so a
+//! Kubernetes-speaking driver builds a Pod from them and another system does what it can.
 //!
 //! Errors are `anyhow::Error`: the kit is an edge of the project — every error ends up as
 //! the message of a failed step, and no caller branches on its kind — so each message
@@ -21,15 +30,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
+use anyhow::{Context as _, anyhow, bail};
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 /// The future every driver operation returns: boxed so `dyn Driver` works.
 pub type DriverFuture<'a, T> = BoxFuture<'a, anyhow::Result<T>>;
 
 /// What a deployment is made of, in the seed's words: a name, an image, how many
-/// replicas, and the labels that identify its replicas.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// replicas, the labels that identify its replicas, and where they may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeploymentSpec {
     /// Name of the deployment, unique within its namespace.
     pub name: String,
@@ -39,6 +51,314 @@ pub struct DeploymentSpec {
     pub replicas: u32,
     /// Labels carried by the deployment and its replicas; they also select the replicas.
     pub labels: BTreeMap<String, String>,
+    /// Which nodes its replicas may be placed on.
+    pub placement: Placement,
+    /// What each replica asks of the node it is placed on.
+    pub requests: Resources,
+}
+
+/// Which nodes a replica may be placed on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Labels a node must carry (all of them, with these values).
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the replica tolerates: a node carrying one of these does not keep it off.
+    pub tolerations: Vec<Taint>,
+}
+
+/// An amount of CPU and memory, asked for by a container or offered by a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Thousandths of a CPU; `None` asks for nothing (or, for a node, the system's default).
+    pub millicpu: Option<u64>,
+    /// Bytes of memory; `None` asks for nothing (or, for a node, the system's default).
+    pub memory_bytes: Option<u64>,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaintEffect {
+    /// New pods are not placed on the node.
+    NoSchedule,
+    /// New pods are placed on the node only if nowhere else will do.
+    PreferNoSchedule,
+    /// New pods are not placed on the node, and running ones are evicted.
+    NoExecute,
+}
+
+/// A taint: a mark on a node that keeps off every pod not tolerating it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    /// The taint's key.
+    pub key: String,
+    /// Its value (may be empty).
+    pub value: String,
+    /// What it does.
+    pub effect: TaintEffect,
+}
+
+impl TaintEffect {
+    /// The effect's name, as written in `key=value:Effect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+impl FromStr for TaintEffect {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "NoSchedule" => Ok(TaintEffect::NoSchedule),
+            "PreferNoSchedule" => Ok(TaintEffect::PreferNoSchedule),
+            "NoExecute" => Ok(TaintEffect::NoExecute),
+            other => bail!(
+                "unknown taint effect {other:?}; expected NoSchedule, PreferNoSchedule or NoExecute"
+            ),
+        }
+    }
+}
+
+impl FromStr for Taint {
+    type Err = anyhow::Error;
+
+    /// Parses `key=value:Effect` or `key:Effect`.
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let (pair, effect) = text
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("taint {text:?} is not of the form key=value:Effect"))?;
+        let effect = effect
+            .parse()
+            .with_context(|| format!("taint {text:?} does not parse"))?;
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key.is_empty() {
+            bail!("taint {text:?} has no key");
+        }
+        Ok(Taint {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            effect,
+        })
+    }
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}:{}", self.key, self.effect.as_str())
+        } else {
+            write!(f, "{}={}:{}", self.key, self.value, self.effect.as_str())
+        }
+    }
+}
+
+/// A node to add to the cluster: its size, its labels and its taints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Name of the node, unique in the cluster.
+    pub name: String,
+    /// What it offers to pods (`None`: the system's default, typically the host's).
+    pub allocatable: Resources,
+    /// How many pods it takes (`None`: the system's default).
+    pub max_pods: Option<u32>,
+    /// Labels it carries.
+    pub labels: BTreeMap<String, String>,
+    /// Taints it carries.
+    pub taints: Vec<Taint>,
+}
+
+/// A node of the cluster as the system reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Name of the node.
+    pub name: String,
+    /// Whether it reports itself ready to run pods.
+    pub ready: bool,
+    /// Whether new pods may be placed on it (not cordoned).
+    pub schedulable: bool,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its taints.
+    pub taints: Vec<Taint>,
+    /// What it offers to pods.
+    pub allocatable: Resources,
+}
+
+/// When the containers of a pod are started again after they exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Always, whatever the exit code (a long-running service).
+    #[default]
+    Always,
+    /// Only after a failure (a non-zero exit code): a job retried until it succeeds.
+    OnFailure,
+    /// Never: the pod runs to completion once.
+    Never,
+}
+
+impl FromStr for RestartPolicy {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "Always" => Ok(RestartPolicy::Always),
+            "OnFailure" => Ok(RestartPolicy::OnFailure),
+            "Never" => Ok(RestartPolicy::Never),
+            other => {
+                bail!("unknown restart policy {other:?}; expected Always, OnFailure or Never")
+            }
+        }
+    }
+}
+
+/// How a health check looks at a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckAction {
+    /// An HTTP GET of `path` on `port` of the pod passes with a 2xx or 3xx answer.
+    HttpGet {
+        /// Port of the pod.
+        port: u16,
+        /// Path, with its query if any.
+        path: String,
+    },
+    /// A TCP connection to `port` of the pod opens.
+    TcpConnect {
+        /// Port of the pod.
+        port: u16,
+    },
+    /// The command, run inside the container, exits 0.
+    Exec {
+        /// The command and its arguments.
+        command: Vec<String>,
+    },
+}
+
+/// A periodic health check of a container (a liveness or readiness probe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What is checked.
+    pub action: CheckAction,
+    /// Seconds between two checks.
+    pub period_seconds: u32,
+    /// Failures in a row before the container counts as failing.
+    pub failure_threshold: u32,
+}
+
+/// One container of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Name of the container, unique within its pod.
+    pub name: String,
+    /// The image it runs.
+    pub image: String,
+    /// Replaces the image's command when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's arguments when not empty.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// The port it listens on, if any.
+    pub port: Option<u16>,
+    /// What it asks of its node.
+    pub requests: Resources,
+    /// A failing liveness check gets the container restarted.
+    pub liveness: Option<HealthCheck>,
+    /// A failing readiness check takes the pod out of service.
+    pub readiness: Option<HealthCheck>,
+    /// Whether it asks for full privileges on its node.
+    pub privileged: bool,
+}
+
+/// A pod run on its own (not by a deployment): one or more containers that share one IP
+/// address and, if asked, one volume.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSpec {
+    /// Name of the pod, unique within its namespace.
+    pub name: String,
+    /// Labels it carries.
+    pub labels: BTreeMap<String, String>,
+    /// Its containers, at least one.
+    pub containers: Vec<ContainerSpec>,
+    /// When its containers are started again after they exit.
+    pub restart_policy: RestartPolicy,
+    /// If set, an empty volume the pod's containers share, mounted at this path in each.
+    pub shared_volume: Option<String>,
+    /// Which nodes it may be placed on.
+    pub placement: Placement,
+}
+
+/// Whether the system took a pod on when it was submitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Accepted: the pod exists and its life is to be observed.
+    Accepted,
+    /// Refused outright when submitted, with the system's reason.
+    Refused(String),
+}
+
+/// One HTTP request sent to a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, `PUT`, ...
+    pub method: String,
+    /// Path, with its query if any.
+    pub path: String,
+    /// The request body (empty for none).
+    pub body: String,
+}
+
+/// The answer to an [`HttpRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// Something beyond the basics a driver may be able to do. Each has a capability tag; a
+/// scenario carrying the tag of a capability the driver lacks is *not applicable*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// `@add-node`: add a node of a given size, labels and taints, and remove it again
+    /// ([`Driver::add_node`], [`Driver::remove_node`]).
+    AddNode,
+    /// `@label-node`: set and remove labels of an existing node ([`Driver::label_node`]).
+    LabelNode,
+    /// `@taint-node`: add and remove taints of an existing node ([`Driver::taint_node`]).
+    TaintNode,
+    /// `@pods`: run a pod described by a [`PodSpec`] and read it back
+    /// ([`Driver::run_pod`], [`Driver::read_replica`]).
+    Pods,
+    /// `@reach-replica`: send HTTP requests to one replica's port
+    /// ([`Driver::request_replica`]).
+    ReachReplica,
+}
+
+impl Capability {
+    /// Every capability, in the order the banner lists them.
+    pub const ALL: [Capability; 5] = [
+        Capability::AddNode,
+        Capability::LabelNode,
+        Capability::TaintNode,
+        Capability::Pods,
+        Capability::ReachReplica,
+    ];
+
+    /// The capability tag scenarios use to say they need it.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Capability::AddNode => "add-node",
+            Capability::LabelNode => "label-node",
+            Capability::TaintNode => "taint-node",
+            Capability::Pods => "pods",
+            Capability::ReachReplica => "reach-replica",
+        }
+    }
 }
 
 /// A service: a stable endpoint that balances traffic over a deployment's ready replicas.
@@ -64,7 +384,7 @@ pub enum Revision {
 }
 
 /// The lifecycle phase of a replica, with the seed's meanings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     /// Accepted, but not all of its containers are running yet (scheduling, pulling).
     Pending,
@@ -83,12 +403,24 @@ pub enum Phase {
 pub struct Replica {
     /// Name of the replica (a pod, a task, ...).
     pub name: String,
+    /// The system's identity of the replica (a uid): a replica replaced by a new one of
+    /// the same name has a new id.
+    pub id: String,
     /// Its lifecycle phase.
     pub phase: Phase,
     /// The node it was placed on, if it has been placed.
     pub node: Option<String>,
     /// Whether it is ready to receive service traffic.
     pub ready: bool,
+    /// How many times its containers were restarted, all together.
+    pub restarts: u32,
+    /// Its IP address, once it has one.
+    pub ip: Option<String>,
+    /// Why it is not (or no longer) running as it should, in the system's words: not
+    /// placed on any node, refused by its node, a container waiting or failed.
+    pub reason: Option<String>,
+    /// The details that go with `reason`.
+    pub message: Option<String>,
 }
 
 /// A fault the kit can inject. Faults are real: processes are killed, not asked to stop.
@@ -131,6 +463,29 @@ pub enum Fault {
         /// Name of the node.
         node: String,
     },
+}
+
+impl FromStr for Phase {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "Pending" => Ok(Phase::Pending),
+            "Running" => Ok(Phase::Running),
+            "Succeeded" => Ok(Phase::Succeeded),
+            "Failed" => Ok(Phase::Failed),
+            "Unknown" => Ok(Phase::Unknown),
+            other => bail!(
+                "unknown phase {other:?}; the phases are Pending, Running, Succeeded, Failed and Unknown"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
 impl fmt::Display for Fault {
@@ -231,10 +586,165 @@ pub trait Driver: fmt::Debug + Send + Sync {
     /// scenario can talk to (for a control-plane restart: serving again, reconnected).
     fn inject<'a>(&'a self, fault: &'a Fault) -> DriverFuture<'a, ()>;
 
+    /// Whether this driver has a capability (see [`Capability`]); without it, the methods
+    /// that need it fail and the scenarios that need it are not applicable.
+    fn has(&self, capability: Capability) -> bool {
+        let _ = capability;
+        false
+    }
+
+    /// The reference of the kit's `probe` workload image of a version (`v1`, `v2`,
+    /// `broken`) as this system's nodes know it. The kit's images are built locally as
+    /// `shipshape/probe:<version>` and never pulled from a registry.
+    fn probe_image(&self, version: &str) -> String {
+        format!("shipshape/probe:{version}")
+    }
+
+    /// Lists the nodes of the cluster, with their readiness, labels, taints and size.
+    fn list_nodes(&self) -> DriverFuture<'_, Vec<NodeStatus>>;
+
+    /// Adds a node to the cluster and returns once it is ready to run pods
+    /// ([`Capability::AddNode`]).
+    fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()> {
+        unsupported(self, Capability::AddNode, format!("add node {}", spec.name))
+    }
+
+    /// Removes a node added by [`Driver::add_node`]: its agent and its containers are
+    /// gone, and so is the node from the cluster's list ([`Capability::AddNode`]).
+    fn remove_node<'a>(&'a self, name: &'a str) -> DriverFuture<'a, ()> {
+        unsupported(self, Capability::AddNode, format!("remove node {name}"))
+    }
+
+    /// Sets a label of a node (`Some(value)`), or removes it (`None`)
+    /// ([`Capability::LabelNode`]).
+    fn label_node<'a>(
+        &'a self,
+        node: &'a str,
+        key: &'a str,
+        value: Option<&'a str>,
+    ) -> DriverFuture<'a, ()> {
+        let _ = value;
+        unsupported(
+            self,
+            Capability::LabelNode,
+            format!("label node {node} with {key}"),
+        )
+    }
+
+    /// Adds a taint to a node (`present`), or removes it ([`Capability::TaintNode`]).
+    fn taint_node<'a>(
+        &'a self,
+        node: &'a str,
+        taint: &'a Taint,
+        present: bool,
+    ) -> DriverFuture<'a, ()> {
+        let _ = present;
+        unsupported(
+            self,
+            Capability::TaintNode,
+            format!("taint node {node} with {taint}"),
+        )
+    }
+
+    /// Submits a pod; returns whether the system took it on ([`Capability::Pods`]).
+    fn run_pod<'a>(&'a self, namespace: &'a str, pod: &'a PodSpec) -> DriverFuture<'a, Admission> {
+        unsupported(
+            self,
+            Capability::Pods,
+            format!("run pod {namespace}/{}", pod.name),
+        )
+    }
+
+    /// Reads one replica (a pod run by [`Driver::run_pod`] or one of a deployment's) by
+    /// name; `None` if it does not exist ([`Capability::Pods`]).
+    fn read_replica<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Option<Replica>> {
+        unsupported(
+            self,
+            Capability::Pods,
+            format!("read replica {namespace}/{name}"),
+        )
+    }
+
+    /// Sends one HTTP request to a port of one replica, from outside the cluster, and
+    /// returns the answer, whatever its status ([`Capability::ReachReplica`]).
+    fn request_replica<'a>(
+        &'a self,
+        namespace: &'a str,
+        replica: &'a str,
+        port: u16,
+        request: &'a HttpRequest,
+    ) -> DriverFuture<'a, HttpResponse> {
+        unsupported(
+            self,
+            Capability::ReachReplica,
+            format!(
+                "send {} {} to port {port} of replica {namespace}/{replica}",
+                request.method, request.path
+            ),
+        )
+    }
+
+    /// Stops what the driver started for the run (processes, clusters), cleanly: called
+    /// once, after the last scenario. Nothing by default.
+    fn shut_down(&self) -> DriverFuture<'_, ()> {
+        async { Ok(()) }.boxed()
+    }
+
     /// A client for the Kubernetes API, for systems that speak it. Scenarios that check
     /// Kubernetes API semantics (resourceVersion concurrency, uids) need it; without it
     /// they are *not applicable*, not failed.
     fn kube_client(&self) -> Option<kube::Client> {
         None
+    }
+}
+
+/// The answer of a driver to a request that needs a capability it lacks.
+fn unsupported<'a, T: 'a, D: Driver + ?Sized>(
+    driver: &D,
+    capability: Capability,
+    what: String,
+) -> DriverFuture<'a, T> {
+    let name = driver.name().to_owned();
+    async move {
+        bail!(
+            "driver {name} cannot {what}: it lacks the capability @{}",
+            capability.tag()
+        )
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_parse_and_print_back() {
+        let taint: Taint = "dedicated=batch:NoSchedule".parse().expect("parses");
+        assert_eq!(taint.key, "dedicated");
+        assert_eq!(taint.value, "batch");
+        assert_eq!(taint.effect, TaintEffect::NoSchedule);
+        assert_eq!(taint.to_string(), "dedicated=batch:NoSchedule");
+        let bare: Taint = "gpu:NoExecute".parse().expect("parses");
+        assert_eq!(bare.value, "");
+        assert_eq!(bare.to_string(), "gpu:NoExecute");
+        assert!("gpu".parse::<Taint>().is_err());
+        assert!("gpu=1:Sometimes".parse::<Taint>().is_err());
+        assert!("=1:NoSchedule".parse::<Taint>().is_err());
+    }
+
+    #[test]
+    fn phases_and_policies_parse_from_their_names() {
+        assert_eq!("Succeeded".parse::<Phase>().ok(), Some(Phase::Succeeded));
+        assert!("Done".parse::<Phase>().is_err());
+        assert_eq!(
+            "OnFailure".parse::<RestartPolicy>().ok(),
+            Some(RestartPolicy::OnFailure)
+        );
+        assert!("Sometimes".parse::<RestartPolicy>().is_err());
     }
 }

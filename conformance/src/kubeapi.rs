@@ -11,14 +11,21 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec as KubeDeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServicePort,
-    ServiceSpec as KubeServiceSpec,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, Namespace,
+    Node, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service,
+    ServicePort, ServiceSpec as KubeServiceSpec, TCPSocketAction, Taint as KubeTaint, Toleration,
+    Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
-use crate::driver::{DeploymentSpec, Phase, Replica, Revision, ServiceSpec};
+use crate::driver::{
+    Admission, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, NodeStatus, Phase,
+    Placement, PodSpec as KitPodSpec, Replica, Resources, RestartPolicy, Revision, ServiceSpec,
+    Taint,
+};
 
 /// Label that ties a namespace to the conformance run that created it.
 pub const RUN_LABEL: &str = "shipshape.conformance/run";
@@ -28,6 +35,9 @@ const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
 /// How many times a read-modify-write is retried when another writer got there first.
 const CONFLICT_RETRIES: usize = 5;
+
+/// Name of the volume a pod's containers share ([`KitPodSpec::shared_volume`]).
+const SHARED_VOLUME: &str = "shared";
 
 /// Creates a namespace labelled with the run id.
 pub async fn create_namespace(
@@ -92,9 +102,10 @@ pub async fn deploy(
                         name: spec.name.clone(),
                         image: Some(spec.image.clone()),
                         image_pull_policy: Some("Never".to_owned()),
+                        resources: requirements(&spec.requests),
                         ..Container::default()
                     }],
-                    ..PodSpec::default()
+                    ..placed(&spec.placement)
                 }),
             },
             ..KubeDeploymentSpec::default()
@@ -125,19 +136,22 @@ pub async fn read_deployment(
         .spec
         .as_ref()
         .ok_or_else(|| anyhow!("deployment {namespace}/{name} was reported without a spec"))?;
-    let image = match spec
-        .template
-        .spec
-        .as_ref()
-        .map(|pod| pod.containers.as_slice())
-    {
-        Some([container]) => container.image.clone().unwrap_or_default(),
-        Some(containers) => bail!(
+    let Some(pod) = spec.template.spec.as_ref() else {
+        bail!("deployment {namespace}/{name} was reported without a pod spec");
+    };
+    let (image, requests) = match pod.containers.as_slice() {
+        [container] => (
+            container.image.clone().unwrap_or_default(),
+            requests_of(container)
+                .with_context(|| format!("deployment {namespace}/{name} has bad requests"))?,
+        ),
+        containers => bail!(
             "deployment {namespace}/{name} was reported with {} containers, expected one",
             containers.len()
         ),
-        None => bail!("deployment {namespace}/{name} was reported without a pod spec"),
     };
+    let placement = placement_of(pod)
+        .with_context(|| format!("deployment {namespace}/{name} has a bad placement"))?;
     // The API defaults an unset replica count to 1.
     let replicas = spec.replicas.unwrap_or(1);
     Ok(Some(DeploymentSpec {
@@ -147,6 +161,8 @@ pub async fn read_deployment(
             format!("deployment {namespace}/{name} was reported with {replicas} replicas")
         })?,
         labels: deployment.metadata.labels.clone().unwrap_or_default(),
+        placement,
+        requests,
     }))
 }
 
@@ -359,17 +375,498 @@ fn replica_of(namespace: &str, pod: &Pod) -> anyhow::Result<Replica> {
         Some("Unknown") => Phase::Unknown,
         Some(other) => bail!("pod {namespace}/{name} reports an unknown phase {other:?}"),
     };
+    let conditions = status
+        .and_then(|status| status.conditions.as_deref())
+        .unwrap_or_default();
+    let ready = conditions
+        .iter()
+        .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+    let containers = status
+        .and_then(|status| status.container_statuses.as_deref())
+        .unwrap_or_default();
+    let restarts = containers
+        .iter()
+        .map(|container| u32::try_from(container.restart_count).unwrap_or(0))
+        .sum();
+    // Why it is not running as it should: refused by its node (the pod's own reason), not
+    // scheduled (the PodScheduled condition), or a container waiting or failed.
+    let unscheduled = conditions
+        .iter()
+        .find(|condition| condition.type_ == "PodScheduled" && condition.status == "False");
+    let waiting = containers.iter().find_map(|container| {
+        let waiting = container.state.as_ref()?.waiting.as_ref()?;
+        Some((waiting.reason.clone()?, waiting.message.clone()))
+    });
+    let failed = containers.iter().find_map(|container| {
+        let terminated = container.state.as_ref()?.terminated.as_ref()?;
+        (terminated.exit_code != 0).then(|| {
+            (
+                terminated
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "Error".to_owned()),
+                Some(format!(
+                    "container {} exited with code {}",
+                    container.name, terminated.exit_code
+                )),
+            )
+        })
+    });
+    let (reason, message) = if let Some(reason) = status.and_then(|s| s.reason.clone()) {
+        (Some(reason), status.and_then(|s| s.message.clone()))
+    } else if let Some(condition) = unscheduled {
+        (condition.reason.clone(), condition.message.clone())
+    } else if let Some((reason, message)) = waiting.or(failed) {
+        (Some(reason), message)
+    } else {
+        (None, None)
+    };
+    Ok(Replica {
+        name,
+        id: pod.metadata.uid.clone().unwrap_or_default(),
+        phase,
+        node: pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.clone())
+            .filter(|node| !node.is_empty()),
+        ready,
+        restarts,
+        ip: status
+            .and_then(|status| status.pod_ip.clone())
+            .filter(|ip| !ip.is_empty()),
+        reason,
+        message,
+    })
+}
+
+/// Reads one pod as a replica; `None` if it does not exist.
+pub async fn read_replica(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Option<Replica>> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("failed to read pod {namespace}/{name}"))?
+        .map(|pod| replica_of(namespace, &pod))
+        .transpose()
+}
+
+/// Creates a Pod from the kit's description, as `kubectl apply` of the equivalent manifest
+/// would. A refusal by the API (403 Forbidden, 422 Invalid: an admission policy, say) is
+/// an answer, not an error.
+pub async fn run_pod(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &KitPodSpec,
+) -> anyhow::Result<Admission> {
+    let pod = pod_of(spec);
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+    {
+        Ok(_) => Ok(Admission::Accepted),
+        Err(kube::Error::Api(status)) if [403, 422].contains(&status.code) => {
+            Ok(Admission::Refused(status.message))
+        }
+        Err(error) => {
+            Err(error).with_context(|| format!("failed to create pod {namespace}/{}", spec.name))
+        }
+    }
+}
+
+/// The Pod for the kit's description. Images are local to the nodes: the pull policy is
+/// `Never`.
+fn pod_of(spec: &KitPodSpec) -> Pod {
+    let mount = spec.shared_volume.as_ref().map(|path| {
+        vec![VolumeMount {
+            name: SHARED_VOLUME.to_owned(),
+            mount_path: path.clone(),
+            ..VolumeMount::default()
+        }]
+    });
+    let containers = spec
+        .containers
+        .iter()
+        .map(|container| Container {
+            volume_mounts: mount.clone(),
+            ..container_of(container)
+        })
+        .collect();
+    let restart_policy = match spec.restart_policy {
+        RestartPolicy::Always => "Always",
+        RestartPolicy::OnFailure => "OnFailure",
+        RestartPolicy::Never => "Never",
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            labels: (!spec.labels.is_empty()).then(|| spec.labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            containers,
+            restart_policy: Some(restart_policy.to_owned()),
+            volumes: spec.shared_volume.as_ref().map(|_| {
+                vec![Volume {
+                    name: SHARED_VOLUME.to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                }]
+            }),
+            ..placed(&spec.placement)
+        }),
+        ..Pod::default()
+    }
+}
+
+/// One container of a Pod, for the kit's description of it.
+fn container_of(spec: &ContainerSpec) -> Container {
+    let non_empty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
+    Container {
+        name: spec.name.clone(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("Never".to_owned()),
+        command: non_empty(&spec.command),
+        args: non_empty(&spec.args),
+        env: (!spec.env.is_empty()).then(|| {
+            spec.env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                    ..EnvVar::default()
+                })
+                .collect()
+        }),
+        ports: spec.port.map(|port| {
+            vec![ContainerPort {
+                container_port: i32::from(port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            }]
+        }),
+        resources: requirements(&spec.requests),
+        liveness_probe: spec.liveness.as_ref().map(probe_of),
+        readiness_probe: spec.readiness.as_ref().map(probe_of),
+        security_context: spec.privileged.then(|| SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// A probe for the kit's health check.
+fn probe_of(check: &HealthCheck) -> Probe {
+    let saturate = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let mut probe = Probe {
+        period_seconds: Some(saturate(check.period_seconds)),
+        failure_threshold: Some(saturate(check.failure_threshold)),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    };
+    match &check.action {
+        CheckAction::HttpGet { port, path } => {
+            probe.http_get = Some(HTTPGetAction {
+                port: IntOrString::Int(i32::from(*port)),
+                path: Some(path.clone()),
+                ..HTTPGetAction::default()
+            });
+        }
+        CheckAction::TcpConnect { port } => {
+            probe.tcp_socket = Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(*port)),
+                ..TCPSocketAction::default()
+            });
+        }
+        CheckAction::Exec { command } => {
+            probe.exec = Some(ExecAction {
+                command: Some(command.clone()),
+            });
+        }
+    }
+    probe
+}
+
+/// A pod spec carrying only the placement (node selector, tolerations), to be completed.
+fn placed(placement: &Placement) -> PodSpec {
+    let tolerations: Vec<Toleration> = placement
+        .tolerations
+        .iter()
+        .map(|taint| Toleration {
+            key: Some(taint.key.clone()),
+            operator: Some("Equal".to_owned()),
+            value: Some(taint.value.clone()),
+            effect: Some(taint.effect.as_str().to_owned()),
+            ..Toleration::default()
+        })
+        .collect();
+    PodSpec {
+        node_selector: (!placement.node_selector.is_empty())
+            .then(|| placement.node_selector.clone()),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        ..PodSpec::default()
+    }
+}
+
+/// The placement a pod spec asks for, in the kit's terms.
+fn placement_of(pod: &PodSpec) -> anyhow::Result<Placement> {
+    let tolerations = pod
+        .tolerations
+        .iter()
+        .flatten()
+        .map(|toleration| {
+            let effect = toleration.effect.as_deref().unwrap_or_default();
+            Ok(Taint {
+                key: toleration.key.clone().unwrap_or_default(),
+                value: toleration.value.clone().unwrap_or_default(),
+                effect: effect.parse()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Placement {
+        node_selector: pod.node_selector.clone().unwrap_or_default(),
+        tolerations,
+    })
+}
+
+/// Resource requests for the kit's amounts; `None` when nothing is asked.
+fn requirements(requests: &Resources) -> Option<ResourceRequirements> {
+    let mut map = BTreeMap::new();
+    if let Some(millicpu) = requests.millicpu {
+        map.insert("cpu".to_owned(), Quantity(cpu_quantity(millicpu)));
+    }
+    if let Some(bytes) = requests.memory_bytes {
+        map.insert("memory".to_owned(), Quantity(bytes.to_string()));
+    }
+    (!map.is_empty()).then(|| ResourceRequirements {
+        requests: Some(map),
+        ..ResourceRequirements::default()
+    })
+}
+
+/// What a container requests, in the kit's amounts.
+fn requests_of(container: &Container) -> anyhow::Result<Resources> {
+    let requests = container
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.requests.as_ref());
+    resources_of(requests)
+}
+
+/// CPU and memory from a map of quantities (requests, a node's allocatable).
+fn resources_of(map: Option<&BTreeMap<String, Quantity>>) -> anyhow::Result<Resources> {
+    let Some(map) = map else {
+        return Ok(Resources::default());
+    };
+    Ok(Resources {
+        millicpu: map
+            .get("cpu")
+            .map(|quantity| parse_millicpu(&quantity.0))
+            .transpose()?,
+        memory_bytes: map
+            .get("memory")
+            .map(|quantity| parse_bytes(&quantity.0))
+            .transpose()?,
+    })
+}
+
+/// A CPU quantity for thousandths of a CPU: whole CPUs when it is a whole number.
+fn cpu_quantity(millicpu: u64) -> String {
+    if millicpu.is_multiple_of(1000) {
+        (millicpu / 1000).to_string()
+    } else {
+        format!("{millicpu}m")
+    }
+}
+
+/// Thousandths of a CPU in a quantity (`2`, `500m`, `1.5`).
+pub fn parse_millicpu(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    if let Some(millis) = text.strip_suffix('m') {
+        return millis
+            .parse()
+            .with_context(|| format!("CPU quantity {text:?} does not parse"));
+    }
+    let cpus: f64 = text
+        .parse()
+        .with_context(|| format!("CPU quantity {text:?} does not parse"))?;
+    if !cpus.is_finite() || cpus < 0.0 {
+        bail!("CPU quantity {text:?} is not a positive amount");
+    }
+    // Quantities are at most a few thousand CPUs: the product fits and rounds exactly.
+    Ok((cpus * 1000.0).round() as u64)
+}
+
+/// Bytes in a memory quantity (`1024`, `64Mi`, `4Gi`, `1G`, `1e9`).
+pub fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    const SUFFIXES: &[(&str, u64)] = &[
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("k", 1_000),
+        ("K", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+    ];
+    let (number, unit) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, unit)| Some((text.strip_suffix(suffix)?, *unit)))
+        .unwrap_or((text, 1));
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole
+            .checked_mul(unit)
+            .ok_or_else(|| anyhow!("memory quantity {text:?} is too large"));
+    }
+    let amount: f64 = number
+        .parse()
+        .with_context(|| format!("memory quantity {text:?} does not parse"))?;
+    if !amount.is_finite() || amount < 0.0 {
+        bail!("memory quantity {text:?} is not a positive amount");
+    }
+    Ok((amount * unit as f64).round() as u64)
+}
+
+/// Lists the Nodes, in the kit's terms.
+pub async fn list_nodes(client: &kube::Client) -> anyhow::Result<Vec<NodeStatus>> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("failed to list the nodes")?;
+    nodes.items.iter().map(node_status_of).collect()
+}
+
+/// One Node in the kit's terms.
+fn node_status_of(node: &Node) -> anyhow::Result<NodeStatus> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let status = node.status.as_ref();
     let ready = status
         .and_then(|status| status.conditions.as_ref())
         .into_iter()
         .flatten()
         .any(|condition| condition.type_ == "Ready" && condition.status == "True");
-    Ok(Replica {
-        name,
-        phase,
-        node: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+    let spec = node.spec.as_ref();
+    let taints = spec
+        .and_then(|spec| spec.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|taint| {
+            Ok(Taint {
+                key: taint.key.clone(),
+                value: taint.value.clone().unwrap_or_default(),
+                effect: taint.effect.parse()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()
+        .with_context(|| format!("node {name} has a bad taint"))?;
+    Ok(NodeStatus {
         ready,
+        schedulable: !spec.and_then(|spec| spec.unschedulable).unwrap_or(false),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints,
+        allocatable: resources_of(status.and_then(|status| status.allocatable.as_ref()))
+            .with_context(|| format!("node {name} reports a bad allocatable amount"))?,
+        name,
     })
+}
+
+/// Sets (`Some`) or removes (`None`) one label of a Node, with a merge patch that touches
+/// nothing else.
+pub async fn label_node(
+    client: &kube::Client,
+    node: &str,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!({ "metadata": { "labels": { key: value } } });
+    Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| match value {
+            Some(value) => format!("failed to label node {node} with {key}={value}"),
+            None => format!("failed to remove the label {key} from node {node}"),
+        })?;
+    Ok(())
+}
+
+/// Adds (`present`) or removes a taint of a Node. The node's agent keeps writing its
+/// status, so the new taint list goes in with a merge patch (of `spec.taints` only) rather
+/// than a replace that would conflict with every heartbeat.
+pub async fn taint_node(
+    client: &kube::Client,
+    node: &str,
+    taint: &Taint,
+    present: bool,
+) -> anyhow::Result<()> {
+    let api = Api::<Node>::all(client.clone());
+    let current = api
+        .get(node)
+        .await
+        .with_context(|| format!("failed to read node {node}"))?;
+    let same = |other: &KubeTaint| {
+        other.key == taint.key
+            && other.value.as_deref().unwrap_or_default() == taint.value
+            && other.effect == taint.effect.as_str()
+    };
+    let mut taints: Vec<KubeTaint> = current
+        .spec
+        .and_then(|spec| spec.taints)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|other| !same(other))
+        .collect();
+    if present {
+        taints.push(KubeTaint {
+            key: taint.key.clone(),
+            value: (!taint.value.is_empty()).then(|| taint.value.clone()),
+            effect: taint.effect.as_str().to_owned(),
+            ..KubeTaint::default()
+        });
+    }
+    let patch = serde_json::json!({ "spec": { "taints": taints } });
+    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| {
+            if present {
+                format!("failed to taint node {node} with {taint}")
+            } else {
+                format!("failed to remove the taint {taint} from node {node}")
+            }
+        })?;
+    Ok(())
+}
+
+/// Deletes a Node object; one that is already gone is not an error.
+pub async fn delete_node(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    match Api::<Node>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_status(&error, 404) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("failed to delete node {name}")),
+    }
+}
+
+/// Whether the Node exists and reports itself Ready.
+pub async fn node_ready(client: &kube::Client, name: &str) -> anyhow::Result<bool> {
+    let node = Api::<Node>::all(client.clone())
+        .get_opt(name)
+        .await
+        .with_context(|| format!("failed to read node {name}"))?;
+    Ok(node
+        .as_ref()
+        .map(node_status_of)
+        .transpose()?
+        .is_some_and(|node| node.ready))
 }
 
 /// Read-modify-write of a Deployment, retried when another writer changed it in between
@@ -429,4 +926,83 @@ fn revision_of(metadata: &ObjectMeta) -> Option<u64> {
 fn replicas_to_api(replicas: u32, name: &str) -> anyhow::Result<i32> {
     i32::try_from(replicas)
         .with_context(|| format!("{replicas} replicas for {name} is more than the API accepts"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse() {
+        assert_eq!(parse_millicpu("2").ok(), Some(2000));
+        assert_eq!(parse_millicpu("500m").ok(), Some(500));
+        assert_eq!(parse_millicpu("1.5").ok(), Some(1500));
+        assert!(parse_millicpu("lots").is_err());
+        assert_eq!(parse_bytes("64Mi").ok(), Some(64 << 20));
+        assert_eq!(parse_bytes("24634848Ki").ok(), Some(24_634_848 << 10));
+        assert_eq!(parse_bytes("1G").ok(), Some(1_000_000_000));
+        assert_eq!(parse_bytes("1000").ok(), Some(1000));
+        assert!(parse_bytes("much").is_err());
+        assert_eq!(cpu_quantity(3000), "3");
+        assert_eq!(cpu_quantity(2500), "2500m");
+    }
+
+    #[test]
+    fn a_pod_is_built_as_described() {
+        let spec = KitPodSpec {
+            name: "duo".to_owned(),
+            containers: vec![
+                ContainerSpec {
+                    name: "a".to_owned(),
+                    image: "probe".to_owned(),
+                    port: Some(8080),
+                    privileged: true,
+                    readiness: Some(HealthCheck {
+                        action: CheckAction::HttpGet {
+                            port: 8080,
+                            path: "/ready".to_owned(),
+                        },
+                        period_seconds: 1,
+                        failure_threshold: 2,
+                    }),
+                    ..ContainerSpec::default()
+                },
+                ContainerSpec {
+                    name: "b".to_owned(),
+                    image: "probe".to_owned(),
+                    requests: Resources {
+                        millicpu: Some(250),
+                        memory_bytes: None,
+                    },
+                    ..ContainerSpec::default()
+                },
+            ],
+            restart_policy: RestartPolicy::OnFailure,
+            shared_volume: Some("/shared".to_owned()),
+            placement: Placement {
+                node_selector: BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]),
+                tolerations: vec!["a=b:NoSchedule".parse().expect("taint")],
+            },
+            ..KitPodSpec::default()
+        };
+        let pod = serde_json::to_value(pod_of(&spec)).expect("serializes");
+        let spec = &pod["spec"];
+        assert_eq!(spec["restartPolicy"], "OnFailure");
+        assert_eq!(spec["volumes"][0]["emptyDir"], serde_json::json!({}));
+        assert_eq!(
+            spec["containers"][1]["volumeMounts"][0]["mountPath"],
+            "/shared"
+        );
+        assert_eq!(spec["containers"][0]["securityContext"]["privileged"], true);
+        assert_eq!(spec["containers"][0]["readinessProbe"]["periodSeconds"], 1);
+        assert_eq!(
+            spec["containers"][1]["resources"]["requests"]["cpu"],
+            "250m"
+        );
+        assert_eq!(spec["nodeSelector"]["disk"], "ssd");
+        assert_eq!(spec["tolerations"][0]["effect"], "NoSchedule");
+        let placement = placement_of(&serde_json::from_value(spec.clone()).expect("pod spec"))
+            .expect("placement");
+        assert_eq!(placement.tolerations[0].to_string(), "a=b:NoSchedule");
+    }
 }

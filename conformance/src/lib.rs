@@ -11,32 +11,41 @@
 //!
 //! A system under test is a [`Driver`](driver::Driver): a handful of operations in the
 //! seed's terms (deploy, scale, update the image, roll back, expose, list replicas with
-//! their phase, node and readiness, reach a service), the [`Fault`](driver::Fault)s it can
-//! inject, and, for systems that speak it, a Kubernetes API client. That trait is the only
-//! thing a new orchestrator implements. Drivers are chosen at run time by the
-//! `SHIPSHAPE_DRIVER` environment variable ([`driver_from_env`]); the
-//! [`reference`] driver starts shipshape's own control plane as a child process and talks
-//! to it only through the Kubernetes API ([`kubeapi`]), exactly as it would to any cluster.
+//! their phase, node and readiness, reach a service, list the nodes), the
+//! [`Fault`](driver::Fault)s it can inject, the [`Capability`](driver::Capability)s it has
+//! beyond the basics (add a node, label or taint a node, run a single pod, reach one
+//! replica's port), and, for systems that speak it, a Kubernetes API client. That trait is
+//! the only thing a new orchestrator implements. Drivers are chosen at run time by the
+//! `SHIPSHAPE_DRIVER` environment variable ([`driver_from_env`]); the [`reference`](mod@reference) driver
+//! starts a whole shipshape cluster (`shipshape up --nodes 3`, on the local Docker engine)
+//! as a child process and talks to it only through the Kubernetes API ([`kubeapi`]) and,
+//! to reach a replica, over plain HTTP to the replica's address ([`plain_http`]), exactly
+//! as it would to any cluster.
 //!
 //! Features declare what they need with capability tags (`@kubernetes-api`, one tag per
-//! fault such as `@restart-control-plane`). A scenario needing something the driver lacks
-//! is reported *not applicable* — skipped with the reason — rather than failed
-//! ([`applicability`]).
+//! fault such as `@restart-control-plane`, one per capability such as `@add-node`). A
+//! scenario needing something the driver lacks is reported *not applicable* — skipped
+//! with the reason — rather than failed ([`applicability`]).
 //!
 //! # How a run goes
 //!
 //! `cargo test -p shipshape-conformance --test conformance` runs `tests/conformance.rs`:
 //!
-//! 1. If the process was started as a reference control plane, it becomes one
-//!    ([`run_reference_child_if_requested`]) and nothing else happens.
-//! 2. The driver is picked and started; the banner says which system is under test and
-//!    which capabilities it has.
+//! 1. If the process was started as a `shipshape` child of the reference driver, it
+//!    becomes one ([`run_reference_child_if_requested`]) and nothing else happens.
+//! 2. The driver is picked and started — one system for the whole run; the banner says
+//!    which system is under test and which capabilities it has.
 //! 3. Scenarios run one at a time. Each gets a fresh [`World`](world::ConformanceWorld)
 //!    and its own namespace, labelled `shipshape.conformance/run=<run id>` so a reaper can
-//!    find what a killed run left behind; the namespace is deleted afterwards.
-//! 4. Results go to the console and to JUnit XML (`target/conformance/junit.xml`). The
-//!    run fails if a step fails, a hook fails, a feature does not parse, or a step is
-//!    skipped for any reason other than "not applicable" (an undefined step, say).
+//!    find what a killed run left behind. Afterwards the namespace is deleted, nodes the
+//!    scenario added are removed, and labels and taints it put on nodes are taken back.
+//! 4. "within N seconds" steps measure how long the system took to converge; those
+//!    times and each scenario's wall time are printed as they happen and summed up per
+//!    feature at the end ([`world::Report`]).
+//! 5. Results go to the console and to JUnit XML (`target/conformance/junit.xml`). The
+//!    driver is shut down cleanly. The run fails if a step fails, a hook fails, a feature
+//!    does not parse, a step is skipped for any reason other than "not applicable" (an
+//!    undefined step, say), or the system under test does not stop cleanly.
 //!
 //! Every operation talks to a real system, so every step can really fail: nothing here
 //! mocks the orchestrator, and a driver never reports success for work it did not do.
@@ -51,6 +60,7 @@ use anyhow::{Context as _, bail};
 pub mod applicability;
 pub mod driver;
 pub mod kubeapi;
+pub mod plain_http;
 pub mod reference;
 pub mod steps;
 pub mod world;
@@ -75,7 +85,7 @@ pub async fn driver_from_env(report_dir: &Path) -> anyhow::Result<Arc<dyn driver
     };
     match name.as_str() {
         "reference" => {
-            let log = report_dir.join("reference-control-plane.log");
+            let log = report_dir.join("reference-cluster.log");
             let driver = reference::ReferenceDriver::start(log)
                 .await
                 .context("failed to start the reference driver")?;

@@ -1,22 +1,25 @@
 //! The cucumber World: what one scenario knows while it runs, and the hooks around it.
 //!
-//! One [`Harness`] lives for the whole run: it holds the driver and the run id. Before
-//! each scenario it hands the fresh World the driver and the name of the scenario's own
-//! namespace; the namespace is created on first use (so a scenario found not applicable
-//! creates nothing) and deleted after the scenario, whatever its outcome.
+//! One [`Harness`] lives for the whole run: it holds the driver, the run id and the
+//! [`Report`] of measured times. Before each scenario it hands the fresh World the driver
+//! and the name of the scenario's own namespace; the namespace is created on first use (so
+//! a scenario found not applicable creates nothing). After the scenario, whatever its
+//! outcome, the harness undoes what the scenario did to the cluster itself: it deletes the
+//! namespace, removes the nodes the scenario added, and takes back the labels and taints
+//! it put on existing nodes — so every scenario starts from the same cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::applicability::Capabilities;
-use crate::driver::Driver;
+use crate::driver::{Admission, Driver, Phase, Replica, Taint};
 
 /// State shared by every scenario of a run.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct Harness {
     run_id: String,
     /// Scenarios started so far, numbering the namespaces.
     scenarios: AtomicUsize,
+    /// Measured times of the run.
+    report: Arc<Report>,
 }
 
 impl Harness {
@@ -43,6 +48,7 @@ impl Harness {
             driver,
             run_id: format!("{seconds}-{}", std::process::id()),
             scenarios: AtomicUsize::new(0),
+            report: Arc::new(Report::default()),
         }
     }
 
@@ -61,27 +67,43 @@ impl Harness {
         &self.run_id
     }
 
-    /// Before-scenario hook: gives the World the driver and its namespace's name.
-    pub fn prepare(&self, world: &mut ConformanceWorld) {
+    /// The times measured so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Before-scenario hook: gives the World the driver, its namespace's name, and where
+    /// to record what it measures.
+    pub fn prepare(&self, feature: &str, scenario: &str, world: &mut ConformanceWorld) {
         let number = self.scenarios.fetch_add(1, Ordering::Relaxed) + 1;
         world.scope = Some(Scope {
             driver: Arc::clone(&self.driver),
             run_id: self.run_id.clone(),
             namespace: format!("conformance-{}-{number}", self.run_id),
             created: false,
+            report: Arc::clone(&self.report),
+            feature: feature.to_owned(),
+            scenario: scenario.to_owned(),
+            started: Instant::now(),
         });
     }
 
-    /// After-scenario hook: deletes the scenario's namespace if it was created. A failure
-    /// is reported but does not fail the scenario; the run label lets a reaper finish the job.
+    /// After-scenario hook: deletes the scenario's namespace if it was created, removes
+    /// the nodes it added, and undoes its changes to existing nodes (last change first);
+    /// then records how long the scenario took. A failure is reported but does not fail
+    /// the scenario: the next scenario's preconditions ("a cluster of 3 ready nodes")
+    /// catch a cluster left different, and the run label lets a reaper finish the job.
     pub async fn clean_up(&self, world: Option<&mut ConformanceWorld>) {
-        let Some(scope) = world.and_then(|world| world.scope.take()) else {
+        let Some(world) = world else {
             return;
         };
-        if !scope.created {
+        let Some(scope) = world.scope.take() else {
             return;
-        }
-        if let Err(error) = scope.driver.delete_namespace(&scope.namespace).await {
+        };
+        let driver = scope.driver.as_ref();
+        if scope.created
+            && let Err(error) = driver.delete_namespace(&scope.namespace).await
+        {
             eprintln!(
                 "warning: failed to delete namespace {} (labelled {}={}): {error:#}",
                 scope.namespace,
@@ -89,6 +111,29 @@ impl Harness {
                 scope.run_id
             );
         }
+        for node in world.added_nodes.drain(..).rev() {
+            if let Err(error) = driver.remove_node(&node).await {
+                eprintln!("warning: failed to remove the added node {node}: {error:#}");
+            }
+        }
+        for change in world.node_changes.drain(..).rev() {
+            let undone = match &change {
+                NodeChange::Label {
+                    node,
+                    key,
+                    previous,
+                } => driver.label_node(node, key, previous.as_deref()).await,
+                NodeChange::Taint { node, taint } => driver.taint_node(node, taint, false).await,
+            };
+            if let Err(error) = undone {
+                eprintln!("warning: failed to undo {change}: {error:#}");
+            }
+        }
+        self.report.scenario_finished(ScenarioTime {
+            feature: scope.feature,
+            scenario: scope.scenario,
+            took: scope.started.elapsed(),
+        });
     }
 }
 
@@ -102,6 +147,14 @@ struct Scope {
     namespace: String,
     /// Whether the namespace has been created yet.
     created: bool,
+    /// Where measured times go.
+    report: Arc<Report>,
+    /// Name of the feature the scenario belongs to.
+    feature: String,
+    /// Name of the scenario.
+    scenario: String,
+    /// When the scenario started.
+    started: Instant,
 }
 
 impl fmt::Debug for Scope {
@@ -110,7 +163,37 @@ impl fmt::Debug for Scope {
             .field("driver", &self.driver.name())
             .field("namespace", &self.namespace)
             .field("created", &self.created)
-            .finish()
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change a scenario made to a node of the cluster, undone after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NodeChange {
+    /// A label was set on a node.
+    Label {
+        /// The node.
+        node: String,
+        /// The label's key.
+        key: String,
+        /// Its value before (`None`: it had no such label).
+        previous: Option<String>,
+    },
+    /// A taint was added to a node.
+    Taint {
+        /// The node.
+        node: String,
+        /// The taint.
+        taint: Taint,
+    },
+}
+
+impl fmt::Display for NodeChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeChange::Label { node, key, .. } => write!(f, "the label {key} of node {node}"),
+            NodeChange::Taint { node, taint } => write!(f, "the taint {taint} of node {node}"),
+        }
     }
 }
 
@@ -127,6 +210,22 @@ pub struct ConformanceWorld {
     pub(crate) noted_deployments: BTreeMap<String, Deployment>,
     /// Services as noted before a fault, by name.
     pub(crate) noted_services: BTreeMap<String, Service>,
+    /// Nodes this scenario added, removed after it.
+    pub(crate) added_nodes: Vec<String>,
+    /// Changes this scenario made to existing nodes, undone after it.
+    pub(crate) node_changes: Vec<NodeChange>,
+    /// Nodes the scenario refers to by role ("labelled", "tainted", "new"), by role.
+    pub(crate) roles: BTreeMap<String, String>,
+    /// How the system answered each pod this scenario submitted, by pod name.
+    pub(crate) admissions: BTreeMap<String, Admission>,
+    /// The ports of each pod's containers, by pod name, then container name.
+    pub(crate) ports: BTreeMap<String, BTreeMap<String, u16>>,
+    /// The CPU each pod asked for, in thousandths, by pod name.
+    pub(crate) requested_millicpu: BTreeMap<String, u64>,
+    /// Every phase each replica was seen in by this scenario, by replica name.
+    pub(crate) seen_phases: BTreeMap<String, BTreeSet<Phase>>,
+    /// Replicas as noted once they were running, by name, to compare with later.
+    pub(crate) noted_replicas: BTreeMap<String, Replica>,
 }
 
 impl ConformanceWorld {
@@ -160,6 +259,15 @@ impl ConformanceWorld {
         Ok(scope.namespace.clone())
     }
 
+    /// The name of the scenario's namespace, without creating it (to name other things
+    /// after the scenario).
+    pub(crate) fn namespace_name(&self) -> anyhow::Result<String> {
+        self.scope
+            .as_ref()
+            .map(|scope| scope.namespace.clone())
+            .ok_or_else(|| anyhow!("the harness did not attach a driver to this scenario"))
+    }
+
     /// A Kubernetes API client, for scenarios tagged `@kubernetes-api`. Asked anew each
     /// time: after a control-plane restart the driver hands out a new one.
     pub(crate) fn kube(&self) -> anyhow::Result<kube::Client> {
@@ -170,5 +278,179 @@ impl ConformanceWorld {
                 driver.name()
             )
         })
+    }
+
+    /// Records a measured convergence time (and prints it, under the step that waited).
+    pub(crate) fn record(&self, what: &str, took: Duration, bound: Duration) {
+        println!(
+            "      measured: {what} after {:.1} s (bound {} s)",
+            took.as_secs_f64(),
+            bound.as_secs()
+        );
+        if let Some(scope) = &self.scope {
+            scope.report.measured(Measurement {
+                feature: scope.feature.clone(),
+                scenario: scope.scenario.clone(),
+                what: what.to_owned(),
+                took,
+                bound,
+            });
+        }
+    }
+
+    /// Notes the phase a replica was seen in, for checks over the whole scenario.
+    pub(crate) fn saw(&mut self, replica: &Replica) {
+        self.seen_phases
+            .entry(replica.name.clone())
+            .or_default()
+            .insert(replica.phase);
+    }
+}
+
+/// One convergence time measured by a "within N seconds" step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Measurement {
+    /// The feature of the scenario that measured it.
+    pub feature: String,
+    /// The scenario that measured it.
+    pub scenario: String,
+    /// What was waited for.
+    pub what: String,
+    /// How long it took.
+    pub took: Duration,
+    /// The bound the feature set.
+    pub bound: Duration,
+}
+
+/// How long one scenario took, its clean-up included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioTime {
+    /// The feature it belongs to.
+    pub feature: String,
+    /// The scenario.
+    pub scenario: String,
+    /// Its wall time.
+    pub took: Duration,
+}
+
+/// The times measured during a run: scenario wall times and convergence times.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Convergence times, in the order measured.
+    measurements: Mutex<Vec<Measurement>>,
+    /// Scenario wall times, in the order run.
+    scenarios: Mutex<Vec<ScenarioTime>>,
+}
+
+impl Report {
+    /// Adds a convergence time.
+    pub fn measured(&self, measurement: Measurement) {
+        self.measurements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(measurement);
+    }
+
+    /// Adds a scenario's wall time.
+    pub fn scenario_finished(&self, time: ScenarioTime) {
+        self.scenarios
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(time);
+    }
+
+    /// The convergence times measured so far.
+    pub fn measurements(&self) -> Vec<Measurement> {
+        self.measurements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The scenario wall times so far.
+    pub fn scenarios(&self) -> Vec<ScenarioTime> {
+        self.scenarios
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A plain-text summary: wall time per feature and per scenario, then every
+    /// convergence time against its bound.
+    pub fn summary(&self) -> String {
+        let scenarios = self.scenarios();
+        let mut per_feature: Vec<(String, Duration, usize)> = Vec::new();
+        for time in &scenarios {
+            match per_feature
+                .iter_mut()
+                .find(|(feature, _, _)| *feature == time.feature)
+            {
+                Some((_, total, count)) => {
+                    *total += time.took;
+                    *count += 1;
+                }
+                None => per_feature.push((time.feature.clone(), time.took, 1)),
+            }
+        }
+        let mut text = String::from("wall time per feature:\n");
+        for (feature, total, count) in &per_feature {
+            text.push_str(&format!(
+                "  {:>7.1} s  {feature} ({count} scenarios)\n",
+                total.as_secs_f64()
+            ));
+            for time in scenarios.iter().filter(|time| time.feature == *feature) {
+                text.push_str(&format!(
+                    "  {:>7.1} s    {}\n",
+                    time.took.as_secs_f64(),
+                    time.scenario
+                ));
+            }
+        }
+        let measurements = self.measurements();
+        if !measurements.is_empty() {
+            text.push_str("measured convergence times:\n");
+            for m in &measurements {
+                text.push_str(&format!(
+                    "  {:>7.1} s of {:>3} s  {} — {}: {}\n",
+                    m.took.as_secs_f64(),
+                    m.bound.as_secs(),
+                    m.feature,
+                    m.scenario,
+                    m.what
+                ));
+            }
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_groups_scenarios_by_feature() {
+        let report = Report::default();
+        for (feature, scenario, secs) in [("f", "a", 2), ("g", "b", 3), ("f", "c", 4)] {
+            report.scenario_finished(ScenarioTime {
+                feature: feature.to_owned(),
+                scenario: scenario.to_owned(),
+                took: Duration::from_secs(secs),
+            });
+        }
+        report.measured(Measurement {
+            feature: "f".to_owned(),
+            scenario: "a".to_owned(),
+            what: "pod x running".to_owned(),
+            took: Duration::from_millis(1500),
+            bound: Duration::from_secs(30),
+        });
+        let summary = report.summary();
+        assert!(summary.contains("    6.0 s  f (2 scenarios)"), "{summary}");
+        assert!(summary.contains("    3.0 s  g (1 scenarios)"), "{summary}");
+        assert!(
+            summary.contains("    1.5 s of  30 s  f — a: pod x running"),
+            "{summary}"
+        );
     }
 }

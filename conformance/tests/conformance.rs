@@ -13,6 +13,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use cucumber::{StatsWriter as _, World as _, WriterExt as _, parser, writer};
@@ -49,7 +50,12 @@ async fn run() -> anyhow::Result<ExitCode> {
     let junit = File::create(&junit_path)
         .with_context(|| format!("failed to create {}", junit_path.display()))?;
 
+    let started = Instant::now();
     let driver = shipshape_conformance::driver_from_env(&report_dir).await?;
+    println!(
+        "conformance: system under test started in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let harness = Arc::new(Harness::new(driver));
     let capabilities = harness.capabilities();
     println!(
@@ -74,8 +80,8 @@ async fn run() -> anyhow::Result<ExitCode> {
     let outcome = ConformanceWorld::cucumber::<PathBuf>()
         .with_parser(NotApplicable::new(parser::Basic::default(), capabilities))
         .max_concurrent_scenarios(1)
-        .before(move |_, _, _, world| {
-            before.prepare(world);
+        .before(move |feature, _, scenario, world| {
+            before.prepare(&feature.name, &scenario.name, world);
             async {}.boxed_local()
         })
         .after(move |_, _, _, _, world| {
@@ -94,8 +100,18 @@ async fn run() -> anyhow::Result<ExitCode> {
         .run(features)
         .await;
 
+    print!("{}", harness.report().summary());
+    // Stop the system under test cleanly (its containers go with it) before judging.
+    let stopped = harness.driver().shut_down().await;
+    if let Err(error) = &stopped {
+        eprintln!("conformance: failed to stop the system under test cleanly: {error:#}");
+    }
     println!("conformance: JUnit report in {}", junit_path.display());
-    Ok(if outcome.execution_has_failed() {
+    println!(
+        "conformance: run took {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if outcome.execution_has_failed() || stopped.is_err() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -5,21 +5,37 @@
 //! Kubernetes API promises (optimistic concurrency, object identity), use the driver's
 //! Kubernetes client directly.
 //!
+//! This file holds the deployment and control-plane sentences and what every step shares;
+//! `placement.rs` has the nodes and where replicas land (`@scheduling`), `pods.rs` the life
+//! of single pods (`@lifecycle`).
+//!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.
+//!
+//! # Waiting
+//!
+//! A "within N seconds" step polls the system four times a second until what it waits
+//! for is observed, or fails once N seconds have passed, saying what it saw last. It
+//! records the measured time (printed, and summed up in the run's
+//! [`Report`](crate::world::Report)). Steps never sleep to let something happen: they
+//! observe that it did. A "stays ... for N seconds" step is the other way round: it
+//! samples the system for N seconds and fails the first time the state is not kept.
+
+mod placement;
+mod pods;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::driver::{DeploymentSpec, Fault, ServiceSpec};
+use crate::driver::{DeploymentSpec, Fault, Replica, ServiceSpec};
 use crate::kubeapi::is_status;
 use crate::world::ConformanceWorld;
 
@@ -29,12 +45,16 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an object must stay unchanged to count as settled.
 const SETTLE_QUIET: Duration = Duration::from_secs(1);
 
+/// How often a waiting step looks at the system again.
+const POLL: Duration = Duration::from_millis(250);
+
 /// Fails the step with a formatted message: anyhow's `bail!`, for a [`StepResult`].
 macro_rules! fail {
     ($($message:tt)*) => {
         return Err(anyhow::anyhow!($($message)*).into())
     };
 }
+use fail;
 
 /// What a step returns.
 pub type StepResult = Result<(), StepError>;
@@ -102,6 +122,7 @@ async fn deployment_reported_as_written(
         image,
         replicas,
         labels: parse_labels(&labels)?,
+        ..DeploymentSpec::default()
     };
     let reported = read_deployment(world, &name).await?;
     if reported != expected {
@@ -167,12 +188,10 @@ async fn another_client_changes_replicas(
     replicas: i32,
 ) -> StepResult {
     let api = deployments(world).await?;
-    let mut current = api
-        .get(&name)
-        .await
-        .with_context(|| format!("failed to read deployment {name} as the other client"))?;
-    set_replicas(&mut current, replicas)?;
-    api.replace(&name, &PostParams::default(), &current)
+    // The other client patches: it names no version, so the system's own status writes
+    // (which move the version too) cannot make *its* change conflict.
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
         .with_context(|| {
             format!(
@@ -256,6 +275,7 @@ async fn note_objects(
 #[when("the control plane is killed abruptly and started again")]
 async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
     let driver = world.driver()?;
+    let started = Instant::now();
     driver
         .inject(&Fault::RestartControlPlane)
         .await
@@ -265,10 +285,14 @@ async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
                 driver.name()
             )
         })?;
+    println!(
+        "      the control plane is serving again after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-#[then(expr = "the deployment {string} is unchanged, with the same identity and version")]
+#[then(expr = "the deployment {string} is unchanged, with the same identity and spec")]
 async fn deployment_unchanged(world: &mut ConformanceWorld, name: String) -> StepResult {
     let noted = world
         .noted_deployments
@@ -279,7 +303,7 @@ async fn deployment_unchanged(world: &mut ConformanceWorld, name: String) -> Ste
     unchanged("deployment", &name, &noted, &now)
 }
 
-#[then(expr = "the service {string} is unchanged, with the same identity and version")]
+#[then(expr = "the service {string} is unchanged, with the same identity and spec")]
 async fn service_unchanged(world: &mut ConformanceWorld, name: String) -> StepResult {
     let noted = world
         .noted_services
@@ -308,9 +332,171 @@ async fn deploy(
         image,
         replicas,
         labels,
+        ..DeploymentSpec::default()
     };
     world.driver()?.deploy(&namespace, &spec).await?;
     Ok(())
+}
+
+/// A wait with a bound, for the "within N seconds" steps.
+struct Wait {
+    /// What is waited for, for the record and for the error.
+    what: String,
+    /// When the wait started.
+    started: Instant,
+    /// How long it may take.
+    bound: Duration,
+}
+
+impl Wait {
+    /// Starts waiting `seconds` for `what`.
+    fn new(seconds: u64, what: String) -> Self {
+        Self {
+            what,
+            started: Instant::now(),
+            bound: Duration::from_secs(seconds),
+        }
+    }
+
+    /// Call after a look that did not find what is waited for: fails if the bound has
+    /// passed (with `last`, what was seen), else pauses before the next look.
+    async fn again(&self, last: &str) -> anyhow::Result<()> {
+        if self.started.elapsed() >= self.bound {
+            anyhow::bail!(
+                "not {} within {} s; last seen: {last}",
+                self.what,
+                self.bound.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+        Ok(())
+    }
+
+    /// Records the time it took.
+    fn done(&self, world: &ConformanceWorld) {
+        world.record(&self.what, self.started.elapsed(), self.bound);
+    }
+}
+
+/// Reads a replica by name (it must exist) and notes the phase it is in.
+async fn read_replica(world: &mut ConformanceWorld, name: &str) -> anyhow::Result<Replica> {
+    let namespace = world.namespace().await?;
+    let replica = world
+        .driver()?
+        .read_replica(&namespace, name)
+        .await?
+        .ok_or_else(|| anyhow!("replica {namespace}/{name} does not exist"))?;
+    world.saw(&replica);
+    Ok(replica)
+}
+
+/// Waits until the replica `name` passes `check` (which says what it sees when it does
+/// not), for at most `seconds`; records the time it took and returns the replica.
+async fn wait_for_replica(
+    world: &mut ConformanceWorld,
+    name: &str,
+    seconds: u64,
+    what: &str,
+    check: impl Fn(&Replica) -> Result<(), String>,
+) -> anyhow::Result<Replica> {
+    let wait = Wait::new(seconds, format!("pod {name} {what}"));
+    loop {
+        let last = match read_replica(world, name).await {
+            Ok(replica) => match check(&replica) {
+                Ok(()) => {
+                    wait.done(world);
+                    return Ok(replica);
+                }
+                Err(seen) => seen,
+            },
+            Err(error) => format!("{error:#}"),
+        };
+        wait.again(&last).await?;
+    }
+}
+
+/// Waits until the replicas of deployment `name` pass `check`, for at most `seconds`;
+/// records the time it took and returns the replicas.
+async fn wait_for_replicas(
+    world: &mut ConformanceWorld,
+    deployment: &str,
+    seconds: u64,
+    what: &str,
+    check: impl Fn(&[Replica]) -> Result<(), String>,
+) -> anyhow::Result<Vec<Replica>> {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let wait = Wait::new(seconds, format!("deployment {deployment}: {what}"));
+    loop {
+        let last = match driver.list_replicas(&namespace, deployment).await {
+            Ok(replicas) => {
+                replicas.iter().for_each(|replica| world.saw(replica));
+                match check(&replicas) {
+                    Ok(()) => {
+                        wait.done(world);
+                        return Ok(replicas);
+                    }
+                    Err(seen) => seen,
+                }
+            }
+            Err(error) => format!("{error:#}"),
+        };
+        wait.again(&last).await?;
+    }
+}
+
+/// A replica in a few words, for errors: `web-x1 Running on node-2, ready, 0 restarts`.
+fn describe(replica: &Replica) -> String {
+    let mut text = format!("{} {}", replica.name, replica.phase);
+    if let Some(node) = &replica.node {
+        text.push_str(&format!(" on {node}"));
+    }
+    text.push_str(if replica.ready {
+        ", ready"
+    } else {
+        ", not ready"
+    });
+    text.push_str(&format!(", {} restarts", replica.restarts));
+    if let Some(reason) = &replica.reason {
+        text.push_str(&format!(", {reason}"));
+    }
+    if let Some(message) = &replica.message {
+        text.push_str(&format!(": {message}"));
+    }
+    text
+}
+
+/// `1 replica`, `2 replicas`: a count and its noun.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// Several replicas in a few words each.
+fn describe_all(replicas: &[Replica]) -> String {
+    if replicas.is_empty() {
+        return "no replicas".to_owned();
+    }
+    replicas.iter().map(describe).collect::<Vec<_>>().join("; ")
+}
+
+/// Whether a replica is placed nowhere and says why, with a reason or message that names
+/// `word` (case aside). Says what it sees otherwise.
+fn unscheduled_naming(replica: &Replica, word: &str) -> Result<(), String> {
+    let why = format!(
+        "{} {}",
+        replica.reason.as_deref().unwrap_or_default(),
+        replica.message.as_deref().unwrap_or_default()
+    );
+    let names_it = why.to_lowercase().contains(&word.to_lowercase());
+    if replica.phase == crate::driver::Phase::Pending && replica.node.is_none() && names_it {
+        Ok(())
+    } else {
+        Err(describe(replica))
+    }
 }
 
 /// Reads a deployment back through the driver; missing is an error.
@@ -355,8 +541,8 @@ fn unchanged<K: kube::Resource + serde::Serialize>(
     after: &K,
 ) -> StepResult {
     let (was, is) = (before.meta(), after.meta());
-    if was.uid.is_none() || was.resource_version.is_none() {
-        fail!("{kind} {name} was reported without a uid or a version: {was:?}");
+    if was.uid.is_none() {
+        fail!("{kind} {name} was reported without a uid: {was:?}");
     }
     if was.uid != is.uid {
         fail!(
@@ -365,16 +551,23 @@ fn unchanged<K: kube::Resource + serde::Serialize>(
             is.uid
         );
     }
-    if was.resource_version != is.resource_version {
-        fail!(
-            "{kind} {name} has a new version: {:?} became {:?}",
-            was.resource_version,
-            is.resource_version
-        );
-    }
-    let (was, is) = (to_json(kind, name, before)?, to_json(kind, name, after)?);
+    // What a client wrote: the spec and the metadata it owns. The status (and with it the
+    // resourceVersion) is the system's to update, before and after a restart alike.
+    let written = |v: Value| {
+        json!({
+            "spec": v.get("spec"),
+            "generation": v.pointer("/metadata/generation"),
+            "labels": v.pointer("/metadata/labels"),
+            "annotations": v.pointer("/metadata/annotations"),
+            "creationTimestamp": v.pointer("/metadata/creationTimestamp"),
+        })
+    };
+    let (was, is) = (
+        written(to_json(kind, name, before)?),
+        written(to_json(kind, name, after)?),
+    );
     if was != is {
-        fail!("{kind} {name} changed though its version did not:\nbefore: {was}\nafter:  {is}");
+        fail!("{kind} {name} is not as it was written:\nbefore: {was}\nafter:  {is}");
     }
     Ok(())
 }

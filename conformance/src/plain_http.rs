@@ -1,0 +1,153 @@
+//! Just enough HTTP/1.1 to talk to a replica, or to a Docker engine, directly.
+//!
+//! The kit sends one request per connection (`Connection: close`) and reads the answer to
+//! the end: no keep-alive, no chunked bodies, no TLS. That is all the `probe` workload and
+//! Docker's `/_ping` need, and it keeps a client library (and its connection pool, which
+//! would outlive a replica's address) out of the kit.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::driver::{HttpRequest, HttpResponse};
+
+/// How long one exchange (connect, send, read the whole answer) may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `request` to `http://{authority}` and reads the answer.
+pub async fn send(authority: &str, request: &HttpRequest) -> anyhow::Result<HttpResponse> {
+    let attempt = async {
+        let stream = TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("failed to connect to {authority}"))?;
+        exchange(stream, authority, request).await
+    };
+    tokio::time::timeout(TIMEOUT, attempt)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{} http://{authority}{} got no answer within {TIMEOUT:?}",
+                request.method,
+                request.path
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "failed to {} http://{authority}{}",
+                request.method, request.path
+            )
+        })
+}
+
+/// Writes one request on `stream` and reads the answer until the peer closes it.
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    request: &HttpRequest,
+) -> anyhow::Result<HttpResponse> {
+    let head = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .context("failed to send the request")?;
+    stream
+        .write_all(request.body.as_bytes())
+        .await
+        .context("failed to send the request body")?;
+    stream.flush().await.context("failed to send the request")?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .context("failed to read the answer")?;
+    parse(&String::from_utf8_lossy(&raw))
+}
+
+/// Splits an answer into its status code and its body (cut at `Content-Length`, if given).
+fn parse(raw: &str) -> anyhow::Result<HttpResponse> {
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("the answer has no end of headers: {raw:?}"))?;
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| anyhow!("the answer starts with {status_line:?}, not an HTTP status"))?;
+    let length = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let body = match length {
+        Some(length) if length <= body.len() => body.get(..length).unwrap_or(body),
+        Some(length) => bail!(
+            "the answer was cut short: {} of {length} body bytes",
+            body.len()
+        ),
+        None => body,
+    };
+    Ok(HttpResponse {
+        status,
+        body: body.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_with_and_without_a_length() {
+        let answer = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKextra").expect("parses");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "OK");
+        let answer = parse("HTTP/1.0 503 Service Unavailable\r\n\r\nnot yet").expect("parses");
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.body, "not yet");
+        assert!(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
+        assert!(parse("garbage").is_err());
+        assert!(parse("SSH-2.0 hello\r\n\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_whole_and_the_answer_comes_back() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let serve = tokio::spawn(async move {
+            // The request comes in two writes (head, body): read until the body is in.
+            let mut received = Vec::new();
+            while !received.ends_with(b"data") {
+                let mut chunk = [0_u8; 512];
+                let n = server.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the client closed before sending its body");
+                received.extend_from_slice(&chunk[..n]);
+            }
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .expect("write");
+            drop(server);
+            String::from_utf8_lossy(&received).into_owned()
+        });
+        let request = HttpRequest {
+            method: "PUT".to_owned(),
+            path: "/file?path=/x".to_owned(),
+            body: "data".to_owned(),
+        };
+        let answer = exchange(client, "pod", &request).await.expect("exchange");
+        assert_eq!(answer.body, "hello");
+        let received = serve.await.expect("server");
+        assert!(received.starts_with("PUT /file?path=/x HTTP/1.1\r\nHost: pod\r\n"));
+        assert!(received.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\ndata"));
+    }
+}
