@@ -7,7 +7,12 @@
 //!   keep-alive connection pool.
 //! - [`ShipshapeStore`] opens a single-voter shipshape store in a temporary directory.
 //! - [`Target`] and [`run_writes`] drive the same write load against either.
+//! - [`connect_docker`], [`DockerAnchor`] and [`BenchDir`] serve the benchmarks that run
+//!   containers: the raw Docker anchor, and cleanup of what a killed run left behind
+//!   (containers labelled [`BENCH_LABEL`], clusters in `BenchDir`s of dead processes).
+//! - [`percentile`] and [`measuring`] help every benchmark report its figures.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
@@ -18,6 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StartContainerOptions,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -431,9 +442,321 @@ pub async fn run_writes(
     Ok(start.elapsed())
 }
 
+/// Whether criterion runs as a benchmark (`cargo bench`), not as a smoke test
+/// (`cargo test --benches`, `-- --test`), following criterion's own reading of its flags.
+pub fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
+/// The `p`-th percentile (0.0..=1.0) of `samples` by nearest rank: the smallest sample
+/// with at least `p` of all samples at or below it (`0.5` is the median, the lower one of
+/// the middle two for an even count). `None` for no samples.
+pub fn percentile(samples: &[Duration], p: f64) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = (p.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// The median of `samples`: the middle one, or the mean of the middle two for an even
+/// count. `None` for no samples.
+pub fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// The label every container a benchmark creates by itself carries; its value names the
+/// benchmark (`pod-start`). Leftovers of killed runs are found by it.
+pub const BENCH_LABEL: &str = "shipshape.bench";
+/// The label holding the pid of the benchmark process that created a container, so a run
+/// removes only the leftovers of processes that are gone, never a concurrent run's.
+pub const BENCH_PID_LABEL: &str = "shipshape.bench.pid";
+
+/// Whether process `pid` exists (on this host's pid namespace, through `/proc`).
+fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Connects to the local Docker engine (`DOCKER_HOST`, else the local socket) and checks
+/// that it answers; fails with a message saying what to do.
+pub async fn connect_docker() -> anyhow::Result<Docker> {
+    let advice = "this benchmark runs real containers and needs a reachable Docker engine: \
+                  start dockerd (and make its socket readable by this user) or set DOCKER_HOST";
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| anyhow!("no Docker engine is reachable ({e}); {advice}"))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| anyhow!("no Docker engine is reachable ({e}); {advice}"))?;
+    Ok(docker)
+}
+
+/// Removes the containers labelled `shipshape.bench=<bench>` that this process made or
+/// that a process no longer running made; returns how many went.
+pub async fn remove_bench_containers(docker: &Docker, bench: &str) -> anyhow::Result<usize> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{BENCH_LABEL}={bench}")])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .context("listing the benchmark's containers")?;
+    let mut removed = 0;
+    for container in containers {
+        let owner = container
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(BENCH_PID_LABEL))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let orphaned = owner.is_none_or(|pid| pid == std::process::id() || !pid_alive(pid));
+        if let (true, Some(id)) = (orphaned, container.id) {
+            force_remove(docker, &id).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes a container, running or not, with its anonymous volumes; a container already
+/// gone is not an error.
+async fn force_remove(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(anyhow!("removing container {id}: {e}")),
+    }
+}
+
+/// The file in a [`BenchDir`] naming the process that owns it.
+const PID_FILE: &str = "bench.pid";
+
+/// A temporary data directory for an in-process shipshape cluster, named
+/// `<prefix><random>` in the system's temporary directory and holding the pid of the
+/// benchmark that owns it. Removed on drop; [`BenchDir::reap_dead`] clears those of killed
+/// runs, containers included.
+pub struct BenchDir {
+    dir: TempDir,
+}
+
+impl std::fmt::Debug for BenchDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchDir")
+            .field("path", &self.dir.path())
+            .finish()
+    }
+}
+
+impl BenchDir {
+    /// Creates a fresh directory `<tmp>/<prefix>XXXX` owned by this process.
+    pub fn new(prefix: &str) -> anyhow::Result<BenchDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .context("creating the cluster's data directory")?;
+        std::fs::write(dir.path().join(PID_FILE), std::process::id().to_string())
+            .context("writing the data directory's pid file")?;
+        Ok(BenchDir { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// For each `<tmp>/<prefix>*` directory whose owner is no longer running: removes the
+    /// containers and network of the cluster it holds (by its `cluster-id`), then the
+    /// directory. Returns how many containers went.
+    pub async fn reap_dead(docker: &Docker, prefix: &str) -> anyhow::Result<usize> {
+        let tmp = std::env::temp_dir();
+        let Ok(entries) = std::fs::read_dir(&tmp) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = entry.file_name().to_string_lossy().starts_with(prefix);
+            if !ours || !path.is_dir() {
+                continue;
+            }
+            let owner = std::fs::read_to_string(path.join(PID_FILE))
+                .ok()
+                .and_then(|pid| pid.trim().parse::<u32>().ok());
+            if owner.is_some_and(pid_alive) {
+                continue;
+            }
+            if let Ok(cluster) = std::fs::read_to_string(path.join("cluster-id")) {
+                let cluster = cluster.trim();
+                if !cluster.is_empty() {
+                    removed += shipshape::agent::runtime::reap(docker, cluster)
+                        .await
+                        .with_context(|| format!("removing the containers of cluster {cluster}"))?;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        Ok(removed)
+    }
+}
+
+/// The anchor of the pod-start benchmark: a raw Docker create + start of an image on the
+/// default bridge network, timed until the container answers HTTP 200 from the host.
+#[derive(Clone)]
+pub struct DockerAnchor {
+    docker: Docker,
+    http: Client<HttpConnector, Full<Bytes>>,
+    bench: String,
+}
+
+impl std::fmt::Debug for DockerAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerAnchor")
+            .field("bench", &self.bench)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the anchor asks a starting container whether it is ready.
+const ANCHOR_POLL: Duration = Duration::from_millis(2);
+/// How long one readiness request may take.
+const ANCHOR_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl DockerAnchor {
+    /// An anchor whose containers carry `shipshape.bench=<bench>` and this process's pid.
+    pub fn new(docker: Docker, bench: &str) -> DockerAnchor {
+        // No pooled connection outlives its container: each poll dials afresh.
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http();
+        DockerAnchor {
+            docker,
+            http,
+            bench: bench.to_owned(),
+        }
+    }
+
+    /// Creates and starts a container of `image` (default command, default bridge), polls
+    /// `http://<its bridge IP>:<port><path>` every 2 ms until it answers 200, and returns
+    /// the time from the create call to that answer. The container is force-removed
+    /// afterwards (not timed), and on every failure.
+    pub async fn start_until_ready(
+        &self,
+        image: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let labels = HashMap::from([
+            (BENCH_LABEL.to_owned(), self.bench.clone()),
+            (BENCH_PID_LABEL.to_owned(), std::process::id().to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .with_context(|| format!("creating a container of {image}"))?;
+        let outcome = self
+            .start_and_wait(&created.id, port, path, start, timeout)
+            .await;
+        let elapsed = start.elapsed();
+        let removed = force_remove(&self.docker, &created.id).await;
+        outcome?;
+        removed?;
+        Ok(elapsed)
+    }
+
+    async fn start_and_wait(
+        &self,
+        id: &str,
+        port: u16,
+        path: &str,
+        start: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .with_context(|| format!("starting container {id}"))?;
+        let inspected = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .with_context(|| format!("inspecting container {id}"))?;
+        let networks = inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .unwrap_or_default();
+        let ip = networks
+            .get("bridge")
+            .or_else(|| networks.values().next())
+            .and_then(|endpoint| endpoint.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| anyhow!("container {id} has no IP address on the bridge network"))?;
+        let url = format!("http://{ip}:{port}{path}");
+        let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+        loop {
+            let request = Request::get(uri.clone()).body(Full::default())?;
+            let answer = tokio::time::timeout(ANCHOR_REQUEST_TIMEOUT, self.http.request(request));
+            if let Ok(Ok(response)) = answer.await
+                && response.status() == StatusCode::OK
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("container {id} did not answer 200 on {url} within {timeout:?}");
+            }
+            tokio::time::sleep(ANCHOR_POLL).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::{base64, median, percentile};
+    use std::time::Duration;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&ms(&[7]), 0.9), Some(Duration::from_millis(7)));
+        let ten = ms(&[10, 1, 9, 2, 8, 3, 7, 4, 6, 5]);
+        assert_eq!(percentile(&ten, 0.5), Some(Duration::from_millis(5)));
+        assert_eq!(percentile(&ten, 0.9), Some(Duration::from_millis(9)));
+        assert_eq!(percentile(&ten, 1.0), Some(Duration::from_millis(10)));
+        assert_eq!(percentile(&ten, 0.0), Some(Duration::from_millis(1)));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&ten), Some(Duration::from_micros(5500)));
+        assert_eq!(median(&ms(&[3, 1, 2])), Some(Duration::from_millis(2)));
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

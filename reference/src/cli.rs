@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use crate::agent::{self, AgentConfig, runtime};
 use crate::client::Credentials;
 use crate::control_plane::ControlPlaneConfig;
+use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 use crate::local_cluster::LocalCluster;
 
@@ -61,6 +63,13 @@ struct Common {
     /// Address the apiserver listens on (loopback unless you say otherwise).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Seconds without a heartbeat before a node is unreachable (Kubernetes: 40).
+    #[arg(long, default_value_t = 5)]
+    node_grace_seconds: u64,
+    /// Seconds pods tolerate an unreachable node before they are replaced, unless they say
+    /// otherwise (Kubernetes: 300).
+    #[arg(long, default_value_t = 5)]
+    eviction_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -170,12 +179,18 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 async fn up(common: Common, nodes: u32) -> anyhow::Result<()> {
-    let cluster = LocalCluster::start(
+    let node_lifecycle = NodeLifecycleConfig {
+        grace_period: Duration::from_secs(common.node_grace_seconds),
+        default_toleration: Duration::from_secs(common.eviction_seconds),
+        ..NodeLifecycleConfig::default()
+    };
+    let cluster = LocalCluster::start_with(
         ControlPlaneConfig {
             data_dir: common.data_dir,
             listen: common.listen,
         },
         nodes,
+        node_lifecycle,
     )
     .await?;
     let cp = cluster.control_plane();

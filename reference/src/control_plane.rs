@@ -196,6 +196,16 @@ impl ControlPlane {
     /// Starts the scheduler and the controllers, in this process, as API clients of this
     /// control plane (the apiserver alone, without them, is what the API tests exercise).
     pub fn start_components(&mut self) -> Result<(), crate::client::ClientError> {
+        self.start_components_with(
+            crate::controllers::node_lifecycle::NodeLifecycleConfig::default(),
+        )
+    }
+
+    /// [`ControlPlane::start_components`], with the node lifecycle timing given.
+    pub fn start_components_with(
+        &mut self,
+        node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
+    ) -> Result<(), crate::client::ClientError> {
         let client = self.credentials().client()?;
         let (scheduler_client, stopped) = (client.clone(), self.stop.subscribe());
         self.components.push(tokio::spawn(async move {
@@ -206,7 +216,7 @@ impl ControlPlane {
         }));
         let stopped = self.stop.subscribe();
         self.components.push(tokio::spawn(async move {
-            if let Err(e) = crate::controllers::run(client, stopped).await {
+            if let Err(e) = crate::controllers::run_with(client, node_lifecycle, stopped).await {
                 tracing::error!(error = %e, "the controllers stopped");
             }
         }));

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::agent::{self, AgentConfig, runtime};
 use crate::control_plane::{ControlPlane, ControlPlaneConfig};
+use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 
 /// A running local cluster.
@@ -35,6 +36,15 @@ impl LocalCluster {
     /// Starts the control plane and `nodes` node agents (`node-1`...). With 0 nodes, Docker
     /// is not needed.
     pub async fn start(config: ControlPlaneConfig, nodes: u32) -> anyhow::Result<LocalCluster> {
+        Self::start_with(config, nodes, NodeLifecycleConfig::default()).await
+    }
+
+    /// [`LocalCluster::start`], with the node lifecycle timing given.
+    pub async fn start_with(
+        config: ControlPlaneConfig,
+        nodes: u32,
+        node_lifecycle: NodeLifecycleConfig,
+    ) -> anyhow::Result<LocalCluster> {
         let data_dir: PathBuf = config.data_dir.clone();
         // Docker first: without it there is no cluster to speak of, so say so at once.
         let docker = if nodes > 0 {
@@ -45,7 +55,7 @@ impl LocalCluster {
             None
         };
         let mut control_plane = ControlPlane::start(config).await?;
-        control_plane.start_components()?;
+        control_plane.start_components_with(node_lifecycle)?;
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         if let Some(docker) = &docker {
