@@ -364,3 +364,59 @@ async fn objects_survive_a_restart_on_the_same_data_dir() {
     assert_eq!(c.get(&format!("{DEPLOYMENTS}/web")).await.body, created);
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn node_ports_are_allocated_once_and_released_on_delete() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let services = "/api/v1/namespaces/default/services";
+    let service = |name: &str, node_port: Option<u16>| {
+        let mut port = json!({"port": 80, "targetPort": 8080});
+        if let Some(np) = node_port {
+            port["nodePort"] = json!(np);
+        }
+        json!({"metadata": {"name": name},
+               "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [port]}})
+    };
+    let r = c.post(services, &service("auto", None)).await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let auto = r.body["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("a node port");
+    assert!((30000..=32767).contains(&auto));
+    assert!(
+        r.body["spec"]["clusterIP"]
+            .as_str()
+            .expect("an IP")
+            .starts_with("10.96.")
+    );
+
+    assert_eq!(
+        c.post(services, &service("fixed", Some(30080))).await.code,
+        201
+    );
+    let r = c.post(services, &service("clash", Some(30080))).await;
+    assert_status(&r, 422, "Invalid");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already allocated")
+    );
+    assert!(c.get(&format!("{services}/clash")).await.code == 404);
+
+    let r = c
+        .request(
+            "DELETE",
+            &format!("{services}/fixed"),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.code, 200);
+    assert_eq!(
+        c.post(services, &service("clash", Some(30080))).await.code,
+        201
+    );
+    cp.stop().await;
+}

@@ -191,13 +191,15 @@ async fn another_client_changes_replicas(
     // The other client patches: it names no version, so the system's own status writes
     // (which move the version too) cannot make *its* change conflict.
     let patch = json!({"spec": {"replicas": replicas}});
-    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .with_context(|| {
-            format!(
-                "the other client failed to change the replicas of deployment {name} to {replicas}"
-            )
-        })?;
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| {
+        format!("the other client failed to change the replicas of deployment {name} to {replicas}")
+    })?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@
 //! [`patch`] applies PATCH bodies; [`discovery`] answers what is served; [`status`] turns
 //! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies.
 
+mod allocation;
 mod discovery;
 pub mod patch;
 mod protobuf;

@@ -13,6 +13,7 @@ use http::{Method, StatusCode, header, request::Parts};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::allocation::{self, Held};
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
@@ -384,23 +385,66 @@ async fn create(
         }
     }
     prepare_status_on_create(r, &mut obj);
+    let claims = allocate(shared, r, &r.key(ns, &name), &name, &mut obj, None)?;
     if dry_run(query) {
         return Ok(obj);
     }
+    let mut ops = vec![Op::put(
+        r.key(ns, &name),
+        to_stored(&obj),
+        Precondition::Absent,
+    )];
+    ops.extend(claims);
     let written = shared
         .store
-        .write(vec![Op::put(
-            r.key(ns, &name),
-            to_stored(&obj),
-            Precondition::Absent,
-        )])
+        .write(ops)
         .await
-        .map_err(|e| from_store(e, r, &name))?;
+        .map_err(|e| from_allocating_store(e, r, &name))?;
     metadata_mut(&mut obj).insert(
         "resourceVersion".into(),
         json!(written.revision.to_string()),
     );
     Ok(obj)
+}
+
+/// For a Service: fills in its cluster IP and node ports; the ops that claim and release
+/// them go into the same store write as the Service itself.
+fn allocate(
+    shared: &Shared,
+    r: &'static Resource,
+    key: &str,
+    name: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<Vec<Op>, ApiError> {
+    if r.kind != "Service" {
+        return Ok(Vec::new());
+    }
+    let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
+    allocation::plan(obj, old, &held, key, name).map_err(|e| ApiError::Invalid(e, r))
+}
+
+/// Like [`from_store`], except that losing a race for a node port or cluster IP is a
+/// conflict the client may retry, not "already exists".
+fn from_allocating_store(
+    e: crate::store::StoreError,
+    r: &'static Resource,
+    name: &str,
+) -> ApiError {
+    match e {
+        crate::store::StoreError::AlreadyExists { key }
+            if key.starts_with("/registry/allocations/") =>
+        {
+            ApiError::Conflict {
+                resource: r,
+                name: name.to_owned(),
+                message: format!(
+                    "{key} was taken by another service at the same moment; please retry"
+                ),
+            }
+        }
+        e => from_store(e, r, name),
+    }
 }
 
 /// What the server owns of a new object's status.
@@ -565,6 +609,7 @@ async fn write_update(
     precondition: Precondition,
     query: &Query,
 ) -> Result<Value, ApiError> {
+    let claims = allocate(shared, r, &r.key(ns, name), name, &mut next, Some(current))?;
     // Compare without resourceVersion: an unchanged object is not written again.
     let rv_of = |v: &Value| meta::meta_str(v, "resourceVersion").map(str::to_owned);
     let current_rv = rv_of(current);
@@ -590,15 +635,13 @@ async fn write_update(
         }
         return Ok(next);
     }
+    let mut ops = vec![Op::put(r.key(ns, name), to_stored(&next), precondition)];
+    ops.extend(claims);
     let written = shared
         .store
-        .write(vec![Op::put(
-            r.key(ns, name),
-            to_stored(&next),
-            precondition,
-        )])
+        .write(ops)
         .await
-        .map_err(|e| from_store(e, r, name))?;
+        .map_err(|e| from_allocating_store(e, r, name))?;
     metadata_mut(&mut next).insert(
         "resourceVersion".into(),
         json!(written.revision.to_string()),
@@ -827,6 +870,11 @@ async fn delete_once(
         r.key(ns, name),
         Precondition::Revision(revision),
     )];
+    // A Service gives back its cluster IP and node ports in the same write.
+    let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
+    if r.kind == "Service" {
+        ops.extend(allocation::release(&held, &r.key(ns, name)));
+    }
     if r.kind == "Namespace" {
         // The namespace goes with everything in it.
         for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
@@ -834,11 +882,12 @@ async fn delete_once(
                 .store
                 .list(&res.prefix(Some(name)))
                 .map_err(|e| from_store(e, r, name))?;
-            ops.extend(
-                items
-                    .into_iter()
-                    .map(|(key, rec)| Op::delete(key, Precondition::Revision(rec.mod_revision))),
-            );
+            for (key, rec) in items {
+                if res.kind == "Service" {
+                    ops.extend(allocation::release(&held, &key));
+                }
+                ops.push(Op::delete(key, Precondition::Revision(rec.mod_revision)));
+            }
         }
     }
     let written = shared

@@ -1,0 +1,378 @@
+//! Cluster IPs and node ports: values only one Service may hold at a time.
+//!
+//! Every Service (but a headless or ExternalName one) gets a cluster IP from the service
+//! range, and every port of a NodePort (or LoadBalancer) Service gets a node port from
+//! 30000–32767 — the one it asks for if it is free (else 422 Invalid), or a free one
+//! picked at random. Uniqueness is the store's job, not a lock's: each value held is a key
+//! (`/registry/allocations/nodeports/30080`) written with the Service in one atomic write,
+//! with the precondition "absent". Two creates racing for one port cannot both succeed, and
+//! a delete releases the keys in the same write that removes the Service.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::api::validate::{Cause, ValidationError};
+use crate::store::{Op, Precondition, Store, StoreError};
+
+/// The node port range.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// The service IP range: 10.96.0.0/16.
+const SERVICE_NET: u32 = u32::from_be_bytes([10, 96, 0, 0]);
+const SERVICE_NET_SIZE: u32 = 1 << 16;
+
+const PORT_PREFIX: &str = "/registry/allocations/nodeports/";
+const IP_PREFIX: &str = "/registry/allocations/clusterips/";
+
+/// Who holds which values now: value → the holding Service's store key.
+#[derive(Debug, Default)]
+pub struct Held {
+    ports: BTreeMap<u16, String>,
+    ips: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Held {
+    /// Reads the allocation keys from the store.
+    pub fn load(store: &Store) -> Result<Held, StoreError> {
+        let mut held = Held::default();
+        let (items, _) = store.list("/registry/allocations/")?;
+        for (key, record) in items {
+            let owner = String::from_utf8_lossy(&record.value).into_owned();
+            if let Some(p) = key.strip_prefix(PORT_PREFIX).and_then(|p| p.parse().ok()) {
+                held.ports.insert(p, owner);
+            } else if let Some(ip) = key.strip_prefix(IP_PREFIX).and_then(|p| p.parse().ok()) {
+                held.ips.insert(ip, owner);
+            }
+        }
+        Ok(held)
+    }
+}
+
+fn invalid(name: &str, field: String, message: String) -> ValidationError {
+    ValidationError::Invalid {
+        kind: "Service",
+        name: name.to_owned(),
+        causes: vec![Cause {
+            reason: "FieldValueInvalid",
+            field,
+            message,
+        }],
+    }
+}
+
+fn in_range(ip: Ipv4Addr) -> bool {
+    let n = u32::from(ip);
+    n > SERVICE_NET + 1 && n < SERVICE_NET + SERVICE_NET_SIZE - 1
+}
+
+fn claim(key: String, owner: &str) -> Op {
+    Op::put(key, owner.as_bytes().to_vec(), Precondition::Absent)
+}
+
+/// Fills in the cluster IP and node ports of `svc` (being created, or updated from `old`)
+/// and returns the store ops that claim what is new and release what is no longer held.
+pub fn plan(
+    svc: &mut Value,
+    old: Option<&Value>,
+    held: &Held,
+    owner: &str,
+    name: &str,
+) -> Result<Vec<Op>, ValidationError> {
+    let mut ops = Vec::new();
+    let ty = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    let mut rng = rand::thread_rng();
+
+    // The cluster IP: immutable once given.
+    let old_ip = old
+        .and_then(|o| o.pointer("/spec/clusterIP"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let asked = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let ip = match (ty.as_str(), asked, old_ip) {
+        ("ExternalName", _, _) => None,
+        (_, Some(a), Some(o)) if a != o => {
+            return Err(invalid(
+                name,
+                "spec.clusterIP".into(),
+                format!("Invalid value: \"{a}\": field is immutable"),
+            ));
+        }
+        (_, _, Some(o)) => Some(o),
+        (_, Some(a), None) if a == "None" => Some(a),
+        (_, Some(a), None) => {
+            let parsed: Ipv4Addr = a.parse().map_err(|_| {
+                invalid(
+                    name,
+                    "spec.clusterIP".into(),
+                    format!("Invalid value: \"{a}\": must be a valid IP address"),
+                )
+            })?;
+            if !in_range(parsed) {
+                return Err(invalid(
+                    name,
+                    "spec.clusterIP".into(),
+                    format!(
+                        "Invalid value: \"{a}\": provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16"
+                    ),
+                ));
+            }
+            if held.ips.contains_key(&parsed) {
+                return Err(invalid(
+                    name,
+                    "spec.clusterIP".into(),
+                    format!("Invalid value: \"{a}\": provided IP is already allocated"),
+                ));
+            }
+            ops.push(claim(format!("{IP_PREFIX}{parsed}"), owner));
+            Some(a)
+        }
+        (_, None, None) => {
+            let free = (0..1000)
+                .map(|_| Ipv4Addr::from(SERVICE_NET + rng.gen_range(2..SERVICE_NET_SIZE - 1)))
+                .find(|ip| !held.ips.contains_key(ip))
+                .ok_or_else(|| {
+                    invalid(
+                        name,
+                        "spec.clusterIP".into(),
+                        "no cluster IP is free".into(),
+                    )
+                })?;
+            ops.push(claim(format!("{IP_PREFIX}{free}"), owner));
+            Some(free.to_string())
+        }
+    };
+    if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+        match &ip {
+            Some(ip) => {
+                spec.insert("clusterIP".into(), json!(ip));
+                spec.insert("clusterIPs".into(), json!([ip]));
+                spec.insert("ipFamilies".into(), json!(["IPv4"]));
+                spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
+            }
+            None => {
+                spec.remove("clusterIP");
+                spec.remove("clusterIPs");
+            }
+        }
+    }
+
+    // Node ports.
+    let wants_ports = ty == "NodePort" || ty == "LoadBalancer";
+    let old_ports: Vec<(i64, String, u16)> = old
+        .and_then(|o| o.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let np = u16::try_from(p.get("nodePort")?.as_i64()?).ok()?;
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            let proto = p
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_owned();
+            Some((port, proto, np))
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let ports = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        let Some(p) = p.as_object_mut() else { continue };
+        let asked = p
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0);
+        if !wants_ports {
+            if asked.is_some() {
+                return Err(invalid(
+                    name,
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("Forbidden: may not be used when `type` is '{ty}'"),
+                ));
+            }
+            continue;
+        }
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        let proto = p
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("TCP")
+            .to_owned();
+        let previous = old_ports
+            .iter()
+            .find(|(op, opr, _)| *op == port && *opr == proto)
+            .map(|(_, _, np)| *np);
+        let chosen = match asked {
+            Some(n) => {
+                let n = u16::try_from(n).ok().filter(|n| NODE_PORTS.contains(n)).ok_or_else(|| {
+                    invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"))
+                })?;
+                let ours = held.ports.get(&n).is_some_and(|o| o == owner);
+                if kept.contains(&n) {
+                    return Err(invalid(
+                        name,
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("Duplicate value: {n}"),
+                    ));
+                }
+                if held.ports.contains_key(&n) && !ours {
+                    return Err(invalid(
+                        name,
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("Invalid value: {n}: provided port is already allocated"),
+                    ));
+                }
+                if !ours {
+                    ops.push(claim(format!("{PORT_PREFIX}{n}"), owner));
+                }
+                n
+            }
+            None => match previous {
+                Some(n) if !kept.contains(&n) => n,
+                _ => {
+                    let free = (0..2000)
+                        .map(|_| rng.gen_range(NODE_PORTS))
+                        .find(|n| !held.ports.contains_key(n) && !kept.contains(n))
+                        .ok_or_else(|| {
+                            invalid(
+                                name,
+                                format!("spec.ports[{i}].nodePort"),
+                                "no node port is free".into(),
+                            )
+                        })?;
+                    ops.push(claim(format!("{PORT_PREFIX}{free}"), owner));
+                    free
+                }
+            },
+        };
+        kept.push(chosen);
+        p.insert("nodePort".into(), json!(chosen));
+    }
+    // Release what this Service held and no longer does.
+    for (port, holder) in &held.ports {
+        if holder == owner && !kept.contains(port) {
+            ops.push(Op::delete(
+                format!("{PORT_PREFIX}{port}"),
+                Precondition::Exists,
+            ));
+        }
+    }
+    for (held_ip, holder) in &held.ips {
+        if holder == owner && ip.as_deref() != Some(held_ip.to_string().as_str()) {
+            ops.push(Op::delete(
+                format!("{IP_PREFIX}{held_ip}"),
+                Precondition::Exists,
+            ));
+        }
+    }
+    Ok(ops)
+}
+
+/// The ops that release everything the Service with store key `owner` holds.
+pub fn release(held: &Held, owner: &str) -> Vec<Op> {
+    let ports = held
+        .ports
+        .iter()
+        .filter(|(_, o)| *o == owner)
+        .map(|(p, _)| Op::delete(format!("{PORT_PREFIX}{p}"), Precondition::Exists));
+    let ips = held
+        .ips
+        .iter()
+        .filter(|(_, o)| *o == owner)
+        .map(|(ip, _)| Op::delete(format!("{IP_PREFIX}{ip}"), Precondition::Exists));
+    ports.chain(ips).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(ty: &str, node_port: Option<i64>) -> Value {
+        let mut port = json!({"port": 80, "protocol": "TCP", "targetPort": 8080});
+        if let Some(np) = node_port {
+            port["nodePort"] = json!(np);
+        }
+        json!({"spec": {"type": ty, "ports": [port]}})
+    }
+
+    #[test]
+    fn a_node_port_service_gets_an_ip_and_a_port() {
+        let mut s = svc("NodePort", None);
+        let ops = plan(
+            &mut s,
+            None,
+            &Held::default(),
+            "/registry/services/default/web",
+            "web",
+        )
+        .expect("plans");
+        let np = s["spec"]["ports"][0]["nodePort"].as_i64().expect("port");
+        assert!((30000..=32767).contains(&np));
+        let ip: Ipv4Addr = s["spec"]["clusterIP"]
+            .as_str()
+            .expect("ip")
+            .parse()
+            .expect("parses");
+        assert!(in_range(ip));
+        assert_eq!(ops.len(), 2, "claims an IP and a port: {ops:?}");
+        assert!(ops.iter().all(|o| o.precondition == Precondition::Absent));
+    }
+
+    #[test]
+    fn a_taken_port_is_invalid_and_an_update_keeps_what_it_had() {
+        let mut held = Held::default();
+        held.ports
+            .insert(30080, "/registry/services/default/other".into());
+        let mut s = svc("NodePort", Some(30080));
+        let err =
+            plan(&mut s, None, &held, "/registry/services/default/web", "web").expect_err("taken");
+        assert!(err.to_string().contains("already allocated"), "{err}");
+
+        let owner = "/registry/services/default/web";
+        let mut first = svc("NodePort", Some(30081));
+        let ops = plan(&mut first, None, &held, owner, "web").expect("plans");
+        held.ports.insert(30081, owner.into());
+        let ip: Ipv4Addr = first["spec"]["clusterIP"]
+            .as_str()
+            .expect("ip")
+            .parse()
+            .expect("ip");
+        held.ips.insert(ip, owner.into());
+        assert_eq!(ops.len(), 2);
+        // An update that leaves the node port out keeps it, and claims nothing new.
+        let mut update = svc("NodePort", None);
+        let ops = plan(&mut update, Some(&first), &held, owner, "web").expect("plans");
+        assert_eq!(update["spec"]["ports"][0]["nodePort"], 30081);
+        assert!(ops.is_empty(), "{ops:?}");
+        // Turning it into a ClusterIP service releases the port.
+        let mut back = svc("ClusterIP", None);
+        let ops = plan(&mut back, Some(&first), &held, owner, "web").expect("plans");
+        assert_eq!(ops.len(), 1);
+        assert!(ops[0].value.is_none());
+        assert_eq!(release(&held, owner).len(), 2);
+    }
+
+    #[test]
+    fn the_cluster_ip_is_immutable() {
+        let old = json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": []}});
+        let mut new =
+            json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.11", "ports": []}});
+        assert!(plan(&mut new, Some(&old), &Held::default(), "k", "web").is_err());
+        let mut headless = json!({"spec": {"clusterIP": "None", "ports": []}});
+        assert!(
+            plan(&mut headless, None, &Held::default(), "k", "h")
+                .expect("plans")
+                .is_empty()
+        );
+    }
+}
