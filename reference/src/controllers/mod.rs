@@ -71,6 +71,7 @@
 //! ```
 
 mod deployment;
+pub mod endpoints;
 mod garbage_collector;
 pub mod node_lifecycle;
 mod replicaset;
@@ -152,6 +153,7 @@ pub async fn run_with(
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
+        endpoints::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");

@@ -1,0 +1,352 @@
+//! The Endpoints controller: which pods a Service sends traffic to, kept current.
+//!
+//! The seed's service is "a stable endpoint that sends traffic to the pods its labels
+//! select, even while pods change". For every Service with a selector this controller
+//! writes an Endpoints object of the same name: the selected pods that are Ready under
+//! `addresses`, the others under `notReadyAddresses`, each with the Service's ports
+//! resolved to the pod's (a named `targetPort` is looked up in the pod's container ports).
+//! A pod that is terminating is left out at once, before its containers get SIGTERM: the
+//! proxy stops sending it new connections while it finishes the ones it has.
+//!
+//! It is woken by changes to Services and to pods (a pod maps to the Services whose selector
+//! matches it), and a sweep removes Endpoints whose Service is gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::ControllerError;
+use crate::api::selector::LabelSelector;
+
+/// What a reconcile needs.
+struct Context {
+    client: Client,
+}
+
+/// One subset being built: ready addresses, not-ready addresses, ports.
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
+
+/// The Endpoints `subsets` for a Service (as JSON) and the pods of its namespace.
+pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
+    let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    let selector = LabelSelector::from_labels(
+        selector
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+    );
+    let service_ports: Vec<&Value> = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().collect())
+        .unwrap_or_default();
+    // Pods that resolve to the same ports share a subset, as in Kubernetes.
+    let mut by_ports: BTreeMap<String, Subset> = BTreeMap::new();
+    for pod in pods {
+        if !selector.matches_object(pod) || pod.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(ip) = pod
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .filter(|ip| !ip.is_empty())
+        else {
+            continue;
+        };
+        let ports: Vec<Value> = service_ports
+            .iter()
+            .filter_map(|sp| {
+                let port = resolve(sp.get("targetPort").or_else(|| sp.get("port")), pod)?;
+                let mut p = json!({"port": port, "protocol": sp.get("protocol").cloned().unwrap_or(json!("TCP"))});
+                if let Some(name) = sp.get("name").filter(|n| n.as_str().is_some_and(|n| !n.is_empty())) {
+                    p["name"] = name.clone();
+                }
+                Some(p)
+            })
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let address = json!({
+            "ip": ip,
+            "nodeName": pod.pointer("/spec/nodeName"),
+            "targetRef": {
+                "kind": "Pod",
+                "namespace": pod.pointer("/metadata/namespace"),
+                "name": pod.pointer("/metadata/name"),
+                "uid": pod.pointer("/metadata/uid"),
+            },
+        });
+        let ready = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type") == Some(&json!("Ready"))
+                        && c.get("status") == Some(&json!("True"))
+                })
+            });
+        let key = serde_json::to_string(&ports).unwrap_or_default();
+        let entry = by_ports
+            .entry(key)
+            .or_insert_with(|| (Vec::new(), Vec::new(), ports));
+        if ready {
+            entry.0.push(address);
+        } else {
+            entry.1.push(address);
+        }
+    }
+    let by_ip = |a: &Value, b: &Value| {
+        a.get("ip")
+            .and_then(Value::as_str)
+            .cmp(&b.get("ip").and_then(Value::as_str))
+    };
+    by_ports
+        .into_values()
+        .map(|(mut ready, mut not_ready, ports)| {
+            ready.sort_by(by_ip);
+            not_ready.sort_by(by_ip);
+            let mut subset = json!({"ports": ports});
+            if !ready.is_empty() {
+                subset["addresses"] = json!(ready);
+            }
+            if !not_ready.is_empty() {
+                subset["notReadyAddresses"] = json!(not_ready);
+            }
+            subset
+        })
+        .collect()
+}
+
+/// A target port (a number, or the name of one of the pod's container ports) as a number.
+fn resolve(target: Option<&Value>, pod: &Value) -> Option<i64> {
+    match target? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok().or_else(|| {
+            pod.pointer("/spec/containers")?
+                .as_array()?
+                .iter()
+                .flat_map(|c| {
+                    c.get("ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(s))?
+                .get("containerPort")?
+                .as_i64()
+        }),
+        _ => None,
+    }
+}
+
+/// Runs the controller until `shutdown` becomes true.
+pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let services = controller.store();
+    let controller = controller.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        move |pod: Pod| {
+            let pod_value = serde_json::to_value(&pod).unwrap_or_default();
+            let namespace = pod.namespace();
+            services
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == namespace)
+                .filter(|s| {
+                    let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
+                    selector.is_some_and(|sel| {
+                        !sel.is_empty()
+                            && LabelSelector::from_labels(
+                                sel.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                            )
+                            .matches_object(&pod_value)
+                    })
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+    });
+    tokio::join!(
+        super::drive("endpoints", controller, ctx, apply, shutdown.clone()),
+        sweep(client, shutdown),
+    );
+}
+
+async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let namespace = service.namespace().unwrap_or_default();
+    let name = service.name_any();
+    let has_selector = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|s| !s.is_empty());
+    if !has_selector {
+        // Without a selector the Endpoints are the user's to write.
+        return Ok(Action::await_change());
+    }
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods = pods_api
+        .list(&ListParams::default())
+        .await
+        .map_err(ControllerError::api(format!(
+            "list the pods of service {namespace}/{name}"
+        )))?;
+    let pods: Vec<Value> = pods
+        .items
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let service_value = serde_json::to_value(service.as_ref()).unwrap_or_default();
+    let subsets = subsets(&service_value, &pods);
+    let endpoints_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = endpoints_api
+        .get_opt(&name)
+        .await
+        .map_err(ControllerError::api(format!(
+            "read the endpoints of service {namespace}/{name}"
+        )))?;
+    let mut desired = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": namespace, "labels": service.labels()},
+        "subsets": subsets,
+    });
+    let decode = |v: Value| {
+        serde_json::from_value::<Endpoints>(v).map_err(|e| ControllerError::Malformed {
+            object: format!("Endpoints {namespace}/{name}"),
+            reason: e.to_string(),
+        })
+    };
+    match existing {
+        None => {
+            endpoints_api
+                .create(&PostParams::default(), &decode(desired)?)
+                .await
+                .map_err(ControllerError::api(format!(
+                    "create the endpoints of {namespace}/{name}"
+                )))?;
+        }
+        Some(current) => {
+            let current_subsets = serde_json::to_value(&current.subsets).unwrap_or_default();
+            let wanted = desired.get("subsets").cloned().unwrap_or_default();
+            let same = current_subsets == wanted
+                || (current_subsets.is_null() && wanted.as_array().is_some_and(Vec::is_empty));
+            if !same {
+                desired["metadata"]["resourceVersion"] = json!(current.resource_version());
+                endpoints_api
+                    .replace(&name, &PostParams::default(), &decode(desired)?)
+                    .await
+                    .map_err(ControllerError::api(format!(
+                        "update the endpoints of {namespace}/{name}"
+                    )))?;
+            }
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Removes Endpoints whose Service is gone.
+async fn sweep(client: Client, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = crate::agent::stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let (Ok(endpoints), Ok(services)) = (
+            Api::<Endpoints>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+            Api::<Service>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+        ) else {
+            continue;
+        };
+        for ep in endpoints.items {
+            let (ns, name) = (ep.namespace().unwrap_or_default(), ep.name_any());
+            let served = services
+                .items
+                .iter()
+                .any(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name);
+            if !served {
+                let _ = Api::<Endpoints>::namespaced(client.clone(), &ns)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: &str, ready: bool, labels: Value) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip,
+                       "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        })
+    }
+
+    #[test]
+    fn ready_pods_are_addresses_and_the_rest_are_not() {
+        let service = json!({"spec": {"selector": {"app": "web"},
+                                      "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}});
+        let mut terminating = pod("gone", "10.0.0.9", true, json!({"app": "web"}));
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let pods = vec![
+            pod("b", "10.0.0.2", true, json!({"app": "web"})),
+            pod("a", "10.0.0.1", true, json!({"app": "web"})),
+            pod("c", "10.0.0.3", false, json!({"app": "web"})),
+            pod("other", "10.0.0.4", true, json!({"app": "db"})),
+            terminating,
+        ];
+        let subsets = subsets(&service, &pods);
+        assert_eq!(subsets.len(), 1);
+        let ips = |k: &str| -> Vec<&str> {
+            subsets[0][k]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["ip"].as_str()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ips("addresses"), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips("notReadyAddresses"), ["10.0.0.3"]);
+        assert_eq!(
+            subsets[0]["ports"],
+            json!([{"port": 8080, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn no_selector_no_subsets() {
+        let service = json!({"spec": {"ports": [{"port": 80}]}});
+        assert!(subsets(&service, &[pod("a", "10.0.0.1", true, json!({}))]).is_empty());
+    }
+}
