@@ -53,6 +53,24 @@ enum Command {
     },
     /// Run one node agent that joins a control plane.
     Node(Box<NodeArgs>),
+    /// Run the service proxy: node ports forwarded to ready endpoints.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// The apiserver's URL (`https://host:port`).
+    #[arg(long)]
+    server: String,
+    /// The bearer token.
+    #[arg(long)]
+    token: String,
+    /// The cluster CA certificate (PEM).
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// An address to listen on besides loopback (repeatable).
+    #[arg(long = "address")]
+    addresses: Vec<IpAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +181,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Up { common, nodes } => up(common, nodes).await,
         Command::ControlPlane { common } => up(common, 0).await,
         Command::Node(args) => node(*args).await,
+        Command::Proxy(args) => proxy(args).await,
     }
 }
 
@@ -236,6 +255,23 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     wait_for_stop_signal().await;
     let _ = stop.send(true);
     agent.await.context("the node agent panicked")??;
+    Ok(())
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("failed to read the CA {}", args.ca_file.display()))?;
+    let client = Credentials {
+        server: args.server,
+        token: args.token,
+        ca_pem,
+    }
+    .client()?;
+    let (stop, stopped) = watch::channel(false);
+    let proxy = tokio::spawn(crate::proxy::run(client, args.addresses, stopped));
+    wait_for_stop_signal().await;
+    let _ = stop.send(true);
+    proxy.await.context("the proxy panicked")?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! | [`controllers`] | the controller-manager: ReplicaSet, Deployment, garbage collector |
 //! | [`control_plane`] | the master: apiserver + store + scheduler + controllers |
 //! | [`agent`] | the kubelet: one node agent per worker node, driving Docker |
+//! | [`proxy`] | kube-proxy: node ports forwarded to ready endpoints, round robin |
 //! | [`images`] | the workload images, built offline from binaries this crate carries |
 //! | [`local_cluster`] | a whole cluster in one process (`shipshape up`) |
 //! | [`client`] | how components reach the apiserver (kube-rs) |
@@ -29,5 +30,6 @@ pub mod control_plane;
 pub mod controllers;
 pub mod images;
 pub mod local_cluster;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;

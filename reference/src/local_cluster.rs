@@ -1,7 +1,7 @@
 //! # A whole cluster in one process: what `shipshape up` runs
 //!
-//! The control plane (with its scheduler and controllers) and N node agents, all as tasks
-//! of this process, on the local Docker engine. Starting builds the images (offline) and
+//! The control plane (with its scheduler and controllers), N node agents and the service
+//! proxy, all as tasks of this process, on the local Docker engine. Starting builds the images (offline) and
 //! removes whatever a killed earlier run on the same data directory left behind; stopping
 //! removes every container and the network it made.
 
@@ -66,6 +66,17 @@ impl LocalCluster {
             }
             runtime::ensure_network(docker, &cluster).await?;
             let creds = control_plane.credentials();
+            // The service proxy: node ports on loopback and on the pod network's gateway.
+            let gateway = runtime::network_gateway(docker, &cluster).await;
+            let client = creds
+                .client()
+                .context("failed to build the proxy's client")?;
+            let stopped_proxy = stopped.clone();
+            agents.spawn(crate::proxy::run(
+                client,
+                gateway.into_iter().collect(),
+                stopped_proxy,
+            ));
             for i in 1..=nodes {
                 let name = format!("node-{i}");
                 let dir = data_dir.join("nodes").join(&name);

@@ -112,6 +112,22 @@ pub async fn ensure_network(docker: &Docker, cluster: &str) -> Result<(), Runtim
     }
 }
 
+/// The gateway address of the cluster's pod network: the host as pods see it.
+pub async fn network_gateway(docker: &Docker, cluster: &str) -> Option<std::net::IpAddr> {
+    let network = docker
+        .inspect_network(
+            &network_name(cluster),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    network
+        .ipam?
+        .config?
+        .into_iter()
+        .find_map(|c| c.gateway?.parse().ok())
+}
+
 /// Removes every container and the network a cluster left behind (a killed run, or a clean
 /// stop). Found by label, so nothing else is touched.
 pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError> {
