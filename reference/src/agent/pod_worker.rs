@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -27,6 +27,9 @@ use super::runtime::{ContainerInfo, ContainerRun, PAUSE, Runtime};
 use super::status::{self, ContainerState, ContainerView, PodView};
 use crate::api::meta;
 use crate::api::quantity::{parse_cpu, parse_memory};
+
+/// The longest a terminating pod waits to leave the Services' rotation before SIGTERM.
+const ROTATION_WAIT: Duration = Duration::from_secs(2);
 
 /// What a worker keeps about one container between rounds.
 #[derive(Debug)]
@@ -174,6 +177,9 @@ impl Worker {
             .and_then(|g| u64::try_from(g).ok())
             .unwrap_or(30);
         tracing::info!(grace, "terminating pod");
+        if grace > 0 {
+            self.wait_out_of_rotation(pod).await;
+        }
         self.remove_all(Duration::from_secs(grace)).await;
         let name = pod.metadata.name.clone().unwrap_or_default();
         let params = DeleteParams {
@@ -187,6 +193,36 @@ impl Worker {
         if let Err(e) = self.pods.delete(&name, &params).await {
             tracing::debug!(error = %e, "pod already gone");
         }
+    }
+
+    /// Waits (briefly) until no Endpoints lists the pod as ready, so the proxies stop
+    /// sending it new connections before its containers get SIGTERM: a rolling update or a
+    /// scale-down then drops no request. Bounded: a slow Endpoints controller delays the
+    /// shutdown by [`ROTATION_WAIT`] at most.
+    async fn wait_out_of_rotation(&self, pod: &Pod) {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            return;
+        };
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let endpoints: Api<Endpoints> =
+            Api::namespaced(self.pods.clone().into_client(), &namespace);
+        let deadline = Instant::now() + ROTATION_WAIT;
+        while Instant::now() < deadline {
+            let listed = match endpoints.list(&ListParams::default()).await {
+                Ok(list) => list.items.iter().any(|ep| {
+                    ep.subsets
+                        .iter()
+                        .flatten()
+                        .any(|s| s.addresses.iter().flatten().any(|a| a.ip == ip))
+                }),
+                Err(_) => false,
+            };
+            if !listed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::debug!("pod still listed in endpoints; terminating anyway");
     }
 
     async fn report(&self, pod: &Pod, view: &PodView) -> Result<(), kube::Error> {
