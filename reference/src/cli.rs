@@ -214,10 +214,16 @@ async fn up(common: Common, nodes: u32) -> anyhow::Result<()> {
     .await?;
     let cp = cluster.control_plane();
     let kubeconfig = cp.kubeconfig().display().to_string();
-    println!("apiserver: {}", cp.url());
-    println!("kubeconfig: {kubeconfig}");
     let what = if nodes > 0 { "nodes" } else { "namespaces" };
-    println!("try: kubectl --kubeconfig {kubeconfig} get {what}");
+    // Written, not `println!`ed: a reader that closed our stdout must not stop the cluster.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "apiserver: {}", cp.url());
+        let _ = writeln!(out, "kubeconfig: {kubeconfig}");
+        let _ = writeln!(out, "try: kubectl --kubeconfig {kubeconfig} get {what}");
+        let _ = out.flush();
+    }
     wait_for_stop_signal().await;
     tracing::info!("stopping");
     cluster.stop().await

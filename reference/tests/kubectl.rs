@@ -29,14 +29,17 @@ impl Cluster {
             .spawn()
             .expect("shipshape up starts");
         let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
         let mut kubeconfig = None;
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             let line = line.expect("stdout line");
             if let Some(path) = line.strip_prefix("kubeconfig: ") {
                 kubeconfig = Some(PathBuf::from(path));
                 break;
             }
         }
+        // Keep reading: a closed pipe would fail the cluster's later writes to stdout.
+        std::thread::spawn(move || lines.for_each(drop));
         let kubeconfig = kubeconfig.expect("`up` prints the kubeconfig path");
         Cluster { child, kubeconfig }
     }
