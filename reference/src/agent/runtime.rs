@@ -75,41 +75,49 @@ pub fn network_name(cluster: &str) -> String {
 /// Creates the cluster's pod network if it does not exist.
 pub async fn ensure_network(docker: &Docker, cluster: &str) -> Result<(), RuntimeError> {
     let name = network_name(cluster);
-    if docker
-        .inspect_network(
-            &name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
+    if same_named_networks(docker, &name).await?.is_empty() {
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                LABEL_CLUSTER.to_owned(),
+                cluster.to_owned(),
+            )])),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .map_err(docker_err(format!("create network {name}")))?;
+    }
+    // Docker (before API 1.44) lets two agents starting at once both create the network;
+    // every agent then keeps the same one — the oldest, by id on a tie — and removes the
+    // others, which nothing has joined yet.
+    let mut networks = same_named_networks(docker, &name).await?;
+    networks.sort();
+    for (_, id) in networks.iter().skip(1) {
+        let _ = docker.remove_network(id).await;
+    }
+    Ok(())
+}
+
+/// The (created, id) of every network named exactly `name`.
+async fn same_named_networks(
+    docker: &Docker,
+    name: &str,
+) -> Result<Vec<(String, String)>, RuntimeError> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let networks = docker
+        .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+            filters: Some(filters),
+        }))
         .await
-        .is_ok()
-    {
-        return Ok(());
-    }
-    let request = NetworkCreateRequest {
-        name: name.clone(),
-        driver: Some("bridge".into()),
-        labels: Some(HashMap::from([(
-            LABEL_CLUSTER.to_owned(),
-            cluster.to_owned(),
-        )])),
-        ..Default::default()
-    };
-    match docker.create_network(request).await {
-        Ok(_) => Ok(()),
-        // Another node agent of the cluster created it first.
-        Err(_)
-            if docker
-                .inspect_network(
-                    &name,
-                    None::<bollard::query_parameters::InspectNetworkOptions>,
-                )
-                .await
-                .is_ok() =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(docker_err(format!("create network {name}"))(e)),
-    }
+        .map_err(docker_err("list networks"))?;
+    Ok(networks
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| Some((n.created.map(|c| c.to_string()).unwrap_or_default(), n.id?)))
+        .collect())
 }
 
 /// The gateway address of the cluster's pod network: the host as pods see it.
