@@ -10,16 +10,21 @@
 //! - [`connect_docker`], [`DockerAnchor`] and [`BenchDir`] serve the benchmarks that run
 //!   containers: the raw Docker anchor, and cleanup of what a killed run left behind
 //!   (containers labelled [`BENCH_LABEL`], clusters in `BenchDir`s of dead processes).
+//! - [`NodeAgents`] runs node agents in this process, each stoppable on its own (a machine
+//!   dying) and restartable under the same name (the machine coming back).
+//! - [`Tracker`] follows objects through a kube-rs watcher and records when each was first
+//!   seen, when each of its marks (bound, Ready, terminating...) last turned true, and when
+//!   it went, so a benchmark can wait on a condition and read its stages afterwards.
 //! - [`percentile`] and [`measuring`] help every benchmark report its figures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -30,14 +35,24 @@ use bollard::query_parameters::{
     StartContainerOptions,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::serde::de::DeserializeOwned;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use shipshape::agent::{self, AgentConfig, AgentError};
+use shipshape::client::Credentials;
+use shipshape::control_plane::ControlPlane;
 use shipshape::store::transport::NoPeers;
 use shipshape::store::{Op, Precondition, Store, StoreConfig};
 use tempfile::TempDir;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How long etcd may take to answer its health check after being started.
 const ETCD_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -731,6 +746,409 @@ impl DockerAnchor {
             }
             tokio::time::sleep(ANCHOR_POLL).await;
         }
+    }
+}
+
+/// Whether a pod's `Ready` condition is `True`.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The status of a node's `Ready` condition (`True`, `False`, `Unknown`), if it has one.
+pub fn node_ready_status(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+/// One agent run by [`NodeAgents`].
+struct RunningAgent {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+/// Node agents run as tasks of this process on the local Docker engine, each with its own
+/// stop signal, so a benchmark can stop one the way a machine dies and later start a fresh
+/// agent under the same name (the machine coming back).
+///
+/// Every agent has shipshape's default settings ([`AgentConfig::new`]: heartbeat 1 s,
+/// containers removed when it stops) and keeps its files in `<data_dir>/nodes/<name>`.
+/// Dropping this signals every agent to stop; [`NodeAgents::stop_all`] also waits for them
+/// to have removed their containers.
+pub struct NodeAgents {
+    credentials: Credentials,
+    docker: Docker,
+    cluster: String,
+    token: String,
+    data_dir: PathBuf,
+    running: BTreeMap<String, RunningAgent>,
+    /// Agents told to stop whose cleanup has not been awaited yet.
+    stopping: Vec<(String, RunningAgent)>,
+}
+
+impl std::fmt::Debug for NodeAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeAgents")
+            .field("cluster", &self.cluster)
+            .field("running", &self.running.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeAgents {
+    /// Agents for `control_plane`'s cluster, none running yet; `data_dir` is the cluster's.
+    /// Creates the cluster's pod network first, as `LocalCluster` does: agents starting
+    /// together would each create it (Docker allows duplicate names), and their pods would
+    /// then fail on an ambiguous network name.
+    pub async fn new(
+        control_plane: &ControlPlane,
+        docker: Docker,
+        data_dir: &Path,
+    ) -> anyhow::Result<NodeAgents> {
+        shipshape::agent::runtime::ensure_network(&docker, control_plane.cluster_id())
+            .await
+            .context("creating the cluster's pod network")?;
+        Ok(NodeAgents {
+            credentials: control_plane.credentials(),
+            docker,
+            cluster: control_plane.cluster_id().to_owned(),
+            token: control_plane.token().to_owned(),
+            data_dir: data_dir.to_owned(),
+            running: BTreeMap::new(),
+            stopping: Vec::new(),
+        })
+    }
+
+    /// Starts a fresh agent for node `name` (registering the Node, or taking over the one a
+    /// previous agent of that name left). Call it inside the tokio runtime.
+    pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.running.contains_key(name) {
+            bail!("the agent of node {name} is already running");
+        }
+        let client = self
+            .credentials
+            .client()
+            .with_context(|| format!("building the API client of node {name}"))?;
+        let dir = self.data_dir.join("nodes").join(name);
+        let config = AgentConfig::new(name, &self.cluster, dir, &self.token);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(agent::run(client, self.docker.clone(), config, stopped));
+        self.running
+            .insert(name.to_owned(), RunningAgent { stop, task });
+        Ok(())
+    }
+
+    /// The names of the nodes whose agents run, in order.
+    pub fn running(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Stops node `name`'s agent as if its machine died, as far as the cluster can tell: its
+    /// heartbeat stops, nothing more is reported, and its containers go (the agent removes
+    /// them on its way out). Returns at once; [`NodeAgents::settle`] waits for the removal.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let agent = self
+            .running
+            .remove(name)
+            .ok_or_else(|| anyhow!("the agent of node {name} is not running"))?;
+        let _ = agent.stop.send(true);
+        self.stopping.push((name.to_owned(), agent));
+        Ok(())
+    }
+
+    /// Waits until every stopped agent has finished (its containers removed); fails if one
+    /// of them had failed.
+    pub async fn settle(&mut self) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
+        for (name, agent) in self.stopping.drain(..) {
+            match agent.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("node agent {name} failed: {e}")),
+                Err(e) => failures.push(format!("node agent {name} panicked: {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            bail!("{}", failures.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Stops every agent and waits until each has removed its containers.
+    pub async fn stop_all(&mut self) -> anyhow::Result<()> {
+        for name in self.running() {
+            self.kill(&name)?;
+        }
+        self.settle().await
+    }
+
+    /// Waits until node `name` is registered with `Ready=True`, failing at once (with the
+    /// agent's error) if its agent ended.
+    pub async fn wait_ready(&mut self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let client = self
+            .credentials
+            .client()
+            .context("building an API client")?;
+        let nodes: Api<Node> = Api::all(client);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let finished = self
+                .running
+                .get(name)
+                .ok_or_else(|| anyhow!("the agent of node {name} is not running"))?
+                .task
+                .is_finished();
+            if finished {
+                let agent = self.running.remove(name).map(|a| a.task);
+                let outcome = match agent {
+                    Some(task) => match task.await {
+                        Ok(Ok(())) => "it stopped".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("it panicked: {e}"),
+                    },
+                    None => "it is gone".to_owned(),
+                };
+                bail!("the agent of node {name} ended before its node was Ready: {outcome}");
+            }
+            let node = nodes
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading node {name}"))?;
+            if node.as_ref().and_then(node_ready_status) == Some("True") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("node {name} did not register as Ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for NodeAgents {
+    fn drop(&mut self) {
+        // The agents remove their containers as long as the runtime keeps running.
+        for agent in self.running.values() {
+            let _ = agent.stop.send(true);
+        }
+    }
+}
+
+/// What a [`Tracker`] has seen of one object: its latest version, when it first appeared,
+/// when it went, and when each of its marks last turned true.
+#[derive(Debug, Clone)]
+pub struct Seen<K> {
+    /// The latest version seen (the last one, for an object that went).
+    pub object: K,
+    /// When the watch first showed it.
+    pub first_seen: Instant,
+    /// When the watch showed it deleted.
+    pub gone: Option<Instant>,
+    /// When each mark last turned from false (or absent) to true.
+    rose: BTreeMap<&'static str, Instant>,
+    /// The marks true in the latest version.
+    current: BTreeSet<&'static str>,
+}
+
+impl<K> Seen<K> {
+    /// Whether `mark` holds for the latest version.
+    pub fn is(&self, mark: &str) -> bool {
+        self.current.contains(mark)
+    }
+
+    /// When `mark` last turned true (whether or not it still holds).
+    pub fn since(&self, mark: &str) -> Option<Instant> {
+        self.rose.get(mark).copied()
+    }
+
+    /// Whether it still exists.
+    pub fn live(&self) -> bool {
+        self.gone.is_none()
+    }
+}
+
+/// What a [`Tracker`] holds.
+struct Tracked<K> {
+    /// By uid.
+    objects: BTreeMap<String, Seen<K>>,
+    /// Whether the watcher's first list is in.
+    synced: bool,
+    /// The last error of the watch, if any (it retries on its own).
+    last_error: Option<String>,
+}
+
+/// Follows the objects an API watch selects (a kube-rs watcher, which relists and retries on
+/// its own), in a background task, recording for each the instant the watch showed it, the
+/// instant each of its *marks* turned true, and the instant it went.
+///
+/// Marks are named by a function of the object (`["bound", "ready"]`), evaluated on every
+/// version seen. Times are those of the watch events' arrival in this process, so a stage
+/// read afterwards is as precise as the watch is prompt (a few milliseconds here), and
+/// independent of when a waiter woke up. The task stops when the tracker is dropped.
+pub struct Tracker<K> {
+    state: Arc<Mutex<Tracked<K>>>,
+    changes: watch::Receiver<()>,
+    task: JoinHandle<()>,
+}
+
+impl<K> std::fmt::Debug for Tracker<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker").finish_non_exhaustive()
+    }
+}
+
+impl<K> Drop for Tracker<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<K> Tracker<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Starts following what `config` selects through `api`; `marks` names the marks that
+    /// hold for a version of an object. Call it inside the tokio runtime.
+    pub fn start(
+        api: Api<K>,
+        config: watcher::Config,
+        marks: fn(&K) -> Vec<&'static str>,
+    ) -> Tracker<K> {
+        let state = Arc::new(Mutex::new(Tracked {
+            objects: BTreeMap::new(),
+            synced: false,
+            last_error: None,
+        }));
+        let (notify, changes) = watch::channel(());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let mut events = watcher(api, config).default_backoff().boxed();
+            let mut relisted: Option<BTreeSet<String>> = None;
+            while let Some(event) = events.next().await {
+                let now = Instant::now();
+                let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                match event {
+                    Ok(watcher::Event::Init) => relisted = Some(BTreeSet::new()),
+                    Ok(watcher::Event::InitApply(object)) => {
+                        if let Some(seen) = relisted.as_mut() {
+                            seen.insert(uid_of(&object));
+                        }
+                        record(&mut state.objects, object, marks, now, false);
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        // Whatever went while the watch was not looking.
+                        if let Some(seen) = relisted.take() {
+                            for (uid, object) in state.objects.iter_mut() {
+                                if object.gone.is_none() && !seen.contains(uid) {
+                                    object.gone = Some(now);
+                                }
+                            }
+                        }
+                        state.synced = true;
+                    }
+                    Ok(watcher::Event::Apply(object)) => {
+                        record(&mut state.objects, object, marks, now, false);
+                    }
+                    Ok(watcher::Event::Delete(object)) => {
+                        record(&mut state.objects, object, marks, now, true);
+                    }
+                    Err(e) => state.last_error = Some(e.to_string()),
+                }
+                drop(state);
+                notify.send_replace(());
+            }
+        });
+        Tracker {
+            state,
+            changes,
+            task,
+        }
+    }
+
+    /// A copy of everything seen so far, gone objects included.
+    pub fn snapshot(&self) -> Vec<Seen<K>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.objects.values().cloned().collect()
+    }
+
+    /// Waits until `check`, given everything seen so far (gone objects included), returns
+    /// `Some`; checks after every event, once the watch's first list is in. Fails after
+    /// `timeout`, naming `what` and the watch's last error.
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&[&Seen<K>]) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let mut changes = self.changes.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            let last_error = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.synced {
+                    let all: Vec<&Seen<K>> = state.objects.values().collect();
+                    if let Some(found) = check(&all) {
+                        return Ok(found);
+                    }
+                }
+                state.last_error.clone()
+            };
+            let why = last_error
+                .map(|e| format!(" (the watch's last error: {e})"))
+                .unwrap_or_default();
+            if self.task.is_finished() {
+                bail!("the watch ended while waiting for {what}{why}");
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => bail!("the watch ended while waiting for {what}{why}"),
+                Err(_) => bail!("{what} did not happen within {timeout:?}{why}"),
+            }
+        }
+    }
+}
+
+/// The uid of an object (its name when it has none).
+fn uid_of<K: kube::Resource>(object: &K) -> String {
+    let meta = object.meta();
+    meta.uid
+        .clone()
+        .or_else(|| meta.name.clone())
+        .unwrap_or_default()
+}
+
+/// Records a version of `object` seen at `now` (its last, if `deleted`).
+fn record<K: kube::Resource + Clone>(
+    objects: &mut BTreeMap<String, Seen<K>>,
+    object: K,
+    marks: fn(&K) -> Vec<&'static str>,
+    now: Instant,
+    deleted: bool,
+) {
+    let current: BTreeSet<&'static str> = marks(&object).into_iter().collect();
+    let seen = objects.entry(uid_of(&object)).or_insert_with(|| Seen {
+        object: object.clone(),
+        first_seen: now,
+        gone: None,
+        rose: BTreeMap::new(),
+        current: BTreeSet::new(),
+    });
+    for mark in &current {
+        if !seen.current.contains(mark) {
+            seen.rose.insert(mark, now);
+        }
+    }
+    seen.current = current;
+    seen.object = object;
+    if deleted {
+        seen.gone.get_or_insert(now);
     }
 }
 

@@ -1,0 +1,729 @@
+//! Service proxy: the same HTTP load sent straight to a pod and through shipshape's service
+//! proxy, in the same run.
+//!
+//! Setup: an in-process local cluster (control plane, one node agent and the service proxy
+//! on the local Docker engine) runs a one-replica Deployment of `shipshape/probe:v1`
+//! (readinessProbe `httpGet /ready :8080`, `periodSeconds: 1`) and a `type: NodePort`
+//! Service selecting it (port 80 → targetPort 8080). The benchmark waits until the pod is
+//! Ready, the Service's Endpoints list it, and `GET /healthz` through the node port answers
+//! 200, and checks that what answers on the node port is this run's pod (`GET /` names the
+//! pod's hostname), not another process holding the same port.
+//!
+//! - **direct**: `http://<pod IP>:8080/healthz`, from the host over the pod network's bridge.
+//! - **proxy**: `http://127.0.0.1:<nodePort>/healthz`; the proxy accepts each TCP
+//!   connection and opens one upstream connection to the (only) ready endpoint, so a
+//!   keep-alive client connection stays on one backend connection, then copies bytes both
+//!   ways.
+//!
+//! Load: [`CLIENTS`] concurrent clients, each with its own keep-alive HTTP/1.1 connection
+//! (hyper's connection API, `TCP_NODELAY`), sending `GET /healthz` back to back; each
+//! request's latency (send until the whole body is read) is kept. Connections are opened
+//! and each sends one request before the clock starts, so neither the TCP handshake, the
+//! proxy's upstream connect, nor the probe's accept loop (it polls every 5 ms when idle) is
+//! timed. The load runs on its own tokio runtime, apart from the cluster's (where the
+//! proxy runs), as a client process would.
+//!
+//! Fairness: both paths end at the same server. The probe is a thread-per-connection
+//! server on the standard library (blocking reads, one response per `write`), so both paths
+//! share its cost, its threads, and the bridge between the host and the pod; the proxy
+//! path adds a loopback hop and the proxy's copying. On a small machine everything (load,
+//! proxy, probe, the kernel's bridge) competes for the same cores, so the proxy's CPU is
+//! paid out of the throughput: that is the cost a userspace proxy has on a busy node.
+//!
+//! Measured twice:
+//! 1. criterion groups `service_proxy/direct` and `service_proxy/proxy` (`iter_custom`; one
+//!    iteration is one request, shared by the clients, so criterion's time per iteration
+//!    is the inverse of the throughput and its `thrpt` is requests per second). Criterion
+//!    runs all of one group, then all of the other.
+//! 2. The headline: [`ROUNDS`] rounds alternating the two paths (direct first in even
+//!    rounds, proxy first in odd ones), each path loaded for [`ROUND_TIME`] per round, so
+//!    background noise and drift hit both alike; then each path once more with a single
+//!    client for [`SINGLE_TIME`] (unloaded latency: the hop itself, without queueing).
+//!    Printed: throughput of each (all requests / all time), the ratio proxy/direct (goal
+//!    ≥ [`THROUGHPUT_GOAL`]; Kubernetes' old userspace proxy kept about 36%), the median
+//!    latency of each and the difference (goal ≤ [`ADDED_LATENCY_GOAL_US`] µs), p90/p99,
+//!    every round's ratio, the single-client figures, and criterion's runs as a cross-check.
+//!    With 8 clients on few cores, the loaded latency is mostly queueing, so the added
+//!    median follows the throughput ratio; the single-client line shows the hop alone.
+//!
+//! Cleanup: the cluster removes its containers when stopped, which happens whatever
+//! happens (panics included). At start, clusters of killed runs
+//! (`$TMPDIR/shipshape-bench-service-proxy-*` whose process is gone) are reaped.
+//!
+//! Run: `cargo bench -p shipshape-benches --bench service_proxy` (under a minute).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use criterion::{Criterion, SamplingMode, Throughput};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper::header::{HOST, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use shipshape::control_plane::ControlPlaneConfig;
+use shipshape::local_cluster::LocalCluster;
+use shipshape_benches::{BenchDir, connect_docker, measuring, median, percentile};
+use tokio::net::TcpStream;
+
+/// The image behind the Service.
+const IMAGE: &str = "shipshape/probe:v1";
+/// The probe's port.
+const PORT: u16 = 8080;
+/// What the load asks for.
+const PATH: &str = "/healthz";
+/// The Deployment's and the Service's name, and the pods' `app` label.
+const NAME: &str = "service-proxy";
+/// The value of `shipshape.bench` on what this benchmark creates.
+const BENCH: &str = "service-proxy";
+/// The prefix of the cluster's data directory in `$TMPDIR`.
+const DIR_PREFIX: &str = "shipshape-bench-service-proxy-";
+const NAMESPACE: &str = "default";
+/// The node agent's name in a one-node local cluster.
+const NODE: &str = "node-1";
+/// How long the node may take to register as Ready.
+const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the pod, its endpoint and the proxy's listener may take to be there.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one request may take before the run fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Concurrent clients, each with its own keep-alive connection.
+const CLIENTS: usize = 8;
+/// Alternating rounds for the headline figures.
+const ROUNDS: usize = 8;
+/// How long each path is loaded per round.
+const ROUND_TIME: Duration = Duration::from_secs(1);
+/// How long each path runs with one client per round.
+const SINGLE_TIME: Duration = Duration::from_millis(250);
+/// The least throughput proxy/direct the design aims for.
+const THROUGHPUT_GOAL: f64 = 0.8;
+/// The most median latency (µs) the proxy may add.
+const ADDED_LATENCY_GOAL_US: f64 = 100.0;
+
+/// The two paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct = 0,
+    Proxy = 1,
+}
+
+impl Path {
+    fn id(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Proxy => "proxy",
+        }
+    }
+}
+
+/// Where each path sends its requests.
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    direct: SocketAddr,
+    proxy: SocketAddr,
+}
+
+impl Targets {
+    fn of(&self, path: Path) -> SocketAddr {
+        match path {
+            Path::Direct => self.direct,
+            Path::Proxy => self.proxy,
+        }
+    }
+}
+
+/// When a load stops.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// After this many requests in all (criterion's iterations).
+    Requests(u64),
+    /// When this much time has passed (each client finishes its request in flight).
+    Elapsed(Duration),
+}
+
+/// What one or more loads did.
+#[derive(Debug, Default, Clone)]
+struct Run {
+    requests: u64,
+    /// From the clock's start until the last client's last answer.
+    wall: Duration,
+    /// Every request's latency.
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn add(&mut self, other: Run) {
+        self.requests += other.requests;
+        self.wall += other.wall;
+        self.latencies.extend(other.latencies);
+    }
+
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Criterion's runs, per path (warm-up included): requests and time only.
+static CRITERION: Mutex<[(u64, Duration); 2]> = Mutex::new([(0, Duration::ZERO); 2]);
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// One `GET /healthz` on `sender`'s connection; fails unless it answers 200.
+async fn get(sender: &mut Sender, host: &HeaderValue) -> anyhow::Result<()> {
+    sender.ready().await.context("the connection closed")?;
+    let request = Request::get(PATH)
+        .header(HOST, host.clone())
+        .body(Empty::new())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("request failed")?;
+    let status = response.status();
+    // Read the whole body so the connection is ready for the next request.
+    response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the answer")?;
+    if status != StatusCode::OK {
+        bail!("GET {PATH} answered {status}");
+    }
+    Ok(())
+}
+
+/// Opens a keep-alive HTTP/1.1 connection to `target` and sends one untimed request on it.
+async fn connect(target: SocketAddr, host: &HeaderValue) -> anyhow::Result<Sender> {
+    let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target))
+        .await
+        .map_err(|_| anyhow!("connecting to {target} timed out"))?
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .with_context(|| format!("HTTP handshake with {target}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    tokio::time::timeout(REQUEST_TIMEOUT, get(&mut sender, host))
+        .await
+        .map_err(|_| anyhow!("the first request to {target} timed out"))?
+        .with_context(|| format!("the first request to {target}"))?;
+    Ok(sender)
+}
+
+/// Runs `clients` clients against `target` until `until`; any failed request fails it.
+async fn load(target: SocketAddr, clients: usize, until: Until) -> anyhow::Result<Run> {
+    let host = HeaderValue::from_str(&target.to_string())?;
+    let mut senders = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        senders.push(connect(target, &host).await?);
+    }
+    let tickets = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let (host, tickets) = (host.clone(), tickets.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let more = match until {
+                        Until::Requests(n) => tickets.fetch_add(1, Ordering::Relaxed) < n,
+                        Until::Elapsed(d) => start.elapsed() < d,
+                    };
+                    if !more {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    tokio::time::timeout(REQUEST_TIMEOUT, get(&mut sender, &host))
+                        .await
+                        .map_err(|_| anyhow!("a request timed out after {REQUEST_TIMEOUT:?}"))??;
+                    latencies.push(sent.elapsed());
+                }
+                anyhow::Ok((latencies, Instant::now()))
+            })
+        })
+        .collect();
+    let mut run = Run::default();
+    let mut last = start;
+    for task in tasks {
+        let (latencies, done) = task
+            .await
+            .context("a load client panicked")?
+            .with_context(|| format!("load on {target}"))?;
+        last = last.max(done);
+        run.latencies.extend(latencies);
+    }
+    run.requests = run.latencies.len() as u64;
+    run.wall = last - start;
+    Ok(run)
+}
+
+fn deployment() -> anyhow::Result<Deployment> {
+    let labels = json!({"app": NAME, "shipshape.bench": BENCH});
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": NAME}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{
+                        "name": "probe",
+                        "image": IMAGE,
+                        "imagePullPolicy": "Never",
+                        "ports": [{"containerPort": PORT}],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/ready", "port": PORT},
+                            "periodSeconds": 1,
+                        },
+                    }],
+                },
+            },
+        },
+    }))
+    .context("building the Deployment")
+}
+
+fn service() -> anyhow::Result<Service> {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"shipshape.bench": BENCH}},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": NAME},
+            "ports": [{"port": 80, "targetPort": PORT, "protocol": "TCP"}],
+        },
+    }))
+    .context("building the Service")
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn wait_for_node(client: &kube::Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    loop {
+        let node = nodes.get_opt(NODE).await.context("reading the Node")?;
+        let ready = node
+            .and_then(|n| n.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {NODE} did not register as Ready within {NODE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A one-shot `GET path` on a fresh connection: the status and body.
+async fn fetch(target: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    let attempt = async {
+        let stream = TcpStream::connect(target).await?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::get(path)
+            .header(HOST, target.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .map_err(|_| anyhow!("no answer within 1 s"))?
+}
+
+/// The `hostname` the probe at `target` reports (`GET /`).
+async fn hostname(target: SocketAddr) -> anyhow::Result<String> {
+    let (status, body) = fetch(target, "/").await?;
+    let reply: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("GET / answered {status}"))?;
+    reply["hostname"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("GET / answered {status} without a hostname"))
+}
+
+/// Creates the Deployment and the Service and waits until both paths answer; returns them.
+async fn setup(client: &kube::Client) -> anyhow::Result<Targets> {
+    wait_for_node(client).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
+    deployments
+        .create(&PostParams::default(), &deployment()?)
+        .await
+        .context("creating the Deployment")?;
+    let created = services
+        .create(&PostParams::default(), &service()?)
+        .await
+        .context("creating the Service")?;
+    let node_port = created
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.first())
+        .and_then(|p| p.node_port)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| anyhow!("the NodePort Service got no node port"))?;
+    let proxy = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), node_port);
+
+    // Ready pod with an IP → listed in the Endpoints → the node port answers 200.
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut seen = "nothing yet".to_owned();
+    let direct = loop {
+        if Instant::now() > deadline {
+            bail!("the Service was not reachable within {SETUP_TIMEOUT:?}; last seen: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("app={NAME}")))
+            .await
+            .context("listing pods")?;
+        let ip = listed
+            .items
+            .iter()
+            .filter(|p| is_ready(p))
+            .find_map(|p| p.status.as_ref()?.pod_ip.clone());
+        let Some(ip) = ip else {
+            seen = format!("{} pod(s), none Ready with an IP", listed.items.len());
+            continue;
+        };
+        let ip: IpAddr = ip.parse().with_context(|| format!("pod IP {ip}"))?;
+        let listed_in_endpoints = endpoints
+            .get_opt(NAME)
+            .await
+            .context("reading the Endpoints")?
+            .and_then(|e| e.subsets)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.addresses.into_iter().flatten())
+            .any(|a| a.ip.parse::<IpAddr>().is_ok_and(|a| a == ip));
+        if !listed_in_endpoints {
+            seen = format!("pod {ip} Ready, not yet in the Endpoints");
+            continue;
+        }
+        match fetch(proxy, PATH).await {
+            Ok((StatusCode::OK, _)) => break SocketAddr::new(ip, PORT),
+            Ok((status, _)) => seen = format!("{proxy}{PATH} answered {status}"),
+            Err(e) => seen = format!("{proxy}{PATH}: {e:#}"),
+        }
+    };
+    // The node port is the proxy's, forwarding to this run's pod, not some other listener.
+    let direct_host = hostname(direct)
+        .await
+        .with_context(|| format!("GET / on the pod at {direct}"))?;
+    let proxy_host = hostname(proxy)
+        .await
+        .with_context(|| format!("GET / through the node port {proxy}"))?;
+    if direct_host != proxy_host {
+        bail!(
+            "{proxy} answers as {proxy_host:?}, not as this run's pod {direct_host:?}: another \
+             process holds node port {node_port} on loopback; run again (node ports are random)"
+        );
+    }
+    Ok(Targets { direct, proxy })
+}
+
+/// The headline: alternating rounds of both paths, loaded, then with a single client.
+struct Rounds {
+    loaded: [Run; 2],
+    single: [Run; 2],
+    ratios: Vec<f64>,
+}
+
+async fn rounds(
+    targets: Targets,
+    rounds: usize,
+    loaded: Duration,
+    single: Duration,
+) -> anyhow::Result<Rounds> {
+    let mut out = Rounds {
+        loaded: Default::default(),
+        single: Default::default(),
+        ratios: Vec::new(),
+    };
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Path::Direct, Path::Proxy]
+        } else {
+            [Path::Proxy, Path::Direct]
+        };
+        let mut rates = [0.0; 2];
+        for path in order {
+            let run = load(targets.of(path), CLIENTS, Until::Elapsed(loaded)).await?;
+            rates[path as usize] = run.per_second();
+            out.loaded[path as usize].add(run);
+        }
+        out.ratios.push(
+            rates[Path::Proxy as usize] / rates[Path::Direct as usize].max(f64::MIN_POSITIVE),
+        );
+        for path in order {
+            let run = load(targets.of(path), 1, Until::Elapsed(single)).await?;
+            out.single[path as usize].add(run);
+        }
+    }
+    Ok(out)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn report(r: &Rounds) -> anyhow::Result<()> {
+    let [direct, proxy] = &r.loaded;
+    let (Some(d50), Some(p50)) = (median(&direct.latencies), median(&proxy.latencies)) else {
+        bail!("no request completed");
+    };
+    let (d_rate, p_rate) = (direct.per_second(), proxy.per_second());
+    let ratio = p_rate / d_rate.max(f64::MIN_POSITIVE);
+    let added = (p50.as_secs_f64() - d50.as_secs_f64()) * 1e6;
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    println!();
+    println!(
+        "== service proxy: GET {PATH} from {CLIENTS} keep-alive clients, straight to the pod / \
+         through the proxy's node port =="
+    );
+    if !measuring() {
+        println!("(test mode: short runs; these figures are a smoke test, not a measurement)");
+    }
+    println!(
+        "service proxy: direct {d_rate:.0} req/s, through the proxy {p_rate:.0} req/s, ratio \
+         {ratio:.2} (goal >= {THROUGHPUT_GOAL}: {}); median latency direct {}, proxy {}, \
+         added {added:.0} µs (goal <= {ADDED_LATENCY_GOAL_US:.0} µs: {})",
+        verdict(ratio >= THROUGHPUT_GOAL),
+        us(d50),
+        us(p50),
+        verdict(added <= ADDED_LATENCY_GOAL_US),
+    );
+    let tail = |run: &Run| {
+        let p = |q| percentile(&run.latencies, q).map(us).unwrap_or_default();
+        format!("p90 {}, p99 {}", p(0.9), p(0.99))
+    };
+    println!(
+        "service proxy, latency under load: direct {}; proxy {} [{} direct and {} proxy \
+         requests in {} alternating rounds of {} ms per path]",
+        tail(direct),
+        tail(proxy),
+        direct.requests,
+        proxy.requests,
+        r.ratios.len(),
+        ROUND_TIME.as_millis(),
+    );
+    let mut ratios = r.ratios.clone();
+    ratios.sort_by(f64::total_cmp);
+    let ratios: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+    println!(
+        "service proxy, each round's ratio proxy/direct (sorted): {}",
+        ratios.join(" ")
+    );
+    let [sd, sp] = &r.single;
+    if let (Some(s50d), Some(s50p)) = (median(&sd.latencies), median(&sp.latencies)) {
+        println!(
+            "service proxy, one client (no queueing): median latency direct {}, proxy {}, \
+             added {:.0} µs; direct {:.0} req/s, proxy {:.0} req/s [{} ms per path per round]",
+            us(s50d),
+            us(s50p),
+            (s50p.as_secs_f64() - s50d.as_secs_f64()) * 1e6,
+            sd.per_second(),
+            sp.per_second(),
+            SINGLE_TIME.as_millis(),
+        );
+    }
+    let criterion = *CRITERION.lock().unwrap_or_else(PoisonError::into_inner);
+    let rate = |(n, wall): (u64, Duration)| n as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE);
+    let [cd, cp] = criterion;
+    if cd.0 > 0 && cp.0 > 0 {
+        println!(
+            "service proxy, criterion's runs (all direct, then all proxy; warm-up included): \
+             direct {:.0} req/s, proxy {:.0} req/s, ratio {:.2}",
+            rate(cd),
+            rate(cp),
+            rate(cp) / rate(cd).max(f64::MIN_POSITIVE),
+        );
+    }
+    Ok(())
+}
+
+/// The benchmarks' names, for `--list` (which must not start a cluster).
+fn list() {
+    for path in [Path::Direct, Path::Proxy] {
+        println!("service_proxy/{}: benchmark", path.id());
+    }
+}
+
+/// Whether criterion's filter selects benchmark `id`: the free arguments (not options nor
+/// their values) are read as plain substrings; no free argument selects everything.
+fn selected(id: &str) -> bool {
+    const VALUED: &[&str] = &[
+        "--save-baseline",
+        "-s",
+        "--baseline",
+        "-b",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--plotting-backend",
+        "--output-format",
+        "--color",
+        "-c",
+        "--format",
+        "--logfile",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filters = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if VALUED.contains(&arg.as_str()) {
+            rest.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    filters.is_empty() || filters.iter().any(|f| id.contains(f))
+}
+
+fn bench(load_rt: &tokio::runtime::Runtime, targets: Targets) {
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("service_proxy");
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(1));
+    for path in [Path::Direct, Path::Proxy] {
+        group.bench_function(path.id(), |b| {
+            b.to_async(load_rt).iter_custom(|iters| async move {
+                let run = load(targets.of(path), CLIENTS, Until::Requests(iters))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                let mut tally = CRITERION.lock().unwrap_or_else(PoisonError::into_inner);
+                tally[path as usize].0 += run.requests;
+                tally[path as usize].1 += run.wall;
+                run.wall
+            });
+        });
+    }
+    group.finish();
+    criterion.final_summary();
+}
+
+/// Everything between the cluster's start and its stop.
+fn run(rt: &tokio::runtime::Runtime, cluster: &LocalCluster) -> anyhow::Result<()> {
+    let client = {
+        // kube's client spawns its buffer task, so it is built inside the runtime.
+        let _runtime = rt.enter();
+        cluster
+            .control_plane()
+            .credentials()
+            .client()
+            .context("building the API client")?
+    };
+    let ready = Instant::now();
+    let targets = rt.block_on(setup(&client))?;
+    println!(
+        "service proxy: pod Ready and reachable through the proxy in {} ms; direct \
+         http://{}{PATH}, proxy http://{}{PATH}",
+        ready.elapsed().as_millis(),
+        targets.direct,
+        targets.proxy,
+    );
+    // The load's own runtime: the proxy keeps the cluster's.
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    bench(&load_rt, targets);
+    let (n, loaded, single) = if measuring() {
+        (ROUNDS, ROUND_TIME, SINGLE_TIME)
+    } else {
+        (1, Duration::from_millis(100), Duration::from_millis(50))
+    };
+    let rounds = load_rt.block_on(rounds(targets, n, loaded, single))?;
+    report(&rounds)
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        list();
+        return Ok(());
+    }
+    if !selected("service_proxy/direct") && !selected("service_proxy/proxy") {
+        return Ok(());
+    }
+    let whole = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let docker = rt.block_on(connect_docker())?;
+    let left = rt.block_on(BenchDir::reap_dead(&docker, DIR_PREFIX))?;
+    if left > 0 {
+        println!("service proxy: removed {left} containers an earlier, killed run left behind");
+    }
+    let dir = BenchDir::new(DIR_PREFIX)?;
+    let config = ControlPlaneConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+    };
+    let started = Instant::now();
+    let cluster = rt
+        .block_on(LocalCluster::start(config, 1))
+        .context("starting the local shipshape cluster")?;
+    println!(
+        "service proxy: shipshape = in-process cluster (control plane, 1 node agent, service \
+         proxy) started in {} ms; image {IMAGE}; {} cores",
+        started.elapsed().as_millis(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+
+    // Stop the cluster (removing its containers) whatever happens, panics included.
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&rt, &cluster)));
+    let stopped = rt.block_on(cluster.stop());
+    drop(dir);
+    match outcome {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    stopped.context("stopping the local shipshape cluster")?;
+    println!(
+        "service proxy: whole run {:.0} s",
+        whole.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
