@@ -1,9 +1,11 @@
 //! Which scenarios apply to the driver under test.
 //!
 //! Features state what a system needs with *capability tags*: `@kubernetes-api` for
-//! scenarios that check Kubernetes API semantics, one tag per fault (`@restart-control-plane`)
-//! for scenarios that inject it, one per [`Capability`] (`@add-node`, `@label-node`,
-//! `@taint-node`, `@pods`, `@reach-replica`) for scenarios that use it. A scenario whose tags (its own, its rule's, its feature's)
+//! scenarios that check Kubernetes API semantics, one tag per kind of [`Fault`]
+//! (`@restart-control-plane`, `@kill-container`, `@delete-replica`, `@lose-node`,
+//! `@partition-node`, `@restart-node`) for scenarios that inject it, one per [`Capability`]
+//! (`@add-node`, `@label-node`, `@taint-node`, `@pods`, `@reach-replica`, `@drain-node`)
+//! for scenarios that use it. A scenario whose tags (its own, its rule's, its feature's)
 //! name a capability the driver lacks is *not applicable*: it is reported as skipped, with
 //! the reason as its only step, and it does not fail the run. Any other skipped step — a
 //! step nobody defined — does.
@@ -40,13 +42,16 @@ pub struct Capabilities {
 impl Capabilities {
     /// Asks the driver about every capability tag the features may use.
     pub fn of(driver: &dyn Driver) -> Self {
-        let mut tags = vec![
-            (KUBERNETES_API, driver.kube_client().is_some()),
-            (
-                "restart-control-plane",
-                driver.supports(&Fault::RestartControlPlane),
-            ),
-        ];
+        let mut tags = vec![(KUBERNETES_API, driver.kube_client().is_some())];
+        // A fault tag is had when every kind of fault under it is supported (partitioning
+        // a node goes with healing it).
+        for fault in Fault::kinds() {
+            let supported = driver.supports(&fault);
+            match tags.iter_mut().find(|(tag, _)| *tag == fault.tag()) {
+                Some((_, has)) => *has &= supported,
+                None => tags.push((fault.tag(), supported)),
+            }
+        }
         tags.extend(
             Capability::ALL
                 .iter()

@@ -14,8 +14,14 @@
 //! converged: convergence is what the features observe, through `list_replicas`,
 //! `read_replica` and `reach_service`, within the times they state. (One exception:
 //! `add_node` returns once the node is ready, as a machine is only "added" once it can take
-//! work.) A driver that cannot do something yet returns an error saying so; it never
-//! reports success for work it did not do.
+//! work; so does restarting a node.) A driver that cannot do something yet returns an error
+//! saying so; it never reports success for work it did not do.
+//!
+//! Faults ([`Fault`]) are injected through the driver too ([`Driver::inject`]), and they
+//! are real: the driver kills a container on its machine, kills or stops a node's agent
+//! process, wipes a lost machine's containers — it does not ask the orchestrator to pretend.
+//! Which kinds it can inject it says in [`Driver::supports`]; a scenario injecting another
+//! kind is not applicable.
 //!
 //! Beyond the basics every system has, a driver says which [`Capability`]s it has
 //! ([`Driver::has`]); the methods of a capability it lacks keep their default, an error
@@ -337,16 +343,21 @@ pub enum Capability {
     /// `@reach-replica`: send HTTP requests to one replica's port
     /// ([`Driver::request_replica`]).
     ReachReplica,
+    /// `@drain-node`: cordon a node (no new replicas are placed on it), uncordon it, and
+    /// drain it (cordon it and move every replica off it) ([`Driver::cordon_node`],
+    /// [`Driver::drain_node`]).
+    DrainNode,
 }
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::AddNode,
         Capability::LabelNode,
         Capability::TaintNode,
         Capability::Pods,
         Capability::ReachReplica,
+        Capability::DrainNode,
     ];
 
     /// The capability tag scenarios use to say they need it.
@@ -357,6 +368,7 @@ impl Capability {
             Capability::TaintNode => "taint-node",
             Capability::Pods => "pods",
             Capability::ReachReplica => "reach-replica",
+            Capability::DrainNode => "drain-node",
         }
     }
 }
@@ -421,48 +433,95 @@ pub struct Replica {
     pub reason: Option<String>,
     /// The details that go with `reason`.
     pub message: Option<String>,
+    /// Whether it is being deleted: the system was asked to remove it and has not finished
+    /// (its node has not stopped it yet). It no longer counts as one of the deployment's
+    /// replicas.
+    pub terminating: bool,
 }
 
 /// A fault the kit can inject. Faults are real: processes are killed, not asked to stop.
 ///
-/// Only `RestartControlPlane` has scenarios today; the others are declared so drivers can
-/// say early which ones they will support.
+/// Each kind has a capability tag ([`Fault::tag`]); a scenario that injects a fault
+/// carries its tag, and is *not applicable* to a driver that does not support it
+/// ([`Driver::supports`]). [`Fault::Heal`] goes with [`Fault::PartitionNode`]: a driver
+/// that can partition a node can heal it, and both share the tag `@partition-node`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Kill the control plane abruptly (SIGKILL), start it again on the same data, and
-    /// reconnect. Every acknowledged write must survive.
+    /// reconnect. Every acknowledged write must survive. (`@restart-control-plane`)
     RestartControlPlane,
-    /// Kill the container of one replica; the replica itself stays.
+    /// Kill the container of one replica, abruptly (as the machine's kernel would on
+    /// running out of memory); the replica itself stays, and its node must start the
+    /// container again. (`@kill-container`)
     KillContainer {
         /// Namespace of the replica.
         namespace: String,
         /// Name of the replica.
         replica: String,
     },
-    /// Delete one replica through the control plane.
+    /// Delete one replica through the control plane, as an operator would.
+    /// (`@delete-replica`)
     DeleteReplica {
         /// Namespace of the replica.
         namespace: String,
         /// Name of the replica.
         replica: String,
     },
-    /// Lose a node: its agent and all its containers are gone.
+    /// Lose a node, as when its machine dies: its agent is gone at once, and so are all
+    /// its containers. The node stays lost until it is restarted
+    /// ([`Fault::RestartNode`]). (`@lose-node`)
     LoseNode {
         /// Name of the node.
         node: String,
     },
-    /// Cut a node's agent off from the control plane; its containers keep running.
+    /// Cut a node's agent off from the control plane; its containers keep running, so the
+    /// replicas on it are still there, but nobody can tell. (`@partition-node`)
     PartitionNode {
         /// Name of the node.
         node: String,
     },
-    /// Undo every partition injected so far.
+    /// Undo every partition injected so far: the agents talk to the control plane again.
+    /// (`@partition-node`)
     Heal,
-    /// Restart a node's agent (its containers are left as they are).
+    /// Restart a node: its agent (if it still runs) is stopped as an operator stops it,
+    /// then started again under the same name; returns once the node is ready again. Also
+    /// how a lost node comes back. (`@restart-node`)
     RestartNode {
         /// Name of the node.
         node: String,
     },
+}
+
+impl Fault {
+    /// One fault of each kind (with empty targets), to ask a driver which kinds it
+    /// supports before any target is known.
+    pub fn kinds() -> [Fault; 7] {
+        let (namespace, replica, node) = (String::new(), String::new(), String::new());
+        [
+            Fault::RestartControlPlane,
+            Fault::KillContainer {
+                namespace: namespace.clone(),
+                replica: replica.clone(),
+            },
+            Fault::DeleteReplica { namespace, replica },
+            Fault::LoseNode { node: node.clone() },
+            Fault::PartitionNode { node: node.clone() },
+            Fault::Heal,
+            Fault::RestartNode { node },
+        ]
+    }
+
+    /// The capability tag of scenarios that inject this kind of fault.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Fault::RestartControlPlane => "restart-control-plane",
+            Fault::KillContainer { .. } => "kill-container",
+            Fault::DeleteReplica { .. } => "delete-replica",
+            Fault::LoseNode { .. } => "lose-node",
+            Fault::PartitionNode { .. } | Fault::Heal => "partition-node",
+            Fault::RestartNode { .. } => "restart-node",
+        }
+    }
 }
 
 impl FromStr for Phase {
@@ -688,6 +747,21 @@ pub trait Driver: fmt::Debug + Send + Sync {
         )
     }
 
+    /// Cordons a node (`cordoned`: no new replica is placed on it; those on it stay), or
+    /// uncordons it ([`Capability::DrainNode`]).
+    fn cordon_node<'a>(&'a self, node: &'a str, cordoned: bool) -> DriverFuture<'a, ()> {
+        let what = if cordoned { "cordon" } else { "uncordon" };
+        unsupported(self, Capability::DrainNode, format!("{what} node {node}"))
+    }
+
+    /// Drains a node, as an operator does before maintenance: cordons it, then asks the
+    /// system to move every replica off it (replicas of a deployment are started
+    /// elsewhere). Returns once every replica's move has been accepted, not once it is
+    /// done ([`Capability::DrainNode`]).
+    fn drain_node<'a>(&'a self, node: &'a str) -> DriverFuture<'a, ()> {
+        unsupported(self, Capability::DrainNode, format!("drain node {node}"))
+    }
+
     /// Stops what the driver started for the run (processes, clusters), cleanly: called
     /// once, after the last scenario. Nothing by default.
     fn shut_down(&self) -> DriverFuture<'_, ()> {
@@ -735,6 +809,27 @@ mod tests {
         assert!("gpu".parse::<Taint>().is_err());
         assert!("gpu=1:Sometimes".parse::<Taint>().is_err());
         assert!("=1:NoSchedule".parse::<Taint>().is_err());
+    }
+
+    #[test]
+    fn every_kind_of_fault_has_its_tag_and_healing_goes_with_partitioning() {
+        let kinds = Fault::kinds();
+        let tags: std::collections::BTreeSet<&str> = kinds.iter().map(Fault::tag).collect();
+        assert_eq!(tags.len(), kinds.len() - 1, "{tags:?}");
+        assert_eq!(
+            Fault::Heal.tag(),
+            Fault::PartitionNode {
+                node: "n".to_owned()
+            }
+            .tag()
+        );
+        assert_eq!(
+            Fault::LoseNode {
+                node: "node-2".to_owned()
+            }
+            .to_string(),
+            "lose node node-2"
+        );
     }
 
     #[test]

@@ -36,8 +36,20 @@ const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// How many times a read-modify-write is retried when another writer got there first.
 const CONFLICT_RETRIES: usize = 5;
 
+/// Pause before retrying a delete that met a conflict.
+const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Name of the volume a pod's containers share ([`KitPodSpec::shared_volume`]).
 const SHARED_VOLUME: &str = "shared";
+
+/// Annotation of mirror pods (static pods a node reports), which a drain leaves alone.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// How long a drain keeps retrying an eviction refused for now (429).
+const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Pause between two attempts at an eviction refused for now.
+const EVICTION_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Creates a namespace labelled with the run id.
 pub async fn create_namespace(
@@ -60,15 +72,24 @@ pub async fn create_namespace(
     Ok(())
 }
 
-/// Deletes a namespace; one that is already gone is not an error.
+/// Deletes a namespace; one that is already gone is not an error. A conflict (409, which a
+/// delete without preconditions should not meet, but which a system may answer while it is
+/// itself updating the namespace) is retried a few times.
 pub async fn delete_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    match Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(error) if is_status(&error, 404) => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("failed to delete namespace {name}")),
+    let api = Api::<Namespace>::all(client.clone());
+    let mut conflicts = 0;
+    loop {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_status(&error, 404) => return Ok(()),
+            Err(error) if is_status(&error, 409) && conflicts < CONFLICT_RETRIES => {
+                conflicts += 1;
+                tokio::time::sleep(CONFLICT_PAUSE).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("failed to delete namespace {name}"));
+            }
+        }
     }
 }
 
@@ -437,6 +458,7 @@ fn replica_of(namespace: &str, pod: &Pod) -> anyhow::Result<Replica> {
             .filter(|ip| !ip.is_empty()),
         reason,
         message,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
     })
 }
 
@@ -854,6 +876,111 @@ pub async fn delete_node(client: &kube::Client, name: &str) -> anyhow::Result<()
         Err(error) if is_status(&error, 404) => Ok(()),
         Err(error) => Err(error).with_context(|| format!("failed to delete node {name}")),
     }
+}
+
+/// Deletes one pod with its default grace period, as `kubectl delete pod` does.
+pub async fn delete_replica(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+        .with_context(|| format!("failed to delete pod {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Cordons (`spec.unschedulable: true`) or uncordons a Node with a merge patch, as
+/// `kubectl cordon` and `uncordon` do.
+pub async fn cordon_node(client: &kube::Client, node: &str, cordoned: bool) -> anyhow::Result<()> {
+    // Uncordoning removes the field, as kubectl does, rather than writing `false`.
+    let value = if cordoned {
+        serde_json::Value::Bool(true)
+    } else {
+        serde_json::Value::Null
+    };
+    let patch = serde_json::json!({ "spec": { "unschedulable": value } });
+    Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| {
+            let what = if cordoned { "cordon" } else { "uncordon" };
+            format!("failed to {what} node {node}")
+        })?;
+    Ok(())
+}
+
+/// Drains a Node as `kubectl drain --ignore-daemonsets --delete-emptydir-data` does:
+/// cordons it, then evicts every pod on it (in every namespace) through the `eviction`
+/// subresource, except pods of DaemonSets and mirror pods, which drain leaves, and pods
+/// already being deleted. An eviction refused for now (429: a disruption budget) is
+/// retried for up to 30 seconds. Returns once every eviction was accepted.
+pub async fn drain_node(client: &kube::Client, node: &str) -> anyhow::Result<()> {
+    cordon_node(client, node, true).await?;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .with_context(|| format!("failed to list the pods on node {node} to drain it"))?;
+    for pod in pods.items {
+        let meta = &pod.metadata;
+        let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
+        else {
+            continue;
+        };
+        let daemon = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.kind == "DaemonSet");
+        let mirror = meta
+            .annotations
+            .as_ref()
+            .is_some_and(|annotations| annotations.contains_key(MIRROR_ANNOTATION));
+        if daemon || mirror || meta.deletion_timestamp.is_some() {
+            continue;
+        }
+        evict(client, namespace, name)
+            .await
+            .with_context(|| format!("failed to drain node {node}"))?;
+    }
+    Ok(())
+}
+
+/// Evicts one pod, retrying while the eviction is refused for now (429).
+async fn evict(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + EVICTION_TIMEOUT;
+    loop {
+        match api.evict(name, &kube::api::EvictParams::default()).await {
+            Ok(_) => return Ok(()),
+            // Gone already: nothing left to move.
+            Err(error) if is_status(&error, 404) => return Ok(()),
+            Err(error) if is_status(&error, 429) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(EVICTION_RETRY).await;
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("failed to evict pod {namespace}/{name}"));
+            }
+        }
+    }
+}
+
+/// The last heartbeat of a Node (`lastHeartbeatTime` of its `Ready` condition), in
+/// seconds since the Unix epoch; `None` if the node does not exist or never reported.
+pub async fn node_heartbeat(client: &kube::Client, name: &str) -> anyhow::Result<Option<i64>> {
+    let node = Api::<Node>::all(client.clone())
+        .get_opt(name)
+        .await
+        .with_context(|| format!("failed to read node {name}"))?;
+    Ok(node
+        .and_then(|node| node.status?.conditions)
+        .into_iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Ready")
+        .and_then(|ready| ready.last_heartbeat_time)
+        .map(|time| time.0.as_second()))
 }
 
 /// Whether the Node exists and reports itself Ready.

@@ -17,13 +17,15 @@
 //! replica's port), and, for systems that speak it, a Kubernetes API client. That trait is
 //! the only thing a new orchestrator implements. Drivers are chosen at run time by the
 //! `SHIPSHAPE_DRIVER` environment variable ([`driver_from_env`]); the [`reference`](mod@reference) driver
-//! starts a whole shipshape cluster (`shipshape up --nodes 3`, on the local Docker engine)
-//! as a child process and talks to it only through the Kubernetes API ([`kubeapi`]) and,
-//! to reach a replica, over plain HTTP to the replica's address ([`plain_http`]), exactly
-//! as it would to any cluster.
+//! starts a whole shipshape cluster on the local Docker engine — the control plane and
+//! three node agents, each a child process, so that each can fail on its own — and talks
+//! to it only through the Kubernetes API ([`kubeapi`]) and, to reach a replica, over plain
+//! HTTP to the replica's address ([`plain_http`]), exactly as it would to any cluster. Its
+//! faults go past the orchestrator, to the processes and to the Docker engine
+//! ([`docker`]).
 //!
 //! Features declare what they need with capability tags (`@kubernetes-api`, one tag per
-//! fault such as `@restart-control-plane`, one per capability such as `@add-node`). A
+//! fault such as `@lose-node`, one per capability such as `@add-node`). A
 //! scenario needing something the driver lacks is reported *not applicable* — skipped
 //! with the reason — rather than failed ([`applicability`]).
 //!
@@ -37,12 +39,16 @@
 //!    which system is under test and which capabilities it has.
 //! 3. Scenarios run one at a time. Each gets a fresh [`World`](world::ConformanceWorld)
 //!    and its own namespace, labelled `shipshape.conformance/run=<run id>` so a reaper can
-//!    find what a killed run left behind. Afterwards the namespace is deleted, nodes the
-//!    scenario added are removed, and labels and taints it put on nodes are taken back.
-//! 4. "within N seconds" steps measure how long the system took to converge; those
-//!    times and each scenario's wall time are printed as they happen and summed up per
-//!    feature at the end ([`world::Report`]).
-//! 5. Results go to the console and to JUnit XML (`target/conformance/junit.xml`). The
+//!    find what a killed run left behind. Afterwards the nodes it made fail are brought
+//!    back (a partition healed, a lost node restarted), the namespace is deleted, nodes the
+//!    scenario added are removed, labels, taints and cordons it put on nodes are taken
+//!    back, and the harness waits until the failed nodes are ready and as they were.
+//! 4. "within N seconds" steps measure how long the system took to converge (and, after
+//!    a fault, how long after the fault that was); those times and each scenario's wall
+//!    time are printed as they happen and summed up per feature at the end
+//!    ([`world::Report`]).
+//! 5. Results go to the console and to JUnit XML (`target/conformance/junit.xml`), where
+//!    each scenario's convergence times become properties of its test case ([`junit`]). The
 //!    driver is shut down cleanly. The run fails if a step fails, a hook fails, a feature
 //!    does not parse, a step is skipped for any reason other than "not applicable" (an
 //!    undefined step, say), or the system under test does not stop cleanly.
@@ -58,7 +64,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 
 pub mod applicability;
+pub mod docker;
 pub mod driver;
+pub mod junit;
 pub mod kubeapi;
 pub mod plain_http;
 pub mod reference;

@@ -1,13 +1,14 @@
 //! Just enough HTTP/1.1 to talk to a replica, or to a Docker engine, directly.
 //!
 //! The kit sends one request per connection (`Connection: close`) and reads the answer to
-//! the end: no keep-alive, no chunked bodies, no TLS. That is all the `probe` workload and
-//! Docker's `/_ping` need, and it keeps a client library (and its connection pool, which
-//! would outlive a replica's address) out of the kit.
+//! the end: no keep-alive, no TLS; a chunked body (Docker's lists) is put back together.
+//! That is all the `probe` workload and the Docker Engine API need, and it keeps a client
+//! library (and its connection pool, which would outlive a replica's address) out of the
+//! kit.
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -67,14 +68,23 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .read_to_end(&mut raw)
         .await
         .context("failed to read the answer")?;
-    parse(&String::from_utf8_lossy(&raw))
+    parse(&raw)
 }
 
-/// Splits an answer into its status code and its body (cut at `Content-Length`, if given).
-fn parse(raw: &str) -> anyhow::Result<HttpResponse> {
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("the answer has no end of headers: {raw:?}"))?;
+/// Splits an answer into its status code and its body: cut at `Content-Length` if given,
+/// decoded if it came in chunks (`Transfer-Encoding: chunked`, as Docker sends long lists).
+fn parse(raw: &[u8]) -> anyhow::Result<HttpResponse> {
+    let end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| {
+            anyhow!(
+                "the answer has no end of headers: {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        })?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let body = &raw[end + 4..];
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
     let status = status_line
@@ -83,24 +93,69 @@ fn parse(raw: &str) -> anyhow::Result<HttpResponse> {
         .and_then(|code| code.parse().ok())
         .filter(|_| status_line.starts_with("HTTP/1."))
         .ok_or_else(|| anyhow!("the answer starts with {status_line:?}, not an HTTP status"))?;
-    let length = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    let body = match length {
-        Some(length) if length <= body.len() => body.get(..length).unwrap_or(body),
-        Some(length) => bail!(
-            "the answer was cut short: {} of {length} body bytes",
-            body.len()
-        ),
-        None => body,
+    let (mut length, mut chunked) = (None, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        }
+    }
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        match length {
+            Some(length) => body
+                .get(..length)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the answer was cut short: {} of {length} body bytes",
+                        body.len()
+                    )
+                })?
+                .to_vec(),
+            None => body.to_vec(),
+        }
     };
     Ok(HttpResponse {
         status,
-        body: body.to_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// Decodes a chunked body: `<hex size>[;extensions]\r\n<data>\r\n`..., ending with a
+/// chunk of size 0 (trailers, if any, are ignored).
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .ok_or_else(|| anyhow!("the chunked answer was cut short before a chunk size"))?;
+        let line = String::from_utf8_lossy(&raw[..line_end]);
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16)
+            .with_context(|| format!("the chunked answer has a bad chunk size {line:?}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = raw.get(..size).ok_or_else(|| {
+            anyhow!(
+                "the chunked answer was cut short: {} of {size} chunk bytes",
+                raw.len()
+            )
+        })?;
+        body.extend_from_slice(chunk);
+        raw = raw
+            .get(size..)
+            .and_then(|rest| rest.strip_prefix(b"\r\n"))
+            .ok_or_else(|| anyhow!("a chunk of the chunked answer does not end with CRLF"))?;
+    }
 }
 
 #[cfg(test)]
@@ -109,15 +164,28 @@ mod tests {
 
     #[test]
     fn answers_parse_with_and_without_a_length() {
-        let answer = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKextra").expect("parses");
+        let answer = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKextra").expect("parses");
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, "OK");
-        let answer = parse("HTTP/1.0 503 Service Unavailable\r\n\r\nnot yet").expect("parses");
+        let answer = parse(b"HTTP/1.0 503 Service Unavailable\r\n\r\nnot yet").expect("parses");
         assert_eq!(answer.status, 503);
         assert_eq!(answer.body, "not yet");
-        assert!(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
-        assert!(parse("garbage").is_err());
-        assert!(parse("SSH-2.0 hello\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
+        assert!(parse(b"garbage").is_err());
+        assert!(parse(b"SSH-2.0 hello\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn chunked_answers_are_put_back_together() {
+        // "é" is two bytes, split across two chunks.
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    3\r\n[\"\xc3\r\n3;ext=1\r\n\xa9\"]\r\n0\r\n\r\n";
+        let answer = parse(raw).expect("parses");
+        assert_eq!(answer.body, "[\"é\"]");
+        let cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nshort\r\n";
+        assert!(parse(cut).is_err());
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert!(parse(bad).is_err());
     }
 
     #[tokio::test]

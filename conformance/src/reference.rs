@@ -1,11 +1,12 @@
 //! The `reference` driver: certifies shipshape's own reference orchestrator.
 //!
-//! For each run it starts one fresh cluster — `shipshape up --nodes 3`: the control plane
-//! and three node agents driving the local Docker engine — as a real child process, on a
-//! data directory of its own, and then talks to it only through the Kubernetes API, as it
-//! would to any cluster. Every scenario of the run shares that cluster; each has its own
-//! namespace. Nothing of the orchestrator is linked in besides its command line
-//! (`shipshape::cli::run`), which runs in the children.
+//! For each run it starts one fresh cluster on the local Docker engine, as real child
+//! processes on a data directory of its own: the control plane (`shipshape up --nodes 0`)
+//! and three node agents (`shipshape node`, named `node-1`, `node-2`, `node-3`), each its
+//! own process, as each would be its own machine. It then talks to the cluster only
+//! through the Kubernetes API, as it would to any cluster. Every scenario of the run shares
+//! that cluster; each has its own namespace. Nothing of the orchestrator is linked in
+//! besides its command line (`shipshape::cli::run`), which runs in the children.
 //!
 //! # How children are started
 //!
@@ -15,32 +16,55 @@
 //! command line instead of the harness. So the orchestrator under test is the very code
 //! the test binary was built with, in processes of their own that can be SIGKILLed.
 //!
-//! - The cluster: `shipshape up --nodes 3 --data-dir DIR --listen 127.0.0.1:0`. Before
-//!   starting it the driver checks that a Docker engine answers (`GET /_ping` on
+//! - The control plane: `shipshape up --nodes 0 --data-dir DIR --listen 127.0.0.1:0`.
+//!   Before starting it the driver checks that a Docker engine answers (`GET /_ping` on
 //!   `DOCKER_HOST`, or `/var/run/docker.sock`), and refuses to start, saying so, if none
 //!   does. The child announces itself on stdout (`apiserver: URL`, then
-//!   `kubeconfig: PATH`); the driver reads those lines (with a time limit: the first run
-//!   builds the images), builds a client from the kubeconfig, polls `/readyz`, and waits
-//!   for the three nodes to be Ready.
-//! - An added node ([`Driver::add_node`]): `shipshape node --server URL --token T
-//!   --ca-file DIR/ca.crt --cluster ID --name NAME --data-dir DIR/extra-nodes/NAME` with
-//!   the size, labels and taints asked for; the driver waits until its Node is Ready.
+//!   `kubeconfig: PATH`); the driver reads those lines, builds a client from the
+//!   kubeconfig and polls `/readyz`. A restart listens on the port the first start got, so
+//!   the node agents find it again.
+//! - A node, of the cluster's three or added by a scenario ([`Driver::add_node`]):
+//!   `shipshape node --server URL --token T --ca-file DIR/ca.crt --cluster ID --name NAME
+//!   --data-dir DIR/nodes/NAME`, with the size, labels and taints asked for; the driver
+//!   waits until the Node is Ready with a heartbeat from this very agent. The first node
+//!   builds the images on a machine that lacks them (about 20 seconds), so the nodes start
+//!   one after the other.
 //!
 //! Everything a child writes (stdout and stderr) is appended to a log file in the report
 //! directory (`reference-cluster.log`, `reference-node-NAME.log`), whose tail goes into
 //! the error when a child fails to start.
 //!
+//! # Faults
+//!
+//! Every [`Fault`] is supported, and each is real:
+//!
+//! - *kill a container*: the replica's app containers (found on the Docker engine by the
+//!   labels `shipshape.cluster` and `shipshape.pod`, sandbox excepted) get SIGKILL, as
+//!   `docker kill` sends;
+//! - *delete a replica*: a plain delete through the API;
+//! - *lose a node*: its agent gets SIGKILL, then every container labelled with its node
+//!   name is force-removed — the machine is gone, with all it ran;
+//! - *partition a node*: its agent gets SIGSTOP; its containers keep running, but it
+//!   sends no heartbeat and sees no change. *Heal* sends SIGCONT;
+//! - *restart a node*: its agent (if alive) gets SIGTERM, then the same command starts it
+//!   again under the same name and data directory;
+//! - *restart the control plane*: `up` gets SIGKILL and is started again on the same data
+//!   directory and port; the driver returns once every live agent has sent it a heartbeat.
+//!
+//! Signals are sent with `kill(1)`: the workspace forbids `unsafe`, and so the system call.
+//!
 //! # Lifetime
 //!
-//! Children are stopped with SIGTERM, which makes shipshape remove every container and
-//! network it made: an added node when its scenario ends ([`Driver::remove_node`], then
-//! its Node object is deleted), everything at the end of the run
-//! ([`Driver::shut_down`]). The one exception is the *restart the control plane* fault,
-//! which SIGKILLs the cluster and starts `up` again on the same data directory: the new
-//! process reaps the containers the killed one left and its agents start the pods again.
-//! Should the harness itself be killed, each child notices that its stdin (a pipe the
-//! driver holds open) reached end-of-file and sends itself SIGTERM, so no cluster outlives
-//! its run and no container is left behind.
+//! Children are stopped with SIGTERM, on which a node agent removes its containers: an
+//! added node when its scenario ends ([`Driver::remove_node`], then its Node object is
+//! deleted), everything at the end of the run ([`Driver::shut_down`]: agents first — a
+//! partitioned one gets SIGCONT before — then the control plane; then the driver checks
+//! that no container of the cluster is left, and removes the cluster's pod network, which
+//! the agents share and none removes). Should the harness itself be killed, each child
+//! notices that its stdin (a pipe the driver holds open) reached end-of-file and sends
+//! itself SIGTERM, so no cluster outlives its run and no container is left behind — except
+//! for an agent partitioned at that moment, which stays stopped until someone sends it
+//! SIGCONT (the containers of every cluster carry `shipshape.cluster` for a reaper).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -58,6 +82,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::docker::Engine;
 use crate::driver::{
     Admission, Capability, DeploymentSpec, Driver, DriverFuture, Fault, HttpRequest, HttpResponse,
     NodeSpec, NodeStatus, PodSpec, Replica, Revision, ServiceSpec, Taint,
@@ -70,14 +95,33 @@ pub const CHILD_ENV: &str = "SHIPSHAPE_CONFORMANCE_REFERENCE_CHILD";
 /// How many node agents the cluster runs besides the ones scenarios add.
 pub const NODES: usize = 3;
 
-/// How long the cluster may take to announce its kubeconfig after it is started. The
-/// first start on a machine builds the images first (about 20 seconds).
-const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The label with which every container of the reference names its cluster.
+const LABEL_CLUSTER: &str = "shipshape.cluster";
+
+/// The label with which every container of the reference names its node.
+const LABEL_NODE: &str = "shipshape.node";
+
+/// The label with which every container of the reference names its pod (`namespace/name`).
+const LABEL_POD: &str = "shipshape.pod";
+
+/// The label with which every container of the reference names itself within its pod.
+const LABEL_CONTAINER: &str = "shipshape.container";
+
+/// The [`LABEL_CONTAINER`] of a pod's sandbox, which holds its network namespace.
+const SANDBOX: &str = "pause";
+
+/// How long the control plane may take to announce its kubeconfig after it is started.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the control plane may take to answer `/readyz` once it has announced itself.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the cluster's nodes, or an added node, may take to be Ready.
+/// How long the first node may take to be Ready: on a machine without the images, it
+/// builds them first (about 20 seconds).
+const FIRST_NODE_READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long a node may take to be Ready, or to be heard from again after a control-plane
+/// restart.
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a child may take to stop cleanly (its containers removed) after SIGTERM.
@@ -124,7 +168,7 @@ pub fn run_reference_child_if_requested() -> Option<ExitCode> {
     Some(shipshape::cli::run(std::env::args_os().collect()))
 }
 
-/// Sends a signal (`TERM`, `KILL`) to one process, by its id, with `kill(1)`: the
+/// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) to one process, by its id, with `kill(1)`: the
 /// workspace forbids `unsafe`, and so the direct system call.
 fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = std::process::Command::new("kill")
@@ -163,54 +207,56 @@ async fn stop_child(child: &mut Child, what: &str) -> anyhow::Result<ExitStatus>
     }
 }
 
-/// Checks that a Docker engine answers, where `shipshape` will look for one.
-async fn check_docker() -> anyhow::Result<()> {
-    let host = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-    let ping = HttpRequest {
-        method: "GET".to_owned(),
-        path: "/_ping".to_owned(),
-        body: String::new(),
-    };
-    let attempt = async {
-        if let Some(path) = host.strip_prefix("unix://") {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .with_context(|| format!("failed to connect to {path}"))?;
-            plain_http::exchange(stream, "docker", &ping).await
-        } else if let Some(authority) = host.strip_prefix("tcp://") {
-            plain_http::send(authority, &ping).await
-        } else {
-            bail!("DOCKER_HOST={host} is neither unix:// nor tcp://, which is all this check knows")
-        }
-    };
-    let answer = match tokio::time::timeout(DOCKER_TIMEOUT, attempt).await {
-        Ok(Ok(answer)) if answer.status == 200 => return Ok(()),
-        Ok(Ok(answer)) => format!("it answered {} {:?}", answer.status, answer.body),
-        Ok(Err(error)) => format!("{error:#}"),
-        Err(_) => format!("no answer within {DOCKER_TIMEOUT:?}"),
-    };
-    bail!(
-        "no Docker engine is reachable at {host} ({answer}); the reference runs every pod as a \
-         Docker container, so it cannot be certified without one: start dockerd, or point \
-         DOCKER_HOST at a running engine"
-    )
-}
-
 /// The reference orchestrator, run as child processes for the length of a test run.
 pub struct ReferenceDriver {
-    /// The running cluster; locked for the whole of a restart.
+    /// The running control plane; locked for the whole of a restart.
     cluster: tokio::sync::Mutex<Cluster>,
     /// Client for the current control plane, replaced after every restart.
     client: RwLock<kube::Client>,
-    /// Node agents added by scenarios, by node name.
-    extra_nodes: tokio::sync::Mutex<BTreeMap<String, Child>>,
-    /// Where the cluster's stdout and stderr are appended; node logs go next to it.
+    /// The node agents, the cluster's own and those added by scenarios, by node name.
+    nodes: tokio::sync::Mutex<BTreeMap<String, NodeAgent>>,
+    /// The API server's URL, the same across restarts.
+    apiserver: String,
+    /// The bearer token node agents join with.
+    token: String,
+    /// The cluster's id, which labels every container and network of the cluster.
+    cluster_id: String,
+    /// The Docker engine the nodes run their containers on.
+    docker: Engine,
+    /// Where the control plane's stdout and stderr are appended; node logs go next to it.
     log_path: PathBuf,
     /// The cluster's data directory, kept across restarts, removed on drop.
     data_dir: tempfile::TempDir,
+}
+
+/// One node agent: how to start it, and how it is doing.
+struct NodeAgent {
+    /// Its name, size, labels and taints, to start it (again).
+    spec: NodeSpec,
+    /// Whether a scenario added it ([`Driver::add_node`]); only those can be removed.
+    added: bool,
+    /// Its process.
+    state: AgentState,
+}
+
+/// What became of a node agent's process.
+enum AgentState {
+    /// Running.
+    Running(Child),
+    /// Stopped with SIGSTOP: partitioned.
+    Frozen(Child),
+    /// Killed with its machine: nothing runs until it is restarted.
+    Lost,
+}
+
+impl AgentState {
+    /// The process, unless it is lost.
+    fn child(&mut self) -> Option<&mut Child> {
+        match self {
+            AgentState::Running(child) | AgentState::Frozen(child) => Some(child),
+            AgentState::Lost => None,
+        }
+    }
 }
 
 /// One incarnation of the `shipshape up` child process.
@@ -232,7 +278,11 @@ impl ReferenceDriver {
     /// temporary data directory, waits until it is ready, and appends its output to
     /// `log_path`. Fails, saying so, when no Docker engine is reachable.
     pub async fn start(log_path: PathBuf) -> anyhow::Result<Self> {
-        check_docker().await?;
+        let docker = Engine::from_env();
+        docker.ping(DOCKER_TIMEOUT).await.context(
+            "the reference runs every pod as a Docker container, so it cannot be certified \
+             without a Docker engine: start dockerd, or point DOCKER_HOST at a running engine",
+        )?;
         let data_dir = tempfile::Builder::new()
             .prefix("shipshape-conformance-")
             .tempdir()
@@ -249,14 +299,51 @@ impl ReferenceDriver {
                 }
             }
         }
-        let cluster = Cluster::start(data_dir.path(), &log_path, 1).await?;
-        Ok(Self {
+        let mut cluster = Cluster::start(data_dir.path(), &log_path, 1, "127.0.0.1:0").await?;
+        let dir = data_dir.path();
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .map(|text| text.trim().to_owned())
+                .with_context(|| {
+                    format!("failed to read the cluster's {file} in {}", dir.display())
+                })
+        };
+        let (token, cluster_id) = match (read("token"), read("cluster-id")) {
+            (Ok(token), Ok(cluster_id)) => (token, cluster_id),
+            (Err(error), _) | (_, Err(error)) => {
+                let _ = stop_child(&mut cluster.child, "the reference control plane").await;
+                return Err(error);
+            }
+        };
+        let driver = Self {
             client: RwLock::new(cluster.client.clone()),
+            apiserver: cluster.apiserver.clone(),
             cluster: tokio::sync::Mutex::new(cluster),
-            extra_nodes: tokio::sync::Mutex::new(BTreeMap::new()),
+            nodes: tokio::sync::Mutex::new(BTreeMap::new()),
+            token,
+            cluster_id,
+            docker,
             log_path,
             data_dir,
-        })
+        };
+        for number in 1..=NODES {
+            let spec = NodeSpec {
+                name: format!("node-{number}"),
+                ..NodeSpec::default()
+            };
+            let timeout = if number == 1 {
+                FIRST_NODE_READY_TIMEOUT
+            } else {
+                NODES_READY_TIMEOUT
+            };
+            if let Err(error) = driver.start_node(&spec, false, timeout).await {
+                if let Err(stop) = driver.stop_all().await {
+                    eprintln!("conformance: {stop:#}");
+                }
+                return Err(error.context("the reference cluster did not start"));
+            }
+        }
+        Ok(driver)
     }
 
     /// The client for the control plane currently running.
@@ -267,74 +354,107 @@ impl ReferenceDriver {
             .clone()
     }
 
-    /// SIGKILLs the cluster, starts it again on the same data directory, and switches to a
-    /// client for the new process.
+    /// The log of a node agent.
+    fn node_log(&self, name: &str) -> PathBuf {
+        self.log_path
+            .with_file_name(format!("reference-node-{name}.log"))
+    }
+
+    /// SIGKILLs the control plane, starts it again on the same data directory and port,
+    /// switches to a client for the new process, and waits until every live node agent has
+    /// sent it a heartbeat.
     async fn restart_control_plane(&self) -> anyhow::Result<()> {
-        let mut cluster = self.cluster.lock().await;
-        if let Some(status) = cluster
-            .child
-            .try_wait()
-            .context("failed to check on the reference cluster")?
+        let killed_at = now_seconds();
         {
-            bail!(
-                "the reference cluster had already exited ({status}) before it was killed; see {}",
-                self.log_path.display()
-            );
+            let mut cluster = self.cluster.lock().await;
+            if let Some(status) = cluster
+                .child
+                .try_wait()
+                .context("failed to check on the reference control plane")?
+            {
+                bail!(
+                    "the reference control plane had already exited ({status}) before it was \
+                     killed; see {}",
+                    self.log_path.display()
+                );
+            }
+            // `start_kill` is SIGKILL on Unix: no shutdown hook runs, nothing gets flushed.
+            cluster
+                .child
+                .start_kill()
+                .context("failed to SIGKILL the reference control plane")?;
+            let status = cluster
+                .child
+                .wait()
+                .await
+                .context("failed to reap the killed reference control plane")?;
+            if status.signal() != Some(SIGKILL) {
+                bail!(
+                    "the reference control plane ended with {status} instead of being killed \
+                     by SIGKILL"
+                );
+            }
+            tracing::info!(apiserver = %cluster.apiserver, "reference control plane killed");
+            let listen = self
+                .apiserver
+                .strip_prefix("https://")
+                .ok_or_else(|| anyhow!("the API server URL {} is not https://", self.apiserver))?;
+            let generation = cluster.generation + 1;
+            let restarted =
+                Cluster::start(self.data_dir.path(), &self.log_path, generation, listen).await?;
+            *self.client.write().unwrap_or_else(PoisonError::into_inner) = restarted.client.clone();
+            *cluster = restarted;
         }
-        // `start_kill` is SIGKILL on Unix: no shutdown hook runs, nothing gets flushed.
-        cluster
-            .child
-            .start_kill()
-            .context("failed to SIGKILL the reference cluster")?;
-        let status = cluster
-            .child
-            .wait()
+        let live: Vec<String> = self
+            .nodes
+            .lock()
             .await
-            .context("failed to reap the killed reference cluster")?;
-        if status.signal() != Some(SIGKILL) {
-            bail!("the reference cluster ended with {status} instead of being killed by SIGKILL");
+            .iter()
+            .filter(|(_, agent)| matches!(agent.state, AgentState::Running(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let client = self.client();
+        for name in live {
+            wait_for(NODES_READY_TIMEOUT, || {
+                heard_from_since(&client, &name, killed_at)
+            })
+            .await
+            .with_context(|| {
+                format!("node {name} did not get back in touch with the restarted control plane")
+            })?;
         }
-        tracing::info!(apiserver = %cluster.apiserver, "reference cluster killed");
-        let generation = cluster.generation + 1;
-        let restarted = Cluster::start(self.data_dir.path(), &self.log_path, generation).await?;
-        *self.client.write().unwrap_or_else(PoisonError::into_inner) = restarted.client.clone();
-        *cluster = restarted;
         Ok(())
     }
 
-    /// Starts `shipshape node` for `spec` and waits until its Node is Ready.
-    async fn start_node(&self, spec: &NodeSpec) -> anyhow::Result<()> {
-        let mut extra_nodes = self.extra_nodes.lock().await;
-        if extra_nodes.contains_key(&spec.name) {
-            bail!("node {} was already added", spec.name);
+    /// Starts `shipshape node` for `spec` and waits until its Node is Ready, with a
+    /// heartbeat sent after the start. A node of that name must not be running already.
+    async fn start_node(
+        &self,
+        spec: &NodeSpec,
+        added: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().await;
+        if let Some(agent) = nodes.get(&spec.name)
+            && !matches!(agent.state, AgentState::Lost)
+        {
+            bail!("node {} is already running", spec.name);
         }
         let dir = self.data_dir.path();
-        let read = |file: &str| {
-            std::fs::read_to_string(dir.join(file))
-                .map(|text| text.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "failed to read the cluster's {file} in {} to join a node",
-                        dir.display()
-                    )
-                })
-        };
-        let (token, cluster_id) = (read("token")?, read("cluster-id")?);
-        let apiserver = self.cluster.lock().await.apiserver.clone();
         let mut args: Vec<OsString> = vec![
             "node".into(),
             "--server".into(),
-            apiserver.into(),
+            self.apiserver.clone().into(),
             "--token".into(),
-            token.into(),
+            self.token.clone().into(),
             "--ca-file".into(),
             dir.join("ca.crt").into(),
             "--cluster".into(),
-            cluster_id.into(),
+            self.cluster_id.clone().into(),
             "--name".into(),
             spec.name.clone().into(),
             "--data-dir".into(),
-            dir.join("extra-nodes").join(&spec.name).into(),
+            dir.join("nodes").join(&spec.name).into(),
         ];
         if let Some(millicpu) = spec.allocatable.millicpu {
             args.extend(["--cpu".into(), format!("{millicpu}m").into()]);
@@ -351,87 +471,318 @@ impl ReferenceDriver {
         for taint in &spec.taints {
             args.extend(["--taint".into(), taint.to_string().into()]);
         }
-        let log_path = self
-            .log_path
-            .with_file_name(format!("reference-node-{}.log", spec.name));
-        File::create(&log_path)
-            .with_context(|| format!("failed to create the node log {}", log_path.display()))?;
+        let log_path = self.node_log(&spec.name);
+        let started_at = now_seconds();
         let (mut child, _log, log_start) = spawn(&args, &log_path, false)?;
         let client = self.client();
-        let ready = wait_until(NODES_READY_TIMEOUT, &mut child, || async {
-            kubeapi::node_ready(&client, &spec.name).await
+        let ready = wait_until(timeout, &mut child, || {
+            heard_from_since(&client, &spec.name, started_at)
         })
         .await;
         if let Err(error) = ready {
             let _ = stop_child(&mut child, &format!("node agent {}", spec.name)).await;
-            let _ = kubeapi::delete_node(&client, &spec.name).await;
+            if added {
+                let _ = kubeapi::delete_node(&client, &spec.name).await;
+            }
+            // A restarted node that fails to start is as good as lost.
+            if let Some(agent) = nodes.get_mut(&spec.name) {
+                agent.state = AgentState::Lost;
+            }
             bail!(
                 "node {} did not become Ready: {error:#}; its output:\n{}",
                 spec.name,
                 log_tail(&log_path, log_start)
             );
         }
-        tracing::info!(node = %spec.name, "added node ready");
-        extra_nodes.insert(spec.name.clone(), child);
+        tracing::info!(node = %spec.name, "node ready");
+        nodes.insert(
+            spec.name.clone(),
+            NodeAgent {
+                spec: spec.clone(),
+                added,
+                state: AgentState::Running(child),
+            },
+        );
         Ok(())
     }
 
     /// Stops an added node's agent (which removes its containers) and deletes its Node.
-    async fn stop_node(&self, name: &str) -> anyhow::Result<()> {
-        let child = self.extra_nodes.lock().await.remove(name);
-        let Some(mut child) = child else {
+    async fn remove_added_node(&self, name: &str) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().await;
+        if !nodes.get(name).is_some_and(|agent| agent.added) {
             bail!("node {name} was not added by this driver; only added nodes can be removed");
+        }
+        let stopped = match nodes.remove(name) {
+            Some(mut agent) => self.stop_agent(name, &mut agent.state).await,
+            None => Ok(()),
         };
-        let stopped = stop_child(&mut child, &format!("node agent {name}")).await;
         // The Node goes whatever happened to the agent: later scenarios must not see it.
         kubeapi::delete_node(&self.client(), name).await?;
-        let status = stopped?;
+        stopped
+    }
+
+    /// Stops one agent cleanly (SIGCONT first if it is partitioned, then SIGTERM) and
+    /// checks it ended well; a lost agent has nothing left to stop.
+    async fn stop_agent(&self, name: &str, state: &mut AgentState) -> anyhow::Result<()> {
+        let frozen = matches!(state, AgentState::Frozen(_));
+        let Some(child) = state.child() else {
+            return Ok(());
+        };
+        if frozen && let Some(pid) = child.id() {
+            signal(pid, "CONT").with_context(|| format!("failed to resume node agent {name}"))?;
+        }
+        let status = stop_child(child, &format!("node agent {name}")).await?;
+        *state = AgentState::Lost;
         if !status.success() {
             bail!(
                 "node agent {name} ended with {status} when stopped; see {}",
-                self.log_path
-                    .with_file_name(format!("reference-node-{name}.log"))
-                    .display()
+                self.node_log(name).display()
             );
         }
         Ok(())
     }
 
-    /// Stops every added node, then the cluster, cleanly.
+    /// Kills the app containers of one replica, the way `docker kill` does.
+    async fn kill_container(&self, namespace: &str, replica: &str) -> anyhow::Result<()> {
+        let pod = format!("{namespace}/{replica}");
+        let containers = self
+            .docker
+            .containers(&[(LABEL_CLUSTER, &self.cluster_id), (LABEL_POD, &pod)])
+            .await?;
+        let running: Vec<_> = containers
+            .iter()
+            .filter(|container| {
+                container.running
+                    && container.labels.get(LABEL_CONTAINER).map(String::as_str) != Some(SANDBOX)
+            })
+            .collect();
+        if running.is_empty() {
+            bail!(
+                "replica {pod} has no running container to kill ({} containers of it found)",
+                containers.len()
+            );
+        }
+        for container in running {
+            self.docker
+                .kill(&container.id)
+                .await
+                .with_context(|| format!("failed to kill a container of replica {pod}"))?;
+        }
+        Ok(())
+    }
+
+    /// Loses a node: SIGKILLs its agent, then force-removes every container of the node.
+    async fn lose_node(&self, name: &str) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().await;
+        let agent = nodes
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("node {name} is not one of the driver's node agents"))?;
+        let Some(child) = agent.state.child() else {
+            bail!("node {name} is already lost");
+        };
+        // SIGKILL ends a stopped (partitioned) process as well.
+        child
+            .start_kill()
+            .with_context(|| format!("failed to SIGKILL node agent {name}"))?;
+        child
+            .wait()
+            .await
+            .with_context(|| format!("failed to reap the killed node agent {name}"))?;
+        agent.state = AgentState::Lost;
+        let containers = self
+            .docker
+            .containers(&[(LABEL_CLUSTER, &self.cluster_id), (LABEL_NODE, name)])
+            .await?;
+        for container in &containers {
+            self.docker
+                .remove(&container.id)
+                .await
+                .with_context(|| format!("failed to remove a container of the lost node {name}"))?;
+        }
+        tracing::info!(node = %name, containers = containers.len(), "node lost");
+        Ok(())
+    }
+
+    /// Partitions a node: SIGSTOPs its agent, whose containers keep running.
+    async fn partition_node(&self, name: &str) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().await;
+        let agent = nodes
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("node {name} is not one of the driver's node agents"))?;
+        let child = match std::mem::replace(&mut agent.state, AgentState::Lost) {
+            AgentState::Running(child) => child,
+            other => {
+                agent.state = other;
+                bail!("node {name} is not running, so it cannot be partitioned");
+            }
+        };
+        let stopped = child
+            .id()
+            .ok_or_else(|| anyhow!("node agent {name} has no process id"))
+            .and_then(|pid| signal(pid, "STOP"));
+        agent.state = match stopped {
+            Ok(()) => AgentState::Frozen(child),
+            Err(_) => AgentState::Running(child),
+        };
+        stopped.with_context(|| format!("failed to partition node {name}"))
+    }
+
+    /// Heals every partition: SIGCONTs every stopped agent.
+    async fn heal(&self) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().await;
+        for (name, agent) in nodes.iter_mut() {
+            let child = match std::mem::replace(&mut agent.state, AgentState::Lost) {
+                AgentState::Frozen(child) => child,
+                other => {
+                    agent.state = other;
+                    continue;
+                }
+            };
+            let resumed = child
+                .id()
+                .ok_or_else(|| anyhow!("node agent {name} has no process id"))
+                .and_then(|pid| signal(pid, "CONT"));
+            agent.state = match resumed {
+                Ok(()) => AgentState::Running(child),
+                Err(_) => AgentState::Frozen(child),
+            };
+            resumed.with_context(|| format!("failed to heal the partition of node {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a node: stops its agent if it runs, starts it again under the same name.
+    async fn restart_node(&self, name: &str) -> anyhow::Result<()> {
+        let (spec, added) = {
+            let mut nodes = self.nodes.lock().await;
+            let agent = nodes
+                .get_mut(name)
+                .ok_or_else(|| anyhow!("node {name} is not one of the driver's node agents"))?;
+            self.stop_agent(name, &mut agent.state).await?;
+            (agent.spec.clone(), agent.added)
+        };
+        self.start_node(&spec, added, NODES_READY_TIMEOUT).await
+    }
+
+    /// Stops every node agent, then the control plane, cleanly; then checks that no
+    /// container of the cluster is left, and removes the cluster's network.
     async fn stop_all(&self) -> anyhow::Result<()> {
-        let names: Vec<String> = self.extra_nodes.lock().await.keys().cloned().collect();
         let mut failures = Vec::new();
-        for name in names {
-            if let Err(error) = self.stop_node(&name).await {
+        let agents = std::mem::take(&mut *self.nodes.lock().await);
+        let client = self.client();
+        for (name, mut agent) in agents {
+            if let Err(error) = self.stop_agent(&name, &mut agent.state).await {
+                failures.push(format!("{error:#}"));
+            }
+            if agent.added
+                && let Err(error) = kubeapi::delete_node(&client, &name).await
+            {
                 failures.push(format!("{error:#}"));
             }
         }
         let mut cluster = self.cluster.lock().await;
-        match stop_child(&mut cluster.child, "the reference cluster").await {
+        match stop_child(&mut cluster.child, "the reference control plane").await {
             Ok(status) if status.success() => {}
             Ok(status) => failures.push(format!(
-                "the reference cluster ended with {status} when stopped; see {}",
+                "the reference control plane ended with {status} when stopped; see {}",
                 self.log_path.display()
             )),
             Err(error) => failures.push(format!("{error:#}")),
+        }
+        if let Err(error) = self.reap().await {
+            failures.push(format!("{error:#}"));
         }
         if !failures.is_empty() {
             bail!("{}", failures.join("; "));
         }
         Ok(())
     }
+
+    /// Removes what the stopped cluster left on the Docker engine: its network (which the
+    /// agents share and none removes), and any container — which is an error, as the
+    /// agents should have removed theirs.
+    async fn reap(&self) -> anyhow::Result<()> {
+        let cluster = [(LABEL_CLUSTER, self.cluster_id.as_str())];
+        let left = self.docker.containers(&cluster).await?;
+        for container in &left {
+            self.docker.remove(&container.id).await?;
+        }
+        for network in self.docker.networks(&cluster).await? {
+            self.docker.remove_network(&network).await?;
+        }
+        if !left.is_empty() {
+            let names: Vec<String> = left
+                .iter()
+                .map(|container| {
+                    let label = |key: &str| container.labels.get(key).cloned().unwrap_or_default();
+                    format!(
+                        "{} of pod {} on {}",
+                        label(LABEL_CONTAINER),
+                        label(LABEL_POD),
+                        label(LABEL_NODE)
+                    )
+                })
+                .collect();
+            bail!(
+                "the stopped cluster left {} containers behind (now removed): {}",
+                left.len(),
+                names.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+fn now_seconds() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+/// Whether the Node is Ready with a heartbeat from a later second than `since` (seconds
+/// since the epoch): heartbeats carry whole seconds, so one of the same second may be
+/// older.
+async fn heard_from_since(client: &kube::Client, name: &str, since: i64) -> anyhow::Result<bool> {
+    let ready = kubeapi::node_ready(client, name).await?;
+    let heartbeat = kubeapi::node_heartbeat(client, name).await?;
+    Ok(ready && heartbeat.is_some_and(|heartbeat| heartbeat > since))
+}
+
+/// Polls `ready` until it answers true, failing at `timeout` with the last answer.
+async fn wait_for<F, Fut>(timeout: Duration, mut ready: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match ready().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "not yet".to_owned(),
+            Err(error) => format!("{error:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("not within {timeout:?}; last answer: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 impl Drop for ReferenceDriver {
     fn drop(&mut self) {
         // Normally `shut_down` has stopped everything. If not (the run failed half way),
-        // ask every child to stop cleanly: they remove their containers on SIGTERM.
-        let cluster = self.cluster.get_mut();
-        let extra = self.extra_nodes.get_mut().values();
-        for child in extra.chain(std::iter::once(&cluster.child)) {
-            if let Some(pid) = child.id() {
+        // ask every child to stop cleanly: they remove their containers on SIGTERM. A
+        // partitioned agent is resumed first, or it could not.
+        for agent in self.nodes.get_mut().values_mut() {
+            let frozen = matches!(agent.state, AgentState::Frozen(_));
+            if let Some(pid) = agent.state.child().and_then(|child| child.id()) {
+                if frozen {
+                    let _ = signal(pid, "CONT");
+                }
                 let _ = signal(pid, "TERM");
             }
+        }
+        if let Some(pid) = self.cluster.get_mut().child.id() {
+            let _ = signal(pid, "TERM");
         }
     }
 }
@@ -439,6 +790,7 @@ impl Drop for ReferenceDriver {
 impl std::fmt::Debug for ReferenceDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReferenceDriver")
+            .field("apiserver", &self.apiserver)
             .field("data_dir", &self.data_dir.path())
             .field("log_path", &self.log_path)
             .finish_non_exhaustive()
@@ -455,6 +807,7 @@ fn spawn(
 ) -> anyhow::Result<(Child, File, u64)> {
     let exe = std::env::current_exe().context("failed to locate the test binary to re-execute")?;
     let mut log = OpenOptions::new()
+        .create(true)
         .append(true)
         .open(log_path)
         .with_context(|| format!("failed to open the log {}", log_path.display()))?;
@@ -532,23 +885,28 @@ where
 }
 
 impl Cluster {
-    /// Starts the child, reads its announcement, connects, and waits for `/readyz` and for
-    /// its nodes.
-    async fn start(data_dir: &Path, log_path: &Path, generation: u32) -> anyhow::Result<Self> {
+    /// Starts `shipshape up --nodes 0` listening on `listen`, reads its announcement,
+    /// connects, and waits for `/readyz`.
+    async fn start(
+        data_dir: &Path,
+        log_path: &Path,
+        generation: u32,
+        listen: &str,
+    ) -> anyhow::Result<Self> {
         let args: Vec<OsString> = vec![
             "up".into(),
             "--nodes".into(),
-            NODES.to_string().into(),
+            "0".into(),
             "--data-dir".into(),
             data_dir.as_os_str().to_owned(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.into(),
         ];
         let (mut child, mut log, log_start) = spawn(&args, log_path, true)?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| anyhow!("the reference cluster's stdout was not captured"))?;
+            .ok_or_else(|| anyhow!("the reference control plane's stdout was not captured"))?;
         let mut lines = BufReader::new(stdout).lines();
 
         let announced =
@@ -562,18 +920,18 @@ impl Cluster {
                     _ => "closed its stdout".to_owned(),
                 };
                 bail!(
-                    "the reference cluster exited ({status}) before printing its kubeconfig; its output:\n{}",
+                    "the reference control plane exited ({status}) before printing its kubeconfig; its output:\n{}",
                     log_tail(log_path, log_start)
                 );
             }
             Ok(Err(error)) => {
                 let _ = child.start_kill();
-                return Err(error.context("failed to read the reference cluster's stdout"));
+                return Err(error.context("failed to read the reference control plane's stdout"));
             }
             Err(_) => {
-                let _ = stop_child(&mut child, "the reference cluster").await;
+                let _ = stop_child(&mut child, "the reference control plane").await;
                 bail!(
-                    "the reference cluster did not print its kubeconfig within {ANNOUNCE_TIMEOUT:?}; its output:\n{}",
+                    "the reference control plane did not print its kubeconfig within {ANNOUNCE_TIMEOUT:?}; its output:\n{}",
                     log_tail(log_path, log_start)
                 );
             }
@@ -595,25 +953,19 @@ impl Cluster {
             })
             .await
             .context("the control plane did not answer /readyz")?;
-            wait_until(NODES_READY_TIMEOUT, &mut child, || async {
-                let nodes = kubeapi::list_nodes(&client).await?;
-                Ok(nodes.iter().filter(|node| node.ready).count() >= NODES)
-            })
-            .await
-            .with_context(|| format!("the cluster's {NODES} nodes were not all Ready"))?;
             anyhow::Ok(client)
         };
         let client = match started.await {
             Ok(client) => client,
             Err(error) => {
-                let _ = stop_child(&mut child, "the reference cluster").await;
+                let _ = stop_child(&mut child, "the reference control plane").await;
                 bail!(
-                    "the reference cluster at {apiserver} did not start: {error:#}; its output:\n{}",
+                    "the reference control plane at {apiserver} did not start: {error:#}; its output:\n{}",
                     log_tail(log_path, log_start)
                 );
             }
         };
-        tracing::info!(%apiserver, kubeconfig = %kubeconfig.display(), generation, "reference cluster ready");
+        tracing::info!(%apiserver, kubeconfig = %kubeconfig.display(), generation, "reference control plane ready");
         Ok(Self {
             child,
             apiserver,
@@ -685,17 +1037,17 @@ impl Driver for ReferenceDriver {
     }
 
     fn describe(&self) -> String {
-        let serving = match self.cluster.try_lock() {
-            Ok(cluster) => format!(
-                "at {}, kubeconfig {}",
-                cluster.apiserver,
-                cluster.kubeconfig.display()
-            ),
+        let kubeconfig = match self.cluster.try_lock() {
+            Ok(cluster) => format!("kubeconfig {}", cluster.kubeconfig.display()),
             Err(_) => "restarting".to_owned(),
         };
         format!(
-            "shipshape reference cluster (`shipshape up --nodes {NODES}` on the local Docker \
-             engine), a child process {serving}; data in {}, log in {}",
+            "shipshape reference cluster on the Docker engine at {}: the control plane \
+             (`shipshape up --nodes 0`) at {}, {kubeconfig}, and {NODES} node agents \
+             (`shipshape node`, node-1 to node-{NODES}), each a child process; data in {}, \
+             logs in {}",
+            self.docker.host(),
+            self.apiserver,
             self.data_dir.path().display(),
             self.log_path.display()
         )
@@ -784,15 +1136,33 @@ impl Driver for ReferenceDriver {
     }
 
     fn supports(&self, fault: &Fault) -> bool {
-        matches!(fault, Fault::RestartControlPlane)
+        match fault {
+            Fault::RestartControlPlane
+            | Fault::KillContainer { .. }
+            | Fault::DeleteReplica { .. }
+            | Fault::LoseNode { .. }
+            | Fault::PartitionNode { .. }
+            | Fault::Heal
+            | Fault::RestartNode { .. } => true,
+        }
     }
 
     fn inject<'a>(&'a self, fault: &'a Fault) -> DriverFuture<'a, ()> {
         async move {
             match fault {
                 Fault::RestartControlPlane => self.restart_control_plane().await,
-                other => bail!("the reference driver does not support the fault \"{other}\" yet"),
+                Fault::KillContainer { namespace, replica } => {
+                    self.kill_container(namespace, replica).await
+                }
+                Fault::DeleteReplica { namespace, replica } => {
+                    kubeapi::delete_replica(&self.client(), namespace, replica).await
+                }
+                Fault::LoseNode { node } => self.lose_node(node).await,
+                Fault::PartitionNode { node } => self.partition_node(node).await,
+                Fault::Heal => self.heal().await,
+                Fault::RestartNode { node } => self.restart_node(node).await,
             }
+            .with_context(|| format!("the reference driver failed to {fault}"))
         }
         .boxed()
     }
@@ -803,7 +1173,8 @@ impl Driver for ReferenceDriver {
             | Capability::LabelNode
             | Capability::TaintNode
             | Capability::Pods
-            | Capability::ReachReplica => true,
+            | Capability::ReachReplica
+            | Capability::DrainNode => true,
         }
     }
 
@@ -813,11 +1184,11 @@ impl Driver for ReferenceDriver {
     }
 
     fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()> {
-        self.start_node(spec).boxed()
+        self.start_node(spec, true, NODES_READY_TIMEOUT).boxed()
     }
 
     fn remove_node<'a>(&'a self, name: &'a str) -> DriverFuture<'a, ()> {
-        self.stop_node(name).boxed()
+        self.remove_added_node(name).boxed()
     }
 
     fn label_node<'a>(
@@ -873,6 +1244,16 @@ impl Driver for ReferenceDriver {
             plain_http::send(&format!("{ip}:{port}"), request).await
         }
         .boxed()
+    }
+
+    fn cordon_node<'a>(&'a self, node: &'a str, cordoned: bool) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::cordon_node(&client, node, cordoned).await }.boxed()
+    }
+
+    fn drain_node<'a>(&'a self, node: &'a str) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::drain_node(&client, node).await }.boxed()
     }
 
     fn shut_down(&self) -> DriverFuture<'_, ()> {

@@ -4,9 +4,11 @@
 //! [`Report`] of measured times. Before each scenario it hands the fresh World the driver
 //! and the name of the scenario's own namespace; the namespace is created on first use (so
 //! a scenario found not applicable creates nothing). After the scenario, whatever its
-//! outcome, the harness undoes what the scenario did to the cluster itself: it deletes the
-//! namespace, removes the nodes the scenario added, and takes back the labels and taints
-//! it put on existing nodes — so every scenario starts from the same cluster.
+//! outcome, the harness undoes what the scenario did to the cluster itself: it brings back
+//! the nodes the scenario made fail (heals a partition, restarts a lost node), deletes the
+//! namespace, removes the nodes the scenario added, takes back the labels, taints and
+//! cordons it put on existing nodes, and waits until the nodes it made fail are ready again
+//! and as they were before — so every scenario starts from the same cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -19,7 +21,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::applicability::Capabilities;
-use crate::driver::{Admission, Driver, Phase, Replica, Taint};
+use crate::driver::{Admission, Driver, Fault, NodeStatus, Phase, Replica, Taint};
+
+/// How long the clean-up waits for a node the scenario made fail to be back as it was.
+const NODE_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pause between two looks at a recovering node.
+const NODE_RECOVERY_POLL: Duration = Duration::from_millis(250);
 
 /// State shared by every scenario of a run.
 #[derive(Debug)]
@@ -74,7 +82,7 @@ impl Harness {
 
     /// Before-scenario hook: gives the World the driver, its namespace's name, and where
     /// to record what it measures.
-    pub fn prepare(&self, feature: &str, scenario: &str, world: &mut ConformanceWorld) {
+    pub fn prepare(&self, scenario: ScenarioId, world: &mut ConformanceWorld) {
         let number = self.scenarios.fetch_add(1, Ordering::Relaxed) + 1;
         world.scope = Some(Scope {
             driver: Arc::clone(&self.driver),
@@ -82,16 +90,17 @@ impl Harness {
             namespace: format!("conformance-{}-{number}", self.run_id),
             created: false,
             report: Arc::clone(&self.report),
-            feature: feature.to_owned(),
-            scenario: scenario.to_owned(),
+            scenario,
             started: Instant::now(),
         });
     }
 
-    /// After-scenario hook: deletes the scenario's namespace if it was created, removes
-    /// the nodes it added, and undoes its changes to existing nodes (last change first);
-    /// then records how long the scenario took. A failure is reported but does not fail
-    /// the scenario: the next scenario's preconditions ("a cluster of 3 ready nodes")
+    /// After-scenario hook: brings back the nodes the scenario made fail (heals
+    /// partitions, restarts lost nodes), deletes the scenario's namespace if it was
+    /// created, removes the nodes it added, undoes its changes to existing nodes (last
+    /// change first), and waits until the nodes it made fail are ready and as they were
+    /// before; then records how long the scenario took. A failure is reported but does not
+    /// fail the scenario: the next scenario's preconditions ("a cluster of 3 ready nodes")
     /// catch a cluster left different, and the run label lets a reaper finish the job.
     pub async fn clean_up(&self, world: Option<&mut ConformanceWorld>) {
         let Some(world) = world else {
@@ -101,6 +110,24 @@ impl Harness {
             return;
         };
         let driver = scope.driver.as_ref();
+        let failed_nodes = std::mem::take(&mut world.failed_nodes);
+        let partitioned = failed_nodes
+            .iter()
+            .any(|failed| !failed.back && failed.fault == NodeFault::Partitioned);
+        if partitioned && let Err(error) = driver.inject(&Fault::Heal).await {
+            eprintln!("warning: failed to heal the partitions: {error:#}");
+        }
+        for failed in &failed_nodes {
+            if failed.back || failed.fault != NodeFault::Lost {
+                continue;
+            }
+            let restart = Fault::RestartNode {
+                node: failed.before.name.clone(),
+            };
+            if let Err(error) = driver.inject(&restart).await {
+                eprintln!("warning: failed to {restart}: {error:#}");
+            }
+        }
         if scope.created
             && let Err(error) = driver.delete_namespace(&scope.namespace).await
         {
@@ -124,16 +151,48 @@ impl Harness {
                     previous,
                 } => driver.label_node(node, key, previous.as_deref()).await,
                 NodeChange::Taint { node, taint } => driver.taint_node(node, taint, false).await,
+                NodeChange::Cordon { node } => driver.cordon_node(node, false).await,
             };
             if let Err(error) = undone {
                 eprintln!("warning: failed to undo {change}: {error:#}");
             }
         }
+        for failed in &failed_nodes {
+            if let Err(error) = recovered(driver, &failed.before).await {
+                eprintln!(
+                    "warning: node {} is not back as it was: {error:#}",
+                    failed.before.name
+                );
+            }
+        }
         self.report.scenario_finished(ScenarioTime {
-            feature: scope.feature,
             scenario: scope.scenario,
             took: scope.started.elapsed(),
         });
+    }
+}
+
+/// Waits until a node that was made to fail is ready, schedulable and carries the taints it
+/// had before (a system may taint a node it lost touch with until it hears from it again).
+async fn recovered(driver: &dyn Driver, before: &NodeStatus) -> anyhow::Result<()> {
+    let deadline = Instant::now() + NODE_RECOVERY_TIMEOUT;
+    loop {
+        let nodes = driver.list_nodes().await?;
+        let now = nodes.iter().find(|node| node.name == before.name);
+        let back = now.is_some_and(|now| {
+            now.ready && now.schedulable == before.schedulable && now.taints == before.taints
+        });
+        if back {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "after {} s it is {:?}; before it failed it was {before:?}",
+                NODE_RECOVERY_TIMEOUT.as_secs(),
+                now
+            );
+        }
+        tokio::time::sleep(NODE_RECOVERY_POLL).await;
     }
 }
 
@@ -149,12 +208,23 @@ struct Scope {
     created: bool,
     /// Where measured times go.
     report: Arc<Report>,
-    /// Name of the feature the scenario belongs to.
-    feature: String,
-    /// Name of the scenario.
-    scenario: String,
+    /// Which scenario it is.
+    scenario: ScenarioId,
     /// When the scenario started.
     started: Instant,
+}
+
+/// Which scenario of which feature, and where it is written (to find it in reports).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScenarioId {
+    /// Name of the feature.
+    pub feature: String,
+    /// Name of the scenario.
+    pub scenario: String,
+    /// Line of the scenario in its feature file.
+    pub line: usize,
+    /// Column of the scenario in its feature file.
+    pub column: usize,
 }
 
 impl fmt::Debug for Scope {
@@ -186,6 +256,31 @@ pub(crate) enum NodeChange {
         /// The taint.
         taint: Taint,
     },
+    /// A node was cordoned (or drained, which cordons it).
+    Cordon {
+        /// The node.
+        node: String,
+    },
+}
+
+/// How a scenario made a node fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeFault {
+    /// Lost with its machine ([`Fault::LoseNode`]); comes back by a restart.
+    Lost,
+    /// Cut off from the control plane ([`Fault::PartitionNode`]); comes back by healing.
+    Partitioned,
+}
+
+/// A node a scenario made fail, brought back after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FailedNode {
+    /// The node as it was before it failed.
+    pub(crate) before: NodeStatus,
+    /// How it failed.
+    pub(crate) fault: NodeFault,
+    /// Whether the scenario itself brought it back.
+    pub(crate) back: bool,
 }
 
 impl fmt::Display for NodeChange {
@@ -193,6 +288,7 @@ impl fmt::Display for NodeChange {
         match self {
             NodeChange::Label { node, key, .. } => write!(f, "the label {key} of node {node}"),
             NodeChange::Taint { node, taint } => write!(f, "the taint {taint} of node {node}"),
+            NodeChange::Cordon { node } => write!(f, "the cordon of node {node}"),
         }
     }
 }
@@ -226,6 +322,15 @@ pub struct ConformanceWorld {
     pub(crate) seen_phases: BTreeMap<String, BTreeSet<Phase>>,
     /// Replicas as noted once they were running, by name, to compare with later.
     pub(crate) noted_replicas: BTreeMap<String, Replica>,
+    /// Nodes this scenario made fail, brought back after it.
+    pub(crate) failed_nodes: Vec<FailedNode>,
+    /// The replica a fault was aimed at (its container killed, or itself deleted), as it
+    /// was just before.
+    pub(crate) victim: Option<Replica>,
+    /// A deployment's replicas as they were just before a fault.
+    pub(crate) before_fault: Vec<Replica>,
+    /// The last fault this scenario injected, and when.
+    pub(crate) last_fault: Option<(String, Instant)>,
 }
 
 impl ConformanceWorld {
@@ -280,22 +385,36 @@ impl ConformanceWorld {
         })
     }
 
-    /// Records a measured convergence time (and prints it, under the step that waited).
+    /// Records a measured convergence time (and prints it, under the step that waited),
+    /// with the time since the scenario's last fault, if it injected one.
     pub(crate) fn record(&self, what: &str, took: Duration, bound: Duration) {
+        let since_fault = self
+            .last_fault
+            .as_ref()
+            .map(|(fault, at)| (fault.clone(), at.elapsed()));
+        let after = since_fault
+            .as_ref()
+            .map(|(fault, since)| format!("; {:.1} s after: {fault}", since.as_secs_f64()))
+            .unwrap_or_default();
         println!(
-            "      measured: {what} after {:.1} s (bound {} s)",
+            "      measured: {what} after {:.1} s (bound {} s{after})",
             took.as_secs_f64(),
             bound.as_secs()
         );
         if let Some(scope) = &self.scope {
             scope.report.measured(Measurement {
-                feature: scope.feature.clone(),
                 scenario: scope.scenario.clone(),
                 what: what.to_owned(),
                 took,
                 bound,
+                since_fault,
             });
         }
+    }
+
+    /// Notes that a fault is being injected now, for the times measured after it.
+    pub(crate) fn fault_injected(&mut self, fault: &Fault) {
+        self.last_fault = Some((fault.to_string(), Instant::now()));
     }
 
     /// Notes the phase a replica was seen in, for checks over the whole scenario.
@@ -310,25 +429,24 @@ impl ConformanceWorld {
 /// One convergence time measured by a "within N seconds" step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Measurement {
-    /// The feature of the scenario that measured it.
-    pub feature: String,
     /// The scenario that measured it.
-    pub scenario: String,
+    pub scenario: ScenarioId,
     /// What was waited for.
     pub what: String,
-    /// How long it took.
+    /// How long it took, from the start of the step.
     pub took: Duration,
     /// The bound the feature set.
     pub bound: Duration,
+    /// The scenario's last fault before it, if any, and how long after that fault the wait
+    /// ended.
+    pub since_fault: Option<(String, Duration)>,
 }
 
 /// How long one scenario took, its clean-up included.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScenarioTime {
-    /// The feature it belongs to.
-    pub feature: String,
     /// The scenario.
-    pub scenario: String,
+    pub scenario: ScenarioId,
     /// Its wall time.
     pub took: Duration,
 }
@@ -383,13 +501,13 @@ impl Report {
         for time in &scenarios {
             match per_feature
                 .iter_mut()
-                .find(|(feature, _, _)| *feature == time.feature)
+                .find(|(feature, _, _)| *feature == time.scenario.feature)
             {
                 Some((_, total, count)) => {
                     *total += time.took;
                     *count += 1;
                 }
-                None => per_feature.push((time.feature.clone(), time.took, 1)),
+                None => per_feature.push((time.scenario.feature.clone(), time.took, 1)),
             }
         }
         let mut text = String::from("wall time per feature:\n");
@@ -398,11 +516,14 @@ impl Report {
                 "  {:>7.1} s  {feature} ({count} scenarios)\n",
                 total.as_secs_f64()
             ));
-            for time in scenarios.iter().filter(|time| time.feature == *feature) {
+            for time in scenarios
+                .iter()
+                .filter(|time| time.scenario.feature == *feature)
+            {
                 text.push_str(&format!(
                     "  {:>7.1} s    {}\n",
                     time.took.as_secs_f64(),
-                    time.scenario
+                    time.scenario.scenario
                 ));
             }
         }
@@ -410,12 +531,17 @@ impl Report {
         if !measurements.is_empty() {
             text.push_str("measured convergence times:\n");
             for m in &measurements {
+                let after = m
+                    .since_fault
+                    .as_ref()
+                    .map(|(fault, since)| format!(" ({:.1} s after: {fault})", since.as_secs_f64()))
+                    .unwrap_or_default();
                 text.push_str(&format!(
-                    "  {:>7.1} s of {:>3} s  {} — {}: {}\n",
+                    "  {:>7.1} s of {:>3} s  {} — {}: {}{after}\n",
                     m.took.as_secs_f64(),
                     m.bound.as_secs(),
-                    m.feature,
-                    m.scenario,
+                    m.scenario.feature,
+                    m.scenario.scenario,
                     m.what
                 ));
             }
@@ -431,25 +557,42 @@ mod tests {
     #[test]
     fn the_summary_groups_scenarios_by_feature() {
         let report = Report::default();
+        let id = |feature: &str, scenario: &str| ScenarioId {
+            feature: feature.to_owned(),
+            scenario: scenario.to_owned(),
+            ..ScenarioId::default()
+        };
         for (feature, scenario, secs) in [("f", "a", 2), ("g", "b", 3), ("f", "c", 4)] {
             report.scenario_finished(ScenarioTime {
-                feature: feature.to_owned(),
-                scenario: scenario.to_owned(),
+                scenario: id(feature, scenario),
                 took: Duration::from_secs(secs),
             });
         }
         report.measured(Measurement {
-            feature: "f".to_owned(),
-            scenario: "a".to_owned(),
+            scenario: id("f", "a"),
             what: "pod x running".to_owned(),
             took: Duration::from_millis(1500),
             bound: Duration::from_secs(30),
+            since_fault: None,
+        });
+        report.measured(Measurement {
+            scenario: id("g", "b"),
+            what: "10 replicas running".to_owned(),
+            took: Duration::from_millis(9000),
+            bound: Duration::from_secs(30),
+            since_fault: Some(("lose node node-2".to_owned(), Duration::from_millis(9100))),
         });
         let summary = report.summary();
         assert!(summary.contains("    6.0 s  f (2 scenarios)"), "{summary}");
         assert!(summary.contains("    3.0 s  g (1 scenarios)"), "{summary}");
         assert!(
-            summary.contains("    1.5 s of  30 s  f — a: pod x running"),
+            summary.contains("    1.5 s of  30 s  f — a: pod x running\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(
+                "    9.0 s of  30 s  g — b: 10 replicas running (9.1 s after: lose node node-2)"
+            ),
             "{summary}"
         );
     }

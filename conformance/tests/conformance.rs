@@ -2,7 +2,8 @@
 //!
 //! Output: cucumber's console report, and JUnit XML in `<target>/conformance/junit.xml`
 //! (`<target>` is `CARGO_TARGET_DIR` when set, else the target directory this test was
-//! built in). The process exits non-zero if any scenario failed or any step was skipped
+//! built in), completed after the run with each scenario's measured convergence times as
+//! properties of its test case. The process exits non-zero if any scenario failed or any step was skipped
 //! for another reason than "not applicable".
 //!
 //! The same binary doubles as the reference control plane: see
@@ -10,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,8 @@ use anyhow::Context as _;
 use cucumber::{StatsWriter as _, World as _, WriterExt as _, parser, writer};
 use futures::FutureExt as _;
 use shipshape_conformance::applicability::NotApplicable;
-use shipshape_conformance::world::{ConformanceWorld, Harness};
+use shipshape_conformance::junit;
+use shipshape_conformance::world::{ConformanceWorld, Harness, Measurement, ScenarioId};
 
 fn main() -> ExitCode {
     // First: this process may be the reference control plane the harness started.
@@ -47,7 +49,7 @@ async fn run() -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&report_dir)
         .with_context(|| format!("failed to create {}", report_dir.display()))?;
     let junit_path = report_dir.join("junit.xml");
-    let junit = File::create(&junit_path)
+    let junit_file = File::create(&junit_path)
         .with_context(|| format!("failed to create {}", junit_path.display()))?;
 
     let started = Instant::now();
@@ -81,7 +83,13 @@ async fn run() -> anyhow::Result<ExitCode> {
         .with_parser(NotApplicable::new(parser::Basic::default(), capabilities))
         .max_concurrent_scenarios(1)
         .before(move |feature, _, scenario, world| {
-            before.prepare(&feature.name, &scenario.name, world);
+            let id = ScenarioId {
+                feature: feature.name.clone(),
+                scenario: scenario.name.clone(),
+                line: scenario.position.line,
+                column: scenario.position.col,
+            };
+            before.prepare(id, world);
             async {}.boxed_local()
         })
         .after(move |_, _, _, _, world| {
@@ -91,7 +99,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         .with_writer(
             writer::Basic::raw(io::stdout(), writer::Coloring::Auto, 0)
                 .summarized()
-                .tee::<ConformanceWorld, _>(writer::JUnit::for_tee(junit, 0))
+                .tee::<ConformanceWorld, _>(writer::JUnit::for_tee(junit_file, 0))
                 .normalized(),
         )
         .fail_on_skipped_with(move |feature, rule, scenario| {
@@ -101,21 +109,47 @@ async fn run() -> anyhow::Result<ExitCode> {
         .await;
 
     print!("{}", harness.report().summary());
+    let properties = add_measurements(&junit_path, &harness.report().measurements());
     // Stop the system under test cleanly (its containers go with it) before judging.
     let stopped = harness.driver().shut_down().await;
     if let Err(error) = &stopped {
         eprintln!("conformance: failed to stop the system under test cleanly: {error:#}");
     }
-    println!("conformance: JUnit report in {}", junit_path.display());
+    match &properties {
+        Ok(()) => println!(
+            "conformance: JUnit report, with the measured times as properties, in {}",
+            junit_path.display()
+        ),
+        Err(error) => eprintln!("conformance: {error:#}"),
+    }
     println!(
         "conformance: run took {:.1} s in all",
         started.elapsed().as_secs_f64()
     );
-    Ok(if outcome.execution_has_failed() || stopped.is_err() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if outcome.execution_has_failed() || stopped.is_err() || properties.is_err() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+/// Writes the measured convergence times into the JUnit report, as properties of each
+/// scenario's test case (cucumber's writer cannot: see `shipshape_conformance::junit`).
+fn add_measurements(path: &Path, measurements: &[Measurement]) -> anyhow::Result<()> {
+    let xml = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the JUnit report {}", path.display()))?;
+    let done = junit::add_properties(&xml, measurements)
+        .with_context(|| format!("failed to add properties to {}", path.display()))?;
+    for scenario in &done.missing {
+        eprintln!(
+            "conformance: warning: the JUnit report has no test case for {} — {} (line {})",
+            scenario.feature, scenario.scenario, scenario.line
+        );
+    }
+    std::fs::write(path, done.xml)
+        .with_context(|| format!("failed to write the JUnit report {}", path.display()))
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR` if set (relative to the workspace),

@@ -7,7 +7,8 @@
 //!
 //! This file holds the deployment and control-plane sentences and what every step shares;
 //! `placement.rs` has the nodes and where replicas land (`@scheduling`), `pods.rs` the life
-//! of single pods (`@lifecycle`).
+//! of single pods (`@lifecycle`), `healing.rs` the faults and how the cluster recovers from
+//! them (`@self-healing`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.
@@ -21,6 +22,7 @@
 //! observe that it did. A "stays ... for N seconds" step is the other way round: it
 //! samples the system for N seconds and fails the first time the state is not kept.
 
+mod healing;
 mod placement;
 mod pods;
 
@@ -278,6 +280,7 @@ async fn note_objects(
 async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
     let driver = world.driver()?;
     let started = Instant::now();
+    world.fault_injected(&Fault::RestartControlPlane);
     driver
         .inject(&Fault::RestartControlPlane)
         .await
@@ -459,6 +462,9 @@ fn describe(replica: &Replica) -> String {
         ", not ready"
     });
     text.push_str(&format!(", {} restarts", replica.restarts));
+    if replica.terminating {
+        text.push_str(", terminating");
+    }
     if let Some(reason) = &replica.reason {
         text.push_str(&format!(", {reason}"));
     }
@@ -466,6 +472,20 @@ fn describe(replica: &Replica) -> String {
         text.push_str(&format!(": {message}"));
     }
     text
+}
+
+/// Whether exactly `count` replicas are listed, all running and none on its way out
+/// (terminating); what is seen otherwise.
+fn exactly_running(replicas: &[Replica], count: usize) -> Result<(), String> {
+    let running = replicas
+        .iter()
+        .filter(|replica| replica.phase == crate::driver::Phase::Running && !replica.terminating)
+        .count();
+    if replicas.len() == count && running == count {
+        Ok(())
+    } else {
+        Err(describe_all(replicas))
+    }
 }
 
 /// `1 replica`, `2 replicas`: a count and its noun.

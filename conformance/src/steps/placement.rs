@@ -11,8 +11,8 @@ use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 
 use super::{
-    StepResult, describe, describe_all, fail, parse_labels, plural, unscheduled_naming,
-    wait_for_replica, wait_for_replicas,
+    StepResult, describe, describe_all, exactly_running, fail, parse_labels, plural,
+    unscheduled_naming, wait_for_replica, wait_for_replicas,
 };
 use crate::driver::{DeploymentSpec, NodeSpec, NodeStatus, Phase, Placement, Resources, Taint};
 use crate::world::{ConformanceWorld, NodeChange};
@@ -177,14 +177,7 @@ async fn replicas_running(
         &deployment,
         seconds,
         &format!("{} running", plural(count, "replica")),
-        |replicas| {
-            let running = replicas.iter().filter(|r| r.phase == Phase::Running);
-            if replicas.len() == count && running.count() == count {
-                Ok(())
-            } else {
-                Err(describe_all(replicas))
-            }
-        },
+        |replicas| exactly_running(replicas, count),
     )
     .await?;
     Ok(())
@@ -337,7 +330,7 @@ async fn pod_running_on(
 // --- helpers ------------------------------------------------------------------------------
 
 /// Creates a deployment of the probe (version v1) placed as asked.
-async fn deploy_probe(
+pub(super) async fn deploy_probe(
     world: &mut ConformanceWorld,
     name: String,
     replicas: u32,
@@ -358,7 +351,7 @@ async fn deploy_probe(
 }
 
 /// Lists the replicas of a deployment, noting their phases.
-async fn list(
+pub(super) async fn list(
     world: &mut ConformanceWorld,
     deployment: &str,
 ) -> anyhow::Result<Vec<crate::driver::Replica>> {
@@ -418,7 +411,7 @@ pub(super) fn role_node(world: &ConformanceWorld, role: &str) -> anyhow::Result<
 }
 
 /// Nodes in a few words each, for errors.
-fn describe_nodes(nodes: &[NodeStatus]) -> String {
+pub(super) fn describe_nodes(nodes: &[NodeStatus]) -> String {
     if nodes.is_empty() {
         return "no nodes".to_owned();
     }

@@ -786,6 +786,11 @@ async fn delete(
         attempt += 1;
         match delete_once(shared, r, ns, name, options).await {
             Err(ApiError::Conflict { .. }) if !client_pinned && attempt < PATCH_RETRIES => continue,
+            // A namespace's contents change under it all the time; one of them going away
+            // between our list and our write is no reason to fail.
+            Err(ApiError::NotFound { .. }) if r.kind == "Namespace" && attempt < PATCH_RETRIES => {
+                continue;
+            }
             other => return other,
         }
     }
@@ -882,11 +887,12 @@ async fn delete_once(
                 .store
                 .list(&res.prefix(Some(name)))
                 .map_err(|e| from_store(e, r, name))?;
-            for (key, rec) in items {
+            for (key, _) in items {
                 if res.kind == "Service" {
                     ops.extend(allocation::release(&held, &key));
                 }
-                ops.push(Op::delete(key, Precondition::Revision(rec.mod_revision)));
+                // Whatever its revision: the namespace goes with everything in it.
+                ops.push(Op::delete(key, Precondition::Exists));
             }
         }
     }

@@ -1,0 +1,258 @@
+//! Just enough of the Docker Engine API for a driver to inject faults into the machines
+//! of a system that runs its containers on the local Docker engine.
+//!
+//! A fault must hit what the system under test runs, not what it says it runs: killing a
+//! replica's container or wiping a lost machine's containers goes straight to the engine,
+//! past the orchestrator. Containers are found by the labels the orchestrator puts on them
+//! (for the reference: `shipshape.cluster`, `shipshape.node`, `shipshape.pod`,
+//! `shipshape.container`), so nothing else on the engine is ever touched.
+//!
+//! The engine is where `DOCKER_HOST` points (`unix://` or `tcp://`), else
+//! `/var/run/docker.sock`, as for the `docker` command. Requests go over [`plain_http`],
+//! one per connection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+
+use crate::driver::{HttpRequest, HttpResponse};
+use crate::plain_http;
+
+/// How long the engine may take to answer one request.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Docker engine, by address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Engine {
+    /// `unix:///path/to/socket` or `tcp://host:port`.
+    host: String,
+}
+
+/// One container as the engine lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// The engine's id.
+    pub id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is running now.
+    pub running: bool,
+}
+
+impl Engine {
+    /// The engine `DOCKER_HOST` names, else the local socket.
+    pub fn from_env() -> Self {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        Self { host }
+    }
+
+    /// Where the engine is.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends one request to the engine and returns its answer, whatever the status.
+    async fn send(&self, method: &str, path: &str) -> anyhow::Result<HttpResponse> {
+        let request = HttpRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            body: String::new(),
+        };
+        let attempt = async {
+            if let Some(socket) = self.host.strip_prefix("unix://") {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .with_context(|| format!("failed to connect to {socket}"))?;
+                plain_http::exchange(stream, "docker", &request).await
+            } else if let Some(authority) = self.host.strip_prefix("tcp://") {
+                plain_http::send(authority, &request).await
+            } else {
+                bail!(
+                    "DOCKER_HOST={} is neither unix:// nor tcp://, which is all the kit knows",
+                    self.host
+                )
+            }
+        };
+        tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .map_err(|_| anyhow!("no answer within {TIMEOUT:?}"))?
+            .with_context(|| format!("{method} {path} on the Docker engine at {}", self.host))
+    }
+
+    /// Checks that the engine answers `/_ping` within `timeout`; says what it saw if not.
+    pub async fn ping(&self, timeout: Duration) -> anyhow::Result<()> {
+        let answer = match tokio::time::timeout(timeout, self.send("GET", "/_ping")).await {
+            Ok(Ok(answer)) if answer.status == 200 => return Ok(()),
+            Ok(Ok(answer)) => format!("it answered {} {:?}", answer.status, answer.body),
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        bail!("no Docker engine is reachable at {} ({answer})", self.host)
+    }
+
+    /// Lists the containers, running or not, that carry every one of `labels`.
+    pub async fn containers(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<Container>> {
+        let path = format!("/containers/json?all=1&filters={}", label_filter(labels));
+        let answer = self.send("GET", &path).await?;
+        if answer.status != 200 {
+            bail!(
+                "the Docker engine refused to list containers: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        containers_of(&answer.body)
+    }
+
+    /// Kills a running container with SIGKILL, as `docker kill` does.
+    pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
+        let answer = self.send("POST", &format!("/containers/{id}/kill")).await?;
+        match answer.status {
+            204 => Ok(()),
+            status => bail!(
+                "the Docker engine did not kill container {id}: {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes, as `docker rm -fv`
+    /// does. One that is already gone is not an error.
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let answer = self
+            .send("DELETE", &format!("/containers/{id}?force=1&v=1"))
+            .await?;
+        match answer.status {
+            204 | 404 => Ok(()),
+            status => bail!(
+                "the Docker engine did not remove container {id}: {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+
+    /// Lists the names of the networks that carry every one of `labels`.
+    pub async fn networks(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
+        let path = format!("/networks?filters={}", label_filter(labels));
+        let answer = self.send("GET", &path).await?;
+        if answer.status != 200 {
+            bail!(
+                "the Docker engine refused to list networks: {} {}",
+                answer.status,
+                answer.body.trim()
+            );
+        }
+        let list: Vec<Value> = serde_json::from_str(&answer.body)
+            .with_context(|| format!("the Docker engine listed networks as {:?}", answer.body))?;
+        Ok(list
+            .iter()
+            .filter_map(|network| Some(network.get("Name")?.as_str()?.to_owned()))
+            .collect())
+    }
+
+    /// Removes a network by name, as `docker network rm` does. One that is already gone is
+    /// not an error.
+    pub async fn remove_network(&self, name: &str) -> anyhow::Result<()> {
+        let answer = self
+            .send("DELETE", &format!("/networks/{}", percent_encode(name)))
+            .await?;
+        match answer.status {
+            204 | 404 => Ok(()),
+            status => bail!(
+                "the Docker engine did not remove network {name}: {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+}
+
+/// The `filters` query value that selects objects carrying every one of `labels`.
+fn label_filter(labels: &[(&str, &str)]) -> String {
+    let filters = serde_json::json!({
+        "label": labels
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+    });
+    percent_encode(&filters.to_string())
+}
+
+/// The containers of a `GET /containers/json` answer.
+fn containers_of(body: &str) -> anyhow::Result<Vec<Container>> {
+    let list: Vec<Value> = serde_json::from_str(body)
+        .with_context(|| format!("the Docker engine listed containers as {body:?}"))?;
+    list.iter()
+        .map(|entry| {
+            let id = entry
+                .get("Id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("the Docker engine listed a container without an id"))?;
+            let labels = entry
+                .get("Labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+                .collect();
+            Ok(Container {
+                id: id.to_owned(),
+                labels,
+                running: entry.get("State").and_then(Value::as_str) == Some("running"),
+            })
+        })
+        .collect()
+}
+
+/// Percent-encodes everything but the unreserved characters of RFC 3986, for a query
+/// value or a path segment.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_encoded_for_a_query() {
+        assert_eq!(
+            label_filter(&[("a.b", "c/d")]),
+            "%7B%22label%22%3A%5B%22a.b%3Dc%2Fd%22%5D%7D"
+        );
+    }
+
+    #[test]
+    fn a_container_list_reads_ids_labels_and_state() {
+        let body = r#"[{"Id":"abc","Labels":{"shipshape.node":"node-1","n":1},"State":"running"},
+                       {"Id":"def","Labels":null,"State":"exited"}]"#;
+        let containers = containers_of(body).expect("parses");
+        assert_eq!(containers.len(), 2);
+        assert_eq!(containers[0].id, "abc");
+        assert!(containers[0].running);
+        assert_eq!(
+            containers[0]
+                .labels
+                .get("shipshape.node")
+                .map(String::as_str),
+            Some("node-1")
+        );
+        assert_eq!(containers[0].labels.len(), 1);
+        assert!(!containers[1].running);
+        assert!(containers[1].labels.is_empty());
+        assert!(containers_of(r#"[{"Labels":{}}]"#).is_err());
+        assert!(containers_of("not json").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+@self-healing
+Feature: Replicas come back after failures
+  A deployment says how many replicas of a pod should run, and the cluster keeps that many
+  running whatever fails: "a deployment with 10 replicas, 3 pods crash because their
+  machine failed — those 3 pods are scheduled and run on other machines". A container that
+  dies is started again in place by its node. A replica that is deleted is replaced by a
+  new one. When the control plane cannot talk to the node a pod runs on, the pod's phase is
+  Unknown; its replicas are started on other nodes, and once the node is back the
+  deployment settles at exactly its replica count. A node drained for maintenance is
+  emptied, and gets no new pods until it is uncordoned.
+
+  @kill-container
+  Scenario: A replica whose container is killed is restarted in place
+    Given a deployment "web" of 3 probe replicas is running
+    When the container of one replica of deployment "web" is killed
+    Then within 15 seconds that replica has restarted and is running again, as the same pod on the same node
+    And the deployment "web" still has the same 3 replicas
+
+  @delete-replica
+  Scenario: A deleted replica is replaced by a new one
+    Given a deployment "web" of 3 probe replicas is running
+    When one replica of deployment "web" is deleted
+    Then within 10 seconds 3 replicas of deployment "web" are running, none of them the deleted one
+
+  @disruptive @lose-node @restart-node
+  Scenario: The replicas of a failed machine run again on the other machines
+    Given a cluster of 3 ready nodes
+    And a deployment "web" of 10 probe replicas is running
+    When the node running the most replicas of deployment "web" is lost
+    Then within 30 seconds 10 replicas of deployment "web" are running, none of them on the failed node
+    When the failed node is started again
+    Then within 30 seconds 10 replicas of deployment "web" are running
+    And for 5 seconds deployment "web" keeps exactly 10 replicas, all running
+
+  @disruptive @partition-node
+  Scenario: The replicas of a node cut off from the control plane turn Unknown and are replaced, and the deployment settles once the node is back
+    Given a cluster of 3 ready nodes
+    And a deployment "web" of 10 probe replicas is running
+    When the node running the most replicas of deployment "web" is cut off from the control plane
+    Then within 15 seconds the replicas of deployment "web" on the failed node are in phase Unknown
+    And within 30 seconds 10 replicas of deployment "web" are running, none of them on the failed node
+    When the partition heals
+    Then within 30 seconds 10 replicas of deployment "web" are running
+    And for 5 seconds deployment "web" keeps exactly 10 replicas, all running
+
+  @drain-node
+  Scenario: A drained node is emptied, and gets no new replicas until it is uncordoned
+    Given a cluster of 3 ready nodes
+    And a deployment "web" of 6 probe replicas is running
+    When the node running the most replicas of deployment "web" is drained
+    Then the drained node is reported as not accepting new replicas
+    And within 30 seconds 6 replicas of deployment "web" are running, none of them on the drained node
+    When the deployment "web" is scaled to 9 replicas
+    Then within 30 seconds 9 replicas of deployment "web" are running, none of them on the drained node
+    When the drained node is uncordoned
+    And the deployment "web" is scaled to 12 replicas
+    Then within 30 seconds 12 replicas of deployment "web" are running
+    And at least 1 replica of deployment "web" runs on the drained node
