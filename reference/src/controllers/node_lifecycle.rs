@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -253,31 +253,37 @@ async fn remove_orphans(pods: &Api<Pod>, nodes: &[String]) -> Result<(), kube::E
         if node.is_empty() || nodes.contains(&node) {
             continue;
         }
-        let (Some(ns), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) else {
-            continue;
-        };
-        tracing::info!(pod = %format!("{ns}/{name}"), node = %node, "removing a pod whose node is gone");
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
-            .delete(name, &params)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        tracing::info!(pod = %pod.name_any(), node = %node, "removing a pod whose node is gone");
+        delete_pod(pods, &pod, Some(0)).await?;
     }
     Ok(())
+}
+
+/// Deletes `pod` (if it is still the same pod), with `grace` or its own grace period.
+async fn delete_pod(pods: &Api<Pod>, pod: &Pod, grace: Option<u32>) -> Result<(), kube::Error> {
+    let (Some(ns), Some(name)) = (
+        pod.metadata.namespace.as_deref(),
+        pod.metadata.name.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        grace_period_seconds: grace,
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
+        .delete(name, &params)
+        .await
+    {
+        // Gone already, or replaced by a pod of the same name: nothing to do.
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn on_node(name: &str) -> ListParams {
@@ -344,28 +350,8 @@ async fn evict(
         if lost_for < limit {
             continue;
         }
-        let (Some(ns), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) else {
-            continue;
-        };
-        tracing::info!(pod = %format!("{ns}/{name}"), node, "evicting a pod from an unreachable node");
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
-            .delete(name, &params)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        tracing::info!(pod = %pod.name_any(), node, "evicting a pod from an unreachable node");
+        delete_pod(pods, &pod, None).await?;
     }
     Ok(())
 }
