@@ -61,6 +61,11 @@ pub struct DeploymentSpec {
     pub placement: Placement,
     /// What each replica asks of the node it is placed on.
     pub requests: Resources,
+    /// The port each replica listens on, if any.
+    pub port: Option<u16>,
+    /// A failing readiness check takes a replica out of service (out of the rotation of
+    /// the services in front of it); without one, a running replica is ready.
+    pub readiness: Option<HealthCheck>,
 }
 
 /// Which nodes a replica may be placed on.

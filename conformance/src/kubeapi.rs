@@ -124,6 +124,14 @@ pub async fn deploy(
                         image: Some(spec.image.clone()),
                         image_pull_policy: Some("Never".to_owned()),
                         resources: requirements(&spec.requests),
+                        ports: spec.port.map(|port| {
+                            vec![ContainerPort {
+                                container_port: i32::from(port),
+                                protocol: Some("TCP".to_owned()),
+                                ..ContainerPort::default()
+                            }]
+                        }),
+                        readiness_probe: spec.readiness.as_ref().map(probe_of),
                         ..Container::default()
                     }],
                     ..placed(&spec.placement)
@@ -160,11 +168,17 @@ pub async fn read_deployment(
     let Some(pod) = spec.template.spec.as_ref() else {
         bail!("deployment {namespace}/{name} was reported without a pod spec");
     };
-    let (image, requests) = match pod.containers.as_slice() {
+    let (image, requests, port, readiness) = match pod.containers.as_slice() {
         [container] => (
             container.image.clone().unwrap_or_default(),
             requests_of(container)
                 .with_context(|| format!("deployment {namespace}/{name} has bad requests"))?,
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find_map(|port| u16::try_from(port.container_port).ok()),
+            container.readiness_probe.as_ref().and_then(check_of),
         ),
         containers => bail!(
             "deployment {namespace}/{name} was reported with {} containers, expected one",
@@ -184,6 +198,8 @@ pub async fn read_deployment(
         labels: deployment.metadata.labels.clone().unwrap_or_default(),
         placement,
         requests,
+        port,
+        readiness,
     }))
 }
 
@@ -309,7 +325,8 @@ pub async fn roll_back(
     })
 }
 
-/// Creates a Service selecting the deployment's pods, as `kubectl expose` does.
+/// Creates a Service selecting the deployment's pods, as `kubectl expose` does, of type
+/// `NodePort`: reachable from outside the cluster on a port of every node.
 pub async fn expose(
     client: &kube::Client,
     namespace: &str,
@@ -346,6 +363,7 @@ pub async fn expose(
                 protocol: Some("TCP".to_owned()),
                 ..ServicePort::default()
             }]),
+            type_: Some("NodePort".to_owned()),
             ..KubeServiceSpec::default()
         }),
         ..Service::default()
@@ -355,6 +373,33 @@ pub async fn expose(
         .await
         .with_context(|| format!("failed to create service {namespace}/{}", service.name))?;
     Ok(())
+}
+
+/// The node port the system gave a service's (first) port.
+pub async fn node_port(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<u16> {
+    let object = Api::<Service>::namespaced(client.clone(), namespace)
+        .get(service)
+        .await
+        .with_context(|| format!("failed to read service {namespace}/{service}"))?;
+    let spec = object
+        .spec
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no spec"))?;
+    if spec.type_.as_deref() != Some("NodePort") && spec.type_.as_deref() != Some("LoadBalancer") {
+        bail!(
+            "service {namespace}/{service} is of type {:?}, not NodePort: it cannot be reached from outside the cluster",
+            spec.type_.unwrap_or_default()
+        );
+    }
+    spec.ports
+        .iter()
+        .flatten()
+        .find_map(|port| port.node_port)
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no node port (yet)"))
 }
 
 /// Lists the pods selected by a deployment's label selector.
@@ -611,6 +656,35 @@ fn probe_of(check: &HealthCheck) -> Probe {
         }
     }
     probe
+}
+
+/// The kit's health check for a probe, if it is one the kit describes.
+fn check_of(probe: &Probe) -> Option<HealthCheck> {
+    let port = |port: &IntOrString| match port {
+        IntOrString::Int(port) => u16::try_from(*port).ok(),
+        IntOrString::String(_) => None,
+    };
+    let action = if let Some(get) = &probe.http_get {
+        CheckAction::HttpGet {
+            port: port(&get.port)?,
+            path: get.path.clone().unwrap_or_else(|| "/".to_owned()),
+        }
+    } else if let Some(tcp) = &probe.tcp_socket {
+        CheckAction::TcpConnect {
+            port: port(&tcp.port)?,
+        }
+    } else {
+        CheckAction::Exec {
+            command: probe.exec.as_ref()?.command.clone().unwrap_or_default(),
+        }
+    };
+    let unsigned =
+        |n: Option<i32>, default: u32| n.map_or(Some(default), |n| u32::try_from(n).ok());
+    Some(HealthCheck {
+        action,
+        period_seconds: unsigned(probe.period_seconds, 10)?,
+        failure_threshold: unsigned(probe.failure_threshold, 3)?,
+    })
 }
 
 /// A pod spec carrying only the placement (node selector, tolerations), to be completed.

@@ -71,6 +71,7 @@ pub mod kubeapi;
 pub mod plain_http;
 pub mod reference;
 pub mod steps;
+pub mod traffic;
 pub mod world;
 
 pub use reference::run_reference_child_if_requested;

@@ -29,6 +29,10 @@
 //!   waits until the Node is Ready with a heartbeat from this very agent. The first node
 //!   builds the images on a machine that lacks them (about 20 seconds), so the nodes start
 //!   one after the other.
+//! - The service proxy, once the nodes are ready: `shipshape proxy --server URL --token T
+//!   --ca-file DIR/ca.crt`, its own process as kube-proxy is; it listens on the node port
+//!   of every NodePort service on the host's loopback address, which is where
+//!   [`Driver::reach_service`] sends its requests (`up --nodes 0` runs no proxy).
 //!
 //! Everything a child writes (stdout and stderr) is appended to a log file in the report
 //! directory (`reference-cluster.log`, `reference-node-NAME.log`), whose tail goes into
@@ -227,6 +231,8 @@ pub struct ReferenceDriver {
     log_path: PathBuf,
     /// The cluster's data directory, kept across restarts, removed on drop.
     data_dir: tempfile::TempDir,
+    /// The service proxy's process, once started.
+    proxy: tokio::sync::Mutex<Option<Child>>,
 }
 
 /// One node agent: how to start it, and how it is doing.
@@ -325,6 +331,7 @@ impl ReferenceDriver {
             docker,
             log_path,
             data_dir,
+            proxy: tokio::sync::Mutex::new(None),
         };
         for number in 1..=NODES {
             let spec = NodeSpec {
@@ -342,6 +349,12 @@ impl ReferenceDriver {
                 }
                 return Err(error.context("the reference cluster did not start"));
             }
+        }
+        if let Err(error) = driver.start_proxy().await {
+            if let Err(stop) = driver.stop_all().await {
+                eprintln!("conformance: {stop:#}");
+            }
+            return Err(error.context("the reference cluster's service proxy did not start"));
         }
         Ok(driver)
     }
@@ -666,8 +679,34 @@ impl ReferenceDriver {
 
     /// Stops every node agent, then the control plane, cleanly; then checks that no
     /// container of the cluster is left, and removes the cluster's network.
+    /// Starts the service proxy as a child of its own, logging next to the cluster.
+    async fn start_proxy(&self) -> anyhow::Result<()> {
+        let args: Vec<OsString> = vec![
+            "proxy".into(),
+            "--server".into(),
+            self.apiserver.clone().into(),
+            "--token".into(),
+            self.token.clone().into(),
+            "--ca-file".into(),
+            self.data_dir.path().join("ca.crt").into(),
+        ];
+        let log_path = self.log_path.with_file_name("reference-proxy.log");
+        let (child, _log, _start) = spawn(&args, &log_path, false)?;
+        *self.proxy.lock().await = Some(child);
+        Ok(())
+    }
+
     async fn stop_all(&self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
+        if let Some(mut proxy) = self.proxy.lock().await.take() {
+            match stop_child(&mut proxy, "the service proxy").await {
+                Ok(status) if status.success() => {}
+                Ok(status) => failures.push(format!(
+                    "the service proxy ended with {status} when stopped; see reference-proxy.log"
+                )),
+                Err(error) => failures.push(format!("{error:#}")),
+            }
+        }
         let agents = std::mem::take(&mut *self.nodes.lock().await);
         let client = self.client();
         for (name, mut agent) in agents {
@@ -780,6 +819,9 @@ impl Drop for ReferenceDriver {
                 }
                 let _ = signal(pid, "TERM");
             }
+        }
+        if let Some(pid) = self.proxy.get_mut().as_ref().and_then(Child::id) {
+            let _ = signal(pid, "TERM");
         }
         if let Some(pid) = self.cluster.get_mut().child.id() {
             let _ = signal(pid, "TERM");
@@ -1121,16 +1163,34 @@ impl Driver for ReferenceDriver {
         async move { kubeapi::list_replicas(&client, namespace, deployment).await }.boxed()
     }
 
+    /// Services are of type NodePort ([`kubeapi::expose`]); the service proxy of the
+    /// cluster listens on the node port on the host's loopback address. Each request goes
+    /// on a connection of its own, so requests are spread over the replicas.
     fn reach_service<'a>(
         &'a self,
         namespace: &'a str,
         service: &'a str,
-        _path: &'a str,
+        path: &'a str,
     ) -> DriverFuture<'a, String> {
+        let client = self.client();
         async move {
-            bail!(
-                "reaching service {namespace}/{service} is not supported yet by the reference driver (the reference has no service proxy yet)"
-            )
+            let port = kubeapi::node_port(&client, namespace, service).await?;
+            let get = HttpRequest {
+                method: "GET".to_owned(),
+                path: path.to_owned(),
+                body: String::new(),
+            };
+            let answer = plain_http::send(&format!("127.0.0.1:{port}"), &get)
+                .await
+                .with_context(|| format!("failed to reach service {namespace}/{service}"))?;
+            if !(200..300).contains(&answer.status) {
+                bail!(
+                    "service {namespace}/{service} answered GET {path} with {}: {:?}",
+                    answer.status,
+                    answer.body
+                );
+            }
+            Ok(answer.body)
         }
         .boxed()
     }

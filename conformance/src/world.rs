@@ -331,6 +331,11 @@ pub struct ConformanceWorld {
     pub(crate) before_fault: Vec<Replica>,
     /// The last fault this scenario injected, and when.
     pub(crate) last_fault: Option<(String, Instant)>,
+    /// Traffic running in the background to a service, stopped by a step or with the
+    /// scenario.
+    pub(crate) traffic: Option<crate::traffic::Traffic>,
+    /// The answers to the last batch of requests sent to a service.
+    pub(crate) answers: Option<crate::traffic::Counts>,
 }
 
 impl ConformanceWorld {

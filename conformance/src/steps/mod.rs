@@ -8,7 +8,8 @@
 //! This file holds the deployment and control-plane sentences and what every step shares;
 //! `placement.rs` has the nodes and where replicas land (`@scheduling`), `pods.rs` the life
 //! of single pods (`@lifecycle`), `healing.rs` the faults and how the cluster recovers from
-//! them (`@self-healing`).
+//! them (`@self-healing`), `routing.rs` services and the traffic through them
+//! (`@service-routing`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.
@@ -25,6 +26,7 @@
 mod healing;
 mod placement;
 mod pods;
+mod routing;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -345,6 +345,7 @@ pub(super) async fn deploy_probe(
         replicas,
         placement,
         requests: Resources::default(),
+        ..DeploymentSpec::default()
     };
     driver.deploy(&namespace, &spec).await?;
     Ok(())

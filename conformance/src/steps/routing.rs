@@ -1,0 +1,452 @@
+//! Sentences about services and the traffic through them (`features/service-routing.feature`).
+//!
+//! A service is reached from outside the cluster through the driver
+//! ([`Driver::reach_service`](crate::driver::Driver::reach_service)), one connection per
+//! request, so every request is balanced anew. The probe names the replica that answered
+//! (`{"pod": ...}`), which is how the steps tell where a request went.
+//!
+//! Two ways to send requests: a batch, sent one after the other by the step itself ("N
+//! requests are sent to the service"), whose answers the following steps look at; and
+//! continuous traffic in the background ([`Traffic`]), started by one step and stopped by
+//! the step that checks it, so that what happens *during* a change (scaling down, a
+//! replica deleted) is counted, not only its end state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, anyhow};
+use cucumber::{given, then, when};
+
+use super::{StepResult, Wait, describe_all, fail, plural, wait_for_replicas};
+use crate::driver::{
+    CheckAction, DeploymentSpec, HealthCheck, HttpRequest, Phase, Replica, ServiceSpec,
+};
+use crate::traffic::{Counts, Traffic};
+use crate::world::ConformanceWorld;
+
+/// The port the probe listens on.
+const PROBE_PORT: u16 = 8080;
+
+/// The port services listen on.
+const SERVICE_PORT: u16 = 80;
+
+/// How long the replicas of a deployment may take to be running and ready in a `Given`.
+const START_SECONDS: u64 = 60;
+
+/// How many answers continuous traffic must have had before the scenario changes anything.
+const WARM_UP_ANSWERS: u64 = 20;
+
+/// How long continuous traffic may take to get its first answers.
+const WARM_UP_SECONDS: u64 = 15;
+
+// --- preconditions ------------------------------------------------------------------------
+
+#[given(
+    expr = "a deployment {string} of {int} probe replica(s) checked for readiness is running and ready"
+)]
+async fn ready_deployment(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: usize,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let spec = DeploymentSpec {
+        name: name.clone(),
+        image: driver.probe_image("v1"),
+        replicas: u32::try_from(replicas).context("too many replicas")?,
+        labels: BTreeMap::from([("app".to_owned(), name.clone())]),
+        port: Some(PROBE_PORT),
+        // Checked every second, out of service at the first failure: a replica that stops
+        // being ready leaves the rotation quickly.
+        readiness: Some(HealthCheck {
+            action: CheckAction::HttpGet {
+                port: PROBE_PORT,
+                path: "/ready".to_owned(),
+            },
+            period_seconds: 1,
+            failure_threshold: 1,
+        }),
+        ..DeploymentSpec::default()
+    };
+    driver.deploy(&namespace, &spec).await?;
+    wait_for_replicas(
+        world,
+        &name,
+        START_SECONDS,
+        &format!("{} running and ready", plural(replicas, "replica")),
+        |listed| ready_count(listed, replicas),
+    )
+    .await?;
+    Ok(())
+}
+
+#[given(expr = "a service {string} in front of deployment {string} answers within {int} seconds")]
+async fn answering_service(
+    world: &mut ConformanceWorld,
+    name: String,
+    deployment: String,
+    seconds: u64,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let service = ServiceSpec {
+        name: name.clone(),
+        deployment,
+        port: SERVICE_PORT,
+        target_port: PROBE_PORT,
+    };
+    driver.expose(&namespace, &service).await?;
+    let wait = Wait::new(seconds, format!("service {name} answering"));
+    loop {
+        match driver.reach_service(&namespace, &name, "/").await {
+            Ok(_) => {
+                wait.done(world);
+                return Ok(());
+            }
+            Err(error) => wait.again(&format!("{error:#}")).await?,
+        }
+    }
+}
+
+// --- batches of requests ------------------------------------------------------------------
+
+#[when(expr = "{int} requests are sent to the service {string}")]
+async fn send_requests(world: &mut ConformanceWorld, count: u64, service: String) -> StepResult {
+    let counts = batch(world, &service, count).await?;
+    println!("      {counts}");
+    world.answers = Some(counts);
+    Ok(())
+}
+
+#[then(expr = "every request was answered by a replica of deployment {string}")]
+async fn all_answered_by(world: &mut ConformanceWorld, deployment: String) -> StepResult {
+    let counts = answers(world)?;
+    if let Some(failure) = counts.failures.first() {
+        fail!(
+            "{} of {} requests failed; the first: {}",
+            counts.failures.len(),
+            counts.total(),
+            failure.error
+        );
+    }
+    let replicas = replica_names(world, &deployment).await?;
+    let strangers: Vec<&String> = counts
+        .by_replica
+        .keys()
+        .filter(|name| !replicas.contains(*name))
+        .collect();
+    if !strangers.is_empty() {
+        fail!(
+            "answers came from {strangers:?}, which are not replicas of deployment {deployment} ({replicas:?}); {counts}"
+        );
+    }
+    Ok(())
+}
+
+#[then(expr = "no request was answered by a replica of deployment {string}")]
+async fn none_answered_by(world: &mut ConformanceWorld, deployment: String) -> StepResult {
+    let counts = answers(world)?;
+    let replicas = replica_names(world, &deployment).await?;
+    let reached: Vec<&String> = counts
+        .by_replica
+        .keys()
+        .filter(|name| replicas.contains(*name))
+        .collect();
+    if !reached.is_empty() {
+        fail!("replicas {reached:?} of deployment {deployment} answered; {counts}");
+    }
+    Ok(())
+}
+
+#[then(
+    expr = "each of the {int} replicas of deployment {string} answered at least {int}% of the requests"
+)]
+async fn spread_evenly(
+    world: &mut ConformanceWorld,
+    count: usize,
+    deployment: String,
+    percent: u64,
+) -> StepResult {
+    let counts = answers(world)?;
+    let replicas = replica_names(world, &deployment).await?;
+    if replicas.len() != count {
+        fail!(
+            "deployment {deployment} has {} replicas ({replicas:?}), expected {count}",
+            replicas.len()
+        );
+    }
+    let total = counts.total();
+    let short: Vec<String> = replicas
+        .iter()
+        .filter_map(|name| {
+            let answered = counts.by_replica.get(name).copied().unwrap_or(0);
+            (answered * 100 < total * percent).then(|| format!("{name} answered {answered}"))
+        })
+        .collect();
+    if !short.is_empty() {
+        fail!(
+            "not every replica answered at least {percent}% of {total} requests: {}; {counts}",
+            short.join(", ")
+        );
+    }
+    Ok(())
+}
+
+// --- readiness ----------------------------------------------------------------------------
+
+#[when(expr = "the readiness check of one replica of deployment {string} starts failing")]
+async fn fail_readiness(world: &mut ConformanceWorld, deployment: String) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let replicas = driver.list_replicas(&namespace, &deployment).await?;
+    let victim = replicas
+        .iter()
+        .filter(|replica| replica.phase == Phase::Running && replica.ready && !replica.terminating)
+        .min_by(|a, b| a.name.cmp(&b.name))
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "deployment {deployment} has no ready replica: {}",
+                describe_all(&replicas)
+            )
+        })?;
+    let request = HttpRequest {
+        method: "POST".to_owned(),
+        path: "/fail/readiness".to_owned(),
+        body: String::new(),
+    };
+    let answer = driver
+        .request_replica(&namespace, &victim.name, PROBE_PORT, &request)
+        .await?;
+    if answer.status != 200 {
+        fail!(
+            "replica {} answered POST /fail/readiness with {}: {:?}",
+            victim.name,
+            answer.status,
+            answer.body
+        );
+    }
+    println!("      the readiness check of {} now fails", victim.name);
+    world.victim = Some(victim);
+    Ok(())
+}
+
+#[then(
+    expr = "within {int} seconds none of {int} requests to the service {string} reaches that replica"
+)]
+async fn victim_unreached(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    count: u64,
+    service: String,
+) -> StepResult {
+    let victim = world
+        .victim
+        .clone()
+        .ok_or_else(|| anyhow!("no replica was picked earlier in this scenario"))?
+        .name;
+    let wait = Wait::new(
+        seconds,
+        format!("service {service} sending no request to the not-ready replica {victim}"),
+    );
+    loop {
+        let counts = batch(world, &service, count).await?;
+        let reached = counts.by_replica.get(&victim).copied().unwrap_or(0);
+        if reached == 0 && counts.failures.is_empty() {
+            wait.done(world);
+            println!("      {counts}");
+            return Ok(());
+        }
+        let last = format!("{victim} answered {reached}; {counts}");
+        wait.again(&last).await?;
+    }
+}
+
+// --- new replicas -------------------------------------------------------------------------
+
+#[then(
+    expr = "within {int} seconds every replica of deployment {string} answers through the service {string}"
+)]
+async fn every_replica_answers(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    deployment: String,
+    service: String,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let desired = driver
+        .read_deployment(&namespace, &deployment)
+        .await?
+        .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} does not exist"))?
+        .replicas;
+    let wait = Wait::new(
+        seconds,
+        format!(
+            "every one of the {desired} replicas of deployment {deployment} answering through service {service}"
+        ),
+    );
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let replicas: Vec<Replica> = driver
+            .list_replicas(&namespace, &deployment)
+            .await?
+            .into_iter()
+            .filter(|replica| !replica.terminating)
+            .collect();
+        let counts = batch(world, &service, u64::from(desired) * 4).await?;
+        seen.extend(counts.by_replica.keys().cloned());
+        let silent: Vec<&str> = replicas
+            .iter()
+            .filter(|replica| !seen.contains(&replica.name))
+            .map(|replica| replica.name.as_str())
+            .collect();
+        if replicas.len() == desired as usize && silent.is_empty() {
+            wait.done(world);
+            return Ok(());
+        }
+        let last = format!(
+            "{} listed ({}), not yet answering: {silent:?}; last batch: {counts}",
+            replicas.len(),
+            describe_all(&replicas)
+        );
+        wait.again(&last).await?;
+    }
+}
+
+// --- continuous traffic -------------------------------------------------------------------
+
+#[given(expr = "continuous traffic to the service {string} is being answered")]
+async fn start_traffic(world: &mut ConformanceWorld, service: String) -> StepResult {
+    let namespace = world.namespace().await?;
+    let traffic = Traffic::start(world.driver()?, namespace, service.clone());
+    let wait = Wait::new(
+        WARM_UP_SECONDS,
+        format!("{WARM_UP_ANSWERS} answers to the traffic to service {service}"),
+    );
+    loop {
+        let counts = traffic.counts();
+        if counts.successes >= WARM_UP_ANSWERS {
+            wait.done(world);
+            break;
+        }
+        wait.again(&counts.to_string()).await?;
+    }
+    world.traffic = Some(traffic);
+    Ok(())
+}
+
+#[then(
+    expr = "the traffic to the service {string} stays free of failed requests for {int} more seconds"
+)]
+async fn traffic_stays_clean(
+    world: &mut ConformanceWorld,
+    service: String,
+    seconds: u64,
+) -> StepResult {
+    let traffic = world
+        .traffic
+        .as_ref()
+        .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
+    let started = std::time::Instant::now();
+    let bound = std::time::Duration::from_secs(seconds);
+    while started.elapsed() < bound {
+        let counts = traffic.counts();
+        if let Some(failure) = counts.failures.first() {
+            fail!(
+                "a request to service {service} failed at {:.1} s of the traffic: {}; {counts}",
+                failure.at.as_secs_f64(),
+                failure.error
+            );
+        }
+        tokio::time::sleep(super::POLL).await;
+    }
+    Ok(())
+}
+
+#[then(expr = "the traffic to the service {string} had no failed request")]
+async fn traffic_without_failures(world: &mut ConformanceWorld, service: String) -> StepResult {
+    let traffic = world
+        .traffic
+        .take()
+        .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
+    if traffic.service() != service {
+        fail!(
+            "the traffic of this scenario goes to service {}, not {service}",
+            traffic.service()
+        );
+    }
+    let counts = traffic.stop().await;
+    println!("      traffic: {counts}");
+    if !counts.failures.is_empty() {
+        let first: Vec<String> = counts
+            .failures
+            .iter()
+            .take(5)
+            .map(|failure| format!("at {:.1} s: {}", failure.at.as_secs_f64(), failure.error))
+            .collect();
+        fail!(
+            "{} of {} requests to service {service} failed; the first: {}",
+            counts.failures.len(),
+            counts.total(),
+            first.join("; ")
+        );
+    }
+    Ok(())
+}
+
+// --- helpers ------------------------------------------------------------------------------
+
+/// Sends `count` requests to a service, one after the other, each on a connection of its
+/// own, and counts the answers.
+async fn batch(world: &mut ConformanceWorld, service: &str, count: u64) -> anyhow::Result<Counts> {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let started = std::time::Instant::now();
+    let mut counts = Counts::default();
+    for _ in 0..count {
+        match driver.reach_service(&namespace, service, "/").await {
+            Ok(body) => counts.answered(&body),
+            Err(error) => counts.failures.push(crate::traffic::Failure {
+                at: started.elapsed(),
+                error: format!("{error:#}"),
+            }),
+        }
+    }
+    counts.ran = started.elapsed();
+    Ok(counts)
+}
+
+/// The answers to the last batch of requests.
+fn answers(world: &ConformanceWorld) -> anyhow::Result<Counts> {
+    world
+        .answers
+        .clone()
+        .ok_or_else(|| anyhow!("no requests were sent earlier in this scenario"))
+}
+
+/// The names of a deployment's replicas (terminating ones too: they may still answer).
+async fn replica_names(
+    world: &mut ConformanceWorld,
+    deployment: &str,
+) -> anyhow::Result<BTreeSet<String>> {
+    let namespace = world.namespace().await?;
+    let replicas = world
+        .driver()?
+        .list_replicas(&namespace, deployment)
+        .await?;
+    Ok(replicas.into_iter().map(|replica| replica.name).collect())
+}
+
+/// Whether exactly `count` replicas are listed, all running, ready and staying.
+fn ready_count(replicas: &[Replica], count: usize) -> Result<(), String> {
+    let ready = replicas
+        .iter()
+        .filter(|replica| replica.phase == Phase::Running && replica.ready && !replica.terminating)
+        .count();
+    if replicas.len() == count && ready == count {
+        Ok(())
+    } else {
+        Err(describe_all(replicas))
+    }
+}
