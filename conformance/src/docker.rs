@@ -122,13 +122,15 @@ impl Engine {
     }
 
     /// Removes a container, running or not, with its anonymous volumes, as `docker rm -fv`
-    /// does. One that is already gone is not an error.
+    /// does. One that is already gone, or already being removed (by its node agent, say),
+    /// is not an error.
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
         let answer = self
             .send("DELETE", &format!("/containers/{id}?force=1&v=1"))
             .await?;
         match answer.status {
             204 | 404 => Ok(()),
+            409 if answer.body.contains("already in progress") => Ok(()),
             status => bail!(
                 "the Docker engine did not remove container {id}: {status} {}",
                 answer.body.trim()
@@ -156,17 +158,26 @@ impl Engine {
     }
 
     /// Removes a network by name, as `docker network rm` does. One that is already gone is
-    /// not an error.
+    /// not an error. A network whose last containers are still being removed (it "has
+    /// active endpoints") is tried again for a few seconds before that is an error.
     pub async fn remove_network(&self, name: &str) -> anyhow::Result<()> {
-        let answer = self
-            .send("DELETE", &format!("/networks/{}", percent_encode(name)))
-            .await?;
-        match answer.status {
-            204 | 404 => Ok(()),
-            status => bail!(
-                "the Docker engine did not remove network {name}: {status} {}",
-                answer.body.trim()
-            ),
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let answer = self
+                .send("DELETE", &format!("/networks/{}", percent_encode(name)))
+                .await?;
+            match answer.status {
+                204 | 404 => return Ok(()),
+                403 if answer.body.contains("active endpoints")
+                    && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                status => bail!(
+                    "the Docker engine did not remove network {name}: {status} {}",
+                    answer.body.trim()
+                ),
+            }
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct Traffic {
     counts: Arc<Mutex<Counts>>,
     /// Set to stop the task after its current request.
     stop: Arc<AtomicBool>,
+    /// When it started: [`Failure::at`] counts from here.
+    started: Instant,
     /// The task.
     task: Option<JoinHandle<()>>,
 }
@@ -110,10 +112,12 @@ impl Traffic {
     pub fn start(driver: Arc<dyn Driver>, namespace: String, service: String) -> Self {
         let counts = Arc::new(Mutex::new(Counts::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
         let task = tokio::spawn(run(
             driver,
             namespace,
             service.clone(),
+            started,
             Arc::clone(&counts),
             Arc::clone(&stop),
         ));
@@ -121,8 +125,14 @@ impl Traffic {
             service,
             counts,
             stop,
+            started,
             task: Some(task),
         }
+    }
+
+    /// When the traffic started: the instant each [`Failure::at`] counts from.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The service the traffic goes to.
@@ -171,10 +181,10 @@ async fn run(
     driver: Arc<dyn Driver>,
     namespace: String,
     service: String,
+    started: Instant,
     counts: Arc<Mutex<Counts>>,
     stop: Arc<AtomicBool>,
 ) {
-    let started = Instant::now();
     while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
         let answer = driver.reach_service(&namespace, &service, "/").await;
         {

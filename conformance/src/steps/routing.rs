@@ -38,6 +38,10 @@ const WARM_UP_ANSWERS: u64 = 20;
 /// How long continuous traffic may take to get its first answers.
 const WARM_UP_SECONDS: u64 = 15;
 
+/// How long traffic keeps running past the bound on failures after a fault, so that
+/// failures later than the bound would be seen.
+const PAST_BOUND_SECONDS: u64 = 5;
+
 // --- preconditions ------------------------------------------------------------------------
 
 #[given(
@@ -390,6 +394,85 @@ async fn traffic_without_failures(world: &mut ConformanceWorld, service: String)
             counts.failures.len(),
             counts.total(),
             first.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Failures are allowed for `seconds` after the fault the scenario injected last (losing a
+/// node), none later, and none before it. Connections to the lost node's replicas fail
+/// until the service's endpoints drop them: shipshape declares a silent node lost after a
+/// 5 s grace and evicts its pods 5 s later, so up to ~10 s of failures are expected; the
+/// scenario uses 15 s to leave room for the endpoints to be updated and for polling.
+///
+/// The traffic is kept running until `seconds` + [`PAST_BOUND_SECONDS`] after the fault,
+/// so the bound is checked against traffic that outlived it; then it is stopped and its
+/// counts reported.
+#[then(
+    expr = "no request to the service {string} failed more than {int} seconds after the node was lost"
+)]
+async fn failures_only_after_loss(
+    world: &mut ConformanceWorld,
+    service: String,
+    seconds: u64,
+) -> StepResult {
+    let (fault, fault_at) = world
+        .last_fault
+        .clone()
+        .ok_or_else(|| anyhow!("no fault was injected earlier in this scenario"))?;
+    let traffic = world
+        .traffic
+        .take()
+        .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
+    if traffic.service() != service {
+        fail!(
+            "the traffic of this scenario goes to service {}, not {service}",
+            traffic.service()
+        );
+    }
+    let bound = std::time::Duration::from_secs(seconds);
+    let until = fault_at + bound + std::time::Duration::from_secs(PAST_BOUND_SECONDS);
+    if let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let started = traffic.started();
+    let counts = traffic.stop().await;
+    println!("      traffic: {counts}");
+    // When each failure happened, in seconds after the fault (negative: before it).
+    let after_fault = |failure: &crate::traffic::Failure| {
+        let at = started + failure.at;
+        match at.checked_duration_since(fault_at) {
+            Some(after) => after.as_secs_f64(),
+            None => -fault_at.duration_since(at).as_secs_f64(),
+        }
+    };
+    if let (Some(first), Some(last)) = (counts.failures.first(), counts.failures.last()) {
+        println!(
+            "      failures from {:.1} s to {:.1} s after: {fault}",
+            after_fault(first),
+            after_fault(last)
+        );
+    }
+    let late: Vec<String> = counts
+        .failures
+        .iter()
+        .filter(|failure| {
+            let after = after_fault(failure);
+            after < 0.0 || after > bound.as_secs_f64()
+        })
+        .take(5)
+        .map(|failure| {
+            format!(
+                "at {:.1} s after the fault: {}",
+                after_fault(failure),
+                failure.error
+            )
+        })
+        .collect();
+    if !late.is_empty() {
+        fail!(
+            "requests to service {service} failed outside the {seconds} s after {fault}: {}; {counts}",
+            late.join("; ")
         );
     }
     Ok(())
