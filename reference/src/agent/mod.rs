@@ -287,6 +287,7 @@ pub async fn run(
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
     let mut events = watcher(pods, watch_config).boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut worker_tasks = tokio::task::JoinSet::new();
     let mut seen_in_relist: Option<Vec<String>> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
 
@@ -295,6 +296,7 @@ pub async fn run(
             _ = stopped(&mut shutdown) => break,
             _ = sweep.tick() => {
                 workers.retain(|_, tx| !tx.is_closed());
+                while worker_tasks.try_join_next().is_some() {}
                 sweep_orphans(&runtime, &workers).await;
             }
             event = events.next() => {
@@ -304,7 +306,7 @@ pub async fn run(
                         if let Some(seen) = seen_in_relist.as_mut() {
                             seen.push(pod.metadata.uid.clone().unwrap_or_default());
                         }
-                        dispatch(&mut workers, &runtime, &client, &config, pod);
+                        dispatch(&mut workers, &mut worker_tasks, &runtime, &client, &config, pod);
                     }
                     Ok(watcher::Event::Delete(pod)) => {
                         let uid = pod.metadata.uid.unwrap_or_default();
@@ -333,7 +335,10 @@ pub async fn run(
             }
         }
     }
+    // Stop every pod worker and wait until each has stopped, so none creates a container
+    // after the sweep below has listed them.
     drop(workers);
+    worker_tasks.shutdown().await;
     tasks.abort_all();
     if config.cleanup_on_exit {
         let removed = runtime::reap_node(&runtime).await;
@@ -356,6 +361,7 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 fn dispatch(
     workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    worker_tasks: &mut tokio::task::JoinSet<()>,
     runtime: &Runtime,
     client: &kube::Client,
     config: &Arc<AgentConfig>,
@@ -369,7 +375,7 @@ fn dispatch(
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    tokio::spawn(pod_worker::run(
+    worker_tasks.spawn(pod_worker::run(
         runtime.clone(),
         client.clone(),
         config.clone(),

@@ -169,14 +169,27 @@ pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError>
 }
 
 /// Removes every container of one node (a clean stop of its agent); how many went.
+///
+/// Lists again after each sweep, for a few rounds: a create the agent asked for just before
+/// it stopped may still complete on the engine's side, and a removal Docker already has in
+/// progress answers 409 until it is done.
 pub async fn reap_node(runtime: &Runtime) -> usize {
-    let Ok(containers) = runtime.list().await else {
-        return 0;
-    };
+    const ROUNDS: usize = 10;
     let mut removed = 0;
-    for (_, _, id) in containers {
-        if runtime.remove(&id).await.is_ok() {
-            removed += 1;
+    for round in 0..ROUNDS {
+        let Ok(containers) = runtime.list().await else {
+            break;
+        };
+        if containers.is_empty() {
+            break;
+        }
+        for (_, _, id) in containers {
+            if runtime.remove(&id).await.is_ok() {
+                removed += 1;
+            }
+        }
+        if round + 1 < ROUNDS {
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
     removed
