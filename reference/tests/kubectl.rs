@@ -13,16 +13,16 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A control plane alone.
     fn up(data_dir: &Path) -> Cluster {
+        Cluster::up_with_nodes(data_dir, 0)
+    }
+
+    /// A control plane with `nodes` node agents running pods on Docker, and the proxy.
+    fn up_with_nodes(data_dir: &Path, nodes: u32) -> Cluster {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-            .args([
-                "up",
-                "--nodes",
-                "0",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["up", "--nodes", &nodes.to_string()])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -63,6 +63,20 @@ impl Cluster {
         let (ok, text) = self.kubectl(args);
         assert!(ok, "kubectl {} failed:\n{text}", args.join(" "));
         text
+    }
+
+    /// Ctrl-C: a clean stop, in which the node agents remove their containers.
+    fn interrupt(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill_hard();
     }
 
     fn kill_hard(&mut self) {
@@ -210,4 +224,119 @@ fn an_acknowledged_create_survives_kill_9() {
         "jsonpath={.metadata.uid}",
     ]);
     assert_eq!(after, uid);
+}
+
+/// `GET /` through a node port on loopback: the probe's answer, or why there is none.
+fn get_through(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+/// What 30 requests through the service's node port were answered with: the distinct
+/// values of one field of the probe's JSON answer (`version`, `pod`).
+fn answers_through(port: u16, field: &str) -> Vec<String> {
+    let mut values: Vec<String> = (0..30)
+        .filter_map(|_| get_through(port).ok())
+        .filter_map(|answer| {
+            let body = answer.split("\r\n\r\n").nth(1)?.to_owned();
+            let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+            Some(json.get(field)?.as_str()?.to_owned())
+        })
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+fn versions_through(port: u16) -> Vec<String> {
+    answers_through(port, "version")
+}
+
+#[test]
+fn kubectl_rolls_out_and_back() {
+    if !kubectl_present() {
+        eprintln!("SKIPPED kubectl_rolls_out_and_back: kubectl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::up_with_nodes(dir.path(), 2);
+    let m = manifest();
+    cluster.ok(&["apply", "-f", m.to_str().expect("utf-8 path")]);
+    let status = cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let port: u16 = cluster
+        .ok(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .trim()
+        .parse()
+        .expect("a node port");
+    assert_eq!(versions_through(port), ["v1"]);
+
+    // set image → revision 2, rolled out step by step, v2 answering.
+    cluster.ok(&["set", "image", "deployment/web", "probe=shipshape/probe:v2"]);
+    let status = cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    assert_eq!(versions_through(port), ["v2"]);
+    let history = cluster.ok(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let first = cluster.ok(&["rollout", "history", "deployment/web", "--revision=1"]);
+    assert!(first.contains("shipshape/probe:v1"), "{first}");
+
+    // undo --to-revision=1: v1 again, renumbered as revision 3, as Kubernetes does.
+    let undo = cluster.ok(&["rollout", "undo", "deployment/web", "--to-revision=1"]);
+    assert!(undo.contains("rolled back"), "{undo}");
+    cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert_eq!(versions_through(port), ["v1"]);
+    let history = cluster.ok(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains('3') && !history.contains("\n1 "),
+        "{history}"
+    );
+
+    // pause: a new image is recorded but not rolled out, until resume.
+    cluster.ok(&["rollout", "pause", "deployment/web"]);
+    cluster.ok(&["set", "image", "deployment/web", "probe=shipshape/probe:v2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(versions_through(port), ["v1"], "paused: nothing rolls");
+    let (undone, text) = cluster.kubectl(&["rollout", "undo", "deployment/web"]);
+    assert!(!undone && text.contains("paused"), "{text}");
+    cluster.ok(&["rollout", "resume", "deployment/web"]);
+    cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert_eq!(versions_through(port), ["v2"]);
+
+    // restart: new pods of the same template answer; none of the old ones does.
+    let before = answers_through(port, "pod");
+    cluster.ok(&["rollout", "restart", "deployment/web"]);
+    cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let after = answers_through(port, "pod");
+    assert!(!after.is_empty());
+    for pod in &after {
+        assert!(
+            !before.contains(pod),
+            "{pod} answered before and after a restart"
+        );
+    }
+    cluster.interrupt();
 }

@@ -16,13 +16,30 @@
 //!    one more than the highest among the others. Rolling back is this same step: `kubectl
 //!    rollout undo` copies an old template back, the old ReplicaSet becomes the new one and
 //!    takes the next revision number;
-//! 3. scales the new ReplicaSet to `spec.replicas` and every older one to 0. (This is a
-//!    simple switch-over; a `RollingUpdate` that honours `maxSurge` / `maxUnavailable` step by
-//!    step replaces only this step — everything else stays.) A paused Deployment
-//!    (`spec.paused`) touches no ReplicaSet;
+//! 3. sizes the ReplicaSets, in one of three ways:
+//!    - **rolling update** (the default): the new ReplicaSet grows while all of them
+//!      together stay within `replicas + maxSurge`; the old ones shrink, oldest first, while
+//!      at least `replicas − maxUnavailable` pods stay available (ready for
+//!      `minReadySeconds`) — their unavailable pods go first. One step per pass; the next
+//!      pass comes when a ReplicaSet's status moves. `maxSurge` and `maxUnavailable` are
+//!      numbers or percentages of `replicas` (surge rounded up, unavailable down, default
+//!      25% each, never both 0). A broken new template therefore stalls with the old pods
+//!      still serving;
+//!    - **Recreate**: every old ReplicaSet goes to 0, and the new one starts only once no
+//!      old pod runs, so two versions never serve at once;
+//!    - **proportional scaling**, when `spec.replicas` changed since the ReplicaSets were
+//!      last sized (their `desired-replicas` annotation says so) or while the Deployment is
+//!      paused: a single active ReplicaSet takes the whole size; several share the change
+//!      in proportion to their sizes (see [`scale`]) — a rollout scaled mid-way keeps its
+//!      ratio of old to new. A paused Deployment is scaled but never rolled;
 //! 4. deletes the oldest empty ReplicaSets beyond `revisionHistoryLimit`;
-//! 5. reports status: replica counts summed over its ReplicaSets, and the `Available` and
-//!    `Progressing` conditions with Kubernetes' reasons and timing rules.
+//! 5. reports status: replica counts summed over its ReplicaSets, the `Available`
+//!    condition, and the `Progressing` condition estimated as Kubernetes does — refreshed on
+//!    every sign of progress, `False` with reason `ProgressDeadlineExceeded` after
+//!    `progressDeadlineSeconds` without any.
+//!
+//! The rules, numbers and reasons are Kubernetes' (its `pkg/controller/deployment`), so
+//! `kubectl rollout status`, `history` and `undo` read them as they would there.
 //!
 //! [`apply`] lists the namespace's ReplicaSets, calls `reconcile`, and carries the plan out
 //! (Events `ScalingReplicaSet`), handling a hash collision the way Kubernetes does: by
@@ -36,7 +53,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -54,6 +71,9 @@ use super::{
 pub(super) const HASH_LABEL: &str = "pod-template-hash";
 /// The revision number of a ReplicaSet (and, on the Deployment, of its current one).
 pub(super) const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The revision numbers a ReplicaSet had before it took its current one (a rollback to
+/// it renumbers it), comma-separated.
+const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 /// The Deployment's `spec.replicas` when the ReplicaSet was last scaled.
 const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 /// `spec.replicas` + `maxSurge` when the ReplicaSet was last scaled.
@@ -81,6 +101,8 @@ pub(super) struct Update {
     pub scale: Option<(i32, i32)>,
     /// Annotations to set.
     pub annotations: BTreeMap<String, String>,
+    /// `spec.minReadySeconds` to set, when the Deployment's changed.
+    pub min_ready_seconds: Option<i32>,
 }
 
 /// What one Deployment needs done.
@@ -174,6 +196,16 @@ fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     }
 }
 
+/// Whether `d` replaces its pods all at once (`strategy.type: Recreate`) rather than by a
+/// rolling update.
+fn is_recreate(d: &Deployment) -> bool {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate")
+}
+
 /// `(maxSurge, maxUnavailable)` resolved against `spec.replicas`, as Kubernetes resolves
 /// them: both 0 for `Recreate`; never both 0 for `RollingUpdate`.
 fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
@@ -182,7 +214,7 @@ fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     };
     let replicas = spec.replicas.unwrap_or(1);
     let strategy = spec.strategy.as_ref();
-    if strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate") {
+    if is_recreate(d) {
         return (0, 0);
     }
     let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
@@ -206,10 +238,245 @@ fn scale_annotations(desired: i32, surge: i32) -> BTreeMap<String, String> {
     ])
 }
 
-/// Decides what to do for `d`, given the ReplicaSets it controls, at time `now`.
+/// The Deployment's annotations a ReplicaSet of it carries (kubectl reads the
+/// change-cause from the ReplicaSets), without the ones that describe the Deployment or
+/// one ReplicaSet only.
+fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
+    d.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !k.starts_with("deployment.kubernetes.io/")
+                && *k != "kubectl.kubernetes.io/last-applied-configuration"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// One ReplicaSet as a pass sizes it.
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    name: String,
+    /// `spec.replicas` before this pass; `None` for the ReplicaSet this pass creates.
+    was: Option<i32>,
+    /// `spec.replicas` after this pass.
+    size: i32,
+    /// `status.availableReplicas`.
+    available: i32,
+    /// Its `desired-replicas` annotation: the Deployment's size when it was last scaled.
+    desired_mark: Option<i32>,
+    /// Its `max-replicas` annotation: that size plus `maxSurge`.
+    max_mark: Option<i32>,
+    /// Visited by a proportional [`scale`], which stamps the Deployment's size on every
+    /// active ReplicaSet even when its own size stays.
+    stamped: bool,
+}
+
+impl Member {
+    fn of(rs: &ReplicaSet) -> Member {
+        let mark = |key| annotation(&rs.metadata, key).and_then(|v| v.parse().ok());
+        let size = replicas_of(rs);
+        Member {
+            name: rs.name_any(),
+            was: Some(size),
+            size,
+            available: rs
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0),
+            desired_mark: mark(DESIRED_REPLICAS),
+            max_mark: mark(MAX_REPLICAS),
+            stamped: false,
+        }
+    }
+}
+
+/// A proportional scale (Kubernetes' `sync` path): used while the Deployment is paused,
+/// and when its `spec.replicas` changed since its ReplicaSets were last scaled — a
+/// *scaling event*, which may come in the middle of a rollout.
+///
+/// With one active ReplicaSet (or none: then the newest), that one takes the whole size.
+/// With a saturated new one, the old ones go to zero. Otherwise, for a rolling update,
+/// every active ReplicaSet grows or shrinks in proportion to its share of the size it was
+/// last scaled for (`max-replicas`), the total kept at `replicas + maxSurge`; rounding
+/// leftovers go to the largest. This is how a rollout stalled at 8 old and 5 new pods of
+/// 10 (maxSurge 3) becomes 20 and 13 when scaled to 30: 8 × 33 / 13 ≈ 20, 5 × 33 / 13 ≈ 13.
+fn scale(
+    members: &mut [Member],
+    new: Option<usize>,
+    shape: Shape,
+    status_replicas: i32,
+    rolling: bool,
+) {
+    let Shape { desired, surge, .. } = shape;
+    let active: Vec<usize> = (0..members.len())
+        .filter(|&i| members[i].size > 0)
+        .collect();
+    let single = match active.as_slice() {
+        [] => new.or_else(|| {
+            // The newest of the old ones (members are oldest first).
+            (0..members.len()).rev().find(|&i| Some(i) != new)
+        }),
+        [only] => Some(*only),
+        _ => None,
+    };
+    if let Some(i) = single {
+        members[i].size = desired;
+        members[i].stamped = true;
+        return;
+    }
+    if let Some(n) = new {
+        let m = &members[n];
+        if m.size == desired && m.desired_mark == Some(desired) && m.available == desired {
+            for &i in active.iter().filter(|&&i| i != n) {
+                members[i].size = 0;
+            }
+            return;
+        }
+    }
+    if !rolling {
+        return;
+    }
+    let allowed = if desired > 0 { desired + surge } else { 0 };
+    let total: i32 = active.iter().map(|&i| members[i].size).sum();
+    let to_add = allowed - total;
+    // Largest first; of equal ones the newer first when growing, the older when shrinking.
+    let mut order = active;
+    order.sort_by(|&a, &b| {
+        let by_size = members[b].size.cmp(&members[a].size);
+        by_size.then(if to_add > 0 { b.cmp(&a) } else { a.cmp(&b) })
+    });
+    let mut sizes: Vec<i32> = members.iter().map(|m| m.size).collect();
+    let mut added = 0;
+    for &i in &order {
+        if to_add == 0 || to_add == added {
+            continue;
+        }
+        let fraction = fraction(&members[i], desired, surge, status_replicas);
+        let left = to_add - added;
+        let proportion = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        sizes[i] += proportion;
+        added += proportion;
+    }
+    if let Some(&largest) = order.first() {
+        sizes[largest] = (sizes[largest] + to_add - added).max(0);
+    }
+    for i in order {
+        members[i].size = sizes[i];
+        members[i].stamped = true;
+    }
+}
+
+/// How many replicas a ReplicaSet gains (or loses) in a proportional scale: its size
+/// scaled from what it was last sized for (`max-replicas`, else the Deployment's current
+/// count) to `replicas + maxSurge`, rounded half away from zero, as Kubernetes'
+/// `getReplicaSetFraction` does.
+fn fraction(m: &Member, desired: i32, surge: i32, status_replicas: i32) -> i32 {
+    if desired == 0 {
+        return -m.size;
+    }
+    let annotated = m.max_mark.unwrap_or(status_replicas);
+    if annotated <= 0 {
+        return 0;
+    }
+    let scaled = f64::from(m.size) * f64::from(desired + surge) / f64::from(annotated);
+    // The product of two i32 sizes over a positive i32 fits an i32 after rounding for
+    // any size the API accepts; saturate rather than wrap if it ever does not.
+    let rounded = scaled.round();
+    let rounded = if rounded >= f64::from(i32::MAX) {
+        i32::MAX
+    } else {
+        rounded as i32
+    };
+    rounded - m.size
+}
+
+/// The size of a Deployment, as one pass uses it.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    desired: i32,
+    surge: i32,
+    max_unavailable: i32,
+}
+
+/// The new ReplicaSet's size in a rolling update: grow toward `replicas` while all
+/// ReplicaSets together stay within `replicas + maxSurge`.
+fn surged_size(current: i32, total: i32, shape: Shape) -> i32 {
+    let Shape { desired, surge, .. } = shape;
+    if current >= desired {
+        return desired;
+    }
+    let room = (desired + surge - total).max(0);
+    current + room.min(desired - current)
+}
+
+/// One step of a rolling update. If the new ReplicaSet's size changes, that is the whole
+/// step (Kubernetes looks again once it has); otherwise old ReplicaSets shrink, oldest
+/// first, as far as availability allows: first their unavailable pods, within the room
+/// `all − minAvailable − unavailable-new` leaves; then available ones, while the
+/// available total stays at or above `replicas − maxUnavailable`.
+fn roll(members: &mut [Member], new: usize, created: bool, shape: Shape) {
+    if !created {
+        let total: i32 = members.iter().map(|m| m.size).sum();
+        let to = surged_size(members[new].size, total, shape);
+        if to != members[new].size {
+            members[new].size = to;
+            return;
+        }
+    }
+    let old_total: i32 = (0..members.len())
+        .filter(|&i| i != new)
+        .map(|i| members[i].size)
+        .sum();
+    if old_total == 0 {
+        return;
+    }
+    let all: i32 = members.iter().map(|m| m.size).sum();
+    let min_available = shape.desired - shape.max_unavailable;
+    let new_unavailable = members[new].size - members[new].available;
+    let room = all - min_available - new_unavailable;
+    if room <= 0 {
+        return;
+    }
+    let mut cleaned = 0;
+    for (i, m) in members.iter_mut().enumerate() {
+        if i == new || m.size <= m.available {
+            continue;
+        }
+        if cleaned >= room {
+            break;
+        }
+        let down = (room - cleaned).min(m.size - m.available);
+        m.size -= down;
+        cleaned += down;
+    }
+    let available: i32 = members.iter().map(|m| m.available).sum();
+    let mut allowance = available - min_available;
+    for (i, m) in members.iter_mut().enumerate() {
+        if allowance <= 0 {
+            break;
+        }
+        if i == new || m.size == 0 {
+            continue;
+        }
+        let down = m.size.min(allowance);
+        m.size -= down;
+        allowance -= down;
+    }
+}
+
+/// Decides what to do for `d`, given the ReplicaSets it controls, whether a pod of an
+/// old one still runs (consulted by `Recreate` only), at time `now`.
 pub(super) fn reconcile(
     d: &Deployment,
     owned: &[ReplicaSet],
+    old_pods_running: bool,
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
     let malformed = |reason: &str| ControllerError::Malformed {
@@ -224,7 +491,13 @@ pub(super) fn reconcile(
         .ok_or_else(|| malformed("no name"))?;
     let desired = spec.replicas.unwrap_or(1).max(0);
     let paused = spec.paused == Some(true);
+    let rolling = !is_recreate(d);
     let (surge, max_unavailable) = surge_and_unavailable(d);
+    let shape = Shape {
+        desired,
+        surge,
+        max_unavailable,
+    };
     let current = d.status.clone().unwrap_or_default();
 
     // Oldest first, so that of two equal templates the older ReplicaSet is "the new one".
@@ -233,108 +506,197 @@ pub(super) fn reconcile(
         .filter(|rs| !terminating(&rs.metadata))
         .collect();
     sets.sort_by_key(|rs| (rs.metadata.creation_timestamp.clone(), rs.name_any()));
-    let new_rs = sets.iter().copied().find(|rs| {
+    let new_index = sets.iter().position(|rs| {
         rs.spec
             .as_ref()
             .and_then(|s| s.template.as_ref())
             .is_some_and(|t| equal_ignoring_hash(t, &spec.template))
     });
-    let old: Vec<&ReplicaSet> = sets
+    let next_revision = sets
         .iter()
-        .copied()
-        .filter(|rs| new_rs.is_none_or(|n| n.metadata.uid != rs.metadata.uid))
-        .collect();
-    let next_revision = old.iter().map(|rs| revision(rs)).max().unwrap_or(0) + 1;
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != new_index)
+        .map(|(_, rs)| revision(rs))
+        .max()
+        .unwrap_or(0)
+        + 1;
 
     let mut plan = Plan::default();
-    // The replicas each ReplicaSet is asked for after this pass, by name.
-    let mut target: BTreeMap<String, i32> = sets
-        .iter()
-        .map(|rs| (rs.name_any(), replicas_of(rs)))
-        .collect();
-    if !paused {
-        match new_rs {
-            None => {
-                let hash = template_hash(&spec.template, current.collision_count);
-                let rs = new_replicaset(d, &hash, next_revision, desired, surge)
-                    .ok_or_else(|| malformed("no name or uid"))?;
-                plan.revision = Some(next_revision.to_string());
-                plan.create = Some(rs);
-            }
-            Some(rs) => {
-                let mut annotations = BTreeMap::new();
-                if revision(rs) < next_revision {
-                    annotations.insert(REVISION.to_owned(), next_revision.to_string());
-                }
-                let revision_now = revision(rs).max(next_revision).to_string();
-                if annotation(&d.metadata, REVISION) != Some(revision_now.as_str()) {
-                    plan.revision = Some(revision_now);
-                }
-                let wanted = scale_annotations(desired, surge);
-                if wanted
-                    .iter()
-                    .any(|(k, v)| annotation(&rs.metadata, k) != Some(v.as_str()))
-                {
-                    annotations.extend(wanted);
-                }
-                push_update(
-                    &mut plan,
-                    &mut target,
-                    rs,
-                    desired,
-                    annotations,
-                    (desired, surge),
-                );
+    // Annotations (and minReadySeconds) the existing new ReplicaSet needs, whatever its size.
+    let mut new_annotations = BTreeMap::new();
+    let mut new_min_ready = None;
+    if let Some(rs) = new_index.map(|i| sets[i]) {
+        for (k, v) in copied_annotations(d) {
+            if annotation(&rs.metadata, &k) != Some(v.as_str()) {
+                new_annotations.insert(k, v);
             }
         }
-        for rs in &old {
-            push_update(
-                &mut plan,
-                &mut target,
-                rs,
-                0,
-                BTreeMap::new(),
-                (desired, surge),
-            );
+        let old_revision = revision(rs);
+        if old_revision < next_revision {
+            new_annotations.insert(REVISION.to_owned(), next_revision.to_string());
+            if old_revision > 0 {
+                let history = match annotation(&rs.metadata, REVISION_HISTORY) {
+                    Some(h) if !h.is_empty() => format!("{h},{old_revision}"),
+                    _ => old_revision.to_string(),
+                };
+                new_annotations.insert(REVISION_HISTORY.to_owned(), history);
+            }
         }
+        let revision_now = old_revision.max(next_revision).to_string();
+        if annotation(&d.metadata, REVISION) != Some(revision_now.as_str()) {
+            plan.revision = Some(revision_now);
+        }
+        let wanted = spec.min_ready_seconds.unwrap_or(0);
+        if rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            != wanted
+        {
+            new_min_ready = Some(wanted);
+        }
+    }
 
-        // Revision history: the oldest empty ReplicaSets beyond the limit go.
-        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
-        let mut cleanable: Vec<&ReplicaSet> = old
+    let mut members: Vec<Member> = sets.iter().map(|rs| Member::of(rs)).collect();
+    let mut new = new_index;
+    let scaling_event = members
+        .iter()
+        .any(|m| m.size > 0 && m.desired_mark.is_some_and(|n| n != desired));
+    let rollout = !paused && !scaling_event;
+    if !rollout {
+        scale(
+            &mut members,
+            new,
+            shape,
+            current.replicas.unwrap_or(0),
+            rolling,
+        );
+    } else if rolling {
+        let created = new.is_none();
+        if created {
+            let total: i32 = members.iter().map(|m| m.size).sum();
+            members.push(Member {
+                name: String::new(),
+                was: None,
+                size: surged_size(0, total, shape),
+                available: 0,
+                desired_mark: Some(desired),
+                max_mark: Some(desired + surge),
+                stamped: false,
+            });
+            new = Some(members.len() - 1);
+        }
+        if let Some(n) = new {
+            roll(&mut members, n, created, shape);
+        }
+    } else {
+        // Recreate: every old pod goes first; the new ReplicaSet starts once none runs.
+        let mut scaled_down = false;
+        for (i, m) in members.iter_mut().enumerate() {
+            if Some(i) != new && m.size > 0 {
+                m.size = 0;
+                scaled_down = true;
+            }
+        }
+        let old_still_there = sets
             .iter()
-            .copied()
-            .filter(|rs| replicas_of(rs) == 0 && rs.status.as_ref().is_none_or(|s| s.replicas == 0))
+            .enumerate()
+            .any(|(i, rs)| Some(i) != new && rs.status.as_ref().is_some_and(|s| s.replicas > 0));
+        if !scaled_down && !old_still_there && !old_pods_running {
+            match new {
+                Some(n) => members[n].size = desired,
+                None => {
+                    members.push(Member {
+                        name: String::new(),
+                        was: None,
+                        size: desired,
+                        available: 0,
+                        desired_mark: Some(desired),
+                        max_mark: Some(desired + surge),
+                        stamped: false,
+                    });
+                }
+            }
+        }
+    }
+
+    // Carry the sizes out: a new ReplicaSet to create, and updates to existing ones.
+    let wanted_marks = scale_annotations(desired, surge);
+    for (i, m) in members.iter().enumerate() {
+        let Some(was) = m.was else {
+            let hash = template_hash(&spec.template, current.collision_count);
+            let rs = new_replicaset(d, &hash, next_revision, m.size, surge)
+                .ok_or_else(|| malformed("no name or uid"))?;
+            plan.revision = Some(next_revision.to_string());
+            plan.create = Some(rs);
+            continue;
+        };
+        let mut annotations = if Some(i) == new_index {
+            new_annotations.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let scale = (was != m.size).then_some((was, m.size));
+        let marks_stale = m.desired_mark != Some(desired) || m.max_mark != Some(desired + surge);
+        if (scale.is_some() || m.stamped) && marks_stale {
+            annotations.extend(wanted_marks.clone());
+        }
+        let min_ready_seconds = if Some(i) == new_index {
+            new_min_ready
+        } else {
+            None
+        };
+        if scale.is_some() || !annotations.is_empty() || min_ready_seconds.is_some() {
+            plan.update.push(Update {
+                name: m.name.clone(),
+                scale,
+                annotations,
+                min_ready_seconds,
+            });
+        }
+    }
+    let new_name = match (&plan.create, new_index) {
+        (Some(created), _) => created.metadata.name.clone(),
+        (None, Some(i)) => sets[i].metadata.name.clone(),
+        (None, None) => None,
+    };
+
+    // Revision history: the oldest empty ReplicaSets beyond the limit go.
+    if !scaling_event {
+        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+        let mut cleanable: Vec<&ReplicaSet> = sets
+            .iter()
+            .enumerate()
+            .filter(|(i, rs)| {
+                Some(*i) != new_index
+                    && replicas_of(rs) == 0
+                    && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
+            })
+            .map(|(_, rs)| *rs)
             .collect();
         cleanable.sort_by_key(|rs| revision(rs));
         let excess = cleanable.len().saturating_sub(limit);
         plan.delete = cleanable[..excess].iter().map(|rs| rs.name_any()).collect();
     }
 
-    // Status: counts summed over the ReplicaSets as they will be after this pass.
-    let new_name = match (&plan.create, new_rs) {
-        (Some(created), _) => created.metadata.name.clone(),
-        (None, Some(rs)) => rs.metadata.name.clone(),
-        (None, None) => None,
-    };
+    // Status: counts summed over the ReplicaSets, sizes as they will be after this pass.
     let mut status = DeploymentStatus {
         observed_generation: d.metadata.generation,
         collision_count: current.collision_count,
         conditions: current.conditions.clone(),
         ..DeploymentStatus::default()
     };
-    let (mut total, mut replicas, mut updated, mut ready, mut available) = (0, 0, 0, 0, 0);
+    let total: i32 = members.iter().map(|m| m.size).sum();
+    let (mut replicas, mut updated, mut ready, mut available) = (0, 0, 0, 0);
     for rs in &sets {
         let s = rs.status.clone().unwrap_or_default();
-        total += target.get(&rs.name_any()).copied().unwrap_or(0);
         replicas += s.replicas;
         ready += s.ready_replicas.unwrap_or(0);
         available += s.available_replicas.unwrap_or(0);
         if rs.metadata.name == new_name {
             updated = s.replicas;
         }
-    }
-    if plan.create.is_some() {
-        total += desired;
     }
     status.replicas = Some(replicas);
     status.updated_replicas = Some(updated);
@@ -367,14 +729,15 @@ pub(super) fn reconcile(
             ),
         );
     }
-    let progressing = find(&conditions, "Progressing").cloned();
-    let progressing_reason = progressing.as_ref().and_then(|c| c.reason.as_deref());
-    let new_label = new_name.as_deref().map_or_else(
-        || format!("Deployment {name:?}"),
-        |n| format!("ReplicaSet {n:?}"),
-    );
+    let deadline = spec
+        .progress_deadline_seconds
+        .filter(|s| *s != i32::MAX)
+        .map(i64::from);
+    let progressing_reason = find(&conditions, "Progressing").and_then(|c| c.reason.clone());
+    let progressing_reason = progressing_reason.as_deref();
     if paused {
-        if progressing_reason != Some(reason::PAUSED)
+        if deadline.is_some()
+            && progressing_reason != Some(reason::PAUSED)
             && progressing_reason != Some(reason::TIMED_OUT)
         {
             set_condition(
@@ -389,7 +752,7 @@ pub(super) fn reconcile(
             );
         }
     } else {
-        if progressing_reason == Some(reason::PAUSED) {
+        if deadline.is_some() && progressing_reason == Some(reason::PAUSED) {
             set_condition(
                 &mut conditions,
                 condition(
@@ -401,70 +764,21 @@ pub(super) fn reconcile(
                 ),
             );
         }
-        if let Some(n) = plan
-            .create
-            .as_ref()
-            .and_then(|rs| rs.metadata.name.as_deref())
-        {
-            replace_progressing(
+        if rollout {
+            progress(
                 &mut conditions,
-                reason::NEW_RS_CREATED,
-                &format!("Created new replica set {n:?}"),
-                &at,
+                Progress {
+                    deployment: name,
+                    new_set: new_name.as_deref(),
+                    created: plan.create.is_some(),
+                    deadline,
+                    before: &current,
+                    after: &status,
+                    desired,
+                    now,
+                },
+                &mut plan.requeue_after,
             );
-        } else if progressing.is_none()
-            && let Some(n) = new_name.as_deref()
-        {
-            replace_progressing(
-                &mut conditions,
-                reason::FOUND_NEW_RS,
-                &format!("Found new replica set {n:?}"),
-                &at,
-            );
-        }
-        let complete = updated == desired
-            && replicas == desired
-            && available == desired
-            && plan.create.is_none();
-        let deadline = spec.progress_deadline_seconds.map(i64::from);
-        if complete {
-            set_condition(
-                &mut conditions,
-                condition(
-                    "Progressing",
-                    "True",
-                    reason::NEW_RS_AVAILABLE,
-                    &format!("{new_label} has successfully progressed."),
-                    &at,
-                ),
-            );
-        } else if progressed(&current, &status) {
-            replace_progressing(
-                &mut conditions,
-                reason::RS_UPDATED,
-                &format!("{new_label} is progressing."),
-                &at,
-            );
-        } else if let Some(deadline) = deadline
-            && let Some(cond) = find(&conditions, "Progressing")
-            && cond.status == "True"
-            && let Some(since) = cond.last_update_time.as_ref()
-        {
-            let left = SignedDuration::from_secs(deadline) - now.duration_since(since.0);
-            if left.is_positive() {
-                plan.requeue_after = Duration::try_from(left).ok();
-            } else {
-                set_condition(
-                    &mut conditions,
-                    condition(
-                        "Progressing",
-                        "False",
-                        reason::TIMED_OUT,
-                        &format!("{new_label} has timed out progressing."),
-                        &at,
-                    ),
-                );
-            }
         }
     }
     status.conditions = (!conditions.is_empty()).then_some(conditions);
@@ -474,29 +788,112 @@ pub(super) fn reconcile(
     Ok(plan)
 }
 
-/// Records that `rs` goes to `to` replicas (and gets `annotations`), if anything changes.
-/// Kubernetes stamps the Deployment's size on every ReplicaSet it scales.
-fn push_update(
-    plan: &mut Plan,
-    target: &mut BTreeMap<String, i32>,
-    rs: &ReplicaSet,
-    to: i32,
-    mut annotations: BTreeMap<String, String>,
-    (desired, surge): (i32, i32),
+/// What a rollout pass knows for estimating progress.
+struct Progress<'a> {
+    deployment: &'a str,
+    new_set: Option<&'a str>,
+    created: bool,
+    deadline: Option<i64>,
+    before: &'a DeploymentStatus,
+    after: &'a DeploymentStatus,
+    desired: i32,
+    now: Timestamp,
+}
+
+/// The `Progressing` condition after a rollout pass, as Kubernetes estimates it: a new
+/// ReplicaSet was created or found; the rollout completed; it moved (more updated, fewer
+/// old, more ready or available replicas: the update time is refreshed); or it has not
+/// moved for `progressDeadlineSeconds` and has timed out. A completed rollout that is
+/// resynced is left alone, and never times out. Sets `requeue_after` to look again when
+/// the deadline would pass.
+fn progress(
+    conditions: &mut Vec<DeploymentCondition>,
+    p: Progress<'_>,
+    requeue_after: &mut Option<Duration>,
 ) {
-    let name = rs.name_any();
-    let from = replicas_of(rs);
-    let scale = (from != to).then_some((from, to));
-    if scale.is_some() {
-        annotations.extend(scale_annotations(desired, surge));
+    let at = Time(p.now);
+    let Some(deadline) = p.deadline else {
+        return;
+    };
+    let subject = p.new_set.map_or_else(
+        || format!("Deployment {:?}", p.deployment),
+        |n| format!("ReplicaSet {n:?}"),
+    );
+    if p.created {
+        if let Some(n) = p.new_set {
+            replace_progressing(
+                conditions,
+                reason::NEW_RS_CREATED,
+                &format!("Created new replica set {n:?}"),
+                &at,
+            );
+        }
+    } else if find(conditions, "Progressing").is_none()
+        && let Some(n) = p.new_set
+    {
+        set_condition(
+            conditions,
+            condition(
+                "Progressing",
+                "True",
+                reason::FOUND_NEW_RS,
+                &format!("Found new replica set {n:?}"),
+                &at,
+            ),
+        );
     }
-    target.insert(name.clone(), to);
-    if scale.is_some() || !annotations.is_empty() {
-        plan.update.push(Update {
-            name,
-            scale,
-            annotations,
-        });
+    let n = |v: Option<i32>| v.unwrap_or(0);
+    let reason_now = find(conditions, "Progressing").and_then(|c| c.reason.clone());
+    let settled = n(p.after.replicas) == n(p.after.updated_replicas)
+        && reason_now.as_deref() == Some(reason::NEW_RS_AVAILABLE);
+    if settled {
+        return;
+    }
+    let complete = n(p.after.updated_replicas) == p.desired
+        && n(p.after.replicas) == p.desired
+        && n(p.after.available_replicas) == p.desired
+        && !p.created;
+    if complete {
+        set_condition(
+            conditions,
+            condition(
+                "Progressing",
+                "True",
+                reason::NEW_RS_AVAILABLE,
+                &format!("{subject} has successfully progressed."),
+                &at,
+            ),
+        );
+    } else if progressed(p.before, p.after) {
+        replace_progressing(
+            conditions,
+            reason::RS_UPDATED,
+            &format!("{subject} is progressing."),
+            &at,
+        );
+        *requeue_after = Some(Duration::from_secs(u64::try_from(deadline).unwrap_or(0)));
+    } else if let Some(cond) = find(conditions, "Progressing") {
+        match cond.reason.as_deref() {
+            Some(reason::NEW_RS_AVAILABLE | reason::TIMED_OUT) => {}
+            _ => {
+                let since = cond.last_update_time.as_ref().map_or(p.now, |t| t.0);
+                let left = SignedDuration::from_secs(deadline) - p.now.duration_since(since);
+                if left.is_positive() {
+                    *requeue_after = Duration::try_from(left).ok();
+                } else {
+                    set_condition(
+                        conditions,
+                        condition(
+                            "Progressing",
+                            "False",
+                            reason::TIMED_OUT,
+                            &format!("{subject} has timed out progressing."),
+                            &at,
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -522,19 +919,7 @@ fn new_replicaset(
         .match_labels
         .get_or_insert_default()
         .insert(HASH_LABEL.to_owned(), hash.to_owned());
-    // The Deployment's annotations travel along (kubectl's change-cause is read from the
-    // ReplicaSets), except the ones that describe the Deployment itself.
-    let mut annotations: BTreeMap<String, String> = d
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| {
-            !k.starts_with("deployment.kubernetes.io/")
-                && *k != "kubectl.kubernetes.io/last-applied-configuration"
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut annotations = copied_annotations(d);
     annotations.insert(REVISION.to_owned(), revision.to_string());
     annotations.extend(scale_annotations(replicas, surge));
     Some(ReplicaSet {
@@ -658,7 +1043,7 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     let what = describe(d.as_ref());
     let client = ctx.client.clone();
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let uid = d.metadata.uid.as_deref();
     let owned: Vec<ReplicaSet> = sets
         .list(&ListParams::default())
@@ -670,7 +1055,12 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
         .into_iter()
         .filter(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid)
         .collect();
-    let plan = reconcile(&d, &owned, Timestamp::now())?;
+    let old_pods_running = if is_recreate(&d) {
+        old_pods_running(&client, &namespace, &d, &owned).await?
+    } else {
+        false
+    };
+    let plan = reconcile(&d, &owned, old_pods_running, Timestamp::now())?;
 
     if let Some(rs) = &plan.create {
         let rs_name = rs.name_any();
@@ -719,7 +1109,10 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     for update in &plan.update {
         let mut patch = json!({"metadata": {"annotations": update.annotations}});
         if let Some((_, to)) = update.scale {
-            patch["spec"] = json!({"replicas": to});
+            patch["spec"]["replicas"] = json!(to);
+        }
+        if let Some(seconds) = update.min_ready_seconds {
+            patch["spec"]["minReadySeconds"] = json!(seconds);
         }
         sets.patch(&update.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -793,6 +1186,43 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
 }
 
+/// Whether a pod of one of `d`'s old ReplicaSets (any but the one with `d`'s template)
+/// still runs, or may (phase Unknown, or terminating): `Recreate` waits for none to.
+async fn old_pods_running(
+    client: &Client,
+    namespace: &str,
+    d: &Deployment,
+    owned: &[ReplicaSet],
+) -> Result<bool, ControllerError> {
+    let template = d.spec.as_ref().map(|s| &s.template);
+    let old: Vec<&str> = owned
+        .iter()
+        .filter(|rs| {
+            let theirs = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+            !matches!((theirs, template), (Some(a), Some(b)) if equal_ignoring_hash(a, b))
+        })
+        .filter_map(|rs| rs.metadata.uid.as_deref())
+        .collect();
+    if old.is_empty() {
+        return Ok(false);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(ControllerError::api(format!(
+            "list the pods of {}",
+            describe(d)
+        )))?;
+    Ok(list.items.iter().any(|pod| {
+        controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid))
+            && !matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,7 +1278,7 @@ mod tests {
     /// The ReplicaSet a pass over `d` creates, as the apiserver would store it, created at
     /// `at`, with `ready` of its replicas ready and available.
     fn created(d: &Deployment, at: i64, ready: i32) -> ReplicaSet {
-        let mut rs = reconcile(d, &[], t(at))
+        let mut rs = reconcile(d, &[], false, t(at))
             .expect("plan")
             .create
             .expect("creates one");
@@ -943,7 +1373,7 @@ mod tests {
     #[test]
     fn a_new_deployment_gets_revision_one_named_by_its_hash() {
         let d = deployment(3, "probe:v1");
-        let plan = reconcile(&d, &[], t(0)).expect("plan");
+        let plan = reconcile(&d, &[], false, t(0)).expect("plan");
         let rs = plan.create.expect("a ReplicaSet");
         let hash = template_hash(&template("probe:v1"), None);
         assert_eq!(rs.metadata.name, Some(format!("web-{hash}")));
@@ -992,24 +1422,22 @@ mod tests {
     }
 
     #[test]
-    fn a_new_template_gets_the_next_revision_and_the_old_set_goes_to_zero() {
+    fn a_new_template_gets_the_next_revision_and_starts_within_the_surge() {
         let v1 = deployment(3, "probe:v1");
         let old = with_revision(created(&v1, 0, 3), 1);
         let v2 = deployment(3, "probe:v2");
-        let plan = reconcile(&v2, std::slice::from_ref(&old), t(10)).expect("plan");
+        let plan = reconcile(&v2, std::slice::from_ref(&old), false, t(10)).expect("plan");
         let new = plan.create.expect("a new ReplicaSet");
         assert_eq!(annotation(&new.metadata, REVISION), Some("2"));
         assert_ne!(new.metadata.name, old.metadata.name);
-        assert_eq!(new.spec.as_ref().and_then(|s| s.replicas), Some(3));
-        assert_eq!(plan.update.len(), 1);
-        assert_eq!(plan.update[0].name, old.name_any());
-        assert_eq!(plan.update[0].scale, Some((3, 0)));
         assert_eq!(
-            plan.update[0]
-                .annotations
-                .get(DESIRED_REPLICAS)
-                .map(String::as_str),
-            Some("3")
+            new.spec.as_ref().and_then(|s| s.replicas),
+            Some(1),
+            "3 replicas at 25% surge: one more pod than 3"
+        );
+        assert!(
+            plan.update.is_empty(),
+            "maxUnavailable 0: no old pod goes before a new one is available"
         );
         assert_eq!(plan.revision.as_deref(), Some("2"));
     }
@@ -1018,7 +1446,7 @@ mod tests {
     fn an_existing_set_is_scaled_not_recreated() {
         let d = deployment(5, "probe:v1");
         let rs = with_revision(created(&deployment(3, "probe:v1"), 0, 3), 1);
-        let plan = reconcile(&d, &[rs], t(10)).expect("plan");
+        let plan = reconcile(&d, &[rs], false, t(10)).expect("plan");
         assert!(plan.create.is_none());
         assert_eq!(plan.update.len(), 1);
         assert_eq!(plan.update[0].scale, Some((3, 5)));
@@ -1040,24 +1468,26 @@ mod tests {
         let v1 = with_revision(scaled(created(&deployment(3, "probe:v1"), 0, 3), 0), 1);
         let v2 = with_revision(created(&deployment(3, "probe:v2"), 10, 3), 2);
         let back = deployment(3, "probe:v1");
-        let plan = reconcile(&back, &[v1.clone(), v2.clone()], t(20)).expect("plan");
+        let plan = reconcile(&back, &[v1.clone(), v2.clone()], false, t(20)).expect("plan");
         assert!(plan.create.is_none(), "the v1 ReplicaSet is reused");
         let for_v1 = plan
             .update
             .iter()
             .find(|u| u.name == v1.name_any())
             .expect("v1 updated");
-        assert_eq!(for_v1.scale, Some((0, 3)));
+        assert_eq!(for_v1.scale, Some((0, 1)), "it grows within the surge");
         assert_eq!(
             for_v1.annotations.get(REVISION).map(String::as_str),
             Some("3")
         );
-        let for_v2 = plan
-            .update
-            .iter()
-            .find(|u| u.name == v2.name_any())
-            .expect("v2 updated");
-        assert_eq!(for_v2.scale, Some((3, 0)));
+        assert_eq!(
+            for_v1.annotations.get(REVISION_HISTORY).map(String::as_str),
+            Some("1")
+        );
+        assert!(
+            plan.update.iter().all(|u| u.name != v2.name_any()),
+            "v2 shrinks only once a v1 pod is available"
+        );
         assert_eq!(plan.revision.as_deref(), Some("3"));
     }
 
@@ -1068,7 +1498,7 @@ mod tests {
             spec.paused = Some(true);
         }
         let old = with_revision(created(&deployment(3, "probe:v1"), 0, 3), 1);
-        let plan = reconcile(&d, &[old], t(10)).expect("plan");
+        let plan = reconcile(&d, &[old], false, t(10)).expect("plan");
         assert!(plan.create.is_none() && plan.update.is_empty() && plan.delete.is_empty());
         let status = plan.status.expect("status");
         assert_eq!(
@@ -1095,7 +1525,7 @@ mod tests {
         busy.metadata.name = Some("busy".into());
         let mut sets = old.clone();
         sets.push(busy);
-        let plan = reconcile(&d, &sets, t(10)).expect("plan");
+        let plan = reconcile(&d, &sets, false, t(10)).expect("plan");
         assert_eq!(plan.delete, vec![old[0].name_any(), old[1].name_any()]);
         assert_eq!(
             plan.create
@@ -1150,8 +1580,11 @@ mod tests {
             )]),
             ..DeploymentStatus::default()
         });
-        let plan = reconcile(&before, &[old, new], t(20)).expect("plan");
-        assert_eq!(plan.update.len(), 1, "only the old set is scaled to 0");
+        let plan = reconcile(&before, &[old, new], false, t(20)).expect("plan");
+        assert!(
+            plan.update.is_empty(),
+            "2 of 4 new pods unavailable, 1 allowed: the old pod stays"
+        );
         let status = plan.status.expect("status");
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.replicas, Some(5));
@@ -1160,8 +1593,8 @@ mod tests {
         assert_eq!(status.available_replicas, Some(3));
         assert_eq!(
             status.unavailable_replicas,
-            Some(1),
-            "4 wanted, 3 available"
+            Some(2),
+            "5 asked for, 3 available"
         );
         // maxUnavailable of 4 at 25% is 1: 3 available is enough.
         assert_eq!(
@@ -1193,7 +1626,7 @@ mod tests {
             .annotations
             .get_or_insert_default()
             .insert(REVISION.into(), "1".into());
-        let plan = reconcile(&d, std::slice::from_ref(&rs), t(30)).expect("plan");
+        let plan = reconcile(&d, std::slice::from_ref(&rs), false, t(30)).expect("plan");
         assert!(plan.create.is_none() && plan.update.is_empty() && plan.revision.is_none());
         let status = plan.status.expect("status");
         assert_eq!(
@@ -1202,7 +1635,7 @@ mod tests {
         );
         assert_eq!(status.unavailable_replicas, Some(0));
         d.status = Some(status);
-        let again = reconcile(&d, &[rs], t(90)).expect("plan");
+        let again = reconcile(&d, &[rs], false, t(90)).expect("plan");
         assert_eq!(again, Plan::default(), "nothing left to do or to report");
     }
 
@@ -1210,16 +1643,350 @@ mod tests {
     fn no_progress_for_the_deadline_times_out() {
         let mut d = deployment(3, "probe:v1");
         let rs = with_revision(created(&d, 0, 1), 1);
-        let first = reconcile(&d, std::slice::from_ref(&rs), t(0)).expect("plan");
+        let first = reconcile(&d, std::slice::from_ref(&rs), false, t(0)).expect("plan");
         d.status = first.status;
-        let waiting = reconcile(&d, std::slice::from_ref(&rs), t(100)).expect("plan");
+        let waiting = reconcile(&d, std::slice::from_ref(&rs), false, t(100)).expect("plan");
         assert_eq!(waiting.status, None);
         assert_eq!(waiting.requeue_after, Some(Duration::from_secs(500)));
-        let late = reconcile(&d, &[rs], t(601)).expect("plan");
+        let late = reconcile(&d, &[rs], false, t(601)).expect("plan");
         let status = late.status.expect("status");
         assert_eq!(
             progressing(&status),
             ("False".into(), reason::TIMED_OUT.into())
+        );
+    }
+
+    /// A Deployment and its ReplicaSets, driven pass after pass the way the apiserver and
+    /// the ReplicaSet controller carry the plans out. Pods start at once when [`settle`] is
+    /// called; those of an image with `broken` in its name never become available.
+    struct Sim {
+        d: Deployment,
+        sets: Vec<ReplicaSet>,
+        clock: i64,
+    }
+
+    impl Sim {
+        fn new(d: Deployment) -> Sim {
+            Sim {
+                d,
+                sets: Vec::new(),
+                clock: 0,
+            }
+        }
+
+        fn image(rs: &ReplicaSet) -> String {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.containers[0].image.clone())
+                .unwrap_or_default()
+        }
+
+        /// One controller pass, carried out.
+        fn pass(&mut self) -> Plan {
+            self.clock += 1;
+            let plan = reconcile(&self.d, &self.sets, false, t(self.clock)).expect("plan");
+            if let Some(rs) = &plan.create {
+                let mut rs = rs.clone();
+                rs.metadata.uid = Some(format!("rs-uid-{}", self.clock));
+                rs.metadata.creation_timestamp = Some(Time(t(self.clock)));
+                rs.status = Some(ReplicaSetStatus::default());
+                self.sets.push(rs);
+            }
+            for update in &plan.update {
+                let rs = self
+                    .sets
+                    .iter_mut()
+                    .find(|rs| rs.name_any() == update.name)
+                    .expect("an existing set");
+                if let Some((_, to)) = update.scale {
+                    rs.spec.get_or_insert_default().replicas = Some(to);
+                }
+                rs.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .extend(update.annotations.clone());
+            }
+            self.sets.retain(|rs| !plan.delete.contains(&rs.name_any()));
+            if let Some(revision) = &plan.revision {
+                self.d
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(REVISION.into(), revision.clone());
+            }
+            if let Some(status) = &plan.status {
+                self.d.status = Some(status.clone());
+            }
+            plan
+        }
+
+        /// The pods catch up with every ReplicaSet's size.
+        fn settle(&mut self) {
+            for rs in &mut self.sets {
+                let n = replicas_of(rs);
+                let up = if Sim::image(rs).contains("broken") {
+                    0
+                } else {
+                    n
+                };
+                rs.status = Some(ReplicaSetStatus {
+                    replicas: n,
+                    ready_replicas: Some(up),
+                    available_replicas: Some(up),
+                    ..ReplicaSetStatus::default()
+                });
+            }
+        }
+
+        /// Passes (pods settling after each) until a pass changes nothing; after each,
+        /// `check` sees the sets. Returns the number of passes.
+        fn run(&mut self, mut check: impl FnMut(&[ReplicaSet])) -> usize {
+            for passes in 1..=100 {
+                let plan = self.pass();
+                self.settle();
+                check(&self.sets);
+                if plan.create.is_none() && plan.update.is_empty() && plan.delete.is_empty() {
+                    return passes;
+                }
+            }
+            panic!("no steady state after 100 passes: {:?}", self.sizes());
+        }
+
+        /// `(image, spec.replicas)` of every set, oldest first.
+        fn sizes(&self) -> Vec<(String, i32)> {
+            self.sets
+                .iter()
+                .map(|rs| (Sim::image(rs), replicas_of(rs)))
+                .collect()
+        }
+
+        fn set_image(&mut self, image: &str) {
+            let spec = self.d.spec.as_mut().expect("spec");
+            spec.template = template(image);
+            self.d.metadata.generation = self.d.metadata.generation.map(|g| g + 1);
+        }
+
+        fn set_replicas(&mut self, replicas: i32) {
+            self.d.spec.as_mut().expect("spec").replicas = Some(replicas);
+            self.d.metadata.generation = self.d.metadata.generation.map(|g| g + 1);
+        }
+    }
+
+    fn available_of(sets: &[ReplicaSet]) -> i32 {
+        sets.iter()
+            .filter_map(|rs| rs.status.as_ref()?.available_replicas)
+            .sum()
+    }
+
+    fn with_strategy(
+        mut d: Deployment,
+        surge: IntOrString,
+        unavailable: IntOrString,
+    ) -> Deployment {
+        d.spec.as_mut().expect("spec").strategy =
+            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment {
+                    max_surge: Some(surge),
+                    max_unavailable: Some(unavailable),
+                }),
+            });
+        d
+    }
+
+    #[test]
+    fn a_rolling_update_stays_within_surge_and_availability_and_completes() {
+        // Defaults for 10 replicas: maxSurge 25% → 3, maxUnavailable 25% → 2.
+        let mut sim = Sim::new(deployment(10, "probe:v1"));
+        sim.run(|_| {});
+        assert_eq!(sim.sizes(), vec![("probe:v1".into(), 10)]);
+        sim.set_image("probe:v2");
+        let mut waves = 0;
+        let passes = sim.run(|sets| {
+            let total: i32 = sets.iter().map(replicas_of).sum();
+            assert!(total <= 13, "more than replicas + maxSurge: {total}");
+            let available = available_of(sets);
+            assert!(
+                available >= 8,
+                "fewer than replicas − maxUnavailable: {available}"
+            );
+            waves += 1;
+        });
+        assert!(passes > 2, "a rolling update goes in steps, not at once");
+        assert!(waves >= 2);
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 0), ("probe:v2".into(), 10)]
+        );
+        let status = sim.d.status.clone().expect("status");
+        assert_eq!(status.updated_replicas, Some(10));
+        assert_eq!(status.available_replicas, Some(10));
+        assert_eq!(
+            progressing(&status),
+            ("True".into(), reason::NEW_RS_AVAILABLE.into())
+        );
+    }
+
+    #[test]
+    fn with_max_unavailable_zero_every_old_pod_waits_for_an_available_new_one() {
+        let d = with_strategy(
+            deployment(3, "probe:v1"),
+            IntOrString::Int(1),
+            IntOrString::Int(0),
+        );
+        let mut sim = Sim::new(d);
+        sim.run(|_| {});
+        sim.set_image("probe:v2");
+        sim.run(|sets| assert!(available_of(sets) >= 3));
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 0), ("probe:v2".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn a_broken_update_stalls_with_the_old_pods_serving() {
+        let d = with_strategy(
+            deployment(3, "probe:v1"),
+            IntOrString::Int(1),
+            IntOrString::Int(0),
+        );
+        let mut sim = Sim::new(d);
+        sim.run(|_| {});
+        sim.set_image("probe:broken");
+        sim.run(|sets| assert!(available_of(sets) >= 3));
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 3), ("probe:broken".into(), 1)]
+        );
+        // Rolling back: the v1 set is the new one again and the broken one goes.
+        sim.set_image("probe:v1");
+        sim.run(|sets| assert!(available_of(sets) >= 3));
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 3), ("probe:broken".into(), 0)]
+        );
+        assert_eq!(annotation(&sim.d.metadata, REVISION), Some("3"));
+    }
+
+    /// Kubernetes' e2e test `testProportionalScalingDeployment` (test/e2e/apps/deployment.go):
+    /// 10 replicas, maxSurge 3, maxUnavailable 2, an update to an image that never runs.
+    /// The rollout stalls with the old set at 10 − 2 = 8 and the new at 13 − 8 = 5;
+    /// scaled to 30, 33 pods are allowed and 20 are added in proportion:
+    /// 8 × 33 / 13 = 20.3 → 20 and 5 × 33 / 13 = 12.7 → 13.
+    #[test]
+    fn scaling_mid_rollout_splits_the_replicas_in_proportion() {
+        let d = with_strategy(
+            deployment(10, "probe:v1"),
+            IntOrString::Int(3),
+            IntOrString::Int(2),
+        );
+        let mut sim = Sim::new(d);
+        sim.run(|_| {});
+        sim.set_image("probe:broken");
+        sim.run(|_| {});
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 8), ("probe:broken".into(), 5)]
+        );
+        sim.set_replicas(30);
+        sim.run(|_| {});
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 20), ("probe:broken".into(), 13)]
+        );
+        for rs in &sim.sets {
+            assert_eq!(annotation(&rs.metadata, DESIRED_REPLICAS), Some("30"));
+            assert_eq!(annotation(&rs.metadata, MAX_REPLICAS), Some("33"));
+        }
+        // And back down, in proportion again, within 10 + 3.
+        sim.set_replicas(10);
+        sim.run(|_| {});
+        let total: i32 = sim.sizes().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 13);
+    }
+
+    #[test]
+    fn recreate_removes_every_old_pod_before_starting_a_new_one() {
+        let mut d = deployment(3, "probe:v1");
+        d.spec.as_mut().expect("spec").strategy =
+            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
+        let mut sim = Sim::new(d);
+        sim.run(|_| {});
+        sim.set_image("probe:v2");
+        sim.run(|sets| {
+            let serving: Vec<String> = sets
+                .iter()
+                .filter(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0))
+                .map(Sim::image)
+                .collect();
+            assert!(serving.len() <= 1, "two versions at once: {serving:?}");
+        });
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 0), ("probe:v2".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn a_recreate_waits_while_an_old_pod_still_runs() {
+        let mut d = deployment(3, "probe:v2");
+        d.spec.as_mut().expect("spec").strategy =
+            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
+        let old = with_revision(scaled(created(&deployment(3, "probe:v1"), 0, 0), 0), 1);
+        let waiting = reconcile(&d, std::slice::from_ref(&old), true, t(5)).expect("plan");
+        assert!(waiting.create.is_none(), "an old pod is still terminating");
+        let go = reconcile(&d, &[old], false, t(6)).expect("plan");
+        assert_eq!(
+            go.create.and_then(|rs| rs.spec.and_then(|s| s.replicas)),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_paused_deployment_still_scales() {
+        let mut sim = Sim::new(deployment(3, "probe:v1"));
+        sim.run(|_| {});
+        sim.d.spec.as_mut().expect("spec").paused = Some(true);
+        sim.set_image("probe:v2");
+        sim.set_replicas(5);
+        sim.run(|_| {});
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 5)],
+            "scaled, not rolled"
+        );
+        sim.d.spec.as_mut().expect("spec").paused = Some(false);
+        sim.run(|_| {});
+        assert_eq!(
+            sim.sizes(),
+            vec![("probe:v1".into(), 0), ("probe:v2".into(), 5)]
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_limit_of_old_sets() {
+        let mut d = deployment(2, "probe:r1");
+        d.spec.as_mut().expect("spec").revision_history_limit = Some(2);
+        let mut sim = Sim::new(d);
+        sim.run(|_| {});
+        for n in 2..=5 {
+            sim.set_image(&format!("probe:r{n}"));
+            sim.run(|_| {});
+        }
+        let revisions: Vec<i64> = sim.sets.iter().map(revision).collect();
+        assert_eq!(
+            revisions,
+            vec![3, 4, 5],
+            "the current set and the 2 before it"
         );
     }
 }
