@@ -414,13 +414,18 @@ impl Worker {
                 {
                     Ok(id) => {
                         track.started = Some(now);
-                        track.readiness = ProbeState::new(readiness.is_none());
+                        track.readiness = ProbeState::new(false);
                         track.liveness = ProbeState::new(true);
                         view.container_id = Some(id);
                         view.state = ContainerState::Running {
                             started_at: meta::now_rfc3339(),
                         };
-                        view.ready = readiness.is_none();
+                        // Not ready yet, even without a readiness probe: ready means seen
+                        // running, by the next round (which the status write brings at
+                        // once). A container that dies as it starts is then never counted
+                        // available, so a rollout to a broken image stalls instead of
+                        // trading old pods for it.
+                        view.ready = false;
                     }
                     Err(e) => {
                         view.state = ContainerState::Waiting {
@@ -522,13 +527,14 @@ impl Worker {
                     Ok(()) => {
                         track.restart_count += 1;
                         track.started = Some(now);
-                        track.readiness = ProbeState::new(readiness.is_none());
+                        track.readiness = ProbeState::new(false);
                         track.liveness = ProbeState::new(true);
                         view.restart_count = track.restart_count;
                         view.state = ContainerState::Running {
                             started_at: meta::now_rfc3339(),
                         };
-                        view.ready = readiness.is_none();
+                        // As for a first start: ready only once seen running.
+                        view.ready = false;
                     }
                     Err(e) => {
                         view.state = ContainerState::Waiting {
