@@ -126,6 +126,14 @@ impl Cluster {
     }
 }
 
+/// Whether the pod's Ready condition is `True`.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for up to 10 s.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -383,7 +391,10 @@ async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything()
         Some("1")
     );
 
-    // A new image is revision 2: the new ReplicaSet has the replicas, the old one none.
+    // A new image is revision 2, rolled out step by step: at 3 replicas the defaults
+    // (maxSurge 25% → 1, maxUnavailable 25% → 0) let one new pod in at a time and take an
+    // old one out only once a new one is ready. Playing the node agent, each new pod is
+    // made ready as it appears; 3 pods stay ready throughout.
     c.deployments()
         .patch(
             "shop",
@@ -394,12 +405,22 @@ async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything()
         )
         .await
         .expect("image changed");
+    let most_at_once = std::cell::Cell::new(0);
     let second = eventually("revision 2 with 3 pods, revision 1 empty", || async {
         let sets = sets_of(&c, &uid).await;
         let second = sets.iter().find(|rs| revision(rs) == Some("2"))?;
         let old = sets.iter().find(|rs| rs.name_any() == first.name_any())?;
         let new_pods = c.active_pods_of(&second.uid()?).await;
         let old_pods = c.active_pods_of(&first.uid()?).await;
+        let ready = |pods: &[Pod]| pods.iter().filter(|p| is_ready(p)).count();
+        assert!(
+            ready(&new_pods) + ready(&old_pods) >= 3,
+            "fewer than 3 ready pods mid-rollout: {} new, {} old",
+            ready(&new_pods),
+            ready(&old_pods)
+        );
+        most_at_once.set(most_at_once.get().max(new_pods.len() + old_pods.len()));
+        c.mark_all_ready(&new_pods).await;
         (sets.len() == 2
             && second.spec.as_ref()?.replicas == Some(3)
             && old.spec.as_ref()?.replicas == Some(0)
@@ -408,6 +429,11 @@ async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything()
         .then(|| second.clone())
     })
     .await;
+    let most_at_once = most_at_once.get();
+    assert!(
+        most_at_once <= 4,
+        "more than 3 + maxSurge 1 pods: {most_at_once}"
+    );
     assert_ne!(second.name_any(), first.name_any());
     assert!(second.name_any().starts_with("shop-"));
     eventually("the deployment reports revision 2", || async {
