@@ -1674,6 +1674,13 @@ mod tests {
             }
         }
 
+        /// A Sim whose first rollout has completed.
+        fn settled(d: Deployment) -> Sim {
+            let mut sim = Sim::new(d);
+            sim.run(|_| {});
+            sim
+        }
+
         fn image(rs: &ReplicaSet) -> String {
             rs.spec
                 .as_ref()
@@ -1780,6 +1787,15 @@ mod tests {
             .sum()
     }
 
+    fn recreate(mut d: Deployment) -> Deployment {
+        d.spec.as_mut().expect("spec").strategy =
+            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
+        d
+    }
+
     fn with_strategy(
         mut d: Deployment,
         surge: IntOrString,
@@ -1799,8 +1815,7 @@ mod tests {
     #[test]
     fn a_rolling_update_stays_within_surge_and_availability_and_completes() {
         // Defaults for 10 replicas: maxSurge 25% → 3, maxUnavailable 25% → 2.
-        let mut sim = Sim::new(deployment(10, "probe:v1"));
-        sim.run(|_| {});
+        let mut sim = Sim::settled(deployment(10, "probe:v1"));
         assert_eq!(sim.sizes(), vec![("probe:v1".into(), 10)]);
         sim.set_image("probe:v2");
         let mut waves = 0;
@@ -1836,8 +1851,7 @@ mod tests {
             IntOrString::Int(1),
             IntOrString::Int(0),
         );
-        let mut sim = Sim::new(d);
-        sim.run(|_| {});
+        let mut sim = Sim::settled(d);
         sim.set_image("probe:v2");
         sim.run(|sets| assert!(available_of(sets) >= 3));
         assert_eq!(
@@ -1853,8 +1867,7 @@ mod tests {
             IntOrString::Int(1),
             IntOrString::Int(0),
         );
-        let mut sim = Sim::new(d);
-        sim.run(|_| {});
+        let mut sim = Sim::settled(d);
         sim.set_image("probe:broken");
         sim.run(|sets| assert!(available_of(sets) >= 3));
         assert_eq!(
@@ -1883,8 +1896,7 @@ mod tests {
             IntOrString::Int(3),
             IntOrString::Int(2),
         );
-        let mut sim = Sim::new(d);
-        sim.run(|_| {});
+        let mut sim = Sim::settled(d);
         sim.set_image("probe:broken");
         sim.run(|_| {});
         assert_eq!(
@@ -1910,14 +1922,8 @@ mod tests {
 
     #[test]
     fn recreate_removes_every_old_pod_before_starting_a_new_one() {
-        let mut d = deployment(3, "probe:v1");
-        d.spec.as_mut().expect("spec").strategy =
-            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                rolling_update: None,
-            });
-        let mut sim = Sim::new(d);
-        sim.run(|_| {});
+        let d = recreate(deployment(3, "probe:v1"));
+        let mut sim = Sim::settled(d);
         sim.set_image("probe:v2");
         sim.run(|sets| {
             let serving: Vec<String> = sets
@@ -1935,12 +1941,7 @@ mod tests {
 
     #[test]
     fn a_recreate_waits_while_an_old_pod_still_runs() {
-        let mut d = deployment(3, "probe:v2");
-        d.spec.as_mut().expect("spec").strategy =
-            Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                rolling_update: None,
-            });
+        let d = recreate(deployment(3, "probe:v2"));
         let old = with_revision(scaled(created(&deployment(3, "probe:v1"), 0, 0), 0), 1);
         let waiting = reconcile(&d, std::slice::from_ref(&old), true, t(5)).expect("plan");
         assert!(waiting.create.is_none(), "an old pod is still terminating");
@@ -1953,8 +1954,7 @@ mod tests {
 
     #[test]
     fn a_paused_deployment_still_scales() {
-        let mut sim = Sim::new(deployment(3, "probe:v1"));
-        sim.run(|_| {});
+        let mut sim = Sim::settled(deployment(3, "probe:v1"));
         sim.d.spec.as_mut().expect("spec").paused = Some(true);
         sim.set_image("probe:v2");
         sim.set_replicas(5);
@@ -1976,8 +1976,7 @@ mod tests {
     fn the_history_keeps_the_limit_of_old_sets() {
         let mut d = deployment(2, "probe:r1");
         d.spec.as_mut().expect("spec").revision_history_limit = Some(2);
-        let mut sim = Sim::new(d);
-        sim.run(|_| {});
+        let mut sim = Sim::settled(d);
         for n in 2..=5 {
             sim.set_image(&format!("probe:r{n}"));
             sim.run(|_| {});
