@@ -79,6 +79,9 @@ const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 /// `spec.replicas` + `maxSurge` when the ReplicaSet was last scaled.
 const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
+/// How soon a `Recreate` rollout waiting for old pods to go looks again.
+const RECREATE_POLL: Duration = Duration::from_millis(500);
+
 /// Reasons of the `Progressing` and `Available` conditions, as Kubernetes spells them.
 mod reason {
     pub const NEW_RS_CREATED: &str = "NewReplicaSetCreated";
@@ -564,6 +567,10 @@ pub(super) fn reconcile(
         .iter()
         .any(|m| m.size > 0 && m.desired_mark.is_some_and(|n| n != desired));
     let rollout = !paused && !scaling_event;
+    // A Recreate waiting for old pods to go: their going changes no ReplicaSet or
+    // Deployment (the ReplicaSet stops counting a pod as soon as it terminates), so nothing
+    // would wake this controller when the last one is gone; it looks again soon.
+    let mut recreate_waiting = false;
     if !rollout {
         scale(
             &mut members,
@@ -603,7 +610,8 @@ pub(super) fn reconcile(
             .iter()
             .enumerate()
             .any(|(i, rs)| Some(i) != new && rs.status.as_ref().is_some_and(|s| s.replicas > 0));
-        if !scaled_down && !old_still_there && !old_pods_running {
+        recreate_waiting = scaled_down || old_still_there || old_pods_running;
+        if !recreate_waiting {
             match new {
                 Some(n) => members[n].size = desired,
                 None => {
@@ -780,6 +788,12 @@ pub(super) fn reconcile(
                 &mut plan.requeue_after,
             );
         }
+    }
+    if recreate_waiting {
+        plan.requeue_after = Some(
+            plan.requeue_after
+                .map_or(RECREATE_POLL, |after| after.min(RECREATE_POLL)),
+        );
     }
     status.conditions = (!conditions.is_empty()).then_some(conditions);
     if d.status.as_ref() != Some(&status) {
@@ -1945,6 +1959,11 @@ mod tests {
         let old = with_revision(scaled(created(&deployment(3, "probe:v1"), 0, 0), 0), 1);
         let waiting = reconcile(&d, std::slice::from_ref(&old), true, t(5)).expect("plan");
         assert!(waiting.create.is_none(), "an old pod is still terminating");
+        assert_eq!(
+            waiting.requeue_after,
+            Some(RECREATE_POLL),
+            "nothing else wakes it when the pod is gone"
+        );
         let go = reconcile(&d, &[old], false, t(6)).expect("plan");
         assert_eq!(
             go.create.and_then(|rs| rs.spec.and_then(|s| s.replicas)),
