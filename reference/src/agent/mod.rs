@@ -256,6 +256,9 @@ async fn register(
     Ok(())
 }
 
+/// How long a stopping agent waits for its pod workers to finish what they are doing.
+const WORKER_STOP: Duration = Duration::from_secs(10);
+
 /// Runs the agent until `shutdown` turns true.
 pub async fn run(
     client: kube::Client,
@@ -309,8 +312,12 @@ pub async fn run(
                         dispatch(&mut workers, &mut worker_tasks, &runtime, &client, &config, pod);
                     }
                     Ok(watcher::Event::Delete(pod)) => {
+                        // The worker removes the pod's containers and then ends; it stays
+                        // listed until it has, so the orphan sweep does not remove the same
+                        // containers at the same time (two removals of one container can
+                        // leave a stale endpoint on the network in Docker).
                         let uid = pod.metadata.uid.unwrap_or_default();
-                        if let Some(tx) = workers.remove(&uid) {
+                        if let Some(tx) = workers.get(&uid) {
                             let _ = tx.send(None);
                         }
                     }
@@ -318,13 +325,11 @@ pub async fn run(
                     Ok(watcher::Event::InitDone) => {
                         // Pods that vanished while we were not watching.
                         if let Some(seen) = seen_in_relist.take() {
-                            workers.retain(|uid, tx| {
-                                let keep = seen.contains(uid);
-                                if !keep {
+                            for (uid, tx) in &workers {
+                                if !seen.contains(uid) {
                                     let _ = tx.send(None);
                                 }
-                                keep
-                            });
+                            }
                         }
                     }
                     Err(e) => {
@@ -336,9 +341,13 @@ pub async fn run(
         }
     }
     // Stop every pod worker and wait until each has stopped, so none creates a container
-    // after the sweep below has listed them.
+    // after the sweep below has listed them. A worker ends at its next step once its
+    // channel closes; one still busy after the wait (a long grace period) is cancelled.
     drop(workers);
-    worker_tasks.shutdown().await;
+    let finished = async { while worker_tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(WORKER_STOP, finished).await.is_err() {
+        worker_tasks.shutdown().await;
+    }
     tasks.abort_all();
     if config.cleanup_on_exit {
         let removed = runtime::reap_node(&runtime).await;
@@ -386,9 +395,11 @@ fn dispatch(
 
 /// Removes containers of this node whose pod no longer runs here.
 async fn sweep_orphans(runtime: &Runtime, workers: &HashMap<String, watch::Sender<Option<Pod>>>) {
-    let Ok(containers) = runtime.list().await else {
+    let Ok(mut containers) = runtime.list().await else {
         return;
     };
+    // Sandboxes last: app containers live in their network namespaces.
+    containers.sort_by_key(|(_, name, _)| name == runtime::PAUSE);
     for (uid, name, id) in containers {
         if !workers.contains_key(&uid) {
             tracing::info!(pod_uid = %uid, container = %name, "removing a container whose pod is not on this node");

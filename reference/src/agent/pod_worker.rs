@@ -148,11 +148,13 @@ impl Worker {
         let Ok(all) = self.runtime.list().await else {
             return;
         };
-        let mine: Vec<(String, String)> = all
+        let mut mine: Vec<(String, String)> = all
             .into_iter()
             .filter(|(uid, _, _)| *uid == self.uid)
             .map(|(_, name, id)| (name, id))
             .collect();
+        // The sandbox last: the app containers live in its network namespace.
+        mine.sort_by_key(|(name, _)| name == PAUSE);
         let apps = mine.iter().filter(|(n, _)| n != PAUSE);
         let stops = apps.map(|(_, id)| self.runtime.stop(id, grace));
         for r in futures::future::join_all(stops).await {

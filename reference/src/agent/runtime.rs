@@ -177,12 +177,14 @@ pub async fn reap_node(runtime: &Runtime) -> usize {
     const ROUNDS: usize = 10;
     let mut removed = 0;
     for round in 0..ROUNDS {
-        let Ok(containers) = runtime.list().await else {
+        let Ok(mut containers) = runtime.list().await else {
             break;
         };
         if containers.is_empty() {
             break;
         }
+        // Sandboxes last: app containers live in their network namespaces.
+        containers.sort_by_key(|(_, name, _)| name == PAUSE);
         for (_, _, id) in containers {
             if runtime.remove(&id).await.is_ok() {
                 removed += 1;
