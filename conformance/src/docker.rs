@@ -161,7 +161,9 @@ impl Engine {
     /// not an error. A network whose last containers are still being removed (it "has
     /// active endpoints") is tried again for a few seconds before that is an error.
     pub async fn remove_network(&self, name: &str) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The engine releases a removed container's endpoint in the background; with many
+        // containers just removed on a busy machine that has taken over 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let answer = self
                 .send("DELETE", &format!("/networks/{}", percent_encode(name)))

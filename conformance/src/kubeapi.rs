@@ -31,9 +31,13 @@ use crate::driver::{
 pub const RUN_LABEL: &str = "shipshape.conformance/run";
 
 /// Annotation in which Kubernetes records the revision of a Deployment and its ReplicaSets.
-const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
-/// How many times a read-modify-write is retried when another writer got there first.
+/// Label a Deployment adds to the template of each of its ReplicaSets (and so to their
+/// pods), telling the templates apart.
+pub const HASH_LABEL: &str = "pod-template-hash";
+
+/// How many times a delete that met a conflict is retried.
 const CONFLICT_RETRIES: usize = 5;
 
 /// Pause before retrying a delete that met a conflict.
@@ -100,8 +104,18 @@ pub async fn deploy(
     namespace: &str,
     spec: &DeploymentSpec,
 ) -> anyhow::Result<()> {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &deployment_of(spec)?)
+        .await
+        .with_context(|| format!("failed to create deployment {namespace}/{}", spec.name))?;
+    Ok(())
+}
+
+/// The Deployment [`deploy`] creates for the kit's description, for callers that set more
+/// of it (a rollout strategy, say) before creating it themselves.
+pub fn deployment_of(spec: &DeploymentSpec) -> anyhow::Result<Deployment> {
     let labels = Some(spec.labels.clone());
-    let deployment = Deployment {
+    Ok(Deployment {
         metadata: ObjectMeta {
             name: Some(spec.name.clone()),
             labels: labels.clone(),
@@ -140,12 +154,7 @@ pub async fn deploy(
             ..KubeDeploymentSpec::default()
         }),
         ..Deployment::default()
-    };
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .with_context(|| format!("failed to create deployment {namespace}/{}", spec.name))?;
-    Ok(())
+    })
 }
 
 /// Reads a Deployment back in the kit's terms; `None` if it does not exist.
@@ -218,60 +227,64 @@ pub async fn scale(
     Ok(())
 }
 
-/// Changes the image of the deployment's only container, which starts a rolling update.
+/// Changes the image of the deployment's only container, which starts a rollout, as
+/// `kubectl set image` does: a strategic merge patch naming the container (with the
+/// `$setElementOrder` directive kubectl adds), which touches nothing else.
 pub async fn update_image(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     image: &str,
 ) -> anyhow::Result<()> {
-    modify_deployment(client, namespace, name, |deployment| {
-        let containers = deployment
-            .spec
-            .as_mut()
-            .and_then(|spec| spec.template.spec.as_mut())
-            .map(|pod| pod.containers.as_mut_slice());
-        match containers {
-            Some([container]) => {
-                container.image = Some(image.to_owned());
-                Ok(())
-            }
-            _ => bail!("deployment {namespace}/{name} does not have exactly one container"),
-        }
-    })
-    .await
-    .with_context(|| {
-        format!("failed to update the image of deployment {namespace}/{name} to {image}")
-    })
-}
-
-/// Rolls a Deployment back as `kubectl rollout undo` does: find the ReplicaSet of the
-/// wanted revision among those the Deployment owns, and copy its pod template back.
-pub async fn roll_back(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    to: Revision,
-) -> anyhow::Result<()> {
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let deployment = deployments
+    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let deployment = api
         .get(name)
         .await
         .with_context(|| format!("failed to read deployment {namespace}/{name}"))?;
+    let container = match deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .map(|pod| pod.containers.as_slice())
+    {
+        Some([container]) => container.name.clone(),
+        _ => bail!("deployment {namespace}/{name} does not have exactly one container"),
+    };
+    let patch = serde_json::json!({
+        "spec": { "template": { "spec": {
+            "$setElementOrder/containers": [{ "name": container }],
+            "containers": [{ "name": container, "image": image }],
+        } } }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .with_context(|| {
+            format!("failed to update the image of deployment {namespace}/{name} to {image}")
+        })?;
+    Ok(())
+}
+
+/// The ReplicaSets a Deployment owns, as `kubectl` finds them: those its label selector
+/// picks whose controller (the owner reference marked `controller`) is this Deployment.
+pub async fn owned_replica_sets(
+    client: &kube::Client,
+    deployment: &Deployment,
+) -> anyhow::Result<Vec<ReplicaSet>> {
+    let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
+    let name = deployment.metadata.name.clone().unwrap_or_default();
     let uid = deployment.metadata.uid.clone().unwrap_or_default();
     let selector = deployment
         .spec
         .as_ref()
-        .and_then(|spec| spec.selector.match_labels.as_ref())
-        .map(selector_string)
-        .unwrap_or_default();
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .map(|spec| label_selector_string(&spec.selector))
+        .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no spec"))?;
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default().labels(&selector))
         .await
         .with_context(|| {
             format!("failed to list the ReplicaSets of deployment {namespace}/{name}")
         })?;
-    let mut history: Vec<(u64, ReplicaSet)> = replica_sets
+    Ok(replica_sets
         .items
         .into_iter()
         .filter(|rs| {
@@ -279,50 +292,136 @@ pub async fn roll_back(
                 .owner_references
                 .iter()
                 .flatten()
-                .any(|owner| owner.uid == uid)
+                .any(|owner| owner.controller == Some(true) && owner.uid == uid)
         })
+        .collect())
+}
+
+/// Annotations a rollback keeps from the Deployment instead of copying them from the
+/// ReplicaSet (kubectl's `annotationsToSkip`, in `polymorphichelpers/rollback.go`).
+const ANNOTATIONS_TO_SKIP: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+/// Rolls a Deployment back as `kubectl rollout undo` does (`DeploymentRollbacker` in
+/// kubectl's `polymorphichelpers/rollback.go`): among the ReplicaSets it owns, take the
+/// one of the wanted revision — for [`Revision::Previous`], the second-highest revision —
+/// and, unless its template already is the Deployment's, write that template (without the
+/// `pod-template-hash` label) into the Deployment with a JSON patch that replaces
+/// `/spec/template` and `/metadata/annotations`; the annotations are the ReplicaSet's, except
+/// the revision bookkeeping and kubectl's last applied configuration, which the Deployment
+/// keeps. A paused Deployment is not rolled back, as kubectl refuses to.
+pub async fn roll_back(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    to: Revision,
+) -> anyhow::Result<()> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("failed to read deployment {namespace}/{name}"))?;
+    let spec = deployment
+        .spec
+        .as_ref()
+        .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no spec"))?;
+    if spec.paused == Some(true) {
+        bail!("deployment {namespace}/{name} is paused; a paused deployment is not rolled back");
+    }
+    let mut history: Vec<(u64, ReplicaSet)> = owned_replica_sets(client, &deployment)
+        .await?
+        .into_iter()
         .filter_map(|rs| revision_of(&rs.metadata).map(|revision| (revision, rs)))
         .collect();
     history.sort_by_key(|(revision, _)| *revision);
-    let current = revision_of(&deployment.metadata);
     let wanted = match to {
         Revision::Number(number) => history
             .into_iter()
             .find(|(revision, _)| *revision == number),
-        Revision::Previous => history
-            .into_iter()
-            .rev()
-            .find(|(revision, _)| Some(*revision) != current),
+        Revision::Previous => history.into_iter().rev().nth(1),
     };
     let Some((revision, replica_set)) = wanted else {
         bail!("deployment {namespace}/{name} has no revision {to:?} to roll back to");
     };
-    let mut template = replica_set
+    // The hash label belongs to the ReplicaSet, not to the Deployment's template.
+    let template = replica_set
         .spec
-        .map(|spec| spec.template.unwrap_or_default())
+        .and_then(|spec| spec.template)
+        .map(without_hash)
         .ok_or_else(|| {
             anyhow!("revision {revision} of deployment {namespace}/{name} has no pod template")
         })?;
-    // The hash label belongs to the ReplicaSet, not to the Deployment's template.
+    if without_hash(spec.template.clone()) == template {
+        // kubectl: "skipped rollback (current template already matches revision N)".
+        return Ok(());
+    }
+    let kept = deployment.metadata.annotations.clone().unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> = kept
+        .into_iter()
+        .filter(|(key, _)| ANNOTATIONS_TO_SKIP.contains(&key.as_str()))
+        .collect();
+    annotations.extend(
+        replica_set
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| !ANNOTATIONS_TO_SKIP.contains(&key.as_str())),
+    );
+    // RFC 6902 `replace` needs the member to exist; `add` replaces it when it does.
+    let annotations_op = if deployment.metadata.annotations.is_some() {
+        "replace"
+    } else {
+        "add"
+    };
+    let patch = serde_json::json!([
+        { "op": "replace", "path": "/spec/template", "value": template },
+        { "op": annotations_op, "path": "/metadata/annotations", "value": annotations },
+    ]);
+    json_patch_deployment(client, namespace, name, &patch)
+        .await
+        .with_context(|| {
+            format!("failed to roll deployment {namespace}/{name} back to revision {revision}")
+        })?;
+    Ok(())
+}
+
+/// Applies a JSON patch (RFC 6902) to a Deployment. Sent as a plain request: kube's typed
+/// `Patch::Json` needs a feature (and a `json-patch` version) this crate does without.
+pub async fn json_patch_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> anyhow::Result<Deployment> {
+    let request = http::Request::patch(format!(
+        "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+    ))
+    .header(http::header::CONTENT_TYPE, "application/json-patch+json")
+    .body(serde_json::to_vec(patch).context("failed to serialize a JSON patch")?)
+    .with_context(|| format!("failed to build a JSON patch of deployment {namespace}/{name}"))?;
+    client
+        .request::<Deployment>(request)
+        .await
+        .with_context(|| format!("failed to patch deployment {namespace}/{name}"))
+}
+
+/// A pod template without the `pod-template-hash` label: a ReplicaSet's template as the
+/// Deployment's would be, to compare them as kubectl does (`equalIgnoreHash`).
+fn without_hash(mut template: PodTemplateSpec) -> PodTemplateSpec {
     if let Some(labels) = template
         .metadata
         .as_mut()
         .and_then(|meta| meta.labels.as_mut())
     {
-        labels.remove("pod-template-hash");
+        labels.remove(HASH_LABEL);
     }
-    modify_deployment(client, namespace, name, |deployment| {
-        let spec = deployment
-            .spec
-            .as_mut()
-            .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no spec"))?;
-        spec.template = template.clone();
-        Ok(())
-    })
-    .await
-    .with_context(|| {
-        format!("failed to roll deployment {namespace}/{name} back to revision {revision}")
-    })
+    template
 }
 
 /// Creates a Service selecting the deployment's pods, as `kubectl expose` does, of type
@@ -413,8 +512,8 @@ pub async fn list_replicas(
         .await
         .with_context(|| format!("failed to read deployment {namespace}/{deployment}"))?
         .spec
-        .and_then(|spec| spec.selector.match_labels)
-        .map(|labels| selector_string(&labels))
+        .map(|spec| label_selector_string(&spec.selector))
+        .filter(|selector| !selector.is_empty())
         .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} has no label selector"))?;
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
@@ -1070,51 +1169,34 @@ pub async fn node_ready(client: &kube::Client, name: &str) -> anyhow::Result<boo
         .is_some_and(|node| node.ready))
 }
 
-/// Read-modify-write of a Deployment, retried when another writer changed it in between
-/// (the write carries the resourceVersion that was read, so nothing is overwritten blindly).
-async fn modify_deployment(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    change: impl Fn(&mut Deployment) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
-    for _ in 0..CONFLICT_RETRIES {
-        let mut deployment = api
-            .get(name)
-            .await
-            .with_context(|| format!("failed to read deployment {namespace}/{name}"))?;
-        change(&mut deployment)?;
-        match api.replace(name, &PostParams::default(), &deployment).await {
-            Ok(_) => return Ok(()),
-            Err(error) if is_status(&error, 409) => continue,
-            Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("failed to write deployment {namespace}/{name}"));
-            }
-        }
-    }
-    bail!(
-        "deployment {namespace}/{name} kept changing under us: {CONFLICT_RETRIES} conflicts in a row"
-    )
-}
-
 /// Whether an error is an API `Status` with this HTTP code.
 pub fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-/// `a=1,b=2` from a label map, for list calls.
-fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels
+/// A label selector as list calls take it: `app=web,tier in (a,b),!canary`.
+pub fn label_selector_string(selector: &LabelSelector) -> String {
+    let mut terms: Vec<String> = selector
+        .match_labels
         .iter()
+        .flatten()
         .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    for expression in selector.match_expressions.iter().flatten() {
+        let values = expression.values.clone().unwrap_or_default().join(",");
+        let key = &expression.key;
+        terms.push(match expression.operator.as_str() {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.clone(),
+            _ => format!("!{key}"),
+        });
+    }
+    terms.join(",")
 }
 
 /// The revision recorded on a Deployment or ReplicaSet, if any.
-fn revision_of(metadata: &ObjectMeta) -> Option<u64> {
+pub fn revision_of(metadata: &ObjectMeta) -> Option<u64> {
     metadata
         .annotations
         .as_ref()?
@@ -1146,6 +1228,22 @@ mod tests {
         assert!(parse_bytes("much").is_err());
         assert_eq!(cpu_quantity(3000), "3");
         assert_eq!(cpu_quantity(2500), "2500m");
+    }
+
+    #[test]
+    fn label_selectors_are_written_as_list_calls_take_them() {
+        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": { "app": "web" },
+            "matchExpressions": [
+                { "key": "tier", "operator": "In", "values": ["a", "b"] },
+                { "key": "canary", "operator": "DoesNotExist" },
+            ],
+        }))
+        .expect("selector");
+        assert_eq!(
+            label_selector_string(&selector),
+            "app=web,tier in (a,b),!canary"
+        );
     }
 
     #[test]

@@ -747,7 +747,17 @@ impl ReferenceDriver {
             self.docker.remove(&container.id).await?;
         }
         for network in self.docker.networks(&cluster).await? {
-            self.docker.remove_network(&network).await?;
+            match self.docker.remove_network(&network).await {
+                Ok(()) => {}
+                // With every container gone, an endpoint the engine still counts is its
+                // own stale record (a known Docker fault), not something the cluster left.
+                Err(error) if left.is_empty() => {
+                    eprintln!(
+                        "conformance: warning: {error:#}; no container of the cluster is left"
+                    );
+                }
+                Err(error) => return Err(error),
+            }
         }
         if !left.is_empty() {
             let names: Vec<String> = left

@@ -8,19 +8,38 @@
 //! counts the answers, the failures (with the time each happened and why), and which
 //! replica answered (the probe names itself in its answer: `{"pod": ...}`).
 //!
-//! It is bounded: it stops by itself after [`MAX_RUN`], and when it is dropped (at the
-//! latest with the scenario's world), so a failed scenario never leaves it running.
+//! It also counts which version answered (the probe says `{"version": ...}`) and keeps the
+//! order in which versions answered, as runs of consecutive answers ([`VersionRun`]): a
+//! rollout that switches versions shows as one run of the old version then one of the
+//! new; a system that serves both at once shows as runs alternating.
+//!
+//! Next to it, the availability monitor ([`Availability`]) samples a deployment's pods
+//! through the Kubernetes API a few times a second, and keeps the lowest number of
+//! available pods it saw, and the most pod templates it saw running at once: what a
+//! rollout promises (`replicas − maxUnavailable` available throughout; with `Recreate`,
+//! never two templates running) is checked on what happened during the rollout, not on
+//! where it ended.
+//!
+//! Both are bounded: they stop by themselves after [`MAX_RUN`], and when they are dropped
+//! (at the latest with the scenario's world), so a failed scenario never leaves them
+//! running.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Context as _, anyhow};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::driver::Driver;
+use crate::kubeapi::{HASH_LABEL, label_selector_string};
 
 /// Pause between two requests of the generator.
 pub const PAUSE: Duration = Duration::from_millis(20);
@@ -46,8 +65,25 @@ pub struct Counts {
     pub failures: Vec<Failure>,
     /// Successful answers, by the replica that gave them (`?` when the answer named none).
     pub by_replica: BTreeMap<String, u64>,
+    /// Successful answers, by the version that gave them (`?` when the answer named none).
+    pub by_version: BTreeMap<String, u64>,
+    /// The versions that answered, in order: runs of consecutive answers of one version.
+    pub versions: Vec<VersionRun>,
     /// How long the traffic ran.
     pub ran: Duration,
+}
+
+/// Consecutive successful answers from one version (failures in between do not end it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRun {
+    /// The version that answered.
+    pub version: String,
+    /// How many answers in a row it gave.
+    pub answers: u64,
+    /// When it gave the first, counted from the start of the traffic.
+    pub from: Duration,
+    /// When it gave the last.
+    pub to: Duration,
 }
 
 impl Counts {
@@ -56,10 +92,48 @@ impl Counts {
         self.successes + self.failures.len() as u64
     }
 
-    /// Counts one answer body, noting the replica it names.
+    /// Counts one answer body, noting the replica and version it names, as answered at
+    /// [`Counts::ran`] (a batch that sets `ran` only at its end keeps the order of versions,
+    /// not their times).
     pub fn answered(&mut self, body: &str) {
+        self.answered_at(body, self.ran);
+    }
+
+    /// Counts one answer body given `at` this time of the traffic.
+    pub fn answered_at(&mut self, body: &str, at: Duration) {
         self.successes += 1;
         *self.by_replica.entry(replica_of(body)).or_default() += 1;
+        let version = version_of(body);
+        *self.by_version.entry(version.clone()).or_default() += 1;
+        match self.versions.last_mut() {
+            Some(run) if run.version == version => {
+                run.answers += 1;
+                run.to = at;
+            }
+            _ => self.versions.push(VersionRun {
+                version,
+                answers: 1,
+                from: at,
+                to: at,
+            }),
+        }
+    }
+
+    /// The order in which versions answered, `v1 (120) → v2 (80)`.
+    pub fn version_sequence(&self) -> String {
+        self.versions
+            .iter()
+            .map(|run| {
+                format!(
+                    "{} ({} from {:.1} s to {:.1} s)",
+                    run.version,
+                    run.answers,
+                    run.from.as_secs_f64(),
+                    run.to.as_secs_f64()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" → ")
     }
 }
 
@@ -81,6 +155,14 @@ impl fmt::Display for Counts {
                 .collect();
             write!(f, " ({})", spread.join(", "))?;
         }
+        if !self.by_version.is_empty() {
+            let versions: Vec<String> = self
+                .by_version
+                .iter()
+                .map(|(version, count)| format!("{version}: {count}"))
+                .collect();
+            write!(f, "; versions {}", versions.join(", "))?;
+        }
         Ok(())
     }
 }
@@ -90,6 +172,14 @@ pub fn replica_of(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|answer| Some(answer.get("pod")?.as_str()?.to_owned()))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The version an answer of the probe names (`{"version": ...}`), or `?`.
+pub fn version_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|answer| Some(answer.get("version")?.as_str()?.to_owned()))
         .unwrap_or_else(|| "?".to_owned())
 }
 
@@ -190,7 +280,7 @@ async fn run(
         {
             let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
             match answer {
-                Ok(body) => counts.answered(&body),
+                Ok(body) => counts.answered_at(&body, started.elapsed()),
                 Err(error) => counts.failures.push(Failure {
                     at: started.elapsed(),
                     error: format!("{error:#}"),
@@ -199,6 +289,258 @@ async fn run(
             counts.ran = started.elapsed();
         }
         tokio::time::sleep(PAUSE).await;
+    }
+}
+
+/// Pause between two samples of the availability monitor.
+pub const SAMPLE_PAUSE: Duration = Duration::from_millis(150);
+
+/// One look of the availability monitor at a deployment's pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// When it was taken, counted from the start of the monitor.
+    pub at: Duration,
+    /// Pods available: ready (for `minReadySeconds`, if set) and not being deleted.
+    pub available: usize,
+    /// Distinct pod templates (`pod-template-hash` labels) among the pods running,
+    /// terminating ones included: they still run until their node has stopped them.
+    pub templates_running: usize,
+    /// The pods, in a few words each.
+    pub pods: String,
+}
+
+/// What the availability monitor has seen so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Samples taken.
+    pub samples: u64,
+    /// The sample with the fewest available pods (the first such).
+    pub lowest: Option<Sample>,
+    /// The sample with the most pod templates running at once (the first such).
+    pub most_templates: Option<Sample>,
+    /// Looks that failed (the API did not answer the list).
+    pub errors: u64,
+    /// Why the last failed look failed.
+    pub last_error: Option<String>,
+    /// How long the monitor ran.
+    pub ran: Duration,
+}
+
+impl Seen {
+    /// Takes one sample into account.
+    fn record(&mut self, sample: Sample) {
+        self.samples += 1;
+        if self
+            .lowest
+            .as_ref()
+            .is_none_or(|lowest| sample.available < lowest.available)
+        {
+            self.lowest = Some(sample.clone());
+        }
+        if self
+            .most_templates
+            .as_ref()
+            .is_none_or(|most| sample.templates_running > most.templates_running)
+        {
+            self.most_templates = Some(sample);
+        }
+    }
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} samples in {:.1} s",
+            self.samples,
+            self.ran.as_secs_f64()
+        )?;
+        if let Some(lowest) = &self.lowest {
+            write!(
+                f,
+                "; fewest available: {} at {:.1} s",
+                lowest.available,
+                lowest.at.as_secs_f64()
+            )?;
+        }
+        if let Some(most) = &self.most_templates {
+            write!(
+                f,
+                "; most templates running at once: {} at {:.1} s",
+                most.templates_running,
+                most.at.as_secs_f64()
+            )?;
+        }
+        if self.errors > 0 {
+            write!(
+                f,
+                "; {} failed looks, the last: {}",
+                self.errors,
+                self.last_error.as_deref().unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The availability monitor: samples the pods of one deployment in the background.
+pub struct Availability {
+    /// The deployment it watches.
+    deployment: String,
+    /// What it has seen so far, shared with the task.
+    seen: Arc<Mutex<Seen>>,
+    /// The task.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Availability {
+    /// Starts sampling the pods of `deployment` (those its selector picks), reading the
+    /// selector and `minReadySeconds` once, now; needs a Tokio runtime.
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        deployment: &str,
+    ) -> anyhow::Result<Self> {
+        let object = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .get(deployment)
+            .await
+            .with_context(|| format!("failed to read deployment {namespace}/{deployment}"))?;
+        let spec = object
+            .spec
+            .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} has no spec"))?;
+        let selector = label_selector_string(&spec.selector);
+        let min_ready = u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let task = tokio::spawn(monitor(
+            Api::namespaced(client, namespace),
+            selector,
+            Duration::from_secs(min_ready),
+            Arc::clone(&seen),
+        ));
+        Ok(Self {
+            deployment: deployment.to_owned(),
+            seen,
+            task: Some(task),
+        })
+    }
+
+    /// The deployment it watches.
+    pub fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
+    /// What it has seen so far.
+    pub fn seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Availability {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Availability")
+            .field("deployment", &self.deployment)
+            .field("seen", &self.seen())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The monitor's loop.
+async fn monitor(pods: Api<Pod>, selector: String, min_ready: Duration, seen: Arc<Mutex<Seen>>) {
+    let started = Instant::now();
+    while started.elapsed() < MAX_RUN {
+        let listed = pods.list(&ListParams::default().labels(&selector)).await;
+        let at = started.elapsed();
+        {
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            match listed {
+                Ok(list) => seen.record(sample_of(&list.items, min_ready, at)),
+                Err(error) => {
+                    seen.errors += 1;
+                    seen.last_error = Some(format!("{error:#}"));
+                }
+            }
+            seen.ran = at;
+        }
+        tokio::time::sleep(SAMPLE_PAUSE).await;
+    }
+}
+
+/// One sample of a deployment's pods, as Kubernetes counts availability
+/// (`IsPodAvailable`): the `Ready` condition is `True`, and has been for
+/// `minReadySeconds` when that is set; pods being deleted do not count.
+fn sample_of(pods: &[Pod], min_ready: Duration, at: Duration) -> Sample {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
+    let min_ready_ms = i64::try_from(min_ready.as_millis()).unwrap_or(i64::MAX);
+    let mut available = 0;
+    let mut templates = BTreeSet::new();
+    let mut described = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let status = pod.status.as_ref();
+        let phase = status
+            .and_then(|status| status.phase.as_deref())
+            .unwrap_or("Pending");
+        let ready_since = status
+            .and_then(|status| status.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|condition| condition.type_ == "Ready" && condition.status == "True")
+            .map(|ready| {
+                ready
+                    .last_transition_time
+                    .as_ref()
+                    .map(|time| time.0.as_millisecond())
+            });
+        let is_available = !terminating
+            && match ready_since {
+                None => false,
+                Some(_) if min_ready.is_zero() => true,
+                Some(since) => since.is_some_and(|since| now_ms - since >= min_ready_ms),
+            };
+        if is_available {
+            available += 1;
+        }
+        let template = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(HASH_LABEL))
+            .map_or("?", String::as_str);
+        if phase == "Running" {
+            templates.insert(template.to_owned());
+        }
+        let mut text = format!("{name} [{template}] {phase}");
+        if ready_since.is_some() {
+            text.push_str(if is_available {
+                ", available"
+            } else {
+                ", ready"
+            });
+        }
+        if terminating {
+            text.push_str(", terminating");
+        }
+        described.push(text);
+    }
+    Sample {
+        at,
+        available,
+        templates_running: templates.len(),
+        pods: described.join("; "),
     }
 }
 
@@ -219,6 +561,71 @@ mod tests {
         assert_eq!(counts.total(), 4);
         assert_eq!(counts.by_replica.get("web-1"), Some(&2));
         assert_eq!(counts.by_replica.get("?"), Some(&1));
+        assert_eq!(counts.by_version.get("v1"), Some(&1));
         assert!(counts.to_string().contains("4 requests"), "{counts}");
+    }
+
+    #[test]
+    fn versions_are_kept_in_the_order_they_answered() {
+        let mut counts = Counts::default();
+        let answer = |version: &str| format!(r#"{{"pod":"web-1","version":"{version}"}}"#);
+        for (version, at) in [("v1", 1), ("v1", 2), ("v2", 3), ("v1", 4), ("v1", 5)] {
+            counts.answered_at(&answer(version), Duration::from_secs(at));
+        }
+        let runs: Vec<(&str, u64)> = counts
+            .versions
+            .iter()
+            .map(|run| (run.version.as_str(), run.answers))
+            .collect();
+        assert_eq!(runs, [("v1", 2), ("v2", 1), ("v1", 2)]);
+        assert_eq!(counts.versions[2].from, Duration::from_secs(4));
+        assert_eq!(counts.versions[2].to, Duration::from_secs(5));
+        assert_eq!(counts.by_version.get("v1"), Some(&4));
+    }
+
+    #[test]
+    fn a_sample_counts_ready_pods_that_are_staying_and_the_templates_running() {
+        let pod = |name: &str, hash: &str, ready: bool, terminating: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": name,
+                    "labels": { "app": "web", "pod-template-hash": hash },
+                    "deletionTimestamp": terminating.then_some("2024-01-01T00:00:00Z"),
+                },
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{
+                        "type": "Ready",
+                        "status": if ready { "True" } else { "False" },
+                        "lastTransitionTime": "2024-01-01T00:00:00Z",
+                    }],
+                },
+            }))
+            .expect("pod")
+        };
+        let pods = [
+            pod("a", "old", true, false),
+            pod("b", "old", true, true),
+            pod("c", "new", false, false),
+            pod("d", "new", true, false),
+        ];
+        let sample = sample_of(&pods, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(sample.available, 2, "{}", sample.pods);
+        assert_eq!(sample.templates_running, 2);
+        // Ready since 2024, so available for any minReadySeconds.
+        let sample = sample_of(&pods, Duration::from_secs(30), Duration::from_secs(1));
+        assert_eq!(sample.available, 2, "{}", sample.pods);
+        let mut seen = Seen::default();
+        seen.record(sample_of(
+            &pods[..1],
+            Duration::ZERO,
+            Duration::from_secs(1),
+        ));
+        seen.record(sample_of(&pods, Duration::ZERO, Duration::from_secs(2)));
+        assert_eq!(seen.lowest.as_ref().map(|s| s.available), Some(1));
+        assert_eq!(
+            seen.most_templates.as_ref().map(|s| s.at.as_secs()),
+            Some(2)
+        );
     }
 }

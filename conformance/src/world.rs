@@ -336,6 +336,12 @@ pub struct ConformanceWorld {
     pub(crate) traffic: Option<crate::traffic::Traffic>,
     /// The answers to the last batch of requests sent to a service.
     pub(crate) answers: Option<crate::traffic::Counts>,
+    /// The availability monitor running in the background on a deployment's pods, stopped
+    /// with the scenario.
+    pub(crate) monitor: Option<crate::traffic::Availability>,
+    /// How many times this scenario changed a pod template without changing its image,
+    /// so that each change makes a template of its own.
+    pub(crate) template_changes: u32,
 }
 
 impl ConformanceWorld {

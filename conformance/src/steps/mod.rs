@@ -9,7 +9,8 @@
 //! `placement.rs` has the nodes and where replicas land (`@scheduling`), `pods.rs` the life
 //! of single pods (`@lifecycle`), `healing.rs` the faults and how the cluster recovers from
 //! them (`@self-healing`), `routing.rs` services and the traffic through them
-//! (`@service-routing`).
+//! (`@service-routing`), `rollout.rs` rolling updates, their history and rollbacks
+//! (`@rollback`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.
@@ -26,6 +27,7 @@
 mod healing;
 mod placement;
 mod pods;
+mod rollout;
 mod routing;
 
 use std::collections::BTreeMap;

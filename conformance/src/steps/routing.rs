@@ -24,7 +24,7 @@ use crate::traffic::{Counts, Traffic};
 use crate::world::ConformanceWorld;
 
 /// The port the probe listens on.
-const PROBE_PORT: u16 = 8080;
+pub(super) const PROBE_PORT: u16 = 8080;
 
 /// The port services listen on.
 const SERVICE_PORT: u16 = 80;
@@ -60,16 +60,7 @@ async fn ready_deployment(
         replicas: u32::try_from(replicas).context("too many replicas")?,
         labels: BTreeMap::from([("app".to_owned(), name.clone())]),
         port: Some(PROBE_PORT),
-        // Checked every second, out of service at the first failure: a replica that stops
-        // being ready leaves the rotation quickly.
-        readiness: Some(HealthCheck {
-            action: CheckAction::HttpGet {
-                port: PROBE_PORT,
-                path: "/ready".to_owned(),
-            },
-            period_seconds: 1,
-            failure_threshold: 1,
-        }),
+        readiness: Some(probe_readiness()),
         ..DeploymentSpec::default()
     };
     driver.deploy(&namespace, &spec).await?;
@@ -482,7 +473,11 @@ async fn failures_only_after_loss(
 
 /// Sends `count` requests to a service, one after the other, each on a connection of its
 /// own, and counts the answers.
-async fn batch(world: &mut ConformanceWorld, service: &str, count: u64) -> anyhow::Result<Counts> {
+pub(super) async fn batch(
+    world: &mut ConformanceWorld,
+    service: &str,
+    count: u64,
+) -> anyhow::Result<Counts> {
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let started = std::time::Instant::now();
@@ -498,6 +493,19 @@ async fn batch(world: &mut ConformanceWorld, service: &str, count: u64) -> anyho
     }
     counts.ran = started.elapsed();
     Ok(counts)
+}
+
+/// The probe's readiness check: checked every second, out of service at the first
+/// failure, so a replica that stops being ready leaves the rotation quickly.
+pub(super) fn probe_readiness() -> HealthCheck {
+    HealthCheck {
+        action: CheckAction::HttpGet {
+            port: PROBE_PORT,
+            path: "/ready".to_owned(),
+        },
+        period_seconds: 1,
+        failure_threshold: 1,
+    }
 }
 
 /// The answers to the last batch of requests.
