@@ -280,15 +280,19 @@ impl Member {
     fn of(rs: &ReplicaSet) -> Member {
         let mark = |key| annotation(&rs.metadata, key).and_then(|v| v.parse().ok());
         let size = replicas_of(rs);
+        // A ReplicaSet just scaled down may still report the pods it is deleting as
+        // available; counting more than its size would let the next pass take old pods
+        // out twice for the same new ones.
+        let reported = rs
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
         Member {
             name: rs.name_any(),
             was: Some(size),
             size,
-            available: rs
-                .status
-                .as_ref()
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0),
+            available: reported.min(size),
             desired_mark: mark(DESIRED_REPLICAS),
             max_mark: mark(MAX_REPLICAS),
             stamped: false,
@@ -1855,6 +1859,32 @@ mod tests {
         assert_eq!(
             progressing(&status),
             ("True".into(), reason::NEW_RS_AVAILABLE.into())
+        );
+    }
+
+    #[test]
+    fn a_set_still_reporting_pods_it_is_deleting_does_not_count_them() {
+        // 10 replicas, defaults (surge 3, unavailable 2): old scaled from 8 to 6 a moment
+        // ago still reports 8 available; the new set has 5 of 7 available.
+        let v1 = deployment(10, "probe:v1");
+        let mut old = with_revision(created(&v1, 0, 8), 1);
+        old.spec.get_or_insert_default().replicas = Some(6);
+        let v2 = deployment(10, "probe:v2");
+        let mut new = with_revision(created(&v2, 5, 5), 2);
+        new.spec.get_or_insert_default().replicas = Some(7);
+        if let Some(status) = new.status.as_mut() {
+            status.replicas = 7;
+        }
+        let plan = reconcile(&v2, &[old.clone(), new], false, t(10)).expect("plan");
+        let for_old = plan
+            .update
+            .iter()
+            .find(|u| u.name == old.name_any())
+            .expect("old scaled down");
+        assert_eq!(
+            for_old.scale,
+            Some((6, 3)),
+            "6 + 5 available, 8 needed: 3 may go, not 5"
         );
     }
 
