@@ -40,7 +40,6 @@
 //! Run: `cargo bench -p shipshape-benches --bench pod_start` (about two minutes).
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,35 +50,26 @@ use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
 use criterion::{Criterion, SamplingMode};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use shipshape::agent::runtime::{LABEL_CONTAINER, LABEL_POD_UID, PAUSE};
-use shipshape::control_plane::ControlPlaneConfig;
-use shipshape::local_cluster::LocalCluster;
+use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
-    BenchDir, DockerAnchor, connect_docker, measuring, median, percentile, remove_bench_containers,
+    BenchCluster, DockerAnchor, NAMESPACE, PROBE_PORT, PROBE_READY_PATH, connect_docker,
+    delete_deployment, measuring, median, ms, percentile, pod_ready, probe_deployment, ratio,
+    remove_bench_containers,
 };
 
 /// The image both sides start.
 const IMAGE: &str = "shipshape/probe:v1";
-/// The probe's port and readiness path.
-const PORT: u16 = 8080;
-const READY_PATH: &str = "/ready";
 /// The value of `shipshape.bench` on everything this benchmark creates.
 const BENCH: &str = "pod-start";
 /// The prefix of the clusters' data directories in `$TMPDIR`.
 const DIR_PREFIX: &str = "shipshape-bench-pod-start-";
-/// The namespace the Deployments go to.
-const NAMESPACE: &str = "default";
-/// The node agent's name in a one-node local cluster.
-const NODE: &str = "node-1";
 /// How long one start (either side) may take before the run fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a deleted Deployment's pod may take to go.
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the node may take to register and report Ready.
-const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ratio shipshape/docker the design aims for, at the median.
 const GOAL: f64 = 1.3;
 
@@ -138,6 +128,7 @@ fn tally() -> std::sync::MutexGuard<'static, Tally> {
 
 /// shipshape's side: an API client of the in-process cluster.
 struct Shipshape {
+    client: kube::Client,
     deployments: Api<Deployment>,
     pods: Api<Pod>,
     /// To read when the agent's containers were created and started (never to change them).
@@ -151,13 +142,6 @@ fn offset(at: Option<&str>, since: SystemTime) -> Option<Duration> {
     SystemTime::from(at).duration_since(since).ok()
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn is_running(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -168,46 +152,22 @@ fn is_running(pod: &Pod) -> bool {
         })
 }
 
+/// The probe Deployment of one replica, deleted between iterations: SIGTERM, then at
+/// most a second.
 fn deployment(name: &str) -> anyhow::Result<Deployment> {
-    let labels = json!({"app": name, "shipshape.bench": BENCH});
-    let body = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    // Deletion between iterations: SIGTERM, then at most a second.
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{
-                        "name": "probe",
-                        "image": IMAGE,
-                        "imagePullPolicy": "Never",
-                        "ports": [{"containerPort": PORT}],
-                        // What the raw Docker run waits for, probed as often as Kubernetes
-                        // allows. The agent's probe cadence (this 1 s period) and its 500 ms
-                        // sync period bound shipshape's figure: a first probe that comes
-                        // before the server listens costs up to a period more.
-                        "readinessProbe": {
-                            "httpGet": {"path": READY_PATH, "port": PORT},
-                            "periodSeconds": 1,
-                        },
-                    }],
-                },
-            },
-        },
-    });
-    serde_json::from_value(body).context("building the Deployment")
+    let mut body = probe_deployment(name, BENCH, 1, IMAGE)?;
+    if let Some(pod) = body.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.termination_grace_period_seconds = Some(1);
+    }
+    Ok(body)
 }
 
 impl Shipshape {
     fn new(client: kube::Client, docker: Docker) -> Shipshape {
         Shipshape {
             deployments: Api::namespaced(client.clone(), NAMESPACE),
-            pods: Api::namespaced(client, NAMESPACE),
+            pods: Api::namespaced(client.clone(), NAMESPACE),
+            client,
             docker,
             next: AtomicU64::new(0),
         }
@@ -247,26 +207,6 @@ impl Shipshape {
             } else {
                 (stages.app_created, stages.app_started) = (created, started);
             }
-        }
-    }
-
-    /// Waits until the node agent's Node exists and is Ready.
-    async fn wait_for_node(client: &kube::Client) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(client.clone());
-        let deadline = Instant::now() + NODE_TIMEOUT;
-        loop {
-            let node = nodes.get_opt(NODE).await.context("reading the Node")?;
-            let ready = node
-                .and_then(|n| n.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("node {NODE} did not register as Ready within {NODE_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -313,7 +253,7 @@ impl Shipshape {
                 if is_running(&pod) {
                     stages.running.get_or_insert(now);
                 }
-                if is_ready(&pod) {
+                if pod_ready(&pod) {
                     stages.ready = now;
                     uid = pod.metadata.uid.unwrap_or_default();
                     return Ok(());
@@ -333,46 +273,17 @@ impl Shipshape {
         if outcome.is_ok() {
             self.container_stages(&uid, wall_start, &mut stages).await;
         }
-        let removed = self.remove(&name, &selector).await;
+        let removed = delete_deployment(&self.client, &name, GONE_TIMEOUT).await;
         outcome?;
         removed?;
         Ok(stages)
-    }
-
-    /// Deletes Deployment `name` and waits until no pod matches `selector`.
-    async fn remove(&self, name: &str, selector: &str) -> anyhow::Result<()> {
-        self.deployments
-            .delete(name, &DeleteParams::background())
-            .await
-            .with_context(|| format!("deleting Deployment {name}"))?;
-        let deadline = Instant::now() + GONE_TIMEOUT;
-        loop {
-            let left = self
-                .pods
-                .list(&ListParams::default().labels(selector))
-                .await
-                .context("listing pods")?;
-            if left.items.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the pod of deleted Deployment {name} was still there after {GONE_TIMEOUT:?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
 
 async fn docker_once(anchor: &DockerAnchor) -> anyhow::Result<Duration> {
     anchor
-        .start_until_ready(IMAGE, PORT, READY_PATH, START_TIMEOUT)
+        .start_until_ready(IMAGE, PROBE_PORT, PROBE_READY_PATH, START_TIMEOUT)
         .await
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn report() {
@@ -398,14 +309,14 @@ fn report() {
         println!("pod start: not measured in this run (filtered out)");
         return;
     };
-    let ratio = o50.as_secs_f64() / t50.as_secs_f64().max(f64::MIN_POSITIVE);
-    let verdict = if ratio <= GOAL { "met" } else { "NOT met" };
+    let ratio50 = ratio(o50, t50);
+    let verdict = if ratio50 <= GOAL { "met" } else { "NOT met" };
     println!(
-        "pod start: shipshape median {}, docker median {}, ratio {ratio:.2} (goal <= {GOAL:.1}: {verdict})",
+        "pod start: shipshape median {}, docker median {}, ratio {ratio50:.2} (goal <= {GOAL:.1}: {verdict})",
         ms(o50),
         ms(t50),
     );
-    let ratio90 = o90.as_secs_f64() / t90.as_secs_f64().max(f64::MIN_POSITIVE);
+    let ratio90 = ratio(o90, t90);
     println!(
         "pod start p90: shipshape {}, docker {}, ratio {ratio90:.2} [{} shipshape starts, {} docker starts]",
         ms(o90),
@@ -502,18 +413,10 @@ fn bench(rt: &tokio::runtime::Runtime, ship: &Arc<Shipshape>, anchor: &DockerAnc
 /// Everything between the cluster's start and its stop.
 fn run(
     rt: &tokio::runtime::Runtime,
-    cluster: &LocalCluster,
+    cluster: &BenchCluster,
     docker: &Docker,
 ) -> anyhow::Result<()> {
-    // kube's client spawns its buffer task, so it is built inside the runtime.
-    let _runtime = rt.enter();
-    let client = cluster
-        .control_plane()
-        .credentials()
-        .client()
-        .context("building the API client")?;
-    rt.block_on(Shipshape::wait_for_node(&client))?;
-    let ship = Arc::new(Shipshape::new(client, docker.clone()));
+    let ship = Arc::new(Shipshape::new(cluster.client()?, docker.clone()));
     let anchor = DockerAnchor::new(docker.clone(), BENCH);
     // One untimed start of each: the first of anything pays for cold caches, and a broken
     // setup fails here with its own message rather than inside criterion.
@@ -542,41 +445,33 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let docker = rt.block_on(connect_docker())?;
-    let left = rt.block_on(remove_bench_containers(&docker, BENCH))?
-        + rt.block_on(BenchDir::reap_dead(&docker, DIR_PREFIX))?;
+    let anchors_left = rt.block_on(remove_bench_containers(&docker, BENCH))?;
+    let cluster = rt.block_on(BenchCluster::start(
+        &docker,
+        DIR_PREFIX,
+        1,
+        NodeLifecycleConfig::default(),
+    ))?;
+    let left = anchors_left + cluster.reaped();
     if left > 0 {
         println!("pod start: removed {left} containers an earlier, killed run left behind");
     }
-    let dir = BenchDir::new(DIR_PREFIX)?;
-    let config = ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-    };
-    let started = Instant::now();
-    let cluster = rt
-        .block_on(LocalCluster::start(config, 1))
-        .context("starting the local shipshape cluster")?;
     let docker_version = rt
         .block_on(docker.version())
         .ok()
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".to_owned());
     println!(
-        "pod start: shipshape = in-process cluster (control plane + 1 node agent), started in \
-         {}; docker = engine {docker_version}, default bridge; image {IMAGE}",
-        ms(started.elapsed())
+        "pod start: shipshape = in-process cluster (control plane + 1 node agent), node Ready \
+         in {}; docker = engine {docker_version}, default bridge; image {IMAGE}",
+        ms(cluster.started_in())
     );
 
-    // Stop the cluster and remove the anchor's containers whatever happens, panics included.
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&rt, &cluster, &docker)));
-    let stopped = rt.block_on(cluster.stop());
+    // The cluster stops whatever happens, panics included; the anchor removes its own
+    // container after every start, failed or not, and here whatever is left.
+    let outcome = cluster.run(&rt, |cluster| run(&rt, cluster, &docker));
     let cleaned = rt.block_on(remove_bench_containers(&docker, BENCH));
-    drop(dir);
-    match outcome {
-        Ok(result) => result?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-    stopped.context("stopping the local shipshape cluster")?;
+    outcome?;
     cleaned?;
     Ok(())
 }

@@ -56,41 +56,30 @@
 //! criterion filter (read here as a plain substring) selects `pod_deletion` or `node_loss`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use bollard::Docker;
 use criterion::{Criterion, SamplingMode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use serde_json::json;
 use shipshape::agent::AgentConfig;
-use shipshape::agent::runtime;
-use shipshape::control_plane::ControlPlaneConfig;
 use shipshape::controllers::node_lifecycle::{NodeLifecycleConfig, UNREACHABLE};
-use shipshape::local_cluster::LocalCluster;
 use shipshape_benches::{
-    BenchDir, NodeAgents, Seen, Tracker, connect_docker, measuring, median, node_ready_status,
-    percentile, pod_ready,
+    BenchCluster, NAMESPACE, NODE_TIMEOUT, NodeAgents, Seen, Tracker, connect_docker, measuring,
+    median, ms, node_ready_status, percentile, pod_ready, probe_deployment, ratio, secs, selected,
 };
 
 /// The image the Deployment runs.
 const IMAGE: &str = "shipshape/probe:v1";
-/// The probe's port and readiness path.
-const PORT: u16 = 8080;
-const READY_PATH: &str = "/ready";
 /// The value of `shipshape.bench` (and the `app` label) on the Deployment.
 const BENCH: &str = "self-healing";
 /// The prefix of the cluster's data directory in `$TMPDIR`.
 const DIR_PREFIX: &str = "shipshape-bench-self-healing-";
-/// The namespace of the Deployment.
-const NAMESPACE: &str = "default";
 /// The Deployment's name.
 const DEPLOYMENT: &str = "self-healing";
 /// Its replicas.
@@ -106,8 +95,6 @@ const K8S_NODE_MONITOR_GRACE: Duration = Duration::from_secs(40);
 const K8S_UNREACHABLE_TOLERATION: Duration = Duration::from_secs(300);
 /// The pod-deletion goal (the issue's).
 const DELETION_GOAL: Duration = Duration::from_secs(2);
-/// How long a node may take to register and be Ready (or lose its taints).
-const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the Deployment may take to settle at 9 Ready pods (first start included).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a loss may take to heal before the run fails.
@@ -189,14 +176,6 @@ fn after(at: Option<Instant>, start: Instant) -> Option<Duration> {
     at.filter(|t| *t >= start).map(|t| t - start)
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
 /// `5 s`, `40 s`, `5 min`, `5 min 42.2 s`: whole seconds without decimals.
 fn span(d: Duration) -> String {
     let (minutes, rest) = (
@@ -215,10 +194,6 @@ fn span(d: Duration) -> String {
         (m, true) => format!("{m} min"),
         (m, false) => format!("{m} min {seconds}"),
     }
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
 /// The live pods, one line: `node-1: a, b (terminating); node-2: ...`, for error messages.
@@ -278,34 +253,9 @@ fn fullest(pods: &[Seen<Pod>], turn: usize) -> (&'static str, Vec<&Seen<Pod>>) {
     (node, on_node)
 }
 
+/// The Deployment: default termination grace (30 s); the probe exits on SIGTERM at once.
 fn deployment() -> anyhow::Result<Deployment> {
-    let labels = json!({"app": DEPLOYMENT, "shipshape.bench": BENCH});
-    let body = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": DEPLOYMENT}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    // Default termination grace (30 s): the probe exits on SIGTERM at once.
-                    "containers": [{
-                        "name": "probe",
-                        "image": IMAGE,
-                        "imagePullPolicy": "Never",
-                        "ports": [{"containerPort": PORT}],
-                        "readinessProbe": {
-                            "httpGet": {"path": READY_PATH, "port": PORT},
-                            "periodSeconds": 1,
-                        },
-                    }],
-                },
-            },
-        },
-    });
-    serde_json::from_value(body).context("building the Deployment")
+    probe_deployment(DEPLOYMENT, BENCH, REPLICAS as i32, IMAGE)
 }
 
 /// One timed pod deletion, offsets from the delete call.
@@ -598,44 +548,6 @@ impl Bench {
     }
 }
 
-/// Whether criterion's filter selects benchmark `id`: the free arguments (not options nor
-/// their values) are read as plain substrings; no free argument selects everything.
-fn selected(id: &str) -> bool {
-    const VALUED: &[&str] = &[
-        "--save-baseline",
-        "-s",
-        "--baseline",
-        "-b",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-        "--plotting-backend",
-        "--output-format",
-        "--color",
-        "-c",
-        "--format",
-        "--logfile",
-    ];
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut filters = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if VALUED.contains(&arg.as_str()) {
-            rest.next();
-        } else if !arg.starts_with('-') {
-            filters.push(arg.as_str());
-        }
-    }
-    filters.is_empty() || filters.iter().any(|f| id.contains(f))
-}
-
 fn bench_deletions(rt: &tokio::runtime::Runtime, bench: &Arc<Bench>) {
     let mut criterion = Criterion::default()
         .sample_size(10)
@@ -860,18 +772,11 @@ fn list() {
 /// Everything between the cluster's start and its stop.
 fn run(
     rt: &tokio::runtime::Runtime,
-    cluster: &LocalCluster,
-    agents: &mut NodeAgents,
+    cluster: &mut BenchCluster,
     lifecycle: &NodeLifecycleConfig,
 ) -> anyhow::Result<()> {
-    // kube's client spawns its buffer task, and the agents and watches are tasks: all need
-    // the runtime.
-    let _runtime = rt.enter();
-    let client = cluster
-        .control_plane()
-        .credentials()
-        .client()
-        .context("building the API client")?;
+    let client = cluster.client()?;
+    let agents = cluster.agents();
     let begun = Instant::now();
     for node in NODES {
         agents.start(node)?;
@@ -922,25 +827,6 @@ fn run(
     Ok(())
 }
 
-/// Stops the agents and the cluster, then removes whatever of the cluster is left in
-/// Docker (containers a pod worker was still starting, the network).
-fn shut_down(
-    rt: &tokio::runtime::Runtime,
-    cluster: LocalCluster,
-    mut agents: NodeAgents,
-    docker: &Docker,
-) -> anyhow::Result<()> {
-    let cluster_id = cluster.control_plane().cluster_id().to_owned();
-    let agents_stopped = rt.block_on(agents.stop_all());
-    drop(agents);
-    let stopped = rt.block_on(cluster.stop());
-    let reaped = rt.block_on(runtime::reap(docker, &cluster_id));
-    agents_stopped.context("stopping the node agents")?;
-    stopped.context("stopping the local shipshape cluster")?;
-    reaped.context("removing the cluster's containers")?;
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         list();
@@ -954,22 +840,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let docker = rt.block_on(connect_docker())?;
-    let left = rt.block_on(BenchDir::reap_dead(&docker, DIR_PREFIX))?;
-    if left > 0 {
-        println!("self healing: removed {left} containers an earlier, killed run left behind");
-    }
-    rt.block_on(shipshape::images::ensure(&docker))
-        .context("building the images")?;
-    let dir = BenchDir::new(DIR_PREFIX)?;
-    let config = ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-    };
     let lifecycle = NodeLifecycleConfig::default();
-    let started = Instant::now();
-    let cluster = rt
-        .block_on(LocalCluster::start_with(config, 0, lifecycle.clone()))
-        .context("starting the shipshape control plane")?;
+    // No node yet: the benchmark runs its own agents, each stoppable as a machine dies.
+    let cluster = rt.block_on(BenchCluster::start(
+        &docker,
+        DIR_PREFIX,
+        0,
+        lifecycle.clone(),
+    ))?;
+    if cluster.reaped() > 0 {
+        println!(
+            "self healing: removed {} containers an earlier, killed run left behind",
+            cluster.reaped()
+        );
+    }
     let heartbeat = AgentConfig::new("", "", PathBuf::new(), "").heartbeat;
     let docker_version = rt
         .block_on(docker.version())
@@ -983,35 +867,14 @@ fn main() -> anyhow::Result<()> {
         span(lifecycle.grace_period),
         span(lifecycle.default_toleration),
         ms(lifecycle.monitor_period),
-        ms(started.elapsed()),
+        ms(cluster.started_in()),
         NODES.len(),
         span(heartbeat),
     );
-    let agents = rt.block_on(NodeAgents::new(
-        cluster.control_plane(),
-        docker.clone(),
-        dir.path(),
-    ));
-    let mut agents = match agents {
-        Ok(agents) => agents,
-        Err(e) => {
-            let _ = rt.block_on(cluster.stop());
-            return Err(e);
-        }
-    };
 
-    // Stop the agents and the cluster and remove their containers whatever happens, panics
+    // The agents and the cluster stop and their containers go whatever happens, panics
     // included.
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run(&rt, &cluster, &mut agents, &lifecycle)
-    }));
-    let cleaned = shut_down(&rt, cluster, agents, &docker);
-    drop(dir);
-    match outcome {
-        Ok(result) => result?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-    cleaned?;
+    cluster.run(&rt, |cluster| run(&rt, cluster, &lifecycle))?;
     println!("self healing: the whole run took {}", secs(whole.elapsed()));
     Ok(())
 }

@@ -53,7 +53,6 @@
 //! Run: `cargo bench -p shipshape-benches --bench service_proxy` (under a minute).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -67,18 +66,18 @@ use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use shipshape::control_plane::ControlPlaneConfig;
-use shipshape::local_cluster::LocalCluster;
-use shipshape_benches::{BenchDir, connect_docker, measuring, median, percentile};
+use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
+use shipshape_benches::{
+    BenchCluster, NAMESPACE, PROBE_PORT, connect_docker, measuring, median, percentile, pod_ready,
+    probe_deployment, selected,
+};
 use tokio::net::TcpStream;
 
 /// The image behind the Service.
 const IMAGE: &str = "shipshape/probe:v1";
-/// The probe's port.
-const PORT: u16 = 8080;
 /// What the load asks for.
 const PATH: &str = "/healthz";
 /// The Deployment's and the Service's name, and the pods' `app` label.
@@ -87,11 +86,6 @@ const NAME: &str = "service-proxy";
 const BENCH: &str = "service-proxy";
 /// The prefix of the cluster's data directory in `$TMPDIR`.
 const DIR_PREFIX: &str = "shipshape-bench-service-proxy-";
-const NAMESPACE: &str = "default";
-/// The node agent's name in a one-node local cluster.
-const NODE: &str = "node-1";
-/// How long the node may take to register as Ready.
-const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the pod, its endpoint and the proxy's listener may take to be there.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long one request may take before the run fails.
@@ -269,35 +263,6 @@ async fn load(target: SocketAddr, clients: usize, until: Until) -> anyhow::Resul
     Ok(run)
 }
 
-fn deployment() -> anyhow::Result<Deployment> {
-    let labels = json!({"app": NAME, "shipshape.bench": BENCH});
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": NAME}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{
-                        "name": "probe",
-                        "image": IMAGE,
-                        "imagePullPolicy": "Never",
-                        "ports": [{"containerPort": PORT}],
-                        "readinessProbe": {
-                            "httpGet": {"path": "/ready", "port": PORT},
-                            "periodSeconds": 1,
-                        },
-                    }],
-                },
-            },
-        },
-    }))
-    .context("building the Deployment")
-}
-
 fn service() -> anyhow::Result<Service> {
     serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -306,36 +271,10 @@ fn service() -> anyhow::Result<Service> {
         "spec": {
             "type": "NodePort",
             "selector": {"app": NAME},
-            "ports": [{"port": 80, "targetPort": PORT, "protocol": "TCP"}],
+            "ports": [{"port": 80, "targetPort": PROBE_PORT, "protocol": "TCP"}],
         },
     }))
     .context("building the Service")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn wait_for_node(client: &kube::Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    loop {
-        let node = nodes.get_opt(NODE).await.context("reading the Node")?;
-        let ready = node
-            .and_then(|n| n.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node {NODE} did not register as Ready within {NODE_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A one-shot `GET path` on a fresh connection: the status and body.
@@ -372,13 +311,15 @@ async fn hostname(target: SocketAddr) -> anyhow::Result<String> {
 
 /// Creates the Deployment and the Service and waits until both paths answer; returns them.
 async fn setup(client: &kube::Client) -> anyhow::Result<Targets> {
-    wait_for_node(client).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NAMESPACE);
     deployments
-        .create(&PostParams::default(), &deployment()?)
+        .create(
+            &PostParams::default(),
+            &probe_deployment(NAME, BENCH, 1, IMAGE)?,
+        )
         .await
         .context("creating the Deployment")?;
     let created = services
@@ -410,7 +351,7 @@ async fn setup(client: &kube::Client) -> anyhow::Result<Targets> {
         let ip = listed
             .items
             .iter()
-            .filter(|p| is_ready(p))
+            .filter(|p| pod_ready(p))
             .find_map(|p| p.status.as_ref()?.pod_ip.clone());
         let Some(ip) = ip else {
             seen = format!("{} pod(s), none Ready with an IP", listed.items.len());
@@ -431,7 +372,7 @@ async fn setup(client: &kube::Client) -> anyhow::Result<Targets> {
             continue;
         }
         match fetch(proxy, PATH).await {
-            Ok((StatusCode::OK, _)) => break SocketAddr::new(ip, PORT),
+            Ok((StatusCode::OK, _)) => break SocketAddr::new(ip, PROBE_PORT),
             Ok((status, _)) => seen = format!("{proxy}{PATH} answered {status}"),
             Err(e) => seen = format!("{proxy}{PATH}: {e:#}"),
         }
@@ -579,44 +520,6 @@ fn list() {
     }
 }
 
-/// Whether criterion's filter selects benchmark `id`: the free arguments (not options nor
-/// their values) are read as plain substrings; no free argument selects everything.
-fn selected(id: &str) -> bool {
-    const VALUED: &[&str] = &[
-        "--save-baseline",
-        "-s",
-        "--baseline",
-        "-b",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-        "--plotting-backend",
-        "--output-format",
-        "--color",
-        "-c",
-        "--format",
-        "--logfile",
-    ];
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut filters = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if VALUED.contains(&arg.as_str()) {
-            rest.next();
-        } else if !arg.starts_with('-') {
-            filters.push(arg.as_str());
-        }
-    }
-    filters.is_empty() || filters.iter().any(|f| id.contains(f))
-}
-
 fn bench(load_rt: &tokio::runtime::Runtime, targets: Targets) {
     let mut criterion = Criterion::default()
         .sample_size(10)
@@ -644,16 +547,8 @@ fn bench(load_rt: &tokio::runtime::Runtime, targets: Targets) {
 }
 
 /// Everything between the cluster's start and its stop.
-fn run(rt: &tokio::runtime::Runtime, cluster: &LocalCluster) -> anyhow::Result<()> {
-    let client = {
-        // kube's client spawns its buffer task, so it is built inside the runtime.
-        let _runtime = rt.enter();
-        cluster
-            .control_plane()
-            .credentials()
-            .client()
-            .context("building the API client")?
-    };
+fn run(rt: &tokio::runtime::Runtime, cluster: &BenchCluster) -> anyhow::Result<()> {
+    let client = cluster.client()?;
     let ready = Instant::now();
     let targets = rt.block_on(setup(&client))?;
     println!(
@@ -692,35 +587,27 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let docker = rt.block_on(connect_docker())?;
-    let left = rt.block_on(BenchDir::reap_dead(&docker, DIR_PREFIX))?;
-    if left > 0 {
-        println!("service proxy: removed {left} containers an earlier, killed run left behind");
+    let cluster = rt.block_on(BenchCluster::start(
+        &docker,
+        DIR_PREFIX,
+        1,
+        NodeLifecycleConfig::default(),
+    ))?;
+    if cluster.reaped() > 0 {
+        println!(
+            "service proxy: removed {} containers an earlier, killed run left behind",
+            cluster.reaped()
+        );
     }
-    let dir = BenchDir::new(DIR_PREFIX)?;
-    let config = ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-    };
-    let started = Instant::now();
-    let cluster = rt
-        .block_on(LocalCluster::start(config, 1))
-        .context("starting the local shipshape cluster")?;
     println!(
         "service proxy: shipshape = in-process cluster (control plane, 1 node agent, service \
-         proxy) started in {} ms; image {IMAGE}; {} cores",
-        started.elapsed().as_millis(),
+         proxy), node Ready in {} ms; image {IMAGE}; {} cores",
+        cluster.started_in().as_millis(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
 
-    // Stop the cluster (removing its containers) whatever happens, panics included.
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&rt, &cluster)));
-    let stopped = rt.block_on(cluster.stop());
-    drop(dir);
-    match outcome {
-        Ok(result) => result?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-    stopped.context("stopping the local shipshape cluster")?;
+    // The cluster stops (removing its containers) whatever happens, panics included.
+    cluster.run(&rt, |cluster| run(&rt, cluster))?;
     println!(
         "service proxy: whole run {:.0} s",
         whole.elapsed().as_secs_f64()

@@ -15,7 +15,13 @@
 //! - [`Tracker`] follows objects through a kube-rs watcher and records when each was first
 //!   seen, when each of its marks (bound, Ready, terminating...) last turned true, and when
 //!   it went, so a benchmark can wait on a condition and read its stages afterwards.
-//! - [`percentile`] and [`measuring`] help every benchmark report its figures.
+//! - [`BenchCluster`] is the in-process cluster a Docker-backed benchmark runs against:
+//!   leftovers of killed runs reaped, images built, nodes Ready, and everything stopped and
+//!   removed afterwards whatever happens ([`BenchCluster::run`]).
+//! - [`probe_deployment`] is the Deployment of the probe those benchmarks create, and
+//!   [`delete_deployment`] removes one and waits for its pods to go.
+//! - [`percentile`], [`median`], [`measuring`], [`selected`], [`ms`], [`secs`] and [`ratio`]
+//!   help every benchmark pick what to run and report its figures.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -41,13 +47,18 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::Api;
+use kube::api::{DeleteParams, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
 use shipshape::agent::{self, AgentConfig, AgentError};
 use shipshape::client::Credentials;
-use shipshape::control_plane::ControlPlane;
+use shipshape::control_plane::{ControlPlane, ControlPlaneConfig};
+use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
+use shipshape::local_cluster::LocalCluster;
 use shipshape::store::transport::NoPeers;
 use shipshape::store::{Op, Precondition, Store, StoreConfig};
 use tempfile::TempDir;
@@ -487,6 +498,333 @@ pub fn median(samples: &[Duration]) -> Option<Duration> {
         0 => None,
         _ if n % 2 == 1 => Some(sorted[n / 2]),
         _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// Whether criterion's filter selects benchmark `id`: the free arguments (not options nor
+/// their values) are read as plain substrings; no free argument selects everything. A
+/// benchmark that starts a cluster asks this first, so a filter that selects none of its
+/// measurements starts nothing.
+pub fn selected(id: &str) -> bool {
+    const VALUED: &[&str] = &[
+        "--save-baseline",
+        "-s",
+        "--baseline",
+        "-b",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--plotting-backend",
+        "--output-format",
+        "--color",
+        "-c",
+        "--format",
+        "--logfile",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filters = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if VALUED.contains(&arg.as_str()) {
+            rest.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    filters.is_empty() || filters.iter().any(|f| id.contains(f))
+}
+
+/// `1234 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `1.23 s`.
+pub fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// `a / b` (a zero `b` counts as the smallest positive time).
+pub fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// The namespace the benchmarks' objects go to.
+pub const NAMESPACE: &str = "default";
+/// The probe's HTTP port (`shipshape/probe:*`).
+pub const PROBE_PORT: u16 = 8080;
+/// The probe's readiness path: it answers 200 once the probe serves.
+pub const PROBE_READY_PATH: &str = "/ready";
+/// How long node agents may take to register their nodes as Ready.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Deployment `name` in [`NAMESPACE`] of `replicas` pods of the probe `image`, the kind
+/// every Docker-backed benchmark runs. It and its pods are labelled `app=<name>` (the
+/// selector) and `shipshape.bench=<bench>`. The container is `imagePullPolicy: Never`
+/// (images are local) with a readinessProbe `httpGet /ready :8080`, `periodSeconds: 1`:
+/// what a raw Docker start waits for, probed as often as Kubernetes allows. The agent's
+/// probe cadence (this 1 s period) and its 500 ms sync period bound a pod's start from
+/// below: a first probe that comes before the server listens costs up to a period more.
+/// Everything else is left to the apiserver's defaults: the termination grace (30 s; the
+/// probe exits on SIGTERM at once) and the strategy (RollingUpdate, maxSurge and
+/// maxUnavailable 25%).
+pub fn probe_deployment(
+    name: &str,
+    bench: &str,
+    replicas: i32,
+    image: &str,
+) -> anyhow::Result<Deployment> {
+    let labels = json!({"app": name, BENCH_LABEL: bench});
+    let body = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{
+                        "name": "probe",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "ports": [{"containerPort": PROBE_PORT}],
+                        "readinessProbe": {
+                            "httpGet": {"path": PROBE_READY_PATH, "port": PROBE_PORT},
+                            "periodSeconds": 1,
+                        },
+                    }],
+                },
+            },
+        },
+    });
+    serde_json::from_value(body).with_context(|| format!("building Deployment {name}"))
+}
+
+/// Deletes Deployment `name` in [`NAMESPACE`] (its ReplicaSets and pods go by cascade, in
+/// the background) and waits until no pod labelled `app=<name>` is left: their agents have
+/// stopped and removed their containers.
+pub async fn delete_deployment(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    deployments
+        .delete(name, &DeleteParams::background())
+        .await
+        .with_context(|| format!("deleting Deployment {name}"))?;
+    let selector = format!("app={name}");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .context("listing pods")?;
+        if left.items.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} pod(s) of deleted Deployment {name} still there after {timeout:?}",
+                left.items.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until each of `nodes` is registered with `Ready=True`.
+pub async fn wait_nodes_ready(
+    client: &kube::Client,
+    nodes: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    for name in nodes {
+        loop {
+            let node = api
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading node {name}"))?;
+            if node.as_ref().and_then(node_ready_status) == Some("True") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {name} did not register as Ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// An in-process shipshape cluster for one benchmark run, with its data in a [`BenchDir`]:
+/// the control plane (store, apiserver, scheduler, controllers), `nodes` node agents and
+/// the service proxy of a [`LocalCluster`], plus [`NodeAgents`] the benchmark may start and
+/// stop itself (none unless it does).
+///
+/// [`BenchCluster::start`] reaps what killed runs of the same benchmark left and builds the
+/// images (offline); [`BenchCluster::run`] runs the benchmark's body, then stops every
+/// agent, the cluster, and removes every container and the network labelled with the
+/// cluster's id, whatever happened, panics included.
+pub struct BenchCluster {
+    cluster: LocalCluster,
+    agents: NodeAgents,
+    docker: Docker,
+    /// Removed last, once nothing runs from it.
+    dir: BenchDir,
+    /// How many containers of killed runs went.
+    reaped: usize,
+    /// From the start call until every node was Ready.
+    started_in: Duration,
+}
+
+impl std::fmt::Debug for BenchCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchCluster")
+            .field("dir", &self.dir)
+            .field("agents", &self.agents)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BenchCluster {
+    /// Reaps the clusters of killed runs in `$TMPDIR/<prefix>*`, builds the images, starts a
+    /// cluster with `nodes` node agents (`node-1`...) and the node lifecycle timing given,
+    /// and waits until those nodes are Ready. Call it inside the tokio runtime.
+    pub async fn start(
+        docker: &Docker,
+        prefix: &str,
+        nodes: u32,
+        lifecycle: NodeLifecycleConfig,
+    ) -> anyhow::Result<BenchCluster> {
+        let reaped = BenchDir::reap_dead(docker, prefix).await?;
+        shipshape::images::ensure(docker)
+            .await
+            .context("building the images")?;
+        let dir = BenchDir::new(prefix)?;
+        let config = ControlPlaneConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse()?,
+        };
+        let begun = Instant::now();
+        let cluster = LocalCluster::start_with(config, nodes, lifecycle)
+            .await
+            .context("starting the local shipshape cluster")?;
+        let names: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
+        let ready = async {
+            let agents =
+                NodeAgents::new(cluster.control_plane(), docker.clone(), dir.path()).await?;
+            let client = cluster
+                .control_plane()
+                .credentials()
+                .client()
+                .context("building the API client")?;
+            wait_nodes_ready(&client, &names, NODE_TIMEOUT).await?;
+            anyhow::Ok(agents)
+        };
+        match ready.await {
+            Ok(agents) => Ok(BenchCluster {
+                cluster,
+                agents,
+                docker: docker.clone(),
+                dir,
+                reaped,
+                started_in: begun.elapsed(),
+            }),
+            Err(e) => {
+                let id = cluster.control_plane().cluster_id().to_owned();
+                let _ = cluster.stop().await;
+                let _ = shipshape::agent::runtime::reap(docker, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `body` inside `rt`'s context (kube's clients and the watches spawn tasks), then
+    /// stops everything ([`BenchCluster::run`]'s cleanup) whatever happened; a panic of
+    /// `body` is raised again once that is done. An error of `body` is reported before one
+    /// of the cleanup.
+    pub fn run<T>(
+        mut self,
+        rt: &tokio::runtime::Runtime,
+        body: impl FnOnce(&mut BenchCluster) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let outcome = {
+            let _runtime = rt.enter();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut self)))
+        };
+        let stopped = rt.block_on(self.stop());
+        match outcome {
+            Ok(result) => {
+                let value = result?;
+                stopped?;
+                Ok(value)
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Stops the benchmark's own agents (they remove their containers), then the cluster,
+    /// then removes whatever of the cluster is left in Docker (containers a pod worker was
+    /// still starting, the network), then the data directory.
+    async fn stop(self) -> anyhow::Result<()> {
+        let BenchCluster {
+            cluster,
+            mut agents,
+            docker,
+            dir,
+            ..
+        } = self;
+        let id = cluster.control_plane().cluster_id().to_owned();
+        let agents_stopped = agents.stop_all().await;
+        drop(agents);
+        let stopped = cluster.stop().await;
+        let reaped = shipshape::agent::runtime::reap(&docker, &id).await;
+        drop(dir);
+        agents_stopped.context("stopping the node agents")?;
+        stopped.context("stopping the local shipshape cluster")?;
+        reaped.context("removing the cluster's containers")?;
+        Ok(())
+    }
+
+    /// The control plane.
+    pub fn control_plane(&self) -> &ControlPlane {
+        self.cluster.control_plane()
+    }
+
+    /// A fresh API client of the cluster (admin credentials). Call it inside the runtime.
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        self.control_plane()
+            .credentials()
+            .client()
+            .context("building the API client")
+    }
+
+    /// The node agents the benchmark runs itself, apart from the cluster's `nodes`.
+    pub fn agents(&mut self) -> &mut NodeAgents {
+        &mut self.agents
+    }
+
+    /// How many containers of killed earlier runs [`BenchCluster::start`] removed.
+    pub fn reaped(&self) -> usize {
+        self.reaped
+    }
+
+    /// How long the start took, from the call until every node was Ready.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
     }
 }
 
