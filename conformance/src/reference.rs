@@ -172,6 +172,10 @@ pub fn run_reference_child_if_requested() -> Option<ExitCode> {
     Some(shipshape::cli::run(std::env::args_os().collect()))
 }
 
+/// How long a lost node's engine is given to finish what its killed agent asked for,
+/// before (and again after) its containers are removed.
+const LOSS_SETTLE: Duration = Duration::from_millis(500);
+
 /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) to one process, by its id, with `kill(1)`: the
 /// workspace forbids `unsafe`, and so the direct system call.
 fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
@@ -602,17 +606,28 @@ impl ReferenceDriver {
             .await
             .with_context(|| format!("failed to reap the killed node agent {name}"))?;
         agent.state = AgentState::Lost;
-        let containers = self
-            .docker
-            .containers(&[(LABEL_CLUSTER, &self.cluster_id), (LABEL_NODE, name)])
-            .await?;
-        for container in &containers {
-            self.docker
-                .remove(&container.id)
-                .await
-                .with_context(|| format!("failed to remove a container of the lost node {name}"))?;
+        // A create or start the agent asked for just before it died still completes in the
+        // engine; removing a container while the engine attaches it to the network can
+        // leave a stale endpoint behind. So: let those finish, remove what is there
+        // (sandboxes last), and look once more for one that landed meanwhile.
+        let mut removed = 0;
+        for _ in 0..2 {
+            tokio::time::sleep(LOSS_SETTLE).await;
+            let mut containers = self
+                .docker
+                .containers(&[(LABEL_CLUSTER, &self.cluster_id), (LABEL_NODE, name)])
+                .await?;
+            containers.sort_by_key(|c| {
+                c.labels.get(LABEL_CONTAINER).map(String::as_str) == Some(SANDBOX)
+            });
+            for container in &containers {
+                self.docker.remove(&container.id).await.with_context(|| {
+                    format!("failed to remove a container of the lost node {name}")
+                })?;
+            }
+            removed += containers.len();
         }
-        tracing::info!(node = %name, containers = containers.len(), "node lost");
+        tracing::info!(node = %name, containers = removed, "node lost");
         Ok(())
     }
 
