@@ -338,5 +338,65 @@ fn kubectl_rolls_out_and_back() {
             "{pod} answered before and after a restart"
         );
     }
+
+    // logs -f: what the container wrote, then what it writes next, until it stops.
+    cluster.ok(&["run", "logger", "--image=shipshape/probe:v1"]);
+    cluster.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/logger",
+        "--timeout=60s",
+    ]);
+    let mut follow = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["logs", "-f", "logger"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f starts");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the start-up line");
+    assert!(first.contains("listening"), "{first}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        matches!(follow.try_wait(), Ok(None)),
+        "logs -f ended while the container runs"
+    );
+    cluster.ok(&["delete", "pod", "logger", "--wait=false"]);
+    let mut later = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        later.push(line);
+    }
+    assert!(
+        later.iter().any(|l| l.contains("SIGTERM received")),
+        "followed after the start-up line: {later:?}"
+    );
+    // Its output is closed; the process itself ends a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut ended = follow.try_wait().expect("kubectl logs -f");
+    while ended.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        ended = follow.try_wait().expect("kubectl logs -f");
+    }
+    if ended.is_none() {
+        let _ = follow.kill();
+        let _ = follow.wait();
+    }
+    assert!(
+        ended.is_some_and(|status| status.success()),
+        "kubectl logs -f did not end with its container: {ended:?}"
+    );
+
     cluster.interrupt();
 }

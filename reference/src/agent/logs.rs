@@ -2,15 +2,19 @@
 //!
 //! kubectl asks the apiserver (`pods/{name}/log`); the apiserver finds the pod's node and
 //! asks that node's agent here: `GET /containerLogs/{namespace}/{pod}/{container}`
-//! (`?tailLines=N`), with the cluster's bearer token. The agent reads the output from
-//! Docker. (Kubernetes' kubelet serves the same path.)
+//! (`?tailLines=N`, `?follow=true` to keep streaming what the container writes next), with
+//! the cluster's bearer token. The agent reads the output from Docker. (Kubernetes' kubelet
+//! serves the same path.)
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -67,13 +71,16 @@ impl LogServer {
     }
 }
 
-fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+/// A reply's body: whole, or streamed while a container writes.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() = code;
     resp
 }
 
-async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Response<Body> {
     let authorized = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -88,11 +95,15 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
         return reply(StatusCode::NOT_FOUND, "not found");
     };
-    let tail = req.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "tailLines")
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-    });
+    let param = |name: &str| {
+        req.uri().query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let tail = param("tailLines").and_then(|v| v.parse::<u64>().ok());
+    let follow = param("follow").is_some_and(|v| v == "true" || v == "1");
     let key = format!("{namespace}/{pod}");
     let Some(id) = runtime.find_by_pod(&key, container).await else {
         return reply(
@@ -100,6 +111,12 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
             format!("container {container:?} of pod {key} is not on this node"),
         );
     };
+    if follow {
+        let frames = runtime
+            .follow_logs(&id, tail)
+            .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+        return Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    }
     match runtime.logs(&id, tail).await {
         Ok(bytes) => reply(StatusCode::OK, bytes),
         Err(e) => reply(StatusCode::BAD_GATEWAY, e.to_string()),

@@ -541,6 +541,26 @@ impl Runtime {
         Ok(out)
     }
 
+    /// The container's output from `tail` lines back (all when `None`), then whatever it
+    /// writes next, until it stops or the stream is dropped. An error ends the stream.
+    pub fn follow_logs(
+        &self,
+        id: &str,
+        tail: Option<u64>,
+    ) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow: true,
+            tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
+            ..Default::default()
+        };
+        self.docker
+            .logs(id, Some(options))
+            .take_while(|chunk| futures::future::ready(chunk.is_ok()))
+            .filter_map(|chunk| futures::future::ready(chunk.ok().map(|c| c.into_bytes())))
+    }
+
     /// Runs `cmd` in the container; its exit code (for exec probes).
     pub async fn exec(&self, id: &str, cmd: Vec<String>) -> Result<i64, RuntimeError> {
         use bollard::exec::{CreateExecOptions, StartExecResults};

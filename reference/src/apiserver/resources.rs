@@ -1023,9 +1023,20 @@ async fn pod_log(
         ApiError::Unavailable(format!("the agent of node {node} cannot serve logs: {why}"))
     };
     let ns = ns.unwrap_or("default");
-    let mut url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}");
+    let follow = query
+        .get("follow")
+        .is_some_and(|v| v.as_str() == "true" || v.as_str() == "1");
+    let mut params = Vec::new();
     if let Some(t) = query.get("tailLines").and_then(|t| t.parse::<u64>().ok()) {
-        url.push_str(&format!("?tailLines={t}"));
+        params.push(format!("tailLines={t}"));
+    }
+    if follow {
+        params.push("follow=true".to_owned());
+    }
+    let mut url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}");
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
     }
     let uri: http::Uri = url
         .parse()
@@ -1043,6 +1054,22 @@ async fn pod_log(
             .map_err(|_| unavailable("timed out".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
     let status = response.status();
+    if follow && status.is_success() {
+        // Streamed as the agent sends it, until the container stops or the client goes
+        // (dropping this body closes the agent's stream, and Docker's).
+        use futures::StreamExt as _;
+        let frames = http_body_util::BodyStream::new(response.into_body())
+            .take_while(|frame| std::future::ready(frame.is_ok()))
+            .filter_map(|frame| std::future::ready(frame.ok()))
+            .map(Ok::<_, std::convert::Infallible>);
+        return http::Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .map_err(|e| ApiError::Internal(e.to_string()));
+    }
     let bytes = http_body_util::BodyExt::collect(response.into_body())
         .await
         .map_err(|e| unavailable(e.to_string()))?
