@@ -387,6 +387,17 @@ impl Wait {
     }
 }
 
+/// The replica count a deployment (which must exist) asks for.
+async fn desired_replicas(world: &mut ConformanceWorld, deployment: &str) -> anyhow::Result<u32> {
+    let namespace = world.namespace().await?;
+    Ok(world
+        .driver()?
+        .read_deployment(&namespace, deployment)
+        .await?
+        .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} does not exist"))?
+        .replicas)
+}
+
 /// Reads a replica by name (it must exist) and notes the phase it is in.
 async fn read_replica(world: &mut ConformanceWorld, name: &str) -> anyhow::Result<Replica> {
     let namespace = world.namespace().await?;

@@ -36,7 +36,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 
 use super::routing::{PROBE_PORT, batch, probe_readiness};
-use super::{StepResult, Wait, describe_all, fail};
+use super::{StepResult, Wait, describe_all, desired_replicas, fail};
 use crate::driver::{DeploymentSpec, Revision};
 use crate::kubeapi;
 use crate::traffic::Availability;
@@ -349,11 +349,7 @@ async fn answers_only_as(
 ) -> StepResult {
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
-    let desired = driver
-        .read_deployment(&namespace, &deployment)
-        .await?
-        .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} does not exist"))?
-        .replicas;
+    let desired = desired_replicas(world, &deployment).await?;
     let wait = Wait::new(
         seconds,
         format!(

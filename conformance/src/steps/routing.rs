@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 
-use super::{StepResult, Wait, describe_all, fail, plural, wait_for_replicas};
+use super::{StepResult, Wait, describe_all, desired_replicas, fail, plural, wait_for_replicas};
 use crate::driver::{
     CheckAction, DeploymentSpec, HealthCheck, HttpRequest, Phase, Replica, ServiceSpec,
 };
@@ -270,11 +270,7 @@ async fn every_replica_answers(
 ) -> StepResult {
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
-    let desired = driver
-        .read_deployment(&namespace, &deployment)
-        .await?
-        .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} does not exist"))?
-        .replicas;
+    let desired = desired_replicas(world, &deployment).await?;
     let wait = Wait::new(
         seconds,
         format!(
