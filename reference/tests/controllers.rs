@@ -534,3 +534,62 @@ async fn the_garbage_collector_deletes_only_what_is_certainly_orphaned() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_orphaning_delete_leaves_the_dependents_running_on_their_own() {
+    let c = Cluster::start().await;
+    let d: Deployment = from_json(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "keep"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "keep"}},
+            "template": pod_template("keep", "shipshape/probe:v1"),
+        }
+    }));
+    let d = c
+        .deployments()
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("created");
+    let uid = d.uid().expect("uid");
+    let rs = eventually("a ReplicaSet with 2 pods", || async {
+        let sets = sets_of(&c, &uid).await;
+        let [rs] = sets.as_slice() else { return None };
+        (c.active_pods_of(&rs.uid()?).await.len() == 2).then(|| rs.clone())
+    })
+    .await;
+    let rs_uid = rs.uid().expect("uid");
+
+    // A propagation policy that does not exist is the client's mistake, and changes nothing.
+    let bad = http::Request::delete("/apis/apps/v1/namespaces/default/deployments/keep")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"propagationPolicy": "Sideways"})).expect("json"))
+        .expect("request");
+    let refused = c.client.request_text(bad).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 400),
+        "{refused:?}"
+    );
+    assert!(c.deployments().get("keep").await.is_ok(), "still there");
+
+    // `kubectl delete --cascade=orphan`: the Deployment goes, its ReplicaSet and pods stay,
+    // no longer owned.
+    c.deployments()
+        .delete("keep", &DeleteParams::orphan())
+        .await
+        .expect("deleted");
+    let orphan = c.replicasets().get(&rs.name_any()).await.expect("kept");
+    assert!(orphan.owner_references().is_empty(), "{orphan:?}");
+    assert!(c.deployments().get("keep").await.is_err());
+    // Long enough for the collector to have acted, had it judged them garbage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = c
+        .replicasets()
+        .get(&rs.name_any())
+        .await
+        .expect("still kept");
+    assert_eq!(kept.uid().as_deref(), Some(rs_uid.as_str()));
+    assert_eq!(c.active_pods_of(&rs_uid).await.len(), 2);
+    c.stop().await;
+}

@@ -768,7 +768,63 @@ fn delete_options(parts: &Parts, body: &Bytes, query: &Query) -> Result<Value, A
     if let Some(p) = query.get("propagationPolicy") {
         options["propagationPolicy"] = json!(p);
     }
+    match options.get("propagationPolicy") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(p)) if ["Orphan", "Background", "Foreground"].contains(&p.as_str()) => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "propagationPolicy {other} is not one of Orphan, Background, Foreground"
+            )));
+        }
+    }
     Ok(options)
+}
+
+/// For a delete with `propagationPolicy: Orphan`: every object of the owner's namespace
+/// that names it in `ownerReferences` loses that reference, in the same write as the
+/// delete, so the garbage collector leaves it alone (a ReplicaSet keeps its pods running).
+/// Each is written at the revision it was read at: a concurrent change makes the whole
+/// delete retry, never lose that change.
+fn orphan_dependents(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    owner: &Value,
+) -> Result<Vec<Op>, ApiError> {
+    let Some(uid) = meta::meta_str(owner, "uid") else {
+        return Ok(Vec::new());
+    };
+    let mut ops = Vec::new();
+    for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
+        let (items, _) = shared
+            .store
+            .list(&res.prefix(ns))
+            .map_err(|e| from_store(e, r, name))?;
+        for (key, record) in items {
+            let mut dependent = from_record(&record)?;
+            let Some(refs) = dependent
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            let before = refs.len();
+            refs.retain(|owner_ref| owner_ref.get("uid").and_then(Value::as_str) != Some(uid));
+            if refs.len() == before {
+                continue;
+            }
+            if refs.is_empty() {
+                metadata_mut(&mut dependent).remove("ownerReferences");
+            }
+            ops.push(Op::put(
+                key,
+                to_stored(&dependent),
+                Precondition::Revision(record.mod_revision),
+            ));
+        }
+    }
+    Ok(ops)
 }
 
 async fn delete(
@@ -875,6 +931,9 @@ async fn delete_once(
         r.key(ns, name),
         Precondition::Revision(revision),
     )];
+    if r.namespaced && options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan") {
+        ops.extend(orphan_dependents(shared, r, ns, name, &current)?);
+    }
     // A Service gives back its cluster IP and node ports in the same write.
     let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
     if r.kind == "Service" {

@@ -5,7 +5,11 @@
 //! ReplicaSet names its Deployment (by kind, name *and uid*), a pod names its ReplicaSet.
 //! This controller deletes any pod or ReplicaSet all of whose owners are gone — "background
 //! propagation": the owner disappears at once, its dependents shortly after, level by level
-//! (the ReplicaSets first; their deletion then orphans the pods).
+//! (the ReplicaSets first; their deletion then orphans the pods). A delete with
+//! `propagationPolicy: Orphan` (`kubectl delete --cascade=orphan`) never reaches this
+//! collector's judgement: the apiserver removes the owner's reference from its dependents
+//! in the same write as the delete, so they live on, unowned. `Foreground` is served as
+//! `Background`: the owner goes first.
 //!
 //! An owner is *gone* when looking it up by kind and name finds nothing, or finds an object
 //! with another uid (a new Deployment of the same name does not adopt the old one's
