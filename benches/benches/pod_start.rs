@@ -47,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
-use criterion::{Criterion, SamplingMode};
+use criterion::SamplingMode;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -369,11 +369,7 @@ fn list() {
 }
 
 fn bench(rt: &tokio::runtime::Runtime, ship: &Arc<Shipshape>, anchor: &DockerAnchor) {
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-        .configure_from_args();
+    let mut criterion = shipshape_benches::container_criterion();
     let mut group = criterion.benchmark_group("pod_start");
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("shipshape", |b| {

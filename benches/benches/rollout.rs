@@ -75,7 +75,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use criterion::{Criterion, SamplingMode};
+use criterion::SamplingMode;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -512,11 +512,7 @@ impl Bench {
 }
 
 fn measure(rt: &tokio::runtime::Runtime, bench: &Arc<Bench>) {
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-        .configure_from_args();
+    let mut criterion = shipshape_benches::container_criterion();
     let mut group = criterion.benchmark_group("rollout");
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("pod_start", |b| {

@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use criterion::{Criterion, SamplingMode};
+use criterion::SamplingMode;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -549,11 +549,7 @@ impl Bench {
 }
 
 fn bench_deletions(rt: &tokio::runtime::Runtime, bench: &Arc<Bench>) {
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-        .configure_from_args();
+    let mut criterion = shipshape_benches::container_criterion();
     let mut group = criterion.benchmark_group("self_healing");
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("pod_deletion", |b| {

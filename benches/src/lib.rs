@@ -1490,6 +1490,18 @@ fn record<K: kube::Resource + Clone>(
     }
 }
 
+/// Criterion as the benchmarks that start containers use it: each iteration takes a
+/// second or more, so the fewest samples criterion allows (10), a short warm-up and a
+/// short target time (criterion warns it cannot fit them; that is expected), then the
+/// command line's options.
+pub fn container_criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{base64, median, percentile};
