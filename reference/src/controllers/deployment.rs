@@ -277,6 +277,19 @@ struct Member {
 }
 
 impl Member {
+    /// The new ReplicaSet this pass creates, of `size`, stamped with the Deployment's size.
+    fn to_create(size: i32, shape: Shape) -> Member {
+        Member {
+            name: String::new(),
+            was: None,
+            size,
+            available: 0,
+            desired_mark: Some(shape.desired),
+            max_mark: Some(shape.desired + shape.surge),
+            stamped: false,
+        }
+    }
+
     fn of(rs: &ReplicaSet) -> Member {
         let mark = |key| annotation(&rs.metadata, key).and_then(|v| v.parse().ok());
         let size = replicas_of(rs);
@@ -587,15 +600,7 @@ pub(super) fn reconcile(
         let created = new.is_none();
         if created {
             let total: i32 = members.iter().map(|m| m.size).sum();
-            members.push(Member {
-                name: String::new(),
-                was: None,
-                size: surged_size(0, total, shape),
-                available: 0,
-                desired_mark: Some(desired),
-                max_mark: Some(desired + surge),
-                stamped: false,
-            });
+            members.push(Member::to_create(surged_size(0, total, shape), shape));
             new = Some(members.len() - 1);
         }
         if let Some(n) = new {
@@ -618,17 +623,7 @@ pub(super) fn reconcile(
         if !recreate_waiting {
             match new {
                 Some(n) => members[n].size = desired,
-                None => {
-                    members.push(Member {
-                        name: String::new(),
-                        was: None,
-                        size: desired,
-                        available: 0,
-                        desired_mark: Some(desired),
-                        max_mark: Some(desired + surge),
-                        stamped: false,
-                    });
-                }
+                None => members.push(Member::to_create(desired, shape)),
             }
         }
     }
