@@ -676,8 +676,7 @@ pub async fn wait_nodes_ready(
 ///
 /// [`BenchCluster::start`] reaps what killed runs of the same benchmark left and builds the
 /// images (offline); [`BenchCluster::run`] runs the benchmark's body, then stops every
-/// agent, the cluster, and removes every container and the network labelled with the
-/// cluster's id, whatever happened, panics included.
+/// agent, the cluster, and removes every container labelled with the cluster's id, whatever happened, panics included.
 pub struct BenchCluster {
     cluster: LocalCluster,
     agents: NodeAgents,
@@ -778,7 +777,7 @@ impl BenchCluster {
 
     /// Stops the benchmark's own agents (they remove their containers), then the cluster,
     /// then removes whatever of the cluster is left in Docker (containers a pod worker was
-    /// still starting, the network), then the data directory.
+    /// still starting), then the data directory.
     async fn stop(self) -> anyhow::Result<()> {
         let BenchCluster {
             cluster,
@@ -936,7 +935,7 @@ impl BenchDir {
     }
 
     /// For each `<tmp>/<prefix>*` directory whose owner is no longer running: removes the
-    /// containers and network of the cluster it holds (by its `cluster-id`), then the
+    /// containers of the cluster it holds (by its `cluster-id`), then the
     /// directory. Returns how many containers went.
     pub async fn reap_dead(docker: &Docker, prefix: &str) -> anyhow::Result<usize> {
         let tmp = std::env::temp_dir();
@@ -1142,17 +1141,17 @@ impl std::fmt::Debug for NodeAgents {
 
 impl NodeAgents {
     /// Agents for `control_plane`'s cluster, none running yet; `data_dir` is the cluster's.
-    /// Creates the cluster's pod network first, as `LocalCluster` does: agents starting
-    /// together would each create it (Docker allows duplicate names), and their pods would
-    /// then fail on an ambiguous network name.
+    /// Creates the pod network first if it is missing, as `LocalCluster` does: agents
+    /// starting together would each create it (Docker allows duplicate names), and their
+    /// pods would then fail on an ambiguous network name.
     pub async fn new(
         control_plane: &ControlPlane,
         docker: Docker,
         data_dir: &Path,
     ) -> anyhow::Result<NodeAgents> {
-        shipshape::agent::runtime::ensure_network(&docker, control_plane.cluster_id())
+        shipshape::agent::runtime::ensure_network(&docker)
             .await
-            .context("creating the cluster's pod network")?;
+            .context("creating the pod network")?;
         Ok(NodeAgents {
             credentials: control_plane.credentials(),
             docker,

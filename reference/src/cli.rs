@@ -2,8 +2,9 @@
 //!
 //! - `shipshape up` runs a local cluster in the foreground: the control plane and N node
 //!   agents in one process, on the local Docker engine. Ctrl-C stops it and removes every
-//!   container and network it made; a cluster killed without that is cleaned up by the
-//!   next `up` on the same data directory.
+//!   container it made; a cluster killed without that is cleaned up by the next `up` on
+//!   the same data directory. (The pod network, `shipshape`, is shared by every cluster
+//!   and stays.)
 //! - `shipshape control-plane` runs the control plane alone.
 //! - `shipshape node` runs one node agent that joins a control plane anywhere.
 //!

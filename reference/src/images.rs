@@ -30,6 +30,13 @@ const PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
 /// The pause image every pod's sandbox runs.
 pub const PAUSE_IMAGE: &str = "shipshape/pause:latest";
 
+/// The probe images the conformance kit runs, one per version of the workload.
+pub const PROBE_IMAGES: [&str; 3] = [
+    "shipshape/probe:v1",
+    "shipshape/probe:v2",
+    "shipshape/probe:broken",
+];
+
 /// The label holding the hash of an image's inputs.
 const HASH_LABEL: &str = "shipshape.image-hash";
 

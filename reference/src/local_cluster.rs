@@ -3,7 +3,8 @@
 //! The control plane (with its scheduler and controllers), N node agents and the service
 //! proxy, all as tasks of this process, on the local Docker engine. Starting builds the images (offline) and
 //! removes whatever a killed earlier run on the same data directory left behind; stopping
-//! removes every container and the network it made.
+//! removes every container it made. The pod network stays: every cluster on the engine
+//! shares it (see [`runtime`]'s essay).
 
 use std::path::PathBuf;
 
@@ -64,10 +65,10 @@ impl LocalCluster {
             if reaped > 0 {
                 tracing::info!(reaped, "removed containers a previous run left behind");
             }
-            runtime::ensure_network(docker, &cluster).await?;
+            runtime::ensure_network(docker).await?;
             let creds = control_plane.credentials();
             // The service proxy: node ports on loopback and on the pod network's gateway.
-            let gateway = runtime::network_gateway(docker, &cluster).await;
+            let gateway = runtime::network_gateway(docker).await;
             let client = creds
                 .client()
                 .context("failed to build the proxy's client")?;
@@ -106,7 +107,7 @@ impl LocalCluster {
         &self.control_plane
     }
 
-    /// Stops the agents (which remove their containers), the network, then the control plane.
+    /// Stops the agents (which remove their containers), then the control plane.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         while self.agents.join_next().await.is_some() {}

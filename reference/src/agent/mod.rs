@@ -268,7 +268,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let config = Arc::new(config);
     let runtime = Runtime::new(docker.clone(), &config.cluster, &config.node_name);
-    runtime::ensure_network(&docker, &config.cluster).await?;
+    runtime::ensure_network(&docker).await?;
     let log_server = logs::LogServer::bind(config.address, runtime.clone(), config.token.clone())
         .await
         .map_err(AgentError::Listen)?;

@@ -2,10 +2,26 @@
 //!
 //! Every container created here carries the labels `shipshape.cluster`, `shipshape.node`
 //! and `shipshape.pod` (plus the pod's uid and the container's name), and every lookup
-//! filters on them: the agent never touches a container that is not its own.
+//! filters on them: the agent never touches a container that is not its own. It also
+//! carries the labels Kubernetes' Docker runtime (cri-dockerd) puts on a pod's containers
+//! — `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`,
+//! `io.kubernetes.container.name` (`POD` for the sandbox) — so that tools which find a
+//! pod's containers on a node's engine by them, such as the conformance kit's Kubernetes
+//! driver, find the reference's too.
 //!
-//! A pod is a *pause* container that owns the network namespace, on the cluster's Docker
-//! network, and the app containers, which join it (`network_mode: container:<pause>`).
+//! A pod is a *pause* container that owns the network namespace, on the pod network, and
+//! the app containers, which join it (`network_mode: container:<pause>`).
+//!
+//! # One pod network for every cluster
+//!
+//! Every cluster on an engine puts its pods on the same Docker bridge network,
+//! [`POD_NETWORK`], created once and never removed. A network per cluster, removed with the
+//! cluster, looked tidier but did not survive contact with Docker: now and then the engine
+//! keeps a stale endpoint on a network after its last container is gone and refuses to
+//! remove it, so a machine that starts clusters every day collected dead networks until
+//! Docker ran out of address pools. One long-lived network cannot pile up. Pods of
+//! different clusters can reach each other on it, as pods of one Kubernetes cluster can;
+//! what tells clusters apart is the `shipshape.cluster` label on every container.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,21 +83,22 @@ pub async fn connect() -> Result<Docker, RuntimeError> {
     Ok(docker)
 }
 
-/// The Docker network of a cluster's pods.
-pub fn network_name(cluster: &str) -> String {
-    format!("shipshape-{cluster}")
-}
+/// The Docker network every cluster's pods are on (see the module's essay).
+pub const POD_NETWORK: &str = "shipshape";
 
-/// Creates the cluster's pod network if it does not exist.
-pub async fn ensure_network(docker: &Docker, cluster: &str) -> Result<(), RuntimeError> {
-    let name = network_name(cluster);
-    if same_named_networks(docker, &name).await?.is_empty() {
+/// Label on the pod network, saying what it is for.
+pub const LABEL_NETWORK: &str = "shipshape.network";
+
+/// Creates the pod network if it does not exist yet.
+pub async fn ensure_network(docker: &Docker) -> Result<(), RuntimeError> {
+    let name = POD_NETWORK;
+    if same_named_networks(docker, name).await?.is_empty() {
         let request = NetworkCreateRequest {
-            name: name.clone(),
+            name: name.to_owned(),
             driver: Some("bridge".into()),
             labels: Some(HashMap::from([(
-                LABEL_CLUSTER.to_owned(),
-                cluster.to_owned(),
+                LABEL_NETWORK.to_owned(),
+                "pods".to_owned(),
             )])),
             ..Default::default()
         };
@@ -93,7 +110,7 @@ pub async fn ensure_network(docker: &Docker, cluster: &str) -> Result<(), Runtim
     // Docker (before API 1.44) lets two agents starting at once both create the network;
     // every agent then keeps the same one — the oldest, by id on a tie — and removes the
     // others, which nothing has joined yet.
-    let mut networks = same_named_networks(docker, &name).await?;
+    let mut networks = same_named_networks(docker, name).await?;
     networks.sort();
     for (_, id) in networks.iter().skip(1) {
         let _ = docker.remove_network(id).await;
@@ -120,11 +137,11 @@ async fn same_named_networks(
         .collect())
 }
 
-/// The gateway address of the cluster's pod network: the host as pods see it.
-pub async fn network_gateway(docker: &Docker, cluster: &str) -> Option<std::net::IpAddr> {
+/// The gateway address of the pod network: the host as pods see it.
+pub async fn network_gateway(docker: &Docker) -> Option<std::net::IpAddr> {
     let network = docker
         .inspect_network(
-            &network_name(cluster),
+            POD_NETWORK,
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
@@ -136,8 +153,8 @@ pub async fn network_gateway(docker: &Docker, cluster: &str) -> Option<std::net:
         .find_map(|c| c.gateway?.parse().ok())
 }
 
-/// Removes every container and the network a cluster left behind (a killed run, or a clean
-/// stop). Found by label, so nothing else is touched.
+/// Removes every container a cluster left behind (a killed run, or a clean stop). Found by
+/// label, so nothing else is touched; the pod network stays, for every cluster to share.
 pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError> {
     let filters = HashMap::from([(
         "label".to_owned(),
@@ -164,7 +181,6 @@ pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError>
             }
         }
     }
-    let _ = docker.remove_network(&network_name(cluster)).await;
     Ok(removed)
 }
 
@@ -282,12 +298,24 @@ impl Runtime {
     }
 
     fn labels(&self, pod: &str, pod_uid: &str, container: &str) -> HashMap<String, String> {
+        let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
+        let kubernetes_name = if container == PAUSE { "POD" } else { container };
         HashMap::from([
             (LABEL_CLUSTER.to_owned(), self.cluster.clone()),
             (LABEL_NODE.to_owned(), self.node.clone()),
             (LABEL_POD.to_owned(), pod.to_owned()),
             (LABEL_POD_UID.to_owned(), pod_uid.to_owned()),
             (LABEL_CONTAINER.to_owned(), container.to_owned()),
+            (
+                "io.kubernetes.pod.namespace".to_owned(),
+                namespace.to_owned(),
+            ),
+            ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
+            ("io.kubernetes.pod.uid".to_owned(), pod_uid.to_owned()),
+            (
+                "io.kubernetes.container.name".to_owned(),
+                kubernetes_name.to_owned(),
+            ),
         ])
     }
 
@@ -317,7 +345,7 @@ impl Runtime {
         let ip = c
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|nets| nets.get(&network_name(&self.cluster)).cloned())
+            .and_then(|nets| nets.get(POD_NETWORK).cloned())
             .and_then(|e| e.ip_address)
             .filter(|ip| !ip.is_empty());
         Some(ContainerInfo {
@@ -345,7 +373,7 @@ impl Runtime {
             hostname: Some(hostname.chars().take(63).collect()),
             labels: Some(self.labels(pod, pod_uid, PAUSE)),
             host_config: Some(HostConfig {
-                network_mode: Some(network_name(&self.cluster)),
+                network_mode: Some(POD_NETWORK.to_owned()),
                 pids_limit: Some(16),
                 ..Default::default()
             }),
