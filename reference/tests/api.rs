@@ -420,3 +420,145 @@ async fn node_ports_are_allocated_once_and_released_on_delete() {
     );
     cp.stop().await;
 }
+
+/// Serves HTTP on loopback in the background, answering every request with JSON saying
+/// what it saw (method, path with query, body); returns its port.
+fn echo_server() -> u16 {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = line.split_whitespace();
+            let seen = json!({
+                "method": parts.next(),
+                "path": parts.next(),
+                "body": String::from_utf8_lossy(&body),
+            })
+            .to_string();
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{seen}",
+                seen.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_proxy_subresources_reach_a_pod_and_a_service_s_endpoints() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let port = echo_server();
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "echo", "labels": {"app": "echo"}},
+        "spec": {"containers": [{
+            "name": "echo", "image": "shipshape/probe:v1",
+            "ports": [{"name": "http", "containerPort": port}]
+        }]}
+    });
+    assert_eq!(c.post(pods, &pod).await.code, 201);
+    // No address yet: nothing to reach.
+    assert_status(
+        &c.get(&format!("{pods}/echo/proxy/")).await,
+        503,
+        "ServiceUnavailable",
+    );
+    // The pod's "node" reports it running on loopback, where the echo server listens.
+    let mut running = c.get(&format!("{pods}/echo")).await.body;
+    running["status"] = json!({"phase": "Running", "podIP": "127.0.0.1"});
+    let put = c
+        .request(
+            "PUT",
+            &format!("{pods}/echo/status"),
+            "application/json",
+            running.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(put.code, 200, "{}", put.body);
+    for target in ["echo", &format!("echo:{port}"), "echo:http"] {
+        let r = c.get(&format!("{pods}/{target}/proxy/hello?x=1")).await;
+        assert_eq!(r.code, 200, "{target}: {}", r.body);
+        assert_eq!(r.body["path"], "/hello?x=1", "{target}");
+    }
+    let posted = c
+        .request(
+            "POST",
+            &format!("{pods}/echo/proxy/fail/readiness"),
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(posted.body["method"], "POST");
+    assert_eq!(posted.body["path"], "/fail/readiness");
+    assert_eq!(posted.body["body"], "{}");
+    assert_status(
+        &c.get(&format!("{pods}/echo:nope/proxy/")).await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &c.get(&format!("{pods}/ghost/proxy/")).await,
+        404,
+        "NotFound",
+    );
+
+    // A service: its port 80 goes to the echo server's port on its endpoints.
+    let services = "/api/v1/namespaces/default/services";
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": port}]}
+    });
+    assert_eq!(c.post(services, &service).await.code, 201);
+    assert_status(
+        &c.get(&format!("{services}/echo:80/proxy/")).await,
+        503,
+        "ServiceUnavailable",
+    );
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "echo"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": port}]}]
+    });
+    assert_eq!(
+        c.post("/api/v1/namespaces/default/endpoints", &endpoints)
+            .await
+            .code,
+        201
+    );
+    for target in ["echo", "echo:80"] {
+        let r = c.get(&format!("{services}/{target}/proxy/")).await;
+        assert_eq!(r.code, 200, "{target}: {}", r.body);
+        assert_eq!(r.body["path"], "/", "{target}");
+    }
+    assert_status(
+        &c.get(&format!("{services}/echo:81/proxy/")).await,
+        400,
+        "BadRequest",
+    );
+    cp.stop().await;
+}

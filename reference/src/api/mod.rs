@@ -116,7 +116,7 @@ pub const RESOURCES: &[Resource] = &[
         "Pod",
         true,
         &["po"],
-        &["status", "binding", "log", "eviction"],
+        &["status", "binding", "log", "eviction", "proxy"],
         true,
     ),
     core(
@@ -125,7 +125,7 @@ pub const RESOURCES: &[Resource] = &[
         "Service",
         true,
         &["svc"],
-        &["status"],
+        &["status", "proxy"],
         true,
     ),
     core(

@@ -81,6 +81,12 @@ fn subresource_shape(
         "binding" => ("Binding", "", "v1", &["create"]),
         "eviction" => ("Eviction", "policy", "v1", &["create"]),
         "log" => ("Pod", "", "v1", &["get"]),
+        "proxy" => (
+            "Status",
+            "",
+            "v1",
+            &["create", "delete", "get", "patch", "update"],
+        ),
         _ => (r.kind, "", "", &["get", "patch", "update"]),
     }
 }

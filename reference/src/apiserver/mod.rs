@@ -28,6 +28,7 @@ mod allocation;
 mod discovery;
 pub mod patch;
 mod protobuf;
+mod proxy;
 mod resources;
 mod routes;
 pub mod status;

@@ -17,7 +17,7 @@ use super::allocation::{self, Held};
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
-use super::{Body, Shared, json_response, protobuf, table, watch};
+use super::{Body, Shared, json_response, protobuf, proxy, table, watch};
 use crate::api::meta::{self, ensure_object, metadata_mut};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validate::{self, FieldValidation};
@@ -54,6 +54,18 @@ pub(super) async fn dispatch(
     }
     let ns = target.namespace.as_deref();
     let sub = target.subresource.as_deref();
+    if let (Some("proxy"), Some(name), Some(namespace), Some(path)) = (
+        sub,
+        target.name.as_deref(),
+        ns,
+        target.proxy_path.as_deref(),
+    ) {
+        return match r.plural {
+            "pods" => proxy::pod(shared, namespace, name, path, &parts, body).await,
+            "services" => proxy::service(shared, namespace, name, path, &parts, body).await,
+            _ => Err(ApiError::NoRoute),
+        };
+    }
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     let as_table = parts
         .headers
@@ -207,7 +219,7 @@ fn to_stored(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
-fn get(
+pub(super) fn get(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,

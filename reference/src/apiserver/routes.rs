@@ -3,7 +3,8 @@
 //! Resource paths have the Kubernetes shape:
 //! `/api/v1[/namespaces/{ns}]/{plural}[/{name}[/{subresource}]]` for the core group and
 //! `/apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}[/{subresource}]]` otherwise.
-//! `/api/v1/namespaces/{name}` is the namespace object itself.
+//! `/api/v1/namespaces/{name}` is the namespace object itself. A `proxy` subresource takes
+//! the rest of the path with it: `…/pods/{name}/proxy/{path}`.
 
 use crate::api::{self, Resource};
 
@@ -18,6 +19,8 @@ pub struct Target {
     pub name: Option<String>,
     /// The subresource (`status`, `scale`, ...).
     pub subresource: Option<String>,
+    /// For the `proxy` subresource: the path to pass on (`/` at least).
+    pub proxy_path: Option<String>,
 }
 
 /// What a path asks for.
@@ -58,19 +61,33 @@ pub fn parse(path: &str) -> Route {
         ["apis", g, v] => Route::ResourceList((*g).to_owned(), (*v).to_owned()),
         ["openapi", "v3"] => Route::OpenApiIndex,
         ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
-        ["api", "v1", rest @ ..] => target("", "v1", rest),
-        ["apis", g, v, rest @ ..] => target(g, v, rest),
+        ["api", "v1", rest @ ..] => target("", "v1", rest, path.ends_with('/')),
+        ["apis", g, v, rest @ ..] => target(g, v, rest, path.ends_with('/')),
         _ => Route::NotFound,
     }
 }
 
-fn target(group: &str, version: &str, rest: &[&str]) -> Route {
+fn target(group: &str, version: &str, rest: &[&str], trailing_slash: bool) -> Route {
     let owned = |s: &&str| Some((*s).to_owned());
+    // `{name}/proxy/{path...}`: the path after `proxy` is passed on, trailing slash kept.
+    let proxied = |tail: &[&str]| -> Option<String> {
+        match tail {
+            [_, "proxy", path @ ..] => {
+                let mut passed = format!("/{}", path.join("/"));
+                if trailing_slash && !path.is_empty() {
+                    passed.push('/');
+                }
+                Some(passed)
+            }
+            _ => None,
+        }
+    };
     // `namespaces/{ns}/{plural}/...` when {plural} is a namespaced resource of this group.
     if let ["namespaces", ns, plural, tail @ ..] = rest
         && let Some(r) = api::find(group, version, plural).filter(|r| r.namespaced)
     {
-        if tail.len() > 2 || ns.is_empty() {
+        let proxy_path = proxied(tail);
+        if (tail.len() > 2 && proxy_path.is_none()) || ns.is_empty() {
             return Route::NotFound;
         }
         return Route::Target(Target {
@@ -78,6 +95,7 @@ fn target(group: &str, version: &str, rest: &[&str]) -> Route {
             namespace: owned(ns),
             name: tail.first().and_then(owned),
             subresource: tail.get(1).and_then(owned),
+            proxy_path,
         });
     }
     let Some((plural, tail)) = rest.split_first() else {
@@ -86,7 +104,8 @@ fn target(group: &str, version: &str, rest: &[&str]) -> Route {
     let Some(r) = api::find(group, version, plural) else {
         return Route::NotFound;
     };
-    if tail.len() > 2 || tail.first().is_some_and(|n| n.is_empty()) {
+    let proxy_path = proxied(tail);
+    if (tail.len() > 2 && proxy_path.is_none()) || tail.first().is_some_and(|n| n.is_empty()) {
         return Route::NotFound;
     }
     Route::Target(Target {
@@ -94,6 +113,7 @@ fn target(group: &str, version: &str, rest: &[&str]) -> Route {
         namespace: None,
         name: tail.first().and_then(owned),
         subresource: tail.get(1).and_then(owned),
+        proxy_path,
     })
 }
 
@@ -106,6 +126,35 @@ mod tests {
             Route::Target(t) => t,
             other => panic!("{path}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn proxy_paths_keep_what_follows() {
+        let pod = t("/api/v1/namespaces/default/pods/web:8080/proxy/fail/readiness");
+        assert_eq!(pod.name.as_deref(), Some("web:8080"));
+        assert_eq!(pod.subresource.as_deref(), Some("proxy"));
+        assert_eq!(pod.proxy_path.as_deref(), Some("/fail/readiness"));
+        assert_eq!(
+            t("/api/v1/namespaces/default/services/web/proxy/")
+                .proxy_path
+                .as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            t("/api/v1/namespaces/default/services/web/proxy/a/")
+                .proxy_path
+                .as_deref(),
+            Some("/a/")
+        );
+        assert!(
+            t("/apis/apps/v1/namespaces/default/deployments/web/scale")
+                .proxy_path
+                .is_none()
+        );
+        assert!(matches!(
+            parse("/apis/apps/v1/namespaces/default/deployments/web/scale/more"),
+            Route::NotFound
+        ));
     }
 
     #[test]
