@@ -43,7 +43,7 @@ Feature: A pod goes through the phases of its life
     Given a probe pod "shy" checked for readiness at "/ready" every second is running and ready
     When the probe in pod "shy" is told to fail its readiness check
     Then within 15 seconds the pod "shy" is running but not ready
-    And the pod "shy" has not restarted
+    And for 10 seconds the pod "shy" stays running, not ready, and does not restart
 
   Scenario: A node refuses a privileged pod and waits for a missing image, while other pods keep running
     Given a probe pod "steady" is running and ready

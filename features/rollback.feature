@@ -1,4 +1,4 @@
-@rollback @kubernetes-api
+@rollback
 Feature: Rolling updates keep the service up, and any revision can be rolled back to
   A deployment keeps a history: every pod template it has had is one revision. A rolling
   ("gray") update replaces the replicas a few at a time, "without disturbing traffic": no
@@ -9,11 +9,9 @@ Feature: Rolling updates keep the service up, and any revision can be rolled bac
   and says so once its progress deadline has passed. With the Recreate strategy the old
   replicas are all gone before the new ones start, so two versions never serve at once.
 
-  Every step speaks the Kubernetes API as kubectl does (set image, rollout status, rollout
-  history, rollout undo), which is why the whole feature needs @kubernetes-api. "Back to
-  v1" is judged by what the replicas answer through the service, not by the spec; what a
-  rollout promises is checked while it runs, by a traffic generator and a monitor that
-  samples the available replicas a few times a second.
+  "Back to v1" is judged by what the replicas answer through the service, not by the spec;
+  what a rollout promises is checked while it runs, by a traffic generator and a monitor
+  that samples the available replicas a few times a second.
 
   Scenario: A rolling update under load loses no request, and undo brings every replica back to v1
     Given a deployment "web" of 3 probe replicas of version v1 is rolled out, with:
@@ -72,7 +70,7 @@ Feature: Rolling updates keep the service up, and any revision can be rolled bac
     And continuous traffic to the service "web" is being answered
     And the availability of deployment "web" is being monitored
     When the deployment "web" is updated to version broken
-    Then within 45 seconds the deployment "web" reports that its rollout exceeded its progress deadline
+    Then within 45 seconds the deployment "web" reports that its rollout has stalled
     And within 10 seconds the service "web" answers only as version v1, from each ready replica of deployment "web"
     When the deployment "web" is rolled back
     Then within 60 seconds the rollout of deployment "web" is complete
@@ -110,26 +108,27 @@ Feature: Rolling updates keep the service up, and any revision can be rolled bac
   # `testProportionalScalingDeployment` (test/e2e/apps/deployment.go), and follow from the
   # deployment controller's rule for scaling in the middle of a rollout (`scale` in
   # pkg/controller/deployment/sync.go, `getReplicaSetFraction` in
-  # pkg/controller/deployment/util/deployment_util.go). With 10 replicas, maxSurge 3 and
-  # maxUnavailable 2, an update to an image that never becomes ready stalls with the old
-  # ReplicaSet at 10 − 2 = 8 and the new one at 10 + 3 − 8 = 5. Scaled to 30, the
+  # pkg/controller/deployment/util/deployment_util.go). Each ReplicaSet holds the replicas
+  # of one version, so its size is the number of replicas of that version. With 10
+  # replicas, maxSurge 3 and maxUnavailable 2, an update to an image that never becomes
+  # ready stalls with the old ReplicaSet at 10 − 2 = 8 and the new one at 10 + 3 − 8 = 5. Scaled to 30, the
   # deployment may have 30 + 3 = 33 replicas, 20 more than the 13 it has; each ReplicaSet
   # gets round(size × 33 / 13) − size of them: the old one 8 → round(20.31) = 20, the new
   # one 5 → round(12.69) = 13. In the test's words: "First rollout's replicaset should have
   # .spec.replicas = 8 + (30-10)*(8/13) = 8 + 12 = 20 replicas", and "Second rollout's
   # replicaset should have .spec.replicas = 5 + (30-10)*(5/13) = 5 + 8 = 13 replicas".
   @scaling
-  Scenario: Scaling in the middle of a rollout scales the old and the new ReplicaSet in proportion
+  Scenario: Scaling in the middle of a rollout scales the old and the new version in proportion
     Given a deployment "web" of 10 probe replicas of version v1 is rolled out, with:
       | maxSurge       | 3 |
       | maxUnavailable | 2 |
     When the deployment "web" is updated to version broken
-    Then within 60 seconds the ReplicaSets of deployment "web" are sized:
+    Then within 60 seconds the replicas of deployment "web" are, by version:
       | version | replicas |
       | v1      | 8        |
       | broken  | 5        |
     When the deployment "web" is scaled to 30 replicas
-    Then within 60 seconds the ReplicaSets of deployment "web" are sized:
+    Then within 60 seconds the replicas of deployment "web" are, by version:
       | version | replicas |
       | v1      | 20       |
       | broken  | 13       |

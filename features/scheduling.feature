@@ -6,13 +6,14 @@ Feature: The scheduler places each pod on a suitable node
   deployment over the machines so that losing one machine loses few of them. A pod that
   fits nowhere waits, saying why, until a node with room for it joins the cluster.
 
+  @multi-node
   Scenario: The replicas of a deployment are spread across the nodes
     Given a cluster of 3 ready nodes
     When a deployment "web" of 6 probe replicas is created
     Then within 60 seconds 6 replicas of deployment "web" are running
     And every node runs 2 replicas of deployment "web"
 
-  @pods @add-node
+  @multi-node @pods @add-node
   Scenario: A pod that fits on no node waits, saying why, until a node with room joins
     Given a cluster of 3 ready nodes
     When a probe pod "big" requesting more CPU than any node has is created
@@ -21,7 +22,7 @@ Feature: The scheduler places each pod on a suitable node
     When a node with room for the pod "big" joins the cluster
     Then within 30 seconds the pod "big" is running on the new node
 
-  @label-node
+  @multi-node @label-node
   Scenario: Pods that select nodes by label run only on the nodes with that label
     Given a cluster of 3 ready nodes
     And one of the nodes is labelled "disk=ssd"
@@ -29,7 +30,7 @@ Feature: The scheduler places each pod on a suitable node
     Then within 60 seconds 3 replicas of deployment "db" are running
     And every replica of deployment "db" runs on the labelled node
 
-  @label-node @taint-node
+  @multi-node @label-node @taint-node
   Scenario: A taint keeps pods off a node, except pods that tolerate it
     Given a cluster of 3 ready nodes
     And one of the nodes is labelled "dedicated=batch" and tainted "dedicated=batch:NoSchedule"

@@ -22,28 +22,28 @@ Feature: Replicas come back after failures
     When one replica of deployment "web" is deleted
     Then within 10 seconds 3 replicas of deployment "web" are running, none of them the deleted one
 
-  @disruptive @lose-node @restart-node
+  @multi-node @disruptive @lose-node @restart-node
   Scenario: The replicas of a failed machine run again on the other machines
     Given a cluster of 3 ready nodes
     And a deployment "web" of 10 probe replicas is running
     When the node running the most replicas of deployment "web" is lost
-    Then within 30 seconds 10 replicas of deployment "web" are running, none of them on the failed node
+    Then within the node grace period, the eviction delay and 20 more seconds, 10 replicas of deployment "web" are running, none of them on the failed node
     When the failed node is started again
     Then within 30 seconds 10 replicas of deployment "web" are running
     And for 5 seconds deployment "web" keeps exactly 10 replicas, all running
 
-  @disruptive @partition-node
+  @multi-node @disruptive @partition-node
   Scenario: The replicas of a node cut off from the control plane turn Unknown and are replaced, and the deployment settles once the node is back
     Given a cluster of 3 ready nodes
     And a deployment "web" of 10 probe replicas is running
     When the node running the most replicas of deployment "web" is cut off from the control plane
-    Then within 15 seconds the replicas of deployment "web" on the failed node are in phase Unknown
-    And within 30 seconds 10 replicas of deployment "web" are running, none of them on the failed node
+    Then within the node grace period and 10 more seconds the replicas of deployment "web" on the failed node are in phase Unknown
+    And within the node grace period, the eviction delay and 20 more seconds, 10 replicas of deployment "web" are running, none of them on the failed node
     When the partition heals
     Then within 30 seconds 10 replicas of deployment "web" are running
     And for 5 seconds deployment "web" keeps exactly 10 replicas, all running
 
-  @drain-node
+  @multi-node @drain-node
   Scenario: A drained node is emptied, and gets no new replicas until it is uncordoned
     Given a cluster of 3 ready nodes
     And a deployment "web" of 6 probe replicas is running

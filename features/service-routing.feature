@@ -55,12 +55,12 @@ Feature: A service routes traffic to the ready replicas of its deployment
     And the traffic to the service "web" stays free of failed requests for 5 more seconds
     And the traffic to the service "web" had no failed request
 
-  @disruptive @lose-node
+  @multi-node @disruptive @lose-node
   Scenario: Losing a node under load loses requests only until its replicas leave the rotation
     Given a cluster of 3 ready nodes
     And a deployment "web" of 6 probe replicas checked for readiness is running and ready
     And a service "web" in front of deployment "web" answers within 30 seconds
     And continuous traffic to the service "web" is being answered
     When the node running the most replicas of deployment "web" is lost
-    Then within 30 seconds 6 replicas of deployment "web" are running, none of them on the failed node
-    And no request to the service "web" failed more than 15 seconds after the node was lost
+    Then within the node grace period, the eviction delay and 20 more seconds, 6 replicas of deployment "web" are running, none of them on the failed node
+    And no request to the service "web" failed more than the node grace period and 10 more seconds after the node was lost

@@ -9,7 +9,18 @@
 //! | `GET /ready` | readiness: 200 once `READY_AFTER` seconds have passed, 503 before, or after `POST /fail/readiness` |
 //! | `POST /crash?code=N` | answers, then exits with code N |
 //! | `GET /fetch?target=HOST:PORT/PATH` | fetches `http://HOST:PORT/PATH` and answers with its body (pods' containers share localhost) |
+//! | `ANY /relay?target=HOST:PORT/PATH&method=M` | sends method M (default GET) with the body to `http://HOST:PORT/PATH` on a connection of its own, and answers with the answer's status and body — 502 if it got none |
 //! | `PUT /file?path=P`, `GET /file?path=P` | writes the body to file P, or reads it back (for shared volumes) |
+//!
+//! As a *relay*, a probe on a network the kit's host cannot reach (Swarm's overlay, say)
+//! carries the kit's requests to services and replicas there: the kit reaches the relay on
+//! a published port. A name in `target` is resolved anew for every request, and the first
+//! address the resolver gives is the one dialled, as any client does — which is how DNS
+//! round robin spreads the requests.
+//!
+//! `probe check PORT/PATH...` is a health check to run inside the container (an image
+//! `FROM scratch` has no shell and no curl): it asks `http://127.0.0.1:PORT/PATH` for each
+//! argument and exits 0 when every answer is 2xx, 1 otherwise.
 //!
 //! Environment: `POD_NAME` (else the hostname), `PROBE_VERSION`, `READY_AFTER`,
 //! `EXIT_AFTER` with `EXIT_CODE` (a run-to-completion pod), `PROBE_BROKEN=1` (exits 1 at
@@ -57,6 +68,10 @@ fn env_secs(name: &str) -> Option<f64> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("check") {
+        std::process::exit(check(&args[2..]));
+    }
     if std::env::var("PROBE_BROKEN").is_ok_and(|v| v == "1") {
         eprintln!("probe: this is the broken image; exiting with code 1");
         std::process::exit(1);
@@ -239,6 +254,16 @@ fn handle(
             exit_code = Some(code);
             (200, format!("{{\"exiting\":{code}}}"))
         }
+        (_, "/relay") => match param(query, "target") {
+            Some(target) => {
+                let method = param(query, "method").unwrap_or_else(|| "GET".to_owned());
+                match send(&method, &target, &body) {
+                    Ok((code, body)) => (code, body),
+                    Err(e) => (502, format!("{{\"error\":\"{}\"}}", escape(&e))),
+                }
+            }
+            None => (400, "{\"error\":\"target missing\"}".into()),
+        },
         ("GET", "/fetch") => match param(query, "target").map(|t| fetch(&t)) {
             Some(Ok(body)) => (200, body),
             Some(Err(e)) => (502, format!("{{\"error\":\"{}\"}}", escape(&e))),
@@ -259,12 +284,13 @@ fn handle(
     // While terminating, finish this request but ask the client not to send another.
     let close = close || TERMINATING.load(Ordering::SeqCst) || exit_code.is_some();
     let reason = match code {
-        200 => "OK",
+        200..=299 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
-        _ => "Service Unavailable",
+        503 => "Service Unavailable",
+        _ => "Other",
     };
     let response = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{text}",
@@ -279,30 +305,83 @@ fn handle(
     ok && !close
 }
 
-/// A query parameter's value (percent-decoding `%2F` and `%3A`, enough for paths).
+/// A query parameter's value, percent-decoding what paths and nested queries need
+/// (`/ : ? = & %`).
 fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let v = kv.strip_prefix(name)?.strip_prefix('=')?;
-        Some(v.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":"))
+        Some(
+            v.replace("%2F", "/")
+                .replace("%2f", "/")
+                .replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%3F", "?")
+                .replace("%3f", "?")
+                .replace("%3D", "=")
+                .replace("%3d", "=")
+                .replace("%26", "&")
+                .replace("%25", "%"),
+        )
     })
 }
 
-/// A one-shot HTTP/1.1 GET of `host:port/path`; the response body.
-fn fetch(target: &str) -> Result<String, String> {
+/// The health check: asks `http://127.0.0.1:PORT/PATH` for each `PORT/PATH` argument and
+/// returns the exit code, 0 when every answer is 2xx.
+fn check(targets: &[String]) -> i32 {
+    if targets.is_empty() {
+        eprintln!("probe check: name at least one PORT/PATH to ask");
+        return 2;
+    }
+    for target in targets {
+        match send("GET", &format!("127.0.0.1:{target}"), &[]) {
+            Ok((code, _)) if (200..300).contains(&code) => {}
+            Ok((code, body)) => {
+                eprintln!("probe check: {target} answered {code}: {body}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("probe check: {target}: {e}");
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+/// A one-shot HTTP/1.1 request of `host:port/path` with `body`; the answer's status and body.
+fn send(method: &str, target: &str, body: &[u8]) -> Result<(u16, String), String> {
     let (authority, path) = match target.split_once('/') {
         Some((a, p)) => (a, format!("/{p}")),
         None => (target, "/".to_owned()),
     };
     let mut stream = TcpStream::connect(authority).map_err(|e| format!("connect {authority}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .and_then(|_| stream.write_all(body))
+    .map_err(|e| format!("send to {authority}: {e}"))?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
-    response
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {authority}: {e}"))?;
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .ok_or_else(|| "malformed response".to_owned())
+        .ok_or_else(|| format!("a malformed answer from {authority}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in the answer from {authority}"))?;
+    Ok((code, body.to_owned()))
+}
+
+/// A one-shot HTTP/1.1 GET of `host:port/path`; the response body, whatever its status.
+fn fetch(target: &str) -> Result<String, String> {
+    send("GET", target, &[]).map(|(_, body)| body)
 }
 
 fn escape(s: &str) -> String {

@@ -4,11 +4,11 @@
 //! scenarios that check Kubernetes API semantics, one tag per kind of [`Fault`]
 //! (`@restart-control-plane`, `@kill-container`, `@delete-replica`, `@lose-node`,
 //! `@partition-node`, `@restart-node`) for scenarios that inject it, one per [`Capability`]
-//! (`@add-node`, `@label-node`, `@taint-node`, `@pods`, `@reach-replica`, `@drain-node`)
-//! for scenarios that use it. A scenario whose tags (its own, its rule's, its feature's)
-//! name a capability the driver lacks is *not applicable*: it is reported as skipped, with
-//! the reason as its only step, and it does not fail the run. Any other skipped step — a
-//! step nobody defined — does.
+//! (`@multi-node`, `@add-node`, `@label-node`, `@taint-node`, `@pods`, `@reach-replica`,
+//! `@drain-node`) for scenarios that use it. A scenario whose tags (its own, its rule's,
+//! its feature's) name a capability the driver lacks is *not applicable*: it is reported
+//! as skipped, with the driver's reason as its only step, and it does not fail the run.
+//! Any other skipped step — a step nobody defined — does.
 //!
 //! Cucumber has no "skip this scenario" verdict, so the reason is made visible the one way
 //! that shows in every report: [`NotApplicable`] wraps the feature parser and replaces the
@@ -25,46 +25,63 @@ use cucumber::parser;
 use futures::StreamExt as _;
 use futures::stream::LocalBoxStream;
 
-use crate::driver::{Capability, Driver, Fault};
+use crate::driver::{Capability, Driver, Fault, Support};
 
 /// Capability tag of scenarios that need a Kubernetes API client.
 pub const KUBERNETES_API: &str = "kubernetes-api";
+
+/// How the only step of a scenario that does not apply begins.
+pub const NOT_APPLICABLE_PREFIX: &str = "not applicable: ";
 
 /// What the driver under test can do, as far as capability tags are concerned.
 #[derive(Clone, Debug)]
 pub struct Capabilities {
     /// Name of the driver, for the reasons given.
     driver: String,
-    /// Each known capability tag and whether the driver has it.
-    tags: Vec<(&'static str, bool)>,
+    /// Each known capability tag, and why the driver lacks it (`None`: it has it).
+    tags: Vec<(&'static str, Option<String>)>,
 }
 
 impl Capabilities {
     /// Asks the driver about every capability tag the features may use.
     pub fn of(driver: &dyn Driver) -> Self {
-        let mut tags = vec![(KUBERNETES_API, driver.kube_client().is_some())];
+        let kubernetes_api = match driver.kube_client() {
+            Some(_) => None,
+            None => Some("the system does not speak the Kubernetes API".to_owned()),
+        };
+        let mut tags = vec![(KUBERNETES_API, kubernetes_api)];
         // A fault tag is had when every kind of fault under it is supported (partitioning
         // a node goes with healing it).
         for fault in Fault::kinds() {
-            let supported = driver.supports(&fault);
+            let lacks = match driver.supports(&fault) {
+                Support::Yes => None,
+                Support::No(reason) => Some(reason),
+            };
             match tags.iter_mut().find(|(tag, _)| *tag == fault.tag()) {
-                Some((_, has)) => *has &= supported,
-                None => tags.push((fault.tag(), supported)),
+                Some((_, missing)) => {
+                    if missing.is_none() {
+                        *missing = lacks;
+                    }
+                }
+                None => tags.push((fault.tag(), lacks)),
             }
         }
-        tags.extend(
-            Capability::ALL
-                .iter()
-                .map(|capability| (capability.tag(), driver.has(*capability))),
-        );
+        tags.extend(Capability::ALL.iter().map(|capability| {
+            let lacks = match driver.has(*capability) {
+                Support::Yes => None,
+                Support::No(reason) => Some(reason),
+            };
+            (capability.tag(), lacks)
+        }));
         Self {
             driver: driver.name().to_owned(),
             tags,
         }
     }
 
-    /// Each capability tag with whether the driver has it, for the run's banner.
-    pub fn tags(&self) -> &[(&'static str, bool)] {
+    /// Each capability tag with why the driver lacks it (`None`: it has it), for the
+    /// run's banner and report.
+    pub fn tags(&self) -> &[(&'static str, Option<String>)] {
         &self.tags
     }
 
@@ -72,16 +89,15 @@ impl Capabilities {
     pub fn not_applicable<'t>(&self, tags: impl IntoIterator<Item = &'t String>) -> Option<String> {
         let missing: Vec<String> = tags
             .into_iter()
-            .filter(|tag| self.tags.iter().any(|(known, has)| known == tag && !has))
-            .map(|tag| format!("@{tag}"))
+            .filter_map(|tag| {
+                self.tags.iter().find_map(|(known, lacks)| match lacks {
+                    Some(reason) if known == tag => Some(format!("@{tag} ({reason})")),
+                    _ => None,
+                })
+            })
             .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "driver {} lacks the capability {}",
-                self.driver,
-                missing.join(", ")
-            )
-        })
+        (!missing.is_empty())
+            .then(|| format!("driver {} lacks {}", self.driver, missing.join("; ")))
     }
 
     /// Whether a skipped step in this scenario fails the run: always, unless the scenario
@@ -171,7 +187,7 @@ fn replace_steps(scenario: &mut Scenario, reason: &str) {
     let step = Step {
         keyword: "Given ".to_owned(),
         ty: StepType::Given,
-        value: format!("not applicable: {reason}"),
+        value: format!("{NOT_APPLICABLE_PREFIX}{reason}"),
         docstring: None,
         table: None,
         span: first.span,
@@ -187,7 +203,13 @@ mod tests {
     fn capabilities(kube: bool) -> Capabilities {
         Capabilities {
             driver: "test".to_owned(),
-            tags: vec![(KUBERNETES_API, kube), ("restart-control-plane", true)],
+            tags: vec![
+                (
+                    KUBERNETES_API,
+                    (!kube).then(|| "it speaks no Kubernetes".to_owned()),
+                ),
+                ("restart-control-plane", None),
+            ],
         }
     }
 
@@ -200,7 +222,7 @@ mod tests {
         let reason = capabilities(false).not_applicable(&tags(&["disruptive", "kubernetes-api"]));
         assert_eq!(
             reason.as_deref(),
-            Some("driver test lacks the capability @kubernetes-api")
+            Some("driver test lacks @kubernetes-api (it speaks no Kubernetes)")
         );
     }
 
@@ -219,7 +241,7 @@ mod tests {
         assert_eq!(needs_api.steps.len(), 1);
         assert_eq!(
             needs_api.steps[0].value,
-            "not applicable: driver test lacks the capability @kubernetes-api"
+            "not applicable: driver test lacks @kubernetes-api (it speaks no Kubernetes)"
         );
         assert!(caps.fails_when_skipped(&feature, None, plain));
         assert!(!caps.fails_when_skipped(&feature, None, needs_api));

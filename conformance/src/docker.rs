@@ -42,6 +42,13 @@ pub struct Container {
 }
 
 impl Engine {
+    /// The engine at `host` (`unix:///path` or `tcp://host:port`).
+    pub fn at(host: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+        }
+    }
+
     /// The engine `DOCKER_HOST` names, else the local socket.
     pub fn from_env() -> Self {
         let host = std::env::var("DOCKER_HOST")
@@ -135,51 +142,6 @@ impl Engine {
                 "the Docker engine did not remove container {id}: {status} {}",
                 answer.body.trim()
             ),
-        }
-    }
-
-    /// Lists the names of the networks that carry every one of `labels`.
-    pub async fn networks(&self, labels: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
-        let path = format!("/networks?filters={}", label_filter(labels));
-        let answer = self.send("GET", &path).await?;
-        if answer.status != 200 {
-            bail!(
-                "the Docker engine refused to list networks: {} {}",
-                answer.status,
-                answer.body.trim()
-            );
-        }
-        let list: Vec<Value> = serde_json::from_str(&answer.body)
-            .with_context(|| format!("the Docker engine listed networks as {:?}", answer.body))?;
-        Ok(list
-            .iter()
-            .filter_map(|network| Some(network.get("Name")?.as_str()?.to_owned()))
-            .collect())
-    }
-
-    /// Removes a network by name, as `docker network rm` does. One that is already gone is
-    /// not an error. A network whose last containers are still being removed (it "has
-    /// active endpoints") is tried again for a few seconds before that is an error.
-    pub async fn remove_network(&self, name: &str) -> anyhow::Result<()> {
-        // The engine releases a removed container's endpoint in the background; with many
-        // containers just removed on a busy machine that has taken over 10 s.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let answer = self
-                .send("DELETE", &format!("/networks/{}", percent_encode(name)))
-                .await?;
-            match answer.status {
-                204 | 404 => return Ok(()),
-                403 if answer.body.contains("active endpoints")
-                    && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                status => bail!(
-                    "the Docker engine did not remove network {name}: {status} {}",
-                    answer.body.trim()
-                ),
-            }
         }
     }
 }

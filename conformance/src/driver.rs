@@ -37,6 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::SystemTime;
 
 use anyhow::{Context as _, anyhow, bail};
 use futures::FutureExt as _;
@@ -66,6 +67,89 @@ pub struct DeploymentSpec {
     /// A failing readiness check takes a replica out of service (out of the rotation of
     /// the services in front of it); without one, a running replica is ready.
     pub readiness: Option<HealthCheck>,
+    /// How it rolls out a new template, and how much history it keeps.
+    pub rollout: Rollout,
+}
+
+/// How a deployment replaces its replicas when its template changes, and what it keeps;
+/// `None` everywhere means the system's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// How old replicas make way for new ones.
+    pub strategy: Option<Strategy>,
+    /// How long a new replica must be ready before it counts as available.
+    pub min_ready_seconds: Option<u32>,
+    /// How long a rollout may go without progress before the system says it stalled.
+    pub progress_deadline_seconds: Option<u32>,
+    /// How many old revisions are kept to roll back to.
+    pub revision_history_limit: Option<u32>,
+}
+
+/// How old replicas make way for new ones in a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// A few at a time ("gray" update), never more than `max_surge` above the desired
+    /// count nor `max_unavailable` below it (`None`: the system's default).
+    RollingUpdate {
+        /// How many replicas may run above the desired count.
+        max_surge: Option<Amount>,
+        /// How many may be unavailable below it.
+        max_unavailable: Option<Amount>,
+    },
+    /// All old replicas are gone before any new one starts.
+    Recreate,
+}
+
+/// A number of replicas, absolute or as a share of the desired count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    /// So many replicas.
+    Count(u32),
+    /// So many percent of the desired count.
+    Percent(u32),
+}
+
+impl FromStr for Amount {
+    type Err = anyhow::Error;
+
+    /// `2` or `25%`.
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        match text.strip_suffix('%') {
+            Some(percent) => percent
+                .trim()
+                .parse()
+                .map(Amount::Percent)
+                .with_context(|| format!("{text:?} is not a percentage")),
+            None => text
+                .trim()
+                .parse()
+                .map(Amount::Count)
+                .with_context(|| format!("{text:?} is not a whole number")),
+        }
+    }
+}
+
+/// Where a deployment's rollout stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutStatus {
+    /// Every replica runs the current template and is available; no old one is left.
+    Complete,
+    /// Not yet, and why.
+    InProgress(String),
+    /// The system gave up on it (a progress deadline passed, an update paused on
+    /// failures), and says why.
+    Stalled(String),
+}
+
+/// One revision of a deployment's history: a template it had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionEntry {
+    /// Its number (1 is the first).
+    pub number: u64,
+    /// The image its template runs.
+    pub image: String,
+    /// Why it was made, if anyone said.
+    pub change_cause: Option<String>,
 }
 
 /// Which nodes a replica may be placed on.
@@ -322,6 +406,17 @@ pub struct HttpRequest {
     pub body: String,
 }
 
+impl HttpRequest {
+    /// A GET of `path`, without a body.
+    pub fn get(path: &str) -> Self {
+        Self {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            body: String::new(),
+        }
+    }
+}
+
 /// The answer to an [`HttpRequest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResponse {
@@ -331,10 +426,48 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+impl HttpResponse {
+    /// The answer, if its status is 2xx; otherwise an error quoting status and body.
+    pub fn succeeded(self) -> anyhow::Result<Self> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            bail!("answered {}: {:?}", self.status, self.body)
+        }
+    }
+}
+
+/// Whether a driver can do something and, if not, why (the report quotes the reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// It can.
+    Yes,
+    /// It cannot, for this reason (what the system lacks, or what the driver could not find).
+    No(String),
+}
+
+impl Support {
+    /// Whether it can.
+    pub fn is_yes(&self) -> bool {
+        matches!(self, Support::Yes)
+    }
+
+    /// Why not, if it cannot.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Support::Yes => None,
+            Support::No(reason) => Some(reason),
+        }
+    }
+}
+
 /// Something beyond the basics a driver may be able to do. Each has a capability tag; a
 /// scenario carrying the tag of a capability the driver lacks is *not applicable*.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Capability {
+    /// `@multi-node`: the cluster has at least three nodes that are ready and take
+    /// replicas, so replicas can be spread, moved and replaced on other machines.
+    MultiNode,
     /// `@add-node`: add a node of a given size, labels and taints, and remove it again
     /// ([`Driver::add_node`], [`Driver::remove_node`]).
     AddNode,
@@ -356,7 +489,8 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
+        Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
         Capability::TaintNode,
@@ -368,6 +502,7 @@ impl Capability {
     /// The capability tag scenarios use to say they need it.
     pub fn tag(self) -> &'static str {
         match self {
+            Capability::MultiNode => "multi-node",
             Capability::AddNode => "add-node",
             Capability::LabelNode => "label-node",
             Capability::TaintNode => "taint-node",
@@ -377,6 +512,9 @@ impl Capability {
         }
     }
 }
+
+/// How many ready nodes taking replicas [`Capability::MultiNode`] needs.
+pub const MULTI_NODE: usize = 3;
 
 /// A service: a stable endpoint that balances traffic over a deployment's ready replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -442,6 +580,13 @@ pub struct Replica {
     /// (its node has not stopped it yet). It no longer counts as one of the deployment's
     /// replicas.
     pub terminating: bool,
+    /// The image of its (first) container.
+    pub image: Option<String>,
+    /// Which template of its deployment it runs, as the system tells them apart (an
+    /// opaque name: replicas of one template share it).
+    pub template: Option<String>,
+    /// Since when it has been ready, if it is.
+    pub ready_since: Option<SystemTime>,
 }
 
 /// A fault the kit can inject. Faults are real: processes are killed, not asked to stop.
@@ -615,6 +760,31 @@ pub trait Driver: fmt::Debug + Send + Sync {
         image: &'a str,
     ) -> DriverFuture<'a, ()>;
 
+    /// Where the rollout of a deployment's current template stands.
+    fn rollout_status<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, RolloutStatus>;
+
+    /// The revisions of a deployment the system keeps, oldest first.
+    fn history<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<RevisionEntry>>;
+
+    /// Changes a deployment's template without changing its image, by setting an
+    /// environment variable of its container (as `kubectl set env` does); a change of
+    /// template starts a rollout.
+    fn set_env<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        variable: &'a str,
+        value: &'a str,
+    ) -> DriverFuture<'a, ()>;
+
     /// Rolls a deployment back to an earlier revision.
     fn roll_back<'a>(
         &'a self,
@@ -642,19 +812,39 @@ pub trait Driver: fmt::Debug + Send + Sync {
         path: &'a str,
     ) -> DriverFuture<'a, String>;
 
-    /// Whether this driver can inject the fault. Decide by the kind of fault only: the
-    /// harness also asks before a run, when targets are not known yet.
-    fn supports(&self, fault: &Fault) -> bool;
+    /// Whether this driver can inject the fault, and why not. Decide by the kind of fault
+    /// only: the harness asks before a run, when targets are not known yet.
+    fn supports(&self, fault: &Fault) -> Support;
 
     /// Injects a fault and returns once the system has been put back in a state the
     /// scenario can talk to (for a control-plane restart: serving again, reconnected).
     fn inject<'a>(&'a self, fault: &'a Fault) -> DriverFuture<'a, ()>;
 
-    /// Whether this driver has a capability (see [`Capability`]); without it, the methods
-    /// that need it fail and the scenarios that need it are not applicable.
-    fn has(&self, capability: Capability) -> bool {
-        let _ = capability;
-        false
+    /// Whether this driver has a capability (see [`Capability`]), and why not; without it,
+    /// the methods that need it fail and the scenarios that need it are not applicable.
+    /// The harness asks once, before the run.
+    fn has(&self, capability: Capability) -> Support {
+        Support::No(format!(
+            "the {} driver does not implement @{}",
+            self.name(),
+            capability.tag()
+        ))
+    }
+
+    /// The system's name and version, as it reports them (`shipshape v0.1.0`,
+    /// `Kubernetes v1.32.0`, `Docker Engine 27.0 in swarm mode`).
+    fn version(&self) -> DriverFuture<'_, String>;
+
+    /// How the kit reaches this system's services and replicas, in a sentence for the
+    /// report: the invariants on failed requests mean what the path they travel means.
+    fn reach(&self) -> String;
+
+    /// The scenarios this system is known to fail because it really behaves differently
+    /// from what the feature says, each with the explanation and where the evidence is:
+    /// `(scenario name, why)`. The report shows the explanation next to the failure; a
+    /// failure of a scenario not listed here is a fault of the system or of the kit.
+    fn differences(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
     }
 
     /// The reference of the kit's `probe` workload image of a version (`v1`, `v2`,
@@ -835,6 +1025,15 @@ mod tests {
             .to_string(),
             "lose node node-2"
         );
+    }
+
+    #[test]
+    fn amounts_parse_as_counts_or_percentages() {
+        assert_eq!("2".parse::<Amount>().ok(), Some(Amount::Count(2)));
+        assert_eq!("25%".parse::<Amount>().ok(), Some(Amount::Percent(25)));
+        assert!("a lot".parse::<Amount>().is_err());
+        assert!("-1".parse::<Amount>().is_err());
+        assert!("x%".parse::<Amount>().is_err());
     }
 
     #[test]

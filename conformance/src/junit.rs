@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail};
 
-use crate::world::{Measurement, ScenarioId};
+use crate::report::{Measurement, ScenarioId};
 
 /// The report with properties added, and the scenarios whose test case was not found.
 #[derive(Debug)]

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, anyhow, bail};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec as KubeDeploymentSpec, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy, ReplicaSet,
+    RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, Namespace,
     Node, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service,
@@ -22,9 +25,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::driver::{
-    Admission, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, NodeStatus, Phase,
-    Placement, PodSpec as KitPodSpec, Replica, Resources, RestartPolicy, Revision, ServiceSpec,
-    Taint,
+    Admission, Amount, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, NodeStatus, Phase,
+    Placement, PodSpec as KitPodSpec, Replica, Resources, RestartPolicy, Revision, RevisionEntry,
+    Rollout, RolloutStatus, ServiceSpec, Strategy, Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -54,6 +57,27 @@ const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// Pause between two attempts at an eviction refused for now.
 const EVICTION_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The system's name and version, from `/version`: `Kubernetes v1.32.0` (`gitVersion`),
+/// with the platform.
+pub async fn version(client: &kube::Client) -> anyhow::Result<String> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("failed to read the API server's /version")?;
+    Ok(format!("{} ({})", info.git_version, info.platform))
+}
+
+/// The pull policy for an image: `Never` for the kit's own images under their local names
+/// (`shipshape/…`: no registry has them, the nodes must), `IfNotPresent` for any other
+/// reference — a copy of them in a registry the cluster pulls from, say.
+pub fn pull_policy(image: &str) -> &'static str {
+    if image.starts_with("shipshape/") {
+        "Never"
+    } else {
+        "IfNotPresent"
+    }
+}
 
 /// Creates a namespace labelled with the run id.
 pub async fn create_namespace(
@@ -98,7 +122,7 @@ pub async fn delete_namespace(client: &kube::Client, name: &str) -> anyhow::Resu
 }
 
 /// Creates a Deployment whose labels also select its pods, with one container named
-/// after the deployment. Images are local to the nodes: the pull policy is `Never`.
+/// after the deployment (pulled as [`pull_policy`] says).
 pub async fn deploy(
     client: &kube::Client,
     namespace: &str,
@@ -136,7 +160,7 @@ pub fn deployment_of(spec: &DeploymentSpec) -> anyhow::Result<Deployment> {
                     containers: vec![Container {
                         name: spec.name.clone(),
                         image: Some(spec.image.clone()),
-                        image_pull_policy: Some("Never".to_owned()),
+                        image_pull_policy: Some(pull_policy(&spec.image).to_owned()),
                         resources: requirements(&spec.requests),
                         ports: spec.port.map(|port| {
                             vec![ContainerPort {
@@ -151,10 +175,82 @@ pub fn deployment_of(spec: &DeploymentSpec) -> anyhow::Result<Deployment> {
                     ..placed(&spec.placement)
                 }),
             },
+            strategy: strategy_of(spec.rollout.strategy),
+            min_ready_seconds: count_to_api(spec.rollout.min_ready_seconds, "minReadySeconds")?,
+            progress_deadline_seconds: count_to_api(
+                spec.rollout.progress_deadline_seconds,
+                "progressDeadlineSeconds",
+            )?,
+            revision_history_limit: count_to_api(
+                spec.rollout.revision_history_limit,
+                "revisionHistoryLimit",
+            )?,
             ..KubeDeploymentSpec::default()
         }),
         ..Deployment::default()
     })
+}
+
+/// A Deployment's strategy from the kit's.
+fn strategy_of(strategy: Option<Strategy>) -> Option<DeploymentStrategy> {
+    let amount = |amount: Amount| match amount {
+        Amount::Count(count) => IntOrString::Int(i32::try_from(count).unwrap_or(i32::MAX)),
+        Amount::Percent(percent) => IntOrString::String(format!("{percent}%")),
+    };
+    strategy.map(|strategy| match strategy {
+        Strategy::Recreate => DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        },
+        Strategy::RollingUpdate {
+            max_surge,
+            max_unavailable,
+        } => DeploymentStrategy {
+            type_: Some("RollingUpdate".to_owned()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: max_surge.map(amount),
+                max_unavailable: max_unavailable.map(amount),
+            }),
+        },
+    })
+}
+
+/// The kit's rollout settings from a Deployment's spec, as the system reports them.
+fn rollout_of(spec: &KubeDeploymentSpec) -> Rollout {
+    let amount = |value: &IntOrString| match value {
+        IntOrString::Int(count) => u32::try_from(*count).ok().map(Amount::Count),
+        IntOrString::String(text) => text.parse().ok(),
+    };
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .and_then(|strategy| match strategy.type_.as_deref() {
+            Some("Recreate") => Some(Strategy::Recreate),
+            Some("RollingUpdate") | None => {
+                let rolling = strategy.rolling_update.as_ref();
+                Some(Strategy::RollingUpdate {
+                    max_surge: rolling.and_then(|r| r.max_surge.as_ref()).and_then(amount),
+                    max_unavailable: rolling
+                        .and_then(|r| r.max_unavailable.as_ref())
+                        .and_then(amount),
+                })
+            }
+            Some(_) => None,
+        });
+    let count = |value: Option<i32>| value.and_then(|value| u32::try_from(value).ok());
+    Rollout {
+        strategy,
+        min_ready_seconds: count(spec.min_ready_seconds),
+        progress_deadline_seconds: count(spec.progress_deadline_seconds),
+        revision_history_limit: count(spec.revision_history_limit),
+    }
+}
+
+/// A count of the kit's as the API's `int32`.
+fn count_to_api(value: Option<u32>, field: &str) -> anyhow::Result<Option<i32>> {
+    value
+        .map(|value| i32::try_from(value).with_context(|| format!("{field} {value} is too large")))
+        .transpose()
 }
 
 /// Reads a Deployment back in the kit's terms; `None` if it does not exist.
@@ -209,6 +305,7 @@ pub async fn read_deployment(
         requests,
         port,
         readiness,
+        rollout: rollout_of(spec),
     }))
 }
 
@@ -411,6 +508,157 @@ pub async fn json_patch_deployment(
         .with_context(|| format!("failed to patch deployment {namespace}/{name}"))
 }
 
+/// The `Progressing` condition's reason once a rollout made no progress in time.
+const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+/// Where a Deployment's rollout stands, by the rule `kubectl rollout status` applies
+/// (`DeploymentStatusViewer` in kubectl's `polymorphichelpers/rollout_status.go`): first
+/// the controller must have seen the latest spec (`observedGeneration ≥ generation`); then
+/// a `Progressing` condition with reason `ProgressDeadlineExceeded` means it stalled; then
+/// every replica must be updated, no old one left, and every updated one available.
+pub async fn rollout_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<RolloutStatus> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("failed to read deployment {namespace}/{name}"))?;
+    Ok(progress(&deployment))
+}
+
+/// [`rollout_status`] of a Deployment already read; the status in a few words is appended
+/// to every answer but "complete".
+pub fn progress(deployment: &Deployment) -> RolloutStatus {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0);
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|condition| {
+            format!(
+                "{}={} ({})",
+                condition.type_,
+                condition.status,
+                condition.reason.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let in_words = format!(
+        "status: {replicas} replicas, {updated} updated, {available} available, observed generation {observed} of {generation}; {}",
+        conditions.join(", ")
+    );
+    if observed < generation {
+        return RolloutStatus::InProgress(format!(
+            "waiting for deployment spec update to be observed; {in_words}"
+        ));
+    }
+    let progressing = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Progressing");
+    if let Some(condition) = progressing
+        && condition.reason.as_deref() == Some(DEADLINE_EXCEEDED)
+    {
+        return RolloutStatus::Stalled(format!(
+            "the rollout exceeded its progress deadline: {}; {in_words}",
+            condition.message.as_deref().unwrap_or_default()
+        ));
+    }
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1);
+    if updated < desired {
+        RolloutStatus::InProgress(format!(
+            "{updated} out of {desired} new replicas have been updated; {in_words}"
+        ))
+    } else if replicas > updated {
+        RolloutStatus::InProgress(format!(
+            "{} old replicas are pending termination; {in_words}",
+            replicas - updated
+        ))
+    } else if available < updated {
+        RolloutStatus::InProgress(format!(
+            "{available} of {updated} updated replicas are available; {in_words}"
+        ))
+    } else {
+        RolloutStatus::Complete
+    }
+}
+
+/// A Deployment's history as `kubectl rollout history` lists it: the ReplicaSets it owns,
+/// by revision, with the image each runs and its change cause.
+pub async fn history(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<RevisionEntry>> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("failed to read deployment {namespace}/{name}"))?;
+    let mut history = owned_replica_sets(client, &deployment)
+        .await?
+        .iter()
+        .map(|rs| {
+            let rs_name = rs.metadata.name.as_deref().unwrap_or_default();
+            Ok(RevisionEntry {
+                number: revision_of(&rs.metadata)
+                    .ok_or_else(|| anyhow!("ReplicaSet {rs_name} has no revision"))?,
+                image: rs
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.template.as_ref())
+                    .and_then(|template| template.spec.as_ref())
+                    .and_then(|pod| pod.containers.first())
+                    .and_then(|container| container.image.clone())
+                    .unwrap_or_default(),
+                change_cause: rs
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|annotations| annotations.get("kubernetes.io/change-cause"))
+                    .cloned(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    history.sort_by_key(|entry| entry.number);
+    Ok(history)
+}
+
+/// Sets an environment variable of the Deployment's first container, replacing all of its
+/// environment (the kit's deployments have none of their own), with a JSON patch.
+pub async fn set_env(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    variable: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!([{
+        "op": "add",
+        "path": "/spec/template/spec/containers/0/env",
+        "value": [{ "name": variable, "value": value }],
+    }]);
+    json_patch_deployment(client, namespace, name, &patch)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to set {variable}={value} in the template of deployment {namespace}/{name}"
+            )
+        })?;
+    Ok(())
+}
+
 /// A pod template without the `pod-template-hash` label: a ReplicaSet's template as the
 /// Deployment's would be, to compare them as kubectl does (`equalIgnoreHash`).
 fn without_hash(mut template: PodTemplateSpec) -> PodTemplateSpec {
@@ -431,31 +679,42 @@ pub async fn expose(
     namespace: &str,
     service: &ServiceSpec,
 ) -> anyhow::Result<()> {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get(&service.deployment)
+    let selector = deployment_selector(client, namespace, &service.deployment).await?;
+    expose_selector(client, namespace, service, &selector).await
+}
+
+/// The labels a Deployment selects its pods by (its `matchLabels`).
+async fn deployment_selector(
+    client: &kube::Client,
+    namespace: &str,
+    deployment: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(deployment)
         .await
         .with_context(|| {
-            format!(
-                "failed to read deployment {namespace}/{} to expose it",
-                service.deployment
-            )
-        })?;
-    let selector = deployment
+            format!("failed to read deployment {namespace}/{deployment} to expose it")
+        })?
         .spec
         .and_then(|spec| spec.selector.match_labels)
-        .ok_or_else(|| {
-            anyhow!(
-                "deployment {namespace}/{} has no label selector",
-                service.deployment
-            )
-        })?;
+        .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} has no label selector"))
+}
+
+/// Creates a NodePort Service named and ported as `service` says, selecting the pods that
+/// carry `selector`.
+pub async fn expose_selector(
+    client: &kube::Client,
+    namespace: &str,
+    service: &ServiceSpec,
+    selector: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let object = Service {
         metadata: ObjectMeta {
             name: Some(service.name.clone()),
             ..ObjectMeta::default()
         },
         spec: Some(KubeServiceSpec {
-            selector: Some(selector),
+            selector: Some(selector.clone()),
             ports: Some(vec![ServicePort {
                 port: i32::from(service.port),
                 target_port: Some(IntOrString::Int(i32::from(service.target_port))),
@@ -472,6 +731,23 @@ pub async fn expose(
         .await
         .with_context(|| format!("failed to create service {namespace}/{}", service.name))?;
     Ok(())
+}
+
+/// The (first) port of a service.
+pub async fn service_port(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<u16> {
+    Api::<Service>::namespaced(client.clone(), namespace)
+        .get(service)
+        .await
+        .with_context(|| format!("failed to read service {namespace}/{service}"))?
+        .spec
+        .and_then(|spec| spec.ports)
+        .and_then(|ports| ports.first().map(|port| port.port))
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no port"))
 }
 
 /// The node port the system gave a service's (first) port.
@@ -543,9 +819,16 @@ fn replica_of(namespace: &str, pod: &Pod) -> anyhow::Result<Replica> {
     let conditions = status
         .and_then(|status| status.conditions.as_deref())
         .unwrap_or_default();
-    let ready = conditions
+    let ready_condition = conditions
         .iter()
-        .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+        .find(|condition| condition.type_ == "Ready" && condition.status == "True");
+    let ready = ready_condition.is_some();
+    let ready_since = ready_condition
+        .and_then(|condition| condition.last_transition_time.as_ref())
+        .and_then(|time| {
+            let millis = u64::try_from(time.0.as_millisecond()).ok()?;
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+        });
     let containers = status
         .and_then(|status| status.container_statuses.as_deref())
         .unwrap_or_default();
@@ -603,6 +886,18 @@ fn replica_of(namespace: &str, pod: &Pod) -> anyhow::Result<Replica> {
         reason,
         message,
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        image: pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.containers.first())
+            .and_then(|container| container.image.clone()),
+        template: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(HASH_LABEL))
+            .cloned(),
+        ready_since: ready.then_some(ready_since).flatten(),
     })
 }
 
@@ -643,8 +938,7 @@ pub async fn run_pod(
     }
 }
 
-/// The Pod for the kit's description. Images are local to the nodes: the pull policy is
-/// `Never`.
+/// The Pod for the kit's description (images pulled as [`pull_policy`] says).
 fn pod_of(spec: &KitPodSpec) -> Pod {
     let mount = spec.shared_volume.as_ref().map(|path| {
         vec![VolumeMount {
@@ -694,7 +988,7 @@ fn container_of(spec: &ContainerSpec) -> Container {
     Container {
         name: spec.name.clone(),
         image: Some(spec.image.clone()),
-        image_pull_policy: Some("Never".to_owned()),
+        image_pull_policy: Some(pull_policy(&spec.image).to_owned()),
         command: non_empty(&spec.command),
         args: non_empty(&spec.args),
         env: (!spec.env.is_empty()).then(|| {
@@ -1214,6 +1508,85 @@ fn replicas_to_api(replicas: u32, name: &str) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollout_is_complete_by_kubectls_rule() {
+        let deployment = |status: serde_json::Value| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "web", "generation": 2 },
+                "spec": {
+                    "replicas": 3,
+                    "selector": { "matchLabels": { "app": "web" } },
+                    "template": {},
+                },
+                "status": status,
+            }))
+            .expect("deployment")
+        };
+        let in_progress =
+            |status| matches!(progress(&deployment(status)), RolloutStatus::InProgress(_));
+        // Not yet observed: whatever the counts say.
+        assert!(in_progress(serde_json::json!({
+            "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
+        })));
+        // An old replica is still there.
+        assert!(in_progress(serde_json::json!({
+            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3
+        })));
+        // Updated but not all available.
+        assert!(in_progress(serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2
+        })));
+        assert_eq!(
+            progress(&deployment(serde_json::json!({
+                "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
+            }))),
+            RolloutStatus::Complete
+        );
+        let stalled = progress(&deployment(serde_json::json!({
+            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3,
+            "conditions": [{
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"web-x\" has timed out progressing."
+            }]
+        })));
+        assert!(matches!(stalled, RolloutStatus::Stalled(_)), "{stalled:?}");
+    }
+
+    #[test]
+    fn rollout_settings_go_to_the_api_and_come_back() {
+        let spec = DeploymentSpec {
+            name: "web".to_owned(),
+            image: "shipshape/probe:v1".to_owned(),
+            replicas: 3,
+            rollout: Rollout {
+                strategy: Some(Strategy::RollingUpdate {
+                    max_surge: Some(Amount::Percent(25)),
+                    max_unavailable: Some(Amount::Count(0)),
+                }),
+                min_ready_seconds: Some(2),
+                progress_deadline_seconds: Some(10),
+                revision_history_limit: Some(2),
+            },
+            ..DeploymentSpec::default()
+        };
+        let deployment = deployment_of(&spec).expect("deployment");
+        let api = deployment.spec.as_ref().expect("spec");
+        assert_eq!(api.progress_deadline_seconds, Some(10));
+        assert_eq!(rollout_of(api), spec.rollout);
+        let recreate = Rollout {
+            strategy: Some(Strategy::Recreate),
+            ..Rollout::default()
+        };
+        let api = deployment_of(&DeploymentSpec {
+            rollout: recreate.clone(),
+            ..spec
+        })
+        .expect("deployment")
+        .spec
+        .expect("spec");
+        assert_eq!(rollout_of(&api), recreate);
+    }
 
     #[test]
     fn quantities_parse() {

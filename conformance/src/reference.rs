@@ -1,12 +1,15 @@
 //! The `reference` driver: certifies shipshape's own reference orchestrator.
 //!
 //! For each run it starts one fresh cluster on the local Docker engine, as real child
-//! processes on a data directory of its own: the control plane (`shipshape up --nodes 0`)
-//! and three node agents (`shipshape node`, named `node-1`, `node-2`, `node-3`), each its
-//! own process, as each would be its own machine. It then talks to the cluster only
-//! through the Kubernetes API, as it would to any cluster. Every scenario of the run shares
-//! that cluster; each has its own namespace. Nothing of the orchestrator is linked in
-//! besides its command line (`shipshape::cli::run`), which runs in the children.
+//! processes on a data directory of its own: the control plane (`shipshape up --nodes 0`),
+//! three node agents (`shipshape node`, named `node-1`, `node-2`, `node-3`), each its own
+//! process as each would be its own machine, and the service proxy. Then it certifies that
+//! cluster exactly as it would any other: the driver is the [`kubernetes`](crate::kubernetes)
+//! driver, talking to it only through the Kubernetes API, and this module is its
+//! [`Machines`] — the processes, which the faults that go past the API kill, stop and
+//! start. Every scenario of the run shares that cluster; each has its own namespace.
+//! Nothing of the orchestrator is linked in besides its command line
+//! (`shipshape::cli::run`), which runs in the children.
 //!
 //! # How children are started
 //!
@@ -23,7 +26,7 @@
 //!   `kubeconfig: PATH`); the driver reads those lines, builds a client from the
 //!   kubeconfig and polls `/readyz`. A restart listens on the port the first start got, so
 //!   the node agents find it again.
-//! - A node, of the cluster's three or added by a scenario ([`Driver::add_node`]):
+//! - A node, of the cluster's three or added by a scenario ([`Machines::add_node`]):
 //!   `shipshape node --server URL --token T --ca-file DIR/ca.crt --cluster ID --name NAME
 //!   --data-dir DIR/nodes/NAME`, with the size, labels and taints asked for; the driver
 //!   waits until the Node is Ready with a heartbeat from this very agent. The first node
@@ -31,8 +34,8 @@
 //!   one after the other.
 //! - The service proxy, once the nodes are ready: `shipshape proxy --server URL --token T
 //!   --ca-file DIR/ca.crt`, its own process as kube-proxy is; it listens on the node port
-//!   of every NodePort service on the host's loopback address, which is where
-//!   [`Driver::reach_service`] sends its requests (`up --nodes 0` runs no proxy).
+//!   of every NodePort service on the host's loopback address, which is where the driver
+//!   sends its requests to services (`up --nodes 0` runs no proxy).
 //!
 //! Everything a child writes (stdout and stderr) is appended to a log file in the report
 //! directory (`reference-cluster.log`, `reference-node-NAME.log`), whose tail goes into
@@ -40,12 +43,11 @@
 //!
 //! # Faults
 //!
-//! Every [`Fault`] is supported, and each is real:
+//! Every [`Fault`] is supported, and each is real. The driver itself kills a replica's
+//! container (found on the engine by the labels every Kubernetes runtime on Docker puts on
+//! it, which the reference's agents put on theirs too) and deletes a replica through the
+//! API; the machines do the rest:
 //!
-//! - *kill a container*: the replica's app containers (found on the Docker engine by the
-//!   labels `shipshape.cluster` and `shipshape.pod`, sandbox excepted) get SIGKILL, as
-//!   `docker kill` sends;
-//! - *delete a replica*: a plain delete through the API;
 //! - *lose a node*: its agent gets SIGKILL, then every container labelled with its node
 //!   name is force-removed — the machine is gone, with all it ran;
 //! - *partition a node*: its agent gets SIGSTOP; its containers keep running, but it
@@ -60,11 +62,10 @@
 //! # Lifetime
 //!
 //! Children are stopped with SIGTERM, on which a node agent removes its containers: an
-//! added node when its scenario ends ([`Driver::remove_node`], then its Node object is
-//! deleted), everything at the end of the run ([`Driver::shut_down`]: agents first — a
+//! added node when its scenario ends ([`Machines::remove_node`], then its Node object is
+//! deleted), everything at the end of the run ([`Machines::shut_down`]: agents first — a
 //! partitioned one gets SIGCONT before — then the control plane; then the driver checks
-//! that no container of the cluster is left, and removes the cluster's pod network, which
-//! the agents share and none removes). Should the harness itself be killed, each child
+//! that no container of the cluster is left). Should the harness itself be killed, each child
 //! notices that its stdin (a pipe the driver holds open) reached end-of-file and sends
 //! itself SIGTERM, so no cluster outlives its run and no container is left behind — except
 //! for an agent partitioned at that moment, which stays stopped until someone sends it
@@ -77,7 +78,6 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -87,11 +87,11 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::docker::Engine;
-use crate::driver::{
-    Admission, Capability, DeploymentSpec, Driver, DriverFuture, Fault, HttpRequest, HttpResponse,
-    NodeSpec, NodeStatus, PodSpec, Replica, Revision, ServiceSpec, Taint,
+use crate::driver::{DriverFuture, Fault, NodeSpec, Support};
+use crate::kubeapi;
+use crate::kubernetes::{
+    ClientCell, KubernetesDriver, KubernetesOptions, Machines, ServicePathKind,
 };
-use crate::{kubeapi, plain_http};
 
 /// Environment variable that turns the test binary into a `shipshape` child process.
 pub const CHILD_ENV: &str = "SHIPSHAPE_CONFORMANCE_REFERENCE_CHILD";
@@ -215,12 +215,14 @@ async fn stop_child(child: &mut Child, what: &str) -> anyhow::Result<ExitStatus>
     }
 }
 
-/// The reference orchestrator, run as child processes for the length of a test run.
-pub struct ReferenceDriver {
+/// The reference orchestrator, run as child processes for the length of a test run: the
+/// machines behind the [`KubernetesDriver`] that certifies it.
+pub struct ReferenceCluster {
     /// The running control plane; locked for the whole of a restart.
     cluster: tokio::sync::Mutex<Cluster>,
-    /// Client for the current control plane, replaced after every restart.
-    client: RwLock<kube::Client>,
+    /// Client for the current control plane, replaced after every restart (shared with the
+    /// driver).
+    client: ClientCell,
     /// The node agents, the cluster's own and those added by scenarios, by node name.
     nodes: tokio::sync::Mutex<BTreeMap<String, NodeAgent>>,
     /// The API server's URL, the same across restarts.
@@ -283,7 +285,29 @@ struct Cluster {
     generation: u32,
 }
 
-impl ReferenceDriver {
+/// Starts a fresh reference cluster and the driver that certifies it: the Kubernetes driver,
+/// with the cluster's processes as its machines. Node ports answer on 127.0.0.1, where the
+/// cluster's service proxy listens (the nodes report it as their InternalIP too).
+pub async fn start(log_path: PathBuf, run_id: &str) -> anyhow::Result<KubernetesDriver> {
+    let cluster = ReferenceCluster::start(log_path).await?;
+    let client = cluster.client.clone();
+    let server = format!(
+        "{} (kubeconfig {})",
+        cluster.apiserver,
+        cluster.data_dir.path().join("kubeconfig").display()
+    );
+    let options = KubernetesOptions {
+        node_address: Some("127.0.0.1".to_owned()),
+        service_path: Some(ServicePathKind::NodePort),
+        ..KubernetesOptions::default()
+    };
+    let cluster = Box::new(cluster);
+    // On failure the cluster is dropped, which stops its children (they remove their
+    // containers on SIGTERM).
+    KubernetesDriver::connect("reference", client, server, options, cluster, run_id).await
+}
+
+impl ReferenceCluster {
     /// Starts a fresh reference cluster (control plane and [`NODES`] node agents) on a new
     /// temporary data directory, waits until it is ready, and appends its output to
     /// `log_path`. Fails, saying so, when no Docker engine is reachable.
@@ -293,10 +317,8 @@ impl ReferenceDriver {
             "the reference runs every pod as a Docker container, so it cannot be certified \
              without a Docker engine: start dockerd, or point DOCKER_HOST at a running engine",
         )?;
-        let data_dir = tempfile::Builder::new()
-            .prefix("shipshape-conformance-")
-            .tempdir()
-            .context("failed to create a data directory for the reference cluster")?;
+        reap_dead_clusters(&docker).await;
+        let data_dir = owned_data_dir(DATA_DIR_PREFIX)?;
         // A new run starts a new log, and leaves no node logs of an earlier run about.
         File::create(&log_path)
             .with_context(|| format!("failed to create the cluster log {}", log_path.display()))?;
@@ -309,7 +331,7 @@ impl ReferenceDriver {
                 }
             }
         }
-        let mut cluster = Cluster::start(data_dir.path(), &log_path, 1, "127.0.0.1:0").await?;
+        let mut cluster = Cluster::start(data_dir.path(), &log_path, 1, "127.0.0.1:0", 0).await?;
         let dir = data_dir.path();
         let read = |file: &str| {
             std::fs::read_to_string(dir.join(file))
@@ -326,7 +348,7 @@ impl ReferenceDriver {
             }
         };
         let driver = Self {
-            client: RwLock::new(cluster.client.clone()),
+            client: ClientCell::new(cluster.client.clone()),
             apiserver: cluster.apiserver.clone(),
             cluster: tokio::sync::Mutex::new(cluster),
             nodes: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -365,10 +387,7 @@ impl ReferenceDriver {
 
     /// The client for the control plane currently running.
     fn client(&self) -> kube::Client {
-        self.client
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.client.get()
     }
 
     /// The log of a node agent.
@@ -418,8 +437,8 @@ impl ReferenceDriver {
                 .ok_or_else(|| anyhow!("the API server URL {} is not https://", self.apiserver))?;
             let generation = cluster.generation + 1;
             let restarted =
-                Cluster::start(self.data_dir.path(), &self.log_path, generation, listen).await?;
-            *self.client.write().unwrap_or_else(PoisonError::into_inner) = restarted.client.clone();
+                Cluster::start(self.data_dir.path(), &self.log_path, generation, listen, 0).await?;
+            self.client.set(restarted.client.clone());
             *cluster = restarted;
         }
         let live: Vec<String> = self
@@ -491,6 +510,7 @@ impl ReferenceDriver {
         let log_path = self.node_log(&spec.name);
         let started_at = now_seconds();
         let (mut child, _log, log_start) = spawn(&args, &log_path, false)?;
+        note_child(dir, &child);
         let client = self.client();
         let ready = wait_until(timeout, &mut child, || {
             heard_from_since(&client, &spec.name, started_at)
@@ -555,35 +575,6 @@ impl ReferenceDriver {
                 "node agent {name} ended with {status} when stopped; see {}",
                 self.node_log(name).display()
             );
-        }
-        Ok(())
-    }
-
-    /// Kills the app containers of one replica, the way `docker kill` does.
-    async fn kill_container(&self, namespace: &str, replica: &str) -> anyhow::Result<()> {
-        let pod = format!("{namespace}/{replica}");
-        let containers = self
-            .docker
-            .containers(&[(LABEL_CLUSTER, &self.cluster_id), (LABEL_POD, &pod)])
-            .await?;
-        let running: Vec<_> = containers
-            .iter()
-            .filter(|container| {
-                container.running
-                    && container.labels.get(LABEL_CONTAINER).map(String::as_str) != Some(SANDBOX)
-            })
-            .collect();
-        if running.is_empty() {
-            bail!(
-                "replica {pod} has no running container to kill ({} containers of it found)",
-                containers.len()
-            );
-        }
-        for container in running {
-            self.docker
-                .kill(&container.id)
-                .await
-                .with_context(|| format!("failed to kill a container of replica {pod}"))?;
         }
         Ok(())
     }
@@ -692,8 +683,6 @@ impl ReferenceDriver {
         self.start_node(&spec, added, NODES_READY_TIMEOUT).await
     }
 
-    /// Stops every node agent, then the control plane, cleanly; then checks that no
-    /// container of the cluster is left, and removes the cluster's network.
     /// Starts the service proxy as a child of its own, logging next to the cluster.
     async fn start_proxy(&self) -> anyhow::Result<()> {
         let args: Vec<OsString> = vec![
@@ -707,10 +696,13 @@ impl ReferenceDriver {
         ];
         let log_path = self.log_path.with_file_name("reference-proxy.log");
         let (child, _log, _start) = spawn(&args, &log_path, false)?;
+        note_child(self.data_dir.path(), &child);
         *self.proxy.lock().await = Some(child);
         Ok(())
     }
 
+    /// Stops the proxy, every node agent, then the control plane, cleanly; then checks
+    /// that no container of the cluster is left.
     async fn stop_all(&self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         if let Some(mut proxy) = self.proxy.lock().await.take() {
@@ -752,27 +744,14 @@ impl ReferenceDriver {
         Ok(())
     }
 
-    /// Removes what the stopped cluster left on the Docker engine: its network (which the
-    /// agents share and none removes), and any container — which is an error, as the
-    /// agents should have removed theirs.
+    /// Removes what the stopped cluster left on the Docker engine — which is an error, as
+    /// the agents should have removed their containers. (The pod network is shared by
+    /// every cluster on the engine and stays.)
     async fn reap(&self) -> anyhow::Result<()> {
         let cluster = [(LABEL_CLUSTER, self.cluster_id.as_str())];
         let left = self.docker.containers(&cluster).await?;
         for container in &left {
             self.docker.remove(&container.id).await?;
-        }
-        for network in self.docker.networks(&cluster).await? {
-            match self.docker.remove_network(&network).await {
-                Ok(()) => {}
-                // With every container gone, an endpoint the engine still counts is its
-                // own stale record (a known Docker fault), not something the cluster left.
-                Err(error) if left.is_empty() => {
-                    eprintln!(
-                        "conformance: warning: {error:#}; no container of the cluster is left"
-                    );
-                }
-                Err(error) => return Err(error),
-            }
         }
         if !left.is_empty() {
             let names: Vec<String> = left
@@ -831,7 +810,7 @@ where
     }
 }
 
-impl Drop for ReferenceDriver {
+impl Drop for ReferenceCluster {
     fn drop(&mut self) {
         // Normally `shut_down` has stopped everything. If not (the run failed half way),
         // ask every child to stop cleanly: they remove their containers on SIGTERM. A
@@ -854,9 +833,9 @@ impl Drop for ReferenceDriver {
     }
 }
 
-impl std::fmt::Debug for ReferenceDriver {
+impl std::fmt::Debug for ReferenceCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReferenceDriver")
+        f.debug_struct("ReferenceCluster")
             .field("apiserver", &self.apiserver)
             .field("data_dir", &self.data_dir.path())
             .field("log_path", &self.log_path)
@@ -959,17 +938,19 @@ impl Cluster {
         log_path: &Path,
         generation: u32,
         listen: &str,
+        nodes: u32,
     ) -> anyhow::Result<Self> {
         let args: Vec<OsString> = vec![
             "up".into(),
             "--nodes".into(),
-            "0".into(),
+            nodes.to_string().into(),
             "--data-dir".into(),
             data_dir.as_os_str().to_owned(),
             "--listen".into(),
             listen.into(),
         ];
         let (mut child, mut log, log_start) = spawn(&args, log_path, true)?;
+        note_child(data_dir, &child);
         let stdout = child
             .stdout
             .take()
@@ -1043,6 +1024,176 @@ impl Cluster {
     }
 }
 
+/// `shipshape up` as a user runs it — the control plane, three node agents and the service
+/// proxy in one process, on a data directory of its own — started on its own for the
+/// `kubernetes` driver to certify through nothing but its kubeconfig, as any cluster.
+pub struct StandaloneUp {
+    /// The running `up`.
+    cluster: Cluster,
+    /// Its data directory, removed on drop.
+    data_dir: tempfile::TempDir,
+}
+
+impl StandaloneUp {
+    /// Starts `shipshape up` (its output appended to `log_path`) and waits until its API
+    /// server is ready.
+    pub async fn start(log_path: &Path) -> anyhow::Result<Self> {
+        let docker = Engine::from_env();
+        docker.ping(DOCKER_TIMEOUT).await.context(
+            "shipshape up runs every pod as a Docker container: start dockerd, or point \
+             DOCKER_HOST at a running engine",
+        )?;
+        reap_dead_clusters(&docker).await;
+        let data_dir = owned_data_dir(DATA_DIR_PREFIX)?;
+        File::create(log_path)
+            .with_context(|| format!("failed to create the log {}", log_path.display()))?;
+        let cluster = Cluster::start(
+            data_dir.path(),
+            log_path,
+            1,
+            "127.0.0.1:0",
+            u32::try_from(NODES).unwrap_or(3),
+        )
+        .await?;
+        Ok(Self { cluster, data_dir })
+    }
+
+    /// The kubeconfig it wrote.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.cluster.kubeconfig
+    }
+
+    /// Where its data is.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Stops it as Ctrl-C does (it removes every container it made), and checks it ended
+    /// well.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let status = stop_child(&mut self.cluster.child, "shipshape up").await?;
+        if !status.success() {
+            bail!("shipshape up ended with {status} when stopped");
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StandaloneUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneUp")
+            .field("apiserver", &self.cluster.apiserver)
+            .field("data_dir", &self.data_dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StandaloneUp {
+    fn drop(&mut self) {
+        // Normally stopped already; if not (a failed run), ask it to stop cleanly.
+        if let Ok(None) = self.cluster.child.try_wait()
+            && let Some(pid) = self.cluster.child.id()
+        {
+            let _ = signal(pid, "TERM");
+        }
+    }
+}
+
+/// How the data directories of the clusters the kit starts are named, in the system's
+/// temporary directory.
+const DATA_DIR_PREFIX: &str = "shipshape-conformance-";
+
+/// The file in a data directory naming the process (the harness) that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// The file in a data directory listing the children started on it, a process id a line.
+const CHILDREN_FILE: &str = "children.pids";
+
+/// A fresh temporary data directory, owned by this process (its pid in [`OWNER_FILE`]),
+/// removed on drop.
+fn owned_data_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("failed to create a data directory for the cluster")?;
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+        .context("failed to write the data directory's owner")?;
+    Ok(dir)
+}
+
+/// Notes a child started on a data directory, for [`reap_dead_clusters`].
+fn note_child(data_dir: &Path, child: &Child) {
+    if let Some(pid) = child.id() {
+        let noted = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join(CHILDREN_FILE))
+            .and_then(|mut file| writeln!(file, "{pid}"));
+        if let Err(error) = noted {
+            tracing::warn!(%error, "failed to note a child process");
+        }
+    }
+}
+
+/// Clears what runs that were killed left: for every cluster data directory whose owner
+/// is gone, kills its children that still run — a child stops by itself when its owner
+/// dies, except one frozen (a partitioned node agent) — removes the containers of its
+/// cluster, and removes the directory. Best effort: what cannot be cleared is logged.
+async fn reap_dead_clusters(docker: &Engine) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let ours = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(DATA_DIR_PREFIX);
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok();
+        let Some(owner) = owner.filter(|_| ours).map(|owner| owner.trim().to_owned()) else {
+            continue;
+        };
+        let alive = owner.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if alive {
+            continue;
+        }
+        let children = std::fs::read_to_string(dir.join(CHILDREN_FILE)).unwrap_or_default();
+        for pid in children
+            .lines()
+            .filter_map(|line| line.trim().parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // Still ours (not a reused process id): argv[0] of every child is `shipshape`.
+            if cmdline.starts_with(b"shipshape\0") {
+                let _ = signal(pid, "CONT");
+                let _ = signal(pid, "KILL");
+            }
+        }
+        if let Ok(cluster) = std::fs::read_to_string(dir.join("cluster-id")) {
+            let cluster = cluster.trim();
+            match docker.containers(&[(LABEL_CLUSTER, cluster)]).await {
+                Ok(containers) => {
+                    for container in containers {
+                        if let Err(error) = docker.remove(&container.id).await {
+                            tracing::warn!(%error, cluster, "failed to remove a leftover container");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, cluster, "failed to list leftover containers"),
+            }
+        }
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "failed to remove a dead run's data");
+        }
+        println!(
+            "conformance: cleared what a killed run (process {owner}) left in {}",
+            dir.display()
+        );
+    }
+}
+
 /// Reads stdout until the `kubeconfig:` line (copying every line to the log), and returns
 /// the announced API server URL and kubeconfig path; `None` if stdout closes first.
 async fn read_announcement(
@@ -1098,21 +1249,17 @@ fn log_tail(log_path: &Path, start: u64) -> String {
     format!("{tail}\n(full log: {})", log_path.display())
 }
 
-impl Driver for ReferenceDriver {
-    fn name(&self) -> &str {
-        "reference"
-    }
-
+impl Machines for ReferenceCluster {
     fn describe(&self) -> String {
         let kubeconfig = match self.cluster.try_lock() {
             Ok(cluster) => format!("kubeconfig {}", cluster.kubeconfig.display()),
             Err(_) => "restarting".to_owned(),
         };
         format!(
-            "shipshape reference cluster on the Docker engine at {}: the control plane \
-             (`shipshape up --nodes 0`) at {}, {kubeconfig}, and {NODES} node agents \
-             (`shipshape node`, node-1 to node-{NODES}), each a child process; data in {}, \
-             logs in {}",
+            "a shipshape reference cluster the kit started on the Docker engine at {}: the \
+             control plane (`shipshape up --nodes 0`) at {}, {kubeconfig}, and {NODES} node \
+             agents (`shipshape node`, node-1 to node-{NODES}), each a child process; data in \
+             {}, logs in {}",
             self.docker.host(),
             self.apiserver,
             self.data_dir.path().display(),
@@ -1120,107 +1267,7 @@ impl Driver for ReferenceDriver {
         )
     }
 
-    fn create_namespace<'a>(&'a self, namespace: &'a str, run_id: &'a str) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::create_namespace(&client, namespace, run_id).await }.boxed()
-    }
-
-    fn delete_namespace<'a>(&'a self, namespace: &'a str) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::delete_namespace(&client, namespace).await }.boxed()
-    }
-
-    fn deploy<'a>(&'a self, namespace: &'a str, spec: &'a DeploymentSpec) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::deploy(&client, namespace, spec).await }.boxed()
-    }
-
-    fn read_deployment<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> DriverFuture<'a, Option<DeploymentSpec>> {
-        let client = self.client();
-        async move { kubeapi::read_deployment(&client, namespace, name).await }.boxed()
-    }
-
-    fn scale<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-        replicas: u32,
-    ) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::scale(&client, namespace, name, replicas).await }.boxed()
-    }
-
-    fn update_image<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-        image: &'a str,
-    ) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::update_image(&client, namespace, name, image).await }.boxed()
-    }
-
-    fn roll_back<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-        to: Revision,
-    ) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::roll_back(&client, namespace, name, to).await }.boxed()
-    }
-
-    fn expose<'a>(&'a self, namespace: &'a str, service: &'a ServiceSpec) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::expose(&client, namespace, service).await }.boxed()
-    }
-
-    fn list_replicas<'a>(
-        &'a self,
-        namespace: &'a str,
-        deployment: &'a str,
-    ) -> DriverFuture<'a, Vec<Replica>> {
-        let client = self.client();
-        async move { kubeapi::list_replicas(&client, namespace, deployment).await }.boxed()
-    }
-
-    /// Services are of type NodePort ([`kubeapi::expose`]); the service proxy of the
-    /// cluster listens on the node port on the host's loopback address. Each request goes
-    /// on a connection of its own, so requests are spread over the replicas.
-    fn reach_service<'a>(
-        &'a self,
-        namespace: &'a str,
-        service: &'a str,
-        path: &'a str,
-    ) -> DriverFuture<'a, String> {
-        let client = self.client();
-        async move {
-            let port = kubeapi::node_port(&client, namespace, service).await?;
-            let get = HttpRequest {
-                method: "GET".to_owned(),
-                path: path.to_owned(),
-                body: String::new(),
-            };
-            let answer = plain_http::send(&format!("127.0.0.1:{port}"), &get)
-                .await
-                .with_context(|| format!("failed to reach service {namespace}/{service}"))?;
-            if !(200..300).contains(&answer.status) {
-                bail!(
-                    "service {namespace}/{service} answered GET {path} with {}: {:?}",
-                    answer.status,
-                    answer.body
-                );
-            }
-            Ok(answer.body)
-        }
-        .boxed()
-    }
-
-    fn supports(&self, fault: &Fault) -> bool {
+    fn supports(&self, fault: &Fault) -> Support {
         match fault {
             Fault::RestartControlPlane
             | Fault::KillContainer { .. }
@@ -1228,7 +1275,7 @@ impl Driver for ReferenceDriver {
             | Fault::LoseNode { .. }
             | Fault::PartitionNode { .. }
             | Fault::Heal
-            | Fault::RestartNode { .. } => true,
+            | Fault::RestartNode { .. } => Support::Yes,
         }
     }
 
@@ -1236,36 +1283,20 @@ impl Driver for ReferenceDriver {
         async move {
             match fault {
                 Fault::RestartControlPlane => self.restart_control_plane().await,
-                Fault::KillContainer { namespace, replica } => {
-                    self.kill_container(namespace, replica).await
-                }
-                Fault::DeleteReplica { namespace, replica } => {
-                    kubeapi::delete_replica(&self.client(), namespace, replica).await
-                }
                 Fault::LoseNode { node } => self.lose_node(node).await,
                 Fault::PartitionNode { node } => self.partition_node(node).await,
                 Fault::Heal => self.heal().await,
                 Fault::RestartNode { node } => self.restart_node(node).await,
+                Fault::KillContainer { .. } | Fault::DeleteReplica { .. } => {
+                    bail!("{fault} is the driver's to inject, not the machines'")
+                }
             }
-            .with_context(|| format!("the reference driver failed to {fault}"))
         }
         .boxed()
     }
 
-    fn has(&self, capability: Capability) -> bool {
-        match capability {
-            Capability::AddNode
-            | Capability::LabelNode
-            | Capability::TaintNode
-            | Capability::Pods
-            | Capability::ReachReplica
-            | Capability::DrainNode => true,
-        }
-    }
-
-    fn list_nodes(&self) -> DriverFuture<'_, Vec<NodeStatus>> {
-        let client = self.client();
-        async move { kubeapi::list_nodes(&client).await }.boxed()
+    fn can_add_nodes(&self) -> Support {
+        Support::Yes
     }
 
     fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()> {
@@ -1276,77 +1307,8 @@ impl Driver for ReferenceDriver {
         self.remove_added_node(name).boxed()
     }
 
-    fn label_node<'a>(
-        &'a self,
-        node: &'a str,
-        key: &'a str,
-        value: Option<&'a str>,
-    ) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::label_node(&client, node, key, value).await }.boxed()
-    }
-
-    fn taint_node<'a>(
-        &'a self,
-        node: &'a str,
-        taint: &'a Taint,
-        present: bool,
-    ) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::taint_node(&client, node, taint, present).await }.boxed()
-    }
-
-    fn run_pod<'a>(&'a self, namespace: &'a str, pod: &'a PodSpec) -> DriverFuture<'a, Admission> {
-        let client = self.client();
-        async move { kubeapi::run_pod(&client, namespace, pod).await }.boxed()
-    }
-
-    fn read_replica<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> DriverFuture<'a, Option<Replica>> {
-        let client = self.client();
-        async move { kubeapi::read_replica(&client, namespace, name).await }.boxed()
-    }
-
-    /// The pod's IP is on the cluster's Docker bridge network, which the host reaches.
-    fn request_replica<'a>(
-        &'a self,
-        namespace: &'a str,
-        replica: &'a str,
-        port: u16,
-        request: &'a HttpRequest,
-    ) -> DriverFuture<'a, HttpResponse> {
-        let client = self.client();
-        async move {
-            let pod = kubeapi::read_replica(&client, namespace, replica)
-                .await?
-                .ok_or_else(|| anyhow!("replica {namespace}/{replica} does not exist"))?;
-            let ip = pod
-                .ip
-                .ok_or_else(|| anyhow!("replica {namespace}/{replica} has no IP address yet"))?;
-            plain_http::send(&format!("{ip}:{port}"), request).await
-        }
-        .boxed()
-    }
-
-    fn cordon_node<'a>(&'a self, node: &'a str, cordoned: bool) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::cordon_node(&client, node, cordoned).await }.boxed()
-    }
-
-    fn drain_node<'a>(&'a self, node: &'a str) -> DriverFuture<'a, ()> {
-        let client = self.client();
-        async move { kubeapi::drain_node(&client, node).await }.boxed()
-    }
-
     fn shut_down(&self) -> DriverFuture<'_, ()> {
         self.stop_all().boxed()
-    }
-
-    fn kube_client(&self) -> Option<kube::Client> {
-        Some(self.client())
     }
 }
 

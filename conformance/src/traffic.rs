@@ -13,12 +13,15 @@
 //! rollout that switches versions shows as one run of the old version then one of the
 //! new; a system that serves both at once shows as runs alternating.
 //!
-//! Next to it, the availability monitor ([`Availability`]) samples a deployment's pods
-//! through the Kubernetes API a few times a second, and keeps the lowest number of
-//! available pods it saw, and the most pod templates it saw running at once: what a
-//! rollout promises (`replicas − maxUnavailable` available throughout; with `Recreate`,
-//! never two templates running) is checked on what happened during the rollout, not on
-//! where it ended.
+//! Next to it, the availability monitor ([`Availability`]) samples a deployment's
+//! replicas through the driver a few times a second, and keeps every sample, the lowest
+//! number of available replicas it saw, and the most templates it saw running at once:
+//! what a rollout promises (`replicas − maxUnavailable` available throughout; with
+//! `Recreate`, never two templates running) is checked on what happened during the
+//! rollout, not on where it ended.
+//!
+//! Both keep what they saw over time — every request's outcome, every sample — for the
+//! scenario's timeline in the report ([`crate::report::Timeline`]).
 //!
 //! Both are bounded: they stop by themselves after [`MAX_RUN`], and when they are dropped
 //! (at the latest with the scenario's world), so a failed scenario never leaves them
@@ -28,18 +31,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context as _, anyhow};
-
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::driver::Driver;
-use crate::kubeapi::{HASH_LABEL, label_selector_string};
+use crate::driver::{Driver, Phase, Replica};
 
 /// Pause between two requests of the generator.
 pub const PAUSE: Duration = Duration::from_millis(20);
@@ -183,12 +180,21 @@ pub fn version_of(body: &str) -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// The outcome of one request: the version that answered, or why it failed.
+pub type Outcome = Result<String, String>;
+
+/// Every request's outcome, with when it ended (from the start of the traffic), shared
+/// between the generator's task and its owner.
+type Log = Arc<Mutex<Vec<(Duration, Outcome)>>>;
+
 /// Traffic running in the background to one service.
 pub struct Traffic {
     /// The service it is sent to.
     service: String,
     /// What it has seen so far, shared with the task.
     counts: Arc<Mutex<Counts>>,
+    /// Every request's outcome, with when it ended (from the start of the traffic).
+    log: Log,
     /// Set to stop the task after its current request.
     stop: Arc<AtomicBool>,
     /// When it started: [`Failure::at`] counts from here.
@@ -201,6 +207,7 @@ impl Traffic {
     /// Starts sending requests to `service` of `namespace`; needs a Tokio runtime.
     pub fn start(driver: Arc<dyn Driver>, namespace: String, service: String) -> Self {
         let counts = Arc::new(Mutex::new(Counts::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let task = tokio::spawn(run(
@@ -208,12 +215,13 @@ impl Traffic {
             namespace,
             service.clone(),
             started,
-            Arc::clone(&counts),
+            (Arc::clone(&counts), Arc::clone(&log)),
             Arc::clone(&stop),
         ));
         Self {
             service,
             counts,
+            log,
             stop,
             started,
             task: Some(task),
@@ -238,8 +246,17 @@ impl Traffic {
             .clone()
     }
 
+    /// Every request's outcome so far, with when it ended (from the start of the traffic).
+    pub fn log(&self) -> Vec<(Duration, Outcome)> {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Stops the traffic once the request in flight is done, and returns what it saw.
-    pub async fn stop(mut self) -> Counts {
+    /// Stopping it again returns the same.
+    pub async fn stop(&mut self) -> Counts {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(task) = self.task.take() {
             // A request is bounded by the HTTP client's timeout; a panic is counted out.
@@ -272,22 +289,34 @@ async fn run(
     namespace: String,
     service: String,
     started: Instant,
-    counts: Arc<Mutex<Counts>>,
+    (counts, log): (Arc<Mutex<Counts>>, Log),
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
         let answer = driver.reach_service(&namespace, &service, "/").await;
-        {
+        let at = started.elapsed();
+        let outcome = {
             let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-            match answer {
-                Ok(body) => counts.answered_at(&body, started.elapsed()),
-                Err(error) => counts.failures.push(Failure {
-                    at: started.elapsed(),
-                    error: format!("{error:#}"),
-                }),
-            }
-            counts.ran = started.elapsed();
-        }
+            let outcome = match answer {
+                Ok(body) => {
+                    counts.answered_at(&body, at);
+                    Ok(version_of(&body))
+                }
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    counts.failures.push(Failure {
+                        at,
+                        error: error.clone(),
+                    });
+                    Err(error)
+                }
+            };
+            counts.ran = at;
+            outcome
+        };
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((at, outcome));
         tokio::time::sleep(PAUSE).await;
     }
 }
@@ -295,18 +324,18 @@ async fn run(
 /// Pause between two samples of the availability monitor.
 pub const SAMPLE_PAUSE: Duration = Duration::from_millis(150);
 
-/// One look of the availability monitor at a deployment's pods.
+/// One look of the availability monitor at a deployment's replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
     /// When it was taken, counted from the start of the monitor.
     pub at: Duration,
-    /// Pods available: ready (for `minReadySeconds`, if set) and not being deleted.
+    /// Replicas available: ready (for `minReadySeconds`, if set) and not being deleted.
     pub available: usize,
-    /// Distinct pod templates (`pod-template-hash` labels) among the pods running,
-    /// terminating ones included: they still run until their node has stopped them.
+    /// Distinct templates among the replicas running, terminating ones included: they
+    /// still run until their node has stopped them.
     pub templates_running: usize,
-    /// The pods, in a few words each.
-    pub pods: String,
+    /// The replicas, in a few words each.
+    pub replicas: String,
 }
 
 /// What the availability monitor has seen so far.
@@ -314,11 +343,11 @@ pub struct Sample {
 pub struct Seen {
     /// Samples taken.
     pub samples: u64,
-    /// The sample with the fewest available pods (the first such).
+    /// The sample with the fewest available replicas (the first such).
     pub lowest: Option<Sample>,
-    /// The sample with the most pod templates running at once (the first such).
+    /// The sample with the most templates running at once (the first such).
     pub most_templates: Option<Sample>,
-    /// Looks that failed (the API did not answer the list).
+    /// Looks that failed (the system did not answer the list).
     pub errors: u64,
     /// Why the last failed look failed.
     pub last_error: Option<String>,
@@ -383,45 +412,52 @@ impl fmt::Display for Seen {
     }
 }
 
-/// The availability monitor: samples the pods of one deployment in the background.
+/// What the monitor keeps: the summary and every sample.
+#[derive(Debug, Default)]
+struct Watched {
+    /// The summary.
+    seen: Seen,
+    /// Every sample, in order.
+    samples: Vec<Sample>,
+}
+
+/// The availability monitor: samples the replicas of one deployment in the background.
 pub struct Availability {
     /// The deployment it watches.
     deployment: String,
     /// What it has seen so far, shared with the task.
-    seen: Arc<Mutex<Seen>>,
+    watched: Arc<Mutex<Watched>>,
+    /// When it started: samples count from here.
+    started: Instant,
     /// The task.
     task: Option<JoinHandle<()>>,
 }
 
 impl Availability {
-    /// Starts sampling the pods of `deployment` (those its selector picks), reading the
-    /// selector and `minReadySeconds` once, now; needs a Tokio runtime.
-    pub async fn start(
-        client: kube::Client,
+    /// Starts sampling the replicas of `deployment` through the driver; a replica counts
+    /// as available once it has been ready for `min_ready`. Needs a Tokio runtime.
+    pub fn start(
+        driver: Arc<dyn Driver>,
         namespace: &str,
         deployment: &str,
-    ) -> anyhow::Result<Self> {
-        let object = Api::<Deployment>::namespaced(client.clone(), namespace)
-            .get(deployment)
-            .await
-            .with_context(|| format!("failed to read deployment {namespace}/{deployment}"))?;
-        let spec = object
-            .spec
-            .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} has no spec"))?;
-        let selector = label_selector_string(&spec.selector);
-        let min_ready = u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0);
-        let seen = Arc::new(Mutex::new(Seen::default()));
+        min_ready: Duration,
+    ) -> Self {
+        let watched = Arc::new(Mutex::new(Watched::default()));
+        let started = Instant::now();
         let task = tokio::spawn(monitor(
-            Api::namespaced(client, namespace),
-            selector,
-            Duration::from_secs(min_ready),
-            Arc::clone(&seen),
+            driver,
+            namespace.to_owned(),
+            deployment.to_owned(),
+            min_ready,
+            started,
+            Arc::clone(&watched),
         ));
-        Ok(Self {
+        Self {
             deployment: deployment.to_owned(),
-            seen,
+            watched,
+            started,
             task: Some(task),
-        })
+        }
     }
 
     /// The deployment it watches.
@@ -429,12 +465,24 @@ impl Availability {
         &self.deployment
     }
 
+    /// When it started: every [`Sample::at`] counts from here.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// What it has seen so far.
     pub fn seen(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().seen.clone()
+    }
+
+    /// Every sample so far, in order.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.lock().samples.clone()
+    }
+
+    /// Locks what it has seen.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -456,82 +504,67 @@ impl fmt::Debug for Availability {
 }
 
 /// The monitor's loop.
-async fn monitor(pods: Api<Pod>, selector: String, min_ready: Duration, seen: Arc<Mutex<Seen>>) {
-    let started = Instant::now();
+async fn monitor(
+    driver: Arc<dyn Driver>,
+    namespace: String,
+    deployment: String,
+    min_ready: Duration,
+    started: Instant,
+    watched: Arc<Mutex<Watched>>,
+) {
     while started.elapsed() < MAX_RUN {
-        let listed = pods.list(&ListParams::default().labels(&selector)).await;
+        let listed = driver.list_replicas(&namespace, &deployment).await;
         let at = started.elapsed();
         {
-            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut watched = watched.lock().unwrap_or_else(PoisonError::into_inner);
             match listed {
-                Ok(list) => seen.record(sample_of(&list.items, min_ready, at)),
+                Ok(replicas) => {
+                    let sample = sample_of(&replicas, min_ready, at, SystemTime::now());
+                    watched.seen.record(sample.clone());
+                    watched.samples.push(sample);
+                }
                 Err(error) => {
-                    seen.errors += 1;
-                    seen.last_error = Some(format!("{error:#}"));
+                    watched.seen.errors += 1;
+                    watched.seen.last_error = Some(format!("{error:#}"));
                 }
             }
-            seen.ran = at;
+            watched.seen.ran = at;
         }
         tokio::time::sleep(SAMPLE_PAUSE).await;
     }
 }
 
-/// One sample of a deployment's pods, as Kubernetes counts availability
-/// (`IsPodAvailable`): the `Ready` condition is `True`, and has been for
-/// `minReadySeconds` when that is set; pods being deleted do not count.
-fn sample_of(pods: &[Pod], min_ready: Duration, at: Duration) -> Sample {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
-    let min_ready_ms = i64::try_from(min_ready.as_millis()).unwrap_or(i64::MAX);
+/// One sample of a deployment's replicas, as Kubernetes counts availability
+/// (`IsPodAvailable`): ready, and for `min_ready` when that is set (judged at `now`);
+/// replicas being deleted do not count.
+fn sample_of(replicas: &[Replica], min_ready: Duration, at: Duration, now: SystemTime) -> Sample {
     let mut available = 0;
     let mut templates = BTreeSet::new();
     let mut described = Vec::new();
-    for pod in pods {
-        let name = pod.metadata.name.as_deref().unwrap_or("?");
-        let terminating = pod.metadata.deletion_timestamp.is_some();
-        let status = pod.status.as_ref();
-        let phase = status
-            .and_then(|status| status.phase.as_deref())
-            .unwrap_or("Pending");
-        let ready_since = status
-            .and_then(|status| status.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|condition| condition.type_ == "Ready" && condition.status == "True")
-            .map(|ready| {
-                ready
-                    .last_transition_time
-                    .as_ref()
-                    .map(|time| time.0.as_millisecond())
-            });
-        let is_available = !terminating
-            && match ready_since {
-                None => false,
-                Some(_) if min_ready.is_zero() => true,
-                Some(since) => since.is_some_and(|since| now_ms - since >= min_ready_ms),
-            };
+    for replica in replicas {
+        let template = replica.template.as_deref().unwrap_or("?");
+        let ready_long_enough = replica.ready
+            && (min_ready.is_zero()
+                || replica.ready_since.is_some_and(|since| {
+                    now.duration_since(since)
+                        .is_ok_and(|ready_for| ready_for >= min_ready)
+                }));
+        let is_available = ready_long_enough && !replica.terminating;
         if is_available {
             available += 1;
         }
-        let template = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(HASH_LABEL))
-            .map_or("?", String::as_str);
-        if phase == "Running" {
+        if replica.phase == Phase::Running {
             templates.insert(template.to_owned());
         }
-        let mut text = format!("{name} [{template}] {phase}");
-        if ready_since.is_some() {
+        let mut text = format!("{} [{template}] {}", replica.name, replica.phase);
+        if replica.ready {
             text.push_str(if is_available {
                 ", available"
             } else {
                 ", ready"
             });
         }
-        if terminating {
+        if replica.terminating {
             text.push_str(", terminating");
         }
         described.push(text);
@@ -540,7 +573,7 @@ fn sample_of(pods: &[Pod], min_ready: Duration, at: Duration) -> Sample {
         at,
         available,
         templates_running: templates.len(),
-        pods: described.join("; "),
+        replicas: described.join("; "),
     }
 }
 
@@ -584,44 +617,60 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_counts_ready_pods_that_are_staying_and_the_templates_running() {
-        let pod = |name: &str, hash: &str, ready: bool, terminating: bool| -> Pod {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {
-                    "name": name,
-                    "labels": { "app": "web", "pod-template-hash": hash },
-                    "deletionTimestamp": terminating.then_some("2024-01-01T00:00:00Z"),
-                },
-                "status": {
-                    "phase": "Running",
-                    "conditions": [{
-                        "type": "Ready",
-                        "status": if ready { "True" } else { "False" },
-                        "lastTransitionTime": "2024-01-01T00:00:00Z",
-                    }],
-                },
-            }))
-            .expect("pod")
+    fn a_sample_counts_ready_replicas_that_are_staying_and_the_templates_running() {
+        let now = SystemTime::now();
+        let replica = |name: &str, template: &str, ready: bool, terminating: bool| Replica {
+            name: name.to_owned(),
+            id: name.to_owned(),
+            phase: Phase::Running,
+            node: None,
+            ready,
+            restarts: 0,
+            ip: None,
+            reason: None,
+            message: None,
+            terminating,
+            image: None,
+            template: Some(template.to_owned()),
+            ready_since: ready.then(|| now - Duration::from_secs(10)),
         };
-        let pods = [
-            pod("a", "old", true, false),
-            pod("b", "old", true, true),
-            pod("c", "new", false, false),
-            pod("d", "new", true, false),
+        let replicas = [
+            replica("a", "old", true, false),
+            replica("b", "old", true, true),
+            replica("c", "new", false, false),
+            replica("d", "new", true, false),
         ];
-        let sample = sample_of(&pods, Duration::ZERO, Duration::from_secs(1));
-        assert_eq!(sample.available, 2, "{}", sample.pods);
+        let sample = sample_of(&replicas, Duration::ZERO, Duration::from_secs(1), now);
+        assert_eq!(sample.available, 2, "{}", sample.replicas);
         assert_eq!(sample.templates_running, 2);
-        // Ready since 2024, so available for any minReadySeconds.
-        let sample = sample_of(&pods, Duration::from_secs(30), Duration::from_secs(1));
-        assert_eq!(sample.available, 2, "{}", sample.pods);
+        // Ready for 10 s: available for a minReadySeconds of 5, not of 30.
+        let sample = sample_of(
+            &replicas,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            now,
+        );
+        assert_eq!(sample.available, 2, "{}", sample.replicas);
+        let sample = sample_of(
+            &replicas,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            now,
+        );
+        assert_eq!(sample.available, 0, "{}", sample.replicas);
         let mut seen = Seen::default();
         seen.record(sample_of(
-            &pods[..1],
+            &replicas[..1],
             Duration::ZERO,
             Duration::from_secs(1),
+            now,
         ));
-        seen.record(sample_of(&pods, Duration::ZERO, Duration::from_secs(2)));
+        seen.record(sample_of(
+            &replicas,
+            Duration::ZERO,
+            Duration::from_secs(2),
+            now,
+        ));
         assert_eq!(seen.lowest.as_ref().map(|s| s.available), Some(1));
         assert_eq!(
             seen.most_templates.as_ref().map(|s| s.at.as_secs()),

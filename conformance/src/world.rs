@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,6 +22,9 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::applicability::Capabilities;
 use crate::driver::{Admission, Driver, Fault, NodeStatus, Phase, Replica, Taint};
+use crate::profile::Profile;
+use crate::report::timeline::{AvailabilityPoint, Mark};
+use crate::report::{Measurement, Report, ScenarioId, ScenarioTime, Timeline};
 
 /// How long the clean-up waits for a node the scenario made fail to be back as it was.
 const NODE_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,23 +43,22 @@ pub struct Harness {
     run_id: String,
     /// Scenarios started so far, numbering the namespaces.
     scenarios: AtomicUsize,
-    /// Measured times of the run.
+    /// What the run found so far.
     report: Arc<Report>,
+    /// The timing profile the steps' named bounds come from.
+    profile: Arc<Profile>,
 }
 
 impl Harness {
-    /// Prepares a run against `driver`, with a run id made of the time and process id.
-    pub fn new(driver: Arc<dyn Driver>) -> Self {
-        let seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0);
+    /// Prepares the run `run_id` against `driver` with a timing profile.
+    pub fn new(driver: Arc<dyn Driver>, profile: Profile, run_id: String) -> Self {
         Self {
             capabilities: Arc::new(Capabilities::of(driver.as_ref())),
             driver,
-            run_id: format!("{seconds}-{}", std::process::id()),
+            run_id,
             scenarios: AtomicUsize::new(0),
             report: Arc::new(Report::default()),
+            profile: Arc::new(profile),
         }
     }
 
@@ -75,9 +77,14 @@ impl Harness {
         &self.run_id
     }
 
-    /// The times measured so far.
+    /// What the run found so far.
     pub fn report(&self) -> &Report {
         &self.report
+    }
+
+    /// The report, shared (for the writer that records events into it).
+    pub fn report_handle(&self) -> Arc<Report> {
+        Arc::clone(&self.report)
     }
 
     /// Before-scenario hook: gives the World the driver, its namespace's name, and where
@@ -90,6 +97,7 @@ impl Harness {
             namespace: format!("conformance-{}-{number}", self.run_id),
             created: false,
             report: Arc::clone(&self.report),
+            profile: Arc::clone(&self.profile),
             scenario,
             started: Instant::now(),
         });
@@ -109,6 +117,9 @@ impl Harness {
         let Some(scope) = world.scope.take() else {
             return;
         };
+        if let Some(timeline) = world.timeline(scope.started).await {
+            self.report.timeline(scope.scenario.clone(), timeline);
+        }
         let driver = scope.driver.as_ref();
         let failed_nodes = std::mem::take(&mut world.failed_nodes);
         let partitioned = failed_nodes
@@ -208,23 +219,12 @@ struct Scope {
     created: bool,
     /// Where measured times go.
     report: Arc<Report>,
+    /// The run's timing profile.
+    profile: Arc<Profile>,
     /// Which scenario it is.
     scenario: ScenarioId,
     /// When the scenario started.
     started: Instant,
-}
-
-/// Which scenario of which feature, and where it is written (to find it in reports).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScenarioId {
-    /// Name of the feature.
-    pub feature: String,
-    /// Name of the scenario.
-    pub scenario: String,
-    /// Line of the scenario in its feature file.
-    pub line: usize,
-    /// Column of the scenario in its feature file.
-    pub column: usize,
 }
 
 impl fmt::Debug for Scope {
@@ -329,16 +329,18 @@ pub struct ConformanceWorld {
     pub(crate) victim: Option<Replica>,
     /// A deployment's replicas as they were just before a fault.
     pub(crate) before_fault: Vec<Replica>,
-    /// The last fault this scenario injected, and when.
-    pub(crate) last_fault: Option<(String, Instant)>,
+    /// The faults this scenario injected, and when, in order.
+    pub(crate) faults: Vec<(String, Instant)>,
     /// Traffic running in the background to a service, stopped by a step or with the
     /// scenario.
     pub(crate) traffic: Option<crate::traffic::Traffic>,
     /// The answers to the last batch of requests sent to a service.
     pub(crate) answers: Option<crate::traffic::Counts>,
-    /// The availability monitor running in the background on a deployment's pods, stopped
-    /// with the scenario.
+    /// The availability monitor running in the background on a deployment's replicas,
+    /// stopped with the scenario.
     pub(crate) monitor: Option<crate::traffic::Availability>,
+    /// The deployment each service of the scenario is in front of, by service name.
+    pub(crate) fronted: BTreeMap<String, String>,
     /// How many times this scenario changed a pod template without changing its image,
     /// so that each change makes a template of its own.
     pub(crate) template_changes: u32,
@@ -399,10 +401,7 @@ impl ConformanceWorld {
     /// Records a measured convergence time (and prints it, under the step that waited),
     /// with the time since the scenario's last fault, if it injected one.
     pub(crate) fn record(&self, what: &str, took: Duration, bound: Duration) {
-        let since_fault = self
-            .last_fault
-            .as_ref()
-            .map(|(fault, at)| (fault.clone(), at.elapsed()));
+        let since_fault = self.last_fault().map(|(fault, at)| (fault, at.elapsed()));
         let after = since_fault
             .as_ref()
             .map(|(fault, since)| format!("; {:.1} s after: {fault}", since.as_secs_f64()))
@@ -423,9 +422,90 @@ impl ConformanceWorld {
         }
     }
 
-    /// Notes that a fault is being injected now, for the times measured after it.
+    /// Notes that a fault is being injected now, for the times measured after it and for
+    /// the scenario's timeline.
     pub(crate) fn fault_injected(&mut self, fault: &Fault) {
-        self.last_fault = Some((fault.to_string(), Instant::now()));
+        self.faults.push((fault.to_string(), Instant::now()));
+    }
+
+    /// The last fault this scenario injected, and when.
+    pub(crate) fn last_fault(&self) -> Option<(String, Instant)> {
+        self.faults.last().cloned()
+    }
+
+    /// Starts the availability monitor on `deployment`, unless one is running already: what
+    /// a scenario does to a deployment under faults or load shows on its timeline. A
+    /// replica counts as available once ready for the deployment's `minReadySeconds`.
+    pub(crate) async fn watch(&mut self, deployment: &str) -> anyhow::Result<()> {
+        if self.monitor.is_some() {
+            return Ok(());
+        }
+        let namespace = self.namespace().await?;
+        let driver = self.driver()?;
+        let spec = driver
+            .read_deployment(&namespace, deployment)
+            .await?
+            .ok_or_else(|| anyhow!("deployment {namespace}/{deployment} does not exist"))?;
+        let min_ready = Duration::from_secs(u64::from(spec.rollout.min_ready_seconds.unwrap_or(0)));
+        self.monitor = Some(crate::traffic::Availability::start(
+            driver, &namespace, deployment, min_ready,
+        ));
+        Ok(())
+    }
+
+    /// The run's timing profile.
+    pub(crate) fn profile(&self) -> anyhow::Result<Arc<Profile>> {
+        self.scope
+            .as_ref()
+            .map(|scope| Arc::clone(&scope.profile))
+            .ok_or_else(|| anyhow!("the harness did not attach a driver to this scenario"))
+    }
+
+    /// What the scenario's traffic, availability monitor and faults saw, on one time axis
+    /// from the scenario's start (`started`); `None` if it had none of them. Stops the
+    /// traffic and the monitor.
+    pub(crate) async fn timeline(&mut self, started: Instant) -> Option<Timeline> {
+        if self.traffic.is_none() && self.monitor.is_none() && self.faults.is_empty() {
+            return None;
+        }
+        let offset = |at: Instant| at.saturating_duration_since(started).as_secs_f64();
+        let mut timeline = match &mut self.traffic {
+            Some(traffic) => {
+                traffic.stop().await;
+                let from = offset(traffic.started());
+                let mut timeline = Timeline::new(
+                    started.elapsed().as_secs_f64(),
+                    traffic
+                        .log()
+                        .into_iter()
+                        .map(|(at, outcome)| (from + at.as_secs_f64(), outcome)),
+                );
+                timeline.service = Some(traffic.service().to_owned());
+                timeline
+            }
+            None => Timeline::new(started.elapsed().as_secs_f64(), []),
+        };
+        if let Some(monitor) = self.monitor.take() {
+            let from = offset(monitor.started());
+            timeline.deployment = Some(monitor.deployment().to_owned());
+            timeline.availability = monitor
+                .samples()
+                .iter()
+                .map(|sample| AvailabilityPoint {
+                    at: from + sample.at.as_secs_f64(),
+                    available: sample.available,
+                    versions: sample.templates_running,
+                })
+                .collect();
+        }
+        for (what, at) in &self.faults {
+            timeline.mark(Mark {
+                at: offset(*at),
+                what: what.clone(),
+                fault: true,
+            });
+        }
+        Some(timeline)
     }
 
     /// Notes the phase a replica was seen in, for checks over the whole scenario.
@@ -434,177 +514,5 @@ impl ConformanceWorld {
             .entry(replica.name.clone())
             .or_default()
             .insert(replica.phase);
-    }
-}
-
-/// One convergence time measured by a "within N seconds" step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Measurement {
-    /// The scenario that measured it.
-    pub scenario: ScenarioId,
-    /// What was waited for.
-    pub what: String,
-    /// How long it took, from the start of the step.
-    pub took: Duration,
-    /// The bound the feature set.
-    pub bound: Duration,
-    /// The scenario's last fault before it, if any, and how long after that fault the wait
-    /// ended.
-    pub since_fault: Option<(String, Duration)>,
-}
-
-/// How long one scenario took, its clean-up included.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScenarioTime {
-    /// The scenario.
-    pub scenario: ScenarioId,
-    /// Its wall time.
-    pub took: Duration,
-}
-
-/// The times measured during a run: scenario wall times and convergence times.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Convergence times, in the order measured.
-    measurements: Mutex<Vec<Measurement>>,
-    /// Scenario wall times, in the order run.
-    scenarios: Mutex<Vec<ScenarioTime>>,
-}
-
-impl Report {
-    /// Adds a convergence time.
-    pub fn measured(&self, measurement: Measurement) {
-        self.measurements
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(measurement);
-    }
-
-    /// Adds a scenario's wall time.
-    pub fn scenario_finished(&self, time: ScenarioTime) {
-        self.scenarios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(time);
-    }
-
-    /// The convergence times measured so far.
-    pub fn measurements(&self) -> Vec<Measurement> {
-        self.measurements
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The scenario wall times so far.
-    pub fn scenarios(&self) -> Vec<ScenarioTime> {
-        self.scenarios
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// A plain-text summary: wall time per feature and per scenario, then every
-    /// convergence time against its bound.
-    pub fn summary(&self) -> String {
-        let scenarios = self.scenarios();
-        let mut per_feature: Vec<(String, Duration, usize)> = Vec::new();
-        for time in &scenarios {
-            match per_feature
-                .iter_mut()
-                .find(|(feature, _, _)| *feature == time.scenario.feature)
-            {
-                Some((_, total, count)) => {
-                    *total += time.took;
-                    *count += 1;
-                }
-                None => per_feature.push((time.scenario.feature.clone(), time.took, 1)),
-            }
-        }
-        let mut text = String::from("wall time per feature:\n");
-        for (feature, total, count) in &per_feature {
-            text.push_str(&format!(
-                "  {:>7.1} s  {feature} ({count} scenarios)\n",
-                total.as_secs_f64()
-            ));
-            for time in scenarios
-                .iter()
-                .filter(|time| time.scenario.feature == *feature)
-            {
-                text.push_str(&format!(
-                    "  {:>7.1} s    {}\n",
-                    time.took.as_secs_f64(),
-                    time.scenario.scenario
-                ));
-            }
-        }
-        let measurements = self.measurements();
-        if !measurements.is_empty() {
-            text.push_str("measured convergence times:\n");
-            for m in &measurements {
-                let after = m
-                    .since_fault
-                    .as_ref()
-                    .map(|(fault, since)| format!(" ({:.1} s after: {fault})", since.as_secs_f64()))
-                    .unwrap_or_default();
-                text.push_str(&format!(
-                    "  {:>7.1} s of {:>3} s  {} — {}: {}{after}\n",
-                    m.took.as_secs_f64(),
-                    m.bound.as_secs(),
-                    m.scenario.feature,
-                    m.scenario.scenario,
-                    m.what
-                ));
-            }
-        }
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_summary_groups_scenarios_by_feature() {
-        let report = Report::default();
-        let id = |feature: &str, scenario: &str| ScenarioId {
-            feature: feature.to_owned(),
-            scenario: scenario.to_owned(),
-            ..ScenarioId::default()
-        };
-        for (feature, scenario, secs) in [("f", "a", 2), ("g", "b", 3), ("f", "c", 4)] {
-            report.scenario_finished(ScenarioTime {
-                scenario: id(feature, scenario),
-                took: Duration::from_secs(secs),
-            });
-        }
-        report.measured(Measurement {
-            scenario: id("f", "a"),
-            what: "pod x running".to_owned(),
-            took: Duration::from_millis(1500),
-            bound: Duration::from_secs(30),
-            since_fault: None,
-        });
-        report.measured(Measurement {
-            scenario: id("g", "b"),
-            what: "10 replicas running".to_owned(),
-            took: Duration::from_millis(9000),
-            bound: Duration::from_secs(30),
-            since_fault: Some(("lose node node-2".to_owned(), Duration::from_millis(9100))),
-        });
-        let summary = report.summary();
-        assert!(summary.contains("    6.0 s  f (2 scenarios)"), "{summary}");
-        assert!(summary.contains("    3.0 s  g (1 scenarios)"), "{summary}");
-        assert!(
-            summary.contains("    1.5 s of  30 s  f — a: pod x running\n"),
-            "{summary}"
-        );
-        assert!(
-            summary.contains(
-                "    9.0 s of  30 s  g — b: 10 replicas running (9.1 s after: lose node node-2)"
-            ),
-            "{summary}"
-        );
     }
 }

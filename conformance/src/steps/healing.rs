@@ -19,7 +19,7 @@ use cucumber::{given, then, when};
 
 use super::placement::{deploy_probe, describe_nodes, list, role_node};
 use super::{
-    StepResult, describe, describe_all, exactly_running, fail, plural, wait_for_replica,
+    Bound, StepResult, describe, describe_all, exactly_running, fail, plural, wait_for_replica,
     wait_for_replicas,
 };
 use crate::driver::{Fault, Phase, Placement, Replica};
@@ -225,15 +225,16 @@ async fn restart_node(world: &mut ConformanceWorld, role: String) -> StepResult 
 }
 
 #[then(
-    expr = "within {int} seconds the replicas of deployment {string} on the {word} node are in phase {word}"
+    expr = "within {bound} the replicas of deployment {string} on the {word} node are in phase {word}"
 )]
 async fn replicas_on_node_in_phase(
     world: &mut ConformanceWorld,
-    seconds: u64,
+    bound: Bound,
     deployment: String,
     role: String,
     phase: String,
 ) -> StepResult {
+    let seconds = bound.resolve(world)?;
     let node = role_node(world, &role)?;
     let phase: Phase = phase.parse()?;
     let there: Vec<Replica> = world
@@ -271,15 +272,16 @@ async fn replicas_on_node_in_phase(
 }
 
 #[then(
-    expr = "within {int} seconds {int} replica(s) of deployment {string} is/are running, none of them on the {word} node"
+    expr = "within {bound}(,) {int} replica(s) of deployment {string} is/are running, none of them on the {word} node"
 )]
 async fn running_elsewhere(
     world: &mut ConformanceWorld,
-    seconds: u64,
+    bound: Bound,
     count: usize,
     deployment: String,
     role: String,
 ) -> StepResult {
+    let seconds = bound.resolve(world)?;
     let node = role_node(world, &role)?;
     let what = format!(
         "{} running, none on the {role} node {node}",
@@ -426,6 +428,7 @@ async fn pick_replica(
     world: &mut ConformanceWorld,
     deployment: &str,
 ) -> anyhow::Result<(Replica, Vec<Replica>)> {
+    world.watch(deployment).await?;
     let replicas = list(world, deployment).await?;
     let victim = replicas
         .iter()
@@ -456,6 +459,7 @@ async fn busiest_node(
     deployment: &str,
     role: &str,
 ) -> anyhow::Result<String> {
+    world.watch(deployment).await?;
     let replicas = list(world, deployment).await?;
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for replica in replicas

@@ -20,9 +20,14 @@
 //! A "within N seconds" step polls the system four times a second until what it waits
 //! for is observed, or fails once N seconds have passed, saying what it saw last. It
 //! records the measured time (printed, and summed up in the run's
-//! [`Report`](crate::world::Report)). Steps never sleep to let something happen: they
+//! [`Report`](crate::report::Report)). Steps never sleep to let something happen: they
 //! observe that it did. A "stays ... for N seconds" step is the other way round: it
 //! samples the system for N seconds and fails the first time the state is not kept.
+//!
+//! Where a bound depends on what a system promises rather than on work it does, the step
+//! names the promise — "within the node grace period, the eviction delay and 20 more
+//! seconds" — and the run's timing profile says how long that is ([`Bound`],
+//! [`crate::profile`]).
 
 mod healing;
 mod placement;
@@ -35,7 +40,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use cucumber::{given, then, when};
+use cucumber::{Parameter, given, then, when};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
@@ -43,6 +48,7 @@ use serde_json::{Value, json};
 
 use crate::driver::{DeploymentSpec, Fault, Replica, ServiceSpec};
 use crate::kubeapi::is_status;
+use crate::profile::Profile;
 use crate::world::ConformanceWorld;
 
 /// How long objects may keep changing (status updates by controllers) before they are noted.
@@ -86,6 +92,70 @@ impl fmt::Debug for StepError {
     }
 }
 
+/// A time bound as the features write it: `30 seconds`, or seconds on top of timings the
+/// profile sets — `the node grace period and 10 more seconds`, `the node grace period, the
+/// eviction delay and 20 more seconds`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Parameter)]
+#[param(
+    name = "bound",
+    regex = r"\d+ seconds|the node grace period and \d+ more seconds|the node grace period, the eviction delay and \d+ more seconds"
+)]
+pub struct Bound {
+    /// Whether the node grace period counts.
+    grace: bool,
+    /// Whether the eviction delay counts.
+    eviction: bool,
+    /// The seconds on top.
+    seconds: u64,
+}
+
+impl std::str::FromStr for Bound {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let (grace, eviction, rest) = if let Some(rest) =
+            text.strip_prefix("the node grace period, the eviction delay and ")
+        {
+            (true, true, rest.strip_suffix(" more seconds"))
+        } else if let Some(rest) = text.strip_prefix("the node grace period and ") {
+            (true, false, rest.strip_suffix(" more seconds"))
+        } else {
+            (false, false, text.strip_suffix(" seconds"))
+        };
+        let seconds = rest
+            .and_then(|number| number.parse().ok())
+            .ok_or_else(|| anyhow!("{text:?} is not a time bound"))?;
+        Ok(Self {
+            grace,
+            eviction,
+            seconds,
+        })
+    }
+}
+
+impl Bound {
+    /// How many seconds the bound is under a profile.
+    pub fn seconds(self, profile: &Profile) -> u64 {
+        let timings = profile.timings;
+        let grace = if self.grace {
+            timings.node_grace_seconds
+        } else {
+            0
+        };
+        let eviction = if self.eviction {
+            timings.eviction_seconds
+        } else {
+            0
+        };
+        grace + eviction + self.seconds
+    }
+
+    /// Its seconds under the scenario's profile.
+    fn resolve(self, world: &ConformanceWorld) -> anyhow::Result<u64> {
+        Ok(self.seconds(&*world.profile()?))
+    }
+}
+
 // --- deployments, through the driver --------------------------------------------------
 
 #[given(expr = "a deployment {string} with {int} replicas of image {string}")]
@@ -123,16 +193,18 @@ async fn deployment_reported_as_written(
     image: String,
     labels: String,
 ) -> StepResult {
-    let expected = DeploymentSpec {
-        name: name.clone(),
-        image,
-        replicas,
-        labels: parse_labels(&labels)?,
-        ..DeploymentSpec::default()
-    };
+    let labels = parse_labels(&labels)?;
     let reported = read_deployment(world, &name).await?;
-    if reported != expected {
-        fail!("deployment {name} was reported as {reported:?}, but was written as {expected:?}");
+    // What was written, and nothing the system may fill in by default (a rollout
+    // strategy, a history limit).
+    let as_written = reported.name == name
+        && reported.image == image
+        && reported.replicas == replicas
+        && reported.labels == labels;
+    if !as_written {
+        fail!(
+            "deployment {name} was reported as {reported:?}, but was written with image {image:?}, {replicas} replicas and labels {labels:?}"
+        );
     }
     Ok(())
 }
@@ -171,6 +243,9 @@ async fn given_service(
         target_port,
     };
     world.driver()?.expose(&namespace, &service).await?;
+    world
+        .fronted
+        .insert(service.name.clone(), service.deployment.clone());
     Ok(())
 }
 
@@ -679,6 +754,31 @@ mod tests {
             checked > 0,
             "no feature steps found in {}",
             features.display()
+        );
+    }
+
+    #[test]
+    fn bounds_read_the_profile() {
+        let profile = Profile::default();
+        let plain: Bound = "30 seconds".parse().expect("bound");
+        assert_eq!(plain.seconds(&profile), 30);
+        let grace: Bound = "the node grace period and 10 more seconds"
+            .parse()
+            .expect("bound");
+        assert_eq!(grace.seconds(&profile), 5 + 10);
+        let both: Bound = "the node grace period, the eviction delay and 20 more seconds"
+            .parse()
+            .expect("bound");
+        assert_eq!(both.seconds(&profile), 5 + 5 + 20);
+        let mut upstream = profile.clone();
+        upstream.timings.node_grace_seconds = 50;
+        upstream.timings.eviction_seconds = 300;
+        assert_eq!(both.seconds(&upstream), 370);
+        assert!("soon".parse::<Bound>().is_err());
+        assert!(
+            "the node grace period and many more seconds"
+                .parse::<Bound>()
+                .is_err()
         );
     }
 

@@ -383,6 +383,28 @@ async fn pod_restarted(
     Ok(())
 }
 
+/// Samples the pod four times a second for `seconds`, and fails the first time it is not
+/// running, is ready, or has restarted: a pod out of service keeps running.
+#[then(expr = "for {int} seconds the pod {string} stays running, not ready, and does not restart")]
+async fn pod_stays_out_of_service(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    pod: String,
+) -> StepResult {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < until {
+        let replica = read_replica(world, &pod).await?;
+        if replica.phase != Phase::Running || replica.ready || replica.restarts != 0 {
+            fail!(
+                "pod {pod} should stay running, not ready and unrestarted; it is: {}",
+                describe(&replica)
+            );
+        }
+        tokio::time::sleep(super::POLL).await;
+    }
+    Ok(())
+}
+
 #[then(expr = "the pod {string} has not restarted")]
 async fn pod_not_restarted(world: &mut ConformanceWorld, pod: String) -> StepResult {
     let replica = read_replica(world, &pod).await?;

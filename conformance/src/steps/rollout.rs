@@ -1,44 +1,38 @@
 //! Sentences about rollouts and rollbacks (`features/rollback.feature`).
 //!
-//! A deployment keeps a history: each pod template it has had is one ReplicaSet it owns,
-//! numbered by the annotation `deployment.kubernetes.io/revision`. Changing the template
-//! (a new image) rolls the replicas over to a new ReplicaSet, by the deployment's
-//! strategy — `RollingUpdate`, bounded by `maxSurge` and `maxUnavailable`, or `Recreate`,
-//! all old replicas gone before any new one starts — and rolling back copies an old
-//! template back. These steps do, through the Kubernetes API, exactly what `kubectl` does
-//! on the client side, so any system that speaks the API is judged the same way:
-//!
-//! - *set image* is a strategic merge patch of the container's image
-//!   ([`Driver::update_image`](crate::driver::Driver::update_image), done by
-//!   [`kubeapi::update_image`]);
-//! - *rollout undo* finds the ReplicaSet of the wanted revision among those the
-//!   deployment owns and JSON-patches its template back into the deployment
-//!   ([`Driver::roll_back`](crate::driver::Driver::roll_back), done by
-//!   [`kubeapi::roll_back`]);
-//! - *rollout history* lists the owned ReplicaSets by revision;
-//! - *rollout status* applies kubectl's rule for "complete" ([`progress`]).
+//! A deployment keeps a history: each template it has had is one revision. Changing the
+//! template (a new image, a new environment) rolls the replicas over to it by the
+//! deployment's strategy — a rolling update bounded by `maxSurge` and `maxUnavailable`,
+//! or `Recreate`, all old replicas gone before any new one starts — and rolling back
+//! brings an old template back. Every step speaks through the driver
+//! ([`Driver::update_image`], [`Driver::set_env`], [`Driver::rollout_status`],
+//! [`Driver::history`], [`Driver::roll_back`]): a Kubernetes driver does what `kubectl set
+//! image`, `rollout status`, `rollout history` and `rollout undo` do, another system what
+//! it has for the same.
 //!
 //! What a rollout promises is checked while it happens: the traffic generator counts
 //! failed requests and which version answered, in order; the availability monitor
-//! ([`Availability`]) samples the deployment's pods and keeps the fewest available and
+//! ([`Availability`]) samples the deployment's replicas and keeps the fewest available and
 //! the most templates running at once. And "back to v1" is judged by what the replicas
 //! answer through the service, not by what the spec says.
+//!
+//! [`Driver::update_image`]: crate::driver::Driver::update_image
+//! [`Driver::set_env`]: crate::driver::Driver::set_env
+//! [`Driver::rollout_status`]: crate::driver::Driver::rollout_status
+//! [`Driver::history`]: crate::driver::Driver::history
+//! [`Driver::roll_back`]: crate::driver::Driver::roll_back
 
 use std::collections::BTreeSet;
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, anyhow, bail};
 use cucumber::gherkin::Step;
 use cucumber::{given, then, when};
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
-};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, PostParams};
 
 use super::routing::{PROBE_PORT, batch, probe_readiness};
 use super::{StepResult, Wait, describe_all, desired_replicas, fail};
-use crate::driver::{DeploymentSpec, Revision};
-use crate::kubeapi;
+use crate::driver::{DeploymentSpec, Driver, Revision, Rollout, RolloutStatus, Strategy};
 use crate::traffic::Availability;
 use crate::world::ConformanceWorld;
 
@@ -77,6 +71,12 @@ async fn rolled_out_deployment(
 ) -> StepResult {
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
+    let table = step
+        .table
+        .as_ref()
+        .ok_or_else(|| anyhow!("the step needs a table of rollout settings"))?;
+    let rollout = configure(&table.rows)
+        .with_context(|| format!("bad rollout settings for deployment {name}"))?;
     let spec = DeploymentSpec {
         name: name.clone(),
         image: driver.probe_image(&version),
@@ -84,19 +84,10 @@ async fn rolled_out_deployment(
         labels: [("app".to_owned(), name.clone())].into(),
         port: Some(PROBE_PORT),
         readiness: Some(probe_readiness()),
+        rollout,
         ..DeploymentSpec::default()
     };
-    let mut deployment = kubeapi::deployment_of(&spec)?;
-    let table = step
-        .table
-        .as_ref()
-        .ok_or_else(|| anyhow!("the step needs a table of rollout settings"))?;
-    configure(&mut deployment, &table.rows)
-        .with_context(|| format!("bad rollout settings for deployment {name}"))?;
-    Api::<Deployment>::namespaced(world.kube()?, &namespace)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .with_context(|| format!("failed to create deployment {namespace}/{name}"))?;
+    driver.deploy(&namespace, &spec).await?;
     wait_rolled_out(world, &name, START_SECONDS).await?;
     Ok(())
 }
@@ -143,20 +134,13 @@ async fn change_template(
     seconds: u64,
 ) -> StepResult {
     let namespace = world.namespace().await?;
-    let client = world.kube()?;
+    let driver = world.driver()?;
     for _ in 0..times {
         world.template_changes += 1;
         let value = world.template_changes.to_string();
-        let patch = serde_json::json!([{
-            "op": "add",
-            "path": "/spec/template/spec/containers/0/env",
-            "value": [{ "name": CHANGE_VARIABLE, "value": value }],
-        }]);
-        kubeapi::json_patch_deployment(&client, &namespace, &name, &patch)
-            .await
-            .with_context(|| {
-                format!("failed to set {CHANGE_VARIABLE}={value} in the pod template of deployment {name}")
-            })?;
+        driver
+            .set_env(&namespace, &name, CHANGE_VARIABLE, &value)
+            .await?;
         wait_rolled_out(world, &name, seconds).await?;
     }
     Ok(())
@@ -170,32 +154,24 @@ async fn rollout_complete(world: &mut ConformanceWorld, seconds: u64, name: Stri
     Ok(())
 }
 
-#[then(
-    expr = "within {int} seconds the deployment {string} reports that its rollout exceeded its progress deadline"
-)]
-async fn deadline_exceeded(world: &mut ConformanceWorld, seconds: u64, name: String) -> StepResult {
-    let api = super::deployments(world).await?;
+#[then(expr = "within {int} seconds the deployment {string} reports that its rollout has stalled")]
+async fn rollout_stalled(world: &mut ConformanceWorld, seconds: u64, name: String) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
     let wait = Wait::new(
         seconds,
-        format!("deployment {name} reporting ProgressDeadlineExceeded"),
+        format!("deployment {name} reporting its rollout stalled"),
     );
     loop {
-        let last = match api.get(&name).await {
-            Ok(deployment) => {
-                let progressing = condition(&deployment, "Progressing");
-                let exceeded = progressing.as_ref().is_some_and(|(status, reason, _)| {
-                    status == "False" && reason == DEADLINE_EXCEEDED
-                });
-                if exceeded {
-                    wait.done(world);
-                    return Ok(());
-                }
-                format!(
-                    "Progressing condition {progressing:?}; {}",
-                    status_of(&deployment)
-                )
+        let last = match driver.rollout_status(&namespace, &name).await {
+            Ok(RolloutStatus::Stalled(why)) => {
+                wait.done(world);
+                println!("      {why}");
+                return Ok(());
             }
-            Err(error) => format!("failed to read deployment {name}: {error}"),
+            Ok(RolloutStatus::Complete) => "the rollout is complete".to_owned(),
+            Ok(RolloutStatus::InProgress(why)) => format!("in progress: {why}"),
+            Err(error) => format!("{error:#}"),
         };
         wait.again(&last).await?;
     }
@@ -218,29 +194,24 @@ async fn history_is(
         .as_ref()
         .ok_or_else(|| anyhow!("the step needs a table of revisions and versions"))?;
     let expected = expected_history(&table.rows)?;
-    let client = world.kube()?;
-    let api = super::deployments(world).await?;
+    let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let wait = Wait::new(seconds, format!("history of deployment {name} as expected"));
     loop {
-        let history = match api.get(&name).await {
-            Ok(deployment) => history_of(&client, &deployment, driver.as_ref()).await,
-            Err(error) => Err(anyhow!(error).context(format!("failed to read deployment {name}"))),
-        };
-        let last = match history {
+        let last = match driver.history(&namespace, &name).await {
             Ok(history) => {
                 let seen: Vec<(u64, String)> = history
                     .iter()
-                    .map(|entry| (entry.revision, entry.version.clone()))
+                    .map(|entry| (entry.number, version_of(&entry.image, driver.as_ref())))
                     .collect();
                 if seen == expected {
                     wait.done(world);
                     println!("      REVISION  VERSION  CHANGE-CAUSE");
-                    for entry in &history {
+                    for (entry, (_, version)) in history.iter().zip(&seen) {
                         println!(
                             "      {:<8}  {:<7}  {}",
-                            entry.revision,
-                            entry.version,
+                            entry.number,
+                            version,
                             entry.change_cause.as_deref().unwrap_or("<none>")
                         );
                     }
@@ -254,12 +225,11 @@ async fn history_is(
     }
 }
 
-/// Waits until the ReplicaSets the deployment owns are of the sizes of the table (header
-/// `version | replicas`; a ReplicaSet not in it must be scaled to zero): each asks for
-/// that many replicas (`spec.replicas`) and has them (`status.replicas`), as the upstream
-/// end-to-end test waits for them.
-#[then(expr = "within {int} seconds the ReplicaSets of deployment {string} are sized:")]
-async fn replica_sets_sized(
+/// Waits until the deployment's replicas (those not being deleted) are, by the version
+/// they run, as many as the table says (header `version | replicas`): the upstream
+/// end-to-end test waits for each ReplicaSet to ask for and have that many.
+#[then(expr = "within {int} seconds the replicas of deployment {string} are, by version:")]
+async fn replicas_by_version(
     world: &mut ConformanceWorld,
     #[step] step: &Step,
     seconds: u64,
@@ -269,7 +239,7 @@ async fn replica_sets_sized(
         .table
         .as_ref()
         .ok_or_else(|| anyhow!("the step needs a table of versions and replicas"))?;
-    let mut expected: Vec<(String, i32)> = table
+    let expected: BTreeMap<String, usize> = table
         .rows
         .iter()
         .skip(1)
@@ -283,48 +253,27 @@ async fn replica_sets_sized(
             _ => bail!("each row needs a version and a number of replicas: {row:?}"),
         })
         .collect::<anyhow::Result<_>>()?;
-    expected.sort();
-    let client = world.kube()?;
-    let api = super::deployments(world).await?;
+    let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let wait = Wait::new(
         seconds,
-        format!("the ReplicaSets of deployment {name} sized {expected:?}"),
+        format!("the replicas of deployment {name} by version {expected:?}"),
     );
     loop {
-        let sizes = match api.get(&name).await {
-            Ok(deployment) => kubeapi::owned_replica_sets(&client, &deployment).await,
-            Err(error) => Err(anyhow!(error).context(format!("failed to read deployment {name}"))),
-        };
-        let last = match sizes {
-            Ok(replica_sets) => {
-                let mut sized: Vec<(String, i32, i32)> = replica_sets
-                    .iter()
-                    .map(|rs| {
-                        let wanted = rs.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
-                        let has = rs.status.as_ref().map_or(0, |status| status.replicas);
-                        (version_of(rs, driver.as_ref()), wanted, has)
-                    })
-                    .filter(|(_, wanted, has)| *wanted != 0 || *has != 0)
-                    .collect();
-                sized.sort();
-                let settled = sized.len() == expected.len()
-                    && sized.iter().zip(&expected).all(
-                        |((version, wanted, has), (expected_version, expected_replicas))| {
-                            version == expected_version
-                                && wanted == expected_replicas
-                                && has == expected_replicas
-                        },
-                    );
-                if settled {
+        let last = match driver.list_replicas(&namespace, &name).await {
+            Ok(replicas) => {
+                let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+                for replica in replicas.iter().filter(|replica| !replica.terminating) {
+                    let image = replica.image.as_deref().unwrap_or("?");
+                    *by_version
+                        .entry(version_of(image, driver.as_ref()))
+                        .or_default() += 1;
+                }
+                if by_version == expected {
                     wait.done(world);
                     return Ok(());
                 }
-                let seen: Vec<String> = sized
-                    .iter()
-                    .map(|(version, wanted, has)| format!("{version}: {has} of {wanted}"))
-                    .collect();
-                format!("non-empty ReplicaSets: {}", seen.join(", "))
+                format!("{by_version:?}")
             }
             Err(error) => format!("{error:#}"),
         };
@@ -408,7 +357,7 @@ async fn versions_switched_once(
 ) -> StepResult {
     let traffic = world
         .traffic
-        .take()
+        .as_mut()
         .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
     if traffic.service() != service {
         fail!(
@@ -445,22 +394,38 @@ async fn versions_switched_once(
 
 #[given(expr = "the availability of deployment {string} is being monitored")]
 async fn start_monitor(world: &mut ConformanceWorld, deployment: String) -> StepResult {
-    let namespace = world.namespace().await?;
-    let monitor = Availability::start(world.kube()?, &namespace, &deployment).await?;
+    start_monitoring(world, &deployment).await?;
+    Ok(())
+}
+
+/// Starts the scenario's availability monitor on a deployment (unless it already watches
+/// it) and waits for its first sample.
+async fn start_monitoring(world: &mut ConformanceWorld, deployment: &str) -> anyhow::Result<()> {
+    if let Some(monitor) = &world.monitor
+        && monitor.deployment() != deployment
+    {
+        bail!(
+            "the availability monitor of this scenario watches deployment {}, not {deployment}",
+            monitor.deployment()
+        );
+    }
+    world.watch(deployment).await?;
     let wait = Wait::new(
         MONITOR_START_SECONDS,
-        format!("a first look at the pods of deployment {deployment}"),
+        format!("a first look at the replicas of deployment {deployment}"),
     );
     loop {
-        let seen = monitor.seen();
+        let seen = world
+            .monitor
+            .as_ref()
+            .map(Availability::seen)
+            .unwrap_or_default();
         if seen.samples > 0 {
             wait.done(world);
-            break;
+            return Ok(());
         }
         wait.again(&seen.to_string()).await?;
     }
-    world.monitor = Some(monitor);
-    Ok(())
 }
 
 #[then(expr = "at no time had the deployment {string} fewer than {int} available replicas")]
@@ -478,7 +443,7 @@ async fn never_fewer_available(
             "at {:.1} s of the monitor, deployment {deployment} had {} available replicas, fewer than {minimum}: {}",
             lowest.at.as_secs_f64(),
             lowest.available,
-            lowest.pods
+            lowest.replicas
         );
     }
     Ok(())
@@ -492,10 +457,10 @@ async fn never_two_versions(world: &mut ConformanceWorld, deployment: String) ->
     };
     if most.templates_running > 1 {
         fail!(
-            "at {:.1} s of the monitor, replicas of {} pod templates of deployment {deployment} were running at once: {}",
+            "at {:.1} s of the monitor, replicas of {} templates of deployment {deployment} were running at once: {}",
             most.at.as_secs_f64(),
             most.templates_running,
-            most.pods
+            most.replicas
         );
     }
     Ok(())
@@ -503,159 +468,43 @@ async fn never_two_versions(world: &mut ConformanceWorld, deployment: String) ->
 
 // --- helpers ------------------------------------------------------------------------------
 
-/// Reason of the `Progressing` condition of a rollout that made no progress in time.
-const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
-
-/// Where a rollout stands.
-#[derive(Debug, PartialEq, Eq)]
-enum Progress {
-    /// Every replica runs the new template and is available; no old replica is left.
-    Complete,
-    /// Not yet, and why.
-    Waiting(String),
-    /// The system gave up: the progress deadline passed.
-    Stalled(String),
-}
-
-/// Where a rollout stands, by the rule `kubectl rollout status` applies
-/// (`DeploymentStatusViewer` in kubectl's `polymorphichelpers/rollout_status.go`): first
-/// the controller must have seen the latest spec (`observedGeneration ≥ generation`); then
-/// a `Progressing` condition with reason `ProgressDeadlineExceeded` is a failure; then
-/// every replica must be updated, no old one left, and every updated one available.
-fn progress(deployment: &Deployment) -> Progress {
-    let name = deployment.metadata.name.as_deref().unwrap_or_default();
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let status = deployment.status.clone().unwrap_or_default();
-    let observed = status.observed_generation.unwrap_or(0);
-    if observed < generation {
-        return Progress::Waiting(format!(
-            "waiting for deployment spec update to be observed (generation {generation}, observed {observed})"
-        ));
-    }
-    if let Some((_, reason, message)) = condition(deployment, "Progressing")
-        && reason == DEADLINE_EXCEEDED
-    {
-        return Progress::Stalled(format!(
-            "deployment {name:?} exceeded its progress deadline: {message}"
-        ));
-    }
-    let desired = deployment
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.replicas)
-        .unwrap_or(1);
-    let updated = status.updated_replicas.unwrap_or(0);
-    let replicas = status.replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    if updated < desired {
-        Progress::Waiting(format!(
-            "{updated} out of {desired} new replicas have been updated"
-        ))
-    } else if replicas > updated {
-        Progress::Waiting(format!(
-            "{} old replicas are pending termination",
-            replicas - updated
-        ))
-    } else if available < updated {
-        Progress::Waiting(format!(
-            "{available} of {updated} updated replicas are available"
-        ))
-    } else {
-        Progress::Complete
-    }
-}
-
-/// Waits until the rollout of a deployment is complete ([`progress`]), for at most
-/// `seconds`, and records the time it took; fails at once if the rollout is reported
-/// past its progress deadline.
+/// Waits until the rollout of a deployment is complete, for at most `seconds`, and
+/// records the time it took; fails at once if the system says the rollout stalled.
 async fn wait_rolled_out(
     world: &mut ConformanceWorld,
     name: &str,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    let api = super::deployments(world).await?;
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
     let wait = Wait::new(seconds, format!("rollout of deployment {name} complete"));
     loop {
-        let last = match api.get(name).await {
-            Ok(deployment) => match progress(&deployment) {
-                Progress::Complete => {
-                    wait.done(world);
-                    return Ok(());
-                }
-                Progress::Stalled(why) => bail!("{why}; {}", status_of(&deployment)),
-                Progress::Waiting(why) => format!("{why}; {}", status_of(&deployment)),
-            },
-            Err(error) => format!("failed to read deployment {name}: {error}"),
+        let last = match driver.rollout_status(&namespace, name).await {
+            Ok(RolloutStatus::Complete) => {
+                wait.done(world);
+                return Ok(());
+            }
+            Ok(RolloutStatus::Stalled(why)) => {
+                bail!("the rollout of deployment {name} stalled: {why}")
+            }
+            Ok(RolloutStatus::InProgress(why)) => why,
+            Err(error) => format!("{error:#}"),
         };
         wait.again(&last).await?;
     }
 }
 
-/// A condition of a deployment's status: its status, reason and message.
-fn condition(deployment: &Deployment, kind: &str) -> Option<(String, String, String)> {
-    deployment
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|condition| condition.type_ == kind)
-        .map(|condition| {
-            (
-                condition.status.clone(),
-                condition.reason.clone().unwrap_or_default(),
-                condition.message.clone().unwrap_or_default(),
-            )
-        })
-}
-
-/// A deployment's status in a few words, for errors.
-fn status_of(deployment: &Deployment) -> String {
-    let status = deployment.status.clone().unwrap_or_default();
-    let conditions: Vec<String> = status
-        .conditions
-        .iter()
-        .flatten()
-        .map(|condition| {
-            format!(
-                "{}={} ({})",
-                condition.type_,
-                condition.status,
-                condition.reason.as_deref().unwrap_or_default()
-            )
-        })
-        .collect();
-    format!(
-        "status: {} replicas, {} updated, {} available, observed generation {} of {}; {}",
-        status.replicas.unwrap_or(0),
-        status.updated_replicas.unwrap_or(0),
-        status.available_replicas.unwrap_or(0),
-        status.observed_generation.unwrap_or(0),
-        deployment.metadata.generation.unwrap_or(0),
-        conditions.join(", ")
-    )
-}
-
-/// Sets a deployment's rollout settings from `| setting | value |` rows.
-fn configure(deployment: &mut Deployment, rows: &[Vec<String>]) -> anyhow::Result<()> {
-    let spec = deployment
-        .spec
-        .as_mut()
-        .ok_or_else(|| anyhow!("the deployment has no spec"))?;
-    let strategy = spec
-        .strategy
-        .get_or_insert_with(DeploymentStrategy::default);
-    let number = |value: &str| -> anyhow::Result<i32> {
+/// Rollout settings from `| setting | value |` rows: `strategy` (`RollingUpdate` or
+/// `Recreate`), `maxSurge`, `maxUnavailable` (a count or a percentage), `minReadySeconds`,
+/// `progressDeadlineSeconds`, `revisionHistoryLimit`.
+fn configure(rows: &[Vec<String>]) -> anyhow::Result<Rollout> {
+    let mut rollout = Rollout::default();
+    let mut recreate = false;
+    let (mut max_surge, mut max_unavailable) = (None, None);
+    let number = |value: &str| -> anyhow::Result<u32> {
         value
             .parse()
             .with_context(|| format!("{value:?} is not a whole number"))
-    };
-    let amount = |value: &str| -> anyhow::Result<IntOrString> {
-        if value.ends_with('%') {
-            Ok(IntOrString::String(value.to_owned()))
-        } else {
-            Ok(IntOrString::Int(number(value)?))
-        }
     };
     for row in rows {
         let [setting, value] = row.as_slice() else {
@@ -663,73 +512,33 @@ fn configure(deployment: &mut Deployment, rows: &[Vec<String>]) -> anyhow::Resul
         };
         match setting.as_str() {
             "strategy" => match value.as_str() {
-                "RollingUpdate" | "Recreate" => strategy.type_ = Some(value.clone()),
+                "RollingUpdate" => recreate = false,
+                "Recreate" => recreate = true,
                 other => bail!("unknown strategy {other:?}; expected RollingUpdate or Recreate"),
             },
-            "maxSurge" => {
-                strategy
-                    .rolling_update
-                    .get_or_insert_with(RollingUpdateDeployment::default)
-                    .max_surge = Some(amount(value)?);
-            }
-            "maxUnavailable" => {
-                strategy
-                    .rolling_update
-                    .get_or_insert_with(RollingUpdateDeployment::default)
-                    .max_unavailable = Some(amount(value)?);
-            }
-            "minReadySeconds" => spec.min_ready_seconds = Some(number(value)?),
-            "progressDeadlineSeconds" => spec.progress_deadline_seconds = Some(number(value)?),
-            "revisionHistoryLimit" => spec.revision_history_limit = Some(number(value)?),
+            "maxSurge" => max_surge = Some(value.parse()?),
+            "maxUnavailable" => max_unavailable = Some(value.parse()?),
+            "minReadySeconds" => rollout.min_ready_seconds = Some(number(value)?),
+            "progressDeadlineSeconds" => rollout.progress_deadline_seconds = Some(number(value)?),
+            "revisionHistoryLimit" => rollout.revision_history_limit = Some(number(value)?),
             other => bail!(
                 "unknown rollout setting {other:?}; expected strategy, maxSurge, maxUnavailable, minReadySeconds, progressDeadlineSeconds or revisionHistoryLimit"
             ),
         }
     }
-    if strategy.type_.as_deref() == Some("Recreate") && strategy.rolling_update.is_some() {
-        bail!("maxSurge and maxUnavailable go with the RollingUpdate strategy, not Recreate");
-    }
-    Ok(())
-}
-
-/// One revision of a deployment's history.
-#[derive(Debug)]
-struct HistoryEntry {
-    /// Its revision number.
-    revision: u64,
-    /// The probe version its template runs (or its image, if not a probe's).
-    version: String,
-    /// Why it was made, if anyone said (`kubernetes.io/change-cause`).
-    change_cause: Option<String>,
-}
-
-/// The history of a deployment, as `kubectl rollout history` lists it: the ReplicaSets it
-/// owns, by revision.
-async fn history_of(
-    client: &kube::Client,
-    deployment: &Deployment,
-    driver: &dyn crate::driver::Driver,
-) -> anyhow::Result<Vec<HistoryEntry>> {
-    let mut history = kubeapi::owned_replica_sets(client, deployment)
-        .await?
-        .iter()
-        .map(|rs| {
-            let name = rs.metadata.name.as_deref().unwrap_or_default();
-            Ok(HistoryEntry {
-                revision: kubeapi::revision_of(&rs.metadata)
-                    .ok_or_else(|| anyhow!("ReplicaSet {name} has no revision"))?,
-                version: version_of(rs, driver),
-                change_cause: rs
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|annotations| annotations.get("kubernetes.io/change-cause"))
-                    .cloned(),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    history.sort_by_key(|entry| entry.revision);
-    Ok(history)
+    let rolling = max_surge.is_some() || max_unavailable.is_some();
+    rollout.strategy = match (recreate, rolling) {
+        (true, true) => {
+            bail!("maxSurge and maxUnavailable go with the RollingUpdate strategy, not Recreate")
+        }
+        (true, false) => Some(Strategy::Recreate),
+        (false, true) => Some(Strategy::RollingUpdate {
+            max_surge,
+            max_unavailable,
+        }),
+        (false, false) => None,
+    };
+    Ok(rollout)
 }
 
 /// The `| revision | version |` rows of a history table, after its header.
@@ -754,20 +563,12 @@ fn expected_history(rows: &[Vec<String>]) -> anyhow::Result<Vec<(u64, String)>> 
         .collect()
 }
 
-/// The probe version a ReplicaSet's template runs, or its image if it is no probe's.
-fn version_of(replica_set: &ReplicaSet, driver: &dyn crate::driver::Driver) -> String {
-    let image = replica_set
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.as_ref())
-        .and_then(|template| template.spec.as_ref())
-        .and_then(|pod| pod.containers.first())
-        .and_then(|container| container.image.clone())
-        .unwrap_or_default();
+/// The probe version an image is, or the image itself if it is no probe's.
+fn version_of(image: &str, driver: &dyn Driver) -> String {
     PROBE_VERSIONS
         .iter()
         .find(|version| driver.probe_image(version) == image)
-        .map_or(image, |version| (*version).to_owned())
+        .map_or_else(|| image.to_owned(), |version| (*version).to_owned())
 }
 
 /// What the scenario's availability monitor has seen of `deployment`, printed.
@@ -793,90 +594,39 @@ fn monitored(world: &ConformanceWorld, deployment: &str) -> anyhow::Result<crate
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn deployment(status: serde_json::Value) -> Deployment {
-        serde_json::from_value(serde_json::json!({
-            "metadata": { "name": "web", "generation": 2 },
-            "spec": {
-                "replicas": 3,
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": {},
-            },
-            "status": status,
-        }))
-        .expect("deployment")
-    }
-
-    #[test]
-    fn a_rollout_is_complete_by_kubectls_rule() {
-        let waiting = |status| matches!(progress(&deployment(status)), Progress::Waiting(_));
-        // Not yet observed: whatever the counts say.
-        assert!(waiting(serde_json::json!({
-            "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
-        })));
-        // An old replica is still there.
-        assert!(waiting(serde_json::json!({
-            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3
-        })));
-        // Updated but not all available.
-        assert!(waiting(serde_json::json!({
-            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2
-        })));
-        assert_eq!(
-            progress(&deployment(serde_json::json!({
-                "observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3
-            }))),
-            Progress::Complete
-        );
-        let stalled = progress(&deployment(serde_json::json!({
-            "observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3,
-            "conditions": [{
-                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                "message": "ReplicaSet \"web-x\" has timed out progressing."
-            }]
-        })));
-        assert!(matches!(stalled, Progress::Stalled(_)), "{stalled:?}");
-    }
+    use crate::driver::Amount;
 
     #[test]
     fn rollout_settings_fill_the_strategy() {
-        let mut object = deployment(serde_json::json!({}));
         let rows = |pairs: &[(&str, &str)]| -> Vec<Vec<String>> {
             pairs
                 .iter()
                 .map(|(key, value)| vec![(*key).to_owned(), (*value).to_owned()])
                 .collect()
         };
-        configure(
-            &mut object,
-            &rows(&[
-                ("maxSurge", "25%"),
-                ("maxUnavailable", "0"),
-                ("progressDeadlineSeconds", "10"),
-            ]),
-        )
+        let rollout = configure(&rows(&[
+            ("maxSurge", "25%"),
+            ("maxUnavailable", "0"),
+            ("progressDeadlineSeconds", "10"),
+        ]))
         .expect("settings");
-        let spec = object.spec.as_ref().expect("spec");
-        let rolling = spec
-            .strategy
-            .as_ref()
-            .and_then(|strategy| strategy.rolling_update.as_ref())
-            .expect("rolling update");
         assert_eq!(
-            rolling.max_surge,
-            Some(IntOrString::String("25%".to_owned()))
+            rollout.strategy,
+            Some(Strategy::RollingUpdate {
+                max_surge: Some(Amount::Percent(25)),
+                max_unavailable: Some(Amount::Count(0)),
+            })
         );
-        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
-        assert_eq!(spec.progress_deadline_seconds, Some(10));
-        let mut recreate = deployment(serde_json::json!({}));
-        assert!(
-            configure(
-                &mut recreate,
-                &rows(&[("strategy", "Recreate"), ("maxSurge", "1")])
-            )
-            .is_err()
+        assert_eq!(rollout.progress_deadline_seconds, Some(10));
+        assert_eq!(
+            configure(&rows(&[("strategy", "Recreate")]))
+                .expect("settings")
+                .strategy,
+            Some(Strategy::Recreate)
         );
-        assert!(configure(&mut recreate, &rows(&[("surge", "1")])).is_err());
+        assert!(configure(&rows(&[("strategy", "Recreate"), ("maxSurge", "1")])).is_err());
+        assert!(configure(&rows(&[("surge", "1")])).is_err());
+        assert!(configure(&rows(&[("maxSurge", "lots")])).is_err());
     }
 
     #[test]

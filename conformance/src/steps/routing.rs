@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 
-use super::{StepResult, Wait, describe_all, desired_replicas, fail, plural, wait_for_replicas};
+use super::{
+    Bound, StepResult, Wait, describe_all, desired_replicas, fail, plural, wait_for_replicas,
+};
 use crate::driver::{
     CheckAction, DeploymentSpec, HealthCheck, HttpRequest, Phase, Replica, ServiceSpec,
 };
@@ -91,6 +93,9 @@ async fn answering_service(
         target_port: PROBE_PORT,
     };
     driver.expose(&namespace, &service).await?;
+    world
+        .fronted
+        .insert(service.name.clone(), service.deployment.clone());
     let wait = Wait::new(seconds, format!("service {name} answering"));
     loop {
         match driver.reach_service(&namespace, &name, "/").await {
@@ -310,6 +315,9 @@ async fn every_replica_answers(
 #[given(expr = "continuous traffic to the service {string} is being answered")]
 async fn start_traffic(world: &mut ConformanceWorld, service: String) -> StepResult {
     let namespace = world.namespace().await?;
+    if let Some(deployment) = world.fronted.get(&service).cloned() {
+        world.watch(&deployment).await?;
+    }
     let traffic = Traffic::start(world.driver()?, namespace, service.clone());
     let wait = Wait::new(
         WARM_UP_SECONDS,
@@ -359,7 +367,7 @@ async fn traffic_stays_clean(
 async fn traffic_without_failures(world: &mut ConformanceWorld, service: String) -> StepResult {
     let traffic = world
         .traffic
-        .take()
+        .as_mut()
         .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
     if traffic.service() != service {
         fail!(
@@ -386,30 +394,30 @@ async fn traffic_without_failures(world: &mut ConformanceWorld, service: String)
     Ok(())
 }
 
-/// Failures are allowed for `seconds` after the fault the scenario injected last (losing a
+/// Failures are allowed for the bound after the fault the scenario injected last (losing a
 /// node), none later, and none before it. Connections to the lost node's replicas fail
-/// until the service's endpoints drop them: shipshape declares a silent node lost after a
-/// 5 s grace and evicts its pods 5 s later, so up to ~10 s of failures are expected; the
-/// scenario uses 15 s to leave room for the endpoints to be updated and for polling.
+/// until the service's endpoints drop them, which happens once the system declares the
+/// node lost (the node grace period of the profile); the scenario allows 10 s more for
+/// the endpoints to be updated and for polling.
 ///
 /// The traffic is kept running until `seconds` + [`PAST_BOUND_SECONDS`] after the fault,
 /// so the bound is checked against traffic that outlived it; then it is stopped and its
 /// counts reported.
 #[then(
-    expr = "no request to the service {string} failed more than {int} seconds after the node was lost"
+    expr = "no request to the service {string} failed more than {bound} after the node was lost"
 )]
 async fn failures_only_after_loss(
     world: &mut ConformanceWorld,
     service: String,
-    seconds: u64,
+    bound: Bound,
 ) -> StepResult {
+    let seconds = bound.resolve(world)?;
     let (fault, fault_at) = world
-        .last_fault
-        .clone()
+        .last_fault()
         .ok_or_else(|| anyhow!("no fault was injected earlier in this scenario"))?;
     let traffic = world
         .traffic
-        .take()
+        .as_mut()
         .ok_or_else(|| anyhow!("no traffic was started earlier in this scenario"))?;
     if traffic.service() != service {
         fail!(

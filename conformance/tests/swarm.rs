@@ -1,0 +1,50 @@
+//! Certifies Docker Swarm on the local Docker engine: runs `features/` with the `swarm`
+//! driver, which puts the engine in swarm mode for the run if it is not in a swarm, and
+//! leaves it after. The report goes to `<target>/conformance/swarm/`; where Swarm really
+//! differs from what a feature says, the report explains the failure.
+//!
+//! This target passes when the run completes and every failure is one the driver explains
+//! as a known difference of Swarm ([`shipshape_conformance::driver::Driver::differences`]):
+//! a failure nobody explained is a fault of the kit or of Swarm, and fails the test.
+//! `SHIPSHAPE_TAGS` and `SHIPSHAPE_PROFILE` apply as for the other targets.
+
+use std::process::ExitCode;
+
+use shipshape_conformance::run::{self, DriverChoice, Options};
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("swarm: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let options = Options::from_env(DriverChoice::Swarm)?;
+        run::certify(options).await
+    });
+    match outcome {
+        Ok(outcome) => {
+            let unexplained = outcome.report.unexplained_failures();
+            if unexplained.is_empty() {
+                println!(
+                    "swarm: every failure is a known difference of Swarm, explained in {}",
+                    outcome.html.display()
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "swarm: {} scenario(s) failed without an explanation: {}",
+                    unexplained.len(),
+                    unexplained.join("; ")
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("swarm: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
