@@ -87,14 +87,24 @@ impl Capabilities {
 
     /// Why a scenario with these tags does not apply to the driver, if it does not.
     pub fn not_applicable<'t>(&self, tags: impl IntoIterator<Item = &'t String>) -> Option<String> {
-        let missing: Vec<String> = tags
+        // Tags lacked for the same reason go together: `@lose-node, @restart-node (why)`.
+        let mut by_reason: Vec<(String, Vec<String>)> = Vec::new();
+        for tag in tags {
+            let reason = self.tags.iter().find_map(|(known, lacks)| match lacks {
+                Some(reason) if known == tag => Some(reason.clone()),
+                _ => None,
+            });
+            let Some(reason) = reason else {
+                continue;
+            };
+            match by_reason.iter_mut().find(|(known, _)| *known == reason) {
+                Some((_, grouped)) => grouped.push(format!("@{tag}")),
+                None => by_reason.push((reason, vec![format!("@{tag}")])),
+            }
+        }
+        let missing: Vec<String> = by_reason
             .into_iter()
-            .filter_map(|tag| {
-                self.tags.iter().find_map(|(known, lacks)| match lacks {
-                    Some(reason) if known == tag => Some(format!("@{tag} ({reason})")),
-                    _ => None,
-                })
-            })
+            .map(|(reason, grouped)| format!("{} ({reason})", grouped.join(", ")))
             .collect();
         (!missing.is_empty())
             .then(|| format!("driver {} lacks {}", self.driver, missing.join("; ")))
@@ -245,6 +255,25 @@ mod tests {
         );
         assert!(caps.fails_when_skipped(&feature, None, plain));
         assert!(!caps.fails_when_skipped(&feature, None, needs_api));
+    }
+
+    #[test]
+    fn tags_lacked_for_one_reason_are_named_together() {
+        let caps = Capabilities {
+            driver: "test".to_owned(),
+            tags: vec![
+                ("lose-node", Some("no machines".to_owned())),
+                ("restart-node", Some("no machines".to_owned())),
+                ("taint-node", Some("no taints".to_owned())),
+            ],
+        };
+        assert_eq!(
+            caps.not_applicable(&tags(&["lose-node", "restart-node", "taint-node"]))
+                .as_deref(),
+            Some(
+                "driver test lacks @lose-node, @restart-node (no machines); @taint-node (no taints)"
+            )
+        );
     }
 
     #[test]

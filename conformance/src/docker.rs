@@ -116,6 +116,25 @@ impl Engine {
         containers_of(&answer.body)
     }
 
+    /// The names of every container on the engine, running or not.
+    pub async fn container_names(&self) -> anyhow::Result<Vec<String>> {
+        let answer = self.send("GET", "/containers/json?all=1").await?;
+        if answer.status != 200 {
+            bail!(
+                "the Docker engine refused to list containers: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        let list: Vec<Value> = serde_json::from_str(&answer.body)
+            .with_context(|| format!("the Docker engine listed containers as {:?}", answer.body))?;
+        Ok(list
+            .iter()
+            .filter_map(|entry| entry.pointer("/Names/0")?.as_str())
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .collect())
+    }
+
     /// Kills a running container with SIGKILL, as `docker kill` does.
     pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
         let answer = self.send("POST", &format!("/containers/{id}/kill")).await?;

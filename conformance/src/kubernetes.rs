@@ -16,6 +16,7 @@
 //! | how services are reached | | `SHIPSHAPE_SERVICE_PATH` = `node-port` or `api-proxy` | the first that works |
 //! | how one replica is reached | | `SHIPSHAPE_REPLICA_PATH` = `direct` or `api-proxy` | the first that works |
 //! | the engine the pods run on | | `SHIPSHAPE_DOCKER_HOST`, then `DOCKER_HOST` | `/var/run/docker.sock` |
+//! | how node containers are named | | `SHIPSHAPE_NODE_CONTAINERS`, `{node}` for a node's name | the node's name |
 //!
 //! The kit's images are never pulled under their local names (`shipshape/…`, pull policy
 //! `Never`); a copy under another name (a registry's, with `--image-prefix`) is pulled if
@@ -49,9 +50,9 @@
 //! plane — and adding nodes need the machines themselves. A [`Machines`] implementation
 //! says which of those it can do and does them: the reference driver's processes
 //! ([`crate::reference`]) can do all of them; for a cluster the kit did not start
-//! ([`ApiOnly`]) they are *not applicable*, with the reason in the report. (Nodes that are
-//! containers on the local engine, as kind and k3d make them, are detected and named in
-//! that reason; injecting node faults into them is not built yet.)
+//! ([`ApiOnly`]) they are *not applicable*, with the reason in the report. Nodes that are
+//! containers on the engine, as kind and k3d make them, are looked for and named in that
+//! reason; injecting node faults into them is not built yet.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ pub struct KubernetesOptions {
     /// Whether replicas are reached through the API server even where their address
     /// answers (`SHIPSHAPE_REPLICA_PATH=api-proxy`).
     pub api_proxy_for_replicas: bool,
+    /// How the nodes' containers are named on the engine, `{node}` standing for a node's
+    /// name (`SHIPSHAPE_NODE_CONTAINERS`; the node's name itself when `None`).
+    pub node_containers: Option<String>,
     /// The Docker engine the pods run on, if not the local one.
     pub docker_host: Option<String>,
 }
@@ -161,6 +165,7 @@ impl KubernetesOptions {
         };
         Ok(Self {
             api_proxy_for_replicas,
+            node_containers: var("SHIPSHAPE_NODE_CONTAINERS"),
             kubeconfig: var("SHIPSHAPE_KUBECONFIG").map(PathBuf::from),
             context: var("SHIPSHAPE_CONTEXT"),
             image_prefix: None,
@@ -393,29 +398,27 @@ impl KubernetesDriver {
     /// through the API only), checks it, and finds out how to reach what runs on it.
     pub async fn start(options: KubernetesOptions, run_id: &str) -> anyhow::Result<Self> {
         let (client, server) = client_from_kubeconfig(&options).await?;
-        let machines = ApiOnly::new(
-            "the kit did not start this cluster and reaches its machines through the API only"
-                .to_owned(),
-        );
         Self::connect(
             "kubernetes",
             ClientCell::new(client),
             server,
             options,
-            Box::new(machines),
+            None,
             run_id,
         )
         .await
     }
 
     /// Checks the cluster behind `client` and finds out how to reach what runs on it (see
-    /// the module's essay); `machines` does what goes past the API.
+    /// the module's essay); `machines` does what goes past the API (for a cluster the kit
+    /// did not start, `None`: its machines are reached through the API only, and the
+    /// driver finds out and says why).
     pub async fn connect(
         name: &'static str,
         client: ClientCell,
         server: String,
         options: KubernetesOptions,
-        machines: Box<dyn Machines>,
+        machines: Option<Box<dyn Machines>>,
         run_id: &str,
     ) -> anyhow::Result<Self> {
         let api = client.get();
@@ -458,6 +461,13 @@ impl KubernetesDriver {
             None => Engine::from_env(),
         };
         let looked = look(&api, &options, run_id, node_address.as_deref(), &engine).await?;
+        let machines = match machines {
+            Some(machines) => machines,
+            None => {
+                let names: Vec<&str> = statuses.iter().map(|node| node.name.as_str()).collect();
+                Box::new(ApiOnly::new(why_api_only(&engine, &names, &options).await))
+            }
+        };
         Ok(Self {
             name,
             client,
@@ -542,6 +552,42 @@ async fn check_api(client: &kube::Client, server: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why the faults past the API are not applicable to a cluster the kit did not start: it
+/// looks for the nodes as containers on the engine (named as the nodes, or as the
+/// `SHIPSHAPE_NODE_CONTAINERS` pattern says with `{node}` for a node's name), as kind and
+/// k3d make them, and says what it found.
+async fn why_api_only(engine: &Engine, nodes: &[&str], options: &KubernetesOptions) -> String {
+    let pattern = options
+        .node_containers
+        .clone()
+        .unwrap_or_else(|| "{node}".to_owned());
+    let containers = match engine.container_names().await {
+        Ok(containers) => containers,
+        Err(error) => {
+            return format!(
+                "the kit did not start this cluster and reaches it through its API only (no Docker engine to look for its nodes on: {error:#})"
+            );
+        }
+    };
+    let found: Vec<String> = nodes
+        .iter()
+        .map(|node| pattern.replace("{node}", node))
+        .filter(|name| containers.contains(name))
+        .collect();
+    if !nodes.is_empty() && found.len() == nodes.len() {
+        format!(
+            "the nodes are containers on the Docker engine at {} ({}), but injecting faults into node containers is not built yet",
+            engine.host(),
+            found.join(", ")
+        )
+    } else {
+        format!(
+            "the kit did not start this cluster, and no node of it is a container on the Docker engine at {} (looked for containers named {pattern:?} for each node); it reaches the machines through the API only",
+            engine.host()
+        )
+    }
 }
 
 /// Deletes the namespaces of the kit's runs that were killed (their run's process is

@@ -304,7 +304,7 @@ pub async fn start(log_path: PathBuf, run_id: &str) -> anyhow::Result<Kubernetes
     let cluster = Box::new(cluster);
     // On failure the cluster is dropped, which stops its children (they remove their
     // containers on SIGTERM).
-    KubernetesDriver::connect("reference", client, server, options, cluster, run_id).await
+    KubernetesDriver::connect("reference", client, server, options, Some(cluster), run_id).await
 }
 
 impl ReferenceCluster {
