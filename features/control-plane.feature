@@ -1,18 +1,28 @@
 @control-plane
 Feature: The control plane keeps the desired state
   The control plane is the only door into the cluster. What is written through it is
-  kept exactly as written; two writers cannot silently overwrite each other; and a
-  write it has acknowledged survives the control plane itself failing.
+  kept exactly as written; two writers cannot silently overwrite each other; a write it
+  has acknowledged survives the control plane itself failing; and what is deleted takes
+  what hangs off it along: a deployment's replicas go with the deployment.
 
   Scenario: A deployment is accepted and reported back as written
     When a deployment "web" is created with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
     Then the deployment "web" is reported with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
 
+  @pods
+  Scenario: Deleting a deployment takes its replicas with it
+    Given a deployment "web" of 3 probe replicas is running
+    When the deployment "web" is deleted
+    Then within 30 seconds none of the replicas of deployment "web" is left
+
   @kubernetes-api
   Scenario: A change based on an outdated version is refused
-    Given a deployment "web" with 2 replicas of image "probe:v1"
+    Given a deployment "web" of 2 probe replicas is running
     And I have read the deployment "web"
-    And another client has changed the replicas of deployment "web" to 3
+    When another client changes the replicas of deployment "web" to 3
+    # Once the system has acted on that change, nothing else writes the deployment: what
+    # refuses the next change can only be the version it is based on.
+    Then within 60 seconds the rollout of deployment "web" is complete
     When I change the replicas of deployment "web" to 5 based on what I read
     Then the change is refused as a conflict
     And the deployment "web" has 3 replicas

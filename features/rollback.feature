@@ -79,7 +79,9 @@ Feature: Rolling updates keep the service up, and any revision can be rolled bac
     And the traffic to the service "web" had no failed request
 
   Scenario: Recreate never serves two versions at once
-    Given a deployment "web" of 3 probe replicas of version v1 is rolled out, with:
+    # The replicas take seconds to stop, as real servers do: the new ones may start only
+    # once the old ones are gone, not as soon as they were asked to stop.
+    Given a deployment "web" of 3 probe replicas of version v1, that take 5 seconds to stop, is rolled out, with:
       | strategy | Recreate |
     And a service "web" in front of deployment "web" answers within 30 seconds
     And continuous traffic to the service "web" is being answered

@@ -6,12 +6,17 @@ Feature: The scheduler places each pod on a suitable node
   deployment over the machines so that losing one machine loses few of them. A pod that
   fits nowhere waits, saying why, until a node with room for it joins the cluster.
 
-  @multi-node
-  Scenario: The replicas of a deployment are spread across the nodes
+  @multi-node @label-node
+  Scenario: The replicas of a deployment are spread across the nodes, even when one node is busier
     Given a cluster of 3 ready nodes
-    When a deployment "web" of 6 probe replicas is created
-    Then within 60 seconds 6 replicas of deployment "web" are running
-    And every node runs 2 replicas of deployment "web"
+    And one of the nodes is labelled "busy=yes"
+    When a deployment "batch" of 6 probe replicas selecting nodes "busy=yes" is created
+    Then within 60 seconds 6 replicas of deployment "batch" are running
+    # The busy node has the least room left, yet it gets its share of "web": were the
+    # scheduler to pick only the emptiest nodes, losing one of them would lose 2 of 3.
+    When a deployment "web" of 3 probe replicas is created
+    Then within 60 seconds 3 replicas of deployment "web" are running
+    And every node runs 1 replica of deployment "web"
 
   @multi-node @pods @add-node
   Scenario: A pod that fits on no node waits, saying why, until a node with room joins

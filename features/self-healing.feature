@@ -7,7 +7,8 @@ Feature: Replicas come back after failures
   new one. When the control plane cannot talk to the node a pod runs on, the pod's phase is
   Unknown; its replicas are started on other nodes, and once the node is back the
   deployment settles at exactly its replica count. A node drained for maintenance is
-  emptied, and gets no new pods until it is uncordoned.
+  emptied, and gets no new pods until it is uncordoned. A replica asked to stop has its
+  grace period to finish, and no longer counts as one of the deployment's replicas.
 
   @kill-container
   Scenario: A replica whose container is killed is restarted in place
@@ -21,6 +22,23 @@ Feature: Replicas come back after failures
     Given a deployment "web" of 3 probe replicas is running
     When one replica of deployment "web" is deleted
     Then within 10 seconds 3 replicas of deployment "web" are running, none of them the deleted one
+
+  # A replica on its way out is no longer one of the deployment's: its replacement does
+  # not wait for it to finish stopping.
+  @delete-replica
+  Scenario: A replica that takes long to stop is replaced at once, while it stops
+    Given a deployment "web" of 3 probe replicas that take 20 seconds to stop is running
+    When one replica of deployment "web" is deleted
+    Then within 10 seconds 3 replicas of deployment "web" are running, none of them the deleted one
+    And the deleted replica is still stopping
+
+  # Asked to stop, a replica has its grace period to do it; one that takes longer is
+  # stopped when the grace period runs out, not before and not much after.
+  @delete-replica
+  Scenario: A replica that does not stop within its grace period is stopped when the grace period runs out
+    Given a deployment "web" of 1 probe replica that takes 60 seconds to stop, given 3 seconds to do it, is running
+    When one replica of deployment "web" is deleted
+    Then within 15 seconds the deleted replica is gone, no sooner than 3 seconds after it was deleted
 
   @multi-node @disruptive @lose-node @restart-node
   Scenario: The replicas of a failed machine run again on the other machines

@@ -55,6 +55,13 @@ Feature: A service routes traffic to the ready replicas of its deployment
     And the traffic to the service "web" stays free of failed requests for 5 more seconds
     And the traffic to the service "web" had no failed request
 
+  @reach-replica @delete-replica
+  Scenario: A replica that is deleted finishes the request it is answering
+    Given a deployment "web" of 2 probe replicas checked for readiness is running and ready
+    When a request that takes 3 seconds is sent to one replica of deployment "web"
+    And that replica is deleted while it answers
+    Then within 10 seconds the request was answered in full
+
   @multi-node @disruptive @lose-node
   Scenario: Losing a node under load loses requests only until its replicas leave the rotation
     Given a cluster of 3 ready nodes

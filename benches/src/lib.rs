@@ -713,10 +713,7 @@ impl BenchCluster {
             .await
             .context("building the images")?;
         let dir = BenchDir::new(prefix)?;
-        let config = ControlPlaneConfig {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse()?,
-        };
+        let config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse()?);
         let begun = Instant::now();
         let cluster = LocalCluster::start_with(config, nodes, lifecycle)
             .await

@@ -4,7 +4,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /` | JSON: pod name, version, hostname, and how many requests it has served |
+//! | `GET /` | JSON: pod name, version, hostname, and how many requests it has served; with `?sleep=S` it answers S seconds later (a long request), with `?cpu_ms=N` after spending N ms of CPU (defaults: `REQUEST_SLEEP`, `REQUEST_CPU_MS`) |
 //! | `GET /healthz` | liveness: 200, or 500 after `POST /fail/liveness` |
 //! | `GET /ready` | readiness: 200 once `READY_AFTER` seconds have passed, 503 before, or after `POST /fail/readiness` |
 //! | `POST /crash?code=N` | answers, then exits with code N |
@@ -22,10 +22,14 @@
 //! `FROM scratch` has no shell and no curl): it asks `http://127.0.0.1:PORT/PATH` for each
 //! argument and exits 0 when every answer is 2xx, 1 otherwise.
 //!
-//! Environment: `POD_NAME` (else the hostname), `PROBE_VERSION`, `READY_AFTER`,
-//! `EXIT_AFTER` with `EXIT_CODE` (a run-to-completion pod), `PROBE_BROKEN=1` (exits 1 at
-//! start: the `broken` image). On SIGTERM it stops accepting connections, finishes the
-//! requests in flight and exits 0: that is what lets a rollout drop no request.
+//! Environment, so that one image behaves as real applications do: `POD_NAME` (else the
+//! hostname), `PROBE_VERSION`, `READY_AFTER` (a slow start), `EXIT_AFTER` with
+//! `EXIT_CODE` (a run-to-completion pod, or one that crashes), `STOP_AFTER` (a slow
+//! shutdown: seconds it still takes to stop once SIGTERM came and its requests are done,
+//! within its grace period or beyond it), `REQUEST_SLEEP` and `REQUEST_CPU_MS` (what each
+//! `GET /` costs), `PROBE_BROKEN=1` (exits 1 at start: the `broken` image). On SIGTERM it
+//! stops accepting connections, finishes the requests in flight (long ones included) and
+//! exits 0: that is what lets a rollout drop no request.
 //!
 //! It uses the standard library only, so it builds in a second with `rustc` alone into a
 //! static binary for a `FROM scratch` image, with no registry and no dependency.
@@ -135,6 +139,10 @@ fn main() {
     while state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+    if let Some(stop_after) = env_secs("STOP_AFTER") {
+        println!("probe: taking {stop_after} s to stop, as STOP_AFTER says");
+        std::thread::sleep(Duration::from_secs_f64(stop_after));
+    }
     println!("probe: bye");
     std::process::exit(0);
 }
@@ -221,6 +229,20 @@ fn handle(
     let ready = !state.readiness_failed.load(Ordering::SeqCst)
         && state.started.elapsed() >= state.ready_after;
     let mut exit_code = None;
+    if (method.as_str(), path) == ("GET", "/") {
+        let number = |name: &str, default: &str| {
+            param(query, name)
+                .or_else(|| std::env::var(default).ok())
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .filter(|value| value.is_finite() && *value > 0.0)
+        };
+        if let Some(cpu_ms) = number("cpu_ms", "REQUEST_CPU_MS") {
+            spin(Duration::from_secs_f64(cpu_ms.min(60_000.0) / 1000.0));
+        }
+        if let Some(sleep) = number("sleep", "REQUEST_SLEEP") {
+            std::thread::sleep(Duration::from_secs_f64(sleep.min(600.0)));
+        }
+    }
     let (code, text) = match (method.as_str(), path) {
         ("GET", "/") => (
             200,
@@ -382,6 +404,18 @@ fn send(method: &str, target: &str, body: &[u8]) -> Result<(u16, String), String
 /// A one-shot HTTP/1.1 GET of `host:port/path`; the response body, whatever its status.
 fn fetch(target: &str) -> Result<String, String> {
     send("GET", target, &[]).map(|(_, body)| body)
+}
+
+/// Keeps one CPU busy for `cost`: the work a request does.
+fn spin(cost: Duration) {
+    let until = Instant::now() + cost;
+    let mut x: u64 = 1;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+    }
 }
 
 fn escape(s: &str) -> String {

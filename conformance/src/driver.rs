@@ -69,6 +69,12 @@ pub struct DeploymentSpec {
     pub readiness: Option<HealthCheck>,
     /// How it rolls out a new template, and how much history it keeps.
     pub rollout: Rollout,
+    /// Environment variables of each replica's container (how the probe is told to start
+    /// slowly, stop slowly, or make requests cost).
+    pub env: BTreeMap<String, String>,
+    /// How long a replica is given to stop after it is asked to, before it is killed
+    /// (`None`: the system's default).
+    pub termination_grace_seconds: Option<u32>,
 }
 
 /// How a deployment replaces its replicas when its template changes, and what it keeps;
@@ -384,6 +390,9 @@ pub struct PodSpec {
     pub shared_volume: Option<String>,
     /// Which nodes it may be placed on.
     pub placement: Placement,
+    /// How long it is given to stop after it is asked to, before it is killed (`None`:
+    /// the system's default).
+    pub termination_grace_seconds: Option<u32>,
 }
 
 /// Whether the system took a pod on when it was submitted.
@@ -743,6 +752,10 @@ pub trait Driver: fmt::Debug + Send + Sync {
         namespace: &'a str,
         name: &'a str,
     ) -> DriverFuture<'a, Option<DeploymentSpec>>;
+
+    /// Deletes a deployment, and with it everything it made (its replicas): what a user
+    /// means by deleting it (Kubernetes' default background propagation).
+    fn delete_deployment<'a>(&'a self, namespace: &'a str, name: &'a str) -> DriverFuture<'a, ()>;
 
     /// Sets the desired number of replicas of a deployment.
     fn scale<'a>(

@@ -170,8 +170,10 @@ pub fn deployment_of(spec: &DeploymentSpec) -> anyhow::Result<Deployment> {
                             }]
                         }),
                         readiness_probe: spec.readiness.as_ref().map(probe_of),
+                        env: env_of(&spec.env),
                         ..Container::default()
                     }],
+                    termination_grace_period_seconds: spec.termination_grace_seconds.map(i64::from),
                     ..placed(&spec.placement)
                 }),
             },
@@ -253,6 +255,38 @@ fn count_to_api(value: Option<u32>, field: &str) -> anyhow::Result<Option<i32>> 
         .transpose()
 }
 
+/// Environment variables as a container's list; `None` when there are none.
+fn env_of(env: &BTreeMap<String, String>) -> Option<Vec<EnvVar>> {
+    (!env.is_empty()).then(|| {
+        env.iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                ..EnvVar::default()
+            })
+            .collect()
+    })
+}
+
+/// Deletes a Deployment as `kubectl delete deployment` does: its ReplicaSets and pods go
+/// after it (background propagation, the API's default). One already gone is no error.
+pub async fn delete_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    match Api::<Deployment>::namespaced(client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_status(&error, 404) => Ok(()),
+        Err(error) => {
+            Err(error).with_context(|| format!("failed to delete deployment {namespace}/{name}"))
+        }
+    }
+}
+
 /// Reads a Deployment back in the kit's terms; `None` if it does not exist.
 pub async fn read_deployment(
     client: &kube::Client,
@@ -273,7 +307,7 @@ pub async fn read_deployment(
     let Some(pod) = spec.template.spec.as_ref() else {
         bail!("deployment {namespace}/{name} was reported without a pod spec");
     };
-    let (image, requests, port, readiness) = match pod.containers.as_slice() {
+    let (image, requests, port, readiness, env) = match pod.containers.as_slice() {
         [container] => (
             container.image.clone().unwrap_or_default(),
             requests_of(container)
@@ -284,6 +318,12 @@ pub async fn read_deployment(
                 .flatten()
                 .find_map(|port| u16::try_from(port.container_port).ok()),
             container.readiness_probe.as_ref().and_then(check_of),
+            container
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|var| Some((var.name.clone(), var.value.clone()?)))
+                .collect(),
         ),
         containers => bail!(
             "deployment {namespace}/{name} was reported with {} containers, expected one",
@@ -306,6 +346,10 @@ pub async fn read_deployment(
         port,
         readiness,
         rollout: rollout_of(spec),
+        env,
+        termination_grace_seconds: pod
+            .termination_grace_period_seconds
+            .and_then(|seconds| u32::try_from(seconds).ok()),
     }))
 }
 
@@ -969,6 +1013,7 @@ fn pod_of(spec: &KitPodSpec) -> Pod {
         spec: Some(PodSpec {
             containers,
             restart_policy: Some(restart_policy.to_owned()),
+            termination_grace_period_seconds: spec.termination_grace_seconds.map(i64::from),
             volumes: spec.shared_volume.as_ref().map(|_| {
                 vec![Volume {
                     name: SHARED_VOLUME.to_owned(),
@@ -991,16 +1036,7 @@ fn container_of(spec: &ContainerSpec) -> Container {
         image_pull_policy: Some(pull_policy(&spec.image).to_owned()),
         command: non_empty(&spec.command),
         args: non_empty(&spec.args),
-        env: (!spec.env.is_empty()).then(|| {
-            spec.env
-                .iter()
-                .map(|(name, value)| EnvVar {
-                    name: name.clone(),
-                    value: Some(value.clone()),
-                    ..EnvVar::default()
-                })
-                .collect()
-        }),
+        env: env_of(&spec.env),
         ports: spec.port.map(|port| {
             vec![ContainerPort {
                 container_port: i32::from(port),

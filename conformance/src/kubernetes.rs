@@ -988,6 +988,11 @@ impl Driver for KubernetesDriver {
         async move { kubeapi::read_deployment(&client, namespace, name).await }.boxed()
     }
 
+    fn delete_deployment<'a>(&'a self, namespace: &'a str, name: &'a str) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::delete_deployment(&client, namespace, name).await }.boxed()
+    }
+
     fn scale<'a>(
         &'a self,
         namespace: &'a str,

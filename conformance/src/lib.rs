@@ -63,6 +63,15 @@
 //!
 //! Every operation talks to a real system, so every step can really fail: nothing here
 //! mocks the orchestrator, and a driver never reports success for work it did not do.
+//!
+//! # How the kit shows what it catches
+//!
+//! A scenario that passes on the reference might pass as well on a system that ignores
+//! half of what its feature promises. [`mutants`] answers that with a number: it
+//! certifies the reference once per *behavioural mutant* — one decision turned wrong by a
+//! fail point the reference has only in `--features failpoints` builds — and every mutant
+//! must fail a scenario the catalogue (`conformance/mutants.toml`) names for it. The
+//! reference's report shows the score.
 
 #![warn(missing_docs)]
 
@@ -73,6 +82,7 @@ pub mod images;
 pub mod junit;
 pub mod kubeapi;
 pub mod kubernetes;
+pub mod mutants;
 pub mod plain_http;
 pub mod profile;
 pub mod reaper;

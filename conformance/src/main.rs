@@ -5,12 +5,15 @@
 //! shipshape-conformance certify --driver reference|kubernetes|swarm [--tags EXPR] [--profile FILE]
 //! shipshape-conformance certify --driver kubernetes --kubeconfig PATH [--context NAME] [--image-prefix P]
 //! shipshape-conformance images --save DIR
+//! shipshape-conformance mutants [--only NAME]... [--jobs N] [--sweep]   (built with --features failpoints)
 //! ```
 //!
 //! `certify` runs the features against the system the driver names and writes the report
 //! (`report.html`, `summary.json`, `junit.xml`) under `target/conformance/<driver>/`,
 //! printing a line per scenario as it ends; it exits non-zero if any scenario that applies
-//! failed. `images` writes the kit's probe images as `docker save` archives, for systems
+//! failed. `mutants` certifies the reference once per behavioural mutant of the catalogue
+//! (`conformance/mutants.toml`) and exits non-zero unless a scenario the catalogue names
+//! caught every one. `images` writes the kit's probe images as `docker save` archives, for systems
 //! whose nodes do not share the local Docker engine. Errors are one line each.
 //!
 //! The same binary doubles as the reference's processes: when the reference driver starts
@@ -56,6 +59,9 @@ enum Command {
         /// `@self-healing and not @disruptive`.
         #[arg(long)]
         tags: Option<String>,
+        /// Runs only the scenario of this name (repeatable).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
         /// A timing profile (TOML) with the system's promised timings; the kit's defaults
         /// without it. `conformance/profiles/` has upstream Kubernetes'.
         #[arg(long)]
@@ -67,6 +73,23 @@ enum Command {
         /// Also prints every step as it runs.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Runs the kit's behavioural mutants of the reference: each must fail a scenario.
+    /// Needs a build with `--features failpoints`.
+    Mutants {
+        /// Runs only the mutant of this name (repeatable).
+        #[arg(long = "only")]
+        only: Vec<String>,
+        /// How many mutants run at once, each on a reference cluster of its own.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Where reports go (`mutants/` is made in it); default `target/conformance`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also runs every mutant on the scenarios no mutant names, and lists the
+        /// scenarios that caught nothing (a longer run, for reviewing the features).
+        #[arg(long)]
+        sweep: bool,
     },
     /// Writes the kit's probe images as `docker save` archives.
     Images {
@@ -107,6 +130,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             context,
             image_prefix,
             tags,
+            scenarios,
             profile,
             out,
             verbose,
@@ -131,6 +155,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let options = Options {
                 driver,
+                scenarios,
                 tags,
                 profile,
                 report_root: out.unwrap_or_else(run::default_report_root),
@@ -138,6 +163,20 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let outcome = run::certify(options).await?;
             Ok(if outcome.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Mutants {
+            only,
+            jobs,
+            out,
+            sweep,
+        } => {
+            let root = out.unwrap_or_else(run::default_report_root);
+            let report = shipshape_conformance::mutants::run(&root, &only, jobs, sweep).await?;
+            Ok(if report.all_caught_as_catalogued() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -93,6 +93,12 @@ use crate::kubernetes::{
     ClientCell, KubernetesDriver, KubernetesOptions, Machines, ServicePathKind,
 };
 
+/// The node port range the reference's control plane allocates from, when set
+/// (`--service-node-port-range`, e.g. `30000-30999`): clusters that run side by side on
+/// one machine — the kit's mutants do — each get their own, so that their service proxies,
+/// which all listen on the host's loopback address, never want the same port.
+pub const NODE_PORT_RANGE_ENV: &str = "SHIPSHAPE_NODE_PORT_RANGE";
+
 /// Environment variable that turns the test binary into a `shipshape` child process.
 pub const CHILD_ENV: &str = "SHIPSHAPE_CONFORMANCE_REFERENCE_CHILD";
 
@@ -940,7 +946,7 @@ impl Cluster {
         listen: &str,
         nodes: u32,
     ) -> anyhow::Result<Self> {
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "up".into(),
             "--nodes".into(),
             nodes.to_string().into(),
@@ -949,6 +955,9 @@ impl Cluster {
             "--listen".into(),
             listen.into(),
         ];
+        if let Some(range) = std::env::var_os(NODE_PORT_RANGE_ENV).filter(|r| !r.is_empty()) {
+            args.extend(["--service-node-port-range".into(), range]);
+        }
         let (mut child, mut log, log_start) = spawn(&args, log_path, true)?;
         note_child(data_dir, &child);
         let stdout = child

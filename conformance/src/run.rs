@@ -122,6 +122,8 @@ pub struct Options {
     /// A tag expression selecting the scenarios (`@scheduling and not @disruptive`); all
     /// of them when `None`.
     pub tags: Option<String>,
+    /// Only the scenarios of these names (all when empty).
+    pub scenarios: Vec<String>,
     /// The timing profile.
     pub profile: Profile,
     /// Where reports go: the run writes into `<report_root>/<driver>/`.
@@ -144,6 +146,7 @@ impl Options {
         };
         Ok(Self {
             driver,
+            scenarios: Vec::new(),
             tags,
             profile,
             report_root: default_report_root(),
@@ -187,7 +190,11 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
             })
         })
         .transpose()?;
-    let selected = count_scenarios(&features_dir(), tags.as_ref())?;
+    let selection = Selection {
+        tags,
+        names: options.scenarios.clone(),
+    };
+    let selected = count_scenarios(&features_dir(), &selection)?;
     if selected == 0 {
         bail!(
             "no scenario matches the tag expression {:?}",
@@ -251,7 +258,7 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
     let outcome = run_features(
         &harness,
         capabilities,
-        tags,
+        selection,
         selected,
         options.verbose,
         &junit_path,
@@ -303,6 +310,9 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
             ("json".to_owned(), summary_path.display().to_string()),
             ("junit".to_owned(), junit_path.display().to_string()),
         ]),
+        mutation_score: matches!(options.driver, DriverChoice::Reference)
+            .then(|| crate::mutants::last_score(&options.report_root))
+            .flatten(),
     };
     let report = harness.report().finish(header);
     let json = serde_json::to_string_pretty(&report).context("failed to serialize the report")?;
@@ -340,7 +350,7 @@ fn run_id() -> String {
 async fn run_features(
     harness: &Arc<Harness>,
     capabilities: Arc<Capabilities>,
-    tags: Option<TagOperation>,
+    selection: Selection,
     selected: usize,
     verbose: bool,
     junit_path: &Path,
@@ -409,37 +419,50 @@ async fn run_features(
         })
         .with_default_cli()
         .filter_run(features_dir(), move |feature, rule, scenario| {
-            selects(tags.as_ref(), feature, rule, scenario)
+            selection.selects(feature, rule, scenario)
         })
         .await;
     Ok(outcome.execution_has_failed())
 }
 
-/// Whether a scenario is selected by the tag expression (its feature's and rule's tags
-/// count as its own).
-fn selects(
-    tags: Option<&TagOperation>,
-    feature: &Feature,
-    rule: Option<&cucumber::gherkin::Rule>,
-    scenario: &cucumber::gherkin::Scenario,
-) -> bool {
-    let Some(tags) = tags else {
-        return true;
-    };
-    let all: Vec<&String> = feature
-        .tags
-        .iter()
-        .chain(rule.iter().flat_map(|rule| &rule.tags))
-        .chain(&scenario.tags)
-        .collect();
-    tags.eval(all)
+/// Which scenarios a run runs: those a tag expression selects (all without one), of those
+/// named (all when no name is given).
+struct Selection {
+    /// The tag expression.
+    tags: Option<TagOperation>,
+    /// The scenarios' names.
+    names: Vec<String>,
 }
 
-/// How many scenarios of the features in `dir` the tag expression selects.
-fn count_scenarios(dir: &Path, tags: Option<&TagOperation>) -> anyhow::Result<usize> {
+impl Selection {
+    /// Whether a scenario is selected (its feature's and rule's tags count as its own).
+    fn selects(
+        &self,
+        feature: &Feature,
+        rule: Option<&cucumber::gherkin::Rule>,
+        scenario: &cucumber::gherkin::Scenario,
+    ) -> bool {
+        if !self.names.is_empty() && !self.names.contains(&scenario.name) {
+            return false;
+        }
+        let Some(tags) = &self.tags else {
+            return true;
+        };
+        let all: Vec<&String> = feature
+            .tags
+            .iter()
+            .chain(rule.iter().flat_map(|rule| &rule.tags))
+            .chain(&scenario.tags)
+            .collect();
+        tags.eval(all)
+    }
+}
+
+/// The features in `dir`, parsed.
+fn parse_features(dir: &Path) -> anyhow::Result<Vec<Feature>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))?;
-    let mut count = 0;
+    let mut features = Vec::new();
     for entry in entries {
         let path = entry
             .with_context(|| format!("failed to read {}", dir.display()))?
@@ -447,20 +470,50 @@ fn count_scenarios(dir: &Path, tags: Option<&TagOperation>) -> anyhow::Result<us
         if path.extension().is_none_or(|ext| ext != "feature") {
             continue;
         }
-        let feature = Feature::parse_path(&path, GherkinEnv::default())
-            .map_err(|error| anyhow!("{} does not parse: {error}", path.display()))?;
+        features.push(
+            Feature::parse_path(&path, GherkinEnv::default())
+                .map_err(|error| anyhow!("{} does not parse: {error}", path.display()))?,
+        );
+    }
+    Ok(features)
+}
+
+/// The name of every scenario of the features in `dir`, in and out of rules.
+pub fn scenario_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(parse_features(dir)?
+        .iter()
+        .flat_map(|feature| {
+            feature
+                .scenarios
+                .iter()
+                .chain(feature.rules.iter().flat_map(|rule| &rule.scenarios))
+                .map(|scenario| scenario.name.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// How many scenarios of the features in `dir` the selection selects; a name that is no
+/// scenario's is an error.
+fn count_scenarios(dir: &Path, selection: &Selection) -> anyhow::Result<usize> {
+    let seen = scenario_names(dir)?;
+    let mut count = 0;
+    for feature in parse_features(dir)? {
         count += feature
             .scenarios
             .iter()
-            .filter(|scenario| selects(tags, &feature, None, scenario))
+            .filter(|scenario| selection.selects(&feature, None, scenario))
             .count();
         for rule in &feature.rules {
             count += rule
                 .scenarios
                 .iter()
-                .filter(|scenario| selects(tags, &feature, Some(rule), scenario))
+                .filter(|scenario| selection.selects(&feature, Some(rule), scenario))
                 .count();
         }
+    }
+    if let Some(unknown) = selection.names.iter().find(|name| !seen.contains(name)) {
+        bail!("no scenario is called {unknown:?}");
     }
     Ok(count)
 }
@@ -510,15 +563,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_expressions_select_scenarios_with_their_features_tags() {
-        let all = count_scenarios(&features_dir(), None).expect("features parse");
-        let scheduling = TagOperation::from_str("@scheduling").expect("parses");
-        let some = count_scenarios(&features_dir(), Some(&scheduling)).expect("features parse");
+    fn tag_expressions_and_names_select_scenarios() {
+        let select = |tags: Option<&str>, names: &[&str]| Selection {
+            tags: tags.map(|tags| TagOperation::from_str(tags).expect("parses")),
+            names: names.iter().map(|name| (*name).to_owned()).collect(),
+        };
+        let all = count_scenarios(&features_dir(), &select(None, &[])).expect("features parse");
+        let some = count_scenarios(&features_dir(), &select(Some("@scheduling"), &[]))
+            .expect("features parse");
         assert!(some > 0 && some < all, "{some} of {all}");
-        let none = TagOperation::from_str("@scheduling and not @scheduling").expect("parses");
-        assert_eq!(
-            count_scenarios(&features_dir(), Some(&none)).expect("parse"),
-            0
-        );
+        let none = select(Some("@scheduling and not @scheduling"), &[]);
+        assert_eq!(count_scenarios(&features_dir(), &none).expect("parse"), 0);
+        let named = select(None, &["Requests are spread across the replicas"]);
+        assert_eq!(count_scenarios(&features_dir(), &named).expect("parse"), 1);
+        assert!(count_scenarios(&features_dir(), &select(None, &["No such scenario"])).is_err());
     }
 }

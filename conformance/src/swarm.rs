@@ -146,6 +146,8 @@ struct Workload<'a> {
     restart: RestartPolicy,
     /// How it rolls out.
     rollout: &'a Rollout,
+    /// How long a replica may take to stop before it is killed.
+    grace_seconds: Option<u32>,
 }
 
 /// Docker Swarm on the local engine.
@@ -901,6 +903,9 @@ fn service_spec(
     if !workload.checks.is_empty() {
         container["HealthCheck"] = healthcheck(&workload.checks)?;
     }
+    if let Some(seconds) = workload.grace_seconds {
+        container["StopGracePeriod"] = json!(i64::from(seconds) * 1_000_000_000);
+    }
     let mut spec = json!({
         "Name": SwarmDriver::service_name(namespace, workload.name),
         "Labels": labels,
@@ -1285,7 +1290,9 @@ impl Driver for SwarmDriver {
                 name: &spec.name,
                 kind: "deployment",
                 image: &spec.image,
-                env: vec!["POD_NAME={{.Task.Name}}".to_owned()],
+                env: std::iter::once("POD_NAME={{.Task.Name}}".to_owned())
+                    .chain(spec.env.iter().map(|(key, value)| format!("{key}={value}")))
+                    .collect(),
                 replicas: spec.replicas,
                 labels: &spec.labels,
                 placement: &spec.placement,
@@ -1293,6 +1300,7 @@ impl Driver for SwarmDriver {
                 checks: spec.readiness.iter().collect(),
                 restart: RestartPolicy::Always,
                 rollout: &spec.rollout,
+                grace_seconds: spec.termination_grace_seconds,
             };
             self.create_service(namespace, &workload).await
         }
@@ -1342,6 +1350,23 @@ impl Driver for SwarmDriver {
                 },
                 ..DeploymentSpec::default()
             }))
+        }
+        .boxed()
+    }
+
+    fn delete_deployment<'a>(&'a self, namespace: &'a str, name: &'a str) -> DriverFuture<'a, ()> {
+        async move {
+            match self
+                .docker
+                .delete_service(&Self::service_name(namespace, name))
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(error) if not_found(&error) => Ok(()),
+                Err(error) => Err(docker_error(format!(
+                    "remove deployment {namespace}/{name}"
+                ))(error)),
+            }
         }
         .boxed()
     }
@@ -1749,6 +1774,7 @@ impl Driver for SwarmDriver {
                     .collect(),
                 restart: pod.restart_policy,
                 rollout: &rollout,
+                grace_seconds: pod.termination_grace_seconds,
             };
             self.create_service(namespace, &workload).await?;
             Ok(Admission::Accepted)
@@ -1999,6 +2025,7 @@ mod tests {
             checks: vec![&check],
             restart: RestartPolicy::Always,
             rollout: &rollout,
+            grace_seconds: Some(3),
         };
         let spec = service_spec(&workload, "1-2", "ns", "net-id").expect("spec");
         let parsed = as_written(spec.clone()).expect("every field reaches the engine");

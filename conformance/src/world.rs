@@ -327,6 +327,13 @@ pub struct ConformanceWorld {
     /// The replica a fault was aimed at (its container killed, or itself deleted), as it
     /// was just before.
     pub(crate) victim: Option<Replica>,
+    /// The deployment of the replica a fault was aimed at.
+    pub(crate) victim_deployment: Option<String>,
+    /// A request sent to one replica in the background, with the replica it went to.
+    pub(crate) request_in_flight: Option<(
+        Replica,
+        tokio::task::JoinHandle<anyhow::Result<crate::driver::HttpResponse>>,
+    )>,
     /// A deployment's replicas as they were just before a fault.
     pub(crate) before_fault: Vec<Replica>,
     /// The faults this scenario injected, and when, in order.

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -89,6 +90,29 @@ struct Common {
     /// otherwise (Kubernetes: 300).
     #[arg(long, default_value_t = 5)]
     eviction_seconds: u64,
+    /// The range Services' node ports come from, `FIRST-LAST` (Kubernetes' apiserver
+    /// flag of the same name).
+    #[arg(long, default_value = "30000-32767", value_parser = port_range)]
+    service_node_port_range: RangeInclusive<u16>,
+}
+
+/// Parses a port range, `30000-32767`.
+fn port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a range FIRST-LAST"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port number"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!("the range {text:?} is empty"));
+    }
+    Ok(first..=last)
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +176,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         }
     };
     init_tracing();
+    crate::failpoints::setup();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,6 +233,7 @@ async fn up(common: Common, nodes: u32) -> anyhow::Result<()> {
         ControlPlaneConfig {
             data_dir: common.data_dir,
             listen: common.listen,
+            node_ports: common.service_node_port_range,
         },
         nodes,
         node_lifecycle,

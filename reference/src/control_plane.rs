@@ -10,6 +10,7 @@
 //! Restarting on the same data directory keeps every object and the same token.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,20 @@ pub struct ControlPlaneConfig {
     pub data_dir: PathBuf,
     /// Where the apiserver listens (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// The range Services' node ports come from (upstream's `--service-node-port-range`).
+    pub node_ports: RangeInclusive<u16>,
+}
+
+impl ControlPlaneConfig {
+    /// A control plane keeping its data in `data_dir` and listening on `listen`, with
+    /// upstream's node port range.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        ControlPlaneConfig {
+            data_dir: data_dir.into(),
+            listen,
+            node_ports: apiserver::NODE_PORTS,
+        }
+    }
 }
 
 /// Why the control plane could not start.
@@ -138,6 +153,7 @@ impl ControlPlane {
         let shared = Arc::new(Shared {
             store: store.clone(),
             token: token.clone(),
+            node_ports: config.node_ports.clone(),
         });
         let server = tokio::spawn(apiserver::serve(
             listener,

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod control_plane;
 pub mod controllers;
+pub mod failpoints;
 pub mod images;
 pub mod local_cluster;
 pub mod proxy;

@@ -10,10 +10,10 @@ use shipshape::control_plane::{ControlPlane, ControlPlaneConfig};
 
 async fn start() -> (ControlPlane, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cp = ControlPlane::start(ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-    })
+    let cp = ControlPlane::start(ControlPlaneConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().expect("addr"),
+    ))
     .await
     .expect("control plane starts");
     (cp, dir)
@@ -353,10 +353,10 @@ async fn objects_survive_a_restart_on_the_same_data_dir() {
     let c = Client::new(dir.path(), cp.addr(), Some(&token));
     let created = c.post(DEPLOYMENTS, &deployment("web")).await.body;
     cp.stop().await;
-    let cp = ControlPlane::start(ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-    })
+    let cp = ControlPlane::start(ControlPlaneConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().expect("addr"),
+    ))
     .await
     .expect("restarts");
     assert_eq!(cp.token(), token, "the token survives a restart");

@@ -32,10 +32,10 @@ async fn start() -> Cluster {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cp = ControlPlane::start(ControlPlaneConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-    })
+    let cp = ControlPlane::start(ControlPlaneConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().expect("addr"),
+    ))
     .await
     .expect("control plane starts");
     let client = cp.credentials().client().expect("client");

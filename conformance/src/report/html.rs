@@ -114,6 +114,18 @@ pub fn render(report: &RunReport) -> String {
     if let Some(tags) = &report.tags {
         fact("Scenarios selected by", &escape(tags));
     }
+    if let Some(score) = &report.mutation_score {
+        fact(
+            "The kit's mutation score",
+            &format!(
+                "{} of {} behavioural mutants of the reference caught ({}) — <a href=\"{}\">the mutants' report</a>",
+                score.caught,
+                score.total,
+                escape(&score.started),
+                escape(&score.report)
+            ),
+        );
+    }
     page.push_str("</table>");
     // One verdict per feature.
     page.push_str("<h2>Verdicts</h2><table class=\"grid\"><tr><th>feature</th><th>verdict</th><th>passed</th><th>failed</th><th>not applicable</th></tr>");
@@ -423,6 +435,12 @@ mod tests {
             failed: 1,
             not_applicable: 1,
             files: BTreeMap::from([("json".to_owned(), "summary.json".to_owned())]),
+            mutation_score: Some(crate::mutants::Score {
+                caught: 27,
+                total: 28,
+                started: "2026-11-27T12:00:00Z".to_owned(),
+                report: "../mutants/report.html".to_owned(),
+            }),
         }
     }
 
@@ -469,7 +487,11 @@ mod tests {
                 panic!("cannot run pdftotext ({error}): install Debian's poppler-utils package (ci/install-deps does)")
             });
         assert!(text.status.success(), "pdftotext failed");
-        let text = String::from_utf8_lossy(&text.stdout);
+        // Words, not lines: where the browser wraps a line depends on the fonts installed.
+        let text = String::from_utf8_lossy(&text.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         for visible in [
             "swarm: NOT CERTIFIED — 1 scenario(s) failed",
             "(each a known difference of this system)",
@@ -514,6 +536,9 @@ mod tests {
         assert!(page.contains("Not applicable: the swarm has 1 node"));
         assert!(page.contains("Known difference of this system:</b> Swarm replaces a task"));
         assert!(page.contains("Given a &lt;cluster&gt;"));
+        assert!(page.contains(
+            "27 of 28 behavioural mutants of the reference caught (2026-11-27T12:00:00Z)"
+        ));
         assert!(!page.contains("<script"));
         assert!(!page.contains("http://") || page.contains("http://www.w3.org/2000/svg"));
     }

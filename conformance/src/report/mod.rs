@@ -270,6 +270,10 @@ pub struct RunReport {
     pub not_applicable: usize,
     /// Where the report's files are.
     pub files: BTreeMap<String, String>,
+    /// For the reference, the kit's mutation score: how many of its behavioural mutants
+    /// the features caught, in the last run of `shipshape-conformance mutants`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation_score: Option<crate::mutants::Score>,
 }
 
 impl RunReport {
@@ -560,6 +564,7 @@ impl Report {
             capabilities: header.capabilities,
             features,
             files: header.files,
+            mutation_score: header.mutation_score,
         }
     }
 
@@ -639,6 +644,8 @@ pub struct Header {
     pub differences: BTreeMap<String, String>,
     /// The report's files, by kind.
     pub files: BTreeMap<String, String>,
+    /// The kit's mutation score, for the reference ([`crate::mutants::last_score`]).
+    pub mutation_score: Option<crate::mutants::Score>,
 }
 
 /// A timeline with the scenario's actions marked: each `When` step at its start, unless a

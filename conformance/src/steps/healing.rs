@@ -19,10 +19,10 @@ use cucumber::{given, then, when};
 
 use super::placement::{deploy_probe, describe_nodes, list, role_node};
 use super::{
-    Bound, StepResult, describe, describe_all, exactly_running, fail, plural, wait_for_replica,
-    wait_for_replicas,
+    Bound, StepResult, describe, describe_all, exactly_running, fail, grace_for, plural,
+    probe_spec, stopping_after, wait_for_replica, wait_for_replicas, wait_for_running,
 };
-use crate::driver::{Fault, Phase, Placement, Replica};
+use crate::driver::{DeploymentSpec, Fault, Phase, Placement, Replica};
 use crate::world::{ConformanceWorld, FailedNode, NodeChange, NodeFault};
 
 /// How long the replicas of a deployment may take to be running in a `Given` (a
@@ -45,15 +45,53 @@ async fn running_deployment(
 ) -> StepResult {
     let count = u32::try_from(replicas).context("too many replicas")?;
     deploy_probe(world, name.clone(), count, Placement::default()).await?;
-    wait_for_replicas(
-        world,
-        &name,
-        START_SECONDS,
-        &format!("{} running", plural(replicas, "replica")),
-        |listed| exactly_running(listed, replicas),
-    )
-    .await?;
+    wait_for_running(world, &name, START_SECONDS, replicas).await?;
     Ok(())
+}
+
+/// Probe replicas that take `stop` seconds to stop once asked to (`STOP_AFTER`), given
+/// `grace` seconds to do it before they are killed.
+async fn deploy_slow_stopping(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: usize,
+    stop: u32,
+    grace: u32,
+) -> StepResult {
+    let spec = DeploymentSpec {
+        replicas: u32::try_from(replicas).context("too many replicas")?,
+        ..probe_spec(&*world.driver()?, &name, "v1")
+    };
+    let spec = stopping_after(spec, stop, grace);
+    let namespace = world.namespace().await?;
+    world.driver()?.deploy(&namespace, &spec).await?;
+    wait_for_running(world, &name, START_SECONDS, replicas).await?;
+    Ok(())
+}
+
+#[given(
+    expr = "a deployment {string} of {int} probe replica(s) that take(s) {int} seconds to stop is running"
+)]
+async fn slow_stopping_deployment(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: usize,
+    stop: u32,
+) -> StepResult {
+    deploy_slow_stopping(world, name, replicas, stop, grace_for(stop)).await
+}
+
+#[given(
+    expr = "a deployment {string} of {int} probe replica(s) that take(s) {int} seconds to stop, given {int} seconds to do it, is running"
+)]
+async fn too_slow_stopping_deployment(
+    world: &mut ConformanceWorld,
+    name: String,
+    replicas: usize,
+    stop: u32,
+    grace: u32,
+) -> StepResult {
+    deploy_slow_stopping(world, name, replicas, stop, grace).await
 }
 
 // --- faults on one replica ----------------------------------------------------------------
@@ -178,6 +216,108 @@ async fn replaced(
         .collect();
     println!("      {} replaced by {}", victim.name, new.join("; "));
     Ok(())
+}
+
+#[then(expr = "the deleted replica is still stopping")]
+async fn still_stopping(world: &mut ConformanceWorld) -> StepResult {
+    let (victim, deployment) = victim_and_deployment(world)?;
+    let replicas = list(world, &deployment).await?;
+    match replicas.iter().find(|replica| replica.id == victim.id) {
+        Some(replica) if replica.terminating => {
+            println!("      still stopping: {}", describe(replica));
+            Ok(())
+        }
+        Some(replica) => fail!(
+            "the deleted replica is not on its way out: {}",
+            describe(replica)
+        ),
+        None => fail!(
+            "the deleted replica {} is gone already: its replacement may have waited for it",
+            victim.name
+        ),
+    }
+}
+
+#[then(
+    expr = "within {int} seconds the deleted replica is gone, no sooner than {int} seconds after it was deleted"
+)]
+async fn gone_after_grace(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    not_before: u64,
+) -> StepResult {
+    let (victim, deployment) = victim_and_deployment(world)?;
+    let (_, deleted_at) = world
+        .last_fault()
+        .ok_or_else(|| anyhow!("no replica was deleted earlier in this scenario"))?;
+    let id = victim.id.clone();
+    wait_for_replicas(
+        world,
+        &deployment,
+        seconds,
+        &format!("{} gone", victim.name),
+        |replicas| match replicas.iter().find(|replica| replica.id == id) {
+            Some(replica) => Err(describe(replica)),
+            None => Ok(()),
+        },
+    )
+    .await?;
+    let after = deleted_at.elapsed();
+    if after < std::time::Duration::from_secs(not_before) {
+        fail!(
+            "the deleted replica was gone {:.1} s after it was deleted, before its {not_before} s to stop were up: it was killed, not let stop",
+            after.as_secs_f64()
+        );
+    }
+    println!(
+        "      gone {:.1} s after it was deleted",
+        after.as_secs_f64()
+    );
+    Ok(())
+}
+
+// --- a deployment deleted -------------------------------------------------------------------
+
+#[when(expr = "the deployment {string} is deleted")]
+async fn delete_deployment(world: &mut ConformanceWorld, deployment: String) -> StepResult {
+    world.before_fault = list(world, &deployment).await?;
+    let namespace = world.namespace().await?;
+    world
+        .driver()?
+        .delete_deployment(&namespace, &deployment)
+        .await?;
+    Ok(())
+}
+
+#[then(expr = "within {int} seconds none of the replicas of deployment {string} is left")]
+async fn none_left(world: &mut ConformanceWorld, seconds: u64, deployment: String) -> StepResult {
+    let noted = world.before_fault.clone();
+    if noted.is_empty() {
+        fail!("deployment {deployment} had no replica when it was deleted");
+    }
+    let wait = super::Wait::new(
+        seconds,
+        format!(
+            "none of the {} replicas of deployment {deployment} left",
+            noted.len()
+        ),
+    );
+    loop {
+        let mut left = Vec::new();
+        for replica in &noted {
+            match super::read_replica(world, &replica.name).await {
+                Ok(now) if now.id == replica.id => left.push(describe(&now)),
+                Ok(_) => {}
+                Err(error) if format!("{error:#}").contains("does not exist") => {}
+                Err(error) => left.push(format!("{}: {error:#}", replica.name)),
+            }
+        }
+        if left.is_empty() {
+            wait.done(world);
+            return Ok(());
+        }
+        wait.again(&left.join("; ")).await?;
+    }
 }
 
 // --- faults on a node -------------------------------------------------------------------------
@@ -429,6 +569,7 @@ async fn pick_replica(
     deployment: &str,
 ) -> anyhow::Result<(Replica, Vec<Replica>)> {
     world.watch(deployment).await?;
+    world.victim_deployment = Some(deployment.to_owned());
     let replicas = list(world, deployment).await?;
     let victim = replicas
         .iter()
@@ -442,6 +583,15 @@ async fn pick_replica(
             )
         })?;
     Ok((victim, replicas))
+}
+
+/// The replica the scenario aimed a fault at, and the deployment it is a replica of.
+fn victim_and_deployment(world: &ConformanceWorld) -> anyhow::Result<(Replica, String)> {
+    let deployment = world
+        .victim_deployment
+        .clone()
+        .ok_or_else(|| anyhow!("no fault was aimed at a replica earlier in this scenario"))?;
+    Ok((victim(world)?, deployment))
 }
 
 /// The replica the scenario aimed a fault at.

@@ -46,7 +46,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-use crate::driver::{DeploymentSpec, Fault, Replica, ServiceSpec};
+use crate::driver::{DeploymentSpec, Driver, Fault, Replica, ServiceSpec};
 use crate::kubeapi::is_status;
 use crate::profile::Profile;
 use crate::world::ConformanceWorld;
@@ -262,7 +262,7 @@ async fn read_for_later(world: &mut ConformanceWorld, name: String) -> StepResul
     Ok(())
 }
 
-#[given(expr = "another client has changed the replicas of deployment {string} to {int}")]
+#[when(expr = "another client changes the replicas of deployment {string} to {int}")]
 async fn another_client_changes_replicas(
     world: &mut ConformanceWorld,
     name: String,
@@ -422,6 +422,36 @@ async fn deploy(
     Ok(())
 }
 
+/// A deployment `name` of the probe at `version`, labelled `app=name`: one replica, no
+/// placement, the probe's defaults; callers change what their scenario is about.
+fn probe_spec(driver: &dyn Driver, name: &str, version: &str) -> DeploymentSpec {
+    DeploymentSpec {
+        labels: BTreeMap::from([("app".to_owned(), name.to_owned())]),
+        image: driver.probe_image(version),
+        name: name.to_owned(),
+        replicas: 1,
+        ..DeploymentSpec::default()
+    }
+}
+
+/// `spec` with replicas that take `stop` seconds to stop once asked to (the probe's
+/// `STOP_AFTER`), given `grace` seconds to do it before they are killed.
+fn stopping_after(spec: DeploymentSpec, stop: u32, grace: u32) -> DeploymentSpec {
+    let mut env = spec.env.clone();
+    env.insert("STOP_AFTER".to_owned(), stop.to_string());
+    DeploymentSpec {
+        env,
+        termination_grace_seconds: Some(grace),
+        ..spec
+    }
+}
+
+/// Grace enough for a replica that takes `stop` seconds to stop: a slow stop, not one cut
+/// short.
+fn grace_for(stop: u32) -> u32 {
+    stop + 15
+}
+
 /// A wait with a bound, for the "within N seconds" steps.
 struct Wait {
     /// What is waited for, for the record and for the error.
@@ -538,6 +568,23 @@ async fn wait_for_replicas(
         };
         wait.again(&last).await?;
     }
+}
+
+/// Waits until exactly `count` replicas of deployment `name` run, none of them terminating.
+async fn wait_for_running(
+    world: &mut ConformanceWorld,
+    deployment: &str,
+    seconds: u64,
+    count: usize,
+) -> anyhow::Result<Vec<Replica>> {
+    wait_for_replicas(
+        world,
+        deployment,
+        seconds,
+        &format!("{} running", plural(count, "replica")),
+        |replicas| exactly_running(replicas, count),
+    )
+    .await
 }
 
 /// A replica in a few words, for errors: `web-x1 Running on node-2, ready, 0 restarts`.

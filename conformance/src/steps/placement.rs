@@ -11,8 +11,8 @@ use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 
 use super::{
-    StepResult, describe, describe_all, exactly_running, fail, parse_labels, plural,
-    unscheduled_naming, wait_for_replica, wait_for_replicas,
+    StepResult, describe, describe_all, fail, parse_labels, plural, probe_spec, unscheduled_naming,
+    wait_for_replica, wait_for_replicas, wait_for_running,
 };
 use crate::driver::{DeploymentSpec, NodeSpec, NodeStatus, Phase, Placement, Resources, Taint};
 use crate::world::{ConformanceWorld, NodeChange};
@@ -172,14 +172,7 @@ async fn replicas_running(
     count: usize,
     deployment: String,
 ) -> StepResult {
-    wait_for_replicas(
-        world,
-        &deployment,
-        seconds,
-        &format!("{} running", plural(count, "replica")),
-        |replicas| exactly_running(replicas, count),
-    )
-    .await?;
+    wait_for_running(world, &deployment, seconds, count).await?;
     Ok(())
 }
 
@@ -336,18 +329,13 @@ pub(super) async fn deploy_probe(
     replicas: u32,
     placement: Placement,
 ) -> StepResult {
-    let namespace = world.namespace().await?;
-    let driver = world.driver()?;
     let spec = DeploymentSpec {
-        labels: BTreeMap::from([("app".to_owned(), name.clone())]),
-        image: driver.probe_image("v1"),
-        name,
         replicas,
         placement,
-        requests: Resources::default(),
-        ..DeploymentSpec::default()
+        ..probe_spec(&*world.driver()?, &name, "v1")
     };
-    driver.deploy(&namespace, &spec).await?;
+    let namespace = world.namespace().await?;
+    world.driver()?.deploy(&namespace, &spec).await?;
     Ok(())
 }
 

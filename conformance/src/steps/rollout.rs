@@ -31,7 +31,9 @@ use cucumber::gherkin::Step;
 use cucumber::{given, then, when};
 
 use super::routing::{PROBE_PORT, batch, probe_readiness};
-use super::{StepResult, Wait, describe_all, desired_replicas, fail};
+use super::{
+    StepResult, Wait, describe_all, desired_replicas, fail, grace_for, probe_spec, stopping_after,
+};
 use crate::driver::{DeploymentSpec, Driver, Revision, Rollout, RolloutStatus, Strategy};
 use crate::traffic::Availability;
 use crate::world::ConformanceWorld;
@@ -69,6 +71,34 @@ async fn rolled_out_deployment(
     replicas: u32,
     version: String,
 ) -> StepResult {
+    roll_out(world, step, name, replicas, version, None).await
+}
+
+/// Like the step above, with replicas that take `stop` seconds to stop after SIGTERM (and
+/// are given the time to).
+#[given(
+    expr = "a deployment {string} of {int} probe replicas of version {word}, that take {int} seconds to stop, is rolled out, with:"
+)]
+async fn rolled_out_slow_stopping_deployment(
+    world: &mut ConformanceWorld,
+    #[step] step: &Step,
+    name: String,
+    replicas: u32,
+    version: String,
+    stop: u32,
+) -> StepResult {
+    roll_out(world, step, name, replicas, version, Some(stop)).await
+}
+
+/// Deploys and waits until rolled out; `stop`: seconds each replica takes to stop.
+async fn roll_out(
+    world: &mut ConformanceWorld,
+    step: &Step,
+    name: String,
+    replicas: u32,
+    version: String,
+    stop: Option<u32>,
+) -> StepResult {
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let table = step
@@ -77,16 +107,16 @@ async fn rolled_out_deployment(
         .ok_or_else(|| anyhow!("the step needs a table of rollout settings"))?;
     let rollout = configure(&table.rows)
         .with_context(|| format!("bad rollout settings for deployment {name}"))?;
-    let spec = DeploymentSpec {
-        name: name.clone(),
-        image: driver.probe_image(&version),
+    let mut spec = DeploymentSpec {
         replicas,
-        labels: [("app".to_owned(), name.clone())].into(),
         port: Some(PROBE_PORT),
         readiness: Some(probe_readiness()),
         rollout,
-        ..DeploymentSpec::default()
+        ..probe_spec(&*driver, &name, &version)
     };
+    if let Some(stop) = stop {
+        spec = stopping_after(spec, stop, grace_for(stop));
+    }
     driver.deploy(&namespace, &spec).await?;
     wait_rolled_out(world, &name, START_SECONDS).await?;
     Ok(())

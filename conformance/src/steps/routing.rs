@@ -11,13 +11,14 @@
 //! the step that checks it, so that what happens *during* a change (scaling down, a
 //! replica deleted) is counted, not only its end state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
 
 use super::{
-    Bound, StepResult, Wait, describe_all, desired_replicas, fail, plural, wait_for_replicas,
+    Bound, StepResult, Wait, describe_all, desired_replicas, fail, plural, probe_spec,
+    wait_for_replicas,
 };
 use crate::driver::{
     CheckAction, DeploymentSpec, HealthCheck, HttpRequest, Phase, Replica, ServiceSpec,
@@ -57,13 +58,10 @@ async fn ready_deployment(
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let spec = DeploymentSpec {
-        name: name.clone(),
-        image: driver.probe_image("v1"),
         replicas: u32::try_from(replicas).context("too many replicas")?,
-        labels: BTreeMap::from([("app".to_owned(), name.clone())]),
         port: Some(PROBE_PORT),
         readiness: Some(probe_readiness()),
-        ..DeploymentSpec::default()
+        ..probe_spec(&*driver, &name, "v1")
     };
     driver.deploy(&namespace, &spec).await?;
     wait_for_replicas(
@@ -199,17 +197,7 @@ async fn fail_readiness(world: &mut ConformanceWorld, deployment: String) -> Ste
     let namespace = world.namespace().await?;
     let driver = world.driver()?;
     let replicas = driver.list_replicas(&namespace, &deployment).await?;
-    let victim = replicas
-        .iter()
-        .filter(|replica| replica.phase == Phase::Running && replica.ready && !replica.terminating)
-        .min_by(|a, b| a.name.cmp(&b.name))
-        .cloned()
-        .ok_or_else(|| {
-            anyhow!(
-                "deployment {deployment} has no ready replica: {}",
-                describe_all(&replicas)
-            )
-        })?;
+    let victim = first_ready(&replicas, &deployment)?;
     let request = HttpRequest {
         method: "POST".to_owned(),
         path: "/fail/readiness".to_owned(),
@@ -308,6 +296,86 @@ async fn every_replica_answers(
         );
         wait.again(&last).await?;
     }
+}
+
+// --- a request in flight while its replica is deleted --------------------------------------
+
+#[when(expr = "a request that takes {int} seconds is sent to one replica of deployment {string}")]
+async fn long_request(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    deployment: String,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let replicas = driver.list_replicas(&namespace, &deployment).await?;
+    let replica = first_ready(&replicas, &deployment)?;
+    let request = HttpRequest {
+        method: "GET".to_owned(),
+        path: format!("/?sleep={seconds}"),
+        body: String::new(),
+    };
+    let name = replica.name.clone();
+    let task = tokio::spawn(async move {
+        driver
+            .request_replica(&namespace, &name, PROBE_PORT, &request)
+            .await
+    });
+    // Let the request reach the replica before anything else happens.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    println!(
+        "      a {seconds} s request is in flight to {}",
+        replica.name
+    );
+    world.request_in_flight = Some((replica, task));
+    Ok(())
+}
+
+#[when("that replica is deleted while it answers")]
+async fn delete_answering_replica(world: &mut ConformanceWorld) -> StepResult {
+    let replica = world
+        .request_in_flight
+        .as_ref()
+        .map(|(replica, _)| replica.clone())
+        .ok_or_else(|| anyhow!("no request was sent to a replica earlier in this scenario"))?;
+    let fault = crate::driver::Fault::DeleteReplica {
+        namespace: world.namespace().await?,
+        replica: replica.name.clone(),
+    };
+    let driver = world.driver()?;
+    world.fault_injected(&fault);
+    driver.inject(&fault).await?;
+    world.victim = Some(replica);
+    Ok(())
+}
+
+#[then(expr = "within {int} seconds the request was answered in full")]
+async fn answered_in_full(world: &mut ConformanceWorld, seconds: u64) -> StepResult {
+    let (replica, task) = world
+        .request_in_flight
+        .take()
+        .ok_or_else(|| anyhow!("no request was sent to a replica earlier in this scenario"))?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(seconds), task)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the request to {} got no answer within {seconds} s",
+                replica.name
+            )
+        })?
+        .context("the request's task failed")?
+        .with_context(|| format!("the request to {} was not answered", replica.name))?;
+    let named = crate::traffic::replica_of(&answer.body);
+    if answer.status != 200 || named != replica.name {
+        fail!(
+            "the request to {} was answered {} by {named:?}: {:?}",
+            replica.name,
+            answer.status,
+            answer.body
+        );
+    }
+    println!("      answered in full by {}", replica.name);
+    Ok(())
 }
 
 // --- continuous traffic -------------------------------------------------------------------
@@ -544,4 +612,20 @@ fn ready_count(replicas: &[Replica], count: usize) -> Result<(), String> {
     } else {
         Err(describe_all(replicas))
     }
+}
+
+/// The ready replica of `deployment` that sorts first by name: the same one on every run,
+/// so a scenario's victim does not depend on listing order.
+fn first_ready(replicas: &[Replica], deployment: &str) -> anyhow::Result<Replica> {
+    replicas
+        .iter()
+        .filter(|replica| replica.phase == Phase::Running && replica.ready && !replica.terminating)
+        .min_by(|a, b| a.name.cmp(&b.name))
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "deployment {deployment} has no ready replica: {}",
+                describe_all(replicas)
+            )
+        })
 }

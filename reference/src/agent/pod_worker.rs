@@ -173,11 +173,17 @@ impl Worker {
 
     /// Graceful deletion: stop, remove, then remove the pod object for good.
     async fn terminate(&self, pod: &Pod) {
-        let grace = pod
+        let mut grace = pod
             .metadata
             .deletion_grace_period_seconds
             .and_then(|g| u64::try_from(g).ok())
             .unwrap_or(30);
+        if crate::failpoints::on!("agent::kill-without-grace") {
+            grace = 0;
+        }
+        if crate::failpoints::on!("agent::wait-past-the-grace-period") {
+            grace = 600;
+        }
         tracing::info!(grace, "terminating pod");
         if grace > 0 {
             self.wait_out_of_rotation(pod).await;
@@ -304,7 +310,9 @@ impl Worker {
             .cloned()
             .unwrap_or_default();
 
-        if let Some(refused) = Self::refusal(&spec) {
+        let refused =
+            Self::refusal(&spec).filter(|_| !crate::failpoints::on!("agent::run-privileged-pods"));
+        if let Some(refused) = refused {
             tracing::warn!(reason = %refused.1, "refusing pod");
             let view = PodView {
                 containers: Vec::new(),
@@ -453,7 +461,10 @@ impl Worker {
                     && track.liveness.due(p, started, now)
                 {
                     let ok = probes::check(p, &ip, &self.runtime, &info.id).await;
-                    if track.liveness.record(p, ok, now) && !track.liveness.passing {
+                    if track.liveness.record(p, ok, now)
+                        && !track.liveness.passing
+                        && !crate::failpoints::on!("agent::ignore-liveness-checks")
+                    {
                         tracing::info!(container = %name, "liveness probe failed; restarting");
                         let grace = pod
                             .spec
@@ -470,14 +481,19 @@ impl Worker {
                         track.liveness = ProbeState::new(true);
                     }
                 }
-                view.ready = track.readiness.passing;
+                view.ready = track.readiness.passing
+                    || crate::failpoints::on!("agent::ready-whatever-the-check");
                 view.state = ContainerState::Running {
                     started_at: info.started_at.clone().unwrap_or_default(),
                 };
                 view
             }
             Some(info) => {
-                let exit_code = info.exit_code.unwrap_or(-1);
+                let exit_code = if crate::failpoints::on!("agent::ignore-exit-codes") {
+                    0
+                } else {
+                    info.exit_code.unwrap_or(-1)
+                };
                 let terminated = ContainerState::Terminated {
                     exit_code,
                     reason: if info.oom_killed {
@@ -495,7 +511,7 @@ impl Worker {
                     "Always" => true,
                     "OnFailure" => exit_code != 0,
                     _ => false,
-                };
+                } && !crate::failpoints::on!("agent::never-restart-containers");
                 view.will_restart = restart;
                 if !restart {
                     view.state = terminated;

@@ -341,15 +341,17 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
                         "must be between 1 and 65535, inclusive",
                     ));
                 }
+                // Whether it is in the node port range is the allocator's to say: the
+                // range is the control plane's setting.
                 if let Some(np) = p.get("nodePort").and_then(Value::as_i64)
                     && np != 0
-                    && !(30000..=32767).contains(&np)
+                    && !(1..=65535).contains(&np)
                 {
                     causes.push(invalid(
-                            &format!("spec.ports[{i}].nodePort"),
-                            np,
-                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                        ));
+                        &format!("spec.ports[{i}].nodePort"),
+                        np,
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
                 if ports.len() > 1
                     && p.get("name")

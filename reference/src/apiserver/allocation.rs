@@ -1,15 +1,17 @@
 //! Cluster IPs and node ports: values only one Service may hold at a time.
 //!
 //! Every Service (but a headless or ExternalName one) gets a cluster IP from the service
-//! range, and every port of a NodePort (or LoadBalancer) Service gets a node port from
-//! 30000–32767 — the one it asks for if it is free (else 422 Invalid), or a free one
-//! picked at random. Uniqueness is the store's job, not a lock's: each value held is a key
+//! range, and every port of a NodePort (or LoadBalancer) Service gets a node port from the
+//! node port range — 30000–32767 unless the control plane was started with another
+//! (`--service-node-port-range`, as upstream's apiserver takes it) — the one it asks for if
+//! it is free and in the range (else 422 Invalid), or a free one picked at random. Uniqueness is the store's job, not a lock's: each value held is a key
 //! (`/registry/allocations/nodeports/30080`) written with the Service in one atomic write,
 //! with the precondition "absent". Two creates racing for one port cannot both succeed, and
 //! a delete releases the keys in the same write that removes the Service.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use rand::Rng;
 use serde_json::{Value, json};
@@ -17,8 +19,8 @@ use serde_json::{Value, json};
 use crate::api::validate::{Cause, ValidationError};
 use crate::store::{Op, Precondition, Store, StoreError};
 
-/// The node port range.
-pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// The node port range upstream's apiserver uses unless told otherwise.
+pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 /// The service IP range: 10.96.0.0/16.
 const SERVICE_NET: u32 = u32::from_be_bytes([10, 96, 0, 0]);
 const SERVICE_NET_SIZE: u32 = 1 << 16;
@@ -79,6 +81,7 @@ pub fn plan(
     held: &Held,
     owner: &str,
     name: &str,
+    node_ports: &RangeInclusive<u16>,
 ) -> Result<Vec<Op>, ValidationError> {
     let mut ops = Vec::new();
     let ty = svc
@@ -214,8 +217,8 @@ pub fn plan(
             .map(|(_, _, np)| *np);
         let chosen = match asked {
             Some(n) => {
-                let n = u16::try_from(n).ok().filter(|n| NODE_PORTS.contains(n)).ok_or_else(|| {
-                    invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"))
+                let n = u16::try_from(n).ok().filter(|n| node_ports.contains(n)).ok_or_else(|| {
+                    invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}", node_ports.start(), node_ports.end()))
                 })?;
                 let ours = held.ports.get(&n).is_some_and(|o| o == owner);
                 if kept.contains(&n) {
@@ -241,7 +244,7 @@ pub fn plan(
                 Some(n) if !kept.contains(&n) => n,
                 _ => {
                     let free = (0..2000)
-                        .map(|_| rng.gen_range(NODE_PORTS))
+                        .map(|_| rng.gen_range(node_ports.clone()))
                         .find(|n| !held.ports.contains_key(n) && !kept.contains(n))
                         .ok_or_else(|| {
                             invalid(
@@ -314,6 +317,7 @@ mod tests {
             &Held::default(),
             "/registry/services/default/web",
             "web",
+            &NODE_PORTS,
         )
         .expect("plans");
         let np = s["spec"]["ports"][0]["nodePort"].as_i64().expect("port");
@@ -334,13 +338,20 @@ mod tests {
         held.ports
             .insert(30080, "/registry/services/default/other".into());
         let mut s = svc("NodePort", Some(30080));
-        let err =
-            plan(&mut s, None, &held, "/registry/services/default/web", "web").expect_err("taken");
+        let err = plan(
+            &mut s,
+            None,
+            &held,
+            "/registry/services/default/web",
+            "web",
+            &NODE_PORTS,
+        )
+        .expect_err("taken");
         assert!(err.to_string().contains("already allocated"), "{err}");
 
         let owner = "/registry/services/default/web";
         let mut first = svc("NodePort", Some(30081));
-        let ops = plan(&mut first, None, &held, owner, "web").expect("plans");
+        let ops = plan(&mut first, None, &held, owner, "web", &NODE_PORTS).expect("plans");
         held.ports.insert(30081, owner.into());
         let ip: Ipv4Addr = first["spec"]["clusterIP"]
             .as_str()
@@ -351,15 +362,34 @@ mod tests {
         assert_eq!(ops.len(), 2);
         // An update that leaves the node port out keeps it, and claims nothing new.
         let mut update = svc("NodePort", None);
-        let ops = plan(&mut update, Some(&first), &held, owner, "web").expect("plans");
+        let ops = plan(&mut update, Some(&first), &held, owner, "web", &NODE_PORTS).expect("plans");
         assert_eq!(update["spec"]["ports"][0]["nodePort"], 30081);
         assert!(ops.is_empty(), "{ops:?}");
         // Turning it into a ClusterIP service releases the port.
         let mut back = svc("ClusterIP", None);
-        let ops = plan(&mut back, Some(&first), &held, owner, "web").expect("plans");
+        let ops = plan(&mut back, Some(&first), &held, owner, "web", &NODE_PORTS).expect("plans");
         assert_eq!(ops.len(), 1);
         assert!(ops[0].value.is_none());
         assert_eq!(release(&held, owner).len(), 2);
+    }
+
+    #[test]
+    fn node_ports_come_from_the_configured_range() {
+        let range = 31000..=31009;
+        for _ in 0..20 {
+            let mut s = svc("NodePort", None);
+            plan(&mut s, None, &Held::default(), "k", "web", &range).expect("plans");
+            let np = s["spec"]["ports"][0]["nodePort"].as_i64().expect("port");
+            assert!((31000..=31009).contains(&np), "{np}");
+        }
+        let mut outside = svc("NodePort", Some(30080));
+        let err = plan(&mut outside, None, &Held::default(), "k", "web", &range)
+            .expect_err("outside the range");
+        assert!(
+            err.to_string()
+                .contains("The range of valid ports is 31000-31009"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -367,10 +397,20 @@ mod tests {
         let old = json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": []}});
         let mut new =
             json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.11", "ports": []}});
-        assert!(plan(&mut new, Some(&old), &Held::default(), "k", "web").is_err());
+        assert!(
+            plan(
+                &mut new,
+                Some(&old),
+                &Held::default(),
+                "k",
+                "web",
+                &NODE_PORTS
+            )
+            .is_err()
+        );
         let mut headless = json!({"spec": {"clusterIP": "None", "ports": []}});
         assert!(
-            plan(&mut headless, None, &Held::default(), "k", "h")
+            plan(&mut headless, None, &Held::default(), "k", "h", &NODE_PORTS)
                 .expect("plans")
                 .is_empty()
         );

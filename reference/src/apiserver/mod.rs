@@ -25,6 +25,7 @@
 //! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies.
 
 mod allocation;
+pub use allocation::NODE_PORTS;
 mod discovery;
 pub mod patch;
 mod protobuf;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub store: Store,
     /// The bearer token that grants access.
     pub token: String,
+    /// The range node ports are allocated from.
+    pub node_ports: std::ops::RangeInclusive<u16>,
 }
 
 /// How long a client has to finish the TLS handshake.

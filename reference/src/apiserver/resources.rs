@@ -433,7 +433,8 @@ fn allocate(
         return Ok(Vec::new());
     }
     let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
-    allocation::plan(obj, old, &held, key, name).map_err(|e| ApiError::Invalid(e, r))
+    allocation::plan(obj, old, &held, key, name, &shared.node_ports)
+        .map_err(|e| ApiError::Invalid(e, r))
 }
 
 /// Like [`from_store`], except that losing a race for a node port or cluster IP is a
@@ -505,7 +506,9 @@ async fn update(
         let (current, revision) = get(shared, r, ns, name)?;
         let (proposed, precondition, retry) = match &change {
             Change::Replace(obj) => {
-                let rv = meta::meta_str(obj, "resourceVersion").filter(|s| !s.is_empty());
+                let rv = meta::meta_str(obj, "resourceVersion")
+                    .filter(|s| !s.is_empty())
+                    .filter(|_| !crate::failpoints::on!("apiserver::ignore-resource-versions"));
                 let pre = match rv {
                     Some(rv) => Precondition::Revision(parse_rv(rv)?),
                     None => Precondition::Revision(revision),

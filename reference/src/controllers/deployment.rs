@@ -230,6 +230,9 @@ fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     if surge == 0 && unavailable == 0 {
         unavailable = 1;
     }
+    if crate::failpoints::on!("deployment::ignore-max-unavailable") {
+        unavailable = replicas;
+    }
     (surge, unavailable.min(replicas).max(0))
 }
 
@@ -331,6 +334,18 @@ fn scale(
     rolling: bool,
 ) {
     let Shape { desired, surge, .. } = shape;
+    if crate::failpoints::on!("deployment::scale-only-the-newest") {
+        // Every replica asked for goes to the newest ReplicaSet; the others keep theirs.
+        if let Some(i) = new.or_else(|| members.len().checked_sub(1)) {
+            let others: i32 = (0..members.len())
+                .filter(|&j| j != i)
+                .map(|j| members[j].size)
+                .sum();
+            members[i].size = (desired + surge - others).max(0);
+            members[i].stamped = true;
+        }
+        return;
+    }
     let active: Vec<usize> = (0..members.len())
         .filter(|&i| members[i].size > 0)
         .collect();
@@ -552,7 +567,9 @@ pub(super) fn reconcile(
             }
         }
         let old_revision = revision(rs);
-        if old_revision < next_revision {
+        if old_revision < next_revision
+            && !crate::failpoints::on!("deployment::no-renumbering-on-undo")
+        {
             new_annotations.insert(REVISION.to_owned(), next_revision.to_string());
             if old_revision > 0 {
                 let history = match annotation(&rs.metadata, REVISION_HISTORY) {
@@ -619,7 +636,8 @@ pub(super) fn reconcile(
             .iter()
             .enumerate()
             .any(|(i, rs)| Some(i) != new && rs.status.as_ref().is_some_and(|s| s.replicas > 0));
-        recreate_waiting = scaled_down || old_still_there || old_pods_running;
+        recreate_waiting = (scaled_down || old_still_there || old_pods_running)
+            && !crate::failpoints::on!("deployment::recreate-without-waiting");
         if !recreate_waiting {
             match new {
                 Some(n) => members[n].size = desired,
@@ -671,7 +689,11 @@ pub(super) fn reconcile(
 
     // Revision history: the oldest empty ReplicaSets beyond the limit go.
     if !scaling_event {
-        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+        let limit = if crate::failpoints::on!("deployment::keep-every-revision") {
+            usize::MAX
+        } else {
+            usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0)
+        };
         let mut cleanable: Vec<&ReplicaSet> = sets
             .iter()
             .enumerate()
@@ -891,7 +913,7 @@ fn progress(
             _ => {
                 let since = cond.last_update_time.as_ref().map_or(p.now, |t| t.0);
                 let left = SignedDuration::from_secs(deadline) - p.now.duration_since(since);
-                if left.is_positive() {
+                if left.is_positive() || crate::failpoints::on!("deployment::never-time-out") {
                     *requeue_after = Duration::try_from(left).ok();
                 } else {
                     set_condition(

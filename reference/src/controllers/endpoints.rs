@@ -56,7 +56,9 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
     // Pods that resolve to the same ports share a subset, as in Kubernetes.
     let mut by_ports: BTreeMap<String, Subset> = BTreeMap::new();
     for pod in pods {
-        if !selector.matches_object(pod) || pod.pointer("/metadata/deletionTimestamp").is_some() {
+        let selected =
+            selector.matches_object(pod) || crate::failpoints::on!("endpoints::ignore-selectors");
+        if !selected || pod.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
         let phase = pod.pointer("/status/phase").and_then(Value::as_str);
@@ -107,7 +109,7 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
         let entry = by_ports
             .entry(key)
             .or_insert_with(|| (Vec::new(), Vec::new(), ports));
-        if ready {
+        if ready || crate::failpoints::on!("endpoints::not-ready-as-ready") {
             entry.0.push(address);
         } else {
             entry.1.push(address);

@@ -162,11 +162,17 @@ async fn monitor(
             NodeVerdict::Lost => {
                 tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
                 mark_lost(nodes, &value, &name, now).await?;
-                report_pods_unknown(pods, &name).await?;
+                if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
+                    report_pods_unknown(pods, &name).await?;
+                }
             }
             NodeVerdict::StillLost(since) => {
-                report_pods_unknown(pods, &name).await?;
-                evict(pods, &name, since, now, config.default_toleration).await?;
+                if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
+                    report_pods_unknown(pods, &name).await?;
+                }
+                if !crate::failpoints::on!("node-lifecycle::never-evict") {
+                    evict(pods, &name, since, now, config.default_toleration).await?;
+                }
             }
             NodeVerdict::Recovered => {
                 tracing::info!(node = %name, "node is posting status again; removing its taints");

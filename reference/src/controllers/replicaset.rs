@@ -103,7 +103,9 @@ pub(super) fn reconcile(
                 plan.adopt.push(name.clone());
             }
         }
-        if terminating(&pod.metadata) {
+        if terminating(&pod.metadata)
+            && !crate::failpoints::on!("replicaset::count-terminating-pods")
+        {
             continue;
         }
         if finished(pod) {
@@ -151,8 +153,10 @@ pub(super) fn reconcile(
         {
             fully_labeled += 1;
         }
-        let Some(since) = ready_since(pod) else {
-            continue;
+        let since = match ready_since(pod) {
+            Some(since) => since,
+            None if crate::failpoints::on!("replicaset::count-unready-as-available") => now,
+            None => continue,
         };
         ready += 1;
         let ready_for = now.duration_since(since);

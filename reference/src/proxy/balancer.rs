@@ -52,7 +52,9 @@ impl Balancer {
             return order;
         }
         let start = self.next % n;
-        self.next = (start + 1) % n;
+        if !crate::failpoints::on!("proxy::no-round-robin") {
+            self.next = (start + 1) % n;
+        }
         let order: Vec<SocketAddr> = (0..n).map(|i| self.backends[(start + i) % n]).collect();
         if self.affinity.is_some() {
             self.sticky.insert(client, (order[0], now));

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 
 use super::info::{NodeInfo, PodInfo};
+use crate::failpoints;
 
 /// A filter plugin: `Ok(())` if the pod may run on the node, else the reasons it may not.
 pub type Filter = fn(&PodInfo, &NodeInfo) -> Result<(), Vec<String>>;
@@ -50,7 +51,21 @@ pub const INSUFFICIENT_MEMORY: &str = "Insufficient memory";
 
 /// Runs every filter in order; the first one that rejects the node gives the reasons.
 pub fn run(pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
-    FILTERS.iter().try_for_each(|(_, filter)| filter(pod, node))
+    FILTERS
+        .iter()
+        .filter(|(name, _)| !skipped(name))
+        .try_for_each(|(_, filter)| filter(pod, node))
+}
+
+/// Whether a fail point switches a filter off (never, in normal builds).
+fn skipped(filter: &str) -> bool {
+    match filter {
+        "NodeUnschedulable" => failpoints::on!("scheduler::ignore-cordons"),
+        "TaintToleration" => failpoints::on!("scheduler::ignore-taints"),
+        "NodeAffinity" => failpoints::on!("scheduler::ignore-node-selectors"),
+        "NodeResourcesFit" => failpoints::on!("scheduler::ignore-resources"),
+        _ => false,
+    }
 }
 
 fn reject(reason: &str) -> Result<(), Vec<String>> {

@@ -33,7 +33,10 @@ pub const SCORES: &[(&str, Score, i64)] = &[
 /// The weighted total of every plugin's score, per node, in the order given.
 pub fn totals(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
     let mut totals = vec![0; nodes.len()];
-    for (_, plugin, weight) in SCORES {
+    for (name, plugin, weight) in SCORES {
+        if *name == "OwnerSpread" && crate::failpoints::on!("scheduler::no-spreading") {
+            continue;
+        }
         for (total, score) in totals.iter_mut().zip(plugin(pod, nodes)) {
             *total += weight * score;
         }

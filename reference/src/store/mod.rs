@@ -232,6 +232,15 @@ impl Store {
             .path(config.data_dir.join("store"))
             .mode(sled::Mode::LowSpace)
             .open()?;
+        if crate::failpoints::on!("store::forget-everything-on-restart") {
+            // As a store that kept its state in memory only would: nothing survives.
+            for name in db.tree_names() {
+                if name != db.name() {
+                    db.drop_tree(name)?;
+                }
+            }
+            db.clear()?;
+        }
         let state = Arc::new(state::StateMachine::open(&db, config.history_window)?);
         let (proposals, rx) = mpsc::channel(1024);
         let driver = node::start(config, db, state.clone(), rx, transport).await?;
