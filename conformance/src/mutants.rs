@@ -20,7 +20,11 @@
 //! A scenario that catches no mutant is one to question: it may check nothing a broken
 //! orchestrator would get wrong. `mutants --sweep` answers that at the price of a longer
 //! run: every mutant also runs on the scenarios the catalogue names for none, and the
-//! report lists the scenarios that caught nothing they were run against.
+//! report lists the scenarios that caught nothing they were run against. The scenarios of
+//! one run share a cluster, so a mutant that leaves it broken (a store that forgets its
+//! nodes) fails the scenarios after the one that broke it too: a sweep can credit a
+//! scenario with a catch it only inherited, never the other way round. The list errs on
+//! the side of too few; read the errors of the catches before crediting one.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
