@@ -5,6 +5,13 @@ Feature: The control plane keeps the desired state
   has acknowledged survives the control plane itself failing; and what is deleted takes
   what hangs off it along: a deployment's replicas go with the deployment.
 
+  Like the store behind it, the control plane keeps the data consistent: however many
+  clients read and write at once, and whatever fails meanwhile, every answer they get is
+  explained by one order of their operations that respects real time — the order one
+  copy of the data would have gone through (the history is linearizable). No read sees a
+  value older than a write acknowledged before it began; no two writers both succeed in
+  replacing the same version.
+
   Scenario: A deployment is accepted and reported back as written
     When a deployment "web" is created with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
     Then the deployment "web" is reported with 3 replicas of image "probe:v1" labelled "app=web,tier=front"
@@ -42,3 +49,10 @@ Feature: The control plane keeps the desired state
     Then within 60 seconds 2 replicas of deployment "web" are running
     When the control plane is killed abruptly and started again
     Then within 60 seconds the 2 replicas of deployment "web" answer on port 8080
+
+  @kubernetes-api @restart-control-plane @disruptive
+  Scenario: What clients read and write stays consistent across an abrupt restart of the control plane
+    Given 4 clients create, read, compare-and-set and delete 3 objects through the control plane
+    When the control plane is killed abruptly and started again
+    Then within 30 seconds the clients have completed 100 more operations
+    And the history of their operations is linearizable

@@ -72,6 +72,13 @@
 //! fail point the reference has only in `--features failpoints` builds — and every mutant
 //! must fail a scenario the catalogue (`conformance/mutants.toml`) names for it. The
 //! reference's report shows the score.
+//!
+//! # How the kit checks consistency
+//!
+//! [`linearizability`] records what several clients of any Kubernetes API read and write
+//! while faults happen, and searches for one order of their operations that explains every
+//! answer (Wing–Gong–Lowe, key by key). A history with none is drawn as a timeline in the
+//! report.
 
 #![warn(missing_docs)]
 
@@ -82,6 +89,7 @@ pub mod images;
 pub mod junit;
 pub mod kubeapi;
 pub mod kubernetes;
+pub mod linearizability;
 pub mod mutants;
 pub mod plain_http;
 pub mod profile;

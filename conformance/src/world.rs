@@ -351,6 +351,9 @@ pub struct ConformanceWorld {
     /// How many times this scenario changed a pod template without changing its image,
     /// so that each change makes a template of its own.
     pub(crate) template_changes: u32,
+    /// Clients reading and writing through the API in the background, whose history is
+    /// checked for linearizability; stopped by a step or with the scenario.
+    pub(crate) workload: Option<crate::linearizability::workload::Workload>,
 }
 
 impl ConformanceWorld {

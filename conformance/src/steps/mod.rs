@@ -10,7 +10,8 @@
 //! of single pods (`@lifecycle`), `healing.rs` the faults and how the cluster recovers from
 //! them (`@self-healing`), `routing.rs` services and the traffic through them
 //! (`@service-routing`), `rollout.rs` rolling updates, their history and rollbacks
-//! (`@rollback`).
+//! (`@rollback`), `consistency.rs` clients reading and writing through the API and the check
+//! that what they saw is linearizable (`@control-plane`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.
@@ -29,6 +30,7 @@
 //! seconds" — and the run's timing profile says how long that is ([`Bound`],
 //! [`crate::profile`]).
 
+mod consistency;
 mod healing;
 mod placement;
 mod pods;

@@ -170,7 +170,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
     let route = routes::parse(&path);
     let response = match route {
         Route::Health => {
-            if shared.store.is_leader() {
+            if shared.store.leader().is_some() {
                 text_response(StatusCode::OK, "ok")
             } else {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "store has no leader")

@@ -54,6 +54,13 @@ pub(super) async fn dispatch(
     }
     let ns = target.namespace.as_deref();
     let sub = target.subresource.as_deref();
+    // Whatever this member serves next — a read, or the current object a change is based
+    // on — includes every write acknowledged before the request arrived, by any member.
+    shared
+        .store
+        .linearizable()
+        .await
+        .map_err(|e| from_store(e, r, target.name.as_deref().unwrap_or("")))?;
     if let (Some("proxy"), Some(name), Some(namespace), Some(path)) = (
         sub,
         target.name.as_deref(),

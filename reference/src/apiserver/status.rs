@@ -178,7 +178,10 @@ pub fn from_store(e: StoreError, resource: &'static Resource, name: &str) -> Api
         StoreError::Compacted { requested, oldest } => ApiError::Gone(format!(
             "too old resource version: {requested} ({oldest})"
         )),
-        StoreError::NotLeader { .. } | StoreError::Stopped | StoreError::Dropped => {
+        StoreError::NotLeader { .. }
+        | StoreError::Stopped
+        | StoreError::Dropped
+        | StoreError::Unavailable(_) => {
             ApiError::Unavailable(format!("the store cannot take this request now: {e}"))
         }
         other => ApiError::Internal(format!("storage failed: {other}")),

@@ -62,9 +62,15 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Loads the cluster CA from `dir` (creating it the first time) and signs a serving
-/// certificate for `listen`.
-pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsError> {
+/// The cluster CA, as loaded from (or first created in) a data directory.
+struct ClusterCa {
+    pem: String,
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// Loads the cluster CA from `dir` (`ca.crt`, `ca.key`), creating it the first time.
+fn load_or_create_ca(dir: &Path) -> Result<ClusterCa, TlsError> {
     let ca_crt = dir.join("ca.crt");
     let ca_key = dir.join("ca.key");
     let io = |action, path: &Path| {
@@ -75,7 +81,7 @@ pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsErro
             source,
         }
     };
-    let (ca_pem, ca_key_pair) = match (
+    let (pem, key_pair) = match (
         std::fs::read_to_string(&ca_crt),
         std::fs::read_to_string(&ca_key),
     ) {
@@ -89,8 +95,23 @@ pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsErro
             (cert.pem(), key)
         }
     };
-    let issuer = Issuer::new(ca_params()?, ca_key_pair);
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).map_err(|e| {
+        TlsError::Io {
+            action: "parse",
+            path: ca_crt.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    Ok(ClusterCa {
+        pem,
+        der,
+        issuer: Issuer::new(ca_params()?, key_pair),
+    })
+}
 
+/// The names and addresses a certificate of this host is valid for: `localhost`,
+/// loopback, `listen` and `$HOSTNAME`.
+fn host_names(listen: IpAddr) -> Result<CertificateParams, rcgen::Error> {
     let mut names = vec!["localhost".to_owned()];
     let mut ips: Vec<IpAddr> = vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
     if !listen.is_unspecified() && !ips.contains(&listen) {
@@ -105,22 +126,77 @@ pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsErro
     params
         .subject_alt_names
         .extend(ips.into_iter().map(SanType::IpAddress));
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "shipshape-apiserver");
-    params.distinguished_name = dn;
-    let server_key = KeyPair::generate()?;
-    let server_cert = params.signed_by(&server_key, &issuer)?;
+    Ok(params)
+}
 
-    let ca_der =
-        rustls::pki_types::pem::PemObject::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
-            TlsError::Io {
-                action: "parse",
-                path: ca_crt.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-    let chain: Vec<CertificateDer<'static>> = vec![server_cert.der().clone(), ca_der];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+/// Signs a certificate for `params` with common name `name`; the chain and the key.
+fn sign(
+    ca: &ClusterCa,
+    mut params: CertificateParams,
+    name: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    Ok((
+        vec![cert.der().clone(), ca.der.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    ))
+}
+
+/// What the members of a control plane need to talk to each other: each proves it holds a
+/// certificate of the cluster CA, in both directions.
+pub struct PeerTls {
+    /// For the peer listener: asks every client for a certificate of the cluster CA.
+    pub server: Arc<rustls::ServerConfig>,
+    /// For connections to other members: trusts the cluster CA, shows this member's
+    /// certificate.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// Loads the cluster CA from `dir` (creating it the first time) and signs this member's
+/// peer certificate, valid for `listen`, as server and as client.
+pub fn peer_tls(dir: &Path, listen: IpAddr, member: u64) -> Result<PeerTls, TlsError> {
+    let ca = load_or_create_ca(dir)?;
+    let mut params = host_names(listen)?;
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let (chain, key) = sign(&ca, params, &format!("shipshape-member-{member}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone())?;
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(PeerTls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
+}
+
+/// Loads the cluster CA from `dir` (creating it the first time) and signs a serving
+/// certificate for `listen`.
+pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsError> {
+    let ca = load_or_create_ca(dir)?;
+    let (chain, key) = sign(&ca, host_names(listen)?, "shipshape-apiserver")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -128,7 +204,7 @@ pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsErro
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        ca_pem,
+        ca_pem: ca.pem,
         server_config: Arc::new(config),
     })
 }

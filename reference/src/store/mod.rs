@@ -34,14 +34,25 @@
 //! state and snapshot metadata in sled. [`state`] is the state machine: it applies committed
 //! writes atomically (one sled batch per entry, holding the applied index too, so a restart
 //! resumes exactly where it stopped) and serves reads and watches. [`transport`] is the seam
-//! for other voters: one voter needs none, three voters need a transport, not a rewrite.
+//! for other voters, and [`peers`] the transport between processes: Raft messages and
+//! forwarded writes over HTTPS with mutual TLS.
 //!
-//! Reads do not go through Raft: they read the state machine of this replica, which on the
-//! leader already holds every acknowledged write.
+//! ## Several replicas
+//!
+//! Every replica serves reads, writes and watches. A write that reaches a follower is
+//! *forwarded* to the leader, which proposes it; the follower answers with the leader's
+//! answer. A read first calls [`Store::linearizable`]: the replica asks the leader for a
+//! read index (confirmed by a majority) and waits until it has applied that far, so a read
+//! never misses a write acknowledged before it began, whichever replica serves it. With a
+//! single voter that is free: the one replica applies every write before acknowledging it.
+//! Watches read each replica's own history, which every replica applies in the same order
+//! with the same revisions, so a watcher that moves to another replica resumes from its
+//! revision without a gap.
 
 mod codec;
 mod log;
 mod node;
+pub mod peers;
 mod state;
 pub mod transport;
 mod watch;
@@ -49,6 +60,12 @@ mod watch;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a write or a read waits for a leader to be elected before it gives up.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long one read-index request may go unanswered before it is asked again.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -193,6 +210,10 @@ pub enum StoreError {
     /// Something on disk could not be decoded.
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// No leader could be reached, or no majority confirmed one, in time; nothing was
+    /// changed.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A request from a [`Store`] handle to the raft driver task.
@@ -204,9 +225,12 @@ struct Proposal {
 /// A handle on one store replica. Cheap to clone; all clones share the replica.
 #[derive(Clone)]
 pub struct Store {
+    id: u64,
+    single_voter: bool,
     state: Arc<state::StateMachine>,
     proposals: mpsc::Sender<Proposal>,
     driver: Arc<node::DriverHandle>,
+    transport: Arc<dyn transport::Transport>,
 }
 
 impl std::fmt::Debug for Store {
@@ -243,22 +267,89 @@ impl Store {
         }
         let state = Arc::new(state::StateMachine::open(&db, config.history_window)?);
         let (proposals, rx) = mpsc::channel(1024);
-        let driver = node::start(config, db, state.clone(), rx, transport).await?;
+        let (id, single_voter) = (config.id, config.voters == [config.id]);
+        let driver = node::start(config, db, state.clone(), rx, transport.clone()).await?;
         Ok(Store {
+            id,
+            single_voter,
             state,
             proposals,
             driver: Arc::new(driver),
+            transport,
         })
     }
 
     /// Applies `ops` atomically, once committed on a quorum and durable; all or nothing.
+    ///
+    /// On a replica that does not lead, the write is forwarded to the leader; while there
+    /// is none, it waits up to [`LEADER_WAIT`] for one.
     pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = match self.write_here(ops.clone()).await {
+                Err(StoreError::NotLeader { leader }) => leader,
+                outcome => return outcome,
+            };
+            match leader.filter(|leader| *leader != self.id) {
+                Some(leader) => match self.transport.forward(leader, ops.clone()).await {
+                    // The leader had just stepped down, or was not reached at all: nothing
+                    // was written, so trying again is safe.
+                    Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_))
+                        if tokio::time::Instant::now() < deadline => {}
+                    outcome => return outcome,
+                },
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(StoreError::Unavailable(format!(
+                        "no leader was elected within {LEADER_WAIT:?}"
+                    )));
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes `ops` on this replica; [`StoreError::NotLeader`] if it does not lead. What
+    /// a leader does with a write another replica forwarded.
+    pub async fn write_here(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.proposals
             .send(Proposal { ops, reply })
             .await
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Waits until this replica has applied every write acknowledged (by any replica)
+    /// before the call: after it, [`Store::get`], [`Store::list`] and [`Store::watch`] see
+    /// at least that. Gives up with [`StoreError::Unavailable`] if no majority confirms a
+    /// leader within [`LEADER_WAIT`].
+    pub async fn linearizable(&self) -> Result<(), StoreError> {
+        if self.single_voter {
+            // The only replica applies every write before acknowledging it.
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.driver
+                .reads()
+                .send(reply)
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            match tokio::time::timeout(READ_INDEX_RETRY, answer).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Err(_)) => return Err(StoreError::Stopped),
+                // Dropped by a change of leader, or unanswered: ask again.
+                Ok(Ok(Err(_))) | Err(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "no majority confirmed a leader within {LEADER_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The record at `key`, if any.
@@ -284,14 +375,26 @@ impl Store {
 
     /// Hands a Raft message that arrived from another replica to this replica's driver.
     pub fn receive(&self, message: raft::prelude::Message) {
-        if self.driver.inbound().try_send(message).is_err() {
-            tracing::debug!("dropped an inbound raft message: driver busy or stopped");
-        }
+        self.driver.inbox().deliver(message);
+    }
+
+    /// This replica's Raft id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether this replica currently leads (and so takes writes).
     pub fn is_leader(&self) -> bool {
         self.driver.is_leader()
+    }
+
+    /// The replica this one believes leads, if it knows one.
+    pub fn leader(&self) -> Option<u64> {
+        if self.is_leader() {
+            Some(self.id)
+        } else {
+            self.driver.leader_id()
+        }
     }
 
     /// Stops the driver task and flushes the database.
@@ -300,5 +403,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod replicas_tests;
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,17 @@
 //! A proposal is answered only from step 3, after its entry committed, which for a single
 //! voter means after the fsync of step 4 in an earlier round: nothing is acknowledged
 //! before it is durable.
+//!
+//! A *linearizable read* asks raft-rs for a read index (`ReadIndex`, Raft thesis §6.4): the
+//! leader notes its commit index and confirms with a round of heartbeats that a majority
+//! still follows it; the read may go ahead on this replica once it has applied up to that
+//! index. A follower's request travels to the leader and back the same way. Requests that
+//! raft-rs drops (no leader yet, a leader that has not committed in its term) are answered
+//! by nobody: the caller's timeout retries them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
@@ -26,16 +33,22 @@ use tokio::task::JoinHandle;
 
 use super::log::DiskLog;
 use super::state::StateMachine;
-use super::transport::Transport;
+use super::transport::{Inbound, Inbox, Transport};
 use super::{Proposal, StoreConfig, StoreError, WriteResult, codec};
 
 type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 
+/// The answer to a read-index request: the replica has applied everything committed when
+/// the request was confirmed.
+pub(super) type ReadReply = oneshot::Sender<Result<(), StoreError>>;
+
 /// Controls the running driver task.
 pub(super) struct DriverHandle {
     leader: Arc<AtomicBool>,
+    leader_id: Arc<AtomicU64>,
     stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
-    inbound: mpsc::Sender<Message>,
+    inbound: mpsc::Sender<Inbound>,
+    reads: mpsc::Sender<ReadReply>,
 }
 
 impl DriverHandle {
@@ -43,8 +56,17 @@ impl DriverHandle {
         self.leader.load(Ordering::Acquire)
     }
 
-    pub(super) fn inbound(&self) -> &mpsc::Sender<Message> {
-        &self.inbound
+    /// The id of the replica this one believes leads, if any.
+    pub(super) fn leader_id(&self) -> Option<u64> {
+        Some(self.leader_id.load(Ordering::Acquire)).filter(|id| *id != 0)
+    }
+
+    pub(super) fn inbox(&self) -> Inbox {
+        Inbox(self.inbound.clone())
+    }
+
+    pub(super) fn reads(&self) -> &mpsc::Sender<ReadReply> {
+        &self.reads
     }
 
     pub(super) async fn shutdown(&self) {
@@ -62,9 +84,15 @@ struct Driver {
     state: Arc<StateMachine>,
     transport: Arc<dyn Transport>,
     leader: Arc<AtomicBool>,
+    leader_id: Arc<AtomicU64>,
     /// Proposals of this replica waiting for their entry to apply, by sequence number.
     pending: HashMap<u64, Reply>,
     next_seq: u64,
+    /// Read-index requests raft-rs has not answered yet, by request number.
+    reads_asked: HashMap<u64, ReadReply>,
+    /// Read-index requests answered, waiting for this replica to apply up to their index.
+    reads_confirmed: Vec<(u64, ReadReply)>,
+    next_read: u64,
     compact_after: u64,
 }
 
@@ -96,54 +124,77 @@ pub(super) async fn start(
         node.campaign()?;
     }
     let leader = Arc::new(AtomicBool::new(false));
+    let leader_id = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = oneshot::channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let (reads_tx, reads_rx) = mpsc::channel(4096);
+    transport.attach(Inbox(inbound_tx.clone()));
     let driver = Driver {
         node,
         db,
         state,
         transport,
         leader: leader.clone(),
+        leader_id: leader_id.clone(),
         pending: HashMap::new(),
         next_seq: 0,
+        reads_asked: HashMap::new(),
+        reads_confirmed: Vec::new(),
+        next_read: 0,
         compact_after: config.compact_after.max(1),
     };
-    let task = tokio::spawn(driver.run(config.tick, proposals, inbound_rx, stop_rx));
+    let channels = Channels {
+        proposals,
+        inbound: inbound_rx,
+        reads: reads_rx,
+        stop: stop_rx,
+    };
+    let task = tokio::spawn(driver.run(config.tick, channels));
     Ok(DriverHandle {
         leader,
+        leader_id,
         stop: Mutex::new(Some((stop_tx, task))),
         inbound: inbound_tx,
+        reads: reads_tx,
     })
 }
 
+/// What the driver task listens to.
+struct Channels {
+    proposals: mpsc::Receiver<Proposal>,
+    inbound: mpsc::Receiver<Inbound>,
+    reads: mpsc::Receiver<ReadReply>,
+    stop: oneshot::Receiver<()>,
+}
+
 impl Driver {
-    async fn run(
-        mut self,
-        tick: std::time::Duration,
-        mut proposals: mpsc::Receiver<Proposal>,
-        mut inbound: mpsc::Receiver<Message>,
-        mut stop: oneshot::Receiver<()>,
-    ) {
+    async fn run(mut self, tick: std::time::Duration, mut channels: Channels) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = &mut stop => break,
-                _ = ticker.tick() => { self.node.tick(); }
-                p = proposals.recv() => {
+                _ = &mut channels.stop => break,
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    // Readers that gave up waiting are forgotten.
+                    self.reads_asked.retain(|_, reply| !reply.is_closed());
+                }
+                p = channels.proposals.recv() => {
                     // Every `Store` handle is gone: nobody can write or read any more.
                     let Some(p) = p else { break };
                     self.propose(p);
                     // Take whatever else is queued, so one fsync covers many writes.
-                    while let Ok(p) = proposals.try_recv() {
+                    while let Ok(p) = channels.proposals.try_recv() {
                         self.propose(p);
                     }
                 }
-                Some(m) = inbound.recv() => {
-                    if let Err(e) = self.node.step(m) {
-                        tracing::debug!(error = %e, "ignored a raft message");
+                Some(reply) = channels.reads.recv() => {
+                    self.read_index(reply);
+                    while let Ok(reply) = channels.reads.try_recv() {
+                        self.read_index(reply);
                     }
                 }
+                Some(inbound) = channels.inbound.recv() => self.receive(inbound),
             }
             if let Err(e) = self.on_ready().await {
                 // The disk failed under us: stop taking writes rather than risk acknowledging
@@ -155,6 +206,44 @@ impl Driver {
         self.fail_pending(|| StoreError::Stopped);
         if let Err(e) = self.db.flush_async().await {
             tracing::error!(error = %e, "failed to flush the store on shutdown");
+        }
+    }
+
+    fn receive(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Message(m) => {
+                if let Err(e) = self.node.step(m) {
+                    tracing::debug!(error = %e, "ignored a raft message");
+                }
+            }
+            Inbound::Unreachable(id) => self.node.report_unreachable(id),
+            Inbound::SnapshotSent(id, delivered) => {
+                let status = if delivered {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(id, status);
+            }
+        }
+    }
+
+    /// Asks raft-rs for a read index; the answer comes in a later `Ready`.
+    fn read_index(&mut self, reply: ReadReply) {
+        self.next_read += 1;
+        self.node.read_index(self.next_read.to_be_bytes().to_vec());
+        self.reads_asked.insert(self.next_read, reply);
+    }
+
+    /// Answers the confirmed reads whose index this replica has applied.
+    fn release_reads(&mut self) {
+        let applied = self.node.raft.raft_log.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_confirmed = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -192,8 +281,21 @@ impl Driver {
         if let Some(ss) = ready.ss() {
             let leading = ss.raft_state == StateRole::Leader;
             self.leader.store(leading, Ordering::Release);
+            self.leader_id.store(ss.leader_id, Ordering::Release);
             if !leading {
                 self.fail_pending(|| StoreError::Dropped);
+            }
+            // raft-rs forgets read requests across a change of leader: ask again.
+            for (_, reply) in self.reads_asked.drain() {
+                let _ = reply.send(Err(StoreError::Dropped));
+            }
+        }
+        for read in ready.take_read_states() {
+            let Ok(number) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(reply) = self.reads_asked.remove(&u64::from_be_bytes(number)) {
+                self.reads_confirmed.push((read.index, reply));
             }
         }
         self.send(ready.take_messages());
@@ -219,6 +321,7 @@ impl Driver {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        self.release_reads();
         self.maybe_compact().await
     }
 

@@ -37,7 +37,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(20 + self.value.len());
         out.extend_from_slice(&self.create_revision.to_be_bytes());
         out.extend_from_slice(&self.mod_revision.to_be_bytes());
@@ -45,7 +45,7 @@ impl Record {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
         let mut r = Reader::new(bytes);
         Ok(Record {
             create_revision: r.u64()?,

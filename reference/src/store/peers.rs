@@ -1,0 +1,624 @@
+//! # Peers: store replicas in different processes, talking over HTTPS
+//!
+//! Each member of a control plane listens on a *peer address* next to its API address, and
+//! only its fellow members may talk to it there: the connection is TLS in both directions,
+//! and each side must show a certificate of the cluster CA ([`crate::apiserver::tls::
+//! peer_tls`]). Every request also names the cluster and the sending member; a member of
+//! another cluster is refused with a message that says so, on both sides.
+//!
+//! Two requests, both `POST`, HTTP/1.1 with keep-alive:
+//!
+//! - `/raft/messages`: Raft messages, in raft-rs's own protobuf encoding, each preceded by
+//!   its length (`u32`, big-endian). One task per peer sends them in order, as many as are
+//!   queued in one request, and streams a large body (a snapshot) in chunks of
+//!   [`CHUNK`] bytes. A message that does not decode is logged and dropped; Raft resends.
+//!   A peer that cannot be reached is reported to raft-rs (`report_unreachable`), and so is
+//!   the fate of every snapshot (`report_snapshot`), as raft-rs asks.
+//! - `/raft/propose`: a write forwarded by a member that does not lead
+//!   ([`super::Store::write`]); the body is the write's ops in the log's encoding, the
+//!   answer its outcome ([`encode_outcome`]).
+//!
+//! The queue to a peer is bounded; when it is full, messages are dropped rather than
+//! slowing the raft driver down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::codec::{Reader, decode_ops, encode_ops, push_bytes};
+use super::state::Record;
+use super::transport::{Inbox, Transport};
+use super::{Op, Store, StoreError, WriteResult};
+
+/// Header naming the cluster a request belongs to.
+const CLUSTER_HEADER: &str = "shipshape-cluster";
+
+/// Header naming the member that sent a request.
+const FROM_HEADER: &str = "shipshape-member";
+
+/// Size of the pieces a large body is streamed in.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How many messages wait for one peer before new ones are dropped.
+const QUEUE: usize = 4096;
+
+/// How many queued messages go in one request.
+const BATCH: usize = 256;
+
+/// How long connecting (TCP and TLS) to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a request to a peer may take before it counts as lost.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause before trying a peer that could not be reached again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The largest body a peer accepts (a snapshot of the whole store fits many times).
+const MAX_BODY: usize = 1 << 30;
+
+type PeerBody = BoxBody<Bytes, Infallible>;
+
+/// Who the members are and how they prove it.
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// This member's Raft id.
+    pub id: u64,
+    /// The cluster's id; requests naming another are refused.
+    pub cluster_id: String,
+    /// The peer address of every other member, by Raft id.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// TLS for the peer listener (client certificates required).
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// TLS for connections to other members (with this member's certificate).
+    pub client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("id", &self.id)
+            .field("cluster_id", &self.cluster_id)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+/// The network transport between members; see the module docs.
+pub struct PeerTransport {
+    config: Arc<PeerConfig>,
+    queues: HashMap<u64, mpsc::Sender<Message>>,
+    /// The queues' other ends, until [`Transport::attach`] starts a sender per peer.
+    receivers: Mutex<Option<HashMap<u64, mpsc::Receiver<Message>>>>,
+    /// Idle connections for forwarded writes, by peer.
+    idle: Pool,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl PeerTransport {
+    /// A transport to the members `config` lists; nothing is sent before the store
+    /// attaches to it.
+    pub fn new(config: PeerConfig) -> Arc<PeerTransport> {
+        let mut queues = HashMap::new();
+        let mut receivers = HashMap::new();
+        for &id in config.peers.keys() {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.insert(id, tx);
+            receivers.insert(id, rx);
+        }
+        Arc::new(PeerTransport {
+            config: Arc::new(config),
+            queues,
+            receivers: Mutex::new(Some(receivers)),
+            idle: Pool::default(),
+        })
+    }
+
+    fn address(&self, id: u64) -> Result<SocketAddr, StoreError> {
+        self.config
+            .peers
+            .get(&id)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable(format!("member {id} is not a known peer")))
+    }
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, message: Message) {
+        let Some(queue) = self.queues.get(&message.to) else {
+            tracing::warn!(
+                to = message.to,
+                "dropping a raft message to an unknown member"
+            );
+            return;
+        };
+        if queue.try_send(message).is_err() {
+            tracing::debug!("dropping a raft message: the queue to its peer is full");
+        }
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        let receivers = self
+            .receivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for (id, receiver) in receivers.into_iter().flatten() {
+            let Ok(address) = self.address(id) else {
+                continue;
+            };
+            tokio::spawn(send_to_peer(
+                self.config.clone(),
+                id,
+                address,
+                receiver,
+                inbox.clone(),
+            ));
+        }
+    }
+
+    fn forward(
+        &self,
+        leader: u64,
+        ops: Vec<Op>,
+    ) -> BoxFuture<'static, Result<WriteResult, StoreError>> {
+        let (config, idle) = (self.config.clone(), self.idle.clone());
+        Box::pin(forward(config, idle, leader, ops))
+    }
+}
+
+/// Idle connections for forwarded writes, by peer.
+type Pool = Arc<Mutex<HashMap<u64, Vec<SendRequest<PeerBody>>>>>;
+
+/// Sends a write to the leader and returns its outcome.
+async fn forward(
+    config: Arc<PeerConfig>,
+    idle: Pool,
+    leader: u64,
+    ops: Vec<Op>,
+) -> Result<WriteResult, StoreError> {
+    let address =
+        config.peers.get(&leader).copied().ok_or_else(|| {
+            StoreError::Unavailable(format!("member {leader} is not a known peer"))
+        })?;
+    let reused = {
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = idle.entry(leader).or_default();
+        pool.retain(|c| !c.is_closed());
+        pool.pop()
+    };
+    let mut connection = reuse_or_connect(&config, address, reused)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    let body = Full::new(Bytes::from(encode_ops(&ops))).boxed();
+    // From here on the leader may have received the write: a failure leaves its fate
+    // unknown.
+    let response = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        connection.send_request(request(&config, "/raft/propose", body)),
+    )
+    .await
+    .map_err(|_| StoreError::Dropped)?
+    .map_err(|_| StoreError::Dropped)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| StoreError::Dropped)?
+        .to_bytes();
+    if status != StatusCode::OK {
+        let why = String::from_utf8_lossy(&body);
+        tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
+        return Err(StoreError::Unavailable(format!(
+            "member {leader} refused the forwarded write ({status}): {why}"
+        )));
+    }
+    idle.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(leader)
+        .or_default()
+        .push(connection);
+    decode_outcome(&body)?
+}
+
+/// A request to a peer, naming this cluster and member.
+fn request(config: &PeerConfig, path: &str, body: PeerBody) -> Request<PeerBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = http::Uri::from_maybe_shared(Bytes::from(path.to_owned()))
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    let headers = request.headers_mut();
+    if let Ok(cluster) = http::HeaderValue::from_str(&config.cluster_id) {
+        headers.insert(CLUSTER_HEADER, cluster);
+    }
+    headers.insert(FROM_HEADER, http::HeaderValue::from(config.id));
+    headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("shipshape-peer"),
+    );
+    request
+}
+
+/// `reused` if it is still good for a request, else a new connection.
+async fn reuse_or_connect(
+    config: &PeerConfig,
+    address: SocketAddr,
+    reused: Option<SendRequest<PeerBody>>,
+) -> Result<SendRequest<PeerBody>, String> {
+    if let Some(mut connection) = reused
+        && connection.ready().await.is_ok()
+    {
+        return Ok(connection);
+    }
+    connect(config, address).await
+}
+
+/// Opens a TLS connection to a peer and starts HTTP/1.1 on it.
+async fn connect(
+    config: &PeerConfig,
+    address: SocketAddr,
+) -> Result<SendRequest<PeerBody>, String> {
+    let attempt = async {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("cannot connect to member at {address}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(config.client_tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                tracing::warn!(%address, error = %e, "TLS with a peer failed: is it a member of this cluster, with its CA?");
+                format!("TLS with the member at {address} failed: {e}")
+            })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP with the member at {address} failed: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("connecting to the member at {address} timed out"))?
+}
+
+/// Sends the messages queued for one peer, in order, batching what is queued.
+async fn send_to_peer(
+    config: Arc<PeerConfig>,
+    id: u64,
+    address: SocketAddr,
+    mut queue: mpsc::Receiver<Message>,
+    inbox: Inbox,
+) {
+    let mut connection: Option<SendRequest<PeerBody>> = None;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let snapshots: usize = batch
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .count();
+        let delivered = send_batch(&config, address, &mut connection, &batch).await;
+        if let Err(why) = &delivered {
+            tracing::debug!(peer = id, %address, %why, "could not send raft messages");
+            inbox.unreachable(id);
+        }
+        for _ in 0..snapshots {
+            inbox.snapshot_sent(id, delivered.is_ok());
+        }
+        if delivered.is_err() {
+            // Whatever queued meanwhile is stale; Raft will send what still matters.
+            while queue.try_recv().is_ok() {}
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+async fn send_batch(
+    config: &PeerConfig,
+    address: SocketAddr,
+    connection: &mut Option<SendRequest<PeerBody>>,
+    batch: &[Message],
+) -> Result<(), String> {
+    let mut body = BytesMut::new();
+    for message in batch {
+        let bytes = message
+            .write_to_bytes()
+            .map_err(|e| format!("cannot encode a raft message: {e}"))?;
+        body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    let body = body.freeze();
+    let body: PeerBody = if body.len() > CHUNK {
+        // A snapshot, typically: stream it rather than hand hyper one huge buffer.
+        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..body.len())
+            .step_by(CHUNK)
+            .map(|at| Ok(Frame::data(body.slice(at..(at + CHUNK).min(body.len())))))
+            .collect();
+        StreamBody::new(futures::stream::iter(chunks)).boxed()
+    } else {
+        Full::new(body).boxed()
+    };
+    let mut sender = reuse_or_connect(config, address, connection.take()).await?;
+    let response = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        sender.send_request(request(config, "/raft/messages", body)),
+    )
+    .await
+    .map_err(|_| "the member did not answer in time".to_owned())?
+    .map_err(|e| format!("the request failed: {e}"))?;
+    let status = response.status();
+    let answer = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if status != StatusCode::NO_CONTENT {
+        let why = String::from_utf8_lossy(&answer).into_owned();
+        tracing::warn!(%address, %status, %why, "a member refused our raft messages");
+        return Err(format!("refused ({status}): {why}"));
+    }
+    *connection = Some(sender);
+    Ok(())
+}
+
+/// Serves the peer listener until `stopped` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    config: Arc<PeerConfig>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.server_tls.clone());
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to accept a peer connection");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, store, config) = (acceptor.clone(), store.clone(), config.clone());
+        connections.spawn(async move {
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(%remote, error = %e, "refused a peer connection: TLS failed (not a member of this cluster, or another CA)");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let (store, config) = (store.clone(), config.clone());
+                async move { Ok::<_, Infallible>(handle(&store, &config, request, remote).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    connections.abort_all();
+}
+
+fn answer(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle(
+    store: &Store,
+    config: &PeerConfig,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (cluster, from) = (header(CLUSTER_HEADER), header(FROM_HEADER));
+    if cluster != config.cluster_id {
+        tracing::warn!(%remote, %cluster, ours = %config.cluster_id, "refused a member of another cluster");
+        return answer(
+            StatusCode::FORBIDDEN,
+            format!(
+                "member {} belongs to cluster {:?}, not {cluster:?}",
+                config.id, config.cluster_id
+            ),
+        );
+    }
+    let Some(from) = from
+        .parse::<u64>()
+        .ok()
+        .filter(|id| config.peers.contains_key(id))
+    else {
+        tracing::warn!(%remote, %from, "refused a request from an unknown member");
+        return answer(
+            StatusCode::FORBIDDEN,
+            format!("member {from:?} is not a member this one knows"),
+        );
+    };
+    if request.method() != Method::POST {
+        return answer(StatusCode::METHOD_NOT_ALLOWED, "POST only");
+    }
+    let path = request.uri().path().to_owned();
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return answer(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
+    };
+    match path.as_str() {
+        "/raft/messages" => {
+            receive_messages(store, from, &body);
+            answer(StatusCode::NO_CONTENT, Bytes::new())
+        }
+        "/raft/propose" => match decode_ops(&body) {
+            Ok(ops) => answer(StatusCode::OK, encode_outcome(&store.write_here(ops).await)),
+            Err(e) => answer(StatusCode::BAD_REQUEST, format!("undecodable write: {e}")),
+        },
+        _ => answer(StatusCode::NOT_FOUND, "no such peer endpoint"),
+    }
+}
+
+/// Hands every well-formed message of a batch to the store; logs and drops the rest.
+fn receive_messages(store: &Store, from: u64, body: &[u8]) {
+    let mut reader = Reader::new(body);
+    while !reader.is_empty() {
+        let bytes = match reader.bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(from, error = %e, "dropped the rest of a malformed batch of raft messages");
+                return;
+            }
+        };
+        match Message::parse_from_bytes(bytes) {
+            Ok(message) if message.from == from && message.to == store.id() => {
+                store.receive(message)
+            }
+            Ok(message) => tracing::warn!(
+                from,
+                claimed_from = message.from,
+                to = message.to,
+                "dropped a raft message not from its sender or not for this member"
+            ),
+            Err(e) => {
+                tracing::warn!(from, error = %e, "dropped a raft message that does not decode")
+            }
+        }
+    }
+}
+
+/// Encodes a write's outcome for the member that forwarded it.
+pub(super) fn encode_outcome(outcome: &Result<WriteResult, StoreError>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match outcome {
+        Ok(result) => {
+            out.push(0);
+            out.extend_from_slice(&result.revision.to_be_bytes());
+            out.extend_from_slice(&(result.previous.len() as u64).to_be_bytes());
+            for previous in &result.previous {
+                match previous {
+                    Some(record) => {
+                        out.push(1);
+                        push_bytes(&mut out, &record.encode());
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
+        Err(StoreError::AlreadyExists { key }) => {
+            out.push(1);
+            push_bytes(&mut out, key.as_bytes());
+        }
+        Err(StoreError::NotFound { key }) => {
+            out.push(2);
+            push_bytes(&mut out, key.as_bytes());
+        }
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            actual,
+        }) => {
+            out.push(3);
+            push_bytes(&mut out, key.as_bytes());
+            out.extend_from_slice(&expected.to_be_bytes());
+            out.extend_from_slice(&actual.to_be_bytes());
+        }
+        Err(StoreError::NotLeader { leader }) => {
+            out.push(4);
+            out.extend_from_slice(&leader.unwrap_or(0).to_be_bytes());
+        }
+        Err(StoreError::Unavailable(why)) => {
+            out.push(5);
+            push_bytes(&mut out, why.as_bytes());
+        }
+        // Anything else happened after the leader took the write in: its fate is unknown.
+        Err(other) => {
+            out.push(6);
+            push_bytes(&mut out, other.to_string().as_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes what [`encode_outcome`] wrote; the outer error is for a malformed answer.
+pub(super) fn decode_outcome(bytes: &[u8]) -> Result<Result<WriteResult, StoreError>, StoreError> {
+    let mut r = Reader::new(bytes);
+    Ok(match r.u8()? {
+        0 => {
+            let revision = r.u64()?;
+            let count = r.u64()?;
+            let mut previous = Vec::new();
+            for _ in 0..count {
+                previous.push(match r.u8()? {
+                    0 => None,
+                    _ => Some(Record::decode(r.bytes()?)?),
+                });
+            }
+            Ok(WriteResult { revision, previous })
+        }
+        1 => Err(StoreError::AlreadyExists { key: r.string()? }),
+        2 => Err(StoreError::NotFound { key: r.string()? }),
+        3 => Err(StoreError::Conflict {
+            key: r.string()?,
+            expected: r.u64()?,
+            actual: r.u64()?,
+        }),
+        4 => Err(StoreError::NotLeader {
+            leader: Some(r.u64()?).filter(|id| *id != 0),
+        }),
+        5 => Err(StoreError::Unavailable(r.string()?)),
+        6 => {
+            tracing::warn!(why = %r.string()?, "a forwarded write failed on the leader");
+            Err(StoreError::Dropped)
+        }
+        tag => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown outcome tag {tag} from the leader"
+            )));
+        }
+    })
+}

@@ -1,0 +1,292 @@
+//! Three replicas in one test process, each with its own database and its own peer
+//! listener, talking over real HTTPS with mutual TLS on loopback: elections, forwarded
+//! writes, linearizable reads on followers, a lost leader, a member that comes back behind
+//! a compacted log, and members that must be refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::peers::{self, PeerConfig, PeerTransport};
+use super::transport::Transport;
+use super::*;
+use crate::apiserver::tls;
+
+const CLUSTER: &str = "testcluster";
+
+/// One running replica.
+struct Member {
+    store: Store,
+    stop: watch::Sender<bool>,
+}
+
+impl Member {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.store.shutdown().await;
+    }
+}
+
+fn peer_config(
+    ca_dir: &Path,
+    id: u64,
+    addresses: &BTreeMap<u64, SocketAddr>,
+    cluster: &str,
+) -> PeerConfig {
+    let material = tls::peer_tls(ca_dir, [127, 0, 0, 1].into(), id).expect("peer certificates");
+    PeerConfig {
+        id,
+        cluster_id: cluster.to_owned(),
+        peers: addresses
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .map(|(other, address)| (*other, *address))
+            .collect(),
+        server_tls: material.server,
+        client_tls: material.client,
+    }
+}
+
+/// Starts member `id` of three on `listener`, its data in `root/<id>`.
+async fn start(
+    root: &Path,
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, SocketAddr>,
+) -> Member {
+    let config = Arc::new(peer_config(root, id, addresses, CLUSTER));
+    let store_config = StoreConfig {
+        data_dir: root.join(id.to_string()),
+        id,
+        voters: vec![1, 2, 3],
+        tick: Duration::from_millis(50),
+        history_window: 10_000,
+        compact_after: 20,
+    };
+    let transport: Arc<dyn Transport> = PeerTransport::new((*config).clone());
+    let store = Store::open(store_config, transport)
+        .await
+        .expect("store opens");
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(peers::serve(listener, store.clone(), config, stopped));
+    Member { store, stop }
+}
+
+async fn listeners() -> (Vec<TcpListener>, BTreeMap<u64, SocketAddr>) {
+    let mut listeners = Vec::new();
+    let mut addresses = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addresses.insert(id, listener.local_addr().expect("address"));
+        listeners.push(listener);
+    }
+    (listeners, addresses)
+}
+
+/// Starts three members with their data under `root`; them and their peer addresses.
+async fn three_members(root: &Path) -> (BTreeMap<u64, Member>, BTreeMap<u64, SocketAddr>) {
+    let (listeners, addresses) = listeners().await;
+    let mut members = BTreeMap::new();
+    for (id, listener) in (1..=3u64).zip(listeners) {
+        members.insert(id, start(root, id, listener, &addresses).await);
+    }
+    (members, addresses)
+}
+
+/// Stops every member.
+async fn stop_all(members: BTreeMap<u64, Member>) {
+    for (_, member) in members {
+        member.stop().await;
+    }
+}
+
+/// Waits until the given members agree on a leader among them; its id.
+async fn leader_of(members: &BTreeMap<u64, Member>) -> u64 {
+    for _ in 0..200 {
+        let seen: Vec<Option<u64>> = members.values().map(|m| m.store.leader()).collect();
+        if let Some(Some(leader)) = seen.first()
+            && seen.iter().all(|s| *s == Some(*leader))
+            && members.contains_key(leader)
+        {
+            return *leader;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader agreed on within 10 s");
+}
+
+fn put(key: &str, value: &str, pre: Precondition) -> Vec<Op> {
+    vec![Op::put(key, value.as_bytes().to_vec(), pre)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_takes_writes_and_serves_linearizable_reads() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (members, _) = three_members(root.path()).await;
+    let leader = leader_of(&members).await;
+    let follower = *members
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    // A write through a follower is forwarded to the leader and answered with its outcome.
+    let first = members[&follower]
+        .store
+        .write(put("/k/a", "one", Precondition::Absent))
+        .await
+        .expect("forwarded write");
+    assert!(matches!(
+        members[&follower]
+            .store
+            .write(put("/k/a", "again", Precondition::Absent))
+            .await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // Every replica, once it has caught up to a read index, sees the write.
+    for (id, member) in &members {
+        member.store.linearizable().await.expect("read index");
+        let record = member.store.get("/k/a").expect("get").expect("present");
+        assert_eq!(record.value, b"one", "member {id}");
+        assert_eq!(record.mod_revision, first.revision, "member {id}");
+    }
+    // A watch on another follower delivers the next write too.
+    let other = *members
+        .keys()
+        .find(|id| **id != leader && **id != follower)
+        .expect("another follower");
+    let mut watch = members[&other]
+        .store
+        .watch("/k/", first.revision)
+        .expect("watch");
+    members[&leader]
+        .store
+        .write(put("/k/b", "two", Precondition::Absent))
+        .await
+        .expect("write on the leader");
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("event in time")
+        .expect("open")
+        .expect("event");
+    assert_eq!(event.key, "/k/b");
+    stop_all(members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everything() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut members, addresses) = three_members(root.path()).await;
+    let old_leader = leader_of(&members).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        let key = format!("/k/before-{i}");
+        members[&old_leader]
+            .store
+            .write(put(&key, "v", Precondition::Absent))
+            .await
+            .expect("write");
+        acknowledged.push(key);
+    }
+    members.remove(&old_leader).expect("leader").stop().await;
+    let new_leader = leader_of(&members).await;
+    assert_ne!(new_leader, old_leader);
+    // Enough writes while it is away that the log it missed is compacted: it can only
+    // catch up from a snapshot.
+    for i in 0..60 {
+        let key = format!("/k/during-{i}");
+        let via = *members.keys().nth(i % 2).expect("member");
+        members[&via]
+            .store
+            .write(put(&key, "v", Precondition::Absent))
+            .await
+            .expect("write with one member lost");
+        acknowledged.push(key);
+    }
+    let listener = TcpListener::bind(addresses[&old_leader])
+        .await
+        .expect("rebind");
+    let back = start(root.path(), old_leader, listener, &addresses).await;
+    back.store.linearizable().await.expect("caught up");
+    for key in &acknowledged {
+        assert!(back.store.get(key).expect("get").is_some(), "{key} lost");
+    }
+    members.insert(old_leader, back);
+    stop_all(members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_another_cluster_or_ca_are_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (members, addresses) = three_members(root.path()).await;
+    let leader = leader_of(&members).await;
+    let revision = members[&leader].store.revision();
+    let posing_as = if leader == 1 { 2 } else { 1 };
+    // Same CA, another cluster id.
+    let stranger = PeerTransport::new(peer_config(
+        root.path(),
+        posing_as,
+        &addresses,
+        "othercluster",
+    ));
+    let refused = stranger
+        .forward(leader, put("/k/x", "x", Precondition::None))
+        .await;
+    match refused {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("cluster"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Another CA altogether.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let impostor = PeerTransport::new(peer_config(
+        elsewhere.path(),
+        posing_as,
+        &addresses,
+        CLUSTER,
+    ));
+    let refused = impostor
+        .forward(leader, put("/k/x", "x", Precondition::None))
+        .await;
+    match refused {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("TLS"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    members[&leader]
+        .store
+        .linearizable()
+        .await
+        .expect("read index");
+    assert_eq!(
+        members[&leader].store.revision(),
+        revision,
+        "nothing was written"
+    );
+    stop_all(members).await;
+}
+
+#[test]
+fn a_truncated_outcome_is_an_error_not_a_panic() {
+    let result = WriteResult {
+        revision: 7,
+        previous: vec![
+            None,
+            Some(state::Record {
+                value: b"v".to_vec(),
+                create_revision: 1,
+                mod_revision: 2,
+            }),
+        ],
+    };
+    let bytes = peers::encode_outcome(&Ok(result.clone()));
+    let decoded = peers::decode_outcome(&bytes).expect("decodes");
+    assert_eq!(decoded.expect("ok"), result);
+    for cut in 0..bytes.len() {
+        assert!(
+            peers::decode_outcome(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
