@@ -5,7 +5,10 @@
 //!   container it made; a cluster killed without that is cleaned up by the next `up` on
 //!   the same data directory. (The pod network, `shipshape`, is shared by every cluster
 //!   and stays.)
-//! - `shipshape control-plane` runs the control plane alone.
+//! - `shipshape up --control-plane 3` runs three control-plane members as child processes,
+//!   behind one front door address, and the node agents.
+//! - `shipshape control-plane` runs the control plane alone; with `--member` and `--peer`,
+//!   as one member of several (on this host or others).
 //! - `shipshape node` runs one node agent that joins a control plane anywhere.
 //!
 //! `up` and `control-plane` print, once serving, `apiserver: <url>` and `kubeconfig: <path>`
@@ -25,10 +28,10 @@ use tokio::sync::watch;
 
 use crate::agent::{self, AgentConfig, runtime};
 use crate::client::Credentials;
-use crate::control_plane::ControlPlaneConfig;
+use crate::control_plane::{ControlPlaneConfig, Members};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
-use crate::local_cluster::LocalCluster;
+use crate::local_cluster::{LocalCluster, LocalMembersCluster};
 
 /// A compact, readable Kubernetes-style orchestrator.
 #[derive(Debug, Parser)]
@@ -47,11 +50,24 @@ enum Command {
         /// How many node agents to run in this process.
         #[arg(long, default_value_t = 3)]
         nodes: u32,
+        /// How many control-plane members: 1 (in this process), or 3, 5 or 7, each a
+        /// process of its own, behind the `--listen` address.
+        #[arg(long = "control-plane", default_value_t = 1, value_parser = member_count)]
+        control_plane: u64,
     },
-    /// Run the control plane (apiserver, store, scheduler, controllers) alone.
+    /// Run the control plane (apiserver, store, scheduler, controllers) alone, or as one
+    /// member of several.
     ControlPlane {
         #[command(flatten)]
         common: Common,
+        /// This member's id, for a control plane of several members (with `--peer`).
+        /// Every member needs the same `ca.crt`, `ca.key`, `token` and `cluster-id` in its
+        /// data directory.
+        #[arg(long, requires = "peers")]
+        member: Option<u64>,
+        /// A member's peer address, `ID=HOST:PORT`, this member's included (repeatable).
+        #[arg(long = "peer", value_parser = peer, requires = "member")]
+        peers: Vec<(u64, SocketAddr)>,
     },
     /// Run one node agent that joins a control plane.
     Node(Box<NodeArgs>),
@@ -94,6 +110,36 @@ struct Common {
     /// flag of the same name).
     #[arg(long, default_value = "30000-32767", value_parser = port_range)]
     service_node_port_range: RangeInclusive<u16>,
+}
+
+/// Parses the number of control-plane members: odd, from 1 to 7.
+fn member_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n @ (1 | 3 | 5 | 7)) => Ok(n),
+        Ok(n) if n % 2 == 0 && n > 0 && n < 8 => Err(format!(
+            "{n} members tolerate no more failures than {}: use an odd number (1, 3, 5 or 7)",
+            n - 1
+        )),
+        _ => Err(format!("{text:?} is not 1, 3, 5 or 7")),
+    }
+}
+
+/// Parses a member's peer address, `ID=HOST:PORT`.
+fn peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{id:?} is not a member id (1, 2, ...)"))?;
+    let address = address
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{address:?} is not HOST:PORT (an IP address and a port)"))?;
+    Ok((id, address))
 }
 
 /// Parses a port range, `30000-32767`.
@@ -204,8 +250,33 @@ fn init_tracing() {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Up { common, nodes } => up(common, nodes).await,
-        Command::ControlPlane { common } => up(common, 0).await,
+        Command::Up {
+            common,
+            nodes,
+            control_plane,
+        } if control_plane > 1 => up_members(common, nodes, control_plane).await,
+        Command::Up { common, nodes, .. } => up(common, nodes, None).await,
+        Command::ControlPlane {
+            common,
+            member,
+            peers,
+        } => {
+            let members = match member {
+                None => None,
+                Some(id) => {
+                    let mut map = BTreeMap::new();
+                    for (peer, address) in peers {
+                        if map.insert(peer, address).is_some() {
+                            anyhow::bail!("member {peer} is given twice with --peer");
+                        }
+                    }
+                    let members = Members { id, peers: map };
+                    members.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Some(members)
+                }
+            };
+            up(common, 0, members).await
+        }
         Command::Node(args) => node(*args).await,
         Command::Proxy(args) => proxy(args).await,
     }
@@ -223,37 +294,57 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-async fn up(common: Common, nodes: u32) -> anyhow::Result<()> {
-    let node_lifecycle = NodeLifecycleConfig {
+fn node_lifecycle(common: &Common) -> NodeLifecycleConfig {
+    NodeLifecycleConfig {
         grace_period: Duration::from_secs(common.node_grace_seconds),
         default_toleration: Duration::from_secs(common.eviction_seconds),
         ..NodeLifecycleConfig::default()
-    };
-    let cluster = LocalCluster::start_with(
-        ControlPlaneConfig {
-            data_dir: common.data_dir,
-            listen: common.listen,
-            node_ports: common.service_node_port_range,
-        },
-        nodes,
-        node_lifecycle,
-    )
-    .await?;
-    let cp = cluster.control_plane();
-    let kubeconfig = cp.kubeconfig().display().to_string();
-    let what = if nodes > 0 { "nodes" } else { "namespaces" };
-    // Written, not `println!`ed: a reader that closed our stdout must not stop the cluster.
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "apiserver: {}", cp.url());
-        let _ = writeln!(out, "kubeconfig: {kubeconfig}");
-        let _ = writeln!(out, "try: kubectl --kubeconfig {kubeconfig} get {what}");
-        let _ = out.flush();
     }
+}
+
+fn control_plane_config(common: Common, members: Option<Members>) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        data_dir: common.data_dir,
+        listen: common.listen,
+        node_ports: common.service_node_port_range,
+        members,
+    }
+}
+
+async fn up(common: Common, nodes: u32, members: Option<Members>) -> anyhow::Result<()> {
+    let lifecycle = node_lifecycle(&common);
+    let cluster =
+        LocalCluster::start_with(control_plane_config(common, members), nodes, lifecycle).await?;
+    let cp = cluster.control_plane();
+    announce(&cp.url(), cp.kubeconfig(), nodes);
     wait_for_stop_signal().await;
     tracing::info!("stopping");
     cluster.stop().await
+}
+
+async fn up_members(common: Common, nodes: u32, count: u64) -> anyhow::Result<()> {
+    let lifecycle = node_lifecycle(&common);
+    let cluster =
+        LocalMembersCluster::start(control_plane_config(common, None), count, nodes, lifecycle)
+            .await?;
+    announce(cluster.url(), cluster.kubeconfig(), nodes);
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    cluster.stop().await
+}
+
+/// Prints where the API is and how to reach it (tools such as the conformance kit read
+/// the `apiserver:` and `kubeconfig:` lines).
+fn announce(url: &str, kubeconfig: &std::path::Path, nodes: u32) {
+    let kubeconfig = kubeconfig.display().to_string();
+    let what = if nodes > 0 { "nodes" } else { "namespaces" };
+    // Written, not `println!`ed: a reader that closed our stdout must not stop the cluster.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "apiserver: {url}");
+    let _ = writeln!(out, "kubeconfig: {kubeconfig}");
+    let _ = writeln!(out, "try: kubectl --kubeconfig {kubeconfig} get {what}");
+    let _ = out.flush();
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -321,5 +412,61 @@ async fn wait_for_stop_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_counts_are_odd_and_small() {
+        assert_eq!(member_count("3"), Ok(3));
+        let even = member_count("4").expect_err("even");
+        assert!(even.contains("no more failures than 3"), "{even}");
+        assert!(member_count("0").is_err());
+        assert!(member_count("9").is_err());
+        assert!(member_count("three").is_err());
+    }
+
+    #[test]
+    fn peers_are_an_id_and_an_address() {
+        assert_eq!(
+            peer("2=127.0.0.1:2380"),
+            Ok((2, SocketAddr::from(([127, 0, 0, 1], 2380))))
+        );
+        for bad in [
+            "2",
+            "0=127.0.0.1:1",
+            "x=127.0.0.1:1",
+            "2=localhost:2380",
+            "2=1.2.3.4",
+        ] {
+            assert!(peer(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_member_needs_peers_and_must_be_one_of_them() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(["shipshape", "control-plane"].iter().chain(args));
+        assert!(
+            parse(&["--member", "1"]).is_err(),
+            "--member without --peer"
+        );
+        assert!(
+            parse(&["--peer", "1=127.0.0.1:1"]).is_err(),
+            "--peer without --member"
+        );
+        let outside = Members {
+            id: 4,
+            peers: [(1, SocketAddr::from(([127, 0, 0, 1], 1)))].into(),
+        };
+        assert!(
+            outside
+                .check()
+                .expect_err("not a member")
+                .contains("member 4")
+        );
     }
 }

@@ -2,13 +2,21 @@
 //!
 //! The seed's master runs the apiserver, the store, the scheduler and the controllers. Here
 //! [`ControlPlane::start`] opens the store in the data directory, makes sure the namespaces
-//! every cluster has exist, and serves the API. (The scheduler and controllers arrive as API
-//! clients in later steps; they will be started from here.)
+//! every cluster has exist, and serves the API; [`ControlPlane::start_components`] starts
+//! the scheduler and the controllers as API clients.
+//!
+//! The seed asks for several masters, for availability. A control plane started with
+//! [`Members`] is one member of several: its store is one Raft voter among them, reached on
+//! a peer address of its own ([`crate::store::peers`]); it serves the whole API like any
+//! other member; and it runs the scheduler and the controllers only while it holds the
+//! controllers' Lease ([`crate::election`]). All members share the cluster's CA, token and
+//! id: [`prepare_members`] puts them in each member's data directory.
 //!
 //! It also owns the cluster's one credential: an admin bearer token kept in
 //! `<data-dir>/token`, and a kubeconfig for it in `<data-dir>/kubeconfig`, both mode 0600.
 //! Restarting on the same data directory keeps every object and the same token.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -22,7 +30,9 @@ use tokio::task::JoinHandle;
 
 use crate::apiserver::{self, Shared, tls};
 use crate::client::Credentials;
-use crate::store::{Op, Precondition, Store, StoreConfig, StoreError, transport::NoPeers};
+use crate::store::peers::{self, PeerConfig, PeerTransport};
+use crate::store::transport::{NoPeers, Transport};
+use crate::store::{Op, Precondition, Store, StoreConfig, StoreError};
 
 /// How a control plane is set up.
 #[derive(Debug, Clone)]
@@ -33,6 +43,44 @@ pub struct ControlPlaneConfig {
     pub listen: SocketAddr,
     /// The range Services' node ports come from (upstream's `--service-node-port-range`).
     pub node_ports: RangeInclusive<u16>,
+    /// This control plane's place among several members; `None` for a control plane
+    /// that is alone.
+    pub members: Option<Members>,
+}
+
+/// One member's place among the members of a control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// This member's id (a Raft id, from 1).
+    pub id: u64,
+    /// Every member's peer address, this one's included, by id.
+    pub peers: BTreeMap<u64, SocketAddr>,
+}
+
+impl Members {
+    /// Checks that this member is one of the members; the one-line reason if not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("member ids start at 1".into());
+        }
+        if !self.peers.contains_key(&self.id) {
+            return Err(format!(
+                "member {} is not among the members given ({})",
+                self.id,
+                self.peers
+                    .keys()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The name this member holds the controllers' Lease under.
+    pub fn identity(&self) -> String {
+        format!("member-{}", self.id)
+    }
 }
 
 impl ControlPlaneConfig {
@@ -43,6 +91,7 @@ impl ControlPlaneConfig {
             data_dir: data_dir.into(),
             listen,
             node_ports: apiserver::NODE_PORTS,
+            members: None,
         }
     }
 }
@@ -74,6 +123,9 @@ pub enum ControlPlaneError {
     /// The store never elected a leader.
     #[error("the store elected no leader within {0:?}")]
     NoLeader(Duration),
+    /// The members given do not make sense.
+    #[error("invalid members: {0}")]
+    Members(String),
     /// The apiserver could not listen.
     #[error("failed to listen on {addr}: {source}")]
     Listen {
@@ -93,9 +145,10 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     token: String,
     store: Store,
+    members: Option<Members>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
-    /// The scheduler and the controllers, once started.
+    /// The scheduler and the controllers (or the election that runs them), once started.
     components: Vec<JoinHandle<()>>,
 }
 
@@ -120,19 +173,32 @@ impl ControlPlane {
         })?;
         let token = load_or_create_token(&dir.join("token"))?;
         let cluster_id = load_or_create_cluster_id(&dir.join("cluster-id"))?;
-        let store = Store::open(StoreConfig::single(dir), Arc::new(NoPeers))
-            .await
-            .map_err(|source| ControlPlaneError::Store {
-                path: dir.clone(),
-                source,
-            })?;
-        wait_for_leader(&store, Duration::from_secs(10)).await?;
-        bootstrap(&store)
-            .await
-            .map_err(|source| ControlPlaneError::Store {
-                path: dir.clone(),
-                source,
-            })?;
+        let (stop, stopped) = watch::channel(false);
+        let store = match &config.members {
+            None => {
+                let store = open_store(StoreConfig::single(dir), Arc::new(NoPeers), dir).await?;
+                wait_for_leader(&store, Duration::from_secs(10)).await?;
+                bootstrap(&store)
+                    .await
+                    .map_err(|source| ControlPlaneError::Store {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                store
+            }
+            Some(members) => {
+                let store = start_member(dir, members, &cluster_id, stopped.clone()).await?;
+                // The others may not be up yet: bootstrap once there is a quorum.
+                let bootstrapping = store.clone();
+                tokio::spawn(async move {
+                    while let Err(e) = bootstrap(&bootstrapping).await {
+                        tracing::debug!(error = %e, "waiting for a quorum to bootstrap");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                });
+                store
+            }
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -149,7 +215,6 @@ impl ControlPlane {
         let tls = tls::load_or_create(dir, addr.ip()).map_err(ControlPlaneError::Tls)?;
         let kubeconfig = dir.join("kubeconfig");
         write_private(&kubeconfig, &kubeconfig_json(addr, &token, &tls.ca_pem))?;
-        let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             store: store.clone(),
             token: token.clone(),
@@ -169,6 +234,7 @@ impl ControlPlane {
             kubeconfig,
             token,
             store,
+            members: config.members,
             stop,
             server,
             components: Vec::new(),
@@ -223,19 +289,22 @@ impl ControlPlane {
         node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     ) -> Result<(), crate::client::ClientError> {
         let client = self.credentials().client()?;
-        let (scheduler_client, stopped) = (client.clone(), self.stop.subscribe());
-        self.components.push(tokio::spawn(async move {
-            let config = crate::scheduler::SchedulerConfig::default();
-            if let Err(e) = crate::scheduler::run(scheduler_client, config, stopped).await {
-                tracing::error!(error = %e, "the scheduler stopped");
+        let components = {
+            let client = client.clone();
+            move |stopped: watch::Receiver<bool>| {
+                run_components(client.clone(), node_lifecycle.clone(), stopped)
             }
-        }));
+        };
         let stopped = self.stop.subscribe();
-        self.components.push(tokio::spawn(async move {
-            if let Err(e) = crate::controllers::run_with(client, node_lifecycle, stopped).await {
-                tracing::error!(error = %e, "the controllers stopped");
-            }
-        }));
+        self.components.push(match &self.members {
+            None => tokio::spawn(components(stopped)),
+            Some(members) => tokio::spawn(crate::election::run(
+                client,
+                members.identity(),
+                components,
+                stopped,
+            )),
+        });
         Ok(())
     }
 
@@ -254,6 +323,122 @@ impl ControlPlane {
         let _ = self.server.await;
         self.store.shutdown().await;
     }
+}
+
+/// Runs the scheduler and the controllers until `stopped` turns true.
+async fn run_components(
+    client: kube::Client,
+    node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
+    stopped: watch::Receiver<bool>,
+) {
+    let scheduler = {
+        let (client, stopped) = (client.clone(), stopped.clone());
+        async move {
+            let config = crate::scheduler::SchedulerConfig::default();
+            if let Err(e) = crate::scheduler::run(client, config, stopped).await {
+                tracing::error!(error = %e, "the scheduler stopped");
+            }
+        }
+    };
+    let controllers = async move {
+        if let Err(e) = crate::controllers::run_with(client, node_lifecycle, stopped).await {
+            tracing::error!(error = %e, "the controllers stopped");
+        }
+    };
+    tokio::join!(scheduler, controllers);
+}
+
+async fn open_store(
+    config: StoreConfig,
+    transport: Arc<dyn Transport>,
+    dir: &Path,
+) -> Result<Store, ControlPlaneError> {
+    Store::open(config, transport)
+        .await
+        .map_err(|source| ControlPlaneError::Store {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Opens this member's store replica and serves its peer listener.
+async fn start_member(
+    dir: &Path,
+    members: &Members,
+    cluster_id: &str,
+    stopped: watch::Receiver<bool>,
+) -> Result<Store, ControlPlaneError> {
+    members.check().map_err(ControlPlaneError::Members)?;
+    let peer_addr = members.peers[&members.id];
+    let material =
+        tls::peer_tls(dir, peer_addr.ip(), members.id).map_err(ControlPlaneError::Tls)?;
+    let config = PeerConfig {
+        id: members.id,
+        cluster_id: cluster_id.to_owned(),
+        peers: members
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != members.id)
+            .map(|(id, addr)| (*id, *addr))
+            .collect(),
+        server_tls: material.server,
+        client_tls: material.client,
+    };
+    let listener =
+        TcpListener::bind(peer_addr)
+            .await
+            .map_err(|source| ControlPlaneError::Listen {
+                addr: peer_addr,
+                source,
+            })?;
+    let store_config = StoreConfig {
+        id: members.id,
+        voters: members.peers.keys().copied().collect(),
+        ..StoreConfig::single(dir)
+    };
+    let transport = PeerTransport::new(config.clone());
+    let store = open_store(store_config, transport, dir).await?;
+    tokio::spawn(peers::serve(
+        listener,
+        store.clone(),
+        Arc::new(config),
+        stopped,
+    ));
+    tracing::info!(member = members.id, %peer_addr, "store replica serving its peers");
+    Ok(store)
+}
+
+/// Prepares the data directories of `count` members under `root` (`members/1`, ...): each
+/// gets the cluster's CA, token and id, made once in `root`. Returns the directories.
+pub fn prepare_members(root: &Path, count: u64) -> Result<Vec<PathBuf>, ControlPlaneError> {
+    std::fs::create_dir_all(root).map_err(|source| ControlPlaneError::Io {
+        path: root.to_owned(),
+        source,
+    })?;
+    load_or_create_token(&root.join("token"))?;
+    load_or_create_cluster_id(&root.join("cluster-id"))?;
+    tls::load_or_create(root, [127, 0, 0, 1].into()).map_err(ControlPlaneError::Tls)?;
+    let mut dirs = Vec::new();
+    for id in 1..=count {
+        let dir = root.join("members").join(id.to_string());
+        std::fs::create_dir_all(&dir).map_err(|source| ControlPlaneError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for file in ["token", "cluster-id", "ca.crt", "ca.key"] {
+            let (from, to) = (root.join(file), dir.join(file));
+            let contents =
+                std::fs::read_to_string(&from).map_err(|source| ControlPlaneError::Io {
+                    path: from.clone(),
+                    source,
+                })?;
+            if std::fs::read_to_string(&to).ok().as_deref() != Some(contents.as_str()) {
+                write_private(&to, &contents)?;
+            }
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 async fn wait_for_leader(store: &Store, limit: Duration) -> Result<(), ControlPlaneError> {
@@ -349,7 +534,7 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), ControlPl
 }
 
 /// A kubeconfig (JSON is valid YAML) for the admin token, trusting the cluster CA.
-fn kubeconfig_json(addr: SocketAddr, token: &str, ca_pem: &str) -> String {
+pub(crate) fn kubeconfig_json(addr: SocketAddr, token: &str, ca_pem: &str) -> String {
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     // A wildcard listen address is reached through loopback.

@@ -1,19 +1,30 @@
-//! # A whole cluster in one process: what `shipshape up` runs
+//! # A whole cluster on this machine: what `shipshape up` runs
 //!
-//! The control plane (with its scheduler and controllers), N node agents and the service
-//! proxy, all as tasks of this process, on the local Docker engine. Starting builds the images (offline) and
-//! removes whatever a killed earlier run on the same data directory left behind; stopping
-//! removes every container it made. The pod network stays: every cluster on the engine
-//! shares it (see [`runtime`]'s essay).
+//! [`LocalCluster`]: the control plane (with its scheduler and controllers), N node agents
+//! and the service proxy, all as tasks of this process, on the local Docker engine.
+//! Starting builds the images (offline) and removes whatever a killed earlier run on the
+//! same data directory left behind; stopping removes every container it made. The pod
+//! network stays: every cluster on the engine shares it (see [`runtime`]'s essay).
+//!
+//! [`LocalMembersCluster`], for `up --control-plane 3`: each control-plane member is a
+//! `shipshape control-plane --member` child process of its own (so that one can be killed
+//! alone), behind a [front door](crate::front_door) on the `--listen` address that
+//! clients, node agents and the proxy use; the node agents and the proxy are tasks of this
+//! process as before.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::agent::{self, AgentConfig, runtime};
-use crate::control_plane::{ControlPlane, ControlPlaneConfig};
+use crate::client::Credentials;
+use crate::control_plane::{self, ControlPlane, ControlPlaneConfig};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 
@@ -60,39 +71,18 @@ impl LocalCluster {
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         if let Some(docker) = &docker {
-            let cluster = control_plane.cluster_id().to_owned();
-            let reaped = runtime::reap(docker, &cluster).await?;
-            if reaped > 0 {
-                tracing::info!(reaped, "removed containers a previous run left behind");
-            }
-            runtime::ensure_network(docker).await?;
             let creds = control_plane.credentials();
-            // The service proxy: node ports on loopback and on the pod network's gateway.
-            let gateway = runtime::network_gateway(docker).await;
-            let client = creds
-                .client()
-                .context("failed to build the proxy's client")?;
-            let stopped_proxy = stopped.clone();
-            agents.spawn(crate::proxy::run(
-                client,
-                gateway.into_iter().collect(),
-                stopped_proxy,
-            ));
-            for i in 1..=nodes {
-                let name = format!("node-{i}");
-                let dir = data_dir.join("nodes").join(&name);
-                let config = AgentConfig::new(&name, &cluster, dir, control_plane.token());
-                let client = creds
-                    .client()
-                    .context("failed to build a node agent's client")?;
-                let docker = docker.clone();
-                let stopped = stopped.clone();
-                agents.spawn(async move {
-                    if let Err(e) = agent::run(client, docker, config, stopped).await {
-                        tracing::error!(node = %name, error = %e, "node agent failed");
-                    }
-                });
-            }
+            let cluster = control_plane.cluster_id().to_owned();
+            start_nodes(
+                docker,
+                &creds,
+                &cluster,
+                &data_dir,
+                nodes,
+                &stopped,
+                &mut agents,
+            )
+            .await?;
         }
         Ok(LocalCluster {
             control_plane,
@@ -116,5 +106,278 @@ impl LocalCluster {
         }
         self.control_plane.stop().await;
         Ok(())
+    }
+}
+
+/// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`,
+/// after removing what an earlier run of cluster `cluster` left behind.
+async fn start_nodes(
+    docker: &bollard::Docker,
+    creds: &Credentials,
+    cluster: &str,
+    data_dir: &Path,
+    nodes: u32,
+    stopped: &watch::Receiver<bool>,
+    agents: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let reaped = runtime::reap(docker, cluster).await?;
+    if reaped > 0 {
+        tracing::info!(reaped, "removed containers a previous run left behind");
+    }
+    runtime::ensure_network(docker).await?;
+    // The service proxy: node ports on loopback and on the pod network's gateway.
+    let gateway = runtime::network_gateway(docker).await;
+    let client = creds
+        .client()
+        .context("failed to build the proxy's client")?;
+    agents.spawn(crate::proxy::run(
+        client,
+        gateway.into_iter().collect(),
+        stopped.clone(),
+    ));
+    for i in 1..=nodes {
+        let name = format!("node-{i}");
+        let dir = data_dir.join("nodes").join(&name);
+        let config = AgentConfig::new(&name, cluster, dir, &creds.token);
+        let client = creds
+            .client()
+            .context("failed to build a node agent's client")?;
+        let docker = docker.clone();
+        let stopped = stopped.clone();
+        agents.spawn(async move {
+            if let Err(e) = agent::run(client, docker, config, stopped).await {
+                tracing::error!(node = %name, error = %e, "node agent failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// How long the members of a new control plane may take to serve through the front door.
+const MEMBERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a member may take to stop after SIGTERM.
+const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running local cluster whose control plane is several member processes.
+pub struct LocalMembersCluster {
+    url: String,
+    kubeconfig: PathBuf,
+    credentials: Credentials,
+    members: Vec<tokio::process::Child>,
+    docker: Option<bollard::Docker>,
+    cluster_id: String,
+    stop: watch::Sender<bool>,
+    agents: JoinSet<()>,
+}
+
+impl std::fmt::Debug for LocalMembersCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMembersCluster")
+            .field("url", &self.url)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A free port on loopback, found by binding to port 0.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+impl LocalMembersCluster {
+    /// Starts `count` control-plane members as child processes of this program (which
+    /// must be `shipshape`), a front door on `config.listen`, and `nodes` node agents.
+    pub async fn start(
+        config: ControlPlaneConfig,
+        count: u64,
+        nodes: u32,
+        node_lifecycle: NodeLifecycleConfig,
+    ) -> anyhow::Result<LocalMembersCluster> {
+        let data_dir = config.data_dir.clone();
+        let docker = if nodes > 0 {
+            let docker = runtime::connect().await?;
+            images::ensure(&docker).await?;
+            Some(docker)
+        } else {
+            None
+        };
+        let dirs = control_plane::prepare_members(&data_dir, count)?;
+        let mut apis = Vec::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=count {
+            apis.push(free_port()?);
+            peers.insert(id, free_port()?);
+        }
+        let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
+        let mut members = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let log_path = dir.join("member.log");
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("failed to create {}", log_path.display()))?;
+            let mut command = tokio::process::Command::new(&exe);
+            command
+                .arg("control-plane")
+                .arg("--data-dir")
+                .arg(dir)
+                .arg("--listen")
+                .arg(apis[i].to_string())
+                .arg("--member")
+                .arg(id.to_string())
+                .arg("--node-grace-seconds")
+                .arg(node_lifecycle.grace_period.as_secs().to_string())
+                .arg("--eviction-seconds")
+                .arg(node_lifecycle.default_toleration.as_secs().to_string())
+                .arg("--service-node-port-range")
+                .arg(format!(
+                    "{}-{}",
+                    config.node_ports.start(),
+                    config.node_ports.end()
+                ));
+            for (peer, address) in &peers {
+                command.arg("--peer").arg(format!("{peer}={address}"));
+            }
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .context("failed to start a control-plane member")?;
+            if let Some(pid) = child.id() {
+                std::fs::write(dir.join("pid"), pid.to_string())
+                    .with_context(|| format!("failed to write {}", dir.join("pid").display()))?;
+            }
+            tracing::info!(member = id, api = %apis[i], peer = %peers[&id], log = %log_path.display(), "control-plane member started");
+            members.push(child);
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let front = listener.local_addr()?;
+        let front = if front.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], front.port()))
+        } else {
+            front
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut agents = JoinSet::new();
+        agents.spawn(crate::front_door::serve(listener, apis, stopped.clone()));
+        let token = std::fs::read_to_string(data_dir.join("token"))?
+            .trim()
+            .to_owned();
+        let ca_pem = std::fs::read_to_string(data_dir.join("ca.crt"))?;
+        let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
+            .trim()
+            .to_owned();
+        let url = format!("https://{front}");
+        let credentials = Credentials {
+            server: url.clone(),
+            token: token.clone(),
+            ca_pem: ca_pem.clone(),
+        };
+        let kubeconfig = data_dir.join("kubeconfig");
+        control_plane::write_private(
+            &kubeconfig,
+            &control_plane::kubeconfig_json(front, &token, &ca_pem),
+        )?;
+        let mut cluster = LocalMembersCluster {
+            url,
+            kubeconfig,
+            credentials,
+            members,
+            docker,
+            cluster_id,
+            stop,
+            agents,
+        };
+        if let Err(e) = cluster.wait_until_serving().await {
+            let _ = cluster.stop_members().await;
+            return Err(e);
+        }
+        if let Some(docker) = &cluster.docker {
+            start_nodes(
+                docker,
+                &cluster.credentials,
+                &cluster.cluster_id,
+                &data_dir,
+                nodes,
+                &stopped,
+                &mut cluster.agents,
+            )
+            .await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Waits until the system namespaces can be read through the front door.
+    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+        let client = self.credentials.client()?;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let deadline = tokio::time::Instant::now() + MEMBERS_READY_TIMEOUT;
+        loop {
+            for (i, member) in self.members.iter_mut().enumerate() {
+                if let Some(status) = member.try_wait()? {
+                    anyhow::bail!(
+                        "control-plane member {} exited ({status}); see its member.log",
+                        i + 1
+                    );
+                }
+            }
+            if let Ok(Some(_)) = namespaces.get_opt("kube-system").await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "the control-plane members did not serve within {MEMBERS_READY_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The front door's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The admin kubeconfig, pointing at the front door.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Stops the members with SIGTERM (SIGKILL if one takes too long).
+    async fn stop_members(&mut self) -> anyhow::Result<()> {
+        for member in &self.members {
+            if let Some(pid) = member.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+        for member in &mut self.members {
+            if tokio::time::timeout(MEMBER_STOP_TIMEOUT, member.wait())
+                .await
+                .is_err()
+            {
+                member.start_kill()?;
+                member.wait().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the agents (which remove their containers), then the members.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        while self.agents.join_next().await.is_some() {}
+        if let Some(docker) = &self.docker {
+            runtime::reap(docker, &self.cluster_id).await?;
+        }
+        self.stop_members().await
     }
 }

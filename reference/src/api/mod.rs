@@ -160,10 +160,24 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &["status", "scale"],
         has_spec: true,
     },
+    // Who holds a lock, for how long: the members of a control plane elect the one that
+    // runs the scheduler and the controllers with one (`kube-system/shipshape-controllers`),
+    // as Kubernetes' components do.
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        has_spec: false,
+    },
 ];
 
 /// The groups other than core, with their one version each.
-pub const GROUPS: &[(&str, &str)] = &[("apps", "v1")];
+pub const GROUPS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1")];
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

@@ -74,6 +74,7 @@ pub fn decode(
         "Event" => round_trip::<Event>(&body),
         "Deployment" => round_trip::<Deployment>(&body),
         "ReplicaSet" => round_trip::<ReplicaSet>(&body),
+        "Lease" => round_trip::<k8s_openapi::api::coordination::v1::Lease>(&body),
         other => Err(format!("no decoder for kind {other}")),
     }
     .map_err(|e| {

@@ -68,6 +68,7 @@ fn columns(kind: &str) -> Vec<Column> {
         ],
         "Namespace" => &[("Status", "string", 0), ("Age", "string", 0)],
         "Endpoints" => &[("Endpoints", "string", 0), ("Age", "string", 0)],
+        "Lease" => &[("Holder", "string", 0), ("Age", "string", 0)],
         _ => &[("Age", "string", 0)],
     });
     cols
@@ -287,6 +288,10 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![json!(text(obj, "/status/phase", "Active")), json!(age(obj))],
+        "Lease" => vec![
+            json!(text(obj, "/spec/holderIdentity", "")),
+            json!(age(obj)),
+        ],
         "Endpoints" => {
             let mut eps = Vec::new();
             for subset in obj

@@ -1,0 +1,205 @@
+//! `shipshape up --control-plane 3`, as a user runs it: three member processes behind one
+//! address. Killing a member with SIGKILL — the one running the controllers — leaves the
+//! cluster serving: writes go on through the same address, another member takes the
+//! controllers' Lease and acts on new deployments, and no replica is made twice.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use shipshape::client::Credentials;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Waits up to `limit` for `check` to return `Some`; panics with `what` otherwise.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "shipshape/probe:v1"}]},
+            },
+        },
+    }))
+    .expect("a valid deployment")
+}
+
+async fn pods_of(pods: &Api<Pod>, app: &str) -> usize {
+    pods.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map_or(0, |list| list.items.len())
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("shipshape-controllers")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.spec?.holder_identity)
+}
+
+fn member_pid(dir: &Path, member: &str) -> u32 {
+    let id = member.trim_start_matches("member-");
+    std::fs::read_to_string(dir.join("members").join(id).join("pid"))
+        .expect("the member's pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_keep_serving_when_the_one_running_the_controllers_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
+        .args([
+            "up",
+            "--control-plane",
+            "3",
+            "--nodes",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("shipshape up starts");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let url = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.expect("reads stdout") {
+            if let Some(url) = line.strip_prefix("apiserver: ") {
+                return url.to_owned();
+            }
+        }
+        panic!("shipshape up exited without serving");
+    })
+    .await
+    .expect("serving within 90 s");
+    let read = |file: &str| std::fs::read_to_string(dir.path().join(file)).expect(file);
+    let client = Credentials {
+        server: url,
+        token: read("token").trim().to_owned(),
+        ca_pem: read("ca.crt"),
+    }
+    .client()
+    .expect("a client");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+
+    // One member runs the controllers: the first deployment gets its replicas.
+    deployments
+        .create(&PostParams::default(), &deployment("before", 2))
+        .await
+        .expect("create through the front door");
+    eventually(
+        Duration::from_secs(60),
+        "2 replicas of the first deployment",
+        || async { (pods_of(&pods, "before").await == 2).then_some(()) },
+    )
+    .await;
+    let first = eventually(Duration::from_secs(30), "a holder of the Lease", || {
+        holder(&leases)
+    })
+    .await;
+
+    // SIGKILL the member that runs them.
+    let pid = member_pid(dir.path(), &first);
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+
+    // The same address keeps taking writes...
+    eventually(
+        Duration::from_secs(30),
+        "a write after the kill",
+        || async {
+            deployments
+                .create(&PostParams::default(), &deployment("after", 2))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    // ...another member takes the Lease over, and its controllers act on the new write.
+    let next = eventually(
+        Duration::from_secs(60),
+        "another holder of the Lease",
+        || async { holder(&leases).await.filter(|h| *h != first) },
+    )
+    .await;
+    assert_ne!(next, first);
+    eventually(
+        Duration::from_secs(60),
+        "2 replicas of the second deployment",
+        || async { (pods_of(&pods, "after").await == 2).then_some(()) },
+    )
+    .await;
+    // Nobody made a replica twice across the takeover.
+    assert_eq!(pods_of(&pods, "before").await, 2);
+    let namespaces: Api<Namespace> = Api::all(client);
+    assert!(
+        namespaces
+            .get_opt("kube-system")
+            .await
+            .expect("read")
+            .is_some()
+    );
+
+    // A clean stop takes the remaining members with it.
+    let others: Vec<u32> = (1..=3)
+        .map(|i| member_pid(dir.path(), &format!("member-{i}")))
+        .filter(|p| *p != pid)
+        .collect();
+    let up_pid = up.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &up_pid])
+        .status()
+        .expect("kill runs");
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("up stops within 30 s")
+        .expect("up exits");
+    assert!(status.success(), "up exited with {status}");
+    for pid in others {
+        assert!(!alive(pid), "member process {pid} outlived up");
+    }
+}
