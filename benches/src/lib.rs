@@ -244,6 +244,177 @@ impl Drop for Etcd {
     }
 }
 
+/// A private etcd cluster of several members on loopback, each a process with its own
+/// data directory, so that one can be killed with SIGKILL and started again.
+pub struct EtcdCluster {
+    members: Vec<EtcdMember>,
+    initial_cluster: String,
+    binary: PathBuf,
+    // Removed after the processes are gone.
+    _dir: TempDir,
+}
+
+struct EtcdMember {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for EtcdCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCluster")
+            .field("initial_cluster", &self.initial_cluster)
+            .finish()
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `count` members and waits until each reports itself healthy.
+    pub async fn start(count: usize) -> anyhow::Result<EtcdCluster> {
+        let binary = etcd_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("shipshape-bench-etcd-cluster-")
+            .tempdir()
+            .context("creating the etcd cluster's directory")?;
+        let mut members = Vec::new();
+        for i in 1..=count {
+            members.push(EtcdMember {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()?),
+                peer_url: format!("http://127.0.0.1:{}", free_port()?),
+                data_dir: dir.path().join(format!("m{i}")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            members,
+            initial_cluster,
+            binary,
+            _dir: dir,
+        };
+        for i in 0..count {
+            cluster.spawn(i, "new")?;
+        }
+        for i in 0..count {
+            cluster.wait_healthy(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, index: usize, state: &str) -> anyhow::Result<()> {
+        let member = &mut self.members[index];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .context("opening an etcd member's log")?;
+        let child = Command::new(&self.binary)
+            .arg(format!("--name={}", member.name))
+            .arg(format!("--data-dir={}", member.data_dir.display()))
+            .arg(format!("--listen-client-urls={}", member.client_url))
+            .arg(format!("--advertise-client-urls={}", member.client_url))
+            .arg(format!("--listen-peer-urls={}", member.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", member.peer_url))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg(format!("--initial-cluster-state={state}"))
+            .arg("--initial-cluster-token=shipshape-bench")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        member.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_healthy(&mut self, index: usize) -> anyhow::Result<()> {
+        let client = EtcdClient::new(&self.members[index].client_url);
+        let deadline = Instant::now() + ETCD_STARTUP_TIMEOUT;
+        loop {
+            let member = &mut self.members[index];
+            if let Some(child) = member.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "etcd member {} exited ({status}); its log ends with:\n{}",
+                    member.name,
+                    tail(&member.log, 2000)
+                );
+            }
+            if client.healthy().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd member {} did not become healthy within {ETCD_STARTUP_TIMEOUT:?}; \
+                     its log ends with:\n{}",
+                    member.name,
+                    tail(&member.log, 2000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every member's client URL, in member order.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The index of the member that leads, as the members report it
+    /// (`/v3/maintenance/status`: the member whose id is the leader's).
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for (index, member) in self.members.iter().enumerate() {
+            if member.child.is_none() {
+                continue;
+            }
+            let Ok(status) = EtcdClient::new(&member.client_url).status().await else {
+                continue;
+            };
+            let own = status["header"]["member_id"].as_str().unwrap_or_default();
+            if !own.is_empty() && status["leader"].as_str() == Some(own) {
+                return Ok(index);
+            }
+        }
+        bail!("no etcd member says it leads")
+    }
+
+    /// Kills member `index` with SIGKILL.
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.members[index].child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts member `index` again on its data and waits until it is healthy.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.spawn(index, "existing")?;
+        self.wait_healthy(index).await
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// A client of etcd's v3 JSON gateway (`POST /v3/kv/put`), over pooled keep-alive
 /// HTTP/1.1 connections. Cheap to clone; clones share the pool.
 #[derive(Clone)]
@@ -299,6 +470,18 @@ impl EtcdClient {
         let body = response.into_body().collect().await.ok()?.to_bytes();
         let reply: serde_json::Value = serde_json::from_slice(&body).ok()?;
         reply["etcdserver"].as_str().map(str::to_owned)
+    }
+
+    /// The answer of `POST /v3/maintenance/status` (member id, leader id, ...).
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/v3/maintenance/status", self.base))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))?;
+        let response = self.http.request(request).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// Puts `value` at `key`; returns once etcd acknowledged the write.

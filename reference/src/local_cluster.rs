@@ -159,11 +159,49 @@ const MEMBERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a member may take to stop after SIGTERM.
 const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How one member process is started.
+struct MemberPlan {
+    id: u64,
+    dir: PathBuf,
+    api: SocketAddr,
+    peer: SocketAddr,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl MemberPlan {
+    /// Starts the member, its stderr appended to `member.log`, its pid in `pid`.
+    fn spawn(&self, exe: &Path) -> anyhow::Result<tokio::process::Child> {
+        let log_path = self.dir.join("member.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("failed to open {}", log_path.display()))?;
+        let child = tokio::process::Command::new(exe)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("failed to start a control-plane member")?;
+        if let Some(pid) = child.id() {
+            let path = self.dir.join("pid");
+            std::fs::write(&path, pid.to_string())
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+        tracing::info!(member = self.id, api = %self.api, peer = %self.peer, log = %log_path.display(), "control-plane member started");
+        Ok(child)
+    }
+}
+
 /// A running local cluster whose control plane is several member processes.
 pub struct LocalMembersCluster {
     url: String,
     kubeconfig: PathBuf,
     credentials: Credentials,
+    exe: PathBuf,
+    plans: Vec<MemberPlan>,
     members: Vec<tokio::process::Child>,
     docker: Option<bollard::Docker>,
     cluster_id: String,
@@ -212,47 +250,43 @@ impl LocalMembersCluster {
             peers.insert(id, free_port()?);
         }
         let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
-        let mut members = Vec::new();
+        let mut plans = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let id = i as u64 + 1;
-            let log_path = dir.join("member.log");
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("failed to create {}", log_path.display()))?;
-            let mut command = tokio::process::Command::new(&exe);
-            command
-                .arg("control-plane")
-                .arg("--data-dir")
-                .arg(dir)
-                .arg("--listen")
-                .arg(apis[i].to_string())
-                .arg("--member")
-                .arg(id.to_string())
-                .arg("--node-grace-seconds")
-                .arg(node_lifecycle.grace_period.as_secs().to_string())
-                .arg("--eviction-seconds")
-                .arg(node_lifecycle.default_toleration.as_secs().to_string())
-                .arg("--service-node-port-range")
-                .arg(format!(
-                    "{}-{}",
-                    config.node_ports.start(),
-                    config.node_ports.end()
-                ));
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "control-plane".into(),
+                "--data-dir".into(),
+                dir.clone().into(),
+                "--listen".into(),
+                apis[i].to_string().into(),
+                "--member".into(),
+                id.to_string().into(),
+                "--node-grace-seconds".into(),
+                node_lifecycle.grace_period.as_secs().to_string().into(),
+                "--eviction-seconds".into(),
+                node_lifecycle
+                    .default_toleration
+                    .as_secs()
+                    .to_string()
+                    .into(),
+                "--service-node-port-range".into(),
+                format!("{}-{}", config.node_ports.start(), config.node_ports.end()).into(),
+            ];
             for (peer, address) in &peers {
-                command.arg("--peer").arg(format!("{peer}={address}"));
+                args.push("--peer".into());
+                args.push(format!("{peer}={address}").into());
             }
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .context("failed to start a control-plane member")?;
-            if let Some(pid) = child.id() {
-                std::fs::write(dir.join("pid"), pid.to_string())
-                    .with_context(|| format!("failed to write {}", dir.join("pid").display()))?;
-            }
-            tracing::info!(member = id, api = %apis[i], peer = %peers[&id], log = %log_path.display(), "control-plane member started");
-            members.push(child);
+            plans.push(MemberPlan {
+                id,
+                dir: dir.clone(),
+                api: apis[i],
+                peer: peers[&id],
+                args,
+            });
+        }
+        let mut members = Vec::new();
+        for plan in &plans {
+            members.push(plan.spawn(&exe)?);
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -288,6 +322,8 @@ impl LocalMembersCluster {
             url,
             kubeconfig,
             credentials,
+            exe,
+            plans,
             members,
             docker,
             cluster_id,
@@ -347,6 +383,41 @@ impl LocalMembersCluster {
     /// The admin kubeconfig, pointing at the front door.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// What a client of this cluster needs (the front door's URL).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Each member's own API address, by member id (from 1).
+    pub fn member_apis(&self) -> BTreeMap<u64, SocketAddr> {
+        self.plans.iter().map(|p| (p.id, p.api)).collect()
+    }
+
+    /// Kills member `id` with SIGKILL, as a machine that loses power.
+    pub async fn kill_member(&mut self, id: u64) -> anyhow::Result<()> {
+        let member = self
+            .members
+            .get_mut((id as usize).wrapping_sub(1))
+            .with_context(|| format!("there is no member {id}"))?;
+        member.start_kill()?;
+        member.wait().await?;
+        Ok(())
+    }
+
+    /// Starts member `id` again on its data directory (after [`Self::kill_member`]).
+    pub fn restart_member(&mut self, id: u64) -> anyhow::Result<()> {
+        let index = (id as usize).wrapping_sub(1);
+        let plan = self
+            .plans
+            .get(index)
+            .with_context(|| format!("there is no member {id}"))?;
+        if self.members[index].try_wait()?.is_none() {
+            anyhow::bail!("member {id} is still running");
+        }
+        self.members[index] = plan.spawn(&self.exe)?;
+        Ok(())
     }
 
     /// Stops the members with SIGTERM (SIGKILL if one takes too long).

@@ -71,6 +71,12 @@ pub struct Shared {
     pub node_ports: std::ops::RangeInclusive<u16>,
 }
 
+/// Header of `/readyz` answers naming the member (store replica) that answered.
+pub const MEMBER_HEADER: &str = "shipshape-member";
+
+/// Header of `/readyz` answers naming the member that leads the store, if one does.
+pub const LEADER_HEADER: &str = "shipshape-store-leader";
+
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -170,11 +176,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
     let route = routes::parse(&path);
     let response = match route {
         Route::Health => {
-            if shared.store.leader().is_some() {
+            let leader = shared.store.leader();
+            let mut response = if leader.is_some() {
                 text_response(StatusCode::OK, "ok")
             } else {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "store has no leader")
+            };
+            // Which member answered and which one it follows, for tools and benchmarks
+            // that need to find the leader of a control plane of several members.
+            let headers = response.headers_mut();
+            headers.insert(MEMBER_HEADER, shared.store.id().into());
+            if let Some(leader) = leader {
+                headers.insert(LEADER_HEADER, leader.into());
             }
+            response
         }
         Route::Version => json_response(StatusCode::OK, &discovery::version()),
         _ if !authorized(&shared, &req) => error_response(&ApiError::Unauthorized),
