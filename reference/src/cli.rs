@@ -57,7 +57,10 @@ enum Command {
     },
     /// Run the control plane (apiserver, store, scheduler, controllers) alone, or as one
     /// member of several.
+    #[command(args_conflicts_with_subcommands = true)]
     ControlPlane {
+        #[command(subcommand)]
+        action: Option<MemberAction>,
         #[command(flatten)]
         common: Common,
         /// This member's id, for a control plane of several members (with `--peer`).
@@ -73,6 +76,21 @@ enum Command {
     Node(Box<NodeArgs>),
     /// Run the service proxy: node ports forwarded to ready endpoints.
     Proxy(ProxyArgs),
+}
+
+/// What `control-plane` can do besides running a member.
+#[derive(Debug, Subcommand)]
+enum MemberAction {
+    /// Take a member out of a running control plane (a Raft configuration change);
+    /// refused for the last member.
+    Remove {
+        /// The member's id.
+        #[arg(long)]
+        member: u64,
+        /// The admin kubeconfig of the control plane.
+        #[arg(long, default_value = ".shipshape/kubeconfig")]
+        kubeconfig: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +275,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         } if control_plane > 1 => up_members(common, nodes, control_plane).await,
         Command::Up { common, nodes, .. } => up(common, nodes, None).await,
         Command::ControlPlane {
+            action: Some(MemberAction::Remove { member, kubeconfig }),
+            ..
+        } => remove_member(member, &kubeconfig).await,
+        Command::ControlPlane {
+            action: None,
             common,
             member,
             peers,
@@ -331,6 +354,26 @@ async fn up_members(common: Common, nodes: u32, count: u64) -> anyhow::Result<()
     wait_for_stop_signal().await;
     tracing::info!("stopping");
     cluster.stop().await
+}
+
+/// Asks the control plane behind `kubeconfig` to remove member `id`.
+async fn remove_member(id: u64, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("failed to read the kubeconfig {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("the kubeconfig {} is not usable", kubeconfig.display()))?;
+    let client = kube::Client::try_from(config)?;
+    let request = http::Request::delete(format!("/shipshape/v1/members/{id}")).body(Vec::new())?;
+    match client.request_text(request).await {
+        Ok(_) => {
+            println!("member {id} was removed from the control plane");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) => anyhow::bail!("{}", status.message),
+        Err(e) => Err(e).context("the control plane could not be reached"),
+    }
 }
 
 /// Prints where the API is and how to reach it (tools such as the conformance kit read

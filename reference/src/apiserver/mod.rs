@@ -51,7 +51,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use routes::Route;
 use status::ApiError;
 
@@ -248,7 +248,39 @@ async fn route_authorized(
             let body = read_body(body).await?;
             resources::dispatch(shared, parts, target, body).await
         }
+        Route::Member(id) => remove_member(shared, req.method(), &id).await,
         Route::Health | Route::Version | Route::NotFound => Err(ApiError::NoRoute),
+    }
+}
+
+/// `DELETE /shipshape/v1/members/{id}`: takes a member out of the control plane, through a
+/// Raft configuration change.
+async fn remove_member(
+    shared: &Shared,
+    method: &Method,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    if method != Method::DELETE {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let id: u64 =
+        id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::BadRequest(format!("{id:?} is not a member id (1, 2, ...)"))
+        })?;
+    match shared.store.remove_member(id).await {
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Success",
+                "message": format!("member {id} was removed from the control plane"),
+            }),
+        )),
+        Err(e @ StoreError::NotAMember { .. }) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ StoreError::LastVoter { .. }) => Err(ApiError::Forbidden(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "the member could not be removed: {e}"
+        ))),
     }
 }
 

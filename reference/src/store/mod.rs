@@ -210,6 +210,20 @@ pub enum StoreError {
     /// Something on disk could not be decoded.
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// The member to remove is the only voter left: a store without voters is gone.
+    #[error("member {id} is the last voter; a control plane cannot remove its last member")]
+    LastVoter {
+        /// The member.
+        id: u64,
+    },
+    /// The member to remove is not a voter.
+    #[error("member {id} is not a member of this control plane (members: {members:?})")]
+    NotAMember {
+        /// The member asked for.
+        id: u64,
+        /// The voters.
+        members: Vec<u64>,
+    },
     /// No leader could be reached, or no majority confirmed one, in time; nothing was
     /// changed.
     #[error("the store is unavailable: {0}")]
@@ -218,8 +232,16 @@ pub enum StoreError {
 
 /// A request from a [`Store`] handle to the raft driver task.
 struct Proposal {
-    ops: Vec<Op>,
+    change: Change,
     reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// What a proposal changes.
+enum Change {
+    /// Writes to the key-values.
+    Write(Vec<Op>),
+    /// Takes a member out of the voters (a Raft configuration change).
+    RemoveMember(u64),
 }
 
 /// A handle on one store replica. Cheap to clone; all clones share the replica.
@@ -284,16 +306,33 @@ impl Store {
     /// On a replica that does not lead, the write is forwarded to the leader; while there
     /// is none, it waits up to [`LEADER_WAIT`] for one.
     pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
+        self.through_leader(
+            || self.write_here(ops.clone()),
+            |leader| self.transport.forward(leader, ops.clone()),
+        )
+        .await
+    }
+
+    /// Runs `here` on this replica; if another leads, `forward`s to it instead. While there
+    /// is no leader, or the leader just stepped down or was not reached (so nothing
+    /// happened and trying again is safe), tries again for up to [`LEADER_WAIT`].
+    async fn through_leader<T, Here, Forward>(
+        &self,
+        here: impl Fn() -> Here,
+        forward: impl Fn(u64) -> Forward,
+    ) -> Result<T, StoreError>
+    where
+        Here: std::future::Future<Output = Result<T, StoreError>>,
+        Forward: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
-            let leader = match self.write_here(ops.clone()).await {
+            let leader = match here().await {
                 Err(StoreError::NotLeader { leader }) => leader,
                 outcome => return outcome,
             };
             match leader.filter(|leader| *leader != self.id) {
-                Some(leader) => match self.transport.forward(leader, ops.clone()).await {
-                    // The leader had just stepped down, or was not reached at all: nothing
-                    // was written, so trying again is safe.
+                Some(leader) => match forward(leader).await {
                     Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_))
                         if tokio::time::Instant::now() < deadline => {}
                     outcome => return outcome,
@@ -312,12 +351,36 @@ impl Store {
     /// Proposes `ops` on this replica; [`StoreError::NotLeader`] if it does not lead. What
     /// a leader does with a write another replica forwarded.
     pub async fn write_here(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
+        self.propose_here(Change::Write(ops)).await
+    }
+
+    async fn propose_here(&self, change: Change) -> Result<WriteResult, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.proposals
-            .send(Proposal { ops, reply })
+            .send(Proposal { change, reply })
             .await
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Takes member `id` out of the voters, through a Raft configuration change committed
+    /// by the current voters; forwarded to the leader like a write. Removing the last voter
+    /// is refused ([`StoreError::LastVoter`]), and so is removing a member that is not a
+    /// voter ([`StoreError::NotAMember`]).
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.through_leader(
+            || self.remove_member_here(id),
+            |leader| self.transport.forward_removal(leader, id),
+        )
+        .await
+    }
+
+    /// [`Store::remove_member`] on this replica; [`StoreError::NotLeader`] if it does not
+    /// lead.
+    pub async fn remove_member_here(&self, id: u64) -> Result<(), StoreError> {
+        self.propose_here(Change::RemoveMember(id))
+            .await
+            .map(|_| ())
     }
 
     /// Waits until this replica has applied every write acknowledged (by any replica)

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use super::log::DiskLog;
 use super::state::StateMachine;
 use super::transport::{Inbound, Inbox, Transport};
-use super::{Proposal, StoreConfig, StoreError, WriteResult, codec};
+use super::{Change, Proposal, StoreConfig, StoreError, WriteResult, codec};
 
 type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 
@@ -257,7 +257,35 @@ impl Driver {
         let seq = self.next_seq;
         let mut context = self.node.raft.id.to_be_bytes().to_vec();
         context.extend_from_slice(&seq.to_be_bytes());
-        match self.node.propose(context, codec::encode_ops(&p.ops)) {
+        let proposed = match p.change {
+            Change::Write(ops) => self.node.propose(context, codec::encode_ops(&ops)),
+            Change::RemoveMember(id) => {
+                let mut voters: Vec<u64> =
+                    self.node.raft.prs().conf().voters().ids().iter().collect();
+                voters.sort_unstable();
+                let refusal = if !voters.contains(&id) {
+                    Some(StoreError::NotAMember {
+                        id,
+                        members: voters,
+                    })
+                } else if voters.len() == 1 {
+                    Some(StoreError::LastVoter { id })
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    let _ = p.reply.send(Err(refusal));
+                    return;
+                }
+                let change = ConfChange {
+                    change_type: raft::prelude::ConfChangeType::RemoveNode,
+                    node_id: id,
+                    ..Default::default()
+                };
+                self.node.propose_conf_change(context, change)
+            }
+        };
+        match proposed {
             Ok(()) => {
                 self.pending.insert(seq, p.reply);
             }
@@ -354,8 +382,15 @@ impl Driver {
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                         self.node.apply_conf_change(&cc)?
                     };
+                    tracing::info!(voters = ?cs.voters, "the members changed");
                     self.node.mut_store().set_conf_state(cs)?;
                     self.state.apply_noop(entry.index)?;
+                    if let Some(reply) = self.own_proposal(&entry.context) {
+                        let _ = reply.send(Ok(WriteResult {
+                            revision: self.state.revision(),
+                            previous: Vec::new(),
+                        }));
+                    }
                 }
             }
         }

@@ -17,6 +17,8 @@
 //! - `/raft/propose`: a write forwarded by a member that does not lead
 //!   ([`super::Store::write`]); the body is the write's ops in the log's encoding, the
 //!   answer its outcome ([`encode_outcome`]).
+//! - `/raft/remove-member`: a member's removal forwarded the same way
+//!   ([`super::Store::remove_member`]); the body is the member's id.
 //!
 //! The queue to a peer is bounded; when it is full, messages are dropped rather than
 //! slowing the raft driver down.
@@ -185,19 +187,32 @@ impl Transport for PeerTransport {
         ops: Vec<Op>,
     ) -> BoxFuture<'static, Result<WriteResult, StoreError>> {
         let (config, idle) = (self.config.clone(), self.idle.clone());
-        Box::pin(forward(config, idle, leader, ops))
+        let body = Bytes::from(encode_ops(&ops));
+        Box::pin(forward(config, idle, leader, "/raft/propose", body))
+    }
+
+    fn forward_removal(&self, leader: u64, id: u64) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (config, idle) = (self.config.clone(), self.idle.clone());
+        let body = Bytes::copy_from_slice(&id.to_be_bytes());
+        Box::pin(async move {
+            forward(config, idle, leader, "/raft/remove-member", body)
+                .await
+                .map(|_| ())
+        })
     }
 }
 
 /// Idle connections for forwarded writes, by peer.
 type Pool = Arc<Mutex<HashMap<u64, Vec<SendRequest<PeerBody>>>>>;
 
-/// Sends a write to the leader and returns its outcome.
+/// Sends a change (a write at `/raft/propose`, a removal at `/raft/remove-member`) to the
+/// leader and returns its outcome.
 async fn forward(
     config: Arc<PeerConfig>,
     idle: Pool,
     leader: u64,
-    ops: Vec<Op>,
+    path: &'static str,
+    body: Bytes,
 ) -> Result<WriteResult, StoreError> {
     let address =
         config.peers.get(&leader).copied().ok_or_else(|| {
@@ -212,12 +227,12 @@ async fn forward(
     let mut connection = reuse_or_connect(&config, address, reused)
         .await
         .map_err(StoreError::Unavailable)?;
-    let body = Full::new(Bytes::from(encode_ops(&ops))).boxed();
-    // From here on the leader may have received the write: a failure leaves its fate
+    let body = Full::new(body).boxed();
+    // From here on the leader may have received the change: a failure leaves its fate
     // unknown.
     let response = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        connection.send_request(request(&config, "/raft/propose", body)),
+        connection.send_request(request(&config, path, body)),
     )
     .await
     .map_err(|_| StoreError::Dropped)?
@@ -499,6 +514,19 @@ async fn handle(
             Ok(ops) => answer(StatusCode::OK, encode_outcome(&store.write_here(ops).await)),
             Err(e) => answer(StatusCode::BAD_REQUEST, format!("undecodable write: {e}")),
         },
+        "/raft/remove-member" => match <[u8; 8]>::try_from(&body[..]) {
+            Ok(id) => {
+                let outcome = store
+                    .remove_member_here(u64::from_be_bytes(id))
+                    .await
+                    .map(|()| WriteResult {
+                        revision: 0,
+                        previous: Vec::new(),
+                    });
+                answer(StatusCode::OK, encode_outcome(&outcome))
+            }
+            Err(_) => answer(StatusCode::BAD_REQUEST, "a member id is 8 bytes"),
+        },
         _ => answer(StatusCode::NOT_FOUND, "no such peer endpoint"),
     }
 }
@@ -575,6 +603,18 @@ pub(super) fn encode_outcome(outcome: &Result<WriteResult, StoreError>) -> Vec<u
             out.push(5);
             push_bytes(&mut out, why.as_bytes());
         }
+        Err(StoreError::LastVoter { id }) => {
+            out.push(7);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Err(StoreError::NotAMember { id, members }) => {
+            out.push(8);
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&(members.len() as u64).to_be_bytes());
+            for member in members {
+                out.extend_from_slice(&member.to_be_bytes());
+            }
+        }
         // Anything else happened after the leader took the write in: its fate is unknown.
         Err(other) => {
             out.push(6);
@@ -614,6 +654,16 @@ pub(super) fn decode_outcome(bytes: &[u8]) -> Result<Result<WriteResult, StoreEr
         6 => {
             tracing::warn!(why = %r.string()?, "a forwarded write failed on the leader");
             Err(StoreError::Dropped)
+        }
+        7 => Err(StoreError::LastVoter { id: r.u64()? }),
+        8 => {
+            let id = r.u64()?;
+            let count = r.u64()?;
+            let mut members = Vec::new();
+            for _ in 0..count {
+                members.push(r.u64()?);
+            }
+            Err(StoreError::NotAMember { id, members })
         }
         tag => {
             return Err(StoreError::Corrupt(format!(

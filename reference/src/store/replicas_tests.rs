@@ -290,3 +290,41 @@ fn a_truncated_outcome_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_removed_by_a_configuration_change_but_never_the_last() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut members, _) = three_members(root.path()).await;
+    let leader = leader_of(&members).await;
+    let followers: Vec<u64> = members.keys().copied().filter(|id| *id != leader).collect();
+    // Asked through a follower, forwarded to the leader.
+    let via = members[&followers[0]].store.clone();
+    assert!(matches!(
+        via.remove_member(7).await,
+        Err(StoreError::NotAMember { id: 7, .. })
+    ));
+    via.remove_member(followers[1])
+        .await
+        .expect("removal of a follower");
+    members.remove(&followers[1]).expect("member").stop().await;
+    // Two voters left: writes need both, and get them.
+    via.write(put("/k/after", "v", Precondition::Absent))
+        .await
+        .expect("a write with two voters");
+    members[&leader]
+        .store
+        .remove_member(followers[0])
+        .await
+        .expect("removal of the other follower");
+    members.remove(&followers[0]).expect("member").stop().await;
+    let alone = members[&leader].store.clone();
+    alone
+        .write(put("/k/alone", "v", Precondition::Absent))
+        .await
+        .expect("a write by the last voter alone");
+    assert!(matches!(
+        alone.remove_member(leader).await,
+        Err(StoreError::LastVoter { .. })
+    ));
+    stop_all(members).await;
+}

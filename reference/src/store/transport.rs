@@ -37,6 +37,16 @@ pub trait Transport: Send + Sync {
             })
         })
     }
+
+    /// Asks replica `leader` to take member `id` out of the voters.
+    fn forward_removal(&self, leader: u64, id: u64) -> BoxFuture<'static, Result<(), StoreError>> {
+        let _ = id;
+        Box::pin(async move {
+            Err(StoreError::NotLeader {
+                leader: Some(leader),
+            })
+        })
+    }
 }
 
 /// What reaches the raft driver from outside.
