@@ -191,6 +191,13 @@ async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everythin
             .expect("write");
         acknowledged.push(key);
     }
+    // A watcher on a follower, from the start: it must see every write, in order, across
+    // the change of leader.
+    let watcher = *members
+        .keys()
+        .find(|id| **id != old_leader)
+        .expect("a follower");
+    let mut watch = members[&watcher].store.watch("/k/", 0).expect("watch");
     members.remove(&old_leader).expect("leader").stop().await;
     let new_leader = leader_of(&members).await;
     assert_ne!(new_leader, old_leader);
@@ -206,6 +213,22 @@ async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everythin
             .expect("write with one member lost");
         acknowledged.push(key);
     }
+    let mut seen = Vec::new();
+    while seen.len() < acknowledged.len() {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the watch keeps delivering")
+            .expect("open")
+            .expect("event");
+        seen.push((event.revision(), event.key));
+    }
+    let revisions: Vec<u64> = seen.iter().map(|(revision, _)| *revision).collect();
+    assert!(
+        revisions.windows(2).all(|w| w[1] == w[0] + 1),
+        "the watch skipped or repeated a revision: {revisions:?}"
+    );
+    let keys: Vec<&String> = seen.iter().map(|(_, key)| key).collect();
+    assert_eq!(keys, acknowledged.iter().collect::<Vec<_>>());
     let listener = TcpListener::bind(addresses[&old_leader])
         .await
         .expect("rebind");
