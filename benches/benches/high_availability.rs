@@ -141,7 +141,7 @@ impl System {
             System::Shipshape {
                 cluster, members, ..
             } => {
-                cluster.restart_member(index as u64 + 1)?;
+                cluster.restart_member(index as u64 + 1).await?;
                 let client = members
                     .get(&(index as u64 + 1))
                     .ok_or_else(|| anyhow!("no member {}", index + 1))?

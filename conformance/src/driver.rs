@@ -649,12 +649,17 @@ pub enum Fault {
         /// Name of the node.
         node: String,
     },
+    /// Kill the member of a control plane of several members that leads, abruptly
+    /// (SIGKILL), as when its machine dies. The others must elect a new leader and keep
+    /// serving; the member may come back on its own later, as a machine that reboots.
+    /// (`@lose-control-plane-member`)
+    LoseControlPlaneLeader,
 }
 
 impl Fault {
     /// One fault of each kind (with empty targets), to ask a driver which kinds it
     /// supports before any target is known.
-    pub fn kinds() -> [Fault; 7] {
+    pub fn kinds() -> [Fault; 8] {
         let (namespace, replica, node) = (String::new(), String::new(), String::new());
         [
             Fault::RestartControlPlane,
@@ -667,6 +672,7 @@ impl Fault {
             Fault::PartitionNode { node: node.clone() },
             Fault::Heal,
             Fault::RestartNode { node },
+            Fault::LoseControlPlaneLeader,
         ]
     }
 
@@ -679,6 +685,7 @@ impl Fault {
             Fault::LoseNode { .. } => "lose-node",
             Fault::PartitionNode { .. } | Fault::Heal => "partition-node",
             Fault::RestartNode { .. } => "restart-node",
+            Fault::LoseControlPlaneLeader => "lose-control-plane-member",
         }
     }
 }
@@ -720,6 +727,9 @@ impl fmt::Display for Fault {
             Fault::PartitionNode { node } => write!(f, "partition node {node}"),
             Fault::Heal => write!(f, "heal every partition"),
             Fault::RestartNode { node } => write!(f, "restart node {node}"),
+            Fault::LoseControlPlaneLeader => {
+                write!(f, "kill the control-plane member that leads")
+            }
         }
     }
 }

@@ -57,6 +57,14 @@ pub struct Mutant {
     pub promise: String,
     /// The scenarios expected to catch it.
     pub scenarios: Vec<String>,
+    /// How many members the reference's control plane needs for the mutant to show (1
+    /// unless the catalogue says otherwise).
+    #[serde(default = "one_member")]
+    pub members: u64,
+}
+
+fn one_member() -> u64 {
+    1
 }
 
 /// The catalogue file.
@@ -521,6 +529,10 @@ async fn control(
         feature: String::new(),
         promise: String::new(),
         scenarios: scenarios.into_iter().collect(),
+        // One member: scenarios that need several are not applicable to the control, and
+        // the suite's own run of them on three members (tests/high_availability.rs) is
+        // their control.
+        members: 1,
     };
     let slot = slots.take().await;
     let began = Instant::now();
@@ -599,6 +611,7 @@ async fn certify(
         .args(["certify", "--driver", "reference", "--out"])
         .arg(out)
         .env("FAILPOINTS", &mutant.failpoints)
+        .env(crate::reference::MEMBERS_ENV, mutant.members.to_string())
         .env(crate::reference::NODE_PORT_RANGE_ENV, node_ports)
         .stdin(Stdio::null())
         .stdout(Stdio::from(
@@ -614,7 +627,10 @@ async fn certify(
         .await
         .map_err(|_| anyhow!("the certification took longer than {RUN_TIMEOUT:?}"))?
         .context("failed to wait for the certification")?;
-    let summary = out.join("reference").join("summary.json");
+    let driver = crate::run::DriverChoice::Reference {
+        members: mutant.members,
+    };
+    let summary = out.join(driver.name()).join("summary.json");
     let text = std::fs::read_to_string(&summary).map_err(|_| {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(3).collect();
@@ -885,6 +901,7 @@ mod tests {
             feature: feature.to_owned(),
             promise: "a <promise>".to_owned(),
             scenarios: vec!["S".to_owned()],
+            members: 1,
         };
         MutantsReport {
             started: "2026-11-27T12:00:00Z".to_owned(),

@@ -105,6 +105,22 @@ pub const CHILD_ENV: &str = "SHIPSHAPE_CONFORMANCE_REFERENCE_CHILD";
 /// How many node agents the cluster runs besides the ones scenarios add.
 pub const NODES: usize = 3;
 
+/// Environment variable: how many members the reference's control plane has (`3` runs
+/// `shipshape up --control-plane 3`); 1 when unset.
+pub const MEMBERS_ENV: &str = "SHIPSHAPE_CONTROL_PLANE_MEMBERS";
+
+/// How many control-plane members [`MEMBERS_ENV`] asks for: 1, 3, 5 or 7.
+pub fn members_from_env() -> anyhow::Result<u64> {
+    match std::env::var(MEMBERS_ENV) {
+        Err(_) => Ok(1),
+        Ok(text) if text.trim().is_empty() => Ok(1),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n @ (1 | 3 | 5 | 7)) => Ok(n),
+            _ => bail!("{MEMBERS_ENV}={text:?}: the control plane has 1, 3, 5 or 7 members"),
+        },
+    }
+}
+
 /// The label with which every container of the reference names its cluster.
 const LABEL_CLUSTER: &str = "shipshape.cluster";
 
@@ -245,6 +261,8 @@ pub struct ReferenceCluster {
     data_dir: tempfile::TempDir,
     /// The service proxy's process, once started.
     proxy: tokio::sync::Mutex<Option<Child>>,
+    /// How many members the control plane has.
+    members: u64,
 }
 
 /// One node agent: how to start it, and how it is doing.
@@ -294,8 +312,12 @@ struct Cluster {
 /// Starts a fresh reference cluster and the driver that certifies it: the Kubernetes driver,
 /// with the cluster's processes as its machines. Node ports answer on 127.0.0.1, where the
 /// cluster's service proxy listens (the nodes report it as their InternalIP too).
-pub async fn start(log_path: PathBuf, run_id: &str) -> anyhow::Result<KubernetesDriver> {
-    let cluster = ReferenceCluster::start(log_path).await?;
+pub async fn start(
+    log_path: PathBuf,
+    run_id: &str,
+    members: u64,
+) -> anyhow::Result<KubernetesDriver> {
+    let cluster = ReferenceCluster::start(log_path, members).await?;
     let client = cluster.client.clone();
     let server = format!(
         "{} (kubeconfig {})",
@@ -317,7 +339,7 @@ impl ReferenceCluster {
     /// Starts a fresh reference cluster (control plane and [`NODES`] node agents) on a new
     /// temporary data directory, waits until it is ready, and appends its output to
     /// `log_path`. Fails, saying so, when no Docker engine is reachable.
-    pub async fn start(log_path: PathBuf) -> anyhow::Result<Self> {
+    pub async fn start(log_path: PathBuf, members: u64) -> anyhow::Result<Self> {
         let docker = Engine::from_env();
         docker.ping(DOCKER_TIMEOUT).await.context(
             "the reference runs every pod as a Docker container, so it cannot be certified \
@@ -337,7 +359,8 @@ impl ReferenceCluster {
                 }
             }
         }
-        let mut cluster = Cluster::start(data_dir.path(), &log_path, 1, "127.0.0.1:0", 0).await?;
+        let mut cluster =
+            Cluster::start(data_dir.path(), &log_path, 1, "127.0.0.1:0", 0, members).await?;
         let dir = data_dir.path();
         let read = |file: &str| {
             std::fs::read_to_string(dir.join(file))
@@ -364,6 +387,7 @@ impl ReferenceCluster {
             log_path,
             data_dir,
             proxy: tokio::sync::Mutex::new(None),
+            members,
         };
         for number in 1..=NODES {
             let spec = NodeSpec {
@@ -420,7 +444,12 @@ impl ReferenceCluster {
                     self.log_path.display()
                 );
             }
-            // `start_kill` is SIGKILL on Unix: no shutdown hook runs, nothing gets flushed.
+            // Every member at once, as a power cut of all their machines...
+            for pid in self.member_pids() {
+                signal(pid, "KILL")?;
+            }
+            // ...and `up` with them. `start_kill` is SIGKILL on Unix: no shutdown hook runs,
+            // nothing gets flushed.
             cluster
                 .child
                 .start_kill()
@@ -442,8 +471,15 @@ impl ReferenceCluster {
                 .strip_prefix("https://")
                 .ok_or_else(|| anyhow!("the API server URL {} is not https://", self.apiserver))?;
             let generation = cluster.generation + 1;
-            let restarted =
-                Cluster::start(self.data_dir.path(), &self.log_path, generation, listen, 0).await?;
+            let restarted = Cluster::start(
+                self.data_dir.path(),
+                &self.log_path,
+                generation,
+                listen,
+                0,
+                self.members,
+            )
+            .await?;
             self.client.set(restarted.client.clone());
             *cluster = restarted;
         }
@@ -465,6 +501,62 @@ impl ReferenceCluster {
                 format!("node {name} did not get back in touch with the restarted control plane")
             })?;
         }
+        Ok(())
+    }
+
+    /// The pids of the control plane's members (none for a control plane of one, which is
+    /// `up` itself), from the pid files `up` writes.
+    fn member_pids(&self) -> Vec<u32> {
+        if self.members < 2 {
+            return Vec::new();
+        }
+        (1..=self.members)
+            .filter_map(|id| {
+                let path = self
+                    .data_dir
+                    .path()
+                    .join("members")
+                    .join(id.to_string())
+                    .join("pid");
+                std::fs::read_to_string(path).ok()?.trim().parse().ok()
+            })
+            .collect()
+    }
+
+    /// Kills the member that leads the control plane's store with SIGKILL; `up` starts it
+    /// again a second later, as a machine that reboots.
+    async fn lose_control_plane_leader(&self) -> anyhow::Result<()> {
+        let client = self.client.get();
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .context("failed to build the /readyz request")?;
+        let response = client
+            .send(request.map(Into::into))
+            .await
+            .context("failed to ask the control plane which member leads")?;
+        let leader: u64 = response
+            .headers()
+            .get(shipshape::apiserver::LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("the control plane names no leader"))?;
+        let path = self
+            .data_dir
+            .path()
+            .join("members")
+            .join(leader.to_string())
+            .join("pid");
+        let pid: u32 = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{} holds no pid", path.display()))?;
+        signal(pid, "KILL")?;
+        tracing::info!(
+            member = leader,
+            pid,
+            "killed the control-plane member that leads"
+        );
         Ok(())
     }
 
@@ -945,11 +1037,14 @@ impl Cluster {
         generation: u32,
         listen: &str,
         nodes: u32,
+        members: u64,
     ) -> anyhow::Result<Self> {
         let mut args: Vec<OsString> = vec![
             "up".into(),
             "--nodes".into(),
             nodes.to_string().into(),
+            "--control-plane".into(),
+            members.to_string().into(),
             "--data-dir".into(),
             data_dir.as_os_str().to_owned(),
             "--listen".into(),
@@ -1062,6 +1157,7 @@ impl StandaloneUp {
             1,
             "127.0.0.1:0",
             u32::try_from(NODES).unwrap_or(3),
+            1,
         )
         .await?;
         Ok(Self { cluster, data_dir })
@@ -1264,11 +1360,20 @@ impl Machines for ReferenceCluster {
             Ok(cluster) => format!("kubeconfig {}", cluster.kubeconfig.display()),
             Err(_) => "restarting".to_owned(),
         };
+        let control_plane = if self.members > 1 {
+            format!(
+                "{} members (`shipshape up --control-plane {} --nodes 0`, each member a \
+                 process of its own) behind one address",
+                self.members, self.members
+            )
+        } else {
+            "(`shipshape up --nodes 0`)".to_owned()
+        };
         format!(
             "a shipshape reference cluster the kit started on the Docker engine at {}: the \
-             control plane (`shipshape up --nodes 0`) at {}, {kubeconfig}, and {NODES} node \
-             agents (`shipshape node`, node-1 to node-{NODES}), each a child process; data in \
-             {}, logs in {}",
+             control plane {control_plane} at {}, {kubeconfig}, and {NODES} node agents \
+             (`shipshape node`, node-1 to node-{NODES}), each a child process; data in {}, \
+             logs in {}",
             self.docker.host(),
             self.apiserver,
             self.data_dir.path().display(),
@@ -1278,7 +1383,12 @@ impl Machines for ReferenceCluster {
 
     fn supports(&self, fault: &Fault) -> Support {
         match fault {
+            Fault::LoseControlPlaneLeader if self.members < 2 => Support::No(format!(
+                "the reference's control plane runs one member here; set {MEMBERS_ENV}=3 to \
+                 certify it with three"
+            )),
             Fault::RestartControlPlane
+            | Fault::LoseControlPlaneLeader
             | Fault::KillContainer { .. }
             | Fault::DeleteReplica { .. }
             | Fault::LoseNode { .. }
@@ -1296,6 +1406,7 @@ impl Machines for ReferenceCluster {
                 Fault::PartitionNode { node } => self.partition_node(node).await,
                 Fault::Heal => self.heal().await,
                 Fault::RestartNode { node } => self.restart_node(node).await,
+                Fault::LoseControlPlaneLeader => self.lose_control_plane_leader().await,
                 Fault::KillContainer { .. } | Fault::DeleteReplica { .. } => {
                     bail!("{fault} is the driver's to inject, not the machines'")
                 }

@@ -44,8 +44,12 @@ use crate::{junit, reference};
 /// Which system to certify, and how to reach it.
 #[derive(Clone, Debug)]
 pub enum DriverChoice {
-    /// shipshape's reference orchestrator, started for the run.
-    Reference,
+    /// shipshape's reference orchestrator, started for the run, with a control plane of
+    /// this many members (`shipshape up --control-plane N`).
+    Reference {
+        /// Control-plane members: 1, 3, 5 or 7.
+        members: u64,
+    },
     /// Any Kubernetes cluster, through a kubeconfig.
     Kubernetes(KubernetesOptions),
     /// Docker Swarm on the local engine.
@@ -53,10 +57,12 @@ pub enum DriverChoice {
 }
 
 impl DriverChoice {
-    /// The driver's name, which names its report directory.
+    /// The driver's name, which names its report directory (the reference with a control
+    /// plane of several members reports apart: `reference-members`).
     pub fn name(&self) -> &'static str {
         match self {
-            DriverChoice::Reference => "reference",
+            DriverChoice::Reference { members } if *members > 1 => "reference-members",
+            DriverChoice::Reference { .. } => "reference",
             DriverChoice::Kubernetes(_) => "kubernetes",
             DriverChoice::Swarm => "swarm",
         }
@@ -77,7 +83,9 @@ impl DriverChoice {
     /// The driver of this name, configured from the environment.
     pub fn named(name: &str) -> anyhow::Result<Self> {
         match name {
-            "reference" => Ok(DriverChoice::Reference),
+            "reference" => Ok(DriverChoice::Reference {
+                members: reference::members_from_env()?,
+            }),
             "kubernetes" => Ok(DriverChoice::Kubernetes(KubernetesOptions::from_env()?)),
             "swarm" => Ok(DriverChoice::Swarm),
             other => bail!(
@@ -91,9 +99,9 @@ impl DriverChoice {
     /// it starts go to `report_dir`.
     pub async fn start(&self, report_dir: &Path, run_id: &str) -> anyhow::Result<Arc<dyn Driver>> {
         match self {
-            DriverChoice::Reference => {
+            DriverChoice::Reference { members } => {
                 let log = report_dir.join("reference-cluster.log");
-                let driver = reference::start(log, run_id)
+                let driver = reference::start(log, run_id, *members)
                     .await
                     .context("failed to start the reference driver")?;
                 Ok(Arc::new(driver))
@@ -157,6 +165,32 @@ impl Options {
     /// The run's report directory.
     pub fn report_dir(&self) -> PathBuf {
         self.report_root.join(self.driver.name())
+    }
+}
+
+/// The `main` of a test target that certifies one system: becomes a reference child if
+/// started as one, else runs [`certify`] with the options `options` gives and exits
+/// non-zero unless the run succeeded.
+pub fn test_main(options: impl FnOnce() -> anyhow::Result<Options>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    // First: this process may be a control plane or node agent of the reference driver.
+    if let Some(code) = crate::run_reference_child_if_requested() {
+        return code;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("conformance: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(async { certify(options()?).await }) {
+        Ok(outcome) if outcome.success => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("conformance: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -310,7 +344,7 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
             ("json".to_owned(), summary_path.display().to_string()),
             ("junit".to_owned(), junit_path.display().to_string()),
         ]),
-        mutation_score: matches!(options.driver, DriverChoice::Reference)
+        mutation_score: matches!(options.driver, DriverChoice::Reference { members: 1 })
             .then(|| crate::mutants::last_score(&options.report_root))
             .flatten(),
     };

@@ -1590,7 +1590,7 @@ impl Driver for SwarmDriver {
                 "Swarm's API has no way to delete one task of a service; removing its container is a killed container, not a deleted replica"
                     .to_owned(),
             ),
-            Fault::RestartControlPlane => Support::No(
+            Fault::RestartControlPlane | Fault::LoseControlPlaneLeader => Support::No(
                 "the swarm's manager is the Docker engine the kit itself runs on".to_owned(),
             ),
             Fault::LoseNode { .. } | Fault::PartitionNode { .. } | Fault::Heal | Fault::RestartNode { .. } => {

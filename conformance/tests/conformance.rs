@@ -13,27 +13,5 @@ use std::process::ExitCode;
 use shipshape_conformance::run::{self, DriverChoice, Options};
 
 fn main() -> ExitCode {
-    // First: this process may be a control plane or node agent of the reference driver.
-    if let Some(code) = shipshape_conformance::run_reference_child_if_requested() {
-        return code;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("conformance: failed to start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let options = Options::from_env(DriverChoice::from_env()?)?;
-        run::certify(options).await
-    });
-    match outcome {
-        Ok(outcome) if outcome.success => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("conformance: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run::test_main(|| Options::from_env(DriverChoice::from_env()?))
 }

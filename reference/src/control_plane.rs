@@ -77,9 +77,13 @@ impl Members {
         Ok(())
     }
 
-    /// The name this member holds the controllers' Lease under.
+    /// The name this run of this member holds the controllers' Lease under: its id and a
+    /// random suffix, so that a member that restarts does not take for its own a Lease its
+    /// previous run held (and that may have lapsed).
     pub fn identity(&self) -> String {
-        format!("member-{}", self.id)
+        let suffix: [u8; 3] = rand::random();
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        format!("member-{}_{suffix}", self.id)
     }
 }
 

@@ -10,7 +10,9 @@
 //! `shipshape control-plane --member` child process of its own (so that one can be killed
 //! alone), behind a [front door](crate::front_door) on the `--listen` address that
 //! clients, node agents and the proxy use; the node agents and the proxy are tasks of this
-//! process as before.
+//! process as before. `up` keeps its members running as a service manager would: a
+//! member that dies is started again on its data after [`MEMBER_RESTART_DELAY`] (unless
+//! it was taken down on purpose, [`LocalMembersCluster::kill_member`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -159,6 +161,48 @@ const MEMBERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a member may take to stop after SIGTERM.
 const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long after a member died on its own it is started again.
+pub const MEMBER_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// One member process and whether it must stay down.
+struct MemberSlot {
+    child: tokio::process::Child,
+    /// Taken down on purpose: not restarted until asked.
+    held_down: bool,
+}
+
+type Slots = std::sync::Arc<tokio::sync::Mutex<Vec<MemberSlot>>>;
+
+/// Restarts members that died on their own, until `stopped` turns true.
+async fn supervise(
+    slots: Slots,
+    plans: std::sync::Arc<Vec<MemberPlan>>,
+    exe: PathBuf,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(MEMBER_RESTART_DELAY) => {}
+        }
+        let mut slots = slots.lock().await;
+        for (slot, plan) in slots.iter_mut().zip(plans.iter()) {
+            if slot.held_down || *stopped.borrow() {
+                continue;
+            }
+            if let Ok(Some(status)) = slot.child.try_wait() {
+                tracing::warn!(member = plan.id, %status, "control-plane member died; starting it again");
+                match plan.spawn(&exe) {
+                    Ok(child) => slot.child = child,
+                    Err(e) => {
+                        tracing::error!(member = plan.id, error = %e, "failed to restart a member")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How one member process is started.
 struct MemberPlan {
     id: u64,
@@ -177,9 +221,11 @@ impl MemberPlan {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("failed to open {}", log_path.display()))?;
+        // Its stdin is a pipe this process holds: a member started by a kit (which watches
+        // its stdin) ends when this process does, even if it is SIGKILLed.
         let child = tokio::process::Command::new(exe)
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -201,8 +247,8 @@ pub struct LocalMembersCluster {
     kubeconfig: PathBuf,
     credentials: Credentials,
     exe: PathBuf,
-    plans: Vec<MemberPlan>,
-    members: Vec<tokio::process::Child>,
+    plans: std::sync::Arc<Vec<MemberPlan>>,
+    members: Slots,
     docker: Option<bollard::Docker>,
     cluster_id: String,
     stop: watch::Sender<bool>,
@@ -213,7 +259,7 @@ impl std::fmt::Debug for LocalMembersCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalMembersCluster")
             .field("url", &self.url)
-            .field("members", &self.members.len())
+            .field("members", &self.plans.len())
             .finish_non_exhaustive()
     }
 }
@@ -286,8 +332,13 @@ impl LocalMembersCluster {
         }
         let mut members = Vec::new();
         for plan in &plans {
-            members.push(plan.spawn(&exe)?);
+            members.push(MemberSlot {
+                child: plan.spawn(&exe)?,
+                held_down: false,
+            });
         }
+        let members: Slots = std::sync::Arc::new(tokio::sync::Mutex::new(members));
+        let plans = std::sync::Arc::new(plans);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
@@ -300,6 +351,12 @@ impl LocalMembersCluster {
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         agents.spawn(crate::front_door::serve(listener, apis, stopped.clone()));
+        agents.spawn(supervise(
+            members.clone(),
+            plans.clone(),
+            exe.clone(),
+            stopped.clone(),
+        ));
         let token = std::fs::read_to_string(data_dir.join("token"))?
             .trim()
             .to_owned();
@@ -355,8 +412,8 @@ impl LocalMembersCluster {
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
         let deadline = tokio::time::Instant::now() + MEMBERS_READY_TIMEOUT;
         loop {
-            for (i, member) in self.members.iter_mut().enumerate() {
-                if let Some(status) = member.try_wait()? {
+            for (i, member) in self.members.lock().await.iter_mut().enumerate() {
+                if let Some(status) = member.child.try_wait()? {
                     anyhow::bail!(
                         "control-plane member {} exited ({status}); see its member.log",
                         i + 1
@@ -396,47 +453,54 @@ impl LocalMembersCluster {
     }
 
     /// Kills member `id` with SIGKILL, as a machine that loses power.
+    /// It stays down until [`Self::restart_member`].
     pub async fn kill_member(&mut self, id: u64) -> anyhow::Result<()> {
-        let member = self
-            .members
+        let mut members = self.members.lock().await;
+        let member = members
             .get_mut((id as usize).wrapping_sub(1))
             .with_context(|| format!("there is no member {id}"))?;
-        member.start_kill()?;
-        member.wait().await?;
+        member.held_down = true;
+        member.child.start_kill()?;
+        member.child.wait().await?;
         Ok(())
     }
 
     /// Starts member `id` again on its data directory (after [`Self::kill_member`]).
-    pub fn restart_member(&mut self, id: u64) -> anyhow::Result<()> {
+    pub async fn restart_member(&mut self, id: u64) -> anyhow::Result<()> {
         let index = (id as usize).wrapping_sub(1);
         let plan = self
             .plans
             .get(index)
             .with_context(|| format!("there is no member {id}"))?;
-        if self.members[index].try_wait()?.is_none() {
+        let mut members = self.members.lock().await;
+        let member = &mut members[index];
+        if member.child.try_wait()?.is_none() {
             anyhow::bail!("member {id} is still running");
         }
-        self.members[index] = plan.spawn(&self.exe)?;
+        member.child = plan.spawn(&self.exe)?;
+        member.held_down = false;
         Ok(())
     }
 
     /// Stops the members with SIGTERM (SIGKILL if one takes too long).
     async fn stop_members(&mut self) -> anyhow::Result<()> {
-        for member in &self.members {
-            if let Some(pid) = member.id() {
+        let _ = self.stop.send(true);
+        let mut members = self.members.lock().await;
+        for member in members.iter() {
+            if let Some(pid) = member.child.id() {
                 let _ = std::process::Command::new("kill")
                     .arg("-TERM")
                     .arg(pid.to_string())
                     .status();
             }
         }
-        for member in &mut self.members {
-            if tokio::time::timeout(MEMBER_STOP_TIMEOUT, member.wait())
+        for member in members.iter_mut() {
+            if tokio::time::timeout(MEMBER_STOP_TIMEOUT, member.child.wait())
                 .await
                 .is_err()
             {
-                member.start_kill()?;
-                member.wait().await?;
+                member.child.start_kill()?;
+                member.child.wait().await?;
             }
         }
         Ok(())

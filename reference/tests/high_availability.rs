@@ -1,7 +1,8 @@
 //! `shipshape up --control-plane 3`, as a user runs it: three member processes behind one
 //! address. Killing a member with SIGKILL — the one running the controllers — leaves the
 //! cluster serving: writes go on through the same address, another member takes the
-//! controllers' Lease and acts on new deployments, and no replica is made twice.
+//! controllers' Lease and acts on new deployments, no replica is made twice, and `up`
+//! starts the killed member again.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -65,8 +66,14 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .and_then(|lease| lease.spec?.holder_identity)
 }
 
+/// The member id in a Lease holder's identity (`member-2_a1b2c3`).
+fn member_id(holder: &str) -> &str {
+    let id = holder.trim_start_matches("member-");
+    id.split('_').next().unwrap_or(id)
+}
+
 fn member_pid(dir: &Path, member: &str) -> u32 {
-    let id = member.trim_start_matches("member-");
+    let id = member_id(member);
     std::fs::read_to_string(dir.join("members").join(id).join("pid"))
         .expect("the member's pid file")
         .trim()
@@ -171,6 +178,22 @@ async fn three_members_keep_serving_when_the_one_running_the_controllers_is_kill
         Duration::from_secs(60),
         "2 replicas of the second deployment",
         || async { (pods_of(&pods, "after").await == 2).then_some(()) },
+    )
+    .await;
+    // `up` started the killed member again, as a service manager would.
+    eventually(
+        Duration::from_secs(30),
+        "the killed member running again",
+        || async {
+            let id = member_id(&first);
+            let again: u32 =
+                std::fs::read_to_string(dir.path().join("members").join(id).join("pid"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+            (again != pid && alive(again)).then_some(())
+        },
     )
     .await;
     // Nobody made a replica twice across the takeover.

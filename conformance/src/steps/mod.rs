@@ -378,6 +378,26 @@ async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
     Ok(())
 }
 
+#[when(
+    expr = "the member of the control plane that leads is killed abruptly while the deployment {string} runs"
+)]
+async fn lose_control_plane_leader(world: &mut ConformanceWorld, deployment: String) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    world.before_fault = driver.list_replicas(&namespace, &deployment).await?;
+    world.fault_injected(&Fault::LoseControlPlaneLeader);
+    driver
+        .inject(&Fault::LoseControlPlaneLeader)
+        .await
+        .with_context(|| {
+            format!(
+                "driver {} failed to kill the control-plane member that leads",
+                driver.name()
+            )
+        })?;
+    Ok(())
+}
+
 #[then(expr = "the deployment {string} is unchanged, with the same identity and spec")]
 async fn deployment_unchanged(world: &mut ConformanceWorld, name: String) -> StepResult {
     let noted = world

@@ -94,6 +94,10 @@ struct Driver {
     reads_confirmed: Vec<(u64, ReadReply)>,
     next_read: u64,
     compact_after: u64,
+    /// Whether this replica has ever known a leader, and the ticks it let pass since (for
+    /// the `store::slow-to-elect-again` fail point).
+    seen_leader: bool,
+    slow_ticks: u64,
 }
 
 /// Opens the log, builds the `RawNode` and starts the driver task.
@@ -142,6 +146,8 @@ pub(super) async fn start(
         reads_confirmed: Vec::new(),
         next_read: 0,
         compact_after: config.compact_after.max(1),
+        seen_leader: false,
+        slow_ticks: 0,
     };
     let channels = Channels {
         proposals,
@@ -175,7 +181,16 @@ impl Driver {
             tokio::select! {
                 _ = &mut channels.stop => break,
                 _ = ticker.tick() => {
-                    self.node.tick();
+                    // Mutant: once a leader was known, a follower counts one tick in twenty
+                    // towards an election, so losing the leader leaves the cluster without
+                    // one for half a minute or so.
+                    let slow = crate::failpoints::on!("store::slow-to-elect-again")
+                        && self.seen_leader
+                        && self.node.raft.state != StateRole::Leader;
+                    self.slow_ticks += u64::from(slow);
+                    if !slow || self.slow_ticks.is_multiple_of(20) {
+                        self.node.tick();
+                    }
                     // Readers that gave up waiting are forgotten.
                     self.reads_asked.retain(|_, reply| !reply.is_closed());
                 }
@@ -310,6 +325,7 @@ impl Driver {
             let leading = ss.raft_state == StateRole::Leader;
             self.leader.store(leading, Ordering::Release);
             self.leader_id.store(ss.leader_id, Ordering::Release);
+            self.seen_leader |= ss.leader_id != 0;
             if !leading {
                 self.fail_pending(|| StoreError::Dropped);
             }
