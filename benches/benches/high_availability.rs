@@ -77,6 +77,8 @@ enum System {
         /// A client of each member's own API, by member id, to ask who leads.
         members: BTreeMap<u64, kube::Client>,
         events: Box<Api<Event>>,
+        /// The members' data, removed when the benchmark ends.
+        _dir: tempfile::TempDir,
     },
     Etcd(Box<EtcdCluster>),
 }
@@ -328,9 +330,8 @@ async fn write_load(system: &System, clients: usize, iters: u64) -> anyhow::Resu
 async fn start_shipshape() -> anyhow::Result<System> {
     let dir = tempfile::Builder::new()
         .prefix("shipshape-bench-members-")
-        .tempdir()?
-        .keep();
-    let mut config = ControlPlaneConfig::new(&dir, "127.0.0.1:0".parse()?);
+        .tempdir()?;
+    let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse()?);
     config.node_ports = 30000..=32767;
     let cluster =
         LocalMembersCluster::start(config, MEMBERS as u64, 0, NodeLifecycleConfig::default())
@@ -346,6 +347,7 @@ async fn start_shipshape() -> anyhow::Result<System> {
         cluster: Box::new(cluster),
         members,
         events,
+        _dir: dir,
     })
 }
 
