@@ -71,6 +71,10 @@ enum Command {
         /// A member's peer address, `ID=HOST:PORT`, this member's included (repeatable).
         #[arg(long = "peer", value_parser = peer, requires = "member")]
         peers: Vec<(u64, SocketAddr)>,
+        /// Stop, as on SIGTERM, when stdin reaches its end: `up` starts its members so,
+        /// holding their stdin, and they end with it however it ends.
+        #[arg(long, hide = true)]
+        stop_with_stdin: bool,
     },
     /// Run one node agent that joins a control plane.
     Node(Box<NodeArgs>),
@@ -273,7 +277,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             nodes,
             control_plane,
         } if control_plane > 1 => up_members(common, nodes, control_plane).await,
-        Command::Up { common, nodes, .. } => up(common, nodes, None).await,
+        Command::Up { common, nodes, .. } => up(common, nodes, None, false).await,
         Command::ControlPlane {
             action: Some(MemberAction::Remove { member, kubeconfig }),
             ..
@@ -283,6 +287,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             common,
             member,
             peers,
+            stop_with_stdin,
         } => {
             let members = match member {
                 None => None,
@@ -298,7 +303,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     Some(members)
                 }
             };
-            up(common, 0, members).await
+            up(common, 0, members, stop_with_stdin).await
         }
         Command::Node(args) => node(*args).await,
         Command::Proxy(args) => proxy(args).await,
@@ -334,13 +339,25 @@ fn control_plane_config(common: Common, members: Option<Members>) -> ControlPlan
     }
 }
 
-async fn up(common: Common, nodes: u32, members: Option<Members>) -> anyhow::Result<()> {
+async fn up(
+    common: Common,
+    nodes: u32,
+    members: Option<Members>,
+    stop_with_stdin: bool,
+) -> anyhow::Result<()> {
     let lifecycle = node_lifecycle(&common);
     let cluster =
         LocalCluster::start_with(control_plane_config(common, members), nodes, lifecycle).await?;
     let cp = cluster.control_plane();
     announce(&cp.url(), cp.kubeconfig(), nodes);
-    wait_for_stop_signal().await;
+    if stop_with_stdin {
+        tokio::select! {
+            _ = wait_for_stop_signal() => {}
+            _ = stdin_closed() => tracing::info!("stdin closed: the process that started this member is gone"),
+        }
+    } else {
+        wait_for_stop_signal().await;
+    }
     tracing::info!("stopping");
     cluster.stop().await
 }
@@ -440,6 +457,24 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let _ = stop.send(true);
     proxy.await.context("the proxy panicked")?;
     Ok(())
+}
+
+/// Waits until stdin reaches its end (or fails).
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut buffer = [0_u8; 64];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM.

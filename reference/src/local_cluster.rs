@@ -221,8 +221,8 @@ impl MemberPlan {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("failed to open {}", log_path.display()))?;
-        // Its stdin is a pipe this process holds: a member started by a kit (which watches
-        // its stdin) ends when this process does, even if it is SIGKILLed.
+        // Its stdin is a pipe this process holds (`--stop-with-stdin`): the member ends when
+        // this process does, even if it is SIGKILLed.
         let child = tokio::process::Command::new(exe)
             .args(&self.args)
             .stdin(Stdio::piped())
@@ -301,6 +301,7 @@ impl LocalMembersCluster {
             let id = i as u64 + 1;
             let mut args: Vec<std::ffi::OsString> = vec![
                 "control-plane".into(),
+                "--stop-with-stdin".into(),
                 "--data-dir".into(),
                 dir.clone().into(),
                 "--listen".into(),

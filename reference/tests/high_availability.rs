@@ -85,21 +85,13 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_keep_serving_when_the_one_running_the_controllers_is_killed() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Starts `shipshape up --control-plane 3 --nodes 0` on `dir`; the process and the URL it
+/// announces.
+async fn start_up(dir: &Path) -> (tokio::process::Child, String) {
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
-        .args([
-            "up",
-            "--control-plane",
-            "3",
-            "--nodes",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+        .args(["up", "--control-plane", "3", "--nodes", "0"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -116,6 +108,32 @@ async fn three_members_keep_serving_when_the_one_running_the_controllers_is_kill
     })
     .await
     .expect("serving within 90 s");
+    (up, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_end_when_up_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut up, _) = start_up(dir.path()).await;
+    let members: Vec<u32> = (1..=3)
+        .map(|i| member_pid(dir.path(), &format!("member-{i}")))
+        .collect();
+    assert!(members.iter().all(|pid| alive(*pid)));
+    up.start_kill().expect("SIGKILL up");
+    up.wait().await.expect("up reaped");
+    // Nobody stops them cleanly: they notice their stdin close and stop themselves.
+    eventually(
+        Duration::from_secs(30),
+        "the members ending with up",
+        || async { members.iter().all(|pid| !alive(*pid)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_keep_serving_when_the_one_running_the_controllers_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut up, url) = start_up(dir.path()).await;
     let read = |file: &str| std::fs::read_to_string(dir.path().join(file)).expect(file);
     let client = Credentials {
         server: url,
