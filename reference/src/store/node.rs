@@ -88,6 +88,10 @@ struct Driver {
     /// Proposals of this replica waiting for their entry to apply, by sequence number.
     pending: HashMap<u64, Reply>,
     next_seq: u64,
+    /// A random number of this run of the replica, in every proposal's context with the
+    /// sequence number: after a restart the sequence starts again, and an entry proposed
+    /// in an earlier run must not answer a proposal of this one.
+    incarnation: u64,
     /// Read-index requests raft-rs has not answered yet, by request number.
     reads_asked: HashMap<u64, ReadReply>,
     /// Read-index requests answered, waiting for this replica to apply up to their index.
@@ -142,6 +146,7 @@ pub(super) async fn start(
         leader_id: leader_id.clone(),
         pending: HashMap::new(),
         next_seq: 0,
+        incarnation: rand::random(),
         reads_asked: HashMap::new(),
         reads_confirmed: Vec::new(),
         next_read: 0,
@@ -271,6 +276,7 @@ impl Driver {
         self.next_seq += 1;
         let seq = self.next_seq;
         let mut context = self.node.raft.id.to_be_bytes().to_vec();
+        context.extend_from_slice(&self.incarnation.to_be_bytes());
         context.extend_from_slice(&seq.to_be_bytes());
         let proposed = match p.change {
             Change::Write(ops) => self.node.propose(context, codec::encode_ops(&ops)),
@@ -415,10 +421,13 @@ impl Driver {
 
     /// The reply channel for an entry this replica proposed, found through its context.
     fn own_proposal(&mut self, context: &[u8]) -> Option<Reply> {
-        let (id, seq) = context.split_at_checked(8)?;
-        let id = u64::from_be_bytes(id.try_into().ok()?);
-        let seq = u64::from_be_bytes(seq.try_into().ok()?);
-        if id != self.node.raft.id {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                context.get(at..at + 8)?.try_into().ok()?,
+            ))
+        };
+        let (id, incarnation, seq) = (word(0)?, word(8)?, word(16)?);
+        if id != self.node.raft.id || incarnation != self.incarnation {
             return None;
         }
         self.pending.remove(&seq)
