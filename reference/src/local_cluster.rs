@@ -61,13 +61,7 @@ impl LocalCluster {
     ) -> anyhow::Result<LocalCluster> {
         let data_dir: PathBuf = config.data_dir.clone();
         // Docker first: without it there is no cluster to speak of, so say so at once.
-        let docker = if nodes > 0 {
-            let docker = runtime::connect().await?;
-            images::ensure(&docker).await?;
-            Some(docker)
-        } else {
-            None
-        };
+        let docker = docker_for(nodes).await?;
         let mut control_plane = ControlPlane::start(config).await?;
         control_plane.start_components_with(node_lifecycle)?;
         let (stop, stopped) = watch::channel(false);
@@ -109,6 +103,17 @@ impl LocalCluster {
         self.control_plane.stop().await;
         Ok(())
     }
+}
+
+/// The Docker engine, with the images built, when there are nodes to run pods; `None`
+/// without nodes (Docker is then not needed).
+async fn docker_for(nodes: u32) -> anyhow::Result<Option<bollard::Docker>> {
+    if nodes == 0 {
+        return Ok(None);
+    }
+    let docker = runtime::connect().await?;
+    images::ensure(&docker).await?;
+    Ok(Some(docker))
 }
 
 /// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`,
@@ -281,13 +286,7 @@ impl LocalMembersCluster {
         node_lifecycle: NodeLifecycleConfig,
     ) -> anyhow::Result<LocalMembersCluster> {
         let data_dir = config.data_dir.clone();
-        let docker = if nodes > 0 {
-            let docker = runtime::connect().await?;
-            images::ensure(&docker).await?;
-            Some(docker)
-        } else {
-            None
-        };
+        let docker = docker_for(nodes).await?;
         let dirs = control_plane::prepare_members(&data_dir, count)?;
         let mut apis = Vec::new();
         let mut peers = BTreeMap::new();
