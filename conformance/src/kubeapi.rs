@@ -58,6 +58,20 @@ const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// Pause between two attempts at an eviction refused for now.
 const EVICTION_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A client for the kit from a loaded kubeconfig. It never repeats a request on its own:
+/// kube's default layer resends any request answered 429, 503 or 504, up to fifteen times
+/// over minutes, and a write answered "unavailable" or "timeout" may already have taken
+/// effect — resent, a create comes back "already exists" and a compare-and-set "conflict",
+/// and a history of what the clients saw would blame the system for the client's
+/// repetition. It would also stretch a step past its own deadline unseen. Where the kit
+/// wants another attempt, a step makes it, within its time bound, and knows it did.
+pub fn client(mut config: kube::Config) -> anyhow::Result<kube::Client> {
+    config.default_retry = false;
+    let server = config.cluster_url.to_string();
+    kube::Client::try_from(config)
+        .with_context(|| format!("failed to build a Kubernetes API client for {server}"))
+}
+
 /// The system's name and version, from `/version`: `Kubernetes v1.32.0` (`gitVersion`),
 /// with the platform.
 pub async fn version(client: &kube::Client) -> anyhow::Result<String> {

@@ -388,8 +388,8 @@ pub async fn client_from_kubeconfig(
     config.connect_timeout = Some(CHECK_TIMEOUT);
     config.read_timeout = Some(Duration::from_secs(30));
     let server = format!("{} (kubeconfig {})", config.cluster_url, path.display());
-    let client = kube::Client::try_from(config)
-        .with_context(|| format!("failed to build a client from {}", path.display()))?;
+    let client = kubeapi::client(config)
+        .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?;
     Ok((client, server))
 }
 

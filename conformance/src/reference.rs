@@ -1331,12 +1331,8 @@ async fn connect(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("failed to load the kubeconfig {}", kubeconfig.display()))?;
-    kube::Client::try_from(config).with_context(|| {
-        format!(
-            "failed to build a client from the kubeconfig {}",
-            kubeconfig.display()
-        )
-    })
+    kubeapi::client(config)
+        .with_context(|| format!("the kubeconfig {} is not usable", kubeconfig.display()))
 }
 
 /// The last lines a child wrote to the log since `start`.

@@ -70,6 +70,11 @@ pub enum ApiError {
     /// The control plane cannot serve this now (no leader, stopping).
     #[error("{0}")]
     Unavailable(String),
+    /// A write was handed to the store but its fate is not known: leadership changed
+    /// before it committed. It may still take effect; the client must read before it
+    /// repeats it. Kubernetes answers an etcd timeout the same way.
+    #[error("{0}")]
+    Timeout(String),
     /// The server failed; not the client's doing.
     #[error("{0}")]
     Internal(String),
@@ -100,6 +105,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +125,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Gone(_) => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Timeout(_) => "Timeout",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -178,12 +185,34 @@ pub fn from_store(e: StoreError, resource: &'static Resource, name: &str) -> Api
         StoreError::Compacted { requested, oldest } => ApiError::Gone(format!(
             "too old resource version: {requested} ({oldest})"
         )),
-        StoreError::NotLeader { .. }
-        | StoreError::Stopped
-        | StoreError::Dropped
-        | StoreError::Unavailable(_) => {
+        StoreError::Dropped => ApiError::Timeout(format!(
+            "Timeout: request did not complete; the write may still take effect: {e}"
+        )),
+        StoreError::NotLeader { .. } | StoreError::Stopped | StoreError::Unavailable(_) => {
             ApiError::Unavailable(format!("the store cannot take this request now: {e}"))
         }
         other => ApiError::Internal(format!("storage failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write whose fate is unknown must not read as "not done": a client that takes a
+    /// 503 for a refusal and repeats a create sees "already exists" for its own write.
+    #[test]
+    fn a_dropped_write_is_a_timeout_and_a_refused_one_is_unavailable() {
+        let pods = &crate::api::RESOURCES[0];
+        let dropped = from_store(StoreError::Dropped, pods, "web-1");
+        assert_eq!(dropped.code(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(dropped.status()["reason"], "Timeout");
+        assert!(
+            dropped.to_string().contains("may still take effect"),
+            "{dropped}"
+        );
+        let refused = from_store(StoreError::NotLeader { leader: None }, pods, "web-1");
+        assert_eq!(refused.code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.status()["reason"], "ServiceUnavailable");
     }
 }
