@@ -32,6 +32,7 @@ use crate::control_plane::{ControlPlaneConfig, Members};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 use crate::local_cluster::{LocalCluster, LocalMembersCluster};
+use crate::store::peers::PeerAddress;
 
 /// A compact, readable Kubernetes-style orchestrator.
 #[derive(Debug, Parser)]
@@ -70,7 +71,7 @@ enum Command {
         member: Option<u64>,
         /// A member's peer address, `ID=HOST:PORT`, this member's included (repeatable).
         #[arg(long = "peer", value_parser = peer, requires = "member")]
-        peers: Vec<(u64, SocketAddr)>,
+        peers: Vec<(u64, PeerAddress)>,
         /// Stop, as on SIGTERM, when stdin reaches its end: `up` starts its members so,
         /// holding their stdin, and they end with it however it ends.
         #[arg(long, hide = true)]
@@ -146,8 +147,8 @@ fn member_count(text: &str) -> Result<u64, String> {
     }
 }
 
-/// Parses a member's peer address, `ID=HOST:PORT`.
-fn peer(text: &str) -> Result<(u64, SocketAddr), String> {
+/// Parses a member's peer address, `ID=HOST:PORT` (the host an IP address or a name).
+fn peer(text: &str) -> Result<(u64, PeerAddress), String> {
     let (id, address) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
@@ -157,11 +158,7 @@ fn peer(text: &str) -> Result<(u64, SocketAddr), String> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| format!("{id:?} is not a member id (1, 2, ...)"))?;
-    let address = address
-        .trim()
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("{address:?} is not HOST:PORT (an IP address and a port)"))?;
-    Ok((id, address))
+    Ok((id, address.trim().parse::<PeerAddress>()?))
 }
 
 /// Parses a port range, `30000-32767`.
@@ -511,14 +508,25 @@ mod tests {
     fn peers_are_an_id_and_an_address() {
         assert_eq!(
             peer("2=127.0.0.1:2380"),
-            Ok((2, SocketAddr::from(([127, 0, 0, 1], 2380))))
+            Ok((2, SocketAddr::from(([127, 0, 0, 1], 2380)).into()))
         );
+        let named = peer("3=member-3.example:2380").expect("a host name");
+        assert_eq!(
+            (named.1.host.as_str(), named.1.port),
+            ("member-3.example", 2380)
+        );
+        assert_eq!(named.1.to_string(), "member-3.example:2380");
+        assert_eq!(peer("1=[::1]:7").expect("IPv6").1.to_string(), "[::1]:7");
         for bad in [
             "2",
             "0=127.0.0.1:1",
             "x=127.0.0.1:1",
-            "2=localhost:2380",
             "2=1.2.3.4",
+            "2=host:0",
+            "2=:2380",
+            "2=bad_name:2380",
+            "2=-dash:2380",
+            "2=a..b:2380",
         ] {
             assert!(peer(bad).is_err(), "{bad}");
         }
@@ -538,7 +546,7 @@ mod tests {
         );
         let outside = Members {
             id: 4,
-            peers: [(1, SocketAddr::from(([127, 0, 0, 1], 1)))].into(),
+            peers: [(1, SocketAddr::from(([127, 0, 0, 1], 1)).into())].into(),
         };
         assert!(
             outside

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::apiserver::{self, Shared, tls};
 use crate::client::Credentials;
-use crate::store::peers::{self, PeerConfig, PeerTransport};
+use crate::store::peers::{self, PeerAddress, PeerConfig, PeerTransport};
 use crate::store::transport::{NoPeers, Transport};
 use crate::store::{Op, Precondition, Store, StoreConfig, StoreError};
 
@@ -54,7 +54,7 @@ pub struct Members {
     /// This member's id (a Raft id, from 1).
     pub id: u64,
     /// Every member's peer address, this one's included, by id.
-    pub peers: BTreeMap<u64, SocketAddr>,
+    pub peers: BTreeMap<u64, PeerAddress>,
 }
 
 impl Members {
@@ -373,9 +373,9 @@ async fn start_member(
     stopped: watch::Receiver<bool>,
 ) -> Result<Store, ControlPlaneError> {
     members.check().map_err(ControlPlaneError::Members)?;
-    let peer_addr = members.peers[&members.id];
-    let material =
-        tls::peer_tls(dir, peer_addr.ip(), members.id).map_err(ControlPlaneError::Tls)?;
+    let own = &members.peers[&members.id];
+    let peer_addr = own.listen();
+    let material = tls::peer_tls(dir, &own.host, members.id).map_err(ControlPlaneError::Tls)?;
     let config = PeerConfig {
         id: members.id,
         cluster_id: cluster_id.to_owned(),
@@ -383,7 +383,7 @@ async fn start_member(
             .peers
             .iter()
             .filter(|(id, _)| **id != members.id)
-            .map(|(id, addr)| (*id, *addr))
+            .map(|(id, addr)| (*id, addr.clone()))
             .collect(),
         server_tls: material.server,
         client_tls: material.client,

@@ -157,10 +157,19 @@ pub struct PeerTls {
 }
 
 /// Loads the cluster CA from `dir` (creating it the first time) and signs this member's
-/// peer certificate, valid for `listen`, as server and as client.
-pub fn peer_tls(dir: &Path, listen: IpAddr, member: u64) -> Result<PeerTls, TlsError> {
+/// peer certificate, valid for `host` (the IP address or the host name its peers reach it
+/// at), as server and as client.
+pub fn peer_tls(dir: &Path, host: &str, member: u64) -> Result<PeerTls, TlsError> {
     let ca = load_or_create_ca(dir)?;
-    let mut params = host_names(listen)?;
+    let mut params = match host.parse::<IpAddr>() {
+        Ok(ip) => host_names(ip)?,
+        Err(_) => {
+            let mut params = host_names(std::net::Ipv4Addr::UNSPECIFIED.into())?;
+            let name = host.to_owned().try_into()?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+            params
+        }
+    };
     params.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,

@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,94 @@ const MAX_BODY: usize = 1 << 30;
 
 type PeerBody = BoxBody<Bytes, Infallible>;
 
+/// Where the other members reach one: a host — an IP address, or a name looked up each
+/// time a connection is made, so that a member whose machine comes back with another
+/// address (a container started again) is found again — and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// An IP address, or a host name.
+    pub host: String,
+    /// The peer port.
+    pub port: u16,
+}
+
+impl PeerAddress {
+    /// The host as an IP address, if it is one.
+    fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// Where this member listens for its peers: its own address if the host is an IP
+    /// address; every address of the machine if it is a name (which the machine answers
+    /// to on whatever address it has).
+    pub fn listen(&self) -> SocketAddr {
+        let ip = self.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.port)
+    }
+
+    /// The name a peer's certificate must carry for this address.
+    fn server_name(&self) -> Result<rustls::pki_types::ServerName<'static>, String> {
+        match self.ip() {
+            Some(ip) => Ok(rustls::pki_types::ServerName::IpAddress(ip.into())),
+            None => rustls::pki_types::ServerName::try_from(self.host.clone())
+                .map_err(|_| format!("{:?} is not a host name", self.host)),
+        }
+    }
+}
+
+impl From<SocketAddr> for PeerAddress {
+    fn from(address: SocketAddr) -> Self {
+        PeerAddress {
+            host: address.ip().to_string(),
+            port: address.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl std::str::FromStr for PeerAddress {
+    type Err = String;
+
+    /// `HOST:PORT`: an IPv4 address, `[IPv6]`, or a host name, then a port.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(address) = text.parse::<SocketAddr>() {
+            return Ok(address.into());
+        }
+        let wrong =
+            || format!("{text:?} is not HOST:PORT (an IP address or a host name, and a port)");
+        let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(wrong)?;
+        let is_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !is_name {
+            return Err(wrong());
+        }
+        Ok(PeerAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 /// Who the members are and how they prove it.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -84,7 +172,7 @@ pub struct PeerConfig {
     /// The cluster's id; requests naming another are refused.
     pub cluster_id: String,
     /// The peer address of every other member, by Raft id.
-    pub peers: BTreeMap<u64, SocketAddr>,
+    pub peers: BTreeMap<u64, PeerAddress>,
     /// TLS for the peer listener (client certificates required).
     pub server_tls: Arc<rustls::ServerConfig>,
     /// TLS for connections to other members (with this member's certificate).
@@ -138,11 +226,11 @@ impl PeerTransport {
         })
     }
 
-    fn address(&self, id: u64) -> Result<SocketAddr, StoreError> {
+    fn address(&self, id: u64) -> Result<PeerAddress, StoreError> {
         self.config
             .peers
             .get(&id)
-            .copied()
+            .cloned()
             .ok_or_else(|| StoreError::Unavailable(format!("member {id} is not a known peer")))
     }
 }
@@ -215,7 +303,7 @@ async fn forward(
     body: Bytes,
 ) -> Result<WriteResult, StoreError> {
     let address =
-        config.peers.get(&leader).copied().ok_or_else(|| {
+        config.peers.get(&leader).cloned().ok_or_else(|| {
             StoreError::Unavailable(format!("member {leader} is not a known peer"))
         })?;
     let reused = {
@@ -224,7 +312,7 @@ async fn forward(
         pool.retain(|c| !c.is_closed());
         pool.pop()
     };
-    let mut connection = reuse_or_connect(&config, address, reused)
+    let mut connection = reuse_or_connect(&config, &address, reused)
         .await
         .map_err(StoreError::Unavailable)?;
     let body = Full::new(body).boxed();
@@ -280,7 +368,7 @@ fn request(config: &PeerConfig, path: &str, body: PeerBody) -> Request<PeerBody>
 /// `reused` if it is still good for a request, else a new connection.
 async fn reuse_or_connect(
     config: &PeerConfig,
-    address: SocketAddr,
+    address: &PeerAddress,
     reused: Option<SendRequest<PeerBody>>,
 ) -> Result<SendRequest<PeerBody>, String> {
     if let Some(mut connection) = reused
@@ -294,14 +382,14 @@ async fn reuse_or_connect(
 /// Opens a TLS connection to a peer and starts HTTP/1.1 on it.
 async fn connect(
     config: &PeerConfig,
-    address: SocketAddr,
+    address: &PeerAddress,
 ) -> Result<SendRequest<PeerBody>, String> {
     let attempt = async {
-        let tcp = TcpStream::connect(address)
+        let name = address.server_name()?;
+        let tcp = TcpStream::connect((address.host.as_str(), address.port))
             .await
             .map_err(|e| format!("cannot connect to member at {address}: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
         let tls = tokio_rustls::TlsConnector::from(config.client_tls.clone())
             .connect(name, tcp)
             .await
@@ -326,7 +414,7 @@ async fn connect(
 async fn send_to_peer(
     config: Arc<PeerConfig>,
     id: u64,
-    address: SocketAddr,
+    address: PeerAddress,
     mut queue: mpsc::Receiver<Message>,
     inbox: Inbox,
 ) {
@@ -343,7 +431,7 @@ async fn send_to_peer(
             .iter()
             .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
             .count();
-        let delivered = send_batch(&config, address, &mut connection, &batch).await;
+        let delivered = send_batch(&config, &address, &mut connection, &batch).await;
         if let Err(why) = &delivered {
             tracing::debug!(peer = id, %address, %why, "could not send raft messages");
             inbox.unreachable(id);
@@ -361,7 +449,7 @@ async fn send_to_peer(
 
 async fn send_batch(
     config: &PeerConfig,
-    address: SocketAddr,
+    address: &PeerAddress,
     connection: &mut Option<SendRequest<PeerBody>>,
     batch: &[Message],
 ) -> Result<(), String> {

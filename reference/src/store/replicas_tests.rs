@@ -4,7 +4,6 @@
 //! a compacted log, and members that must be refused.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::peers::{self, PeerConfig, PeerTransport};
+use super::peers::{self, PeerAddress, PeerConfig, PeerTransport};
 use super::transport::Transport;
 use super::*;
 use crate::apiserver::tls;
@@ -35,17 +34,17 @@ impl Member {
 fn peer_config(
     ca_dir: &Path,
     id: u64,
-    addresses: &BTreeMap<u64, SocketAddr>,
+    addresses: &BTreeMap<u64, PeerAddress>,
     cluster: &str,
 ) -> PeerConfig {
-    let material = tls::peer_tls(ca_dir, [127, 0, 0, 1].into(), id).expect("peer certificates");
+    let material = tls::peer_tls(ca_dir, &addresses[&id].host, id).expect("peer certificates");
     PeerConfig {
         id,
         cluster_id: cluster.to_owned(),
         peers: addresses
             .iter()
             .filter(|(other, _)| **other != id)
-            .map(|(other, address)| (*other, *address))
+            .map(|(other, address)| (*other, address.clone()))
             .collect(),
         server_tls: material.server,
         client_tls: material.client,
@@ -57,7 +56,7 @@ async fn start(
     root: &Path,
     id: u64,
     listener: TcpListener,
-    addresses: &BTreeMap<u64, SocketAddr>,
+    addresses: &BTreeMap<u64, PeerAddress>,
 ) -> Member {
     let config = Arc::new(peer_config(root, id, addresses, CLUSTER));
     let store_config = StoreConfig {
@@ -77,19 +76,19 @@ async fn start(
     Member { store, stop }
 }
 
-async fn listeners() -> (Vec<TcpListener>, BTreeMap<u64, SocketAddr>) {
+async fn listeners() -> (Vec<TcpListener>, BTreeMap<u64, PeerAddress>) {
     let mut listeners = Vec::new();
     let mut addresses = BTreeMap::new();
     for id in 1..=3u64 {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addresses.insert(id, listener.local_addr().expect("address"));
+        addresses.insert(id, listener.local_addr().expect("address").into());
         listeners.push(listener);
     }
     (listeners, addresses)
 }
 
 /// Starts three members with their data under `root`; them and their peer addresses.
-async fn three_members(root: &Path) -> (BTreeMap<u64, Member>, BTreeMap<u64, SocketAddr>) {
+async fn three_members(root: &Path) -> (BTreeMap<u64, Member>, BTreeMap<u64, PeerAddress>) {
     let (listeners, addresses) = listeners().await;
     let mut members = BTreeMap::new();
     for (id, listener) in (1..=3u64).zip(listeners) {
@@ -176,6 +175,47 @@ async fn every_replica_takes_writes_and_serves_linearizable_reads() {
     stop_all(members).await;
 }
 
+/// Members on other machines know each other by host name: the name is looked up on
+/// every connection, and each member's certificate carries the name it is reached by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_reach_each_other_by_host_name() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (listeners, addresses) = listeners().await;
+    let named: BTreeMap<u64, PeerAddress> = addresses
+        .iter()
+        .map(|(id, address)| {
+            let named = format!("localhost:{}", address.port).parse().expect("name");
+            (*id, named)
+        })
+        .collect();
+    let mut members = BTreeMap::new();
+    for (id, listener) in (1..=3u64).zip(listeners) {
+        members.insert(id, start(root.path(), id, listener, &named).await);
+    }
+    let leader = leader_of(&members).await;
+    let follower = *members
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let written = members[&follower]
+        .store
+        .write(put("/k/named", "yes", Precondition::Absent))
+        .await
+        .expect("a write forwarded to the leader by name");
+    members[&leader]
+        .store
+        .linearizable()
+        .await
+        .expect("read index");
+    let record = members[&leader]
+        .store
+        .get("/k/named")
+        .expect("get")
+        .expect("present");
+    assert_eq!(record.mod_revision, written.revision);
+    stop_all(members).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everything() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -229,7 +269,7 @@ async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everythin
     );
     let keys: Vec<&String> = seen.iter().map(|(_, key)| key).collect();
     assert_eq!(keys, acknowledged.iter().collect::<Vec<_>>());
-    let listener = TcpListener::bind(addresses[&old_leader])
+    let listener = TcpListener::bind(addresses[&old_leader].listen())
         .await
         .expect("rebind");
     let back = start(root.path(), old_leader, listener, &addresses).await;
