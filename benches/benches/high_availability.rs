@@ -39,6 +39,7 @@ use kube::api::{Api, PostParams};
 use shipshape::control_plane::ControlPlaneConfig;
 use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape::local_cluster::LocalMembersCluster;
+use shipshape::machines::Machines;
 use shipshape_benches::{EtcdClient, EtcdCluster, measuring, median, percentile, secs, selected};
 
 /// Members of each control plane.
@@ -333,9 +334,14 @@ async fn start_shipshape() -> anyhow::Result<System> {
         .tempdir()?;
     let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse()?);
     config.node_ports = 30000..=32767;
-    let cluster =
-        LocalMembersCluster::start(config, MEMBERS as u64, 0, NodeLifecycleConfig::default())
-            .await?;
+    let cluster = LocalMembersCluster::start(
+        config,
+        MEMBERS as u64,
+        0,
+        NodeLifecycleConfig::default(),
+        Machines::Processes,
+    )
+    .await?;
     let mut members = BTreeMap::new();
     for (id, api) in cluster.member_apis() {
         let mut credentials = cluster.credentials().clone();

@@ -41,6 +41,17 @@ pub struct Container {
     pub running: bool,
 }
 
+/// A running container seen as a machine: its process and its addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// Its main process, as this host sees it.
+    pub pid: u32,
+    /// Its address on each network it is on, by network name.
+    pub addresses: BTreeMap<String, std::net::IpAddr>,
+    /// The host ports its container ports are published on (`6443/tcp` → 32771).
+    pub published: BTreeMap<String, u16>,
+}
+
 impl Engine {
     /// The engine at `host` (`unix:///path` or `tcp://host:port`).
     pub fn at(host: &str) -> Self {
@@ -135,6 +146,19 @@ impl Engine {
             .collect())
     }
 
+    /// The process and addresses of a running container, from `docker inspect`.
+    pub async fn machine(&self, id: &str) -> anyhow::Result<Machine> {
+        let answer = self.send("GET", &format!("/containers/{id}/json")).await?;
+        if answer.status != 200 {
+            bail!(
+                "the Docker engine did not inspect container {id}: {} {}",
+                answer.status,
+                answer.body.trim()
+            );
+        }
+        machine_of(&answer.body).with_context(|| format!("container {id}"))
+    }
+
     /// Kills a running container with SIGKILL, as `docker kill` does.
     pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
         let answer = self.send("POST", &format!("/containers/{id}/kill")).await?;
@@ -202,6 +226,42 @@ fn containers_of(body: &str) -> anyhow::Result<Vec<Container>> {
         .collect()
 }
 
+/// The [`Machine`] of a `GET /containers/ID/json` answer.
+fn machine_of(body: &str) -> anyhow::Result<Machine> {
+    let inspected: Value = serde_json::from_str(body)
+        .with_context(|| format!("the Docker engine described a container as {body:?}"))?;
+    let pid = inspected
+        .pointer("/State/Pid")
+        .and_then(Value::as_u64)
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| anyhow!("it is not running"))?;
+    let addresses = inspected
+        .pointer("/NetworkSettings/Networks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(network, settings)| {
+            let ip = settings.get("IPAddress")?.as_str()?.parse().ok()?;
+            Some((network.clone(), ip))
+        })
+        .collect();
+    let published = inspected
+        .pointer("/NetworkSettings/Ports")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(port, bindings)| {
+            let host_port = bindings.pointer("/0/HostPort")?.as_str()?.parse().ok()?;
+            Some((port.clone(), host_port))
+        })
+        .collect();
+    Ok(Machine {
+        pid: u32::try_from(pid).context("its pid is out of range")?,
+        addresses,
+        published,
+    })
+}
+
 /// Percent-encodes everything but the unreserved characters of RFC 3986, for a query
 /// value or a path segment.
 fn percent_encode(text: &str) -> String {
@@ -248,5 +308,23 @@ mod tests {
         assert!(containers[1].labels.is_empty());
         assert!(containers_of(r#"[{"Labels":{}}]"#).is_err());
         assert!(containers_of("not json").is_err());
+    }
+
+    #[test]
+    fn a_machine_reads_its_pid_addresses_and_published_ports() {
+        let body = r#"{"State":{"Pid":4242},"NetworkSettings":{
+            "Networks":{"shipshape":{"IPAddress":"172.18.0.7"},"none":{"IPAddress":""}},
+            "Ports":{"6443/tcp":[{"HostIp":"127.0.0.1","HostPort":"39269"}],"2380/tcp":null}}}"#;
+        let machine = machine_of(body).expect("parses");
+        assert_eq!(machine.pid, 4242);
+        assert_eq!(
+            machine.addresses.get("shipshape"),
+            Some(&std::net::IpAddr::from([172, 18, 0, 7]))
+        );
+        assert_eq!(machine.addresses.len(), 1);
+        assert_eq!(machine.published.get("6443/tcp"), Some(&39269));
+        assert_eq!(machine.published.len(), 1);
+        assert!(machine_of(r#"{"State":{"Pid":0}}"#).is_err(), "not running");
+        assert!(machine_of("not json").is_err());
     }
 }

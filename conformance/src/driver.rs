@@ -654,12 +654,21 @@ pub enum Fault {
     /// serving; the member may come back on its own later, as a machine that reboots.
     /// (`@lose-control-plane-member`)
     LoseControlPlaneLeader,
+    /// Cut the member of a control plane of several members that leads off from the other
+    /// members, both ways, as when the links to its machine fail: it keeps running and
+    /// keeps answering the clients that reach it, but it can reach no majority. The others
+    /// must elect a new leader and keep serving; it must acknowledge nothing meanwhile.
+    /// (`@partition-control-plane`)
+    PartitionControlPlaneLeader,
+    /// Restore every link between members of the control plane cut so far.
+    /// (`@partition-control-plane`)
+    HealControlPlane,
 }
 
 impl Fault {
     /// One fault of each kind (with empty targets), to ask a driver which kinds it
     /// supports before any target is known.
-    pub fn kinds() -> [Fault; 8] {
+    pub fn kinds() -> [Fault; 10] {
         let (namespace, replica, node) = (String::new(), String::new(), String::new());
         [
             Fault::RestartControlPlane,
@@ -673,6 +682,8 @@ impl Fault {
             Fault::Heal,
             Fault::RestartNode { node },
             Fault::LoseControlPlaneLeader,
+            Fault::PartitionControlPlaneLeader,
+            Fault::HealControlPlane,
         ]
     }
 
@@ -686,6 +697,9 @@ impl Fault {
             Fault::PartitionNode { .. } | Fault::Heal => "partition-node",
             Fault::RestartNode { .. } => "restart-node",
             Fault::LoseControlPlaneLeader => "lose-control-plane-member",
+            Fault::PartitionControlPlaneLeader | Fault::HealControlPlane => {
+                "partition-control-plane"
+            }
         }
     }
 }
@@ -729,6 +743,13 @@ impl fmt::Display for Fault {
             Fault::RestartNode { node } => write!(f, "restart node {node}"),
             Fault::LoseControlPlaneLeader => {
                 write!(f, "kill the control-plane member that leads")
+            }
+            Fault::PartitionControlPlaneLeader => write!(
+                f,
+                "cut the control-plane member that leads off from the other members"
+            ),
+            Fault::HealControlPlane => {
+                write!(f, "restore the links between the control-plane members")
             }
         }
     }
@@ -992,6 +1013,13 @@ pub trait Driver: fmt::Debug + Send + Sync {
     fn kube_client(&self) -> Option<kube::Client> {
         None
     }
+
+    /// A Kubernetes API client that talks to the member of the control plane
+    /// [`Fault::PartitionControlPlaneLeader`] cut off, and to it alone; `None` when no
+    /// member is cut off now.
+    fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        async { Ok(None) }.boxed()
+    }
 }
 
 /// The answer of a driver to a request that needs a capability it lacks.
@@ -1033,13 +1061,17 @@ mod tests {
     fn every_kind_of_fault_has_its_tag_and_healing_goes_with_partitioning() {
         let kinds = Fault::kinds();
         let tags: std::collections::BTreeSet<&str> = kinds.iter().map(Fault::tag).collect();
-        assert_eq!(tags.len(), kinds.len() - 1, "{tags:?}");
+        assert_eq!(tags.len(), kinds.len() - 2, "{tags:?}");
         assert_eq!(
             Fault::Heal.tag(),
             Fault::PartitionNode {
                 node: "n".to_owned()
             }
             .tag()
+        );
+        assert_eq!(
+            Fault::HealControlPlane.tag(),
+            Fault::PartitionControlPlaneLeader.tag()
         );
         assert_eq!(
             Fault::LoseNode {

@@ -261,6 +261,12 @@ pub trait Machines: Send + Sync + fmt::Debug {
 
     /// Stops what was started for the run.
     fn shut_down(&self) -> DriverFuture<'_, ()>;
+
+    /// A client for the API of the member of the control plane cut off by
+    /// [`Fault::PartitionControlPlaneLeader`], and of it alone; `None` when none is.
+    fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        async { Ok(None) }.boxed()
+    }
 }
 
 /// The machines of a cluster the kit did not start: it reaches them through the API only.
@@ -1232,6 +1238,10 @@ impl Driver for KubernetesDriver {
 
     fn kube_client(&self) -> Option<kube::Client> {
         Some(self.client())
+    }
+
+    fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        self.machines.cut_off_member_client()
     }
 }
 

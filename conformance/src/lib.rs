@@ -90,6 +90,7 @@ pub mod junit;
 pub mod kubeapi;
 pub mod kubernetes;
 pub mod linearizability;
+pub mod links;
 pub mod mutants;
 pub mod plain_http;
 pub mod profile;

@@ -88,10 +88,10 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::docker::Engine;
 use crate::driver::{DriverFuture, Fault, NodeSpec, Support};
-use crate::kubeapi;
 use crate::kubernetes::{
     ClientCell, KubernetesDriver, KubernetesOptions, Machines, ServicePathKind,
 };
+use crate::{kubeapi, links};
 
 /// The node port range the reference's control plane allocates from, when set
 /// (`--service-node-port-range`, e.g. `30000-30999`): clusters that run side by side on
@@ -263,6 +263,9 @@ pub struct ReferenceCluster {
     proxy: tokio::sync::Mutex<Option<Child>>,
     /// How many members the control plane has.
     members: u64,
+    /// The member cut off from the others last, and the cut while it lasts (until the
+    /// links are restored).
+    cut: tokio::sync::Mutex<Option<(u64, Option<links::Cut>)>>,
 }
 
 /// One node agent: how to start it, and how it is doing.
@@ -388,6 +391,7 @@ impl ReferenceCluster {
             data_dir,
             proxy: tokio::sync::Mutex::new(None),
             members,
+            cut: tokio::sync::Mutex::new(None),
         };
         for number in 1..=NODES {
             let spec = NodeSpec {
@@ -526,20 +530,7 @@ impl ReferenceCluster {
     /// Kills the member that leads the control plane's store with SIGKILL; `up` starts it
     /// again a second later, as a machine that reboots.
     async fn lose_control_plane_leader(&self) -> anyhow::Result<()> {
-        let client = self.client.get();
-        let request = http::Request::get("/readyz")
-            .body(Vec::new())
-            .context("failed to build the /readyz request")?;
-        let response = client
-            .send(request.map(Into::into))
-            .await
-            .context("failed to ask the control plane which member leads")?;
-        let leader: u64 = response
-            .headers()
-            .get(shipshape::apiserver::LEADER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("the control plane names no leader"))?;
+        let leader = self.leader().await?;
         let path = self
             .data_dir
             .path()
@@ -558,6 +549,112 @@ impl ReferenceCluster {
             "killed the control-plane member that leads"
         );
         Ok(())
+    }
+
+    /// The member's container, as a machine: its process, its address on the cluster's
+    /// network, the host port of its API.
+    async fn member_machine(&self, member: u64) -> anyhow::Result<crate::docker::Machine> {
+        let id = member.to_string();
+        let labels = [
+            (
+                shipshape::agent::runtime::LABEL_CLUSTER,
+                self.cluster_id.as_str(),
+            ),
+            (shipshape::machines::LABEL_MEMBER, id.as_str()),
+        ];
+        let container = self
+            .docker
+            .containers(&labels)
+            .await?
+            .into_iter()
+            .find(|c| c.running)
+            .ok_or_else(|| anyhow!("no container of control-plane member {member} is running"))?;
+        self.docker.machine(&container.id).await
+    }
+
+    /// Cuts the member that leads off from the other members: packets between its
+    /// container and theirs are dropped in its network namespace, both ways; the front
+    /// door and the clients still reach it.
+    async fn partition_control_plane_leader(&self) -> anyhow::Result<()> {
+        let mut cut = self.cut.lock().await;
+        if let Some((member, Some(_))) = &*cut {
+            bail!("member {member} is cut off already; restore the links first");
+        }
+        let leader = self.leader().await?;
+        let network = shipshape::agent::runtime::POD_NETWORK;
+        let machine = self.member_machine(leader).await?;
+        let mut peers = Vec::new();
+        for member in (1..=self.members).filter(|m| *m != leader) {
+            let other = self.member_machine(member).await?;
+            let address = other.addresses.get(network).copied().ok_or_else(|| {
+                anyhow!("control-plane member {member} has no address on network {network}")
+            })?;
+            peers.push(address);
+        }
+        let done = links::cut(machine.pid, peers).await?;
+        tracing::info!(member = leader, peers = ?done.peers, "cut the control-plane member that leads off from the others");
+        *cut = Some((leader, Some(done)));
+        Ok(())
+    }
+
+    /// Restores the links [`Self::partition_control_plane_leader`] cut.
+    async fn heal_control_plane(&self) -> anyhow::Result<()> {
+        let mut cut = self.cut.lock().await;
+        if let Some((member, lasting)) = cut.as_mut()
+            && let Some(done) = lasting.take()
+        {
+            links::heal(&done).await?;
+            tracing::info!(
+                member,
+                "restored the links of the control-plane member cut off"
+            );
+        }
+        Ok(())
+    }
+
+    /// A client for the API of the member cut off last (even once its links are back), and
+    /// of it alone: the kubeconfig's, sent to the host port its container publishes.
+    async fn cut_off_member_client(&self) -> anyhow::Result<Option<kube::Client>> {
+        let Some(member) = self.cut.lock().await.as_ref().map(|(member, _)| *member) else {
+            return Ok(None);
+        };
+        let machine = self.member_machine(member).await?;
+        let api = format!("{}/tcp", shipshape::machines::CONTAINER_API_PORT);
+        let port = machine
+            .published
+            .get(&api)
+            .ok_or_else(|| anyhow!("control-plane member {member} publishes no API port"))?;
+        let path = self.cluster.lock().await.kubeconfig.clone();
+        let mut file = Kubeconfig::read_from(&path)
+            .with_context(|| format!("failed to read the kubeconfig {}", path.display()))?;
+        for named in &mut file.clusters {
+            if let Some(cluster) = named.cluster.as_mut() {
+                cluster.server = Some(format!("https://127.0.0.1:{port}"));
+            }
+        }
+        let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?;
+        Ok(Some(kubeapi::client(config)?))
+    }
+
+    /// The member that leads the control plane's store, as `/readyz` names it.
+    async fn leader(&self) -> anyhow::Result<u64> {
+        let client = self.client.get();
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .context("failed to build the /readyz request")?;
+        let response = client
+            .send(request.map(Into::into))
+            .await
+            .context("failed to ask the control plane which member leads")?;
+        let leader: u64 = response
+            .headers()
+            .get(shipshape::apiserver::LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("the control plane names no leader"))?;
+        Ok(leader)
     }
 
     /// Starts `shipshape node` for `spec` and waits until its Node is Ready, with a
@@ -803,6 +900,9 @@ impl ReferenceCluster {
     /// that no container of the cluster is left.
     async fn stop_all(&self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
+        if let Err(error) = self.heal_control_plane().await {
+            failures.push(format!("{error:#}"));
+        }
         if let Some(mut proxy) = self.proxy.lock().await.take() {
             match stop_child(&mut proxy, "the service proxy").await {
                 Ok(status) if status.success() => {}
@@ -1050,6 +1150,10 @@ impl Cluster {
             "--listen".into(),
             listen.into(),
         ];
+        if members > 1 {
+            // Each member a machine of its own, so that the links between them can fail.
+            args.extend(["--machines".into(), "containers".into()]);
+        }
         if let Some(range) = std::env::var_os(NODE_PORT_RANGE_ENV).filter(|r| !r.is_empty()) {
             args.extend(["--service-node-port-range".into(), range]);
         }
@@ -1358,8 +1462,9 @@ impl Machines for ReferenceCluster {
         };
         let control_plane = if self.members > 1 {
             format!(
-                "{} members (`shipshape up --control-plane {} --nodes 0`, each member a \
-                 process of its own) behind one address",
+                "{} members (`shipshape up --control-plane {} --machines containers --nodes \
+                 0`, each member in a container of its own on the `shipshape` network) \
+                 behind one address",
                 self.members, self.members
             )
         } else {
@@ -1383,6 +1488,18 @@ impl Machines for ReferenceCluster {
                 "the reference's control plane runs one member here; set {MEMBERS_ENV}=3 to \
                  certify it with three"
             )),
+            Fault::PartitionControlPlaneLeader | Fault::HealControlPlane if self.members < 2 => {
+                Support::No(format!(
+                    "the reference's control plane runs one member here; set {MEMBERS_ENV}=3 \
+                     to certify it with three"
+                ))
+            }
+            Fault::PartitionControlPlaneLeader | Fault::HealControlPlane => {
+                match links::unavailable() {
+                    None => Support::Yes,
+                    Some(why) => Support::No(why),
+                }
+            }
             Fault::RestartControlPlane
             | Fault::LoseControlPlaneLeader
             | Fault::KillContainer { .. }
@@ -1403,6 +1520,8 @@ impl Machines for ReferenceCluster {
                 Fault::Heal => self.heal().await,
                 Fault::RestartNode { node } => self.restart_node(node).await,
                 Fault::LoseControlPlaneLeader => self.lose_control_plane_leader().await,
+                Fault::PartitionControlPlaneLeader => self.partition_control_plane_leader().await,
+                Fault::HealControlPlane => self.heal_control_plane().await,
                 Fault::KillContainer { .. } | Fault::DeleteReplica { .. } => {
                     bail!("{fault} is the driver's to inject, not the machines'")
                 }
@@ -1425,6 +1544,10 @@ impl Machines for ReferenceCluster {
 
     fn shut_down(&self) -> DriverFuture<'_, ()> {
         self.stop_all().boxed()
+    }
+
+    fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        ReferenceCluster::cut_off_member_client(self).boxed()
     }
 }
 

@@ -1590,7 +1590,10 @@ impl Driver for SwarmDriver {
                 "Swarm's API has no way to delete one task of a service; removing its container is a killed container, not a deleted replica"
                     .to_owned(),
             ),
-            Fault::RestartControlPlane | Fault::LoseControlPlaneLeader => Support::No(
+            Fault::RestartControlPlane
+            | Fault::LoseControlPlaneLeader
+            | Fault::PartitionControlPlaneLeader
+            | Fault::HealControlPlane => Support::No(
                 "the swarm's manager is the Docker engine the kit itself runs on".to_owned(),
             ),
             Fault::LoseNode { .. } | Fault::PartitionNode { .. } | Fault::Heal | Fault::RestartNode { .. } => {

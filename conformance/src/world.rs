@@ -354,6 +354,9 @@ pub struct ConformanceWorld {
     /// Clients reading and writing through the API in the background, whose history is
     /// checked for linearizability; stopped by a step or with the scenario.
     pub(crate) workload: Option<crate::linearizability::workload::Workload>,
+    /// The objects this scenario tried to create through the member of the control plane
+    /// cut off from the others, none of which it may acknowledge.
+    pub(crate) sent_to_cut_off: Vec<String>,
 }
 
 impl ConformanceWorld {

@@ -32,6 +32,7 @@ use crate::control_plane::{ControlPlaneConfig, Members};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 use crate::local_cluster::{LocalCluster, LocalMembersCluster};
+use crate::machines::Machines;
 use crate::store::peers::PeerAddress;
 
 /// A compact, readable Kubernetes-style orchestrator.
@@ -55,6 +56,11 @@ enum Command {
         /// process of its own, behind the `--listen` address.
         #[arg(long = "control-plane", default_value_t = 1, value_parser = member_count)]
         control_plane: u64,
+        /// Where the members of a control plane of several run: child processes of this
+        /// one, or containers of their own on the `shipshape` Docker network, each with
+        /// its own address (so that the links between them can be cut).
+        #[arg(long, value_enum, default_value_t = Machines::Processes)]
+        machines: Machines,
     },
     /// Run the control plane (apiserver, store, scheduler, controllers) alone, or as one
     /// member of several.
@@ -273,7 +279,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             common,
             nodes,
             control_plane,
-        } if control_plane > 1 => up_members(common, nodes, control_plane).await,
+            machines,
+        } if control_plane > 1 => up_members(common, nodes, control_plane, machines).await,
+        Command::Up {
+            machines: Machines::Containers,
+            ..
+        } => anyhow::bail!(
+            "--machines containers is for a control plane of several members \
+             (--control-plane 3, 5 or 7); a control plane of one runs in this process"
+        ),
         Command::Up { common, nodes, .. } => up(common, nodes, None, false).await,
         Command::ControlPlane {
             action: Some(MemberAction::Remove { member, kubeconfig }),
@@ -359,11 +373,15 @@ async fn up(
     cluster.stop().await
 }
 
-async fn up_members(common: Common, nodes: u32, count: u64) -> anyhow::Result<()> {
+async fn up_members(
+    common: Common,
+    nodes: u32,
+    count: u64,
+    machines: Machines,
+) -> anyhow::Result<()> {
     let lifecycle = node_lifecycle(&common);
-    let cluster =
-        LocalMembersCluster::start(control_plane_config(common, None), count, nodes, lifecycle)
-            .await?;
+    let config = control_plane_config(common, None);
+    let cluster = LocalMembersCluster::start(config, count, nodes, lifecycle, machines).await?;
     announce(cluster.url(), cluster.kubeconfig(), nodes);
     wait_for_stop_signal().await;
     tracing::info!("stopping");

@@ -17,7 +17,7 @@
 //! Restarting on the same data directory keeps every object and the same token.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -250,9 +250,11 @@ impl ControlPlane {
         self.addr
     }
 
-    /// The apiserver's URL.
+    /// The apiserver's URL (through loopback if it listens on every address: the
+    /// scheduler, the controllers and the kubeconfig use it, and the wildcard address is in
+    /// no certificate).
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", reachable(self.addr))
     }
 
     /// The admin kubeconfig written for this control plane.
@@ -537,16 +539,23 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), ControlPl
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Where a client on this machine reaches an apiserver listening on `addr`: a wildcard
+/// listen address is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 /// A kubeconfig (JSON is valid YAML) for the admin token, trusting the cluster CA.
 pub(crate) fn kubeconfig_json(addr: SocketAddr, token: &str, ca_pem: &str) -> String {
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    // A wildcard listen address is reached through loopback.
-    let addr = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
+    let addr = reachable(addr);
     let doc = json!({
         "apiVersion": "v1",
         "kind": "Config",

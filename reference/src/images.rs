@@ -10,6 +10,8 @@
 //! | `shipshape/probe:broken` | the probe, told to exit 1 at start |
 //! | `shipshape/pause:latest` | `pause`, which holds a pod's network namespace |
 //!
+//! | `shipshape/machine:latest` | a `shipshape` binary mounted at `/shipshape` ([`ensure_machine`]) |
+//!
 //! [`ensure`] builds whichever is missing or stale by *importing* a one-file root
 //! filesystem (Docker's `import`, with the image config given as changes: `ENV`,
 //! `ENTRYPOINT`, `LABEL`) — one API call per image, no build steps, no base image, no
@@ -36,6 +38,12 @@ pub const PROBE_IMAGES: [&str; 3] = [
     "shipshape/probe:v2",
     "shipshape/probe:broken",
 ];
+
+/// The image a control-plane member runs in when machines are containers.
+pub const MACHINE_IMAGE: &str = "shipshape/machine:latest";
+
+/// Where a machine container finds the `shipshape` binary (mounted read-only).
+pub const MACHINE_BINARY: &str = "/shipshape";
 
 /// The label holding the hash of an image's inputs.
 const HASH_LABEL: &str = "shipshape.image-hash";
@@ -143,48 +151,130 @@ fn root_fs(spec: &Spec) -> std::io::Result<Vec<u8>> {
 /// Builds every image that is missing or was built from other inputs.
 pub async fn ensure(docker: &Docker) -> Result<(), ImageError> {
     for spec in SPECS {
-        let mut changes = changes(spec);
+        let changes = changes(spec);
         let hash = fnv1a(&[changes.join("\n").as_bytes(), spec.binary]);
-        let current = docker
-            .inspect_image(spec.name)
-            .await
-            .ok()
-            .and_then(|i| i.config)
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get(HASH_LABEL).cloned());
-        if current.as_deref() == Some(hash.as_str()) {
-            continue;
-        }
-        tracing::info!(image = spec.name, "building image");
-        changes.push(format!("LABEL {HASH_LABEL}={hash}"));
-        let tar = root_fs(spec).map_err(|source| ImageError::Context {
-            image: spec.name.to_owned(),
-            source,
-        })?;
-        let (repo, tag) = spec.name.split_once(':').unwrap_or((spec.name, "latest"));
-        let options = CreateImageOptions {
-            from_src: Some("-".into()),
-            repo: Some(repo.to_owned()),
-            tag: Some(tag.to_owned()),
-            changes,
-            ..Default::default()
-        };
-        let mut stream =
-            docker.create_image(Some(options), Some(bollard::body_full(tar.into())), None);
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| ImageError::Build {
+        let build = || {
+            root_fs(spec).map_err(|source| ImageError::Context {
                 image: spec.name.to_owned(),
-                message: e.to_string(),
-            })?;
-            if let Some(detail) = info.error_detail {
-                return Err(ImageError::Build {
-                    image: spec.name.to_owned(),
-                    message: detail.message.unwrap_or_default(),
-                });
-            }
+                source,
+            })
+        };
+        import_if_stale(docker, spec.name, changes, &hash, build).await?;
+    }
+    Ok(())
+}
+
+/// Imports `name` from the root filesystem `build` packs, with `changes`, unless the
+/// image there was made from the inputs hashed as `hash`.
+async fn import_if_stale(
+    docker: &Docker,
+    name: &str,
+    mut changes: Vec<String>,
+    hash: &str,
+    build: impl FnOnce() -> Result<Vec<u8>, ImageError>,
+) -> Result<(), ImageError> {
+    let current = docker
+        .inspect_image(name)
+        .await
+        .ok()
+        .and_then(|i| i.config)
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(HASH_LABEL).cloned());
+    if current.as_deref() == Some(hash) {
+        return Ok(());
+    }
+    tracing::info!(image = name, "building image");
+    changes.push(format!("LABEL {HASH_LABEL}={hash}"));
+    let tar = build()?;
+    let (repo, tag) = name.split_once(':').unwrap_or((name, "latest"));
+    let options = CreateImageOptions {
+        from_src: Some("-".into()),
+        repo: Some(repo.to_owned()),
+        tag: Some(tag.to_owned()),
+        changes,
+        ..Default::default()
+    };
+    let mut stream = docker.create_image(Some(options), Some(bollard::body_full(tar.into())), None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| ImageError::Build {
+            image: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(detail) = info.error_detail {
+            return Err(ImageError::Build {
+                image: name.to_owned(),
+                message: detail.message.unwrap_or_default(),
+            });
         }
     }
     Ok(())
+}
+
+/// Builds [`MACHINE_IMAGE`] for `binary` if needed: `FROM scratch`, holding the dynamic
+/// loader and the shared libraries `binary` links (as `ldd` lists them, at the same
+/// paths), and nothing else — the binary itself is mounted at [`MACHINE_BINARY`] when a
+/// container starts, so the image stays the same while the binary changes with every
+/// build. (A static `shipshape` would need the whole dependency tree compiled a second
+/// time, with `crt-static`; four libraries are the cheaper way to a container of its own.)
+pub async fn ensure_machine(docker: &Docker, binary: &std::path::Path) -> Result<(), ImageError> {
+    let context = |source| ImageError::Context {
+        image: MACHINE_IMAGE.to_owned(),
+        source,
+    };
+    let libraries = shared_libraries(binary).map_err(context)?;
+    let mut contents = Vec::new();
+    for path in &libraries {
+        contents.push(std::fs::read(path).map_err(context)?);
+    }
+    let changes = vec![format!("ENTRYPOINT [\"{MACHINE_BINARY}\"]")];
+    let mut parts: Vec<&[u8]> = vec![changes[0].as_bytes()];
+    for (path, bytes) in libraries.iter().zip(&contents) {
+        parts.push(path.as_os_str().as_encoded_bytes());
+        parts.push(bytes);
+    }
+    let hash = fnv1a(&parts);
+    let build = || {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, bytes) in libraries.iter().zip(&contents) {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            let inside = path.strip_prefix("/").unwrap_or(path);
+            tar.append_data(&mut header, inside, bytes.as_slice())
+                .map_err(context)?;
+        }
+        tar.into_inner().map_err(context)
+    };
+    import_if_stale(docker, MACHINE_IMAGE, changes, &hash, build).await
+}
+
+/// The shared libraries and the loader `binary` needs, as absolute paths, from `ldd`.
+fn shared_libraries(binary: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let output = std::process::Command::new("ldd").arg(binary).output()?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "ldd {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(libraries_in(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The absolute paths in `ldd`'s output: `libc.so.6 => /lib/.../libc.so.6 (0x...)`, and the
+/// loader on a line of its own; the vDSO, which the kernel provides, has none.
+fn libraries_in(ldd: &str) -> Vec<std::path::PathBuf> {
+    ldd.lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, after)) => after.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/')
+                .then(|| std::path::PathBuf::from(path))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -206,6 +296,26 @@ mod tests {
                 assert_ne!(p_type, 3, "the binary asks for a dynamic loader");
             }
         }
+    }
+
+    #[test]
+    fn a_machine_carries_the_loader_and_the_libraries_ldd_names() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        let paths: Vec<String> = libraries_in(ldd)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
     }
 
     #[test]

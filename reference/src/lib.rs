@@ -33,6 +33,7 @@ pub mod failpoints;
 pub mod front_door;
 pub mod images;
 pub mod local_cluster;
+pub mod machines;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

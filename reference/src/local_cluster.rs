@@ -8,7 +8,8 @@
 //!
 //! [`LocalMembersCluster`], for `up --control-plane 3`: each control-plane member is a
 //! `shipshape control-plane --member` child process of its own (so that one can be killed
-//! alone), behind a [front door](crate::front_door) on the `--listen` address that
+//! alone), or runs in a container of its own (`--machines containers`, so that the links
+//! between members can fail too; see [`machines`]), behind a [front door](crate::front_door) on the `--listen` address that
 //! clients, node agents and the proxy use; the node agents and the proxy are tasks of this
 //! process as before. `up` keeps its members running as a service manager would: a
 //! member that dies is started again on its data after [`MEMBER_RESTART_DELAY`] (unless
@@ -17,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,6 +29,7 @@ use crate::client::Credentials;
 use crate::control_plane::{self, ControlPlane, ControlPlaneConfig};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
+use crate::machines::{self, Machine, Machines, MemberPlan};
 
 /// A running local cluster.
 pub struct LocalCluster {
@@ -69,6 +70,7 @@ impl LocalCluster {
         if let Some(docker) = &docker {
             let creds = control_plane.credentials();
             let cluster = control_plane.cluster_id().to_owned();
+            remove_leftovers(docker, &cluster).await?;
             start_nodes(
                 docker,
                 &creds,
@@ -116,8 +118,17 @@ async fn docker_for(nodes: u32) -> anyhow::Result<Option<bollard::Docker>> {
     Ok(Some(docker))
 }
 
-/// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`,
-/// after removing what an earlier run of cluster `cluster` left behind.
+/// Removes the containers an earlier run of cluster `cluster` left behind (a run that was
+/// killed before it could).
+async fn remove_leftovers(docker: &bollard::Docker, cluster: &str) -> anyhow::Result<()> {
+    let reaped = runtime::reap(docker, cluster).await?;
+    if reaped > 0 {
+        tracing::info!(reaped, "removed containers a previous run left behind");
+    }
+    Ok(())
+}
+
+/// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`.
 async fn start_nodes(
     docker: &bollard::Docker,
     creds: &Credentials,
@@ -127,10 +138,6 @@ async fn start_nodes(
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let reaped = runtime::reap(docker, cluster).await?;
-    if reaped > 0 {
-        tracing::info!(reaped, "removed containers a previous run left behind");
-    }
     runtime::ensure_network(docker).await?;
     // The service proxy: node ports on loopback and on the pod network's gateway.
     let gateway = runtime::network_gateway(docker).await;
@@ -169,9 +176,9 @@ const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after a member died on its own it is started again.
 pub const MEMBER_RESTART_DELAY: Duration = Duration::from_secs(1);
 
-/// One member process and whether it must stay down.
+/// One member and whether it must stay down.
 struct MemberSlot {
-    child: tokio::process::Child,
+    machine: Machine,
     /// Taken down on purpose: not restarted until asked.
     held_down: bool,
 }
@@ -195,10 +202,10 @@ async fn supervise(
             if slot.held_down || *stopped.borrow() {
                 continue;
             }
-            if let Ok(Some(status)) = slot.child.try_wait() {
-                tracing::warn!(member = plan.id, %status, "control-plane member died; starting it again");
-                match plan.spawn(&exe) {
-                    Ok(child) => slot.child = child,
+            if let Ok(Some(how)) = slot.machine.exited().await {
+                tracing::warn!(member = plan.id, %how, "control-plane member died; starting it again");
+                match plan.start(&exe).await {
+                    Ok(machine) => slot.machine = machine,
                     Err(e) => {
                         tracing::error!(member = plan.id, error = %e, "failed to restart a member")
                     }
@@ -208,45 +215,7 @@ async fn supervise(
     }
 }
 
-/// How one member process is started.
-struct MemberPlan {
-    id: u64,
-    dir: PathBuf,
-    api: SocketAddr,
-    peer: SocketAddr,
-    args: Vec<std::ffi::OsString>,
-}
-
-impl MemberPlan {
-    /// Starts the member, its stderr appended to `member.log`, its pid in `pid`.
-    fn spawn(&self, exe: &Path) -> anyhow::Result<tokio::process::Child> {
-        let log_path = self.dir.join("member.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("failed to open {}", log_path.display()))?;
-        // Its stdin is a pipe this process holds (`--stop-with-stdin`): the member ends when
-        // this process does, even if it is SIGKILLed.
-        let child = tokio::process::Command::new(exe)
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .context("failed to start a control-plane member")?;
-        if let Some(pid) = child.id() {
-            let path = self.dir.join("pid");
-            std::fs::write(&path, pid.to_string())
-                .with_context(|| format!("failed to write {}", path.display()))?;
-        }
-        tracing::info!(member = self.id, api = %self.api, peer = %self.peer, log = %log_path.display(), "control-plane member started");
-        Ok(child)
-    }
-}
-
-/// A running local cluster whose control plane is several member processes.
+/// A running local cluster whose control plane is several members.
 pub struct LocalMembersCluster {
     url: String,
     kubeconfig: PathBuf,
@@ -278,33 +247,64 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 impl LocalMembersCluster {
     /// Starts `count` control-plane members as child processes of this program (which
-    /// must be `shipshape`), a front door on `config.listen`, and `nodes` node agents.
+    /// must be `shipshape`), or in containers running it ([`Machines`]), a front door on
+    /// `config.listen`, and `nodes` node agents.
     pub async fn start(
         config: ControlPlaneConfig,
         count: u64,
         nodes: u32,
         node_lifecycle: NodeLifecycleConfig,
+        machines: Machines,
     ) -> anyhow::Result<LocalMembersCluster> {
         let data_dir = config.data_dir.clone();
         let docker = docker_for(nodes).await?;
+        let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
         let dirs = control_plane::prepare_members(&data_dir, count)?;
+        let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
+            .trim()
+            .to_owned();
+        let engine = match machines {
+            Machines::Processes => None,
+            Machines::Containers => {
+                let docker = match &docker {
+                    Some(docker) => docker.clone(),
+                    None => runtime::connect().await?,
+                };
+                machines::prepare_engine(&docker, &exe).await?;
+                Some(docker)
+            }
+        };
         let mut apis = Vec::new();
         let mut peers = BTreeMap::new();
         for id in 1..=count {
             apis.push(free_port()?);
-            peers.insert(id, free_port()?);
+            let peer = match engine {
+                None => free_port()?.to_string(),
+                Some(_) => format!(
+                    "{}:{}",
+                    machines::container_name(&cluster_id, id),
+                    machines::CONTAINER_PEER_PORT
+                ),
+            };
+            peers.insert(id, peer);
         }
-        let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
         let mut plans = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let id = i as u64 + 1;
+            let (data, listen) = match engine {
+                None => (dir.clone().into_os_string(), apis[i].to_string()),
+                Some(_) => (
+                    "/data".into(),
+                    format!("0.0.0.0:{}", machines::CONTAINER_API_PORT),
+                ),
+            };
             let mut args: Vec<std::ffi::OsString> = vec![
                 "control-plane".into(),
                 "--stop-with-stdin".into(),
                 "--data-dir".into(),
-                dir.clone().into(),
+                data,
                 "--listen".into(),
-                apis[i].to_string().into(),
+                listen.into(),
                 "--member".into(),
                 id.to_string().into(),
                 "--node-grace-seconds".into(),
@@ -326,14 +326,19 @@ impl LocalMembersCluster {
                 id,
                 dir: dir.clone(),
                 api: apis[i],
-                peer: peers[&id],
                 args,
+                container: engine
+                    .clone()
+                    .map(|docker| (docker, machines::container_name(&cluster_id, id))),
             });
+        }
+        if let Some(docker) = docker.as_ref().or(engine.as_ref()) {
+            remove_leftovers(docker, &cluster_id).await?;
         }
         let mut members = Vec::new();
         for plan in &plans {
             members.push(MemberSlot {
-                child: plan.spawn(&exe)?,
+                machine: plan.start(&exe).await?,
                 held_down: false,
             });
         }
@@ -361,9 +366,6 @@ impl LocalMembersCluster {
             .trim()
             .to_owned();
         let ca_pem = std::fs::read_to_string(data_dir.join("ca.crt"))?;
-        let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
-            .trim()
-            .to_owned();
         let url = format!("https://{front}");
         let credentials = Credentials {
             server: url.clone(),
@@ -413,7 +415,7 @@ impl LocalMembersCluster {
         let deadline = tokio::time::Instant::now() + MEMBERS_READY_TIMEOUT;
         loop {
             for (i, member) in self.members.lock().await.iter_mut().enumerate() {
-                if let Some(status) = member.child.try_wait()? {
+                if let Some(status) = member.machine.exited().await? {
                     anyhow::bail!(
                         "control-plane member {} exited ({status}); see its member.log",
                         i + 1
@@ -460,9 +462,7 @@ impl LocalMembersCluster {
             .get_mut((id as usize).wrapping_sub(1))
             .with_context(|| format!("there is no member {id}"))?;
         member.held_down = true;
-        member.child.start_kill()?;
-        member.child.wait().await?;
-        Ok(())
+        member.machine.kill().await
     }
 
     /// Starts member `id` again on its data directory (after [`Self::kill_member`]).
@@ -474,10 +474,10 @@ impl LocalMembersCluster {
             .with_context(|| format!("there is no member {id}"))?;
         let mut members = self.members.lock().await;
         let member = &mut members[index];
-        if member.child.try_wait()?.is_none() {
+        if member.machine.exited().await?.is_none() {
             anyhow::bail!("member {id} is still running");
         }
-        member.child = plan.spawn(&self.exe)?;
+        member.machine = plan.start(&self.exe).await?;
         member.held_down = false;
         Ok(())
     }
@@ -486,33 +486,25 @@ impl LocalMembersCluster {
     async fn stop_members(&mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let mut members = self.members.lock().await;
-        for member in members.iter() {
-            if let Some(pid) = member.child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
-            }
-        }
-        for member in members.iter_mut() {
-            if tokio::time::timeout(MEMBER_STOP_TIMEOUT, member.child.wait())
-                .await
-                .is_err()
-            {
-                member.child.start_kill()?;
-                member.child.wait().await?;
-            }
+        let stopping = members
+            .iter_mut()
+            .map(|member| member.machine.stop(MEMBER_STOP_TIMEOUT));
+        for stopped in futures::future::join_all(stopping).await {
+            stopped?;
         }
         Ok(())
     }
 
-    /// Stops the agents (which remove their containers), then the members.
+    /// Stops the agents (which remove their containers), then the members, then removes
+    /// whatever container of the cluster is left (members' containers carry its label too,
+    /// so they are stopped with SIGTERM before that).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         while self.agents.join_next().await.is_some() {}
+        self.stop_members().await?;
         if let Some(docker) = &self.docker {
             runtime::reap(docker, &self.cluster_id).await?;
         }
-        self.stop_members().await
+        Ok(())
     }
 }

@@ -313,7 +313,12 @@ fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The event holding `value` at `key`.
-fn event(namespace: &str, key: &str, value: &str, resource_version: Option<String>) -> Event {
+pub(crate) fn event(
+    namespace: &str,
+    key: &str,
+    value: &str,
+    resource_version: Option<String>,
+) -> Event {
     Event {
         metadata: ObjectMeta {
             name: Some(key.to_owned()),

@@ -1,14 +1,20 @@
 //! The sentences about what clients of the control plane see: several clients reading and
 //! writing through the API while faults happen, and the check that their history is
-//! linearizable ([`crate::linearizability`]).
+//! linearizable ([`crate::linearizability`]); and what one member of the control plane
+//! cut off from the others must not do — acknowledge a write it cannot make durable with a
+//! majority.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::anyhow;
-use cucumber::{given, then};
+use anyhow::{Context as _, anyhow};
+use cucumber::{given, then, when};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, PostParams};
 
 use super::{StepResult, Wait};
-use crate::linearizability::workload::{ClientSource, Workload};
+use crate::driver::Fault;
+use crate::linearizability::workload::{ClientSource, Workload, event};
 use crate::linearizability::{self, timeline};
 use crate::world::ConformanceWorld;
 
@@ -89,4 +95,154 @@ async fn history_is_linearizable(world: &mut ConformanceWorld) -> StepResult {
     }
     let drawn: Vec<String> = checked.failures().take(2).map(timeline::draw).collect();
     Err(anyhow!("{}\n{}", checked.summary(), drawn.join("\n")).into())
+}
+
+/// How long a write sent to the member cut off may stay unanswered; no answer in that time
+/// is no acknowledgement.
+const CUT_OFF_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[when(
+    expr = "the member of the control plane that leads is cut off from the other members while the deployment {string} runs"
+)]
+async fn partition_control_plane_leader(
+    world: &mut ConformanceWorld,
+    deployment: String,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    world.before_fault = world
+        .driver()?
+        .list_replicas(&namespace, &deployment)
+        .await?;
+    super::healing::inject(world, &Fault::PartitionControlPlaneLeader).await?;
+    Ok(())
+}
+
+#[when("the links between the members of the control plane are restored")]
+async fn heal_control_plane(world: &mut ConformanceWorld) -> StepResult {
+    super::healing::inject(world, &Fault::HealControlPlane).await?;
+    Ok(())
+}
+
+/// A client of the member cut off, and of it alone.
+async fn cut_off_member(world: &mut ConformanceWorld) -> anyhow::Result<Api<Event>> {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let client = driver
+        .cut_off_member_client()
+        .await?
+        .ok_or_else(|| anyhow!("no member of the control plane is cut off from the others"))?;
+    Ok(Api::namespaced(client, &namespace))
+}
+
+#[then(expr = "the member that was cut off acknowledges none of {int} writes sent to it")]
+async fn cut_off_member_acknowledges_nothing(
+    world: &mut ConformanceWorld,
+    writes: usize,
+) -> StepResult {
+    let api = cut_off_member(world).await?;
+    let namespace = world.namespace().await?;
+    let names: Vec<String> = (1..=writes)
+        .map(|n| format!("sent-to-cut-off-{n}"))
+        .collect();
+    // All at once, while the member may still believe it leads: each becomes a proposal
+    // that only a majority could commit.
+    let attempts = names.iter().map(|name| {
+        let (api, object) = (api.clone(), event(&namespace, name, name, None));
+        async move {
+            let params = PostParams::default();
+            let created = api.create(&params, &object);
+            match tokio::time::timeout(CUT_OFF_WRITE_TIMEOUT, created).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(kube::Error::Api(status))) => Err(format!(
+                    "{} {} ({})",
+                    status.code, status.reason, status.message
+                )),
+                Ok(Err(error)) => Err(format!("failed: {error}")),
+                Err(_) => Err(format!("no answer in {CUT_OFF_WRITE_TIMEOUT:?}")),
+            }
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    world.sent_to_cut_off = names.clone();
+    let acknowledged: Vec<&String> = names
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.is_ok())
+        .map(|(name, _)| name)
+        .collect();
+    let mut refusals = std::collections::BTreeMap::<String, usize>::new();
+    for refusal in answers.into_iter().filter_map(Result::err) {
+        *refusals.entry(refusal).or_default() += 1;
+    }
+    let refusals: Vec<String> = refusals
+        .into_iter()
+        .map(|(refusal, times)| format!("{times} × {refusal}"))
+        .collect();
+    println!(
+        "      measured: {} of {writes} writes acknowledged by the member cut off (the others: {})",
+        acknowledged.len(),
+        refusals.join("; ")
+    );
+    if !acknowledged.is_empty() {
+        return Err(anyhow!(
+            "the member cut off from the majority acknowledged {:?}, which no majority can have made durable",
+            acknowledged
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[then(
+    expr = "within {int} seconds the member that was cut off serves what the others wrote meanwhile, and none of the writes sent to it"
+)]
+async fn cut_off_member_follows(world: &mut ConformanceWorld, seconds: u64) -> StepResult {
+    let api = cut_off_member(world).await?;
+    let namespace = world.namespace().await?;
+    // What the others wrote meanwhile: the clients' objects as the majority has them now.
+    let majority: Api<Event> = Api::namespaced(world.kube()?, &namespace);
+    let marker = "written-by-the-majority";
+    let wait = Wait::new(
+        seconds,
+        "the member that was cut off serving what the majority wrote".to_owned(),
+    );
+    let mut written = false;
+    loop {
+        if !written {
+            let object = event(&namespace, marker, marker, None);
+            written = match majority.create(&PostParams::default(), &object).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(status)) => status.code == 409,
+                Err(_) => false,
+            };
+        }
+        let last = if !written {
+            "the majority has not taken the write yet".to_owned()
+        } else {
+            match api.get_opt(marker).await {
+                Ok(Some(_)) => break,
+                Ok(None) => "it does not have the majority's write yet".to_owned(),
+                Err(error) => format!("it answers {error}"),
+            }
+        };
+        wait.again(&last).await?;
+    }
+    wait.done(world);
+    for name in &world.sent_to_cut_off {
+        if let Some(found) = api
+            .get_opt(name)
+            .await
+            .context("reading through the member that was cut off")?
+        {
+            return Err(anyhow!(
+                "{name}, sent to the member while it was cut off and never acknowledged, exists after the links were restored: {:?}",
+                found.metadata
+            )
+            .into());
+        }
+        if majority.get_opt(name).await?.is_some() {
+            return Err(anyhow!("{name} exists on the majority's side").into());
+        }
+    }
+    Ok(())
 }

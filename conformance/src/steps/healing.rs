@@ -553,7 +553,7 @@ async fn some_run_on(
 // --- helpers ------------------------------------------------------------------------------------
 
 /// Injects a fault, noting when, so what is measured after it says how long after.
-async fn inject(world: &mut ConformanceWorld, fault: &Fault) -> anyhow::Result<()> {
+pub(super) async fn inject(world: &mut ConformanceWorld, fault: &Fault) -> anyhow::Result<()> {
     let driver = world.driver()?;
     world.fault_injected(fault);
     driver

@@ -383,18 +383,11 @@ async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
 )]
 async fn lose_control_plane_leader(world: &mut ConformanceWorld, deployment: String) -> StepResult {
     let namespace = world.namespace().await?;
-    let driver = world.driver()?;
-    world.before_fault = driver.list_replicas(&namespace, &deployment).await?;
-    world.fault_injected(&Fault::LoseControlPlaneLeader);
-    driver
-        .inject(&Fault::LoseControlPlaneLeader)
-        .await
-        .with_context(|| {
-            format!(
-                "driver {} failed to kill the control-plane member that leads",
-                driver.name()
-            )
-        })?;
+    world.before_fault = world
+        .driver()?
+        .list_replicas(&namespace, &deployment)
+        .await?;
+    healing::inject(world, &Fault::LoseControlPlaneLeader).await?;
     Ok(())
 }
 
