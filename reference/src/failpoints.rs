@@ -50,6 +50,20 @@ pub fn eval(name: &'static str) -> bool {
     fail::eval(name, |_| ()).is_some()
 }
 
+/// The environment variables that switch fail points on, for a process that starts
+/// another without passing its whole environment (a container): `FAILPOINTS` in a build
+/// with the feature, none in one without — where the name must not reach the binary.
+pub fn variables() -> &'static [&'static str] {
+    #[cfg(feature = "failpoints")]
+    {
+        &["FAILPOINTS"]
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        &[]
+    }
+}
+
 /// Reads `FAILPOINTS` and switches the points it names on, for the life of the process
 /// (a no-op without the `failpoints` feature). Call it once, first thing.
 pub fn setup() {

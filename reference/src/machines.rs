@@ -21,8 +21,8 @@
 //! member's data directory at `/data`, as the owner of that directory (so the files it
 //! writes stay the user's). Its API port is published on the loopback port the front door
 //! forwards to, which stays the same across restarts; its peer port is on the network only.
-//! Variables named `SHIPSHAPE_*`, and `RUST_LOG`, `NO_COLOR` and `FAILPOINTS`, are passed
-//! in.
+//! Variables named `SHIPSHAPE_*`, and `RUST_LOG`, `NO_COLOR` and (in a build with fail
+//! points) `FAILPOINTS`, are passed in.
 //!
 //! Either way a member ends with the `up` that started it, however `up` ends: it reads
 //! its stdin (`--stop-with-stdin`) and `up` holds the other end — a pipe for a process; for
@@ -61,10 +61,11 @@ pub enum Machines {
     Containers,
 }
 
-/// The variables besides `SHIPSHAPE_*` a member's container gets from `up`'s environment:
-/// logging, and the fail points of a build with them (`FAILPOINTS`,
-/// [`crate::failpoints`]) — a member must break the same promise as a process would.
-const PASSED_IN: [&str; 3] = ["RUST_LOG", "NO_COLOR", "FAILPOINTS"];
+/// The variables besides `SHIPSHAPE_*` a member's container gets from `up`'s environment,
+/// for its logs; so do those that switch fail points on, in a build with them
+/// ([`crate::failpoints::variables`]): a member must break the same promise as a process
+/// would.
+const PASSED_IN: [&str; 2] = ["RUST_LOG", "NO_COLOR"];
 
 /// Label on a member's container: the member's id.
 pub const LABEL_MEMBER: &str = "shipshape.member";
@@ -166,7 +167,11 @@ impl MemberPlan {
             .context("the member's data directory has no cluster-id")?;
         let api_port = format!("{CONTAINER_API_PORT}/tcp");
         let env: Vec<String> = std::env::vars()
-            .filter(|(key, _)| key.starts_with("SHIPSHAPE_") || PASSED_IN.contains(&key.as_str()))
+            .filter(|(key, _)| {
+                key.starts_with("SHIPSHAPE_")
+                    || PASSED_IN.contains(&key.as_str())
+                    || crate::failpoints::variables().contains(&key.as_str())
+            })
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
         let body = ContainerCreateBody {

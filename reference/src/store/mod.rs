@@ -392,6 +392,12 @@ impl Store {
             // The only replica applies every write before acknowledging it.
             return Ok(());
         }
+        if crate::failpoints::on!("store::read-without-a-majority") {
+            // Mutant: a replica answers from what it has applied without asking a majority
+            // whether that is still current, so a leader cut off from the others goes on
+            // serving what it knew while they move on.
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let (reply, answer) = oneshot::channel();
