@@ -811,26 +811,20 @@ async fn service_path(
         let address = node_address
             .ok_or_else(|| anyhow!("no node reports an InternalIP; set SHIPSHAPE_NODE_ADDRESS"))?;
         let port = kubeapi::node_port(client, namespace, "look").await?;
-        let deadline = tokio::time::Instant::now() + SERVICE_TIMEOUT;
-        loop {
-            let answer = plain_http::send(&format!("{address}:{port}"), &HttpRequest::get("/"))
-                .await
-                .and_then(HttpResponse::succeeded);
-            match answer {
-                Ok(_) => return Ok(ServicePath::NodePort(address.to_owned())),
-                Err(error) if tokio::time::Instant::now() >= deadline => {
-                    return Err(error.context(format!(
-                        "node port {port} at {address} did not answer within {SERVICE_TIMEOUT:?}"
-                    )));
-                }
-                Err(_) => tokio::time::sleep(POLL).await,
-            }
-        }
+        let (authority, root) = (format!("{address}:{port}"), HttpRequest::get("/"));
+        answers_within(format!("node port {port} at {address}"), || {
+            plain_http::send(&authority, &root)
+        })
+        .await?;
+        anyhow::Ok(ServicePath::NodePort(address.to_owned()))
     };
     let api_proxy = async {
-        service_proxy(client, namespace, "look", 80, &HttpRequest::get("/"))
-            .await
-            .and_then(HttpResponse::succeeded)?;
+        // Until the service's endpoints are known, the proxy answers 503.
+        let root = HttpRequest::get("/");
+        answers_within("the API server's services/proxy".to_owned(), || {
+            service_proxy(client, namespace, "look", 80, &root)
+        })
+        .await?;
         anyhow::Ok(ServicePath::ApiProxy)
     };
     match options.service_path {
@@ -844,6 +838,27 @@ async fn service_path(
                 )
             }),
         },
+    }
+}
+
+/// Sends `request()` until it succeeds, for up to [`SERVICE_TIMEOUT`]; the last failure
+/// if it never does, saying `what` did not answer.
+async fn answers_within<F, Fut>(what: String, mut request: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<HttpResponse>>,
+{
+    let deadline = tokio::time::Instant::now() + SERVICE_TIMEOUT;
+    loop {
+        match request().await.and_then(HttpResponse::succeeded) {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(
+                    error.context(format!("{what} did not answer within {SERVICE_TIMEOUT:?}"))
+                );
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
     }
 }
 

@@ -25,7 +25,10 @@
 //!   does. The child announces itself on stdout (`apiserver: URL`, then
 //!   `kubeconfig: PATH`); the driver reads those lines, builds a client from the
 //!   kubeconfig and polls `/readyz`. A restart listens on the port the first start got, so
-//!   the node agents find it again.
+//!   the node agents find it again. With several members ([`MEMBERS_ENV`]) it is `up
+//!   --control-plane N --machines containers`: each member runs in a container of its own
+//!   on the `shipshape` network, labelled with the cluster and its member id, behind the
+//!   front door `up` keeps on the listen address.
 //! - A node, of the cluster's three or added by a scenario ([`Machines::add_node`]):
 //!   `shipshape node --server URL --token T --ca-file DIR/ca.crt --cluster ID --name NAME
 //!   --data-dir DIR/nodes/NAME`, with the size, labels and taints asked for; the driver
@@ -55,7 +58,13 @@
 //! - *restart a node*: its agent (if alive) gets SIGTERM, then the same command starts it
 //!   again under the same name and data directory;
 //! - *restart the control plane*: `up` gets SIGKILL and is started again on the same data
-//!   directory and port; the driver returns once every live agent has sent it a heartbeat.
+//!   directory and port; the driver returns once every live agent has sent it a heartbeat;
+//!   with several members, every member gets SIGKILL first, all at once;
+//! - *lose the control-plane member that leads* (`/readyz` names it): it gets SIGKILL, and
+//!   `up` starts it again a second later, as a machine that reboots;
+//! - *cut the member that leads off from the others*: its container's traffic to and from
+//!   theirs is dropped in its own network namespace ([`links`]), both ways; clients and
+//!   the front door still reach it. *Restoring the links* deletes those rules.
 //!
 //! Signals are sent with `kill(1)`: the workspace forbids `unsafe`, and so the system call.
 //!
