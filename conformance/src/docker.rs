@@ -48,6 +48,8 @@ pub struct Machine {
     pub pid: u32,
     /// Its address on each network it is on, by network name.
     pub addresses: BTreeMap<String, std::net::IpAddr>,
+    /// Each of those networks' gateway — the host, as the container sees it.
+    pub gateways: BTreeMap<String, std::net::IpAddr>,
     /// The host ports its container ports are published on (`6443/tcp` → 32771).
     pub published: BTreeMap<String, u16>,
 }
@@ -235,16 +237,20 @@ fn machine_of(body: &str) -> anyhow::Result<Machine> {
         .and_then(Value::as_u64)
         .filter(|pid| *pid > 0)
         .ok_or_else(|| anyhow!("it is not running"))?;
-    let addresses = inspected
-        .pointer("/NetworkSettings/Networks")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(network, settings)| {
-            let ip = settings.get("IPAddress")?.as_str()?.parse().ok()?;
-            Some((network.clone(), ip))
-        })
-        .collect();
+    let per_network = |field: &str| {
+        inspected
+            .pointer("/NetworkSettings/Networks")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(network, settings)| {
+                let ip = settings.get(field)?.as_str()?.parse().ok()?;
+                Some((network.clone(), ip))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let addresses = per_network("IPAddress");
+    let gateways = per_network("Gateway");
     let published = inspected
         .pointer("/NetworkSettings/Ports")
         .and_then(Value::as_object)
@@ -258,6 +264,7 @@ fn machine_of(body: &str) -> anyhow::Result<Machine> {
     Ok(Machine {
         pid: u32::try_from(pid).context("its pid is out of range")?,
         addresses,
+        gateways,
         published,
     })
 }
@@ -311,9 +318,9 @@ mod tests {
     }
 
     #[test]
-    fn a_machine_reads_its_pid_addresses_and_published_ports() {
+    fn a_machine_reads_its_pid_addresses_gateways_and_published_ports() {
         let body = r#"{"State":{"Pid":4242},"NetworkSettings":{
-            "Networks":{"shipshape":{"IPAddress":"172.18.0.7"},"none":{"IPAddress":""}},
+            "Networks":{"shipshape":{"IPAddress":"172.18.0.7","Gateway":"172.18.0.1"},"none":{"IPAddress":""}},
             "Ports":{"6443/tcp":[{"HostIp":"127.0.0.1","HostPort":"39269"}],"2380/tcp":null}}}"#;
         let machine = machine_of(body).expect("parses");
         assert_eq!(machine.pid, 4242);
@@ -322,6 +329,10 @@ mod tests {
             Some(&std::net::IpAddr::from([172, 18, 0, 7]))
         );
         assert_eq!(machine.addresses.len(), 1);
+        assert_eq!(
+            machine.gateways.get("shipshape"),
+            Some(&std::net::IpAddr::from([172, 18, 0, 1]))
+        );
         assert_eq!(machine.published.get("6443/tcp"), Some(&39269));
         assert_eq!(machine.published.len(), 1);
         assert!(machine_of(r#"{"State":{"Pid":0}}"#).is_err(), "not running");

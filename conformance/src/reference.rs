@@ -28,7 +28,9 @@
 //!   the node agents find it again. With several members ([`MEMBERS_ENV`]) it is `up
 //!   --control-plane N --machines containers`: each member runs in a container of its own
 //!   on the `shipshape` network, labelled with the cluster and its member id, behind the
-//!   front door `up` keeps on the listen address.
+//!   front door `up` keeps on the listen address. Then the nodes are machines of their own
+//!   too (`shipshape node --machines containers`): each agent runs in a container on that
+//!   network, with an address of its own, and drives the engine through its socket.
 //! - A node, of the cluster's three or added by a scenario ([`Machines::add_node`]):
 //!   `shipshape node --server URL --token T --ca-file DIR/ca.crt --cluster ID --name NAME
 //!   --data-dir DIR/nodes/NAME`, with the size, labels and taints asked for; the driver
@@ -51,10 +53,17 @@
 //! it, which the reference's agents put on theirs too) and deletes a replica through the
 //! API; the machines do the rest:
 //!
-//! - *lose a node*: its agent gets SIGKILL, then every container labelled with its node
-//!   name is force-removed — the machine is gone, with all it ran;
-//! - *partition a node*: its agent gets SIGSTOP; its containers keep running, but it
-//!   sends no heartbeat and sees no change. *Heal* sends SIGCONT;
+//! - *lose a node*: its agent gets SIGKILL (its container first, where it has one), then
+//!   every container labelled with its node name is force-removed — the machine is gone,
+//!   with all it ran;
+//! - *partition a node*: with several members, where every machine is a container, the
+//!   links between the node's container and the control plane (this host, where the
+//!   front door is, and each member's container) are cut in the node's network namespace
+//!   ([`links`]): its agent keeps running and keeps its replicas running, but reaches no
+//!   apiserver and no apiserver reaches it. *Heal* restores the links. With one member,
+//!   where the nodes are processes of this host and share its network stack, the agent
+//!   gets SIGSTOP instead (a frozen machine: no heartbeat, no change seen) and *heal*
+//!   sends SIGCONT;
 //! - *restart a node*: its agent (if alive) gets SIGTERM, then the same command starts it
 //!   again under the same name and data directory;
 //! - *restart the control plane*: `up` gets SIGKILL and is started again on the same data
@@ -291,8 +300,11 @@ struct NodeAgent {
 enum AgentState {
     /// Running.
     Running(Child),
-    /// Stopped with SIGSTOP: partitioned.
+    /// Stopped with SIGSTOP: partitioned, where nodes are processes of this host.
     Frozen(Child),
+    /// Its container's links to the control plane cut: partitioned, where nodes are
+    /// containers.
+    CutOff(Child, links::Cut),
     /// Killed with its machine: nothing runs until it is restarted.
     Lost,
 }
@@ -301,7 +313,9 @@ impl AgentState {
     /// The process, unless it is lost.
     fn child(&mut self) -> Option<&mut Child> {
         match self {
-            AgentState::Running(child) | AgentState::Frozen(child) => Some(child),
+            AgentState::Running(child)
+            | AgentState::Frozen(child)
+            | AgentState::CutOff(child, _) => Some(child),
             AgentState::Lost => None,
         }
     }
@@ -564,12 +578,27 @@ impl ReferenceCluster {
     /// network, the host port of its API.
     async fn member_machine(&self, member: u64) -> anyhow::Result<crate::docker::Machine> {
         let id = member.to_string();
+        let what = format!("control-plane member {member}");
+        let (_, machine) = self
+            .running_machine(shipshape::machines::LABEL_MEMBER, &id, &what)
+            .await?;
+        Ok(machine)
+    }
+
+    /// The running container of this cluster labelled `label=value` (`what` it is, for the
+    /// error), and the machine it is.
+    async fn running_machine(
+        &self,
+        label: &str,
+        value: &str,
+        what: &str,
+    ) -> anyhow::Result<(String, crate::docker::Machine)> {
         let labels = [
             (
                 shipshape::agent::runtime::LABEL_CLUSTER,
                 self.cluster_id.as_str(),
             ),
-            (shipshape::machines::LABEL_MEMBER, id.as_str()),
+            (label, value),
         ];
         let container = self
             .docker
@@ -577,8 +606,9 @@ impl ReferenceCluster {
             .await?
             .into_iter()
             .find(|c| c.running)
-            .ok_or_else(|| anyhow!("no container of control-plane member {member} is running"))?;
-        self.docker.machine(&container.id).await
+            .ok_or_else(|| anyhow!("no container of {what} is running"))?;
+        let machine = self.docker.machine(&container.id).await?;
+        Ok((container.id, machine))
     }
 
     /// Cuts the member that leads off from the other members: packets between its
@@ -711,6 +741,9 @@ impl ReferenceCluster {
         for taint in &spec.taints {
             args.extend(["--taint".into(), taint.to_string().into()]);
         }
+        if self.machines_are_containers() {
+            args.extend(["--machines".into(), "containers".into()]);
+        }
         let log_path = self.node_log(&spec.name);
         let started_at = now_seconds();
         let (mut child, _log, log_start) = spawn(&args, &log_path, false)?;
@@ -762,9 +795,32 @@ impl ReferenceCluster {
         stopped
     }
 
-    /// Stops one agent cleanly (SIGCONT first if it is partitioned, then SIGTERM) and
-    /// checks it ended well; a lost agent has nothing left to stop.
+    /// Whether the machines — members and nodes — are containers of their own, with
+    /// addresses of their own (with several members), or processes of this host.
+    fn machines_are_containers(&self) -> bool {
+        self.members > 1
+    }
+
+    /// The container of node `name`, as a machine (where nodes are containers).
+    async fn node_machine(&self, name: &str) -> anyhow::Result<(String, crate::docker::Machine)> {
+        self.running_machine(
+            shipshape::machines::LABEL_NODE_MACHINE,
+            name,
+            &format!("node {name}"),
+        )
+        .await
+    }
+
+    /// Stops one agent cleanly (SIGCONT or its links back first if it is partitioned,
+    /// then SIGTERM) and checks it ended well; a lost agent has nothing left to stop.
     async fn stop_agent(&self, name: &str, state: &mut AgentState) -> anyhow::Result<()> {
+        if let AgentState::CutOff(..) = state
+            && let AgentState::CutOff(child, cut) = std::mem::replace(state, AgentState::Lost)
+        {
+            let healed = links::heal(&cut).await;
+            *state = AgentState::Running(child);
+            healed.with_context(|| format!("failed to restore the links of node {name}"))?;
+        }
         let frozen = matches!(state, AgentState::Frozen(_));
         let Some(child) = state.child() else {
             return Ok(());
@@ -789,6 +845,17 @@ impl ReferenceCluster {
         let agent = nodes
             .get_mut(name)
             .ok_or_else(|| anyhow!("node {name} is not one of the driver's node agents"))?;
+        if agent.state.child().is_none() {
+            bail!("node {name} is already lost");
+        }
+        if self.machines_are_containers() {
+            // The machine's power: its container, with the agent in it, goes first.
+            let (container, _) = self.node_machine(name).await?;
+            self.docker
+                .kill(&container)
+                .await
+                .with_context(|| format!("failed to kill the container of node {name}"))?;
+        }
         let Some(child) = agent.state.child() else {
             bail!("node {name} is already lost");
         };
@@ -826,7 +893,10 @@ impl ReferenceCluster {
         Ok(())
     }
 
-    /// Partitions a node: SIGSTOPs its agent, whose containers keep running.
+    /// Partitions a node. Where nodes are containers, the links between its container
+    /// and the control plane (this host, where the front door is, and every member's
+    /// container) are cut; its agent and its replicas keep running. Where they are
+    /// processes of this host, which cannot lose a link, its agent gets SIGSTOP instead.
     async fn partition_node(&self, name: &str) -> anyhow::Result<()> {
         let mut nodes = self.nodes.lock().await;
         let agent = nodes
@@ -839,6 +909,20 @@ impl ReferenceCluster {
                 bail!("node {name} is not running, so it cannot be partitioned");
             }
         };
+        if self.machines_are_containers() {
+            let cut = self.cut_node_off(name).await;
+            return match cut {
+                Ok(cut) => {
+                    tracing::info!(node = %name, peers = ?cut.peers, "cut the node off from the control plane");
+                    agent.state = AgentState::CutOff(child, cut);
+                    Ok(())
+                }
+                Err(error) => {
+                    agent.state = AgentState::Running(child);
+                    Err(error.context(format!("failed to partition node {name}")))
+                }
+            };
+        }
         let stopped = child
             .id()
             .ok_or_else(|| anyhow!("node agent {name} has no process id"))
@@ -850,12 +934,40 @@ impl ReferenceCluster {
         stopped.with_context(|| format!("failed to partition node {name}"))
     }
 
-    /// Heals every partition: SIGCONTs every stopped agent.
+    /// Cuts node `name`'s container off from the control plane: this host, as the
+    /// cluster's network's gateway, and every member's container.
+    async fn cut_node_off(&self, name: &str) -> anyhow::Result<links::Cut> {
+        let network = shipshape::agent::runtime::POD_NETWORK;
+        let (_, machine) = self.node_machine(name).await?;
+        let gateway = machine
+            .gateways
+            .get(network)
+            .copied()
+            .ok_or_else(|| anyhow!("node {name} has no gateway on network {network}"))?;
+        let mut peers = vec![gateway];
+        for member in 1..=self.members {
+            let other = self.member_machine(member).await?;
+            peers.extend(other.addresses.get(network).copied());
+        }
+        links::cut(machine.pid, peers).await
+    }
+
+    /// Heals every partition: restores every cut link, SIGCONTs every stopped agent.
     async fn heal(&self) -> anyhow::Result<()> {
         let mut nodes = self.nodes.lock().await;
         for (name, agent) in nodes.iter_mut() {
             let child = match std::mem::replace(&mut agent.state, AgentState::Lost) {
                 AgentState::Frozen(child) => child,
+                AgentState::CutOff(child, cut) => {
+                    let healed = links::heal(&cut).await;
+                    agent.state = match &healed {
+                        Ok(()) => AgentState::Running(child),
+                        Err(_) => AgentState::CutOff(child, cut),
+                    };
+                    healed
+                        .with_context(|| format!("failed to heal the partition of node {name}"))?;
+                    continue;
+                }
                 other => {
                     agent.state = other;
                     continue;
@@ -1479,11 +1591,18 @@ impl Machines for ReferenceCluster {
         } else {
             "(`shipshape up --nodes 0`)".to_owned()
         };
+        let nodes = if self.machines_are_containers() {
+            "each in a container of its own on that network (`--machines containers`), with \
+             an address of its own; a partition cuts its container's links to the control \
+             plane"
+        } else {
+            "each a child process of this host; a partition freezes it (SIGSTOP), as this \
+             host's processes share one network stack"
+        };
         format!(
             "a shipshape reference cluster the kit started on the Docker engine at {}: the \
              control plane {control_plane} at {}, {kubeconfig}, and {NODES} node agents \
-             (`shipshape node`, node-1 to node-{NODES}), each a child process; data in {}, \
-             logs in {}",
+             (`shipshape node`, node-1 to node-{NODES}), {nodes}; data in {}, logs in {}",
             self.docker.host(),
             self.apiserver,
             self.data_dir.path().display(),
@@ -1504,6 +1623,12 @@ impl Machines for ReferenceCluster {
                 ))
             }
             Fault::PartitionControlPlaneLeader | Fault::HealControlPlane => {
+                match links::unavailable() {
+                    None => Support::Yes,
+                    Some(why) => Support::No(why),
+                }
+            }
+            Fault::PartitionNode { .. } | Fault::Heal if self.machines_are_containers() => {
                 match links::unavailable() {
                     None => Support::Yes,
                     Some(why) => Support::No(why),

@@ -32,7 +32,7 @@ use crate::control_plane::{ControlPlaneConfig, Members};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::images;
 use crate::local_cluster::{LocalCluster, LocalMembersCluster};
-use crate::machines::Machines;
+use crate::machines::{self, Machines};
 use crate::store::peers::PeerAddress;
 
 /// A compact, readable Kubernetes-style orchestrator.
@@ -58,7 +58,8 @@ enum Command {
         control_plane: u64,
         /// Where the members of a control plane of several run: child processes of this
         /// one, or containers of their own on the `shipshape` Docker network, each with
-        /// its own address (so that the links between them can be cut).
+        /// its own address (so that the links between them can be cut) — and then the
+        /// node agents too, each in a container driving the engine through its socket.
         #[arg(long, value_enum, default_value_t = Machines::Processes)]
         machines: Machines,
     },
@@ -139,6 +140,24 @@ struct Common {
     /// flag of the same name).
     #[arg(long, default_value = "30000-32767", value_parser = port_range)]
     service_node_port_range: RangeInclusive<u16>,
+    /// Another IP address or DNS name clients reach the apiserver at, for its certificate
+    /// (repeatable; loopback, the listen address and the host name are always in it).
+    #[arg(long = "tls-san", value_parser = tls_name)]
+    tls_names: Vec<String>,
+}
+
+/// Checks a `--tls-san`: an IP address, or a DNS name of letters, digits, `-` and `.`.
+fn tls_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let name_like = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*');
+    if text.parse::<IpAddr>().is_ok() || name_like {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is neither an IP address nor a DNS name"))
+    }
 }
 
 /// Parses the number of control-plane members: odd, from 1 to 7.
@@ -206,9 +225,20 @@ struct NodeArgs {
     /// Where this node keeps pod volumes.
     #[arg(long, default_value = ".shipshape-node")]
     data_dir: PathBuf,
-    /// The node's address (its InternalIP).
-    #[arg(long, default_value = "127.0.0.1")]
-    address: IpAddr,
+    /// The node's address (its InternalIP; default: the address this machine reaches
+    /// the apiserver from, as a kubelet takes the one of its default route).
+    #[arg(long)]
+    address: Option<IpAddr>,
+    /// Where the agent runs: in this process, or in a container of its own on the
+    /// `shipshape` Docker network, with an address of its own, driving the engine
+    /// through its socket (mounted into the container: for clusters on your own
+    /// machine). This process keeps the container and removes it when it ends.
+    #[arg(long, value_enum, default_value_t = Machines::Processes)]
+    machines: Machines,
+    /// Stop, as on SIGTERM, when stdin reaches its end (how a node's container ends with
+    /// the process that keeps it).
+    #[arg(long, hide = true)]
+    stop_with_stdin: bool,
     /// Allocatable CPU (default: the host's).
     #[arg(long)]
     cpu: Option<String>,
@@ -255,7 +285,11 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    // Without waiting for blocking tasks: one may be reading stdin (`--stop-with-stdin`),
+    // which stays open as long as whoever started this process holds it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shipshape: {e:#}");
@@ -347,6 +381,7 @@ fn control_plane_config(common: Common, members: Option<Members>) -> ControlPlan
         listen: common.listen,
         node_ports: common.service_node_port_range,
         members,
+        tls_names: common.tls_names,
     }
 }
 
@@ -423,6 +458,9 @@ fn announce(url: &str, kubeconfig: &std::path::Path, nodes: u32) {
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    if args.machines == Machines::Containers {
+        return node_in_container(args).await;
+    }
     let ca_pem = std::fs::read_to_string(&args.ca_file)
         .with_context(|| format!("failed to read the CA {}", args.ca_file.display()))?;
     let creds = Credentials {
@@ -439,7 +477,10 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         args.data_dir.clone(),
         &args.token,
     );
-    config.address = args.address;
+    config.address = match args.address {
+        Some(address) => address,
+        None => address_toward(&args.server).await,
+    };
     if let Some(cpu) = args.cpu {
         config.cpu = cpu;
     }
@@ -451,10 +492,122 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.taints = args.taints;
     let (stop, stopped) = watch::channel(false);
     let agent = tokio::spawn(agent::run(client, docker, config, stopped));
-    wait_for_stop_signal().await;
+    if args.stop_with_stdin {
+        tokio::select! {
+            _ = wait_for_stop_signal() => {}
+            _ = stdin_closed() => tracing::info!("stdin closed: the process that kept this node is gone"),
+        }
+    } else {
+        wait_for_stop_signal().await;
+    }
     let _ = stop.send(true);
     agent.await.context("the node agent panicked")??;
     Ok(())
+}
+
+/// How long a node's container may take to stop after SIGTERM (its agent removes its
+/// pods' containers first).
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `shipshape node --machines containers`: runs the agent in a container of its own
+/// ([`machines::NodeMachine`]) and keeps it — its output on this process's stderr —
+/// until this process is asked to stop (then stops it) or the container ends (then says
+/// how, and fails).
+async fn node_in_container(args: NodeArgs) -> anyhow::Result<()> {
+    let docker = runtime::connect().await?;
+    images::ensure(&docker).await?;
+    let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
+    images::ensure_machine(&docker, &exe).await?;
+    let mut rest: Vec<OsString> = vec!["--token".into(), args.token.clone().into()];
+    if let Some(address) = args.address {
+        rest.extend(["--address".into(), address.to_string().into()]);
+    }
+    if let Some(cpu) = &args.cpu {
+        rest.extend(["--cpu".into(), cpu.into()]);
+    }
+    if let Some(memory) = &args.memory {
+        rest.extend(["--memory".into(), memory.into()]);
+    }
+    rest.extend(["--max-pods".into(), args.max_pods.to_string().into()]);
+    for label in &args.labels {
+        rest.extend(["--label".into(), label.into()]);
+    }
+    for taint in &args.taints {
+        rest.extend(["--taint".into(), taint.into()]);
+    }
+    let plan = machines::NodeMachine {
+        cluster: args.cluster.clone(),
+        name: args.name.clone(),
+        server: args.server.clone(),
+        ca_file: args.ca_file.clone(),
+        data_dir: args.data_dir.clone(),
+        args: rest,
+    }
+    .plan(&docker, None)
+    .await?;
+    let mut machine = plan.start(&exe).await?;
+    let ended = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match machine.exited().await {
+                Ok(Some(how)) => return how,
+                Ok(None) => {}
+                Err(e) => return format!("it could not be inspected: {e:#}"),
+            }
+        }
+    };
+    let stop_asked = async {
+        if args.stop_with_stdin {
+            tokio::select! {
+                _ = wait_for_stop_signal() => {}
+                _ = stdin_closed() => {}
+            }
+        } else {
+            wait_for_stop_signal().await;
+        }
+    };
+    tokio::select! {
+        how = ended => anyhow::bail!("the container of node {} ended: {how}", args.name),
+        _ = stop_asked => {}
+    }
+    machine.stop(NODE_STOP_TIMEOUT).await
+}
+
+/// The address of this machine that packets to the apiserver named in `server` leave
+/// from (found by "connecting" a UDP socket, which sends nothing); loopback if the name
+/// does not resolve.
+async fn address_toward(server: &str) -> IpAddr {
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let Ok(uri) = server.parse::<http::Uri>() else {
+        return loopback;
+    };
+    let Some(host) = uri.host() else {
+        return loopback;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let Some(target) = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+    else {
+        return loopback;
+    };
+    let local: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
+        return loopback;
+    };
+    if socket.connect(target).await.is_err() {
+        return loopback;
+    }
+    socket.local_addr().map_or(loopback, |a| a.ip())
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
@@ -520,6 +673,18 @@ mod tests {
         assert!(member_count("0").is_err());
         assert!(member_count("9").is_err());
         assert!(member_count("three").is_err());
+    }
+
+    #[test]
+    fn tls_names_are_addresses_or_dns_names() {
+        assert_eq!(tls_name("172.18.0.1"), Ok("172.18.0.1".to_owned()));
+        assert_eq!(
+            tls_name("api.example.org"),
+            Ok("api.example.org".to_owned())
+        );
+        assert!(tls_name("").is_err());
+        assert!(tls_name("two words").is_err());
+        assert!(tls_name("https://api.example.org").is_err());
     }
 
     #[test]

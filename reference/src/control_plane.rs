@@ -46,6 +46,9 @@ pub struct ControlPlaneConfig {
     /// This control plane's place among several members; `None` for a control plane
     /// that is alone.
     pub members: Option<Members>,
+    /// Names and addresses its serving certificate is valid for besides loopback, the
+    /// listen address and `$HOSTNAME` (`--tls-san`).
+    pub tls_names: Vec<String>,
 }
 
 /// One member's place among the members of a control plane.
@@ -96,6 +99,7 @@ impl ControlPlaneConfig {
             listen,
             node_ports: apiserver::NODE_PORTS,
             members: None,
+            tls_names: Vec::new(),
         }
     }
 }
@@ -216,7 +220,8 @@ impl ControlPlane {
                 addr: config.listen,
                 source,
             })?;
-        let tls = tls::load_or_create(dir, addr.ip()).map_err(ControlPlaneError::Tls)?;
+        let tls = tls::load_or_create(dir, addr.ip(), &config.tls_names)
+            .map_err(ControlPlaneError::Tls)?;
         let kubeconfig = dir.join("kubeconfig");
         write_private(&kubeconfig, &kubeconfig_json(addr, &token, &tls.ca_pem))?;
         let shared = Arc::new(Shared {
@@ -423,7 +428,7 @@ pub fn prepare_members(root: &Path, count: u64) -> Result<Vec<PathBuf>, ControlP
     })?;
     load_or_create_token(&root.join("token"))?;
     load_or_create_cluster_id(&root.join("cluster-id"))?;
-    tls::load_or_create(root, [127, 0, 0, 1].into()).map_err(ControlPlaneError::Tls)?;
+    tls::load_or_create(root, [127, 0, 0, 1].into(), &[]).map_err(ControlPlaneError::Tls)?;
     let mut dirs = Vec::new();
     for id in 1..=count {
         let dir = root.join("members").join(id.to_string());

@@ -128,6 +128,31 @@ async fn remove_leftovers(docker: &bollard::Docker, cluster: &str) -> anyhow::Re
     Ok(())
 }
 
+/// How long a node agent's container may take to stop (its agent removes its pods'
+/// containers first).
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts the service proxy as a task in `agents`: node ports on loopback and on the pod
+/// network's gateway.
+async fn start_proxy(
+    docker: &bollard::Docker,
+    creds: &Credentials,
+    stopped: &watch::Receiver<bool>,
+    agents: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    runtime::ensure_network(docker).await?;
+    let gateway = runtime::network_gateway(docker).await;
+    let client = creds
+        .client()
+        .context("failed to build the proxy's client")?;
+    agents.spawn(crate::proxy::run(
+        client,
+        gateway.into_iter().collect(),
+        stopped.clone(),
+    ));
+    Ok(())
+}
+
 /// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`.
 async fn start_nodes(
     docker: &bollard::Docker,
@@ -138,17 +163,7 @@ async fn start_nodes(
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    runtime::ensure_network(docker).await?;
-    // The service proxy: node ports on loopback and on the pod network's gateway.
-    let gateway = runtime::network_gateway(docker).await;
-    let client = creds
-        .client()
-        .context("failed to build the proxy's client")?;
-    agents.spawn(crate::proxy::run(
-        client,
-        gateway.into_iter().collect(),
-        stopped.clone(),
-    ));
+    start_proxy(docker, creds, stopped, agents).await?;
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let dir = data_dir.join("nodes").join(&name);
@@ -204,7 +219,7 @@ async fn supervise(
             }
             if let Ok(Some(how)) = slot.machine.exited().await {
                 tracing::warn!(member = plan.id, %how, "control-plane member died; starting it again");
-                match plan.start(&exe).await {
+                match plan.machine.start(&exe).await {
                     Ok(machine) => slot.machine = machine,
                     Err(e) => {
                         tracing::error!(member = plan.id, error = %e, "failed to restart a member")
@@ -227,6 +242,8 @@ pub struct LocalMembersCluster {
     cluster_id: String,
     stop: watch::Sender<bool>,
     agents: JoinSet<()>,
+    /// The node agents, when they are machines of their own (`--machines containers`).
+    node_machines: Vec<Machine>,
 }
 
 impl std::fmt::Debug for LocalMembersCluster {
@@ -273,6 +290,16 @@ impl LocalMembersCluster {
                 machines::prepare_engine(&docker, &exe).await?;
                 Some(docker)
             }
+        };
+        // Machines in containers reach this host, where the front door is, at the
+        // network's gateway: the members' certificates must be valid for it too.
+        let gateway = match &engine {
+            Some(docker) => Some(
+                runtime::network_gateway(docker)
+                    .await
+                    .context("the shipshape network has no gateway address")?,
+            ),
+            None => None,
         };
         let mut apis = Vec::new();
         let mut peers = BTreeMap::new();
@@ -322,23 +349,30 @@ impl LocalMembersCluster {
                 args.push("--peer".into());
                 args.push(format!("{peer}={address}").into());
             }
-            plans.push(MemberPlan {
+            if let Some(gateway) = gateway {
+                args.push("--tls-san".into());
+                args.push(gateway.to_string().into());
+            }
+            plans.push(MemberPlan::new(
                 id,
-                dir: dir.clone(),
-                api: apis[i],
+                dir,
+                apis[i],
                 args,
-                container: engine
+                engine
                     .clone()
                     .map(|docker| (docker, machines::container_name(&cluster_id, id))),
-            });
+            )?);
         }
-        if let Some(docker) = docker.as_ref().or(engine.as_ref()) {
+        // What a killed run of this `up` left: its nodes' containers and their pods'. (Not
+        // with `--nodes 0`: the nodes are someone else's then, and keep running. Members'
+        // containers are replaced by name as they start.)
+        if let Some(docker) = &docker {
             remove_leftovers(docker, &cluster_id).await?;
         }
         let mut members = Vec::new();
         for plan in &plans {
             members.push(MemberSlot {
-                machine: plan.start(&exe).await?,
+                machine: plan.machine.start(&exe).await?,
                 held_down: false,
             });
         }
@@ -355,6 +389,19 @@ impl LocalMembersCluster {
         };
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
+        if let Some(gateway) = gateway
+            && !config.listen.ip().is_unspecified()
+        {
+            let inside = SocketAddr::new(gateway, front.port());
+            let listener = tokio::net::TcpListener::bind(inside)
+                .await
+                .with_context(|| format!("failed to listen on {inside}"))?;
+            agents.spawn(crate::front_door::serve(
+                listener,
+                apis.clone(),
+                stopped.clone(),
+            ));
+        }
         agents.spawn(crate::front_door::serve(listener, apis, stopped.clone()));
         agents.spawn(supervise(
             members.clone(),
@@ -388,22 +435,54 @@ impl LocalMembersCluster {
             cluster_id,
             stop,
             agents,
+            node_machines: Vec::new(),
         };
         if let Err(e) = cluster.wait_until_serving().await {
             let _ = cluster.stop_members().await;
             return Err(e);
         }
-        if let Some(docker) = &cluster.docker {
-            start_nodes(
-                docker,
-                &cluster.credentials,
-                &cluster.cluster_id,
-                &data_dir,
-                nodes,
-                &stopped,
-                &mut cluster.agents,
-            )
-            .await?;
+        let docker = cluster.docker.clone();
+        match (&docker, machines) {
+            (None, _) => {}
+            (Some(docker), Machines::Processes) => {
+                start_nodes(
+                    docker,
+                    &cluster.credentials,
+                    &cluster.cluster_id,
+                    &data_dir,
+                    nodes,
+                    &stopped,
+                    &mut cluster.agents,
+                )
+                .await?;
+            }
+            (Some(docker), Machines::Containers) => {
+                start_proxy(docker, &cluster.credentials, &stopped, &mut cluster.agents).await?;
+                for i in 1..=nodes {
+                    let name = format!("node-{i}");
+                    let dir = data_dir.join("nodes").join(&name);
+                    let plan = machines::NodeMachine {
+                        cluster: cluster.cluster_id.clone(),
+                        name: name.clone(),
+                        server: cluster.url.clone(),
+                        ca_file: data_dir.join("ca.crt"),
+                        data_dir: dir.clone(),
+                        args: vec!["--token".into(), token.clone().into()],
+                    }
+                    .plan(
+                        docker,
+                        Some(data_dir.join("nodes").join(format!("{name}.log"))),
+                    )
+                    .await?;
+                    match plan.start(&cluster.exe).await {
+                        Ok(machine) => cluster.node_machines.push(machine),
+                        Err(e) => {
+                            let _ = cluster.stop_members().await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
         }
         Ok(cluster)
     }
@@ -477,7 +556,7 @@ impl LocalMembersCluster {
         if member.machine.exited().await?.is_none() {
             anyhow::bail!("member {id} is still running");
         }
-        member.machine = plan.start(&self.exe).await?;
+        member.machine = plan.machine.start(&self.exe).await?;
         member.held_down = false;
         Ok(())
     }
@@ -501,6 +580,15 @@ impl LocalMembersCluster {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         while self.agents.join_next().await.is_some() {}
+        let stopping = self
+            .node_machines
+            .iter_mut()
+            .map(|node| node.stop(NODE_STOP_TIMEOUT));
+        for stopped in futures::future::join_all(stopping).await {
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "a node agent's container did not stop cleanly");
+            }
+        }
         self.stop_members().await?;
         if let Some(docker) = &self.docker {
             runtime::reap(docker, &self.cluster_id).await?;

@@ -33,6 +33,7 @@
 //! SIGKILL to that pid is a power cut of its machine.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -87,47 +88,137 @@ pub fn container_name(cluster: &str, id: u64) -> String {
     format!("shipshape-{cluster}-member-{id}")
 }
 
-/// How one member is started, again and again.
-pub struct MemberPlan {
-    /// Its Raft id.
-    pub id: u64,
-    /// Its data directory on this host.
-    pub dir: PathBuf,
-    /// Where the front door reaches its API, on this host.
-    pub api: std::net::SocketAddr,
+/// How one machine — a control-plane member, a node agent — is started, again and again.
+pub struct MachinePlan {
+    /// What it is, for the log: `control-plane member 2`, `node agent node-1`.
+    pub role: String,
+    /// Where its output is appended; this process's stderr if `None`.
+    pub log: Option<PathBuf>,
+    /// Where its pid (as this host sees it) is written, if anywhere.
+    pub pid_file: Option<PathBuf>,
     /// Its `shipshape` arguments.
     pub args: Vec<std::ffi::OsString>,
-    /// For a member in a container: the engine and the container's name.
-    pub container: Option<(Docker, String)>,
+    /// For a machine that is a container: how to make it.
+    pub container: Option<ContainerPlan>,
 }
 
-/// A running member.
+/// A machine's container, beyond its command line.
+#[derive(Clone)]
+pub struct ContainerPlan {
+    /// The engine.
+    pub docker: Docker,
+    /// The container's name, and its host name.
+    pub name: String,
+    /// Its labels (the cluster's among them, so that a reaper finds it).
+    pub labels: HashMap<String, String>,
+    /// `HOST:INSIDE[:ro]` mounts besides the binary.
+    pub binds: Vec<String>,
+    /// A port inside published on an address of this host.
+    pub published: Option<(u16, std::net::SocketAddr)>,
+    /// Whom it runs as, `UID:GID`.
+    pub user: String,
+    /// Further groups it runs with (the Docker socket's, for a node agent).
+    pub groups: Vec<String>,
+    /// Variables besides those passed in from this process ([`PASSED_IN`]).
+    pub env: Vec<String>,
+}
+
+/// A running machine.
 pub enum Machine {
     /// A child process.
     Process(tokio::process::Child),
-    /// A container; `stdin` is `up`'s attachment, held for as long as it runs.
+    /// A container; `stdin` is this process's attachment, held for as long as it runs.
     Container {
         /// The engine.
         docker: Docker,
         /// The container's name.
         name: String,
-        /// The container's stdin: dropping it ends the member.
+        /// The container's stdin: dropping it ends the machine.
         stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     },
 }
 
+/// How one control-plane member is started, again and again.
+pub struct MemberPlan {
+    /// Its Raft id.
+    pub id: u64,
+    /// Where the front door reaches its API, on this host.
+    pub api: std::net::SocketAddr,
+    /// How it runs.
+    pub machine: MachinePlan,
+}
+
 impl MemberPlan {
-    /// Starts the member: its output appended to `member.log`, its pid in `pid`.
+    /// A member whose data directory (and log, and pid file) is `dir` on this host; in a
+    /// container `name` on `docker` if given, its API published on `api` and its data
+    /// directory mounted at `/data`, as the owner of that directory.
+    pub fn new(
+        id: u64,
+        dir: &Path,
+        api: std::net::SocketAddr,
+        args: Vec<std::ffi::OsString>,
+        container: Option<(Docker, String)>,
+    ) -> anyhow::Result<MemberPlan> {
+        let container = match container {
+            None => None,
+            Some((docker, name)) => {
+                let cluster = std::fs::read_to_string(dir.join("cluster-id"))
+                    .context("the member's data directory has no cluster-id")?;
+                Some(ContainerPlan {
+                    docker,
+                    name,
+                    labels: HashMap::from([
+                        (LABEL_CLUSTER.to_owned(), cluster.trim().to_owned()),
+                        (LABEL_MEMBER.to_owned(), id.to_string()),
+                    ]),
+                    binds: vec![format!("{}:{CONTAINER_DATA}", dir.display())],
+                    published: Some((CONTAINER_API_PORT, api)),
+                    user: owner_of(dir)?,
+                    groups: Vec::new(),
+                    env: Vec::new(),
+                })
+            }
+        };
+        Ok(MemberPlan {
+            id,
+            api,
+            machine: MachinePlan {
+                role: format!("control-plane member {id}"),
+                log: Some(dir.join("member.log")),
+                pid_file: Some(dir.join("pid")),
+                args,
+                container,
+            },
+        })
+    }
+}
+
+/// `UID:GID` of the owner of `path`.
+fn owner_of(path: &Path) -> anyhow::Result<String> {
+    let owner =
+        std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(format!("{}:{}", owner.uid(), owner.gid()))
+}
+
+impl MachinePlan {
+    /// Starts the machine: its output appended to its log, its pid in its pid file.
     pub async fn start(&self, exe: &Path) -> anyhow::Result<Machine> {
-        let log_path = self.dir.join("member.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("failed to open {}", log_path.display()))?;
+        let log = match &self.log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("failed to open {}", path.display()))?,
+            None => std::fs::File::from(
+                std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("failed to share stderr")?,
+            ),
+        };
         let (machine, pid) = match &self.container {
             None => {
-                // Its stdin is a pipe this process holds (`--stop-with-stdin`): the member
+                // Its stdin is a pipe this process holds (`--stop-with-stdin`): the machine
                 // ends when this process does, even if it is SIGKILLed.
                 let child = tokio::process::Command::new(exe)
                     .args(&self.args)
@@ -136,37 +227,31 @@ impl MemberPlan {
                     .stderr(Stdio::from(log))
                     .kill_on_drop(true)
                     .spawn()
-                    .context("failed to start a control-plane member")?;
+                    .with_context(|| format!("failed to start {}", self.role))?;
                 let pid = child.id();
                 (Machine::Process(child), pid)
             }
-            Some((docker, name)) => {
-                let (machine, pid) = self.start_container(docker, name, exe, log).await?;
+            Some(container) => {
+                let (machine, pid) = self.start_container(container, exe, log).await?;
                 (machine, Some(pid))
             }
         };
-        if let Some(pid) = pid {
-            let path = self.dir.join("pid");
-            std::fs::write(&path, pid.to_string())
+        if let (Some(pid), Some(path)) = (pid, &self.pid_file) {
+            std::fs::write(path, pid.to_string())
                 .with_context(|| format!("failed to write {}", path.display()))?;
         }
-        tracing::info!(member = self.id, api = %self.api, log = %log_path.display(), "control-plane member started");
+        tracing::info!(machine = %self.role, ?pid, "started");
         Ok(machine)
     }
 
     async fn start_container(
         &self,
-        docker: &Docker,
-        name: &str,
+        plan: &ContainerPlan,
         exe: &Path,
         log: std::fs::File,
     ) -> anyhow::Result<(Machine, u32)> {
-        let owner = std::fs::metadata(&self.dir)
-            .with_context(|| format!("failed to read {}", self.dir.display()))?;
-        let cluster = std::fs::read_to_string(self.dir.join("cluster-id"))
-            .context("the member's data directory has no cluster-id")?;
-        let api_port = format!("{CONTAINER_API_PORT}/tcp");
-        let env: Vec<String> = std::env::vars()
+        let (docker, name) = (&plan.docker, plan.name.as_str());
+        let mut env: Vec<String> = std::env::vars()
             .filter(|(key, _)| {
                 key.starts_with("SHIPSHAPE_")
                     || PASSED_IN.contains(&key.as_str())
@@ -174,6 +259,17 @@ impl MemberPlan {
             })
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
+        env.extend(plan.env.iter().cloned());
+        let mut binds = vec![format!("{}:{}:ro", exe.display(), images::MACHINE_BINARY)];
+        binds.extend(plan.binds.iter().cloned());
+        let published = plan.published.map(|(inside, outside)| {
+            let port = format!("{inside}/tcp");
+            let binding = PortBinding {
+                host_ip: Some(outside.ip().to_string()),
+                host_port: Some(outside.port().to_string()),
+            };
+            (port, binding)
+        });
         let body = ContainerCreateBody {
             image: Some(images::MACHINE_IMAGE.to_owned()),
             cmd: Some(
@@ -184,29 +280,19 @@ impl MemberPlan {
             ),
             env: Some(env),
             hostname: Some(name.to_owned()),
-            user: Some(format!("{}:{}", owner.uid(), owner.gid())),
-            labels: Some(HashMap::from([
-                (LABEL_CLUSTER.to_owned(), cluster.trim().to_owned()),
-                (LABEL_MEMBER.to_owned(), self.id.to_string()),
-            ])),
+            user: Some(plan.user.clone()),
+            labels: Some(plan.labels.clone()),
             open_stdin: Some(true),
             stdin_once: Some(true),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
-            exposed_ports: Some(vec![api_port.clone()]),
+            exposed_ports: published.as_ref().map(|(port, _)| vec![port.clone()]),
             host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{}:{}:ro", exe.display(), images::MACHINE_BINARY),
-                    format!("{}:{CONTAINER_DATA}", self.dir.display()),
-                ]),
-                port_bindings: Some(HashMap::from([(
-                    api_port,
-                    Some(vec![PortBinding {
-                        host_ip: Some(self.api.ip().to_string()),
-                        host_port: Some(self.api.port().to_string()),
-                    }]),
-                )])),
+                binds: Some(binds),
+                port_bindings: published
+                    .map(|(port, binding)| HashMap::from([(port, Some(vec![binding]))])),
+                group_add: (!plan.groups.is_empty()).then(|| plan.groups.clone()),
                 network_mode: Some(POD_NETWORK.to_owned()),
                 auto_remove: Some(true),
                 ..Default::default()
@@ -249,6 +335,7 @@ impl MemberPlan {
                 if log.write_all(&chunk.into_bytes()).await.is_err() {
                     break;
                 }
+                let _ = log.flush().await;
             }
         });
         let machine = Machine::Container {
@@ -258,6 +345,154 @@ impl MemberPlan {
         };
         Ok((machine, pid as u32))
     }
+}
+
+/// Label on a node agent's container: the node's name. (Not `shipshape.node`, which marks
+/// the containers of a node's pods: the agent would take its own for one of them.)
+pub const LABEL_NODE_MACHINE: &str = "shipshape.node-machine";
+
+/// Where a node agent in a container finds the Docker engine: the host's socket, mounted.
+const CONTAINER_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The name (and host name) of node `node`'s container in cluster `cluster`.
+pub fn node_container_name(cluster: &str, node: &str) -> String {
+    format!("shipshape-{cluster}-{node}")
+}
+
+/// A node agent that runs in a container of its own (`shipshape node --machines
+/// containers`), with an address of its own on the `shipshape` network. It drives the
+/// host's engine through its socket, mounted into the container — which gives it the
+/// run of that engine, as a kubelet has of its node's; so this is for a cluster on one's
+/// own machine, not for strangers' workloads. Its data directory and the CA are mounted at
+/// the paths they have on the host, so the paths of the pods' volumes, which the engine
+/// resolves on the host, are the same inside and out.
+pub struct NodeMachine {
+    /// The cluster id.
+    pub cluster: String,
+    /// The node's name.
+    pub name: String,
+    /// The apiserver's URL as this host reaches it; a loopback address in it becomes the
+    /// network's gateway, this host as the container sees it.
+    pub server: String,
+    /// The cluster CA certificate.
+    pub ca_file: PathBuf,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
+    /// The rest of its `shipshape node` arguments (token, size, labels, taints).
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl NodeMachine {
+    /// How to start it on `docker`, its output going to `log` (stderr if `None`).
+    pub async fn plan(&self, docker: &Docker, log: Option<PathBuf>) -> anyhow::Result<MachinePlan> {
+        if self.name.starts_with("member-") {
+            anyhow::bail!(
+                "node {} would take the container name of a control-plane member; \
+                 give it a name that does not start with `member-`",
+                self.name
+            );
+        }
+        runtime::ensure_network(docker).await?;
+        let gateway = runtime::network_gateway(docker)
+            .await
+            .context("the shipshape network has no gateway address")?;
+        let server = seen_from_network(&self.server, gateway)?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("failed to create {}", self.data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(&self.data_dir)?;
+        let ca_file = std::fs::canonicalize(&self.ca_file)
+            .with_context(|| format!("failed to find {}", self.ca_file.display()))?;
+        let socket = docker_socket()?;
+        let socket_group = std::fs::metadata(&socket)
+            .with_context(|| format!("failed to read {}", socket.display()))?
+            .gid();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "node".into(),
+            "--stop-with-stdin".into(),
+            "--server".into(),
+            server.into(),
+            "--ca-file".into(),
+            ca_file.clone().into(),
+            "--cluster".into(),
+            self.cluster.clone().into(),
+            "--name".into(),
+            self.name.clone().into(),
+            "--data-dir".into(),
+            data_dir.clone().into(),
+        ];
+        args.extend(self.args.iter().cloned());
+        Ok(MachinePlan {
+            role: format!("node agent {}", self.name),
+            log,
+            pid_file: None,
+            args,
+            container: Some(ContainerPlan {
+                docker: docker.clone(),
+                name: node_container_name(&self.cluster, &self.name),
+                labels: HashMap::from([
+                    (LABEL_CLUSTER.to_owned(), self.cluster.clone()),
+                    (LABEL_NODE_MACHINE.to_owned(), self.name.clone()),
+                ]),
+                binds: vec![
+                    format!("{0}:{0}", data_dir.display()),
+                    format!("{0}:{0}:ro", ca_file.display()),
+                    format!("{}:{CONTAINER_DOCKER_SOCKET}", socket.display()),
+                ],
+                published: None,
+                user: owner_of(&data_dir)?,
+                groups: vec![socket_group.to_string()],
+                env: vec![format!("DOCKER_HOST=unix://{CONTAINER_DOCKER_SOCKET}")],
+            }),
+        })
+    }
+}
+
+/// The Docker engine's socket on this host: `DOCKER_HOST` if it names one, else the usual
+/// path. An engine reached over TCP cannot be mounted into a container.
+fn docker_socket() -> anyhow::Result<PathBuf> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => match host.strip_prefix("unix://") {
+            Some(path) => Ok(PathBuf::from(path)),
+            None => anyhow::bail!(
+                "a node agent in a container reaches the engine through its socket, \
+                 mounted; DOCKER_HOST={host} is not a unix socket"
+            ),
+        },
+        _ => Ok(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+/// `server` as a container on the network sees it: a loopback host becomes `gateway`.
+fn seen_from_network(server: &str, gateway: std::net::IpAddr) -> anyhow::Result<String> {
+    let uri: http::Uri = server
+        .parse()
+        .with_context(|| format!("`{server}` is not a URL"))?;
+    let host = uri
+        .host()
+        .with_context(|| format!("`{server}` names no host"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Ok(server.to_owned());
+    }
+    let gateway = match gateway {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let path = if path == "/" && !server.ends_with('/') {
+        ""
+    } else {
+        path
+    };
+    Ok(format!(
+        "{}://{gateway}{port}{path}",
+        uri.scheme_str().unwrap_or("https")
+    ))
 }
 
 /// Creates container `name`, removing one of that name first — a leftover of a run that
@@ -380,8 +615,28 @@ impl Machine {
         if !self.ended_within(grace).await? {
             self.kill().await?;
         }
-        if let Machine::Container { stdin, .. } = self {
+        if let Machine::Container {
+            docker,
+            name,
+            stdin,
+        } = self
+        {
             let _ = stdin.shutdown().await;
+            // Removed when it exits (`AutoRemove`), a moment later: wait for that too, so
+            // that whoever looks for what a stopped cluster left finds nothing.
+            let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
+            while tokio::time::Instant::now() < deadline {
+                match docker
+                    .inspect_container(name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
         }
         Ok(())
     }
@@ -393,4 +648,24 @@ pub async fn prepare_engine(docker: &Docker, exe: &Path) -> anyhow::Result<()> {
     runtime::ensure_network(docker).await?;
     images::ensure_machine(docker, exe).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_server_is_the_gateway_from_the_network() {
+        let gateway: std::net::IpAddr = [172, 20, 0, 1].into();
+        for (server, seen) in [
+            ("https://127.0.0.1:6443", "https://172.20.0.1:6443"),
+            ("https://localhost:6443", "https://172.20.0.1:6443"),
+            ("https://[::1]:6443", "https://172.20.0.1:6443"),
+            ("https://10.0.0.5:6443", "https://10.0.0.5:6443"),
+            ("https://api.example:443", "https://api.example:443"),
+        ] {
+            assert_eq!(seen_from_network(server, gateway).expect("a URL"), seen);
+        }
+        assert!(seen_from_network("not a url at all", gateway).is_err());
+    }
 }

@@ -5,8 +5,11 @@
 //!
 //! On first start the control plane creates a CA (`ca.crt`, `ca.key`, mode 0600) in its
 //! data directory; on every start it signs a fresh serving certificate for `localhost`,
-//! `127.0.0.1`, `::1` and the listen address. The kubeconfig carries the CA, so clients
-//! verify the server without any `--insecure-skip-tls-verify`.
+//! `127.0.0.1`, `::1`, the listen address, `$HOSTNAME` and whatever other names and
+//! addresses it was told clients use (`--tls-san`, as k3s calls it: the address of this
+//! host that node agents in containers reach it at, or a load balancer's name). The
+//! kubeconfig carries the CA, so clients verify the server without any
+//! `--insecure-skip-tls-verify`.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -202,10 +205,21 @@ pub fn peer_tls(dir: &Path, host: &str, member: u64) -> Result<PeerTls, TlsError
 }
 
 /// Loads the cluster CA from `dir` (creating it the first time) and signs a serving
-/// certificate for `listen`.
-pub fn load_or_create(dir: &Path, listen: IpAddr) -> Result<TlsMaterial, TlsError> {
+/// certificate for `listen` and `extra_names` (IP addresses or DNS names).
+pub fn load_or_create(
+    dir: &Path,
+    listen: IpAddr,
+    extra_names: &[String],
+) -> Result<TlsMaterial, TlsError> {
     let ca = load_or_create_ca(dir)?;
-    let (chain, key) = sign(&ca, host_names(listen)?, "shipshape-apiserver")?;
+    let mut params = host_names(listen)?;
+    for name in extra_names {
+        params.subject_alt_names.push(match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into()?),
+        });
+    }
+    let (chain, key) = sign(&ca, params, "shipshape-apiserver")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
