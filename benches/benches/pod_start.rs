@@ -137,9 +137,14 @@ struct Shipshape {
 }
 
 /// Offset of Docker timestamp `at` (RFC 3339) from `since`, if it parses and is later.
-fn offset(at: Option<&str>, since: SystemTime) -> Option<Duration> {
+fn offset(at: Option<SystemTime>, since: SystemTime) -> Option<Duration> {
+    at?.duration_since(since).ok()
+}
+
+/// An RFC 3339 time, as Docker reports when a container started.
+fn parsed(at: Option<&str>) -> Option<SystemTime> {
     let at: jiff::Timestamp = at?.parse().ok()?;
-    SystemTime::from(at).duration_since(since).ok()
+    Some(SystemTime::from(at))
 }
 
 fn is_running(pod: &Pod) -> bool {
@@ -200,8 +205,10 @@ impl Shipshape {
                 .docker
                 .inspect_container(&id, None::<InspectContainerOptions>);
             let Ok(c) = inspect.await else { continue };
-            let created = offset(c.created.as_deref(), since);
-            let started = offset(c.state.and_then(|s| s.started_at).as_deref(), since);
+            // Docker's creation time is a `time` value (bollard's `time` feature), its start
+            // time a string.
+            let created = offset(c.created.map(SystemTime::from), since);
+            let started = offset(parsed(c.state.and_then(|s| s.started_at).as_deref()), since);
             if role == PAUSE {
                 (stages.sandbox_created, stages.sandbox_started) = (created, started);
             } else {

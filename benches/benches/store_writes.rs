@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
 
     let targets = [
         Target::Shipshape(store.store.clone()),
-        Target::Etcd(etcd.client()),
+        Target::Etcd(Box::new(etcd.client())),
     ];
     let value = value_of_len(VALUE_LEN);
     let mut criterion = Criterion::default()

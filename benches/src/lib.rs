@@ -581,7 +581,7 @@ pub enum Target {
     /// shipshape's store, called in-process.
     Shipshape(Store),
     /// etcd, through its HTTP/JSON gateway.
-    Etcd(EtcdClient),
+    Etcd(Box<EtcdClient>),
 }
 
 impl Target {

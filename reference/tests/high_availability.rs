@@ -16,24 +16,8 @@ use serde_json::json;
 use shipshape::client::Credentials;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Waits up to `limit` for `check` to return `Some`; panics with `what` otherwise.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+mod eventually;
+use eventually::eventually;
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
     serde_json::from_value(json!({
