@@ -120,6 +120,10 @@ impl Harness {
         if let Some(timeline) = world.timeline(scope.started).await {
             self.report.timeline(scope.scenario.clone(), timeline);
         }
+        let figures = std::mem::take(&mut world.figures);
+        if !figures.is_empty() {
+            self.report.figures(scope.scenario.clone(), figures);
+        }
         let driver = scope.driver.as_ref();
         let failed_nodes = std::mem::take(&mut world.failed_nodes);
         let partitioned = failed_nodes
@@ -357,6 +361,8 @@ pub struct ConformanceWorld {
     /// The objects this scenario tried to create through the member of the control plane
     /// cut off from the others, none of which it may acknowledge.
     pub(crate) sent_to_cut_off: Vec<String>,
+    /// Pictures the scenario's steps drew for the report (a failing history).
+    pub(crate) figures: Vec<crate::report::Figure>,
 }
 
 impl ConformanceWorld {

@@ -49,6 +49,9 @@ ol.steps li.failed { color: #c62828; font-weight: bold; }
 ol.steps li.skipped { color: #999; }
 .over { color: #c62828; font-weight: bold; }
 svg.timeline { display: block; margin: 6px 0; max-width: 100%; height: auto; }
+figure.history { margin: 8px 0; }
+figure.history figcaption { font-weight: bold; }
+svg.history { display: block; max-width: 100%; height: auto; background: #fafafa; }
 ol.marks { margin: 0 0 6px; padding-left: 22px; font-size: 12px; color: #555; }
 ol.marks li.fault { color: #c62828; }
 "#;
@@ -289,6 +292,14 @@ fn render_scenario(page: &mut String, scenario: &ScenarioReport) {
             );
         }
     }
+    for figure in &scenario.figures {
+        let _ = write!(
+            page,
+            "<figure class=\"history\"><figcaption>{}</figcaption>{}</figure>",
+            escape(&figure.caption),
+            figure.svg
+        );
+    }
     if !matches!(scenario.verdict, Verdict::NotApplicable { .. }) && !scenario.steps.is_empty() {
         page.push_str("<details><summary class=\"muted\">steps</summary><ol class=\"steps\">");
         for step in &scenario.steps {
@@ -376,6 +387,7 @@ mod tests {
             }],
             timeline: None,
             explanation: None,
+            figures: Vec::new(),
         };
         let healing = FeatureReport {
             name: "Replicas come back after failures".to_owned(),
@@ -392,6 +404,7 @@ mod tests {
                         .differences
                         .get("A killed container is restarted in place")
                         .cloned(),
+                    figures: vec![stale_read_figure()],
                     ..scenario(
                         "h",
                         "A killed container is restarted in place",
@@ -441,6 +454,17 @@ mod tests {
                 started: "2026-11-27T12:00:00Z".to_owned(),
                 report: "../mutants/report.html".to_owned(),
             }),
+        }
+    }
+
+    /// The picture of a history with a stale read: a write acknowledged, then the old value
+    /// read.
+    fn stale_read_figure() -> crate::report::Figure {
+        use crate::linearizability::{check, timeline};
+        let history = timeline::tests::stale_read_after_an_update();
+        crate::report::Figure {
+            caption: "The history of key \"k\" is not linearizable".to_owned(),
+            svg: timeline::svg(&check(&history).keys[0]),
         }
     }
 
@@ -500,6 +524,8 @@ mod tests {
             "not applicable",
             "Not applicable: the swarm has 1 node",
             "Known difference of this system:",
+            "The history of key \"k\" is not linearizable",
+            "had to come next and cannot",
         ] {
             assert!(
                 text.contains(visible),

@@ -170,6 +170,18 @@ pub struct ScenarioReport {
     /// The driver's explanation, when the scenario failed on a known difference of the
     /// system under test.
     pub explanation: Option<String>,
+    /// Pictures its steps drew (a history that is not linearizable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+}
+
+/// A picture a step drew for the report, with its caption.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Figure {
+    /// What it shows.
+    pub caption: String,
+    /// The picture, an `<svg>` element.
+    pub svg: String,
 }
 
 /// One convergence time, in the report.
@@ -331,6 +343,8 @@ struct Inner {
     order: Vec<ScenarioId>,
     /// Timelines handed over by the after-scenario hook.
     timelines: BTreeMap<ScenarioId, Timeline>,
+    /// Pictures handed over by the after-scenario hook.
+    figures: BTreeMap<ScenarioId, Vec<Figure>>,
 }
 
 impl Report {
@@ -352,6 +366,15 @@ impl Report {
     /// Keeps what a scenario's traffic, monitor and faults saw.
     pub fn timeline(&self, scenario: ScenarioId, timeline: Timeline) {
         self.lock().timelines.insert(scenario, timeline);
+    }
+
+    /// Keeps the pictures a scenario's steps drew.
+    pub fn figures(&self, scenario: ScenarioId, figures: Vec<Figure>) {
+        self.lock()
+            .figures
+            .entry(scenario)
+            .or_default()
+            .extend(figures);
     }
 
     /// The convergence times measured so far.
@@ -511,6 +534,7 @@ impl Report {
                 measurements,
                 timeline,
                 explanation,
+                figures: inner.figures.get(id).cloned().unwrap_or_default(),
             };
             match features.iter_mut().find(|f| f.name == id.feature) {
                 Some(feature) => feature.scenarios.push(scenario),

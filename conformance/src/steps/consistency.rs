@@ -93,7 +93,18 @@ async fn history_is_linearizable(world: &mut ConformanceWorld) -> StepResult {
     if checked.is_linearizable() {
         return Ok(());
     }
-    let drawn: Vec<String> = checked.failures().take(2).map(timeline::draw).collect();
+    let failures: Vec<_> = checked.failures().take(2).collect();
+    for failure in &failures {
+        world.figures.push(crate::report::Figure {
+            caption: format!(
+                "The history of key {:?} is not linearizable: no order of its operations \
+                 explains every answer",
+                failure.key
+            ),
+            svg: timeline::svg(failure),
+        });
+    }
+    let drawn: Vec<String> = failures.into_iter().map(timeline::draw).collect();
     Err(anyhow!("{}\n{}", checked.summary(), drawn.join("\n")).into())
 }
 
