@@ -255,8 +255,26 @@ impl std::fmt::Debug for LocalMembersCluster {
     }
 }
 
-/// A free port on loopback, found by binding to port 0.
+/// A free port on loopback for a member to listen on. It is found by binding and let go
+/// before the member binds it, so it must not be one the kernel hands out meanwhile as
+/// the source port of an outgoing connection — other clusters' members, clients and
+/// front doors make many: it is drawn at random from 10000–29999, below the kernel's
+/// ephemeral range (`ip_local_port_range`, from 32768 by default), which outgoing
+/// connections use, and below the node ports (from 30000), which the proxy listens on.
 fn free_port() -> anyhow::Result<SocketAddr> {
+    use rand::Rng as _;
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_start.clamp(10_001, 30_000);
+    let mut rng = rand::thread_rng();
+    for _ in 0..100 {
+        let port = rng.gen_range(10_000..below);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
     Ok(listener.local_addr()?)

@@ -77,7 +77,9 @@ async fn start_up(dir: &Path) -> (tokio::process::Child, String) {
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("up.log")).expect("up's log"),
+        ))
         .kill_on_drop(true)
         .spawn()
         .expect("shipshape up starts");
@@ -88,7 +90,12 @@ async fn start_up(dir: &Path) -> (tokio::process::Child, String) {
                 return url.to_owned();
             }
         }
-        panic!("shipshape up exited without serving");
+        let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        panic!(
+            "shipshape up exited without serving; the end of its output:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     })
     .await
     .expect("serving within 90 s");
