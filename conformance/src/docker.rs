@@ -52,6 +52,9 @@ pub struct Machine {
     pub gateways: BTreeMap<String, std::net::IpAddr>,
     /// The host ports its container ports are published on (`6443/tcp` → 32771).
     pub published: BTreeMap<String, u16>,
+    /// Whether the engine removes it when it stops (`AutoRemove`): then a machine that
+    /// lost power cannot be started again.
+    pub removed_when_stopped: bool,
 }
 
 impl Engine {
@@ -173,6 +176,38 @@ impl Engine {
         }
     }
 
+    /// Starts a container that is not running, as `docker start` does.
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        let answer = self
+            .send("POST", &format!("/containers/{id}/start"))
+            .await?;
+        match answer.status {
+            204 | 304 => Ok(()),
+            status => bail!(
+                "the Docker engine did not start container {id}: {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+
+    /// The addresses of the containers on network `network`.
+    pub async fn network_addresses(&self, network: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
+        let answer = self
+            .send("GET", &format!("/networks/{}", percent_encode(network)))
+            .await?;
+        if answer.status != 200 {
+            bail!(
+                "the Docker engine did not describe network {network}: {} {}",
+                answer.status,
+                answer.body.trim()
+            );
+        }
+        let network: Value = serde_json::from_str(&answer.body).with_context(|| {
+            format!("the Docker engine described a network as {:?}", answer.body)
+        })?;
+        Ok(addresses_on(&network))
+    }
+
     /// Removes a container, running or not, with its anonymous volumes, as `docker rm -fv`
     /// does. One that is already gone, or already being removed (by its node agent, say),
     /// is not an error.
@@ -228,6 +263,21 @@ fn containers_of(body: &str) -> anyhow::Result<Vec<Container>> {
         .collect()
 }
 
+/// The addresses (`IPv4Address`, `172.18.0.5/16`) of the containers of a `GET
+/// /networks/NAME` answer.
+fn addresses_on(network: &Value) -> Vec<std::net::IpAddr> {
+    network
+        .pointer("/Containers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, container)| {
+            let address = container.get("IPv4Address")?.as_str()?;
+            address.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
 /// The [`Machine`] of a `GET /containers/ID/json` answer.
 fn machine_of(body: &str) -> anyhow::Result<Machine> {
     let inspected: Value = serde_json::from_str(body)
@@ -266,6 +316,10 @@ fn machine_of(body: &str) -> anyhow::Result<Machine> {
         addresses,
         gateways,
         published,
+        removed_when_stopped: inspected
+            .pointer("/HostConfig/AutoRemove")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -318,6 +372,26 @@ mod tests {
     }
 
     #[test]
+    fn a_network_lists_the_addresses_of_its_containers() {
+        let network: Value = serde_json::from_str(
+            r#"{"Name":"kind","Containers":{
+                "a1":{"Name":"kind-control-plane","IPv4Address":"172.19.0.2/16"},
+                "b2":{"Name":"kind-worker","IPv4Address":"172.19.0.3/16"},
+                "c3":{"Name":"odd","IPv4Address":""}}}"#,
+        )
+        .expect("json");
+        let mut addresses = addresses_on(&network);
+        addresses.sort();
+        assert_eq!(
+            addresses,
+            vec![
+                std::net::IpAddr::from([172, 19, 0, 2]),
+                std::net::IpAddr::from([172, 19, 0, 3])
+            ]
+        );
+    }
+
+    #[test]
     fn a_machine_reads_its_pid_addresses_gateways_and_published_ports() {
         let body = r#"{"State":{"Pid":4242},"NetworkSettings":{
             "Networks":{"shipshape":{"IPAddress":"172.18.0.7","Gateway":"172.18.0.1"},"none":{"IPAddress":""}},
@@ -335,6 +409,7 @@ mod tests {
         );
         assert_eq!(machine.published.get("6443/tcp"), Some(&39269));
         assert_eq!(machine.published.len(), 1);
+        assert!(!machine.removed_when_stopped);
         assert!(machine_of(r#"{"State":{"Pid":0}}"#).is_err(), "not running");
         assert!(machine_of("not json").is_err());
     }

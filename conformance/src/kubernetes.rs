@@ -50,10 +50,11 @@
 //! plane — and adding nodes need the machines themselves. A [`Machines`] implementation
 //! says which of those it can do and does them: the reference driver's processes
 //! ([`crate::reference`]) can do all of them; for a cluster the kit did not start
-//! ([`ApiOnly`]) they are *not applicable*, with the reason in the report. Nodes that are
-//! containers on the engine, as kind and k3d make them, are looked for and named in that
-//! reason; injecting node faults into them is not built yet.
+//! ([`ApiOnly`]) they are *not applicable*, with the reason in the report — unless its
+//! nodes are containers on the engine, as kind and k3d make them: then the kit loses,
+//! restarts and cuts off those containers ([`NodeContainers`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -71,6 +72,7 @@ use crate::driver::{
     HttpResponse, MULTI_NODE, NodeSpec, NodeStatus, PodSpec, Replica, Revision, RevisionEntry,
     RolloutStatus, ServiceSpec, Support, Taint,
 };
+use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
 
 /// How long connecting to the API server and each of the checks before the run may take:
@@ -250,14 +252,28 @@ pub trait Machines: Send + Sync + fmt::Debug {
     /// Injects a fault [`Machines::supports`] said yes to.
     fn inject<'a>(&'a self, fault: &'a Fault) -> DriverFuture<'a, ()>;
 
-    /// Whether nodes can be added and removed.
-    fn can_add_nodes(&self) -> Support;
+    /// Whether nodes can be added and removed: not, by default, to a cluster the kit did
+    /// not start.
+    fn can_add_nodes(&self) -> Support {
+        Support::No("the kit cannot add machines to a cluster it did not start".to_owned())
+    }
 
     /// Adds a node; returns once it is ready.
-    fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()>;
+    fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()> {
+        async move {
+            bail!(
+                "cannot add node {}: the kit did not start this cluster",
+                spec.name
+            )
+        }
+        .boxed()
+    }
 
     /// Removes a node [`Machines::add_node`] added.
-    fn remove_node<'a>(&'a self, name: &'a str) -> DriverFuture<'a, ()>;
+    fn remove_node<'a>(&'a self, name: &'a str) -> DriverFuture<'a, ()> {
+        async move { bail!("cannot remove node {name}: the kit did not start this cluster") }
+            .boxed()
+    }
 
     /// Stops what was started for the run.
     fn shut_down(&self) -> DriverFuture<'_, ()>;
@@ -294,25 +310,6 @@ impl Machines for ApiOnly {
 
     fn inject<'a>(&'a self, fault: &'a Fault) -> DriverFuture<'a, ()> {
         async move { bail!("cannot {fault}: {}", self.reason) }.boxed()
-    }
-
-    fn can_add_nodes(&self) -> Support {
-        Support::No("the kit cannot add machines to a cluster it did not start".to_owned())
-    }
-
-    fn add_node<'a>(&'a self, spec: &'a NodeSpec) -> DriverFuture<'a, ()> {
-        async move {
-            bail!(
-                "cannot add node {}: the kit did not start this cluster",
-                spec.name
-            )
-        }
-        .boxed()
-    }
-
-    fn remove_node<'a>(&'a self, name: &'a str) -> DriverFuture<'a, ()> {
-        async move { bail!("cannot remove node {name}: the kit did not start this cluster") }
-            .boxed()
     }
 
     fn shut_down(&self) -> DriverFuture<'_, ()> {
@@ -471,7 +468,7 @@ impl KubernetesDriver {
             Some(machines) => machines,
             None => {
                 let names: Vec<&str> = statuses.iter().map(|node| node.name.as_str()).collect();
-                Box::new(ApiOnly::new(why_api_only(&engine, &names, &options).await))
+                machines_found(&engine, &names, &options).await
             }
         };
         Ok(Self {
@@ -560,40 +557,56 @@ async fn check_api(client: &kube::Client, server: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Why the faults past the API are not applicable to a cluster the kit did not start: it
-/// looks for the nodes as containers on the engine (named as the nodes, or as the
+/// The machines behind a cluster the kit did not start: its nodes' containers
+/// ([`NodeContainers`]) when every node is a container on the engine; else the API only,
+/// with the reason.
+async fn machines_found(
+    engine: &Engine,
+    nodes: &[&str],
+    options: &KubernetesOptions,
+) -> Box<dyn Machines> {
+    let found = match node_containers(engine, nodes, options).await {
+        Ok(found) => found,
+        Err(reason) => return Box::new(ApiOnly::new(reason)),
+    };
+    match NodeContainers::new(engine.clone(), found).await {
+        Ok(machines) => Box::new(machines),
+        Err(error) => Box::new(ApiOnly::new(format!(
+            "the nodes are containers on the Docker engine at {}, but not usable as machines: {error:#}",
+            engine.host()
+        ))),
+    }
+}
+
+/// Each node's container on the engine (named as the node, or as the
 /// `SHIPSHAPE_NODE_CONTAINERS` pattern says with `{node}` for a node's name), as kind and
-/// k3d make them, and says what it found.
-async fn why_api_only(engine: &Engine, nodes: &[&str], options: &KubernetesOptions) -> String {
+/// k3d make them; or why the kit reaches the machines through the API only.
+async fn node_containers(
+    engine: &Engine,
+    nodes: &[&str],
+    options: &KubernetesOptions,
+) -> Result<BTreeMap<String, String>, String> {
     let pattern = options
         .node_containers
         .clone()
         .unwrap_or_else(|| "{node}".to_owned());
-    let containers = match engine.container_names().await {
-        Ok(containers) => containers,
-        Err(error) => {
-            return format!(
-                "the kit did not start this cluster and reaches it through its API only (no Docker engine to look for its nodes on: {error:#})"
-            );
-        }
-    };
-    let found: Vec<String> = nodes
+    let containers = engine.container_names().await.map_err(|error| {
+        format!(
+            "the kit did not start this cluster and reaches it through its API only (no Docker engine to look for its nodes on: {error:#})"
+        )
+    })?;
+    let found: BTreeMap<String, String> = nodes
         .iter()
-        .map(|node| pattern.replace("{node}", node))
-        .filter(|name| containers.contains(name))
+        .map(|node| ((*node).to_owned(), pattern.replace("{node}", node)))
+        .filter(|(_, name)| containers.contains(name))
         .collect();
-    if !nodes.is_empty() && found.len() == nodes.len() {
-        format!(
-            "the nodes are containers on the Docker engine at {} ({}), but injecting faults into node containers is not built yet",
-            engine.host(),
-            found.join(", ")
-        )
-    } else {
-        format!(
-            "the kit did not start this cluster, and no node of it is a container on the Docker engine at {} (looked for containers named {pattern:?} for each node); it reaches the machines through the API only",
+    if nodes.is_empty() || found.len() != nodes.len() {
+        return Err(format!(
+            "the kit did not start this cluster, and not every node of it is a container on the Docker engine at {} (looked for containers named {pattern:?} for each node); it reaches the machines through the API only",
             engine.host()
-        )
+        ));
     }
+    Ok(found)
 }
 
 /// Deletes the namespaces of the kit's runs that were killed (their run's process is

@@ -92,6 +92,7 @@ pub mod kubernetes;
 pub mod linearizability;
 pub mod links;
 pub mod mutants;
+pub mod node_containers;
 pub mod plain_http;
 pub mod profile;
 pub mod reaper;

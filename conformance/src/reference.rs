@@ -1367,6 +1367,13 @@ impl StandaloneUp {
     /// Starts `shipshape up` (its output appended to `log_path`) and waits until its API
     /// server is ready.
     pub async fn start(log_path: &Path) -> anyhow::Result<Self> {
+        Self::start_with_members(log_path, 1).await
+    }
+
+    /// [`StandaloneUp::start`] with a control plane of `members`: with several, `up
+    /// --control-plane N --machines containers`, where every member and every node is a
+    /// container of its own on the `shipshape` network.
+    pub async fn start_with_members(log_path: &Path, members: u64) -> anyhow::Result<Self> {
         let docker = Engine::from_env();
         docker.ping(DOCKER_TIMEOUT).await.context(
             "shipshape up runs every pod as a Docker container: start dockerd, or point \
@@ -1382,10 +1389,31 @@ impl StandaloneUp {
             1,
             "127.0.0.1:0",
             u32::try_from(NODES).unwrap_or(3),
-            1,
+            members,
         )
         .await?;
+        // As a user would before using it: every node ready (node containers take a few
+        // seconds more than agents in `up`'s own process).
+        let client = cluster.client.clone();
+        wait_for(NODES_READY_TIMEOUT, || async {
+            let nodes = kubeapi::list_nodes(&client).await?;
+            Ok(nodes.iter().filter(|node| node.ready).count() >= NODES)
+        })
+        .await
+        .context("the nodes of `shipshape up` did not become ready")?;
         Ok(Self { cluster, data_dir })
+    }
+
+    /// The names its node containers have (with several members), `{node}` standing for a
+    /// node's name: what `SHIPSHAPE_NODE_CONTAINERS` says for such a cluster.
+    pub fn node_containers(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.path().join("cluster-id");
+        let cluster = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        Ok(shipshape::machines::node_container_name(
+            cluster.trim(),
+            "{node}",
+        ))
     }
 
     /// The kubeconfig it wrote.

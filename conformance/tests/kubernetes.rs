@@ -9,6 +9,14 @@
 //! clusters whose node ports and pods the kit cannot reach; its report goes to
 //! `<target>/conformance/through-the-api-server/kubernetes/`.
 //!
+//! Unless a kubeconfig is given, it then starts a second `shipshape up` on its own, of
+//! three members where every member and node is a container (`--control-plane 3
+//! --machines containers`), and runs the partition scenario against it through the
+//! `kubernetes` driver, which finds the node containers by name
+//! (`SHIPSHAPE_NODE_CONTAINERS`) and cuts one off as it would a kind node; the scenario
+//! must run and pass, not be found inapplicable. Its report goes to
+//! `<target>/conformance/nodes-as-containers/kubernetes/`.
+//!
 //! Before the run it leaves a namespace as a killed run of the kit would (labelled with
 //! the id of a run whose process is gone), and checks afterwards that the run removed it.
 //!
@@ -77,6 +85,7 @@ async fn certify() -> anyhow::Result<bool> {
         api_proxy_for_replicas: true,
         ..kubernetes.clone()
     };
+    let kubernetes_options = kubernetes.clone();
     let outcome = match Options::from_env(DriverChoice::Kubernetes(kubernetes)) {
         Ok(options) => run::certify(options).await,
         Err(error) => Err(error),
@@ -94,6 +103,10 @@ async fn certify() -> anyhow::Result<bool> {
         (Ok(_), Err(error)) => Err(error),
         (Err(_), _) => Ok(false),
     };
+    let nodes_as_containers = match (&outcome, &up) {
+        (Ok(_), Some(_)) => partition_node_containers(&kubernetes_options, &report_root).await,
+        _ => Ok(true),
+    };
     let still_there = Api::<Namespace>::all(client)
         .get_opt(&left)
         .await?
@@ -104,9 +117,47 @@ async fn certify() -> anyhow::Result<bool> {
     };
     let outcome = outcome?;
     let through_api = through_api?;
+    let nodes_as_containers = nodes_as_containers?;
     stopped?;
     if still_there {
         anyhow::bail!("namespace {left}, left by a killed run, was not removed by the next run");
     }
-    Ok(outcome.success && through_api)
+    Ok(outcome.success && through_api && nodes_as_containers)
+}
+
+/// Starts `shipshape up --control-plane 3 --machines containers` and runs the partition
+/// scenario against it through the `kubernetes` driver with node containers found by
+/// name; whether it ran and passed.
+async fn partition_node_containers(
+    kubernetes: &KubernetesOptions,
+    report_root: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let report_root = report_root.join("nodes-as-containers");
+    let dir = report_root.join("kubernetes");
+    std::fs::create_dir_all(&dir)?;
+    let up = StandaloneUp::start_with_members(&dir.join("shipshape-up.log"), 3).await?;
+    let options = KubernetesOptions {
+        kubeconfig: Some(up.kubeconfig().to_owned()),
+        node_containers: Some(up.node_containers()?),
+        ..kubernetes.clone()
+    };
+    let outcome = match Options::from_env(DriverChoice::Kubernetes(options)) {
+        Ok(mut options) => {
+            options.tags = Some("@partition-node".to_owned());
+            options.report_root = report_root;
+            run::certify(options).await
+        }
+        Err(error) => Err(error),
+    };
+    let stopped = up.stop().await;
+    let outcome = outcome?;
+    stopped?;
+    if outcome.report.passed == 0 {
+        eprintln!(
+            "kubernetes: the partition scenario did not run against the node containers; see {}",
+            outcome.html.display()
+        );
+        return Ok(false);
+    }
+    Ok(outcome.success)
 }
