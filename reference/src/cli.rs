@@ -488,6 +488,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         config.memory = memory;
     }
     config.max_pods = args.max_pods;
+    config.reconnect = Some(agent::Reconnect(creds.clone()));
     config.labels = parse_labels(&args.labels)?;
     config.taints = args.taints;
     let (stop, stopped) = watch::channel(false);

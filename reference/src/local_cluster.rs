@@ -167,7 +167,8 @@ async fn start_nodes(
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let dir = data_dir.join("nodes").join(&name);
-        let config = AgentConfig::new(&name, cluster, dir, &creds.token);
+        let mut config = AgentConfig::new(&name, cluster, dir, &creds.token);
+        config.reconnect = Some(agent::Reconnect(creds.clone()));
         let client = creds
             .client()
             .context("failed to build a node agent's client")?;

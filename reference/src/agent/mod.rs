@@ -73,7 +73,27 @@ pub struct AgentConfig {
     pub token: String,
     /// Remove this node's containers when the agent stops (true for `shipshape up`).
     pub cleanup_on_exit: bool,
+    /// How to open fresh connections when a heartbeat fails, if the agent knows.
+    pub reconnect: Option<Reconnect>,
 }
+
+/// What the heartbeat needs to start over with fresh connections after one fails, as a
+/// kubelet closes all its connections then: behind a front door (a load balancer) the
+/// failing one may be pinned to an apiserver that cannot write — a control-plane member
+/// cut off from the others — while the others would take the heartbeat.
+#[derive(Clone)]
+pub struct Reconnect(pub crate::client::Credentials);
+
+impl std::fmt::Debug for Reconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconnect")
+            .field("server", &self.0.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long one heartbeat may take before it counts as failed.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AgentConfig {
     /// A node with the host's size and shipshape's default timings.
@@ -95,6 +115,7 @@ impl AgentConfig {
             data_dir,
             token: token.to_owned(),
             cleanup_on_exit: true,
+            reconnect: None,
         }
     }
 }
@@ -409,7 +430,7 @@ async fn sweep_orphans(runtime: &Runtime, workers: &HashMap<String, watch::Sende
 }
 
 async fn heartbeat(
-    nodes: Api<Node>,
+    mut nodes: Api<Node>,
     config: Arc<AgentConfig>,
     log_port: u16,
     mut shutdown: watch::Receiver<bool>,
@@ -420,18 +441,32 @@ async fn heartbeat(
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        let previous = nodes
-            .get_status(&config.node_name)
-            .await
-            .ok()
-            .and_then(|n| serde_json::to_value(n.status).ok());
-        let status = node_status(&config, log_port, &meta::now_rfc3339(), previous.as_ref());
-        let patch = Patch::Merge(json!({"status": status}));
-        if let Err(e) = nodes
-            .patch_status(&config.node_name, &PatchParams::default(), &patch)
-            .await
-        {
-            tracing::warn!(node = %config.node_name, error = %e, "heartbeat failed");
+        let beat = async {
+            let previous = nodes
+                .get_status(&config.node_name)
+                .await
+                .ok()
+                .and_then(|n| serde_json::to_value(n.status).ok());
+            let status = node_status(&config, log_port, &meta::now_rfc3339(), previous.as_ref());
+            let patch = Patch::Merge(json!({"status": status}));
+            nodes
+                .patch_status(&config.node_name, &PatchParams::default(), &patch)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let failed = match tokio::time::timeout(HEARTBEAT_TIMEOUT, beat).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("no answer within {HEARTBEAT_TIMEOUT:?}")),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(node = %config.node_name, %error, "heartbeat failed");
+            if let Some(Reconnect(credentials)) = &config.reconnect
+                && let Ok(client) = credentials.client()
+            {
+                nodes = Api::all(client);
+            }
         }
     }
 }
