@@ -26,6 +26,7 @@ Feature: A control plane of several members survives losing one
     When the member of the control plane that leads is cut off from the other members while the deployment "web" runs
     Then the member that was cut off acknowledges none of 5 writes sent to it
     And within 15 seconds the clients have completed 100 more operations
+    And what the member that was cut off answers to reads of the objects is part of their history
     When the links between the members of the control plane are restored
     Then within 15 seconds the member that was cut off serves what the others wrote meanwhile, and none of the writes sent to it
     And the history of their operations is linearizable

@@ -44,6 +44,7 @@ pub struct Workload {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     keys: Vec<String>,
+    namespace: String,
 }
 
 impl Workload {
@@ -78,7 +79,39 @@ impl Workload {
             stop,
             tasks,
             keys,
+            namespace: namespace.to_owned(),
         }
+    }
+
+    /// Reads every object once, all at once, through `client` — one member of several,
+    /// say — as one more client of the history (numbered after the others); the reads it
+    /// answers within `limit` join the history (one not answered changed nothing).
+    /// Returns how many it answered.
+    pub async fn read_through(&self, client: kube::Client, limit: Duration) -> usize {
+        let id = self.tasks.len();
+        let reads = self.keys.iter().map(|key| {
+            let client = client.clone();
+            let mut reader = Client {
+                id,
+                source: std::sync::Arc::new(move || Ok(client.clone())),
+                namespace: self.namespace.clone(),
+                keys: self.keys.clone(),
+                recorder: self.recorder.clone(),
+                written: 0,
+                random: 0,
+            };
+            async move {
+                matches!(
+                    tokio::time::timeout(limit, reader.read(key)).await,
+                    Ok(Answer::Answered(_))
+                )
+            }
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter(|answered| *answered)
+            .count()
     }
 
     /// The objects the clients work on.
