@@ -506,10 +506,6 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a node's container may take to stop after SIGTERM (its agent removes its
-/// pods' containers first).
-const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// `shipshape node --machines containers`: runs the agent in a container of its own
 /// ([`machines::NodeMachine`]) and keeps it — its output on this process's stderr —
 /// until this process is asked to stop (then stops it) or the container ends (then says
@@ -571,7 +567,7 @@ async fn node_in_container(args: NodeArgs) -> anyhow::Result<()> {
         how = ended => anyhow::bail!("the container of node {} ended: {how}", args.name),
         _ = stop_asked => {}
     }
-    machine.stop(NODE_STOP_TIMEOUT).await
+    machine.stop(machines::NODE_STOP_TIMEOUT).await
 }
 
 /// The address of this machine that packets to the apiserver named in `server` leave

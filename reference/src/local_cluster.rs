@@ -128,10 +128,6 @@ async fn remove_leftovers(docker: &bollard::Docker, cluster: &str) -> anyhow::Re
     Ok(())
 }
 
-/// How long a node agent's container may take to stop (its agent removes its pods'
-/// containers first).
-const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Starts the service proxy as a task in `agents`: node ports on loopback and on the pod
 /// network's gateway.
 async fn start_proxy(
@@ -602,7 +598,7 @@ impl LocalMembersCluster {
         let stopping = self
             .node_machines
             .iter_mut()
-            .map(|node| node.stop(NODE_STOP_TIMEOUT));
+            .map(|node| node.stop(machines::NODE_STOP_TIMEOUT));
         for stopped in futures::future::join_all(stopping).await {
             if let Err(e) = stopped {
                 tracing::warn!(error = %e, "a node agent's container did not stop cleanly");

@@ -351,6 +351,10 @@ impl MachinePlan {
 /// the containers of a node's pods: the agent would take its own for one of them.)
 pub const LABEL_NODE_MACHINE: &str = "shipshape.node-machine";
 
+/// How long a node agent's container may take to stop after SIGTERM (its agent removes
+/// its pods' containers first).
+pub const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a node agent in a container finds the Docker engine: the host's socket, mounted.
 const CONTAINER_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
