@@ -79,6 +79,11 @@ enum Command {
         /// A member's peer address, `ID=HOST:PORT`, this member's included (repeatable).
         #[arg(long = "peer", value_parser = peer, requires = "member")]
         peers: Vec<(u64, PeerAddress)>,
+        /// Join a running control plane that `shipshape control-plane add` told about this
+        /// member, rather than start a new one: the member waits for the leader and takes
+        /// the whole state from it in a snapshot. Ignored once the member has data.
+        #[arg(long, requires = "member")]
+        join: bool,
         /// Stop, as on SIGTERM, when stdin reaches its end: `up` starts its members so,
         /// holding their stdin, and they end with it however it ends.
         #[arg(long, hide = true)]
@@ -93,6 +98,21 @@ enum Command {
 /// What `control-plane` can do besides running a member.
 #[derive(Debug, Subcommand)]
 enum MemberAction {
+    /// Add a member to a running control plane (a Raft configuration change); then start
+    /// it with `shipshape control-plane --member ID --peer ... --join`, its data directory
+    /// holding the cluster's `ca.crt`, `ca.key`, `token` and `cluster-id`. A removed
+    /// member's id is never used again.
+    Add {
+        /// The new member's id.
+        #[arg(long)]
+        member: u64,
+        /// Where the other members will reach the new one, `HOST:PORT`.
+        #[arg(long)]
+        peer_address: PeerAddress,
+        /// The admin kubeconfig of the control plane.
+        #[arg(long, default_value = ".shipshape/kubeconfig")]
+        kubeconfig: PathBuf,
+    },
     /// Take a member out of a running control plane (a Raft configuration change);
     /// refused for the last member.
     Remove {
@@ -328,10 +348,20 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             ..
         } => remove_member(member, &kubeconfig).await,
         Command::ControlPlane {
+            action:
+                Some(MemberAction::Add {
+                    member,
+                    peer_address,
+                    kubeconfig,
+                }),
+            ..
+        } => add_member(member, &peer_address, &kubeconfig).await,
+        Command::ControlPlane {
             action: None,
             common,
             member,
             peers,
+            join,
             stop_with_stdin,
         } => {
             let members = match member {
@@ -343,7 +373,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                             anyhow::bail!("member {peer} is given twice with --peer");
                         }
                     }
-                    let members = Members { id, peers: map };
+                    let members = Members {
+                        id,
+                        peers: map,
+                        joining: join,
+                    };
                     members.check().map_err(|e| anyhow::anyhow!("{e}"))?;
                     Some(members)
                 }
@@ -425,6 +459,37 @@ async fn up_members(
 
 /// Asks the control plane behind `kubeconfig` to remove member `id`.
 async fn remove_member(id: u64, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
+    let request = http::Request::delete(format!("/shipshape/v1/members/{id}")).body(Vec::new())?;
+    ask_control_plane(kubeconfig, request).await?;
+    println!("member {id} was removed from the control plane");
+    Ok(())
+}
+
+/// Asks the control plane behind `kubeconfig` to add member `id`, reached at `address`.
+async fn add_member(
+    id: u64,
+    address: &PeerAddress,
+    kubeconfig: &std::path::Path,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "id": id, "peerAddress": address.to_string() });
+    let request = http::Request::post("/shipshape/v1/members")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    ask_control_plane(kubeconfig, request).await?;
+    println!(
+        "member {id} was added to the control plane; start it with\n  \
+         shipshape control-plane --member {id} --peer {id}={address} --peer ... --join\n\
+         (one --peer for every member, its data directory holding the cluster's ca.crt, \
+         ca.key, token and cluster-id)"
+    );
+    Ok(())
+}
+
+/// Sends `request` to the control plane behind `kubeconfig`; the API's message if refused.
+async fn ask_control_plane(
+    kubeconfig: &std::path::Path,
+    request: http::Request<Vec<u8>>,
+) -> anyhow::Result<String> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("failed to read the kubeconfig {}", kubeconfig.display()))?;
     let config =
@@ -432,12 +497,8 @@ async fn remove_member(id: u64, kubeconfig: &std::path::Path) -> anyhow::Result<
             .await
             .with_context(|| format!("the kubeconfig {} is not usable", kubeconfig.display()))?;
     let client = kube::Client::try_from(config)?;
-    let request = http::Request::delete(format!("/shipshape/v1/members/{id}")).body(Vec::new())?;
     match client.request_text(request).await {
-        Ok(_) => {
-            println!("member {id} was removed from the control plane");
-            Ok(())
-        }
+        Ok(text) => Ok(text),
         Err(kube::Error::Api(status)) => anyhow::bail!("{}", status.message),
         Err(e) => Err(e).context("the control plane could not be reached"),
     }
@@ -726,6 +787,7 @@ mod tests {
         );
         let outside = Members {
             id: 4,
+            joining: false,
             peers: [(1, SocketAddr::from(([127, 0, 0, 1], 1)).into())].into(),
         };
         assert!(

@@ -58,6 +58,11 @@ pub struct Members {
     pub id: u64,
     /// Every member's peer address, this one's included, by id.
     pub peers: BTreeMap<u64, PeerAddress>,
+    /// Whether this member joins running members that added it
+    /// ([`Store::add_member`]), rather than starting a new control plane with them: it
+    /// starts with no voters and takes everything from the leader's snapshot. Only
+    /// matters while the member has no data.
+    pub joining: bool,
 }
 
 impl Members {
@@ -404,7 +409,11 @@ async fn start_member(
             })?;
     let store_config = StoreConfig {
         id: members.id,
-        voters: members.peers.keys().copied().collect(),
+        voters: if members.joining {
+            Vec::new()
+        } else {
+            members.peers.keys().copied().collect()
+        },
         ..StoreConfig::single(dir)
     };
     let transport = PeerTransport::new(config.clone());
@@ -557,7 +566,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A kubeconfig (JSON is valid YAML) for the admin token, trusting the cluster CA.
-pub(crate) fn kubeconfig_json(addr: SocketAddr, token: &str, ca_pem: &str) -> String {
+pub fn kubeconfig_json(addr: SocketAddr, token: &str, ca_pem: &str) -> String {
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let addr = reachable(addr);

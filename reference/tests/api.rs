@@ -562,3 +562,43 @@ async fn the_proxy_subresources_reach_a_pod_and_a_service_s_endpoints() {
     );
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn adding_a_member_checks_its_input_and_a_lone_control_plane_refuses_it() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let members = "/shipshape/v1/members";
+    let garbage = c
+        .request("POST", members, "application/json", b"{not json".to_vec())
+        .await;
+    assert_status(&garbage, 400, "BadRequest");
+    for bad in [
+        json!({"id": 0, "peerAddress": "127.0.0.1:2380"}),
+        json!({"id": 2, "peerAddress": "no port"}),
+        json!({"id": 2}),
+        json!({"id": 2, "peerAddress": "127.0.0.1:2380", "extra": true}),
+    ] {
+        assert_status(&c.post(members, &bad).await, 400, "BadRequest");
+    }
+    // A control plane started alone has no peer listener: a second voter it could never
+    // reach would leave it without a majority, so it refuses, and stays writable.
+    let alone = c
+        .post(members, &json!({"id": 2, "peerAddress": "127.0.0.1:2380"}))
+        .await;
+    assert_status(&alone, 400, "BadRequest");
+    assert!(
+        alone.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no peer listener")),
+        "{}",
+        alone.body
+    );
+    assert_status(
+        &c.request("GET", members, "application/json", Vec::new())
+            .await,
+        405,
+        "MethodNotAllowed",
+    );
+    assert_eq!(c.post(DEPLOYMENTS, &deployment("web")).await.code, 201);
+    cp.stop().await;
+}

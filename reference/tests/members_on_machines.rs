@@ -13,7 +13,12 @@
 //! Checked: a write through one member is read at once through each of the others; with
 //! the leader killed (SIGKILL), the other two keep accepting writes; started again on its
 //! data — at whatever address the network gives it now — the killed member serves the
-//! writes made while it was down.
+//! writes made while it was down. Then a machine is lost for good, disk and all: as the
+//! README tells an operator, `shipshape control-plane remove` takes its member out,
+//! `shipshape control-plane add` makes room for a new machine under a new id, and the new
+//! member, started with `--join` on an empty disk, takes everything from the leader's
+//! snapshot and counts in the majority: with another of the first members killed, the
+//! control plane still takes writes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -41,16 +46,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The shared files of a cluster, and where each member's copy of them lives.
 struct Cluster {
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     id: String,
     token: String,
     ca_pem: String,
-    dirs: Vec<PathBuf>,
+}
+
+impl Cluster {
+    /// Member `id`'s data directory, holding the cluster's shared files.
+    fn dir(&self, id: u64) -> PathBuf {
+        let dirs = shipshape::control_plane::prepare_members(self.root.path(), id)
+            .expect("the members' data directories");
+        dirs[(id - 1) as usize].clone()
+    }
 }
 
 fn prepare() -> Cluster {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let dirs = shipshape::control_plane::prepare_members(root.path(), MEMBERS)
+    shipshape::control_plane::prepare_members(root.path(), MEMBERS)
         .expect("the members' data directories");
     let read = |file: &str| {
         std::fs::read_to_string(root.path().join(file))
@@ -62,16 +75,21 @@ fn prepare() -> Cluster {
         id: read("cluster-id"),
         token: read("token"),
         ca_pem: std::fs::read_to_string(root.path().join("ca.crt")).expect("the CA"),
-        dirs,
-        _root: root,
+        root,
     }
 }
 
 /// Starts member `id` of `cluster` in a container of its own, as a host of its own would
-/// run it, and waits until it announces its apiserver.
-async fn start_member(cluster: &Cluster, id: u64) -> ContainerAsync<GenericImage> {
+/// run it, and waits until it announces its apiserver; its fellow members are `peers`
+/// (itself included), and it joins them if `join`.
+async fn start_member(
+    cluster: &Cluster,
+    id: u64,
+    peers: &[u64],
+    join: bool,
+) -> ContainerAsync<GenericImage> {
     let name = machines::container_name(&cluster.id, id);
-    let dir = &cluster.dirs[(id - 1) as usize];
+    let dir = &cluster.dir(id);
     let owner = std::fs::metadata(dir).expect("the member's data directory");
     let mut args: Vec<String> = [
         "control-plane",
@@ -84,12 +102,12 @@ async fn start_member(cluster: &Cluster, id: u64) -> ContainerAsync<GenericImage
     ]
     .map(str::to_owned)
     .to_vec();
-    for peer in 1..=MEMBERS {
+    for peer in peers {
         args.push("--peer".to_owned());
-        args.push(format!(
-            "{peer}={}:{CONTAINER_PEER_PORT}",
-            machines::container_name(&cluster.id, peer)
-        ));
+        args.push(peer_address(cluster, *peer));
+    }
+    if join {
+        args.push("--join".to_owned());
     }
     let log_path = log_path(id);
     let log = std::sync::Mutex::new(std::fs::File::create(&log_path).expect("a member's log"));
@@ -130,19 +148,75 @@ async fn start_member(cluster: &Cluster, id: u64) -> ContainerAsync<GenericImage
         .unwrap_or_else(|e| panic!("member {id} did not start: {e}; see {}", log_path.display()))
 }
 
-/// A client of member `container` alone, at the port it publishes on this host.
-async fn client_of(cluster: &Cluster, container: &ContainerAsync<GenericImage>) -> kube::Client {
+/// `ID=HOST:PORT`: where the other members reach member `id`.
+fn peer_address(cluster: &Cluster, id: u64) -> String {
+    format!(
+        "{id}={}:{CONTAINER_PEER_PORT}",
+        machines::container_name(&cluster.id, id)
+    )
+}
+
+/// The address member `container` publishes its API at on this host.
+async fn api_address(container: &ContainerAsync<GenericImage>) -> std::net::SocketAddr {
     let port = container
         .get_host_port_ipv4(CONTAINER_API_PORT.tcp())
         .await
         .expect("the member publishes its API");
+    ([127, 0, 0, 1], port).into()
+}
+
+/// A client of member `container` alone, at the port it publishes on this host.
+async fn client_of(cluster: &Cluster, container: &ContainerAsync<GenericImage>) -> kube::Client {
     Credentials {
-        server: format!("https://127.0.0.1:{port}"),
+        server: format!("https://{}", api_address(container).await),
         token: cluster.token.clone(),
         ca_pem: cluster.ca_pem.clone(),
     }
     .client()
     .expect("a client")
+}
+
+/// Runs `shipshape control-plane ACTION ARGS` against member `container`, as an operator
+/// would with a kubeconfig for it; panics with its output if it fails.
+async fn control_plane(
+    cluster: &Cluster,
+    container: &ContainerAsync<GenericImage>,
+    action: &str,
+    args: &[&str],
+) {
+    let kubeconfig = cluster.root.path().join("operator.kubeconfig");
+    let address = api_address(container).await;
+    std::fs::write(
+        &kubeconfig,
+        shipshape::control_plane::kubeconfig_json(address, &cluster.token, &cluster.ca_pem),
+    )
+    .expect("the operator's kubeconfig");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
+        .args(["control-plane", action, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("shipshape runs");
+    assert!(
+        output.status.success(),
+        "shipshape control-plane {action} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Kills member `container` (SIGKILL), as a machine that loses power.
+async fn kill(docker: &bollard::Docker, container: &ContainerAsync<GenericImage>) {
+    docker
+        .kill_container(
+            container.id(),
+            Some(bollard::query_parameters::KillContainerOptions {
+                signal: "KILL".to_owned(),
+            }),
+        )
+        .await
+        .expect("a member's container is killed");
 }
 
 /// The member `/readyz` names the leader, once it answers 200.
@@ -196,8 +270,11 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
     let cluster = prepare();
 
     // Each "host" starts its member; they find each other by name and elect a leader.
-    let started =
-        futures::future::join_all((1..=MEMBERS).map(|id| start_member(&cluster, id))).await;
+    let first: Vec<u64> = (1..=MEMBERS).collect();
+    let started = futures::future::join_all(
+        (1..=MEMBERS).map(|id| start_member(&cluster, id, &first, false)),
+    )
+    .await;
     let mut members: BTreeMap<u64, ContainerAsync<GenericImage>> =
         (1..=MEMBERS).zip(started).collect();
     let mut clients = BTreeMap::new();
@@ -226,16 +303,7 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
     }
 
     // The leader loses power; the other two elect another and keep taking writes.
-    let killed = &members[&leader];
-    docker
-        .kill_container(
-            killed.id(),
-            Some(bollard::query_parameters::KillContainerOptions {
-                signal: "KILL".to_owned(),
-            }),
-        )
-        .await
-        .expect("the leader's container is killed");
+    kill(&docker, &members[&leader]).await;
     let survivors: Vec<u64> = (1..=MEMBERS).filter(|id| *id != leader).collect();
     eventually(
         Duration::from_secs(15),
@@ -267,6 +335,50 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
         },
     )
     .await;
+
+    // A machine is lost for good: its member is killed and its disk wiped. The operator
+    // removes it, and adds a new machine under a new id, which joins on an empty disk.
+    let lost = survivors[0];
+    kill(&docker, &members[&lost]).await;
+    std::fs::remove_dir_all(cluster.dir(lost).join("store")).expect("the lost disk is wiped");
+    let asked = &members[&survivors[1]];
+    control_plane(&cluster, asked, "remove", &["--member", &lost.to_string()]).await;
+    let new = MEMBERS + 1;
+    let address = peer_address(&cluster, new);
+    let address = address.split_once('=').expect("ID=ADDRESS").1;
+    control_plane(
+        &cluster,
+        asked,
+        "add",
+        &["--member", &new.to_string(), "--peer-address", address],
+    )
+    .await;
+    let now: Vec<u64> = [leader, survivors[1], new].into();
+    let joined = start_member(&cluster, new, &now, true).await;
+    let client = client_of(&cluster, &joined).await;
+    for name in ["written-through-1", "written-without-the-leader"] {
+        eventually(
+            START_TIMEOUT,
+            "the new member serves what was written before it joined",
+            || async { exists(&client, name).await.then_some(()) },
+        )
+        .await;
+    }
+    members.insert(new, joined);
+    // It counts in the majority: without one more of the first members, the new one and
+    // the last of them still take writes.
+    kill(&docker, &members[&leader]).await;
+    eventually(
+        Duration::from_secs(15),
+        "a write through the new member, with two of the first three gone",
+        || create(&client, "written-with-the-new-member"),
+    )
+    .await;
+    assert!(
+        exists(&clients[&survivors[1]], "written-with-the-new-member").await,
+        "member {} does not read what the new member acknowledged",
+        survivors[1]
+    );
 
     for (id, container) in members {
         // Both runs of each member, the live capture having followed the first only.

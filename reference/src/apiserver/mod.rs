@@ -51,6 +51,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 
+use crate::store::peers::PeerAddress;
 use crate::store::{Store, StoreError};
 use routes::Route;
 use status::ApiError;
@@ -145,11 +146,11 @@ pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
+fn text_response(code: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+        .body(Full::new(text.into()).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
@@ -177,10 +178,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
     let response = match route {
         Route::Health => {
             let leader = shared.store.leader();
-            let mut response = if leader.is_some() {
-                text_response(StatusCode::OK, "ok")
-            } else {
-                text_response(StatusCode::SERVICE_UNAVAILABLE, "store has no leader")
+            let mut response = match (shared.store.failure(), leader) {
+                (Some(why), _) => text_response(StatusCode::SERVICE_UNAVAILABLE, why),
+                (None, Some(_)) => text_response(StatusCode::OK, "ok"),
+                (None, None) => {
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, "store has no leader")
+                }
             };
             // Which member answered and which one it follows, for tools and benchmarks
             // that need to find the leader of a control plane of several members.
@@ -249,6 +252,7 @@ async fn route_authorized(
             resources::dispatch(shared, parts, target, body).await
         }
         Route::Member(id) => remove_member(shared, req.method(), &id).await,
+        Route::Members => add_member(shared, req).await,
         Route::Health | Route::Version | Route::NotFound => Err(ApiError::NoRoute),
     }
 }
@@ -280,6 +284,53 @@ async fn remove_member(
         Err(e @ StoreError::LastVoter { .. }) => Err(ApiError::Forbidden(e.to_string())),
         Err(e) => Err(ApiError::Unavailable(format!(
             "the member could not be removed: {e}"
+        ))),
+    }
+}
+
+/// `POST /shipshape/v1/members`, body `{"id": 4, "peerAddress": "HOST:PORT"}`: makes a
+/// new member a voter, through a Raft configuration change; the member then starts with
+/// `--join` and catches up from a snapshot.
+async fn add_member(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct NewMember {
+        id: u64,
+        peer_address: String,
+    }
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let body = read_body(req.into_body()).await?;
+    let member: NewMember = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "a new member is {{\"id\": N, \"peerAddress\": \"HOST:PORT\"}}: {e}"
+        ))
+    })?;
+    if member.id == 0 {
+        return Err(ApiError::BadRequest("member ids start at 1".into()));
+    }
+    let address: PeerAddress = member
+        .peer_address
+        .parse()
+        .map_err(|why: String| ApiError::BadRequest(format!("peerAddress: {why}")))?;
+    let id = member.id;
+    match shared.store.add_member(id, address.clone()).await {
+        Ok(()) => Ok(json_response(
+            StatusCode::CREATED,
+            &serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Success",
+                "message": format!("member {id} (peer address {address}) was added to the control plane"),
+            }),
+        )),
+        Err(
+            e @ (StoreError::AlreadyAMember { .. }
+            | StoreError::RemovedMember { .. }
+            | StoreError::NoPeers),
+        ) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "the member could not be added: {e}"
         ))),
     }
 }

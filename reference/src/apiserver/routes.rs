@@ -44,6 +44,9 @@ pub enum Route {
     OpenApiDoc(String),
     /// A resource path.
     Target(Target),
+    /// `/shipshape/v1/members`: the control plane's members, where `shipshape
+    /// control-plane add` adds one (not a Kubernetes API).
+    Members,
     /// `/shipshape/v1/members/{id}`: a control-plane member (not a Kubernetes API; what
     /// `shipshape control-plane remove` calls).
     Member(String),
@@ -66,6 +69,7 @@ pub fn parse(path: &str) -> Route {
         ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
         ["api", "v1", rest @ ..] => target("", "v1", rest, path.ends_with('/')),
         ["apis", g, v, rest @ ..] => target(g, v, rest, path.ends_with('/')),
+        ["shipshape", "v1", "members"] => Route::Members,
         ["shipshape", "v1", "members", id] => Route::Member((*id).to_owned()),
         _ => Route::NotFound,
     }

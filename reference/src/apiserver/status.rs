@@ -185,12 +185,13 @@ pub fn from_store(e: StoreError, resource: &'static Resource, name: &str) -> Api
         StoreError::Compacted { requested, oldest } => ApiError::Gone(format!(
             "too old resource version: {requested} ({oldest})"
         )),
-        StoreError::Dropped => ApiError::Timeout(format!(
+        StoreError::Dropped | StoreError::Interrupted(_) => ApiError::Timeout(format!(
             "Timeout: request did not complete; the write may still take effect: {e}"
         )),
         StoreError::NotLeader { .. } | StoreError::Stopped | StoreError::Unavailable(_) => {
             ApiError::Unavailable(format!("the store cannot take this request now: {e}"))
         }
+        StoreError::DiskFailed(why) => ApiError::Unavailable(why),
         other => ApiError::Internal(format!("storage failed: {other}")),
     }
 }

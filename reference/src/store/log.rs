@@ -26,6 +26,9 @@ const HARD_STATE: &[u8] = b"hs";
 const CONF_STATE: &[u8] = b"cs";
 const SNAPSHOT: &[u8] = b"snap";
 
+/// The index (and term) of the snapshot a new log starts from: see [`bootstrap`].
+pub(super) const BOOTSTRAP_INDEX: u64 = 1;
+
 fn entry_key(index: u64) -> Vec<u8> {
     let mut k = vec![b'e'];
     k.extend_from_slice(&index.to_be_bytes());
@@ -41,6 +44,56 @@ pub(super) struct DiskLog {
     mem: MemStorage,
     tree: sled::Tree,
     state: Arc<StateMachine>,
+}
+
+/// Starts a new log. A member of a new control plane starts from a snapshot at index 1
+/// that holds nothing but the first voters, so that every log begins after index 1 and a
+/// member that joins later, with an empty log, always gets a snapshot first — never the
+/// entries from index 1 without the voters they were committed under. A member that joins
+/// (no `voters`) starts with nothing at all and waits for that snapshot.
+fn bootstrap(
+    tree: &sled::Tree,
+    core: &mut raft::storage::MemStorageCore,
+    voters: &[u64],
+) -> Result<(), StoreError> {
+    let cs = ConfState {
+        voters: voters.to_vec(),
+        ..Default::default()
+    };
+    let mut batch = sled::Batch::default();
+    batch.insert(
+        CONF_STATE,
+        cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?,
+    );
+    if voters.is_empty() {
+        tree.apply_batch(batch)?;
+        core.set_conf_state(cs);
+        return Ok(());
+    }
+    let meta = SnapshotMetadata {
+        index: BOOTSTRAP_INDEX,
+        term: BOOTSTRAP_INDEX,
+        conf_state: Some(cs).into(),
+        ..Default::default()
+    };
+    let hs = HardState {
+        term: BOOTSTRAP_INDEX,
+        commit: BOOTSTRAP_INDEX,
+        ..Default::default()
+    };
+    batch.insert(
+        SNAPSHOT,
+        meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
+    );
+    batch.insert(
+        HARD_STATE,
+        hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
+    );
+    tree.apply_batch(batch)?;
+    let mut snapshot = Snapshot::default();
+    snapshot.set_metadata(meta);
+    core.apply_snapshot(snapshot)?;
+    Ok(())
 }
 
 impl DiskLog {
@@ -71,17 +124,7 @@ impl DiskLog {
                 Some(bytes) => core.set_conf_state(
                     ConfState::parse_from_bytes(&bytes).map_err(|e| corrupt("conf state", e))?,
                 ),
-                None => {
-                    let cs = ConfState {
-                        voters: voters.to_vec(),
-                        ..Default::default()
-                    };
-                    tree.insert(
-                        CONF_STATE,
-                        cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?,
-                    )?;
-                    core.set_conf_state(cs);
-                }
+                None => bootstrap(&tree, &mut core, voters)?,
             }
             if let Some(bytes) = tree.get(HARD_STATE)? {
                 core.set_hardstate(

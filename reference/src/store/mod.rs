@@ -48,6 +48,25 @@
 //! Watches read each replica's own history, which every replica applies in the same order
 //! with the same revisions, so a watcher that moves to another replica resumes from its
 //! revision without a gap.
+//!
+//! ## Members come and go
+//!
+//! The voters change only through Raft configuration changes, one at a time:
+//! [`Store::remove_member`] and [`Store::add_member`]. An addition carries the new
+//! member's peer address, which every replica records as the change applies (and keeps in
+//! its snapshot), so that members started with the first list of peers still find it. A
+//! removed member's id is never added again. Every log starts from a snapshot at index 1
+//! holding the first voters ([`log`]), so a new member, whose log is empty, always takes a
+//! snapshot first and never replays entries without the voters they were committed under.
+//!
+//! ## When the disk fails
+//!
+//! A write is acknowledged only after it is durable; when sled cannot make it so (the disk
+//! is full, typically), the replica's run ends ([`node`]): what was in flight answers
+//! [`StoreError::Interrupted`], the database and raft-rs's memory are let go of, and until
+//! the disk takes a write again every request answers [`StoreError::DiskFailed`] with the
+//! reason. Then the replica opens its database again and goes on from what is durable, as
+//! after a restart of the process.
 
 mod codec;
 mod log;
@@ -79,7 +98,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// This replica's Raft id (1-based).
     pub id: u64,
-    /// Ids of every voter, this one included. `[1]` is a single-voter store.
+    /// Ids of every voter, this one included. `[1]` is a single-voter store. Empty for a
+    /// replica that joins running voters (after [`Store::add_member`]): it waits for the
+    /// leader's snapshot. Used only when the replica has no log yet.
     pub voters: Vec<u64>,
     /// Length of one Raft tick; elections and heartbeats count in ticks.
     pub tick: Duration,
@@ -204,6 +225,15 @@ pub enum StoreError {
     /// sled failed.
     #[error("failed to access the store's database: {0}")]
     Disk(#[from] sled::Error),
+    /// The replica's disk failed while the write was in flight; it may or may not have
+    /// applied (another member may have taken it in).
+    #[error("the write was interrupted, and may or may not have applied: {0}")]
+    Interrupted(String),
+    /// The replica's disk failed (is full, typically), and the replica is waiting to open
+    /// its database again; until then it takes no writes and serves no reads. Nothing it
+    /// acknowledged is lost.
+    #[error("{0}")]
+    DiskFailed(String),
     /// Raft failed.
     #[error("raft failed: {0}")]
     Raft(#[from] raft::Error),
@@ -213,6 +243,28 @@ pub enum StoreError {
     /// The member to remove is the only voter left: a store without voters is gone.
     #[error("member {id} is the last voter; a control plane cannot remove its last member")]
     LastVoter {
+        /// The member.
+        id: u64,
+    },
+    /// Members can only be added to a replica that talks to peers.
+    #[error(
+        "this control plane runs alone, with no peer listener: members can only be added to \
+         one started with --member and --peer"
+    )]
+    NoPeers,
+    /// The member to add is a voter already.
+    #[error("member {id} is already a member of this control plane")]
+    AlreadyAMember {
+        /// The member.
+        id: u64,
+    },
+    /// The member to add was a member once and was removed: ids are never used twice, so
+    /// that nothing a removed member sent or voted can count for a new one.
+    #[error(
+        "member {id} was removed from this control plane, and a removed member's id is never \
+         used again: give the new member another id"
+    )]
+    RemovedMember {
         /// The member.
         id: u64,
     },
@@ -242,13 +294,22 @@ enum Change {
     Write(Vec<Op>),
     /// Takes a member out of the voters (a Raft configuration change).
     RemoveMember(u64),
+    /// Makes a new member, reachable at a peer address, a voter.
+    AddMember(u64, peers::PeerAddress),
+}
+
+/// Opens the replica's database in `config.data_dir`.
+fn open_database(config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    Ok(sled::Config::new()
+        .path(config.data_dir.join("store"))
+        .mode(sled::Mode::LowSpace)
+        .open()?)
 }
 
 /// A handle on one store replica. Cheap to clone; all clones share the replica.
 #[derive(Clone)]
 pub struct Store {
     id: u64,
-    single_voter: bool,
     state: Arc<state::StateMachine>,
     proposals: mpsc::Sender<Proposal>,
     driver: Arc<node::DriverHandle>,
@@ -274,10 +335,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Corrupt(format!("cannot create data dir: {e}")))?;
-        let db = sled::Config::new()
-            .path(config.data_dir.join("store"))
-            .mode(sled::Mode::LowSpace)
-            .open()?;
+        let db = open_database(&config)?;
         if crate::failpoints::on!("store::forget-everything-on-restart") {
             // As a store that kept its state in memory only would: nothing survives.
             for name in db.tree_names() {
@@ -289,11 +347,10 @@ impl Store {
         }
         let state = Arc::new(state::StateMachine::open(&db, config.history_window)?);
         let (proposals, rx) = mpsc::channel(1024);
-        let (id, single_voter) = (config.id, config.voters == [config.id]);
+        let id = config.id;
         let driver = node::start(config, db, state.clone(), rx, transport.clone()).await?;
         Ok(Store {
             id,
-            single_voter,
             state,
             proposals,
             driver: Arc::new(driver),
@@ -383,12 +440,44 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Makes member `id`, whose peer listener is at `address`, a voter, through a Raft
+    /// configuration change; forwarded to the leader like a write. Every member learns the
+    /// address as the change applies. The new member starts with no voters of its own
+    /// ([`StoreConfig::voters`] empty) and catches up from a snapshot. Refused for a
+    /// current member ([`StoreError::AlreadyAMember`]) and for the id of a removed one
+    /// ([`StoreError::RemovedMember`]).
+    pub async fn add_member(&self, id: u64, address: peers::PeerAddress) -> Result<(), StoreError> {
+        if !self.transport.reaches_peers() {
+            return Err(StoreError::NoPeers);
+        }
+        self.through_leader(
+            || self.add_member_here(id, address.clone()),
+            |leader| {
+                self.transport
+                    .forward_addition(leader, id, address.to_string())
+            },
+        )
+        .await
+    }
+
+    /// [`Store::add_member`] on this replica; [`StoreError::NotLeader`] if it does not
+    /// lead.
+    pub async fn add_member_here(
+        &self,
+        id: u64,
+        address: peers::PeerAddress,
+    ) -> Result<(), StoreError> {
+        self.propose_here(Change::AddMember(id, address))
+            .await
+            .map(|_| ())
+    }
+
     /// Waits until this replica has applied every write acknowledged (by any replica)
     /// before the call: after it, [`Store::get`], [`Store::list`] and [`Store::watch`] see
     /// at least that. Gives up with [`StoreError::Unavailable`] if no majority confirms a
     /// leader within [`LEADER_WAIT`].
     pub async fn linearizable(&self) -> Result<(), StoreError> {
-        if self.single_voter {
+        if self.driver.is_alone() {
             // The only replica applies every write before acknowledging it.
             return Ok(());
         }
@@ -409,6 +498,7 @@ impl Store {
             match tokio::time::timeout(READ_INDEX_RETRY, answer).await {
                 Ok(Ok(Ok(()))) => return Ok(()),
                 Ok(Err(_)) => return Err(StoreError::Stopped),
+                Ok(Ok(Err(e @ StoreError::DiskFailed(_)))) => return Err(e),
                 // Dropped by a change of leader, or unanswered: ask again.
                 Ok(Ok(Err(_))) | Err(_) => {}
             }
@@ -450,6 +540,12 @@ impl Store {
     /// This replica's Raft id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Why this replica takes no requests, while its disk has failed (see
+    /// [`StoreError::DiskFailed`]).
+    pub fn failure(&self) -> Option<String> {
+        self.state.failure()
     }
 
     /// Whether this replica currently leads (and so takes writes).

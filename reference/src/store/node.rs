@@ -31,8 +31,8 @@ use raft::{RawNode, StateRole};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::log::DiskLog;
-use super::state::StateMachine;
+use super::log::{BOOTSTRAP_INDEX, DiskLog};
+use super::state::{MemberRecord, StateMachine};
 use super::transport::{Inbound, Inbox, Transport};
 use super::{Change, Proposal, StoreConfig, StoreError, WriteResult, codec};
 
@@ -45,6 +45,7 @@ pub(super) type ReadReply = oneshot::Sender<Result<(), StoreError>>;
 /// Controls the running driver task.
 pub(super) struct DriverHandle {
     leader: Arc<AtomicBool>,
+    alone: Arc<AtomicBool>,
     leader_id: Arc<AtomicU64>,
     stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     inbound: mpsc::Sender<Inbound>,
@@ -54,6 +55,12 @@ pub(super) struct DriverHandle {
 impl DriverHandle {
     pub(super) fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
+    }
+
+    /// Whether this replica is the only voter (so every write it applied is every write
+    /// acknowledged).
+    pub(super) fn is_alone(&self) -> bool {
+        self.alone.load(Ordering::Acquire)
     }
 
     /// The id of the replica this one believes leads, if any.
@@ -84,6 +91,8 @@ struct Driver {
     state: Arc<StateMachine>,
     transport: Arc<dyn Transport>,
     leader: Arc<AtomicBool>,
+    /// Whether this replica is the only voter.
+    alone: Arc<AtomicBool>,
     leader_id: Arc<AtomicU64>,
     /// Proposals of this replica waiting for their entry to apply, by sequence number.
     pending: HashMap<u64, Reply>,
@@ -112,62 +121,155 @@ pub(super) async fn start(
     proposals: mpsc::Receiver<Proposal>,
     transport: Arc<dyn Transport>,
 ) -> Result<DriverHandle, StoreError> {
-    let log = DiskLog::open(&db, state.clone(), &config.voters)?;
-    let raft_config = raft::Config {
-        id: config.id,
-        election_tick: 10,
-        heartbeat_tick: 2,
-        applied: state.applied_index()?,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        check_quorum: true,
-        pre_vote: true,
-        ..Default::default()
-    };
-    raft_config.validate()?;
-    let logger = slog::Logger::root(TracingDrain, slog::o!());
-    let mut node = RawNode::new(&raft_config, log, &logger)?;
-    if config.voters == [config.id] {
-        // Alone, there is nobody to wait for: lead at once rather than after a timeout.
-        node.campaign()?;
-    }
     let leader = Arc::new(AtomicBool::new(false));
+    let alone = Arc::new(AtomicBool::new(false));
     let leader_id = Arc::new(AtomicU64::new(0));
+    let driver = Driver::new(
+        &config,
+        db,
+        state,
+        transport.clone(),
+        (leader.clone(), alone.clone(), leader_id.clone()),
+    )?;
     let (stop_tx, stop_rx) = oneshot::channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (reads_tx, reads_rx) = mpsc::channel(4096);
     transport.attach(Inbox(inbound_tx.clone()));
-    let driver = Driver {
-        node,
-        db,
-        state,
-        transport,
-        leader: leader.clone(),
-        leader_id: leader_id.clone(),
-        pending: HashMap::new(),
-        next_seq: 0,
-        incarnation: rand::random(),
-        reads_asked: HashMap::new(),
-        reads_confirmed: Vec::new(),
-        next_read: 0,
-        compact_after: config.compact_after.max(1),
-        seen_leader: false,
-        slow_ticks: 0,
-    };
     let channels = Channels {
         proposals,
         inbound: inbound_rx,
         reads: reads_rx,
         stop: stop_rx,
     };
-    let task = tokio::spawn(driver.run(config.tick, channels));
+    let task = tokio::spawn(drive(driver, config, channels));
     Ok(DriverHandle {
         leader,
+        alone,
         leader_id,
         stop: Mutex::new(Some((stop_tx, task))),
         inbound: inbound_tx,
         reads: reads_tx,
     })
+}
+
+/// How often a replica whose disk failed tries to open its database again.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the driver until it is stopped. When the disk fails under it, the replica lets go
+/// of its database and of everything raft-rs held in memory (which may be ahead of what
+/// is durable), answers every request with the reason, and opens the database again once
+/// the disk takes writes — as a restart of the process would, but keeping the process, its
+/// API and its peers' connections.
+async fn drive(mut driver: Driver, config: StoreConfig, mut channels: Channels) {
+    loop {
+        let why = match driver.run(config.tick, &mut channels).await {
+            Ended::Stopped => return,
+            Ended::DiskFailed(why) => why,
+        };
+        let recovering = driver.give_up(&config, why);
+        driver = match recovering.wait(&mut channels).await {
+            Some(driver) => driver,
+            None => return,
+        };
+    }
+}
+
+/// Why [`Driver::run`] returned.
+enum Ended {
+    /// Asked to stop, or every handle is gone.
+    Stopped,
+    /// The disk failed; the reason, for everyone who asks meanwhile.
+    DiskFailed(String),
+}
+
+/// A replica whose disk failed, waiting to open its database again.
+struct Recovering<'a> {
+    config: &'a StoreConfig,
+    state: Arc<StateMachine>,
+    transport: Arc<dyn Transport>,
+    flags: Flags,
+    why: String,
+}
+
+/// What the driver tells every `Store` handle: whether it leads, whether it is the only
+/// voter, and whom it follows.
+type Flags = (Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicU64>);
+
+impl Recovering<'_> {
+    /// Answers every request with the reason until the database opens again and takes a
+    /// write; the new driver, or `None` if the replica was stopped meanwhile.
+    async fn wait(self, channels: &mut Channels) -> Option<Driver> {
+        let mut retry = tokio::time::interval(REOPEN_EVERY);
+        retry.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut channels.stop => return None,
+                p = channels.proposals.recv() => {
+                    let p = p?;
+                    let _ = p.reply.send(Err(StoreError::DiskFailed(self.why.clone())));
+                }
+                Some(reply) = channels.reads.recv() => {
+                    let _ = reply.send(Err(StoreError::DiskFailed(self.why.clone())));
+                }
+                // Raft resends whatever matters once the replica is back.
+                Some(_) = channels.inbound.recv() => {}
+                _ = retry.tick() => match self.reopen() {
+                    Ok(driver) => {
+                        tracing::info!("the store's disk takes writes again: the replica is back");
+                        return Some(driver);
+                    }
+                    Err(e) => {
+                        self.state.close(self.why.clone());
+                        tracing::debug!(error = %e, "the store's database does not open yet");
+                    }
+                },
+            }
+        }
+    }
+
+    fn reopen(&self) -> Result<Driver, StoreError> {
+        let db = super::open_database(self.config)?;
+        // A database opens on a full disk; only a write that reaches the disk tells.
+        db.insert(DISK_CHECK, &rand::random::<u64>().to_be_bytes())?;
+        db.flush()?;
+        self.state.reopen(&db)?;
+        Driver::new(
+            self.config,
+            db,
+            self.state.clone(),
+            self.transport.clone(),
+            self.flags.clone(),
+        )
+    }
+}
+
+/// The key a replica writes to find out whether its disk takes writes again.
+const DISK_CHECK: &[u8] = b"disk-check";
+
+/// What to tell clients about a failed disk.
+fn disk_failure(e: &sled::Error) -> String {
+    let full = matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28));
+    let what = if full { "is full" } else { "failed" };
+    format!(
+        "this member's disk {what} ({e}): it takes no writes and serves no reads until it can \
+         write again, and loses nothing it acknowledged"
+    )
+}
+
+/// Hands the transport what the configuration changes applied so far said about members
+/// added and removed since the control plane started.
+fn tell_transport_the_members(
+    state: &StateMachine,
+    transport: &dyn Transport,
+) -> Result<(), StoreError> {
+    for (id, record) in state.member_records()? {
+        match record {
+            MemberRecord::Added(address) => transport.member_added(id, &address),
+            MemberRecord::Removed => transport.member_removed(id),
+        }
+    }
+    Ok(())
 }
 
 /// What the driver task listens to.
@@ -179,7 +281,64 @@ struct Channels {
 }
 
 impl Driver {
-    async fn run(mut self, tick: std::time::Duration, mut channels: Channels) {
+    /// Opens the log in `db` and builds the `RawNode` on it.
+    fn new(
+        config: &StoreConfig,
+        db: sled::Db,
+        state: Arc<StateMachine>,
+        transport: Arc<dyn Transport>,
+        (leader, alone, leader_id): Flags,
+    ) -> Result<Driver, StoreError> {
+        let log = DiskLog::open(&db, state.clone(), &config.voters)?;
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            applied: state.applied_index()?,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(TracingDrain, slog::o!());
+        let mut node = RawNode::new(&raft_config, log, &logger)?;
+        if config.voters == [config.id] {
+            // Alone, there is nobody to wait for: lead at once rather than after a timeout.
+            node.campaign()?;
+        }
+        tell_transport_the_members(&state, transport.as_ref())?;
+        let driver = Driver {
+            node,
+            db,
+            state,
+            transport,
+            leader,
+            alone,
+            leader_id,
+            pending: HashMap::new(),
+            next_seq: 0,
+            incarnation: rand::random(),
+            reads_asked: HashMap::new(),
+            reads_confirmed: Vec::new(),
+            next_read: 0,
+            compact_after: config.compact_after.max(1),
+            seen_leader: false,
+            slow_ticks: 0,
+        };
+        driver.note_voters();
+        Ok(driver)
+    }
+
+    /// Tells the handles whether this replica is now the only voter.
+    fn note_voters(&self) {
+        let voters = self.node.raft.prs().conf().voters().ids();
+        let alone = voters.len() == 1 && voters.contains(self.node.raft.id);
+        self.alone.store(alone, Ordering::Release);
+    }
+
+    async fn run(&mut self, tick: std::time::Duration, channels: &mut Channels) -> Ended {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -216,17 +375,55 @@ impl Driver {
                 }
                 Some(inbound) = channels.inbound.recv() => self.receive(inbound),
             }
-            if let Err(e) = self.on_ready().await {
-                // The disk failed under us: stop taking writes rather than risk acknowledging
-                // something that is not durable.
-                tracing::error!(error = %e, "store driver stopping");
-                break;
+            match self.on_ready().await {
+                Ok(()) => {}
+                Err(StoreError::Disk(e)) => return self.disk_failed(&e),
+                Err(e) => {
+                    // Something raft-rs or the data on disk cannot get past: stop taking
+                    // writes rather than risk acknowledging something that is not durable.
+                    tracing::error!(error = %e, "store driver stopping");
+                    break;
+                }
             }
         }
         self.fail_pending(|| StoreError::Stopped);
         if let Err(e) = self.db.flush_async().await {
             tracing::error!(error = %e, "failed to flush the store on shutdown");
         }
+        Ended::Stopped
+    }
+
+    /// Lets go of the database and of raft-rs's memory (dropped here, with the rest of the
+    /// driver), keeping what the next run needs.
+    fn give_up(self, config: &StoreConfig, why: String) -> Recovering<'_> {
+        self.state.close(why.clone());
+        Recovering {
+            config,
+            state: self.state,
+            transport: self.transport,
+            flags: (self.leader, self.alone, self.leader_id),
+            why,
+        }
+    }
+
+    /// Gives up on this run of the replica after its disk failed: nothing in flight can be
+    /// answered for sure any more.
+    fn disk_failed(&mut self, e: &sled::Error) -> Ended {
+        let why = disk_failure(e);
+        tracing::error!(error = %e, "{why}");
+        // A proposal may have reached the other members before the disk failed here: its
+        // fate is for them to decide.
+        self.fail_pending(|| StoreError::Interrupted(why.clone()));
+        for (_, reply) in self.reads_asked.drain() {
+            let _ = reply.send(Err(StoreError::DiskFailed(why.clone())));
+        }
+        for (_, reply) in self.reads_confirmed.drain(..) {
+            let _ = reply.send(Err(StoreError::DiskFailed(why.clone())));
+        }
+        self.leader.store(false, Ordering::Release);
+        self.alone.store(false, Ordering::Release);
+        self.leader_id.store(0, Ordering::Release);
+        Ended::DiskFailed(why)
     }
 
     fn receive(&mut self, inbound: Inbound) {
@@ -284,7 +481,9 @@ impl Driver {
                 let mut voters: Vec<u64> =
                     self.node.raft.prs().conf().voters().ids().iter().collect();
                 voters.sort_unstable();
-                let refusal = if !voters.contains(&id) {
+                let refusal = if let Some(busy) = self.changing_members() {
+                    Some(busy)
+                } else if !voters.contains(&id) {
                     Some(StoreError::NotAMember {
                         id,
                         members: voters,
@@ -305,6 +504,27 @@ impl Driver {
                 };
                 self.node.propose_conf_change(context, change)
             }
+            Change::AddMember(id, address) => {
+                let refusal = match self.state.member_record(id) {
+                    Err(e) => Some(e),
+                    Ok(Some(MemberRecord::Removed)) => Some(StoreError::RemovedMember { id }),
+                    Ok(_) if self.node.raft.prs().conf().voters().contains(id) => {
+                        Some(StoreError::AlreadyAMember { id })
+                    }
+                    Ok(_) => self.changing_members(),
+                };
+                if let Some(refusal) = refusal {
+                    let _ = p.reply.send(Err(refusal));
+                    return;
+                }
+                let change = ConfChange {
+                    change_type: raft::prelude::ConfChangeType::AddNode,
+                    node_id: id,
+                    context: address.to_string().into_bytes().into(),
+                    ..Default::default()
+                };
+                self.node.propose_conf_change(context, change)
+            }
         };
         match proposed {
             Ok(()) => {
@@ -314,6 +534,27 @@ impl Driver {
                 let _ = p.reply.send(Err(StoreError::Raft(e)));
             }
         }
+    }
+
+    /// Why the members cannot change right now, if they cannot: raft-rs takes one
+    /// configuration change at a time (and silently drops a second one); and a log that
+    /// starts at index 1 (made before logs began with the voters in a snapshot, see
+    /// [`super::log`]) would hand a new member its entries without the voters they were
+    /// committed under.
+    fn changing_members(&self) -> Option<StoreError> {
+        if self.node.raft.has_pending_conf() {
+            return Some(StoreError::Unavailable(
+                "another change of the members is still being applied; try again".into(),
+            ));
+        }
+        if self.node.store().first_index() <= BOOTSTRAP_INDEX {
+            return Some(StoreError::Unavailable(
+                "this control plane's log was made by an older shipshape and starts at \
+                 index 1; members cannot be changed until it has been compacted once"
+                    .into(),
+            ));
+        }
+        None
     }
 
     fn fail_pending(&mut self, err: impl Fn() -> StoreError) {
@@ -354,6 +595,8 @@ impl Driver {
             self.state
                 .restore(snapshot.get_metadata().index, &snapshot.data)?;
             self.node.mut_store().apply_snapshot(&snapshot)?;
+            tell_transport_the_members(&self.state, self.transport.as_ref())?;
+            self.note_voters();
         }
         self.apply(ready.take_committed_entries())?;
         self.node.mut_store().append(ready.entries())?;
@@ -398,21 +641,53 @@ impl Driver {
                     let cs = if entry.get_entry_type() == EntryType::EntryConfChange {
                         let cc = ConfChange::parse_from_bytes(&entry.data)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        self.node.apply_conf_change(&cc)?
+                        let cs = self.node.apply_conf_change(&cc)?;
+                        self.record_member_change(entry.index, &cc)?;
+                        cs
                     } else {
                         let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        self.node.apply_conf_change(&cc)?
+                        let cs = self.node.apply_conf_change(&cc)?;
+                        self.state.apply_noop(entry.index)?;
+                        cs
                     };
                     tracing::info!(voters = ?cs.voters, "the members changed");
                     self.node.mut_store().set_conf_state(cs)?;
-                    self.state.apply_noop(entry.index)?;
+                    self.note_voters();
                     if let Some(reply) = self.own_proposal(&entry.context) {
                         let _ = reply.send(Ok(WriteResult {
                             revision: self.state.revision(),
                             previous: Vec::new(),
                         }));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what an applied configuration change did to its member, and tells the
+    /// transport, so that every replica sends to a new member and refuses a removed one.
+    fn record_member_change(&mut self, index: u64, cc: &ConfChange) -> Result<(), StoreError> {
+        use raft::prelude::ConfChangeType;
+        let id = cc.node_id;
+        match cc.change_type {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let address = String::from_utf8_lossy(&cc.context).into_owned();
+                self.state
+                    .record_member(index, id, &MemberRecord::Added(address.clone()))?;
+                self.transport.member_added(id, &address);
+            }
+            ConfChangeType::RemoveNode => {
+                self.state
+                    .record_member(index, id, &MemberRecord::Removed)?;
+                self.transport.member_removed(id);
+                if id == self.node.raft.id {
+                    tracing::warn!(
+                        member = id,
+                        "this member was removed from the control plane: it no longer votes \
+                         or serves, and its data directory can be wiped"
+                    );
                 }
             }
         }

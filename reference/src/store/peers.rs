@@ -19,6 +19,13 @@
 //!   answer its outcome ([`encode_outcome`]).
 //! - `/raft/remove-member`: a member's removal forwarded the same way
 //!   ([`super::Store::remove_member`]); the body is the member's id.
+//! - `/raft/add-member`: a member's addition ([`super::Store::add_member`]); the body is
+//!   the member's id and then its peer address.
+//!
+//! Who the other members are changes while a member runs: a configuration change that adds
+//! a member names its peer address, and every member adds it to its [`Roster`] as the
+//! change applies; one that removes a member takes it out, and from then on what it sends
+//! is refused.
 //!
 //! The queue to a peer is bounded; when it is full, messages are dropped rather than
 //! slowing the raft driver down.
@@ -26,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -164,6 +171,63 @@ impl std::str::FromStr for PeerAddress {
     }
 }
 
+/// The peer address of every other member, by Raft id: those a member starts with, and
+/// then those its configuration changes add and remove. Clones share one roster.
+#[derive(Clone, Default)]
+pub struct Roster(Arc<RwLock<BTreeMap<u64, PeerAddress>>>);
+
+impl Roster {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, PeerAddress>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, PeerAddress>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where member `id` is reached, if it is a member.
+    pub fn get(&self, id: u64) -> Option<PeerAddress> {
+        self.read().get(&id).cloned()
+    }
+
+    /// Whether `id` is one of the other members.
+    pub fn contains(&self, id: u64) -> bool {
+        self.read().contains_key(&id)
+    }
+
+    /// The other members' ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.read().keys().copied().collect()
+    }
+
+    /// Adds member `id`; `false` if it was already there (its address is kept).
+    fn insert(&self, id: u64, address: PeerAddress) -> bool {
+        let mut peers = self.write();
+        if peers.contains_key(&id) {
+            return false;
+        }
+        peers.insert(id, address);
+        true
+    }
+
+    /// Takes member `id` out; `false` if it was not there.
+    fn remove(&self, id: u64) -> bool {
+        self.write().remove(&id).is_some()
+    }
+}
+
+impl FromIterator<(u64, PeerAddress)> for Roster {
+    fn from_iter<I: IntoIterator<Item = (u64, PeerAddress)>>(peers: I) -> Self {
+        Roster(Arc::new(RwLock::new(peers.into_iter().collect())))
+    }
+}
+
+impl std::fmt::Debug for Roster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.read().iter()).finish()
+    }
+}
+
 /// Who the members are and how they prove it.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -171,8 +235,8 @@ pub struct PeerConfig {
     pub id: u64,
     /// The cluster's id; requests naming another are refused.
     pub cluster_id: String,
-    /// The peer address of every other member, by Raft id.
-    pub peers: BTreeMap<u64, PeerAddress>,
+    /// The other members, by Raft id (shared with every clone of this config).
+    pub peers: Roster,
     /// TLS for the peer listener (client certificates required).
     pub server_tls: Arc<rustls::ServerConfig>,
     /// TLS for connections to other members (with this member's certificate).
@@ -192,11 +256,19 @@ impl std::fmt::Debug for PeerConfig {
 /// The network transport between members; see the module docs.
 pub struct PeerTransport {
     config: Arc<PeerConfig>,
-    queues: HashMap<u64, mpsc::Sender<Message>>,
-    /// The queues' other ends, until [`Transport::attach`] starts a sender per peer.
-    receivers: Mutex<Option<HashMap<u64, mpsc::Receiver<Message>>>>,
+    links: Mutex<Links>,
     /// Idle connections for forwarded writes, by peer.
     idle: Pool,
+}
+
+/// The queue of messages to each peer, and what its sender task needs.
+#[derive(Default)]
+struct Links {
+    queues: HashMap<u64, mpsc::Sender<Message>>,
+    /// Queues' other ends, until [`Transport::attach`] starts a sender task per peer.
+    unstarted: HashMap<u64, mpsc::Receiver<Message>>,
+    /// Where what peers send back goes, once the driver runs.
+    inbox: Option<Inbox>,
 }
 
 impl std::fmt::Debug for PeerTransport {
@@ -211,33 +283,41 @@ impl PeerTransport {
     /// A transport to the members `config` lists; nothing is sent before the store
     /// attaches to it.
     pub fn new(config: PeerConfig) -> Arc<PeerTransport> {
-        let mut queues = HashMap::new();
-        let mut receivers = HashMap::new();
-        for &id in config.peers.keys() {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            queues.insert(id, tx);
-            receivers.insert(id, rx);
-        }
-        Arc::new(PeerTransport {
+        let transport = PeerTransport {
             config: Arc::new(config),
-            queues,
-            receivers: Mutex::new(Some(receivers)),
+            links: Mutex::new(Links::default()),
             idle: Pool::default(),
-        })
+        };
+        for id in transport.config.peers.ids() {
+            transport.open_link(id);
+        }
+        Arc::new(transport)
     }
 
-    fn address(&self, id: u64) -> Result<PeerAddress, StoreError> {
-        self.config
-            .peers
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| StoreError::Unavailable(format!("member {id} is not a known peer")))
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the queue to member `id`, and starts its sender if the driver runs.
+    fn open_link(&self, id: u64) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut links = self.links();
+        links.queues.insert(id, tx);
+        match links.inbox.clone() {
+            Some(inbox) => {
+                tokio::spawn(send_to_peer(self.config.clone(), id, rx, inbox));
+            }
+            None => {
+                links.unstarted.insert(id, rx);
+            }
+        }
     }
 }
 
 impl Transport for PeerTransport {
     fn send(&self, message: Message) {
-        let Some(queue) = self.queues.get(&message.to) else {
+        let links = self.links();
+        let Some(queue) = links.queues.get(&message.to) else {
             tracing::warn!(
                 to = message.to,
                 "dropping a raft message to an unknown member"
@@ -250,23 +330,56 @@ impl Transport for PeerTransport {
     }
 
     fn attach(&self, inbox: Inbox) {
-        let receivers = self
-            .receivers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        for (id, receiver) in receivers.into_iter().flatten() {
-            let Ok(address) = self.address(id) else {
-                continue;
-            };
+        let mut links = self.links();
+        links.inbox = Some(inbox.clone());
+        for (id, receiver) in std::mem::take(&mut links.unstarted) {
             tokio::spawn(send_to_peer(
                 self.config.clone(),
                 id,
-                address,
                 receiver,
                 inbox.clone(),
             ));
         }
+    }
+
+    fn reaches_peers(&self) -> bool {
+        true
+    }
+
+    fn member_added(&self, id: u64, address: &str) {
+        if id == self.config.id {
+            return;
+        }
+        let address = match address.parse::<PeerAddress>() {
+            Ok(address) => address,
+            Err(why) => {
+                tracing::warn!(
+                    member = id,
+                    why,
+                    "a member was added with an unusable address"
+                );
+                return;
+            }
+        };
+        if self.config.peers.insert(id, address.clone()) {
+            tracing::info!(member = id, %address, "a member joined: sending to it");
+            self.open_link(id);
+        }
+    }
+
+    fn member_removed(&self, id: u64) {
+        if self.config.peers.remove(id) {
+            tracing::info!(member = id, "a member left: no longer talking to it");
+        }
+        let mut links = self.links();
+        // Dropping its queue ends its sender task.
+        links.queues.remove(&id);
+        links.unstarted.remove(&id);
+        drop(links);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     fn forward(
@@ -288,6 +401,22 @@ impl Transport for PeerTransport {
                 .map(|_| ())
         })
     }
+
+    fn forward_addition(
+        &self,
+        leader: u64,
+        id: u64,
+        address: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (config, idle) = (self.config.clone(), self.idle.clone());
+        let mut body = id.to_be_bytes().to_vec();
+        body.extend_from_slice(address.as_bytes());
+        Box::pin(async move {
+            forward(config, idle, leader, "/raft/add-member", Bytes::from(body))
+                .await
+                .map(|_| ())
+        })
+    }
 }
 
 /// Idle connections for forwarded writes, by peer.
@@ -302,10 +431,10 @@ async fn forward(
     path: &'static str,
     body: Bytes,
 ) -> Result<WriteResult, StoreError> {
-    let address =
-        config.peers.get(&leader).cloned().ok_or_else(|| {
-            StoreError::Unavailable(format!("member {leader} is not a known peer"))
-        })?;
+    let address = config
+        .peers
+        .get(leader)
+        .ok_or_else(|| StoreError::Unavailable(format!("member {leader} is not a known peer")))?;
     let reused = {
         let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
         let pool = idle.entry(leader).or_default();
@@ -410,16 +539,19 @@ async fn connect(
         .map_err(|_| format!("connecting to the member at {address} timed out"))?
 }
 
-/// Sends the messages queued for one peer, in order, batching what is queued.
+/// Sends the messages queued for one peer, in order, batching what is queued, until the
+/// peer leaves the members.
 async fn send_to_peer(
     config: Arc<PeerConfig>,
     id: u64,
-    address: PeerAddress,
     mut queue: mpsc::Receiver<Message>,
     inbox: Inbox,
 ) {
     let mut connection: Option<SendRequest<PeerBody>> = None;
     while let Some(first) = queue.recv().await {
+        let Some(address) = config.peers.get(id) else {
+            break;
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match queue.try_recv() {
@@ -574,7 +706,7 @@ async fn handle(
     let Some(from) = from
         .parse::<u64>()
         .ok()
-        .filter(|id| config.peers.contains_key(id))
+        .filter(|id| config.peers.contains(*id))
     else {
         tracing::warn!(%remote, %from, "refused a request from an unknown member");
         return answer(
@@ -615,6 +747,29 @@ async fn handle(
             }
             Err(_) => answer(StatusCode::BAD_REQUEST, "a member id is 8 bytes"),
         },
+        "/raft/add-member" => {
+            let Some((id, address)) = body
+                .split_first_chunk::<8>()
+                .map(|(id, address)| (u64::from_be_bytes(*id), address))
+            else {
+                return answer(StatusCode::BAD_REQUEST, "a member id is 8 bytes");
+            };
+            let Ok(address) = std::str::from_utf8(address).map(str::parse::<PeerAddress>) else {
+                return answer(StatusCode::BAD_REQUEST, "a peer address is UTF-8");
+            };
+            let address = match address {
+                Ok(address) => address,
+                Err(why) => return answer(StatusCode::BAD_REQUEST, why),
+            };
+            let outcome = store
+                .add_member_here(id, address)
+                .await
+                .map(|()| WriteResult {
+                    revision: 0,
+                    previous: Vec::new(),
+                });
+            answer(StatusCode::OK, encode_outcome(&outcome))
+        }
         _ => answer(StatusCode::NOT_FOUND, "no such peer endpoint"),
     }
 }
@@ -695,6 +850,14 @@ pub(super) fn encode_outcome(outcome: &Result<WriteResult, StoreError>) -> Vec<u
             out.push(7);
             out.extend_from_slice(&id.to_be_bytes());
         }
+        Err(StoreError::AlreadyAMember { id }) => {
+            out.push(9);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Err(StoreError::RemovedMember { id }) => {
+            out.push(10);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
         Err(StoreError::NotAMember { id, members }) => {
             out.push(8);
             out.extend_from_slice(&id.to_be_bytes());
@@ -753,6 +916,8 @@ pub(super) fn decode_outcome(bytes: &[u8]) -> Result<Result<WriteResult, StoreEr
             }
             Err(StoreError::NotAMember { id, members })
         }
+        9 => Err(StoreError::AlreadyAMember { id: r.u64()? }),
+        10 => Err(StoreError::RemovedMember { id: r.u64()? }),
         tag => {
             return Err(StoreError::Corrupt(format!(
                 "unknown outcome tag {tag} from the leader"

@@ -58,11 +58,23 @@ async fn start(
     listener: TcpListener,
     addresses: &BTreeMap<u64, PeerAddress>,
 ) -> Member {
+    start_with_voters(root, id, listener, addresses, vec![1, 2, 3]).await
+}
+
+/// Starts member `id` on `listener`, its data in `root/<id>`, with `voters` if its log is
+/// new (none, for a member that joins).
+async fn start_with_voters(
+    root: &Path,
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, PeerAddress>,
+    voters: Vec<u64>,
+) -> Member {
     let config = Arc::new(peer_config(root, id, addresses, CLUSTER));
     let store_config = StoreConfig {
         data_dir: root.join(id.to_string()),
         id,
-        voters: vec![1, 2, 3],
+        voters,
         tick: Duration::from_millis(50),
         history_window: 10_000,
         compact_after: 20,
@@ -390,4 +402,108 @@ async fn members_are_removed_by_a_configuration_change_but_never_the_last() {
         Err(StoreError::LastVoter { .. })
     ));
     stop_all(members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_is_lost_comes_back_under_a_new_id_from_a_snapshot() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut members, mut addresses) = three_members(root.path()).await;
+    let first_addresses = addresses.clone();
+    let leader = leader_of(&members).await;
+    let lost = *members
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let survivor = *members
+        .keys()
+        .find(|id| **id != leader && **id != lost)
+        .expect("another follower");
+    let mut acknowledged = Vec::new();
+    // More writes than the log keeps: the new member can only catch up from a snapshot.
+    for i in 0..60 {
+        let key = format!("/k/{i}");
+        members[&leader]
+            .store
+            .write(put(&key, "v", Precondition::Absent))
+            .await
+            .expect("write");
+        acknowledged.push(key);
+    }
+    // The machine of `lost` is gone, disk and all.
+    members.remove(&lost).expect("member").stop().await;
+    std::fs::remove_dir_all(root.path().join(lost.to_string())).expect("wipe");
+    let via = members[&survivor].store.clone();
+    via.remove_member(lost).await.expect("removal");
+    assert!(matches!(
+        via.add_member(lost, addresses[&lost].clone()).await,
+        Err(StoreError::RemovedMember { id }) if id == lost
+    ));
+    assert!(matches!(
+        via.add_member(leader, addresses[&leader].clone()).await,
+        Err(StoreError::AlreadyAMember { id }) if id == leader
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    addresses.insert(4, listener.local_addr().expect("address").into());
+    addresses.remove(&lost);
+    eventually_ok(|| via.add_member(4, addresses[&4].clone())).await;
+    drop(via);
+    let new = start_with_voters(root.path(), 4, listener, &addresses, Vec::new()).await;
+    new.store
+        .linearizable()
+        .await
+        .expect("the new member catches up");
+    for key in &acknowledged {
+        assert!(new.store.get(key).expect("get").is_some(), "{key} missing");
+    }
+    members.insert(4, new);
+    // Three voters again: with the old leader gone, the survivor and the new member are a
+    // majority, and the new member takes writes.
+    members.remove(&leader).expect("leader").stop().await;
+    let after = leader_of(&members).await;
+    assert!(after == survivor || after == 4, "leader {after}");
+    members[&4]
+        .store
+        .write(put("/k/after", "v", Precondition::Absent))
+        .await
+        .expect("a write with the new member in the majority");
+    members[&survivor].store.linearizable().await.expect("read");
+    assert!(
+        members[&survivor]
+            .store
+            .get("/k/after")
+            .expect("get")
+            .is_some()
+    );
+    // The survivor restarts with the flags it was first given, which name the removed
+    // member and not the new one: what the configuration changes said wins, or the two
+    // of them would be no majority.
+    let address = addresses[&survivor].clone();
+    members.remove(&survivor).expect("survivor").stop().await;
+    let listener = TcpListener::bind(address.listen()).await.expect("rebind");
+    let back = start(root.path(), survivor, listener, &first_addresses).await;
+    members.insert(survivor, back);
+    members[&4]
+        .store
+        .write(put("/k/after-restart", "v", Precondition::Absent))
+        .await
+        .expect("a write after the survivor restarted");
+    stop_all(members).await;
+}
+
+/// Runs `attempt` until it succeeds, for up to ten seconds (a membership change is refused
+/// while a new leader has not applied its first entry, or another change is in flight).
+async fn eventually_ok<F, Fut>(attempt: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut last = None;
+    for _ in 0..100 {
+        match attempt().await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still failing after 10 s: {last:?}");
 }

@@ -9,6 +9,7 @@
 //! | `m:applied` | the last applied Raft index |
 //! | `m:revision` | the current revision |
 //! | `m:oldest` | the oldest revision a watch may start after |
+//! | `p` + member id (big-endian) | [`MemberRecord`]: a member added (its peer address) or removed |
 //!
 //! Only the raft driver task calls [`StateMachine::apply`]; readers take the `RwLock`'s read
 //! side so that a list never sees half of an entry.
@@ -24,6 +25,47 @@ use super::{Precondition, StoreError, WriteResult};
 const APPLIED: &[u8] = b"m:applied";
 const REVISION: &[u8] = b"m:revision";
 const OLDEST: &[u8] = b"m:oldest";
+
+/// What the members' configuration changes said about one member. The members a control
+/// plane started with have no record: their addresses come from each member's own flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum MemberRecord {
+    /// Added while the control plane ran, reachable at this peer address (`HOST:PORT`).
+    Added(String),
+    /// Removed; its id is never used again.
+    Removed,
+}
+
+impl MemberRecord {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            MemberRecord::Added(address) => {
+                let mut out = vec![0];
+                out.extend_from_slice(address.as_bytes());
+                out
+            }
+            MemberRecord::Removed => vec![1],
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<MemberRecord, StoreError> {
+        match bytes.split_first() {
+            Some((0, address)) => Ok(MemberRecord::Added(
+                String::from_utf8_lossy(address).into_owned(),
+            )),
+            Some((1, [])) => Ok(MemberRecord::Removed),
+            _ => Err(StoreError::Corrupt(
+                "a member record does not decode".into(),
+            )),
+        }
+    }
+}
+
+fn member_key(id: u64) -> Vec<u8> {
+    let mut k = vec![b'p'];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 
 /// A stored value and the revisions that created and last modified it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,8 +186,12 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// The replicated state: applies committed entries, serves reads and feeds watches.
+///
+/// Its tree is that of the database the replica has open; while the disk has failed and
+/// the replica waits to open it again ([`super::node`]), there is none, and every read
+/// answers why ([`StoreError::DiskFailed`]).
 pub(super) struct StateMachine {
-    tree: sled::Tree,
+    tree: RwLock<Result<sled::Tree, String>>,
     /// Held for writing while an entry is applied, for reading while a list scans.
     apply_lock: RwLock<()>,
     revision: AtomicU64,
@@ -161,7 +207,7 @@ impl StateMachine {
         let revision = read_u64(&tree, REVISION)?;
         let oldest = read_u64(&tree, OLDEST)?;
         Ok(StateMachine {
-            tree,
+            tree: RwLock::new(Ok(tree)),
             apply_lock: RwLock::new(()),
             revision: AtomicU64::new(revision),
             oldest: AtomicU64::new(oldest),
@@ -170,9 +216,49 @@ impl StateMachine {
         })
     }
 
+    /// The tree, or why there is none.
+    fn tree(&self) -> Result<sled::Tree, StoreError> {
+        self.tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map_err(StoreError::DiskFailed)
+    }
+
+    /// Lets go of the database, whose disk failed for the reason `why`: reads answer it
+    /// until [`StateMachine::reopen`].
+    pub(super) fn close(&self, why: String) {
+        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Err(why);
+    }
+
+    /// Why the database was let go of, while it is.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .err()
+            .cloned()
+    }
+
+    /// Takes up the state kept in `db`, opened again after its disk failed: what was
+    /// applied but not yet durable then is applied again from the log.
+    pub(super) fn reopen(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
+        let tree = db.open_tree("state")?;
+        let revision = read_u64(&tree, REVISION)?;
+        self.revision.store(revision, Ordering::Release);
+        self.oldest
+            .store(read_u64(&tree, OLDEST)?, Ordering::Release);
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Ok(tree);
+        self.notify.send_replace(revision);
+        Ok(())
+    }
+
     /// The last Raft index applied (0 for a new store).
     pub(super) fn applied_index(&self) -> Result<u64, StoreError> {
-        read_u64(&self.tree, APPLIED)
+        read_u64(&self.tree()?, APPLIED)
     }
 
     pub(super) fn revision(&self) -> u64 {
@@ -188,7 +274,7 @@ impl StateMachine {
     }
 
     pub(super) fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        self.tree
+        self.tree()?
             .get(data_key(key))?
             .map(|v| Record::decode(&v))
             .transpose()
@@ -198,7 +284,7 @@ impl StateMachine {
         let _guard = self.apply_lock.read().unwrap_or_else(|e| e.into_inner());
         let revision = self.revision();
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(data_key(prefix)) {
+        for item in self.tree()?.scan_prefix(data_key(prefix)) {
             let (k, v) = item?;
             let key = String::from_utf8(k[1..].to_vec())
                 .map_err(|_| StoreError::Corrupt("key is not UTF-8".into()))?;
@@ -218,7 +304,7 @@ impl StateMachine {
         }
         let mut out = Vec::new();
         for item in self
-            .tree
+            .tree()?
             .range(history_key(after + 1)..history_key(u64::MAX))
         {
             let (_, v) = item?;
@@ -234,8 +320,45 @@ impl StateMachine {
 
     /// Marks a Raft index applied that carried no write (an empty entry, a conf change).
     pub(super) fn apply_noop(&self, index: u64) -> Result<(), StoreError> {
-        self.tree.insert(APPLIED, &index.to_be_bytes())?;
+        self.tree()?.insert(APPLIED, &index.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Records what the configuration change at Raft index `index` did to member `id`.
+    pub(super) fn record_member(
+        &self,
+        index: u64,
+        id: u64,
+        record: &MemberRecord,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(member_key(id), record.encode());
+        batch.insert(APPLIED, &index.to_be_bytes());
+        self.tree()?.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every member record, by id.
+    pub(super) fn member_records(&self) -> Result<Vec<(u64, MemberRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree()?.scan_prefix(b"p") {
+            let (k, v) = item?;
+            let id = k
+                .get(1..9)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("a member key does not decode".into()))?;
+            out.push((id, MemberRecord::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// The record of member `id`, if a configuration change ever named it.
+    pub(super) fn member_record(&self, id: u64) -> Result<Option<MemberRecord>, StoreError> {
+        self.tree()?
+            .get(member_key(id))?
+            .map(|v| MemberRecord::decode(&v))
+            .transpose()
     }
 
     /// Applies the write in the committed entry at `index`, all or nothing.
@@ -256,7 +379,7 @@ impl StateMachine {
             // nothing keeps every replica identical, which is what matters.
             Err(e) => Err(e),
         };
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         if let Ok(result) = &outcome {
             self.revision.store(result.revision, Ordering::Release);
             self.notify.send_replace(result.revision);
@@ -349,22 +472,30 @@ impl StateMachine {
         }
         let new_oldest = revision - self.history_window;
         let mut batch = sled::Batch::default();
-        for item in self.tree.range(history_key(0)..history_key(new_oldest + 1)) {
+        for item in self
+            .tree()?
+            .range(history_key(0)..history_key(new_oldest + 1))
+        {
             let (k, _) = item?;
             batch.remove(k);
         }
         batch.insert(OLDEST, &new_oldest.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         self.oldest.store(new_oldest, Ordering::Release);
         Ok(())
     }
 
-    /// Every key-value and the revision counters, for a Raft snapshot sent to a follower.
+    /// Every key-value, every member record and the revision counters, for a Raft
+    /// snapshot sent to a follower.
     pub(super) fn snapshot_data(&self) -> Result<Vec<u8>, StoreError> {
         let _guard = self.apply_lock.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         out.extend_from_slice(&self.revision().to_be_bytes());
-        for item in self.tree.scan_prefix(b"k") {
+        for item in self
+            .tree()?
+            .scan_prefix(b"k")
+            .chain(self.tree()?.scan_prefix(b"p"))
+        {
             let (k, v) = item?;
             push_bytes(&mut out, &k);
             push_bytes(&mut out, &v);
@@ -378,7 +509,7 @@ impl StateMachine {
         let mut r = Reader::new(data);
         let revision = r.u64()?;
         let mut batch = sled::Batch::default();
-        for item in self.tree.iter() {
+        for item in self.tree()?.iter() {
             let (k, _) = item?;
             batch.remove(k);
         }
@@ -391,7 +522,7 @@ impl StateMachine {
         batch.insert(REVISION, &revision.to_be_bytes());
         // History before a snapshot is unknown here: watches must start after it.
         batch.insert(OLDEST, &revision.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         self.revision.store(revision, Ordering::Release);
         self.oldest.store(revision, Ordering::Release);
         self.notify.send_replace(revision);

@@ -21,6 +21,11 @@ pub trait Transport: Send + Sync {
     /// Sends one message to replica `message.to`.
     fn send(&self, message: Message);
 
+    /// Whether this transport reaches other members at all (members can be added).
+    fn reaches_peers(&self) -> bool {
+        false
+    }
+
     /// Called once the replica's driver runs, with the inbox for what peers send back.
     fn attach(&self, _inbox: Inbox) {}
 
@@ -46,6 +51,33 @@ pub trait Transport: Send + Sync {
                 leader: Some(leader),
             })
         })
+    }
+
+    /// Asks replica `leader` to add member `id`, reachable at `address`, to the voters.
+    fn forward_addition(
+        &self,
+        leader: u64,
+        id: u64,
+        address: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let _ = (id, address);
+        Box::pin(async move {
+            Err(StoreError::NotLeader {
+                leader: Some(leader),
+            })
+        })
+    }
+
+    /// Member `id` joined, at peer address `address` (`HOST:PORT`): send to it from now
+    /// on. Called for members the replica does not know yet, as their addition applies
+    /// and again at every start.
+    fn member_added(&self, id: u64, address: &str) {
+        let _ = (id, address);
+    }
+
+    /// Member `id` left: stop sending to it and refuse what it sends.
+    fn member_removed(&self, id: u64) {
+        let _ = id;
     }
 }
 
