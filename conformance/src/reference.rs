@@ -44,7 +44,9 @@
 //!
 //! Everything a child writes (stdout and stderr) is appended to a log file in the report
 //! directory (`reference-cluster.log`, `reference-node-NAME.log`), whose tail goes into
-//! the error when a child fails to start.
+//! the error when a child fails to start. With several members, each member's own log
+//! (kept by `up` in the member's data directory) is copied there too when the cluster
+//! stops (`reference-member-N.log`).
 //!
 //! # Faults
 //!
@@ -380,7 +382,9 @@ impl ReferenceCluster {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with("reference-node-") && name.ends_with(".log") {
+                if (name.starts_with("reference-node-") || name.starts_with("reference-member-"))
+                    && name.ends_with(".log")
+                {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -1054,6 +1058,7 @@ impl ReferenceCluster {
             )),
             Err(error) => failures.push(format!("{error:#}")),
         }
+        self.keep_member_logs();
         if let Err(error) = self.reap().await {
             failures.push(format!("{error:#}"));
         }
@@ -1061,6 +1066,27 @@ impl ReferenceCluster {
             bail!("{}", failures.join("; "));
         }
         Ok(())
+    }
+
+    /// Copies each member's log from its data directory, which goes with the cluster, to
+    /// the report directory.
+    fn keep_member_logs(&self) {
+        for id in 1..=self.members {
+            let from = self
+                .data_dir
+                .path()
+                .join("members")
+                .join(id.to_string())
+                .join("member.log");
+            let to = self
+                .log_path
+                .with_file_name(format!("reference-member-{id}.log"));
+            if from.exists()
+                && let Err(e) = std::fs::copy(&from, &to)
+            {
+                tracing::warn!(error = %e, "failed to keep member {id}'s log in the report");
+            }
+        }
     }
 
     /// Removes what the stopped cluster left on the Docker engine — which is an error, as
@@ -1146,6 +1172,7 @@ impl Drop for ReferenceCluster {
         if let Some(pid) = self.proxy.get_mut().as_ref().and_then(Child::id) {
             let _ = signal(pid, "TERM");
         }
+        self.keep_member_logs();
         if let Some(pid) = self.cluster.get_mut().child.id() {
             let _ = signal(pid, "TERM");
         }

@@ -40,6 +40,19 @@ pub enum ClientError {
 impl Credentials {
     /// A kube-rs client for these credentials.
     pub fn client(&self) -> Result<kube::Client, ClientError> {
+        Ok(kube::Client::try_from(self.config()?)?)
+    }
+
+    /// A kube-rs client that hands back every answer as it comes: kube-rs's own retries
+    /// of a 503 (up to fifteen, with a growing pause) would hide exactly what a health
+    /// check asks about.
+    pub fn client_without_retries(&self) -> Result<kube::Client, ClientError> {
+        let mut config = self.config()?;
+        config.default_retry = false;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    fn config(&self) -> Result<kube::Config, ClientError> {
         let url = self
             .server
             .parse()
@@ -50,6 +63,6 @@ impl Credentials {
         config.root_cert = Some(vec![ca.to_vec()]);
         config.auth_info.token = Some(self.token.clone().into());
         config.default_namespace = "default".into();
-        Ok(kube::Client::try_from(config)?)
+        Ok(config)
     }
 }

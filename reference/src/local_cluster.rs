@@ -404,6 +404,10 @@ impl LocalMembersCluster {
         };
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
+        let backends: crate::front_door::Backends = apis
+            .iter()
+            .map(|api| crate::front_door::Backend::new(*api))
+            .collect();
         if let Some(gateway) = gateway
             && !config.listen.ip().is_unspecified()
         {
@@ -413,11 +417,15 @@ impl LocalMembersCluster {
                 .with_context(|| format!("failed to listen on {inside}"))?;
             agents.spawn(crate::front_door::serve(
                 listener,
-                apis.clone(),
+                backends.clone(),
                 stopped.clone(),
             ));
         }
-        agents.spawn(crate::front_door::serve(listener, apis, stopped.clone()));
+        agents.spawn(crate::front_door::serve(
+            listener,
+            backends.clone(),
+            stopped.clone(),
+        ));
         agents.spawn(supervise(
             members.clone(),
             plans.clone(),
@@ -434,6 +442,11 @@ impl LocalMembersCluster {
             token: token.clone(),
             ca_pem: ca_pem.clone(),
         };
+        agents.spawn(crate::front_door::check_readiness(
+            backends,
+            credentials.clone(),
+            stopped.clone(),
+        ));
         let kubeconfig = data_dir.join("kubeconfig");
         control_plane::write_private(
             &kubeconfig,
