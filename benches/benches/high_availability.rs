@@ -343,7 +343,7 @@ async fn start_shipshape() -> anyhow::Result<System> {
     )
     .await?;
     let mut members = BTreeMap::new();
-    for (id, api) in cluster.member_apis() {
+    for (id, api) in cluster.member_apis().await {
         let mut credentials = cluster.credentials().clone();
         credentials.server = format!("https://{api}");
         members.insert(id, credentials.client()?);

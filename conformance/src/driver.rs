@@ -654,6 +654,11 @@ pub enum Fault {
     /// serving; the member may come back on its own later, as a machine that reboots.
     /// (`@lose-control-plane-member`)
     LoseControlPlaneLeader,
+    /// Kill a member of a control plane of several members that does not lead, abruptly,
+    /// and lose its data with it, as when its machine dies with its disk. It cannot come
+    /// back as it was: the system must replace it with a member that catches up from the
+    /// others, and keep serving meanwhile. (`@lose-control-plane-member`)
+    LoseControlPlaneMemberAndData,
     /// Cut the member of a control plane of several members that leads off from the other
     /// members, both ways, as when the links to its machine fail: it keeps running and
     /// keeps answering the clients that reach it, but it can reach no majority. The others
@@ -668,7 +673,7 @@ pub enum Fault {
 impl Fault {
     /// One fault of each kind (with empty targets), to ask a driver which kinds it
     /// supports before any target is known.
-    pub fn kinds() -> [Fault; 10] {
+    pub fn kinds() -> [Fault; 11] {
         let (namespace, replica, node) = (String::new(), String::new(), String::new());
         [
             Fault::RestartControlPlane,
@@ -682,6 +687,7 @@ impl Fault {
             Fault::Heal,
             Fault::RestartNode { node },
             Fault::LoseControlPlaneLeader,
+            Fault::LoseControlPlaneMemberAndData,
             Fault::PartitionControlPlaneLeader,
             Fault::HealControlPlane,
         ]
@@ -696,7 +702,9 @@ impl Fault {
             Fault::LoseNode { .. } => "lose-node",
             Fault::PartitionNode { .. } | Fault::Heal => "partition-node",
             Fault::RestartNode { .. } => "restart-node",
-            Fault::LoseControlPlaneLeader => "lose-control-plane-member",
+            Fault::LoseControlPlaneLeader | Fault::LoseControlPlaneMemberAndData => {
+                "lose-control-plane-member"
+            }
             Fault::PartitionControlPlaneLeader | Fault::HealControlPlane => {
                 "partition-control-plane"
             }
@@ -744,6 +752,10 @@ impl fmt::Display for Fault {
             Fault::LoseControlPlaneLeader => {
                 write!(f, "kill the control-plane member that leads")
             }
+            Fault::LoseControlPlaneMemberAndData => write!(
+                f,
+                "kill a control-plane member that does not lead, and lose its data"
+            ),
             Fault::PartitionControlPlaneLeader => write!(
                 f,
                 "cut the control-plane member that leads off from the other members"
@@ -1020,6 +1032,13 @@ pub trait Driver: fmt::Debug + Send + Sync {
     fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
         async { Ok(None) }.boxed()
     }
+
+    /// A Kubernetes API client that talks to the member of the control plane that took
+    /// the place of the one [`Fault::LoseControlPlaneMemberAndData`] lost, and to it alone;
+    /// `None` while no member has taken its place.
+    fn new_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        async { Ok(None) }.boxed()
+    }
 }
 
 /// The answer of a driver to a request that needs a capability it lacks.
@@ -1061,7 +1080,7 @@ mod tests {
     fn every_kind_of_fault_has_its_tag_and_healing_goes_with_partitioning() {
         let kinds = Fault::kinds();
         let tags: std::collections::BTreeSet<&str> = kinds.iter().map(Fault::tag).collect();
-        assert_eq!(tags.len(), kinds.len() - 2, "{tags:?}");
+        assert_eq!(tags.len(), kinds.len() - 3, "{tags:?}");
         assert_eq!(
             Fault::Heal.tag(),
             Fault::PartitionNode {
@@ -1072,6 +1091,10 @@ mod tests {
         assert_eq!(
             Fault::HealControlPlane.tag(),
             Fault::PartitionControlPlaneLeader.tag()
+        );
+        assert_eq!(
+            Fault::LoseControlPlaneMemberAndData.tag(),
+            Fault::LoseControlPlaneLeader.tag()
         );
         assert_eq!(
             Fault::LoseNode {

@@ -283,6 +283,13 @@ pub trait Machines: Send + Sync + fmt::Debug {
     fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
         async { Ok(None) }.boxed()
     }
+
+    /// A client for the API of the member of the control plane that took the place of the
+    /// one [`Fault::LoseControlPlaneMemberAndData`] lost, and of it alone; `None` while
+    /// none has.
+    fn new_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        async { Ok(None) }.boxed()
+    }
 }
 
 /// The machines of a cluster the kit did not start: it reaches them through the API only.
@@ -1270,6 +1277,10 @@ impl Driver for KubernetesDriver {
 
     fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
         self.machines.cut_off_member_client()
+    }
+
+    fn new_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        self.machines.new_member_client()
     }
 }
 

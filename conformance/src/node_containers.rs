@@ -163,6 +163,7 @@ impl Machines for NodeContainers {
             },
             Fault::RestartControlPlane
             | Fault::LoseControlPlaneLeader
+            | Fault::LoseControlPlaneMemberAndData
             | Fault::PartitionControlPlaneLeader
             | Fault::HealControlPlane => Support::No(
                 "the kit did not start this cluster's control plane and does not know which \

@@ -73,6 +73,10 @@
 //!   with several members, every member gets SIGKILL first, all at once;
 //! - *lose the control-plane member that leads* (`/readyz` names it): it gets SIGKILL, and
 //!   `up` starts it again a second later, as a machine that reboots;
+//! - *lose a member that does not lead, with its data*: its data directory is deleted,
+//!   then it gets SIGKILL — a machine that dies with its disk. `up` finds its store gone
+//!   and puts a member with a new id in its place; the driver finds that one as the
+//!   member directory that was not there before;
 //! - *cut the member that leads off from the others*: its container's traffic to and from
 //!   theirs is dropped in its own network namespace ([`links`]), both ways; clients and
 //!   the front door still reach it. *Restoring the links* deletes those rules.
@@ -286,6 +290,9 @@ pub struct ReferenceCluster {
     /// The member cut off from the others last, and the cut while it lasts (until the
     /// links are restored).
     cut: tokio::sync::Mutex<Option<(u64, Option<links::Cut>)>>,
+    /// The members there were when one was lost with its data last: the member not among
+    /// them is the one that took its place.
+    before_loss: tokio::sync::Mutex<Option<Vec<u64>>>,
 }
 
 /// One node agent: how to start it, and how it is doing.
@@ -419,6 +426,7 @@ impl ReferenceCluster {
             proxy: tokio::sync::Mutex::new(None),
             members,
             cut: tokio::sync::Mutex::new(None),
+            before_loss: tokio::sync::Mutex::new(None),
         };
         for number in 1..=NODES {
             let spec = NodeSpec {
@@ -535,46 +543,89 @@ impl ReferenceCluster {
         Ok(())
     }
 
-    /// The pids of the control plane's members (none for a control plane of one, which is
-    /// `up` itself), from the pid files `up` writes.
-    fn member_pids(&self) -> Vec<u32> {
+    /// The ids of the control plane's members now, from their data directories (none for
+    /// a control plane of one, which is `up` itself). A member lost with its data has none
+    /// left; the member that replaces it has one.
+    fn member_ids(&self) -> Vec<u64> {
         if self.members < 2 {
             return Vec::new();
         }
-        (1..=self.members)
-            .filter_map(|id| {
-                let path = self
-                    .data_dir
-                    .path()
-                    .join("members")
-                    .join(id.to_string())
-                    .join("pid");
-                std::fs::read_to_string(path).ok()?.trim().parse().ok()
-            })
+        shipshape::control_plane::existing_members(self.data_dir.path()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "failed to list the control plane's members");
+            Vec::new()
+        })
+    }
+
+    /// The pids of the control plane's members (none for a control plane of one, which is
+    /// `up` itself), from the pid files `up` writes.
+    fn member_pids(&self) -> Vec<u32> {
+        self.member_ids()
+            .into_iter()
+            .filter_map(|id| self.member_pid(id).ok())
             .collect()
+    }
+
+    /// Member `id`'s pid, from the pid file `up` writes.
+    fn member_pid(&self, id: u64) -> anyhow::Result<u32> {
+        let path = self
+            .data_dir
+            .path()
+            .join("members")
+            .join(id.to_string())
+            .join("pid");
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{} holds no pid", path.display()))
     }
 
     /// Kills the member that leads the control plane's store with SIGKILL; `up` starts it
     /// again a second later, as a machine that reboots.
     async fn lose_control_plane_leader(&self) -> anyhow::Result<()> {
         let leader = self.leader().await?;
-        let path = self
-            .data_dir
-            .path()
-            .join("members")
-            .join(leader.to_string())
-            .join("pid");
-        let pid: u32 = std::fs::read_to_string(&path)
-            .with_context(|| format!("failed to read {}", path.display()))?
-            .trim()
-            .parse()
-            .with_context(|| format!("{} holds no pid", path.display()))?;
+        let pid = self.member_pid(leader)?;
         signal(pid, "KILL")?;
         tracing::info!(
             member = leader,
             pid,
             "killed the control-plane member that leads"
         );
+        Ok(())
+    }
+
+    /// Deletes the data directory of a member that does not lead, then kills it with
+    /// SIGKILL: a machine that dies with its disk. In that order, so that `up` never finds
+    /// the member dead with its data still there and starts it again; it finds the data
+    /// gone and puts a new member in its place. The lost member's log is kept in the
+    /// report first.
+    async fn lose_control_plane_member_and_data(&self) -> anyhow::Result<()> {
+        let leader = self.leader().await?;
+        let before = self.member_ids();
+        let lost = before
+            .iter()
+            .copied()
+            .find(|id| *id != leader)
+            .ok_or_else(|| anyhow!("the control plane has no member but its leader"))?;
+        let dir = self.data_dir.path().join("members").join(lost.to_string());
+        let pid = self.member_pid(lost)?;
+        self.keep_member_log(lost);
+        // The running member may still add a file while the directory goes.
+        let mut removed = std::fs::remove_dir_all(&dir);
+        for _ in 0..10 {
+            if removed.is_ok() || !dir.exists() {
+                break;
+            }
+            removed = std::fs::remove_dir_all(&dir);
+        }
+        removed.with_context(|| format!("failed to delete {}", dir.display()))?;
+        signal(pid, "KILL")?;
+        tracing::info!(
+            member = lost,
+            pid,
+            "killed a control-plane member that does not lead, its data deleted"
+        );
+        *self.before_loss.lock().await = Some(before);
         Ok(())
     }
 
@@ -627,7 +678,7 @@ impl ReferenceCluster {
         let network = shipshape::agent::runtime::POD_NETWORK;
         let machine = self.member_machine(leader).await?;
         let mut peers = Vec::new();
-        for member in (1..=self.members).filter(|m| *m != leader) {
+        for member in self.member_ids().into_iter().filter(|m| *m != leader) {
             let other = self.member_machine(member).await?;
             let address = other.addresses.get(network).copied().ok_or_else(|| {
                 anyhow!("control-plane member {member} has no address on network {network}")
@@ -661,6 +712,30 @@ impl ReferenceCluster {
         let Some(member) = self.cut.lock().await.as_ref().map(|(member, _)| *member) else {
             return Ok(None);
         };
+        Ok(Some(self.member_client(member).await?))
+    }
+
+    /// A client for the API of the member that took the place of the one lost with its
+    /// data last, once it runs.
+    async fn new_member_client(&self) -> anyhow::Result<Option<kube::Client>> {
+        let Some(before) = self.before_loss.lock().await.clone() else {
+            return Ok(None);
+        };
+        let new = self
+            .member_ids()
+            .into_iter()
+            .find(|id| !before.contains(id));
+        match new {
+            Some(member) if self.member_machine(member).await.is_ok() => {
+                Ok(Some(self.member_client(member).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A client for the API of `member` alone: the kubeconfig's, sent to the host port
+    /// its container publishes.
+    async fn member_client(&self, member: u64) -> anyhow::Result<kube::Client> {
         let machine = self.member_machine(member).await?;
         let api = format!("{}/tcp", shipshape::machines::CONTAINER_API_PORT);
         let port = machine
@@ -678,7 +753,7 @@ impl ReferenceCluster {
         let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
             .await
             .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?;
-        Ok(Some(kubeapi::client(config)?))
+        kubeapi::client(config)
     }
 
     /// The member that leads the control plane's store, as `/readyz` names it.
@@ -949,7 +1024,7 @@ impl ReferenceCluster {
             .copied()
             .ok_or_else(|| anyhow!("node {name} has no gateway on network {network}"))?;
         let mut peers = vec![gateway];
-        for member in 1..=self.members {
+        for member in self.member_ids() {
             let other = self.member_machine(member).await?;
             peers.extend(other.addresses.get(network).copied());
         }
@@ -1071,21 +1146,27 @@ impl ReferenceCluster {
     /// Copies each member's log from its data directory, which goes with the cluster, to
     /// the report directory.
     fn keep_member_logs(&self) {
-        for id in 1..=self.members {
-            let from = self
-                .data_dir
-                .path()
-                .join("members")
-                .join(id.to_string())
-                .join("member.log");
-            let to = self
-                .log_path
-                .with_file_name(format!("reference-member-{id}.log"));
-            if from.exists()
-                && let Err(e) = std::fs::copy(&from, &to)
-            {
-                tracing::warn!(error = %e, "failed to keep member {id}'s log in the report");
-            }
+        for id in self.member_ids() {
+            self.keep_member_log(id);
+        }
+    }
+
+    /// Copies member `id`'s log from its data directory to the report directory
+    /// (`reference-member-ID.log`).
+    fn keep_member_log(&self, id: u64) {
+        let from = self
+            .data_dir
+            .path()
+            .join("members")
+            .join(id.to_string())
+            .join("member.log");
+        let to = self
+            .log_path
+            .with_file_name(format!("reference-member-{id}.log"));
+        if from.exists()
+            && let Err(e) = std::fs::copy(&from, &to)
+        {
+            tracing::warn!(error = %e, "failed to keep member {id}'s log in the report");
         }
     }
 
@@ -1667,11 +1748,12 @@ impl Machines for ReferenceCluster {
 
     fn supports(&self, fault: &Fault) -> Support {
         match fault {
-            Fault::LoseControlPlaneLeader if self.members < 2 => Support::No(format!(
-                "the reference's control plane runs one member here; set {MEMBERS_ENV}=3 to \
-                 certify it with three"
-            )),
-            Fault::PartitionControlPlaneLeader | Fault::HealControlPlane if self.members < 2 => {
+            Fault::LoseControlPlaneLeader
+            | Fault::LoseControlPlaneMemberAndData
+            | Fault::PartitionControlPlaneLeader
+            | Fault::HealControlPlane
+                if self.members < 2 =>
+            {
                 Support::No(format!(
                     "the reference's control plane runs one member here; set {MEMBERS_ENV}=3 \
                      to certify it with three"
@@ -1691,6 +1773,7 @@ impl Machines for ReferenceCluster {
             }
             Fault::RestartControlPlane
             | Fault::LoseControlPlaneLeader
+            | Fault::LoseControlPlaneMemberAndData
             | Fault::KillContainer { .. }
             | Fault::DeleteReplica { .. }
             | Fault::LoseNode { .. }
@@ -1709,6 +1792,9 @@ impl Machines for ReferenceCluster {
                 Fault::Heal => self.heal().await,
                 Fault::RestartNode { node } => self.restart_node(node).await,
                 Fault::LoseControlPlaneLeader => self.lose_control_plane_leader().await,
+                Fault::LoseControlPlaneMemberAndData => {
+                    self.lose_control_plane_member_and_data().await
+                }
                 Fault::PartitionControlPlaneLeader => self.partition_control_plane_leader().await,
                 Fault::HealControlPlane => self.heal_control_plane().await,
                 Fault::KillContainer { .. } | Fault::DeleteReplica { .. } => {
@@ -1737,6 +1823,10 @@ impl Machines for ReferenceCluster {
 
     fn cut_off_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
         ReferenceCluster::cut_off_member_client(self).boxed()
+    }
+
+    fn new_member_client(&self) -> DriverFuture<'_, Option<kube::Client>> {
+        ReferenceCluster::new_member_client(self).boxed()
     }
 }
 

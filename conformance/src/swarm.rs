@@ -1592,6 +1592,7 @@ impl Driver for SwarmDriver {
             ),
             Fault::RestartControlPlane
             | Fault::LoseControlPlaneLeader
+            | Fault::LoseControlPlaneMemberAndData
             | Fault::PartitionControlPlaneLeader
             | Fault::HealControlPlane => Support::No(
                 "the swarm's manager is the Docker engine the kit itself runs on".to_owned(),

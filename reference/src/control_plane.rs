@@ -428,9 +428,9 @@ async fn start_member(
     Ok(store)
 }
 
-/// Prepares the data directories of `count` members under `root` (`members/1`, ...): each
-/// gets the cluster's CA, token and id, made once in `root`. Returns the directories.
-pub fn prepare_members(root: &Path, count: u64) -> Result<Vec<PathBuf>, ControlPlaneError> {
+/// Prepares the data directories of the members `ids` under `root` (`members/1`, ...):
+/// each gets the cluster's CA, token and id, made once in `root`. Returns the directories.
+pub fn prepare_members(root: &Path, ids: &[u64]) -> Result<Vec<PathBuf>, ControlPlaneError> {
     std::fs::create_dir_all(root).map_err(|source| ControlPlaneError::Io {
         path: root.to_owned(),
         source,
@@ -438,27 +438,47 @@ pub fn prepare_members(root: &Path, count: u64) -> Result<Vec<PathBuf>, ControlP
     load_or_create_token(&root.join("token"))?;
     load_or_create_cluster_id(&root.join("cluster-id"))?;
     tls::load_or_create(root, [127, 0, 0, 1].into(), &[]).map_err(ControlPlaneError::Tls)?;
-    let mut dirs = Vec::new();
-    for id in 1..=count {
-        let dir = root.join("members").join(id.to_string());
-        std::fs::create_dir_all(&dir).map_err(|source| ControlPlaneError::Io {
-            path: dir.clone(),
+    ids.iter().map(|id| prepare_member(root, *id)).collect()
+}
+
+/// Prepares the data directory of member `id` under `root`, whose CA, token and id
+/// [`prepare_members`] made.
+pub fn prepare_member(root: &Path, id: u64) -> Result<PathBuf, ControlPlaneError> {
+    let dir = root.join("members").join(id.to_string());
+    std::fs::create_dir_all(&dir).map_err(|source| ControlPlaneError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    for file in ["token", "cluster-id", "ca.crt", "ca.key"] {
+        let (from, to) = (root.join(file), dir.join(file));
+        let contents = std::fs::read_to_string(&from).map_err(|source| ControlPlaneError::Io {
+            path: from.clone(),
             source,
         })?;
-        for file in ["token", "cluster-id", "ca.crt", "ca.key"] {
-            let (from, to) = (root.join(file), dir.join(file));
-            let contents =
-                std::fs::read_to_string(&from).map_err(|source| ControlPlaneError::Io {
-                    path: from.clone(),
-                    source,
-                })?;
-            if std::fs::read_to_string(&to).ok().as_deref() != Some(contents.as_str()) {
-                write_private(&to, &contents)?;
-            }
+        if std::fs::read_to_string(&to).ok().as_deref() != Some(contents.as_str()) {
+            write_private(&to, &contents)?;
         }
-        dirs.push(dir);
     }
-    Ok(dirs)
+    Ok(dir)
+}
+
+/// The ids of the members whose data directories are under `root` (`members/ID`), in
+/// order; none for a new root.
+pub fn existing_members(root: &Path) -> Result<Vec<u64>, ControlPlaneError> {
+    let dir = root.join("members");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ControlPlaneError::Io { path: dir, source }),
+    };
+    let mut ids: Vec<u64> = entries
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|id| *id > 0)
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 async fn wait_for_leader(store: &Store, limit: Duration) -> Result<(), ControlPlaneError> {

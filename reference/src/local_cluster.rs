@@ -13,7 +13,11 @@
 //! clients, node agents and the proxy use; the node agents and the proxy are tasks of this
 //! process as before. `up` keeps its members running as a service manager would: a
 //! member that dies is started again on its data after [`MEMBER_RESTART_DELAY`] (unless
-//! it was taken down on purpose, [`LocalMembersCluster::kill_member`]).
+//! it was taken down on purpose, [`LocalMembersCluster::kill_member`]). A member that
+//! died with its data (its directory's store gone, as with a dead disk) is not started
+//! again under its id, which would make it forget its votes; a new member takes its
+//! place ([`replace_member`]). A data directory used before keeps its members' ids and
+//! peer addresses.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -188,20 +192,153 @@ const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after a member died on its own it is started again.
 pub const MEMBER_RESTART_DELAY: Duration = Duration::from_secs(1);
 
-/// One member and whether it must stay down.
+/// One member: how it runs, what runs, and whether it must stay down.
 struct MemberSlot {
+    plan: MemberPlan,
     machine: Machine,
     /// Taken down on purpose: not restarted until asked.
     held_down: bool,
+    /// The id of the member that replaces this one, whose data is gone, once chosen
+    /// ([`replace_member`]).
+    replacement: Option<u64>,
 }
 
 type Slots = std::sync::Arc<tokio::sync::Mutex<Vec<MemberSlot>>>;
 
-/// Restarts members that died on their own, until `stopped` turns true.
+/// What planning a member needs: for the first members, and for one that replaces a
+/// member whose data is gone.
+struct MemberPlanner {
+    /// `up`'s data directory; each member's is `members/ID` in it.
+    root: PathBuf,
+    cluster_id: String,
+    /// The engine, when members are containers.
+    engine: Option<bollard::Docker>,
+    /// The shared network's gateway (this host, seen from a container), when members are
+    /// containers.
+    gateway: Option<std::net::IpAddr>,
+    node_lifecycle: NodeLifecycleConfig,
+    node_ports: String,
+    /// Every member's peer address by id, those replaced included.
+    peers: BTreeMap<u64, String>,
+}
+
+/// File in `up`'s `members/` directory: the largest member id ever given, so that a
+/// replacement never takes the id of a member removed earlier (the control plane
+/// refuses it), even after the removed member's directory is gone.
+const LAST_ID_FILE: &str = "last-id";
+
+/// File in a member's data directory (members as processes): its peer port on loopback,
+/// the same for every run of `up`, as the other members keep it once it was added.
+const PEER_ADDRESS_FILE: &str = "peer-address";
+
+impl MemberPlanner {
+    /// Where member `id`, whose data directory is `dir`, takes its peers' connections: its
+    /// container's name on the network, or a loopback port kept in `dir`.
+    fn peer_address(&self, id: u64, dir: &Path) -> anyhow::Result<String> {
+        if self.engine.is_some() {
+            return Ok(format!(
+                "{}:{}",
+                machines::container_name(&self.cluster_id, id),
+                machines::CONTAINER_PEER_PORT
+            ));
+        }
+        let file = dir.join(PEER_ADDRESS_FILE);
+        if let Ok(kept) = std::fs::read_to_string(&file)
+            && kept.trim().parse::<SocketAddr>().is_ok()
+        {
+            return Ok(kept.trim().to_owned());
+        }
+        let address = free_port()?.to_string();
+        std::fs::write(&file, &address)
+            .with_context(|| format!("failed to write {}", file.display()))?;
+        Ok(address)
+    }
+
+    /// An id no member ever had.
+    fn next_id(&self) -> anyhow::Result<u64> {
+        let file = self.root.join("members").join(LAST_ID_FILE);
+        let kept: u64 = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let id = kept.max(self.peers.keys().copied().max().unwrap_or(0)) + 1;
+        std::fs::write(&file, id.to_string())
+            .with_context(|| format!("failed to write {}", file.display()))?;
+        Ok(id)
+    }
+
+    /// How member `id` runs: its data in `dir`, its API where the front door reaches it
+    /// (`api`), `peers` the members it starts with (itself among them); `joining` a
+    /// control plane that added it, rather than being one of its first members.
+    fn plan(
+        &self,
+        id: u64,
+        dir: &Path,
+        api: SocketAddr,
+        peers: &BTreeMap<u64, String>,
+        joining: bool,
+    ) -> anyhow::Result<MemberPlan> {
+        let (data, listen) = match self.engine {
+            None => (dir.as_os_str().to_owned(), api.to_string()),
+            Some(_) => (
+                "/data".into(),
+                format!("0.0.0.0:{}", machines::CONTAINER_API_PORT),
+            ),
+        };
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "control-plane".into(),
+            "--stop-with-stdin".into(),
+            "--data-dir".into(),
+            data,
+            "--listen".into(),
+            listen.into(),
+            "--member".into(),
+            id.to_string().into(),
+            "--node-grace-seconds".into(),
+            self.node_lifecycle
+                .grace_period
+                .as_secs()
+                .to_string()
+                .into(),
+            "--eviction-seconds".into(),
+            self.node_lifecycle
+                .default_toleration
+                .as_secs()
+                .to_string()
+                .into(),
+            "--service-node-port-range".into(),
+            self.node_ports.clone().into(),
+        ];
+        for (peer, address) in peers {
+            args.push("--peer".into());
+            args.push(format!("{peer}={address}").into());
+        }
+        if joining {
+            args.push("--join".into());
+        }
+        if let Some(gateway) = self.gateway {
+            args.push("--tls-san".into());
+            args.push(gateway.to_string().into());
+        }
+        MemberPlan::new(
+            id,
+            dir,
+            api,
+            args,
+            self.engine
+                .clone()
+                .map(|docker| (docker, machines::container_name(&self.cluster_id, id))),
+        )
+    }
+}
+
+/// Restarts members that died on their own, until `stopped` turns true; replaces those
+/// whose data is gone ([`replace_member`]), asking the control plane through `client`.
 async fn supervise(
     slots: Slots,
-    plans: std::sync::Arc<Vec<MemberPlan>>,
+    mut planner: MemberPlanner,
     exe: PathBuf,
+    client: kube::Client,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -210,21 +347,90 @@ async fn supervise(
             _ = tokio::time::sleep(MEMBER_RESTART_DELAY) => {}
         }
         let mut slots = slots.lock().await;
-        for (slot, plan) in slots.iter_mut().zip(plans.iter()) {
+        let members: Vec<u64> = slots.iter().map(|slot| slot.plan.id).collect();
+        for slot in slots.iter_mut() {
             if slot.held_down || *stopped.borrow() {
                 continue;
             }
-            if let Ok(Some(how)) = slot.machine.exited().await {
-                tracing::warn!(member = plan.id, %how, "control-plane member died; starting it again");
-                match plan.machine.start(&exe).await {
-                    Ok(machine) => slot.machine = machine,
-                    Err(e) => {
-                        tracing::error!(member = plan.id, error = %e, "failed to restart a member")
-                    }
+            let Ok(Some(how)) = slot.machine.exited().await else {
+                continue;
+            };
+            let id = slot.plan.id;
+            if slot.plan.data_lost()
+                && !crate::failpoints::on!("up::restart-members-that-lost-their-data")
+            {
+                tracing::warn!(member = id, %how, "control-plane member died and its data is gone; replacing it with a new member");
+                if let Err(e) = replace_member(slot, &members, &mut planner, &exe, &client).await {
+                    tracing::error!(member = id, error = %format!("{e:#}"), "failed to replace a member; trying again");
+                }
+                continue;
+            }
+            tracing::warn!(member = id, %how, "control-plane member died; starting it again");
+            match slot.plan.machine.start(&exe).await {
+                Ok(machine) => slot.machine = machine,
+                Err(e) => {
+                    tracing::error!(member = id, error = %e, "failed to restart a member")
                 }
             }
         }
     }
+}
+
+/// Replaces the member of `slot`, whose data is gone, by a new member in its place (the
+/// same API port behind the front door), as an operator replaces an etcd member whose
+/// disk died. Starting it again under its old id would be unsafe: it has forgotten what
+/// it voted for and what it acknowledged. So the old id leaves the Raft configuration,
+/// a new one (never used before) joins it, and the new member starts with an empty store
+/// and catches up from a snapshot. Each step may be repeated: one that fails is tried
+/// again on the next round, and one that took effect before answers 400 (not a member,
+/// already a member).
+async fn replace_member(
+    slot: &mut MemberSlot,
+    members: &[u64],
+    planner: &mut MemberPlanner,
+    exe: &Path,
+    client: &kube::Client,
+) -> anyhow::Result<()> {
+    let old = slot.plan.id;
+    let new = match slot.replacement {
+        Some(id) => id,
+        None => *slot.replacement.insert(planner.next_id()?),
+    };
+    let remove = http::Request::delete(format!("/shipshape/v1/members/{old}")).body(Vec::new())?;
+    match client.request_text(remove).await {
+        Ok(_) => tracing::info!(member = old, "removed the member whose data is gone"),
+        Err(kube::Error::Api(status)) if status.code == 400 => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to remove member {old}")),
+    }
+    let dir = control_plane::prepare_member(&planner.root, new)?;
+    let address = planner.peer_address(new, &dir)?;
+    let body = serde_json::json!({ "id": new, "peerAddress": address });
+    let add = http::Request::post("/shipshape/v1/members")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    match client.request_text(add).await {
+        Ok(_) => tracing::info!(member = new, %address, "added a member"),
+        Err(kube::Error::Api(status))
+            if status.code == 400 && status.message.contains("already a member") => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to add member {new}")),
+    }
+    planner.peers.insert(new, address);
+    let peers: BTreeMap<u64, String> = planner
+        .peers
+        .iter()
+        .filter(|(id, _)| **id == new || (**id != old && members.contains(id)))
+        .map(|(id, address)| (*id, address.clone()))
+        .collect();
+    let plan = planner.plan(new, &dir, slot.plan.api, &peers, true)?;
+    slot.machine = plan.machine.start(exe).await?;
+    slot.plan = plan;
+    slot.replacement = None;
+    tracing::info!(
+        member = new,
+        replaced = old,
+        "a new member took the place of one whose data is gone"
+    );
+    Ok(())
 }
 
 /// A running local cluster whose control plane is several members.
@@ -233,7 +439,6 @@ pub struct LocalMembersCluster {
     kubeconfig: PathBuf,
     credentials: Credentials,
     exe: PathBuf,
-    plans: std::sync::Arc<Vec<MemberPlan>>,
     members: Slots,
     docker: Option<bollard::Docker>,
     cluster_id: String,
@@ -247,7 +452,6 @@ impl std::fmt::Debug for LocalMembersCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalMembersCluster")
             .field("url", &self.url)
-            .field("members", &self.plans.len())
             .finish_non_exhaustive()
     }
 }
@@ -291,7 +495,21 @@ impl LocalMembersCluster {
         let data_dir = config.data_dir.clone();
         let docker = docker_for(nodes).await?;
         let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
-        let dirs = control_plane::prepare_members(&data_dir, count)?;
+        // A data directory used before keeps its members, which may not be 1..=count any
+        // more once one was replaced.
+        let mut ids = control_plane::existing_members(&data_dir)?;
+        if ids.is_empty() {
+            ids = (1..=count).collect();
+        } else if ids.len() as u64 != count {
+            anyhow::bail!(
+                "{} holds a control plane of {} members (ids {ids:?}), not {count}: start it \
+                 with --control-plane {}, or use another --data-dir",
+                data_dir.display(),
+                ids.len(),
+                ids.len()
+            );
+        }
+        let dirs = control_plane::prepare_members(&data_dir, &ids)?;
         let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
             .trim()
             .to_owned();
@@ -316,67 +534,23 @@ impl LocalMembersCluster {
             ),
             None => None,
         };
-        let mut apis = Vec::new();
-        let mut peers = BTreeMap::new();
-        for id in 1..=count {
-            apis.push(free_port()?);
-            let peer = match engine {
-                None => free_port()?.to_string(),
-                Some(_) => format!(
-                    "{}:{}",
-                    machines::container_name(&cluster_id, id),
-                    machines::CONTAINER_PEER_PORT
-                ),
-            };
-            peers.insert(id, peer);
+        let mut planner = MemberPlanner {
+            root: data_dir.clone(),
+            cluster_id: cluster_id.clone(),
+            engine: engine.clone(),
+            gateway,
+            node_lifecycle,
+            node_ports: format!("{}-{}", config.node_ports.start(), config.node_ports.end()),
+            peers: BTreeMap::new(),
+        };
+        for (id, dir) in ids.iter().zip(&dirs) {
+            let address = planner.peer_address(*id, dir)?;
+            planner.peers.insert(*id, address);
         }
         let mut plans = Vec::new();
-        for (i, dir) in dirs.iter().enumerate() {
-            let id = i as u64 + 1;
-            let (data, listen) = match engine {
-                None => (dir.clone().into_os_string(), apis[i].to_string()),
-                Some(_) => (
-                    "/data".into(),
-                    format!("0.0.0.0:{}", machines::CONTAINER_API_PORT),
-                ),
-            };
-            let mut args: Vec<std::ffi::OsString> = vec![
-                "control-plane".into(),
-                "--stop-with-stdin".into(),
-                "--data-dir".into(),
-                data,
-                "--listen".into(),
-                listen.into(),
-                "--member".into(),
-                id.to_string().into(),
-                "--node-grace-seconds".into(),
-                node_lifecycle.grace_period.as_secs().to_string().into(),
-                "--eviction-seconds".into(),
-                node_lifecycle
-                    .default_toleration
-                    .as_secs()
-                    .to_string()
-                    .into(),
-                "--service-node-port-range".into(),
-                format!("{}-{}", config.node_ports.start(), config.node_ports.end()).into(),
-            ];
-            for (peer, address) in &peers {
-                args.push("--peer".into());
-                args.push(format!("{peer}={address}").into());
-            }
-            if let Some(gateway) = gateway {
-                args.push("--tls-san".into());
-                args.push(gateway.to_string().into());
-            }
-            plans.push(MemberPlan::new(
-                id,
-                dir,
-                apis[i],
-                args,
-                engine
-                    .clone()
-                    .map(|docker| (docker, machines::container_name(&cluster_id, id))),
-            )?);
+        for (id, dir) in ids.iter().zip(&dirs) {
+            let peers = planner.peers.clone();
+            plans.push(planner.plan(*id, dir, free_port()?, &peers, false)?);
         }
         // What a killed run of this `up` left: its nodes' containers and their pods'. (Not
         // with `--nodes 0`: the nodes are someone else's then, and keep running. Members'
@@ -384,15 +558,17 @@ impl LocalMembersCluster {
         if let Some(docker) = &docker {
             remove_leftovers(docker, &cluster_id).await?;
         }
+        let apis: Vec<SocketAddr> = plans.iter().map(|plan| plan.api).collect();
         let mut members = Vec::new();
-        for plan in &plans {
+        for plan in plans {
             members.push(MemberSlot {
                 machine: plan.machine.start(&exe).await?,
+                plan,
                 held_down: false,
+                replacement: None,
             });
         }
         let members: Slots = std::sync::Arc::new(tokio::sync::Mutex::new(members));
-        let plans = std::sync::Arc::new(plans);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
@@ -426,12 +602,6 @@ impl LocalMembersCluster {
             backends.clone(),
             stopped.clone(),
         ));
-        agents.spawn(supervise(
-            members.clone(),
-            plans.clone(),
-            exe.clone(),
-            stopped.clone(),
-        ));
         let token = std::fs::read_to_string(data_dir.join("token"))?
             .trim()
             .to_owned();
@@ -447,6 +617,13 @@ impl LocalMembersCluster {
             credentials.clone(),
             stopped.clone(),
         ));
+        agents.spawn(supervise(
+            members.clone(),
+            planner,
+            exe.clone(),
+            credentials.client()?,
+            stopped.clone(),
+        ));
         let kubeconfig = data_dir.join("kubeconfig");
         control_plane::write_private(
             &kubeconfig,
@@ -457,7 +634,6 @@ impl LocalMembersCluster {
             kubeconfig,
             credentials,
             exe,
-            plans,
             members,
             docker,
             cluster_id,
@@ -521,11 +697,11 @@ impl LocalMembersCluster {
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
         let deadline = tokio::time::Instant::now() + MEMBERS_READY_TIMEOUT;
         loop {
-            for (i, member) in self.members.lock().await.iter_mut().enumerate() {
+            for member in self.members.lock().await.iter_mut() {
                 if let Some(status) = member.machine.exited().await? {
                     anyhow::bail!(
                         "control-plane member {} exited ({status}); see its member.log",
-                        i + 1
+                        member.plan.id
                     );
                 }
             }
@@ -556,9 +732,13 @@ impl LocalMembersCluster {
         &self.credentials
     }
 
-    /// Each member's own API address, by member id (from 1).
-    pub fn member_apis(&self) -> BTreeMap<u64, SocketAddr> {
-        self.plans.iter().map(|p| (p.id, p.api)).collect()
+    /// Each member's own API address, by member id.
+    pub async fn member_apis(&self) -> BTreeMap<u64, SocketAddr> {
+        let members = self.members.lock().await;
+        members
+            .iter()
+            .map(|member| (member.plan.id, member.plan.api))
+            .collect()
     }
 
     /// Kills member `id` with SIGKILL, as a machine that loses power.
@@ -566,7 +746,8 @@ impl LocalMembersCluster {
     pub async fn kill_member(&mut self, id: u64) -> anyhow::Result<()> {
         let mut members = self.members.lock().await;
         let member = members
-            .get_mut((id as usize).wrapping_sub(1))
+            .iter_mut()
+            .find(|member| member.plan.id == id)
             .with_context(|| format!("there is no member {id}"))?;
         member.held_down = true;
         member.machine.kill().await
@@ -574,17 +755,15 @@ impl LocalMembersCluster {
 
     /// Starts member `id` again on its data directory (after [`Self::kill_member`]).
     pub async fn restart_member(&mut self, id: u64) -> anyhow::Result<()> {
-        let index = (id as usize).wrapping_sub(1);
-        let plan = self
-            .plans
-            .get(index)
-            .with_context(|| format!("there is no member {id}"))?;
         let mut members = self.members.lock().await;
-        let member = &mut members[index];
+        let member = members
+            .iter_mut()
+            .find(|member| member.plan.id == id)
+            .with_context(|| format!("there is no member {id}"))?;
         if member.machine.exited().await?.is_none() {
             anyhow::bail!("member {id} is still running");
         }
-        member.machine = plan.machine.start(&self.exe).await?;
+        member.machine = member.plan.machine.start(&self.exe).await?;
         member.held_down = false;
         Ok(())
     }

@@ -142,6 +142,8 @@ pub enum Machine {
 pub struct MemberPlan {
     /// Its Raft id.
     pub id: u64,
+    /// Its data directory on this host.
+    pub dir: PathBuf,
     /// Where the front door reaches its API, on this host.
     pub api: std::net::SocketAddr,
     /// How it runs.
@@ -181,6 +183,7 @@ impl MemberPlan {
         };
         Ok(MemberPlan {
             id,
+            dir: dir.to_owned(),
             api,
             machine: MachinePlan {
                 role: format!("control-plane member {id}"),
@@ -190,6 +193,12 @@ impl MemberPlan {
                 container,
             },
         })
+    }
+
+    /// Whether its data is gone: its data directory holds no store (as after its disk
+    /// died and was replaced by an empty one).
+    pub fn data_lost(&self) -> bool {
+        !self.dir.join(crate::store::STORE_DIR).exists()
     }
 }
 

@@ -76,6 +76,7 @@ async fn start_up(dir: &Path) -> (tokio::process::Child, String) {
         .args(["up", "--control-plane", "3", "--nodes", "0"])
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::File::create(dir.join("up.log")).expect("up's log"),
@@ -124,7 +125,7 @@ async fn members_end_when_up_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_keep_serving_when_the_one_running_the_controllers_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut up, url) = start_up(dir.path()).await;
+    let (up, url) = start_up(dir.path()).await;
     let read = |file: &str| std::fs::read_to_string(dir.path().join(file)).expect(file);
     let client = Credentials {
         server: url,
@@ -221,9 +222,17 @@ async fn three_members_keep_serving_when_the_one_running_the_controllers_is_kill
         .map(|i| member_pid(dir.path(), &format!("member-{i}")))
         .filter(|p| *p != pid)
         .collect();
-    let up_pid = up.id().expect("pid").to_string();
+    stop_up(up).await;
+    for pid in others {
+        assert!(!alive(pid), "member process {pid} outlived up");
+    }
+}
+
+/// Stops `up` with SIGTERM and waits for it.
+async fn stop_up(mut up: tokio::process::Child) {
+    let pid = up.id().expect("pid").to_string();
     std::process::Command::new("kill")
-        .args(["-TERM", &up_pid])
+        .args(["-TERM", &pid])
         .status()
         .expect("kill runs");
     let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
@@ -231,7 +240,104 @@ async fn three_members_keep_serving_when_the_one_running_the_controllers_is_kill
         .expect("up stops within 30 s")
         .expect("up exits");
     assert!(status.success(), "up exited with {status}");
-    for pid in others {
-        assert!(!alive(pid), "member process {pid} outlived up");
+}
+
+/// A client of the cluster in `dir` at `server` (the front door, or one member).
+fn client_of(dir: &Path, server: String) -> kube::Client {
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).expect(file);
+    Credentials {
+        server,
+        token: read("token").trim().to_owned(),
+        ca_pem: read("ca.crt"),
     }
+    .client()
+    .expect("a client")
+}
+
+/// Member `id`'s own API address, from the line its log starts with.
+fn member_api(dir: &Path, id: u64) -> Option<String> {
+    let log = std::fs::read_to_string(dir.join("members").join(id.to_string()).join("member.log"))
+        .ok()?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("control plane serving"))?;
+    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+    Some(format!("https://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_with_its_data_is_replaced_and_the_cluster_starts_again_with_its_replacement()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, url) = start_up(dir.path()).await;
+    let namespaces: Api<Namespace> = Api::all(client_of(dir.path(), url));
+    let namespace = |name: &str| -> Namespace {
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("a namespace")
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace("before"))
+        .await
+        .expect("create through the front door");
+
+    // Member 2's disk dies with its machine: its data goes first, then its process.
+    let lost = dir.path().join("members").join("2");
+    let pid = member_pid(dir.path(), "member-2");
+    std::fs::remove_dir_all(&lost).expect("delete member 2's data");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+
+    // `up` does not start it again on nothing: member 4, a new id, takes its place and
+    // has, asked on its own, what was written before it existed.
+    eventually(
+        Duration::from_secs(60),
+        "a new member 4 serving what was written before",
+        || async {
+            let own = Api::<Namespace>::all(client_of(dir.path(), member_api(dir.path(), 4)?));
+            own.get_opt("before").await.ok()??;
+            Some(())
+        },
+    )
+    .await;
+    assert!(
+        !lost.exists(),
+        "member 2 was started again on an empty directory"
+    );
+    namespaces
+        .create(&PostParams::default(), &namespace("after"))
+        .await
+        .expect("a write after the replacement");
+    stop_up(up).await;
+
+    // The same data directory starts again with the members it has now, 1, 3 and 4.
+    let (up, url) = start_up(dir.path()).await;
+    let namespaces: Api<Namespace> = Api::all(client_of(dir.path(), url));
+    for name in ["before", "after"] {
+        assert!(
+            namespaces.get_opt(name).await.expect("read").is_some(),
+            "{name} is lost"
+        );
+    }
+    namespaces
+        .create(&PostParams::default(), &namespace("again"))
+        .await
+        .expect("a write after starting again");
+    assert!(!lost.exists(), "member 2 came back on starting again");
+    stop_up(up).await;
+
+    // Asked for another size, it says what the directory holds instead of guessing.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
+        .args(["up", "--control-plane", "5", "--nodes", "0"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("shipshape up runs");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("control plane of 3 members (ids [1, 3, 4])"),
+        "{said}"
+    );
 }

@@ -55,15 +55,15 @@ struct Cluster {
 impl Cluster {
     /// Member `id`'s data directory, holding the cluster's shared files.
     fn dir(&self, id: u64) -> PathBuf {
-        let dirs = shipshape::control_plane::prepare_members(self.root.path(), id)
-            .expect("the members' data directories");
-        dirs[(id - 1) as usize].clone()
+        shipshape::control_plane::prepare_member(self.root.path(), id)
+            .expect("the member's data directory")
     }
 }
 
 fn prepare() -> Cluster {
     let root = tempfile::tempdir().expect("a temporary directory");
-    shipshape::control_plane::prepare_members(root.path(), MEMBERS)
+    let ids: Vec<u64> = (1..=MEMBERS).collect();
+    shipshape::control_plane::prepare_members(root.path(), &ids)
         .expect("the members' data directories");
     let read = |file: &str| {
         std::fs::read_to_string(root.path().join(file))

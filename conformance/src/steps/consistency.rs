@@ -119,12 +119,8 @@ async fn partition_control_plane_leader(
     world: &mut ConformanceWorld,
     deployment: String,
 ) -> StepResult {
-    let namespace = world.namespace().await?;
-    world.before_fault = world
-        .driver()?
-        .list_replicas(&namespace, &deployment)
+    super::healing::inject_while_running(world, &deployment, &Fault::PartitionControlPlaneLeader)
         .await?;
-    super::healing::inject(world, &Fault::PartitionControlPlaneLeader).await?;
     Ok(())
 }
 
@@ -235,37 +231,9 @@ async fn cut_off_member_reads_join_the_history(world: &mut ConformanceWorld) -> 
     expr = "within {int} seconds the member that was cut off serves what the others wrote meanwhile, and none of the writes sent to it"
 )]
 async fn cut_off_member_follows(world: &mut ConformanceWorld, seconds: u64) -> StepResult {
-    let api = cut_off_member(world).await?;
+    let api = serves_what_the_others_wrote(world, Alone::CutOff, seconds).await?;
     let namespace = world.namespace().await?;
-    // What the others wrote meanwhile: the clients' objects as the majority has them now.
     let majority: Api<Event> = Api::namespaced(world.kube()?, &namespace);
-    let marker = "written-by-the-majority";
-    let wait = Wait::new(
-        seconds,
-        "the member that was cut off serving what the majority wrote".to_owned(),
-    );
-    let mut written = false;
-    loop {
-        if !written {
-            let object = event(&namespace, marker, marker, None);
-            written = match majority.create(&PostParams::default(), &object).await {
-                Ok(_) => true,
-                Err(kube::Error::Api(status)) => status.code == 409,
-                Err(_) => false,
-            };
-        }
-        let last = if !written {
-            "the majority has not taken the write yet".to_owned()
-        } else {
-            match api.get_opt(marker).await {
-                Ok(Some(_)) => break,
-                Ok(None) => "it does not have the majority's write yet".to_owned(),
-                Err(error) => format!("it answers {error}"),
-            }
-        };
-        wait.again(&last).await?;
-    }
-    wait.done(world);
     for name in &world.sent_to_cut_off {
         if let Some(found) = api
             .get_opt(name)
@@ -283,4 +251,99 @@ async fn cut_off_member_follows(world: &mut ConformanceWorld, seconds: u64) -> S
         }
     }
     Ok(())
+}
+
+#[when(
+    expr = "a member of the control plane that does not lead is killed abruptly and its data lost while the deployment {string} runs"
+)]
+async fn lose_control_plane_member_and_data(
+    world: &mut ConformanceWorld,
+    deployment: String,
+) -> StepResult {
+    super::healing::inject_while_running(world, &deployment, &Fault::LoseControlPlaneMemberAndData)
+        .await?;
+    Ok(())
+}
+
+#[then(
+    expr = "within {int} seconds a new member has taken its place and serves what the others wrote"
+)]
+async fn new_member_catches_up(world: &mut ConformanceWorld, seconds: u64) -> StepResult {
+    serves_what_the_others_wrote(world, Alone::New, seconds).await?;
+    Ok(())
+}
+
+/// A member of the control plane a scenario talks to on its own.
+#[derive(Clone, Copy)]
+enum Alone {
+    /// The member cut off from the others ([`Fault::PartitionControlPlaneLeader`]).
+    CutOff,
+    /// The member that took the place of one lost with its data
+    /// ([`Fault::LoseControlPlaneMemberAndData`]).
+    New,
+}
+
+impl Alone {
+    fn describe(self) -> &'static str {
+        match self {
+            Alone::CutOff => "the member that was cut off",
+            Alone::New => "the new member",
+        }
+    }
+}
+
+/// Writes an object through the control plane as a whole (its majority), then waits up
+/// to `seconds` until `member`, asked on its own, has it — so it has what the others
+/// wrote before it, too. Returns a client of that member.
+async fn serves_what_the_others_wrote(
+    world: &mut ConformanceWorld,
+    member: Alone,
+    seconds: u64,
+) -> anyhow::Result<Api<Event>> {
+    let namespace = world.namespace().await?;
+    let majority: Api<Event> = Api::namespaced(world.kube()?, &namespace);
+    let marker = "written-by-the-majority";
+    let wait = Wait::new(
+        seconds,
+        format!("{} serving what the majority wrote", member.describe()),
+    );
+    let mut written = false;
+    loop {
+        if !written {
+            let object = event(&namespace, marker, marker, None);
+            written = match majority.create(&PostParams::default(), &object).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(status)) => status.code == 409,
+                Err(_) => false,
+            };
+        }
+        let driver = world.driver()?;
+        let client = match member {
+            Alone::CutOff => driver.cut_off_member_client().await?.ok_or_else(|| {
+                anyhow!("no member of the control plane is cut off from the others")
+            })?,
+            Alone::New => match driver.new_member_client().await? {
+                Some(client) => client,
+                None => {
+                    wait.again("no new member has taken the lost one's place yet")
+                        .await?;
+                    continue;
+                }
+            },
+        };
+        let api: Api<Event> = Api::namespaced(client, &namespace);
+        let last = if !written {
+            "the majority has not taken the write yet".to_owned()
+        } else {
+            match api.get_opt(marker).await {
+                Ok(Some(_)) => {
+                    wait.done(world);
+                    return Ok(api);
+                }
+                Ok(None) => "it does not have the majority's write yet".to_owned(),
+                Err(error) => format!("it answers {error}"),
+            }
+        };
+        wait.again(&last).await?;
+    }
 }

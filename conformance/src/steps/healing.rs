@@ -553,6 +553,21 @@ async fn some_run_on(
 // --- helpers ------------------------------------------------------------------------------------
 
 /// Injects a fault, noting when, so what is measured after it says how long after.
+/// Notes the replicas of `deployment` as they are, then injects `fault`: the steps after
+/// it compare what runs with what ran before.
+pub(super) async fn inject_while_running(
+    world: &mut ConformanceWorld,
+    deployment: &str,
+    fault: &Fault,
+) -> anyhow::Result<()> {
+    let namespace = world.namespace().await?;
+    world.before_fault = world
+        .driver()?
+        .list_replicas(&namespace, deployment)
+        .await?;
+    inject(world, fault).await
+}
+
 pub(super) async fn inject(world: &mut ConformanceWorld, fault: &Fault) -> anyhow::Result<()> {
     let driver = world.driver()?;
     world.fault_injected(fault);

@@ -382,12 +382,7 @@ async fn restart_control_plane(world: &mut ConformanceWorld) -> StepResult {
     expr = "the member of the control plane that leads is killed abruptly while the deployment {string} runs"
 )]
 async fn lose_control_plane_leader(world: &mut ConformanceWorld, deployment: String) -> StepResult {
-    let namespace = world.namespace().await?;
-    world.before_fault = world
-        .driver()?
-        .list_replicas(&namespace, &deployment)
-        .await?;
-    healing::inject(world, &Fault::LoseControlPlaneLeader).await?;
+    healing::inject_while_running(world, &deployment, &Fault::LoseControlPlaneLeader).await?;
     Ok(())
 }
 

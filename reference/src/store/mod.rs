@@ -299,9 +299,12 @@ enum Change {
 }
 
 /// Opens the replica's database in `config.data_dir`.
+/// The directory in a member's data directory that holds its store.
+pub const STORE_DIR: &str = "store";
+
 fn open_database(config: &StoreConfig) -> Result<sled::Db, StoreError> {
     Ok(sled::Config::new()
-        .path(config.data_dir.join("store"))
+        .path(config.data_dir.join(STORE_DIR))
         .mode(sled::Mode::LowSpace)
         .open()?)
 }
