@@ -6,7 +6,7 @@
 //! Every node agent renews its heartbeat (`lastHeartbeatTime` of the `Ready` condition).
 //! Every monitor period this controller looks at each node:
 //!
-//! 1. heartbeat older than the grace period → `Ready=Unknown` (reason `NodeStatusUnknown`)
+//! 1. heartbeat unchanged for the grace period → `Ready=Unknown` (reason `NodeStatusUnknown`)
 //!    and the taints `node.kubernetes.io/unreachable` (NoSchedule and NoExecute), so the
 //!    scheduler places nothing new there;
 //! 2. the pods on such a node are reported `Unknown` (reason `NodeLost`), not Ready;
@@ -18,10 +18,19 @@
 //! 5. pods bound to a node that no longer exists at all are removed at once (Kubernetes'
 //!    pod garbage collector does this): nobody is left to finish them.
 //!
-//! The decisions are pure functions of (node, pods, now); the loop around them is a plain
-//! interval, as Kubernetes' own monitor is (this is time-driven, not event-driven).
+//! "Unchanged for the grace period" is measured on this controller's own clock, from when
+//! it saw the heartbeat change last ([`Heartbeats`]), as Kubernetes' node lifecycle
+//! controller measures it: the time *in* the heartbeat comes from the node's clock, and
+//! comparing it with this one would lose a healthy node whose clock is behind, and never
+//! lose a dead one whose clock is ahead. A controller that starts (or takes over on
+//! another member) gives every node a whole grace period from its first look.
+//!
+//! The decisions are pure functions of (node, how long its heartbeat has been unchanged,
+//! pods, now); the loop around them is a plain interval, as Kubernetes' own monitor is
+//! (this is time-driven, not event-driven).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -90,16 +99,47 @@ fn has_unreachable_taint(node: &Value) -> Option<Timestamp> {
         .map(|t| parse_time(t.get("timeAdded")).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-/// Judges a node by its heartbeat.
-pub fn assess(node: &Value, now: Timestamp, grace: Duration) -> NodeVerdict {
+/// The heartbeat a node posted last (`lastHeartbeatTime`, as the node wrote it).
+fn heartbeat(node: &Value) -> Option<&str> {
+    ready_condition(node)?.get("lastHeartbeatTime")?.as_str()
+}
+
+/// When this controller saw each node's heartbeat change last, on its own clock.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    seen: HashMap<String, (Option<String>, Instant)>,
+}
+
+impl Heartbeats {
+    /// Records what node `name` posts at `now`; returns how long, on this controller's
+    /// clock, its heartbeat has been what it is (zero for a node seen for the first time).
+    pub fn unchanged_for(&mut self, name: &str, node: &Value, now: Instant) -> Duration {
+        let posted = heartbeat(node).map(str::to_owned);
+        match self.seen.get_mut(name) {
+            Some((last, since)) if *last == posted => now.duration_since(*since),
+            Some(entry) => {
+                *entry = (posted, now);
+                Duration::ZERO
+            }
+            None => {
+                self.seen.insert(name.to_owned(), (posted, now));
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// Forgets the nodes not in `names` (deleted ones).
+    pub fn keep_only(&mut self, names: &[String]) {
+        self.seen.retain(|name, _| names.contains(name));
+    }
+}
+
+/// Judges a node by its heartbeat, which has not changed for `unchanged_for`.
+pub fn assess(node: &Value, unchanged_for: Duration, grace: Duration) -> NodeVerdict {
     let ready = ready_condition(node);
-    let heartbeat = parse_time(ready.and_then(|c| c.get("lastHeartbeatTime")));
     let status = ready.and_then(|c| c.get("status")).and_then(Value::as_str);
-    let stale = match heartbeat {
-        Some(hb) => now.duration_since(hb).unsigned_abs() > grace && hb < now,
-        // A node that never reported is left alone: it may be registering right now.
-        None => false,
-    };
+    // A node that never reported is left alone: it may be registering right now.
+    let stale = heartbeat(node).is_some() && unchanged_for > grace;
     let tainted = has_unreachable_taint(node);
     match (stale, tainted) {
         (true, Some(since)) if status == Some("Unknown") => NodeVerdict::StillLost(since),
@@ -134,12 +174,13 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
     let pods: Api<Pod> = Api::all(client);
     let mut tick = tokio::time::interval(config.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeats = Heartbeats::default();
     loop {
         tokio::select! {
             _ = crate::agent::stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = monitor(&nodes, &pods, &config).await {
+        if let Err(e) = monitor(&nodes, &pods, &config, &mut heartbeats).await {
             tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
         }
     }
@@ -149,15 +190,18 @@ async fn monitor(
     nodes: &Api<Node>,
     pods: &Api<Pod>,
     config: &NodeLifecycleConfig,
+    heartbeats: &mut Heartbeats,
 ) -> Result<(), kube::Error> {
     let now = Timestamp::now();
     let all = nodes.list(&ListParams::default()).await?.items;
     let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    heartbeats.keep_only(&names);
     remove_orphans(pods, &names).await?;
     for node in all {
         let name = node.metadata.name.clone().unwrap_or_default();
         let value = serde_json::to_value(&node).unwrap_or_default();
-        match assess(&value, now, config.grace_period) {
+        let unchanged_for = heartbeats.unchanged_for(&name, &value, Instant::now());
+        match assess(&value, unchanged_for, config.grace_period) {
             NodeVerdict::Healthy => {}
             NodeVerdict::Lost => {
                 tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
@@ -384,37 +428,69 @@ mod tests {
     #[test]
     fn a_stale_heartbeat_loses_the_node_and_a_fresh_one_recovers_it() {
         let grace = Duration::from_secs(5);
-        let now = at("2026-01-01T00:00:10Z");
+        let (fresh, stale) = (Duration::from_secs(2), Duration::from_secs(9));
+        let beat = "2026-01-01T00:00:08Z";
         assert_eq!(
-            assess(&node("2026-01-01T00:00:08Z", "True", None), now, grace),
+            assess(&node(beat, "True", None), fresh, grace),
             NodeVerdict::Healthy
         );
         assert_eq!(
-            assess(&node("2026-01-01T00:00:01Z", "True", None), now, grace),
+            assess(&node(beat, "True", None), stale, grace),
             NodeVerdict::Lost
         );
         assert_eq!(
             assess(
-                &node(
-                    "2026-01-01T00:00:01Z",
-                    "Unknown",
-                    Some("2026-01-01T00:00:07Z")
-                ),
-                now,
+                &node(beat, "Unknown", Some("2026-01-01T00:00:07Z")),
+                stale,
                 grace
             ),
             NodeVerdict::StillLost(at("2026-01-01T00:00:07Z"))
         );
         assert_eq!(
             assess(
-                &node("2026-01-01T00:00:09Z", "True", Some("2026-01-01T00:00:07Z")),
-                now,
+                &node(beat, "True", Some("2026-01-01T00:00:07Z")),
+                fresh,
                 grace
             ),
             NodeVerdict::Recovered
         );
         // Never reported: leave it be.
-        assert_eq!(assess(&json!({}), now, grace), NodeVerdict::Healthy);
+        assert_eq!(assess(&json!({}), stale, grace), NodeVerdict::Healthy);
+    }
+
+    #[test]
+    fn a_heartbeat_is_timed_on_this_clock_whatever_the_node_s_clock_says() {
+        let mut heartbeats = Heartbeats::default();
+        let start = Instant::now();
+        let after = |seconds: u64| start + Duration::from_secs(seconds);
+        // An hour behind this clock, and renewed: never stale.
+        let behind = [
+            "2026-01-01T00:00:01Z",
+            "2026-01-01T00:00:02Z",
+            "2026-01-01T00:00:03Z",
+        ];
+        for (second, beat) in (0..).zip(behind) {
+            let unchanged =
+                heartbeats.unchanged_for("behind", &node(beat, "True", None), after(second));
+            assert_eq!(unchanged, Duration::ZERO);
+        }
+        // An hour ahead, and no longer renewed: stale once it has not changed for as long
+        // on this clock, though its time is still in this clock's future.
+        let ahead = node("2026-01-01T02:00:00Z", "True", None);
+        assert_eq!(
+            heartbeats.unchanged_for("ahead", &ahead, after(3)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            heartbeats.unchanged_for("ahead", &ahead, after(9)),
+            Duration::from_secs(6)
+        );
+        // A node deleted and made again starts afresh.
+        heartbeats.keep_only(&["behind".to_owned()]);
+        assert_eq!(
+            heartbeats.unchanged_for("ahead", &ahead, after(10)),
+            Duration::ZERO
+        );
     }
 
     #[test]
