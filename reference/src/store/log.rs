@@ -132,6 +132,23 @@ impl DiskLog {
                 );
             }
         }
+        // An entry's effect is written as it is applied, and the commit index that let it
+        // be applied at the end of the same round: a power cut between the two keeps the
+        // first and loses the second, and raft-rs refuses to start on an applied index
+        // past the commit index. What was applied was committed, so the commit index is
+        // raised to it (where the log holds the entry).
+        let applied = state.applied_index()?;
+        let last = raft::Storage::last_index(&mem)?;
+        let mut core = mem.wl();
+        if applied > core.hard_state().commit && applied <= last {
+            tracing::info!(
+                applied,
+                commit = core.hard_state().commit,
+                "the commit index on disk is behind what was applied; raising it"
+            );
+            core.mut_hard_state().commit = applied;
+        }
+        drop(core);
         Ok(DiskLog { mem, tree, state })
     }
 

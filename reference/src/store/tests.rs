@@ -123,6 +123,45 @@ async fn watch_replays_history_then_follows_in_order() {
 }
 
 #[tokio::test]
+async fn a_power_cut_between_applying_and_recording_the_commit_index_loses_nothing() {
+    use protobuf::Message as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rev = {
+        let store = open(dir.path(), 100, 1000).await;
+        for i in 0..5 {
+            store
+                .write(put(&format!("/r/{i}"), "v", Precondition::Absent))
+                .await
+                .expect("write");
+        }
+        let rev = store.revision();
+        store.shutdown().await;
+        rev
+    };
+    // What a power cut can leave: the entries applied, the commit index that allowed it
+    // not yet on disk.
+    {
+        let db = sled::open(dir.path().join(STORE_DIR)).expect("the store's database");
+        let raft = db.open_tree("raft").expect("the log");
+        let bytes = raft.get(b"hs").expect("read").expect("a hard state");
+        let mut hs = raft::prelude::HardState::parse_from_bytes(&bytes).expect("a hard state");
+        assert!(hs.commit > 3, "{hs:?}");
+        hs.commit -= 3;
+        raft.insert(b"hs", hs.write_to_bytes().expect("encodes"))
+            .expect("write");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path(), 100, 1000).await;
+    assert_eq!(store.revision(), rev);
+    assert_eq!(store.list("/r/").expect("list").0.len(), 5);
+    store
+        .write(put("/r/x", "v", Precondition::Absent))
+        .await
+        .expect("a write after starting again");
+    store.shutdown().await;
+}
+
+#[tokio::test]
 async fn writes_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rev = {
