@@ -664,6 +664,16 @@ struct Looked {
     pod_engine: Result<(), String>,
 }
 
+/// How long the kit's start-up asks again when a namespace it just made is not found.
+const NAMESPACE_SEEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `error` is the API's 404.
+fn not_found(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<kube::Error>(), Some(kube::Error::Api(status)) if status.code == 404))
+}
+
 /// Runs one probe pod behind a NodePort service in a namespace of its own and finds out
 /// how they answer (see the module's essay); the namespace is deleted afterwards.
 async fn look(
@@ -702,7 +712,19 @@ async fn look_in(
         }],
         ..PodSpec::default()
     };
-    if let Admission::Refused(why) = kubeapi::run_pod(client, namespace, &pod).await? {
+    // A system that reads without a majority (a mutant does) may not know yet of the
+    // namespace just made: that is for the scenarios to catch, not for the start-up to
+    // trip on, so a namespace not found is asked again for a while.
+    let deadline = tokio::time::Instant::now() + NAMESPACE_SEEN_TIMEOUT;
+    let admission = loop {
+        match kubeapi::run_pod(client, namespace, &pod).await {
+            Err(error) if tokio::time::Instant::now() < deadline && not_found(&error) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other?,
+        }
+    };
+    if let Admission::Refused(why) = admission {
         bail!("the cluster refused the kit's probe pod: {why}");
     }
     let replica = wait_for_probe(client, namespace, &image).await?;
