@@ -664,8 +664,9 @@ struct Looked {
     pod_engine: Result<(), String>,
 }
 
-/// How long the kit's start-up asks again when a namespace it just made is not found.
-const NAMESPACE_SEEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times the kit's start-up looks at the cluster when what it just made is not
+/// found.
+const LOOK_ATTEMPTS: u32 = 3;
 
 /// Whether `error` is the API's 404.
 fn not_found(error: &anyhow::Error) -> bool {
@@ -683,13 +684,27 @@ async fn look(
     node_address: Option<&str>,
     engine: &Engine,
 ) -> anyhow::Result<Looked> {
-    let namespace = format!("conformance-{run_id}-look");
-    kubeapi::create_namespace(client, &namespace, run_id).await?;
-    let looked = look_in(client, options, &namespace, node_address, engine).await;
-    if let Err(error) = kubeapi::delete_namespace(client, &namespace).await {
-        eprintln!("conformance: warning: {error:#}");
+    // A system that reads without a majority (a mutant does) may not know yet of an
+    // object just made: that is for the scenarios to catch, not for the start-up to trip
+    // on, so a look that met a 404 is made again, in a namespace of its own.
+    let mut attempt = 1;
+    loop {
+        let namespace = format!("conformance-{run_id}-look{attempt}");
+        kubeapi::create_namespace(client, &namespace, run_id).await?;
+        let looked = look_in(client, options, &namespace, node_address, engine).await;
+        if let Err(error) = kubeapi::delete_namespace(client, &namespace).await {
+            eprintln!("conformance: warning: {error:#}");
+        }
+        match looked {
+            Err(error) if attempt < LOOK_ATTEMPTS && not_found(&error) => {
+                eprintln!(
+                    "conformance: looking again, as an object just made was not found: {error:#}"
+                );
+                attempt += 1;
+            }
+            looked => return looked,
+        }
     }
-    looked
 }
 
 /// [`look`], in its namespace.
@@ -712,19 +727,7 @@ async fn look_in(
         }],
         ..PodSpec::default()
     };
-    // A system that reads without a majority (a mutant does) may not know yet of the
-    // namespace just made: that is for the scenarios to catch, not for the start-up to
-    // trip on, so a namespace not found is asked again for a while.
-    let deadline = tokio::time::Instant::now() + NAMESPACE_SEEN_TIMEOUT;
-    let admission = loop {
-        match kubeapi::run_pod(client, namespace, &pod).await {
-            Err(error) if tokio::time::Instant::now() < deadline && not_found(&error) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => break other?,
-        }
-    };
-    if let Admission::Refused(why) = admission {
+    if let Admission::Refused(why) = kubeapi::run_pod(client, namespace, &pod).await? {
         bail!("the cluster refused the kit's probe pod: {why}");
     }
     let replica = wait_for_probe(client, namespace, &image).await?;
