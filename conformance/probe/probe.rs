@@ -11,6 +11,14 @@
 //! | `GET /fetch?target=HOST:PORT/PATH` | fetches `http://HOST:PORT/PATH` and answers with its body (pods' containers share localhost) |
 //! | `ANY /relay?target=HOST:PORT/PATH&method=M` | sends method M (default GET) with the body to `http://HOST:PORT/PATH` on a connection of its own, and answers with the answer's status and body — 502 if it got none |
 //! | `PUT /file?path=P`, `GET /file?path=P` | writes the body to file P, or reads it back (for shared volumes) |
+//! | `POST /traffic?target=HOST:PORT/PATH&pause_ms=P&for_s=S` | starts a traffic generator: `GET`s of the target one after the other, a connection each, P ms apart (20), for at most S seconds (180); answers its number N |
+//! | `GET /traffic/N?since=K` | the generator's outcomes from the K-th on, a line each: microseconds since it started, `ok` and the answer's body, or `failed` and why |
+//! | `DELETE /traffic/N?since=K` | stops the generator once its request in flight is done, and answers its last outcomes as `GET` does |
+//!
+//! As a *traffic generator*, a probe inside a cluster sends a scenario's requests from
+//! where the cluster's own clients are, for a kit whose host cannot reach the cluster's
+//! services: it keeps every request's outcome and time, and the kit collects them (through
+//! the API server's `pods/proxy`) while the requests go on.
 //!
 //! As a *relay*, a probe on a network the kit's host cannot reach (Swarm's overlay, say)
 //! carries the kit's requests to services and replicas there: the kit reaches the relay on
@@ -36,9 +44,11 @@
 
 #![allow(unsafe_code)] // one call: installing the SIGTERM handler through libc's `signal`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -65,6 +75,18 @@ struct State {
     in_flight: AtomicUsize,
     liveness_failed: AtomicBool,
     readiness_failed: AtomicBool,
+    generators: Mutex<BTreeMap<u32, Arc<Generator>>>,
+    next_generator: AtomicU32,
+}
+
+/// A traffic generator running in a thread of its own.
+struct Generator {
+    /// Its outcomes so far, a line each (see the module's table).
+    outcomes: Mutex<Vec<String>>,
+    /// Set to stop it after its request in flight.
+    stop: AtomicBool,
+    /// Set by the generator when it has stopped.
+    stopped: AtomicBool,
 }
 
 fn env_secs(name: &str) -> Option<f64> {
@@ -98,6 +120,8 @@ fn main() {
         in_flight: AtomicUsize::new(0),
         liveness_failed: AtomicBool::new(false),
         readiness_failed: AtomicBool::new(false),
+        generators: Mutex::new(BTreeMap::new()),
+        next_generator: AtomicU32::new(1),
     });
     if let Some(after) = env_secs("EXIT_AFTER") {
         let code = std::env::var("EXIT_CODE").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -286,6 +310,41 @@ fn handle(
             }
             None => (400, "{\"error\":\"target missing\"}".into()),
         },
+        ("POST", "/traffic") => match param(query, "target") {
+            Some(target) => {
+                let number = |name: &str, default: f64, max: f64| {
+                    param(query, name)
+                        .and_then(|value| value.parse::<f64>().ok())
+                        .filter(|value| value.is_finite() && *value >= 0.0)
+                        .unwrap_or(default)
+                        .min(max)
+                };
+                let pause = Duration::from_secs_f64(number("pause_ms", 20.0, 10_000.0) / 1000.0);
+                let run_for = Duration::from_secs_f64(number("for_s", 180.0, 600.0));
+                let id = start_traffic(state, target, pause, run_for);
+                (200, format!("{{\"traffic\":{id}}}"))
+            }
+            None => (400, "{\"error\":\"target missing\"}".into()),
+        },
+        (_, _) if path.starts_with("/traffic/") => {
+            let since = param(query, "since").and_then(|k| k.parse().ok()).unwrap_or(0);
+            let generator = path["/traffic/".len()..].parse::<u32>().ok().and_then(|id| {
+                let mut generators = state.generators.lock().unwrap_or_else(PoisonError::into_inner);
+                if method == "DELETE" { generators.remove(&id) } else { generators.get(&id).cloned() }
+            });
+            match (method.as_str(), generator) {
+                (_, None) => (404, "{\"error\":\"no such traffic\"}".into()),
+                ("GET", Some(generator)) => (200, outcomes_since(&generator, since)),
+                ("DELETE", Some(generator)) => {
+                    generator.stop.store(true, Ordering::SeqCst);
+                    while !generator.stopped.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    (200, outcomes_since(&generator, since))
+                }
+                _ => (400, "{\"error\":\"GET or DELETE a traffic\"}".into()),
+            }
+        }
         ("GET", "/fetch") => match param(query, "target").map(|t| fetch(&t)) {
             Some(Ok(body)) => (200, body),
             Some(Err(e)) => (502, format!("{{\"error\":\"{}\"}}", escape(&e))),
@@ -325,6 +384,52 @@ fn handle(
         std::process::exit(code);
     }
     ok && !close
+}
+
+/// Starts a traffic generator sending `GET`s to `target` (`host:port/path`) `pause` apart
+/// for at most `run_for`; its number.
+fn start_traffic(state: &State, target: String, pause: Duration, run_for: Duration) -> u32 {
+    let id = state.next_generator.fetch_add(1, Ordering::SeqCst);
+    let generator = Arc::new(Generator {
+        outcomes: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+    });
+    state
+        .generators
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, generator.clone());
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !generator.stop.load(Ordering::SeqCst) && started.elapsed() < run_for {
+            let outcome = match send("GET", &target, &[]) {
+                Ok((200..=299, body)) => format!("ok\t{}", one_line(&body)),
+                Ok((code, body)) => format!("failed\tanswered {code}: {}", one_line(&body)),
+                Err(e) => format!("failed\t{}", one_line(&e)),
+            };
+            let at = started.elapsed().as_micros();
+            generator
+                .outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("{at}\t{outcome}\n"));
+            std::thread::sleep(pause);
+        }
+        generator.stopped.store(true, Ordering::SeqCst);
+    });
+    id
+}
+
+/// A generator's outcomes from the `since`-th on, a line each.
+fn outcomes_since(generator: &Generator, since: usize) -> String {
+    let outcomes = generator.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+    outcomes.get(since..).unwrap_or_default().concat()
+}
+
+/// `text` on one line, for a line of outcomes.
+fn one_line(text: &str) -> String {
+    text.trim().replace(['\t', '\r', '\n'], " ")
 }
 
 /// A query parameter's value, percent-decoding what paths and nested queries need
@@ -376,7 +481,14 @@ fn send(method: &str, target: &str, body: &[u8]) -> Result<(u16, String), String
         Some((a, p)) => (a, format!("/{p}")),
         None => (target, "/".to_owned()),
     };
-    let mut stream = TcpStream::connect(authority).map_err(|e| format!("connect {authority}: {e}"))?;
+    // A name is resolved anew each time; the first address is dialled, as clients do.
+    let address = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {authority}: no address"))?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3))
+        .map_err(|e| format!("connect {authority}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     write!(

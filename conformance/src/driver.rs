@@ -46,6 +46,21 @@ use futures::future::BoxFuture;
 /// The future every driver operation returns: boxed so `dyn Driver` works.
 pub type DriverFuture<'a, T> = BoxFuture<'a, anyhow::Result<T>>;
 
+/// One request of a traffic generator inside the system: when it ended, counted from the
+/// generator's start, and the answer's body or why it failed.
+pub type InsideOutcome = (std::time::Duration, Result<String, String>);
+
+/// A traffic generator running inside the system ([`Driver::generate_traffic_inside`]);
+/// it keeps its outcomes until the kit collects them.
+pub trait InsideTraffic: Send + Sync {
+    /// The outcomes since the last call, in order.
+    fn collect(&mut self) -> DriverFuture<'_, Vec<InsideOutcome>>;
+
+    /// Stops the generator once its request in flight is done, and returns its last
+    /// outcomes.
+    fn stop(&mut self) -> DriverFuture<'_, Vec<InsideOutcome>>;
+}
+
 /// What a deployment is made of, in the seed's words: a name, an image, how many
 /// replicas, the labels that identify its replicas, and where they may run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -867,6 +882,18 @@ pub trait Driver: fmt::Debug + Send + Sync {
         service: &'a str,
         path: &'a str,
     ) -> DriverFuture<'a, String>;
+
+    /// Starts a traffic generator *inside* the system, sending `GET /` to a service one
+    /// request after the other from where the system's own clients are, for a driver
+    /// whose services the kit's host does not reach; `None` (the default) when the kit
+    /// sends the requests itself, through [`Driver::reach_service`].
+    fn generate_traffic_inside<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _service: &'a str,
+    ) -> DriverFuture<'a, Option<Box<dyn InsideTraffic>>> {
+        async { Ok(None) }.boxed()
+    }
 
     /// Whether this driver can inject the fault, and why not. Decide by the kind of fault
     /// only: the harness asks before a run, when targets are not known yet.

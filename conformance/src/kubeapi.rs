@@ -808,6 +808,30 @@ pub async fn service_port(
         .ok_or_else(|| anyhow!("service {namespace}/{service} has no port"))
 }
 
+/// A service's cluster IP and (first) port: where pods of the cluster reach it.
+pub async fn cluster_ip(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<(String, u16)> {
+    let spec = Api::<Service>::namespaced(client.clone(), namespace)
+        .get(service)
+        .await
+        .with_context(|| format!("failed to read service {namespace}/{service}"))?
+        .spec
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no spec"))?;
+    let ip = spec
+        .cluster_ip
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no cluster IP"))?;
+    let port = spec
+        .ports
+        .and_then(|ports| ports.first().map(|port| port.port))
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| anyhow!("service {namespace}/{service} has no port"))?;
+    Ok((ip, port))
+}
+
 /// The node port the system gave a service's (first) port.
 pub async fn node_port(
     client: &kube::Client,

@@ -13,7 +13,7 @@
 //! | its context | `--context` | `SHIPSHAPE_CONTEXT` | the kubeconfig's current context |
 //! | the probe images | `--image-prefix P` | `SHIPSHAPE_PROBE_IMAGE_V1`, `…_V2`, `…_BROKEN` | `shipshape/probe:<version>` |
 //! | where node ports answer | | `SHIPSHAPE_NODE_ADDRESS` | a ready node's `InternalIP` |
-//! | how services are reached | | `SHIPSHAPE_SERVICE_PATH` = `node-port` or `api-proxy` | the first that works |
+//! | how services are reached | | `SHIPSHAPE_SERVICE_PATH` = `node-port`, `api-proxy` or `in-cluster` | the first that works |
 //! | how one replica is reached | | `SHIPSHAPE_REPLICA_PATH` = `direct` or `api-proxy` | the first that works |
 //! | the engine the pods run on | | `SHIPSHAPE_DOCKER_HOST`, then `DOCKER_HOST` | `/var/run/docker.sock` |
 //! | how node containers are named | | `SHIPSHAPE_NODE_CONTAINERS`, `{node}` for a node's name | the node's name |
@@ -35,7 +35,15 @@
 //! - whether the nodes have the probe image (if not, it says how to get it there);
 //! - how a **service** answers from here: on a node port at a node's address (the
 //!   preferred path: it is how clients outside a cluster reach it), else through the API
-//!   server's `services/{name}:{port}/proxy` — the report says which;
+//!   server's `services/{name}:{port}/proxy`, else from *inside* the cluster — the report
+//!   says which. Inside, the kit runs its traffic generator as a pod of the probe image in
+//!   a namespace of its own for the run ([`InsideGenerator`]): it sends the requests from
+//!   where the cluster's own clients are, at a service's cluster IP as pods do (else on
+//!   its node port at a node's address, as pods may too), and the kit collects every
+//!   request's outcome and time from it through the API server's `pods/proxy`. The
+//!   requests then travel the cluster's own service path, so the invariants on failed
+//!   requests keep their meaning where neither a node port nor the API server's proxy
+//!   would answer (or where one does not want the API server to pick the endpoints);
 //! - how one **replica** answers: at its pod address directly, else through
 //!   `pods/{name}:{port}/proxy`; if neither, `@reach-replica` is not applicable;
 //! - whether the probe pod's container is on the Docker engine the kit can reach, found
@@ -137,6 +145,8 @@ pub enum ServicePathKind {
     NodePort,
     /// The API server's `services/proxy` subresource.
     ApiProxy,
+    /// The kit's traffic generator, in a pod inside the cluster.
+    InCluster,
 }
 
 impl KubernetesOptions {
@@ -154,8 +164,11 @@ impl KubernetesOptions {
             None => None,
             Some("node-port") => Some(ServicePathKind::NodePort),
             Some("api-proxy") => Some(ServicePathKind::ApiProxy),
+            Some("in-cluster") => Some(ServicePathKind::InCluster),
             Some(other) => {
-                bail!("SHIPSHAPE_SERVICE_PATH={other:?}: expected node-port or api-proxy")
+                bail!(
+                    "SHIPSHAPE_SERVICE_PATH={other:?}: expected node-port, api-proxy or in-cluster"
+                )
             }
         };
         let api_proxy_for_replicas = match var("SHIPSHAPE_REPLICA_PATH").as_deref() {
@@ -331,6 +344,154 @@ enum ServicePath {
     NodePort(String),
     /// Through the API server's `services/proxy`.
     ApiProxy,
+    /// From the kit's traffic generator inside the cluster.
+    InCluster(InsideGenerator),
+}
+
+/// The kit's traffic generator inside the cluster: a pod of the probe image, in a
+/// namespace of its own for the run, that sends requests to services and keeps every
+/// outcome (see the probe's `/relay` and `/traffic`); the kit reaches it through the API
+/// server's `pods/proxy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct InsideGenerator {
+    /// Its namespace.
+    namespace: String,
+    /// Where it reaches a service.
+    target: InsideTarget,
+}
+
+/// Where the generator inside the cluster reaches a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum InsideTarget {
+    /// At its cluster IP and port, as the cluster's pods do.
+    ClusterIp,
+    /// On its node port, at this node address.
+    NodePort(String),
+}
+
+/// The generator's pod.
+const GENERATOR_POD: &str = "traffic";
+
+impl InsideGenerator {
+    /// `host:port/path` where the generator reaches `path` of `service`.
+    async fn target(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        service: &str,
+        path: &str,
+    ) -> anyhow::Result<String> {
+        Ok(match &self.target {
+            InsideTarget::ClusterIp => {
+                let (ip, port) = kubeapi::cluster_ip(client, namespace, service).await?;
+                format!("{ip}:{port}{path}")
+            }
+            InsideTarget::NodePort(address) => {
+                let port = kubeapi::node_port(client, namespace, service).await?;
+                format!("{address}:{port}{path}")
+            }
+        })
+    }
+
+    /// Sends one `GET` of `target` (`host:port/path`) from the generator.
+    async fn get(&self, client: &kube::Client, target: &str) -> anyhow::Result<HttpResponse> {
+        let relay = HttpRequest::get(&format!(
+            "/relay?target={}",
+            plain_http::query_value(target)
+        ));
+        let answer = pod_proxy(client, &self.namespace, GENERATOR_POD, PROBE_PORT, &relay).await?;
+        if answer.status == 502 && answer.body.contains("\"error\"") {
+            bail!(
+                "the kit's traffic generator inside the cluster got no answer from {target}: {}",
+                answer.body
+            );
+        }
+        Ok(answer)
+    }
+
+    /// Where it reaches services, in words, for the report.
+    fn describe(&self) -> String {
+        let target = match &self.target {
+            InsideTarget::ClusterIp => "at their cluster IP".to_owned(),
+            InsideTarget::NodePort(address) => format!(
+                "on their node port at {address} (the cluster IP did not answer from the pod)"
+            ),
+        };
+        format!(
+            "services from the kit's traffic generator inside the cluster (pod {}/{GENERATOR_POD}), {target}",
+            self.namespace
+        )
+    }
+}
+
+/// A traffic run of the generator inside the cluster.
+struct PodTraffic {
+    /// The client, as the driver's (a control-plane restart replaces it).
+    client: ClientCell,
+    /// The generator's namespace.
+    namespace: String,
+    /// The run's number in the generator.
+    number: u64,
+    /// How many outcomes the kit has collected.
+    collected: usize,
+}
+
+impl PodTraffic {
+    /// Sends `method /traffic/{number}?since=…` and parses the outcomes it answers.
+    async fn outcomes(
+        &mut self,
+        method: &str,
+    ) -> anyhow::Result<Vec<crate::driver::InsideOutcome>> {
+        let request = HttpRequest {
+            method: method.to_owned(),
+            path: format!("/traffic/{}?since={}", self.number, self.collected),
+            body: String::new(),
+        };
+        let answer = pod_proxy(
+            &self.client.get(),
+            &self.namespace,
+            GENERATOR_POD,
+            PROBE_PORT,
+            &request,
+        )
+        .await
+        .and_then(HttpResponse::succeeded)?;
+        let outcomes = parse_outcomes(&answer.body)?;
+        self.collected += outcomes.len();
+        Ok(outcomes)
+    }
+}
+
+impl crate::driver::InsideTraffic for PodTraffic {
+    fn collect(&mut self) -> DriverFuture<'_, Vec<crate::driver::InsideOutcome>> {
+        self.outcomes("GET").boxed()
+    }
+
+    fn stop(&mut self) -> DriverFuture<'_, Vec<crate::driver::InsideOutcome>> {
+        self.outcomes("DELETE").boxed()
+    }
+}
+
+/// The generator's outcomes, a line each: microseconds since it started, then `ok` and
+/// the answer's body or `failed` and why, separated by tabs.
+fn parse_outcomes(text: &str) -> anyhow::Result<Vec<crate::driver::InsideOutcome>> {
+    text.lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            let at = fields.next().and_then(|at| at.parse::<u64>().ok());
+            match (at, fields.next(), fields.next()) {
+                (Some(at), Some("ok"), Some(body)) => {
+                    Ok((Duration::from_micros(at), Ok(body.to_owned())))
+                }
+                (Some(at), Some("failed"), Some(why)) => {
+                    Ok((Duration::from_micros(at), Err(why.to_owned())))
+                }
+                _ => Err(anyhow!(
+                    "the traffic generator inside the cluster sent an outcome the kit does not understand: {line:?}"
+                )),
+            }
+        })
+        .collect()
 }
 
 /// How the kit reaches one replica.
@@ -462,15 +623,17 @@ impl KubernetesDriver {
                 "the cluster has {usable} ready node(s) that take replicas; these scenarios need {MULTI_NODE}"
             ))
         };
-        let node_address = match &options.node_address {
-            Some(address) => Some(address.clone()),
-            None => nodes.items.iter().find_map(internal_ip),
+        // Where node ports may answer: the one given, else every node's InternalIP.
+        let mut node_addresses: Vec<String> = match &options.node_address {
+            Some(address) => vec![address.clone()],
+            None => nodes.items.iter().filter_map(internal_ip).collect(),
         };
+        node_addresses.dedup();
         let engine = match &options.docker_host {
             Some(host) => Engine::at(host),
             None => Engine::from_env(),
         };
-        let looked = look(&api, &options, run_id, node_address.as_deref(), &engine).await?;
+        let looked = look(&api, &options, run_id, &node_addresses, &engine).await?;
         let machines = match machines {
             Some(machines) => machines,
             None => {
@@ -681,7 +844,7 @@ async fn look(
     client: &kube::Client,
     options: &KubernetesOptions,
     run_id: &str,
-    node_address: Option<&str>,
+    node_addresses: &[String],
     engine: &Engine,
 ) -> anyhow::Result<Looked> {
     // A system that reads without a majority (a mutant does) may not know yet of an
@@ -691,7 +854,7 @@ async fn look(
     loop {
         let namespace = format!("conformance-{run_id}-look{attempt}");
         kubeapi::create_namespace(client, &namespace, run_id).await?;
-        let looked = look_in(client, options, &namespace, node_address, engine).await;
+        let looked = look_in(client, options, run_id, &namespace, node_addresses, engine).await;
         if let Err(error) = kubeapi::delete_namespace(client, &namespace).await {
             eprintln!("conformance: warning: {error:#}");
         }
@@ -711,14 +874,48 @@ async fn look(
 async fn look_in(
     client: &kube::Client,
     options: &KubernetesOptions,
+    run_id: &str,
     namespace: &str,
-    node_address: Option<&str>,
+    node_addresses: &[String],
     engine: &Engine,
 ) -> anyhow::Result<Looked> {
+    let (pod, replica) = run_probe_pod(client, options, namespace, "look").await?;
+    // A service in front of it, to learn how services answer.
+    let service = ServiceSpec {
+        name: "look".to_owned(),
+        deployment: String::new(),
+        port: 80,
+        target_port: PROBE_PORT,
+    };
+    kubeapi::expose_selector(client, namespace, &service, &pod.labels).await?;
+    let service_path = service_path(client, options, run_id, namespace, node_addresses).await?;
+    let rest = look_at_replicas(client, options, namespace, &replica, engine).await;
+    match (rest, service_path) {
+        (Ok((replica_path, pod_engine)), service_path) => Ok(Looked {
+            service_path,
+            replica_path,
+            pod_engine,
+        }),
+        (Err(error), ServicePath::InCluster(generator)) => {
+            delete_generator(client, &generator).await;
+            Err(error)
+        }
+        (Err(error), _) => Err(error),
+    }
+}
+
+/// Runs a pod `name` of the probe image (labelled `app={name}`) and waits until it is
+/// ready.
+async fn run_probe_pod(
+    client: &kube::Client,
+    options: &KubernetesOptions,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(PodSpec, Replica)> {
     let image = options.probe_image("v1");
     let pod = PodSpec {
-        name: "look".to_owned(),
-        labels: [("app".to_owned(), "look".to_owned())].into(),
+        name: name.to_owned(),
+        labels: [("app".to_owned(), name.to_owned())].into(),
         containers: vec![ContainerSpec {
             name: "probe".to_owned(),
             image: image.clone(),
@@ -730,16 +927,19 @@ async fn look_in(
     if let Admission::Refused(why) = kubeapi::run_pod(client, namespace, &pod).await? {
         bail!("the cluster refused the kit's probe pod: {why}");
     }
-    let replica = wait_for_probe(client, namespace, &image).await?;
-    // A service in front of it, to learn how services answer.
-    let service = ServiceSpec {
-        name: "look".to_owned(),
-        deployment: String::new(),
-        port: 80,
-        target_port: PROBE_PORT,
-    };
-    kubeapi::expose_selector(client, namespace, &service, &pod.labels).await?;
-    let service_path = service_path(client, options, namespace, node_address).await?;
+    let replica = wait_for_probe(client, namespace, name, &image).await?;
+    Ok((pod, replica))
+}
+
+/// How one replica (the look's probe pod) answers, and whether its container is on the
+/// engine (see the module's essay).
+async fn look_at_replicas(
+    client: &kube::Client,
+    options: &KubernetesOptions,
+    namespace: &str,
+    replica: &Replica,
+    engine: &Engine,
+) -> anyhow::Result<(Result<ReplicaPath, String>, Result<(), String>)> {
     // One replica directly, else through the API server (or as configured).
     let direct = match &replica.ip {
         _ if options.api_proxy_for_replicas => Err("SHIPSHAPE_REPLICA_PATH=api-proxy".to_owned()),
@@ -799,11 +999,7 @@ async fn look_in(
             }
         }
     };
-    Ok(Looked {
-        service_path,
-        replica_path,
-        pod_engine,
-    })
+    Ok((replica_path, pod_engine))
 }
 
 /// Waits until the probe pod runs and is ready; fails early, saying how to get the image
@@ -811,11 +1007,12 @@ async fn look_in(
 async fn wait_for_probe(
     client: &kube::Client,
     namespace: &str,
+    name: &str,
     image: &str,
 ) -> anyhow::Result<Replica> {
     let deadline = tokio::time::Instant::now() + PROBE_POD_TIMEOUT;
     loop {
-        let replica = kubeapi::read_replica(client, namespace, "look").await?;
+        let replica = kubeapi::read_replica(client, namespace, name).await?;
         if let Some(replica) = &replica {
             if replica.ready && replica.ip.is_some() {
                 return Ok(replica.clone());
@@ -849,11 +1046,13 @@ async fn wait_for_probe(
 async fn service_path(
     client: &kube::Client,
     options: &KubernetesOptions,
+    run_id: &str,
     namespace: &str,
-    node_address: Option<&str>,
+    node_addresses: &[String],
 ) -> anyhow::Result<ServicePath> {
     let node_port = async {
-        let address = node_address
+        let address = node_addresses
+            .first()
             .ok_or_else(|| anyhow!("no node reports an InternalIP; set SHIPSHAPE_NODE_ADDRESS"))?;
         let port = kubeapi::node_port(client, namespace, "look").await?;
         let (authority, root) = (format!("{address}:{port}"), HttpRequest::get("/"));
@@ -872,17 +1071,97 @@ async fn service_path(
         .await?;
         anyhow::Ok(ServicePath::ApiProxy)
     };
+    let in_cluster = async {
+        start_generator(client, options, run_id, namespace, node_addresses)
+            .await
+            .map(ServicePath::InCluster)
+    };
     match options.service_path {
         Some(ServicePathKind::NodePort) => node_port.await,
         Some(ServicePathKind::ApiProxy) => api_proxy.await,
-        None => match node_port.await {
-            Ok(path) => Ok(path),
-            Err(node_port_error) => api_proxy.await.map_err(|proxy_error| {
+        Some(ServicePathKind::InCluster) => in_cluster.await,
+        None => {
+            let node_port_error = match node_port.await {
+                Ok(path) => return Ok(path),
+                Err(error) => error,
+            };
+            let proxy_error = match api_proxy.await {
+                Ok(path) => return Ok(path),
+                Err(error) => error,
+            };
+            in_cluster.await.map_err(|inside_error| {
                 anyhow!(
-                    "a service of the cluster answers neither on a node port ({node_port_error:#}) nor through the API server's services/proxy ({proxy_error:#}); set SHIPSHAPE_NODE_ADDRESS to an address where node ports answer"
+                    "a service of the cluster answers neither on a node port ({node_port_error:#}), nor through the API server's services/proxy ({proxy_error:#}), nor to the kit's traffic generator inside the cluster ({inside_error:#}); set SHIPSHAPE_NODE_ADDRESS to an address where node ports answer"
                 )
-            }),
-        },
+            })
+        }
+    }
+}
+
+/// Starts the kit's traffic generator inside the cluster, in a namespace of its own for
+/// the run (`{namespace}-traffic`), and finds where it reaches the look's service: at its
+/// cluster IP, else on its node port at one of `node_addresses`. Nothing stays behind
+/// when it fails.
+async fn start_generator(
+    client: &kube::Client,
+    options: &KubernetesOptions,
+    run_id: &str,
+    namespace: &str,
+    node_addresses: &[String],
+) -> anyhow::Result<InsideGenerator> {
+    let own = format!("{namespace}-traffic");
+    kubeapi::create_namespace(client, &own, run_id).await?;
+    let found = async {
+        run_probe_pod(client, options, &own, GENERATOR_POD).await?;
+        let candidates: Vec<InsideGenerator> = std::iter::once(InsideTarget::ClusterIp)
+            .chain(node_addresses.iter().cloned().map(InsideTarget::NodePort))
+            .map(|target| InsideGenerator {
+                namespace: own.clone(),
+                target,
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + SERVICE_TIMEOUT;
+        loop {
+            let mut failures = Vec::new();
+            for generator in &candidates {
+                let answer = async {
+                    let target = generator.target(client, namespace, "look", "/").await?;
+                    generator.get(client, &target).await?.succeeded()
+                };
+                match answer.await {
+                    // The probe names itself; whatever else answers is not the service.
+                    Ok(answer) if crate::traffic::replica_of(&answer.body) != "?" => {
+                        return anyhow::Ok(generator.clone());
+                    }
+                    Ok(answer) => failures.push(format!(
+                        "{:?}: an answer that is not the probe's: {}",
+                        generator.target, answer.body
+                    )),
+                    Err(error) => failures.push(format!("{:?}: {error:#}", generator.target)),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the kit's traffic generator in pod {own}/{GENERATOR_POD} did not reach the service within {SERVICE_TIMEOUT:?} ({})",
+                    failures.join("; ")
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let found = found.await;
+    if found.is_err()
+        && let Err(error) = kubeapi::delete_namespace(client, &own).await
+    {
+        eprintln!("conformance: warning: {error:#}");
+    }
+    found
+}
+
+/// Deletes the generator's namespace, and with it the generator.
+async fn delete_generator(client: &kube::Client, generator: &InsideGenerator) {
+    if let Err(error) = kubeapi::delete_namespace(client, &generator.namespace).await {
+        eprintln!("conformance: warning: {error:#}");
     }
 }
 
@@ -1014,6 +1293,13 @@ impl Driver for KubernetesDriver {
             ServicePath::ApiProxy => {
                 "services through the API server's services/proxy (node ports did not answer from here)".to_owned()
             }
+            ServicePath::InCluster(generator) if self.options.service_path.is_some() => {
+                format!("{} (SHIPSHAPE_SERVICE_PATH=in-cluster)", generator.describe())
+            }
+            ServicePath::InCluster(generator) => format!(
+                "{} (neither node ports nor the API server's services/proxy answered from here)",
+                generator.describe()
+            ),
         };
         let replicas = match &self.replica_path {
             Ok(ReplicaPath::Direct) => "replicas directly at their pod address".to_owned(),
@@ -1132,9 +1418,9 @@ impl Driver for KubernetesDriver {
         async move { kubeapi::list_replicas(&client, namespace, deployment).await }.boxed()
     }
 
-    /// On the service's node port at the node address found before the run, or through
-    /// the API server's `services/proxy`; each request on a connection of its own, so
-    /// requests are spread over the replicas anew.
+    /// On the service's node port at the node address found before the run, through the
+    /// API server's `services/proxy`, or from the generator inside the cluster; each
+    /// request on a connection of its own, so requests are spread over the replicas anew.
     fn reach_service<'a>(
         &'a self,
         namespace: &'a str,
@@ -1153,10 +1439,69 @@ impl Driver for KubernetesDriver {
                     let port = kubeapi::service_port(&client, namespace, service).await?;
                     service_proxy(&client, namespace, service, port, &request).await
                 }
+                ServicePath::InCluster(generator) => {
+                    let target = generator.target(&client, namespace, service, path).await?;
+                    generator.get(&client, &target).await
+                }
             }
             .and_then(HttpResponse::succeeded)
             .with_context(|| format!("service {namespace}/{service} did not answer GET {path}"))?;
             Ok(answer.body)
+        }
+        .boxed()
+    }
+
+    /// Where services are reached from inside the cluster, the generator in its pod sends
+    /// the requests and keeps their outcomes; elsewhere the kit sends them.
+    fn generate_traffic_inside<'a>(
+        &'a self,
+        namespace: &'a str,
+        service: &'a str,
+    ) -> DriverFuture<'a, Option<Box<dyn crate::driver::InsideTraffic>>> {
+        async move {
+            let ServicePath::InCluster(generator) = &self.service_path else {
+                return Ok(None);
+            };
+            let client = self.client();
+            let target = generator.target(&client, namespace, service, "/").await?;
+            let start = HttpRequest {
+                method: "POST".to_owned(),
+                path: format!(
+                    "/traffic?target={}&pause_ms={}&for_s={}",
+                    plain_http::query_value(&target),
+                    crate::traffic::PAUSE.as_millis(),
+                    crate::traffic::MAX_RUN.as_secs()
+                ),
+                body: String::new(),
+            };
+            let answer = pod_proxy(
+                &client,
+                &generator.namespace,
+                GENERATOR_POD,
+                PROBE_PORT,
+                &start,
+            )
+            .await
+            .and_then(HttpResponse::succeeded)
+            .with_context(|| {
+                format!("the kit's traffic generator did not start sending to {target}")
+            })?;
+            let number = serde_json::from_str::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|started| started.get("traffic")?.as_u64())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the kit's traffic generator answered {:?}, not the number of its run",
+                        answer.body
+                    )
+                })?;
+            let traffic: Box<dyn crate::driver::InsideTraffic> = Box::new(PodTraffic {
+                client: self.client.clone(),
+                namespace: generator.namespace.clone(),
+                number,
+                collected: 0,
+            });
+            Ok(Some(traffic))
         }
         .boxed()
     }
@@ -1293,7 +1638,13 @@ impl Driver for KubernetesDriver {
     }
 
     fn shut_down(&self) -> DriverFuture<'_, ()> {
-        self.machines.shut_down()
+        async move {
+            if let ServicePath::InCluster(generator) = &self.service_path {
+                delete_generator(&self.client(), generator).await;
+            }
+            self.machines.shut_down().await
+        }
+        .boxed()
     }
 
     fn kube_client(&self) -> Option<kube::Client> {
@@ -1349,6 +1700,33 @@ impl KubernetesDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generators_outcomes_are_read_line_by_line_and_a_stranger_line_is_refused() {
+        let outcomes = parse_outcomes(
+            "1500\tok\t{\"pod\":\"web-1\"}\n20250\tfailed\tconnect 10.96.0.5:80: refused\n",
+        )
+        .expect("two outcomes");
+        assert_eq!(
+            outcomes,
+            vec![
+                (
+                    Duration::from_micros(1500),
+                    Ok("{\"pod\":\"web-1\"}".to_owned())
+                ),
+                (
+                    Duration::from_micros(20250),
+                    Err("connect 10.96.0.5:80: refused".to_owned())
+                ),
+            ]
+        );
+        assert!(parse_outcomes("").expect("none").is_empty());
+        let error = parse_outcomes("12\tok\tfine\n<html>proxy error</html>\n")
+            .expect_err("a line that is no outcome");
+        assert!(format!("{error:#}").contains("<html>"), "{error:#}");
+        assert!(parse_outcomes("soon\tok\tfine").is_err());
+        assert!(parse_outcomes("12\tmaybe\tfine").is_err());
+    }
 
     #[test]
     fn probe_images_follow_the_prefix_and_the_overrides() {

@@ -17,6 +17,21 @@ use crate::driver::{HttpRequest, HttpResponse};
 /// How long one exchange (connect, send, read the whole answer) may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `value` as the value of a query parameter, for the probe's `target=host:port/path`:
+/// the characters that would end the value or start another (`? & = %`) are escaped.
+pub fn query_value(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| match c {
+            '?' => "%3F".to_owned(),
+            '&' => "%26".to_owned(),
+            '=' => "%3D".to_owned(),
+            '%' => "%25".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// Sends `request` to `http://{authority}` and reads the answer.
 pub async fn send(authority: &str, request: &HttpRequest) -> anyhow::Result<HttpResponse> {
     let attempt = async {

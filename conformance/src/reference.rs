@@ -346,7 +346,8 @@ struct Cluster {
 
 /// Starts a fresh reference cluster and the driver that certifies it: the Kubernetes driver,
 /// with the cluster's processes as its machines. Node ports answer on 127.0.0.1, where the
-/// cluster's service proxy listens (the nodes report it as their InternalIP too).
+/// cluster's service proxy listens (and on the cluster network's gateway, which the nodes
+/// `up` starts report as their InternalIP).
 pub async fn start(
     log_path: PathBuf,
     run_id: &str,

@@ -371,7 +371,7 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
 }
 
 /// A new run's id (see [`crate::reaper`]).
-fn run_id() -> String {
+pub fn run_id() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())

@@ -713,16 +713,7 @@ impl SwarmDriver {
         request: &HttpRequest,
     ) -> anyhow::Result<HttpResponse> {
         let state = self.namespace(namespace).await?;
-        let encoded: String = target
-            .chars()
-            .map(|c| match c {
-                '?' => "%3F".to_owned(),
-                '&' => "%26".to_owned(),
-                '=' => "%3D".to_owned(),
-                '%' => "%25".to_owned(),
-                c => c.to_string(),
-            })
-            .collect();
+        let encoded = plain_http::query_value(target);
         let through = HttpRequest {
             method: request.method.clone(),
             path: format!("/relay?method={}&target={encoded}", request.method),

@@ -20,6 +20,12 @@
 //! `Recreate`, never two templates running) is checked on what happened during the
 //! rollout, not on where it ended.
 //!
+//! Where the kit's host does not reach a system's services, the driver runs the generator
+//! *inside* the system instead ([`Driver::generate_traffic_inside`]): it sends the same
+//! requests, one after the other with the same pause, from where the system's own clients
+//! are, and the kit collects every request's outcome and time from it a few times a
+//! second. The counts and the timeline are the same either way.
+//!
 //! Both keep what they saw over time — every request's outcome, every sample — for the
 //! scenario's timeline in the report ([`crate::report::Timeline`]).
 //!
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::driver::{Driver, Phase, Replica};
+use crate::driver::{Driver, InsideTraffic, Phase, Replica};
 
 /// Pause between two requests of the generator.
 pub const PAUSE: Duration = Duration::from_millis(20);
@@ -283,7 +289,10 @@ impl fmt::Debug for Traffic {
     }
 }
 
-/// The generator's loop.
+/// How often the outcomes of a generator inside the system are collected.
+const COLLECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// The generator: inside the system when its driver runs one there, else from here.
 async fn run(
     driver: Arc<dyn Driver>,
     namespace: String,
@@ -292,32 +301,79 @@ async fn run(
     (counts, log): (Arc<Mutex<Counts>>, Log),
     stop: Arc<AtomicBool>,
 ) {
-    while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
-        let answer = driver.reach_service(&namespace, &service, "/").await;
-        let at = started.elapsed();
-        let outcome = {
-            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-            let outcome = match answer {
-                Ok(body) => {
-                    counts.answered_at(&body, at);
-                    Ok(version_of(&body))
-                }
-                Err(error) => {
-                    let error = format!("{error:#}");
-                    counts.failures.push(Failure {
-                        at,
-                        error: error.clone(),
-                    });
-                    Err(error)
-                }
-            };
-            counts.ran = at;
-            outcome
+    let record = |at: Duration, answer: Result<String, String>| {
+        let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = match answer {
+            Ok(body) => {
+                counts.answered_at(&body, at);
+                Ok(version_of(&body))
+            }
+            Err(error) => {
+                counts.failures.push(Failure {
+                    at,
+                    error: error.clone(),
+                });
+                Err(error)
+            }
         };
+        counts.ran = counts.ran.max(at);
         log.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((at, outcome));
-        tokio::time::sleep(PAUSE).await;
+    };
+    let asked = started.elapsed();
+    match driver.generate_traffic_inside(&namespace, &service).await {
+        Ok(None) => {
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
+                let answer = driver.reach_service(&namespace, &service, "/").await;
+                record(
+                    started.elapsed(),
+                    answer.map_err(|error| format!("{error:#}")),
+                );
+                tokio::time::sleep(PAUSE).await;
+            }
+        }
+        Ok(Some(inside)) => {
+            // The generator started between the asking and the answer: its times count
+            // from the middle of the two.
+            let offset = (asked + started.elapsed()) / 2;
+            collect_from_inside(inside, started, &stop, |at, answer| {
+                record(offset + at, answer)
+            })
+            .await;
+        }
+        Err(error) => record(
+            started.elapsed(),
+            Err(format!(
+                "the traffic generator inside the system did not start: {error:#}"
+            )),
+        ),
+    }
+}
+
+/// Collects the outcomes of a generator inside the system until `stop` (or [`MAX_RUN`]),
+/// then stops it and collects its last ones.
+async fn collect_from_inside(
+    mut inside: Box<dyn InsideTraffic>,
+    started: Instant,
+    stop: &AtomicBool,
+    mut record: impl FnMut(Duration, Result<String, String>),
+) {
+    while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
+        tokio::time::sleep(COLLECT_PAUSE).await;
+        match inside.collect().await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .for_each(|(at, answer)| record(at, answer)),
+            // The generator keeps what it has not handed over: the next call gets it.
+            Err(error) => eprintln!("conformance: collecting the traffic's outcomes: {error:#}"),
+        }
+    }
+    match inside.stop().await {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .for_each(|(at, answer)| record(at, answer)),
+        Err(error) => eprintln!("conformance: stopping the traffic inside the system: {error:#}"),
     }
 }
 

@@ -9,6 +9,14 @@
 //! clusters whose node ports and pods the kit cannot reach; its report goes to
 //! `<target>/conformance/through-the-api-server/kubernetes/`.
 //!
+//! Then it runs the service-routing and rollback features once more with every request to
+//! a service sent from the kit's traffic generator *inside* the cluster
+//! (`SHIPSHAPE_SERVICE_PATH=in-cluster`), the path for clusters whose services the kit's
+//! host cannot reach at all; its report goes to
+//! `<target>/conformance/from-inside-the-cluster/kubernetes/`. Before that it checks that
+//! the generator inside counts what fails: with every replica of a service gone, its
+//! requests must be counted as failed.
+//!
 //! Unless a kubeconfig is given, it then starts a second `shipshape up` on its own, of
 //! three members where every member and node is a container (`--control-plane 3
 //! --machines containers`), and runs the partition scenario against it through the
@@ -26,14 +34,20 @@
 //! cluster instead, and starts nothing.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::ensure;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use shipshape_conformance::driver::{DeploymentSpec, Driver, ServiceSpec};
 use shipshape_conformance::kubernetes::{
-    KubernetesOptions, ServicePathKind, client_from_kubeconfig,
+    KubernetesDriver, KubernetesOptions, ServicePathKind, client_from_kubeconfig,
 };
 use shipshape_conformance::reference::StandaloneUp;
 use shipshape_conformance::run::{self, DriverChoice, Options};
+use shipshape_conformance::traffic::Traffic;
 use shipshape_conformance::{kubeapi, reaper};
 
 fn main() -> ExitCode {
@@ -85,6 +99,10 @@ async fn certify() -> anyhow::Result<bool> {
         api_proxy_for_replicas: true,
         ..kubernetes.clone()
     };
+    let from_inside = KubernetesOptions {
+        service_path: Some(ServicePathKind::InCluster),
+        ..kubernetes.clone()
+    };
     let kubernetes_options = kubernetes.clone();
     let outcome = match Options::from_env(DriverChoice::Kubernetes(kubernetes)) {
         Ok(options) => run::certify(options).await,
@@ -103,6 +121,11 @@ async fn certify() -> anyhow::Result<bool> {
         (Ok(_), Err(error)) => Err(error),
         (Err(_), _) => Ok(false),
     };
+    // The routing and rollout promises again, every request sent from inside the cluster.
+    let from_inside = match (&outcome, &through_api) {
+        (Ok(_), Ok(_)) => certify_from_inside(from_inside, &report_root).await,
+        _ => Ok(false),
+    };
     let nodes_as_containers = match (&outcome, &up) {
         (Ok(_), Some(_)) => partition_node_containers(&kubernetes_options, &report_root).await,
         _ => Ok(true),
@@ -117,12 +140,109 @@ async fn certify() -> anyhow::Result<bool> {
     };
     let outcome = outcome?;
     let through_api = through_api?;
+    let from_inside = from_inside?;
     let nodes_as_containers = nodes_as_containers?;
     stopped?;
     if still_there {
         anyhow::bail!("namespace {left}, left by a killed run, was not removed by the next run");
     }
-    Ok(outcome.success && through_api && nodes_as_containers)
+    Ok(outcome.success && through_api && from_inside && nodes_as_containers)
+}
+
+/// Checks that the traffic generator inside the cluster counts failures, then runs the
+/// routing and rollout features with it; whether both held.
+async fn certify_from_inside(
+    options: KubernetesOptions,
+    report_root: &std::path::Path,
+) -> anyhow::Result<bool> {
+    traffic_from_inside_counts_failures(options.clone()).await?;
+    let mut options = Options::from_env(DriverChoice::Kubernetes(options))?;
+    options.tags = Some("@service-routing or @rollback".to_owned());
+    options.report_root = report_root.join("from-inside-the-cluster");
+    let outcome = run::certify(options).await?;
+    if !outcome.report.system.reach.contains("inside the cluster") {
+        eprintln!(
+            "kubernetes: the run from inside the cluster did not reach services from inside ({}); see {}",
+            outcome.report.system.reach,
+            outcome.html.display()
+        );
+        return Ok(false);
+    }
+    Ok(outcome.success)
+}
+
+/// Sends traffic from the generator inside the cluster to a service of one replica, then
+/// scales it to none: the answers must be counted while the replica serves, and the
+/// requests nobody answers must be counted as failed.
+async fn traffic_from_inside_counts_failures(options: KubernetesOptions) -> anyhow::Result<()> {
+    let run_id = run::run_id();
+    let driver: Arc<dyn Driver> = Arc::new(KubernetesDriver::start(options, &run_id).await?);
+    let namespace = format!("conformance-{run_id}-1");
+    driver.create_namespace(&namespace, &run_id).await?;
+    let checked = async {
+        let labels = [("app".to_owned(), "web".to_owned())].into();
+        let web = DeploymentSpec {
+            name: "web".to_owned(),
+            image: driver.probe_image("v1"),
+            replicas: 1,
+            labels,
+            port: Some(8080),
+            ..DeploymentSpec::default()
+        };
+        driver.deploy(&namespace, &web).await?;
+        let service = ServiceSpec {
+            name: "web".to_owned(),
+            deployment: "web".to_owned(),
+            port: 80,
+            target_port: 8080,
+        };
+        driver.expose(&namespace, &service).await?;
+        let mut waited = 0;
+        while let Err(error) = driver.reach_service(&namespace, "web", "/").await {
+            ensure!(
+                waited < 120,
+                "service web did not answer within 60 s: {error:#}"
+            );
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut traffic = Traffic::start(Arc::clone(&driver), namespace.clone(), "web".to_owned());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let serving = traffic.counts();
+        ensure!(
+            serving.successes > 0 && serving.failures.is_empty(),
+            "traffic from inside the cluster to a serving replica: {serving}"
+        );
+        driver.scale(&namespace, "web", 0).await?;
+        let mut waited = 0;
+        while !driver.list_replicas(&namespace, "web").await?.is_empty() {
+            ensure!(
+                waited < 120,
+                "deployment web still has replicas 60 s after scaling to 0"
+            );
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let gone = traffic.stop().await;
+        ensure!(
+            gone.failures.len() > serving.failures.len(),
+            "traffic from inside the cluster to a service with no replica left counted no failed request: {gone}"
+        );
+        ensure!(
+            gone.total() == traffic.log().len() as u64,
+            "the traffic's counts ({gone}) and its log ({} outcomes) disagree",
+            traffic.log().len()
+        );
+        println!("kubernetes: the traffic generator inside the cluster counts failures: {gone}");
+        anyhow::Ok(())
+    };
+    let checked = checked.await;
+    if let Err(error) = driver.delete_namespace(&namespace).await {
+        eprintln!("kubernetes: warning: {error:#}");
+    }
+    driver.shut_down().await?;
+    checked
 }
 
 /// Starts `shipshape up --control-plane 3 --machines containers` and runs the partition

@@ -259,6 +259,10 @@ struct NodeArgs {
     /// the process that keeps it).
     #[arg(long, hide = true)]
     stop_with_stdin: bool,
+    /// Also serve every Service's node ports on this node's address, as kube-proxy does on
+    /// each node (a node in a container of its own does: its address is its own).
+    #[arg(long)]
+    serve_node_ports: bool,
     /// Allocatable CPU (default: the host's).
     #[arg(long)]
     cpu: Option<String>,
@@ -553,6 +557,13 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.labels = parse_labels(&args.labels)?;
     config.taints = args.taints;
     let (stop, stopped) = watch::channel(false);
+    let proxy = args.serve_node_ports.then(|| {
+        tokio::spawn(crate::proxy::run(
+            client.clone(),
+            vec![config.address],
+            stopped.clone(),
+        ))
+    });
     let agent = tokio::spawn(agent::run(client, docker, config, stopped));
     if args.stop_with_stdin {
         tokio::select! {
@@ -563,6 +574,9 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         wait_for_stop_signal().await;
     }
     let _ = stop.send(true);
+    if let Some(proxy) = proxy {
+        proxy.await.context("the node's proxy panicked")?;
+    }
     agent.await.context("the node agent panicked")??;
     Ok(())
 }

@@ -20,7 +20,7 @@
 //! peer addresses.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -133,13 +133,13 @@ async fn remove_leftovers(docker: &bollard::Docker, cluster: &str) -> anyhow::Re
 }
 
 /// Starts the service proxy as a task in `agents`: node ports on loopback and on the pod
-/// network's gateway.
+/// network's gateway, which it returns (this host's address on the cluster network).
 async fn start_proxy(
     docker: &bollard::Docker,
     creds: &Credentials,
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<IpAddr>> {
     runtime::ensure_network(docker).await?;
     let gateway = runtime::network_gateway(docker).await;
     let client = creds
@@ -150,10 +150,15 @@ async fn start_proxy(
         gateway.into_iter().collect(),
         stopped.clone(),
     ));
-    Ok(())
+    Ok(gateway)
 }
 
 /// Starts the service proxy and `nodes` node agents (`node-1`...) as tasks in `agents`.
+///
+/// The nodes are processes of this host, so each one's address (its InternalIP) is this
+/// host's address on the cluster network — where its pods, the kit and the API server all
+/// reach it, and where the proxy serves node ports, as on a Kubernetes node. Without one,
+/// loopback.
 async fn start_nodes(
     docker: &bollard::Docker,
     creds: &Credentials,
@@ -163,11 +168,14 @@ async fn start_nodes(
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    start_proxy(docker, creds, stopped, agents).await?;
+    let address = start_proxy(docker, creds, stopped, agents).await?;
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let dir = data_dir.join("nodes").join(&name);
         let mut config = AgentConfig::new(&name, cluster, dir, &creds.token);
+        if let Some(address) = address {
+            config.address = address;
+        }
         config.reconnect = Some(agent::Reconnect(creds.clone()));
         let client = creds
             .client()

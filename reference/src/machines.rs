@@ -422,6 +422,8 @@ impl NodeMachine {
         let mut args: Vec<std::ffi::OsString> = vec![
             "node".into(),
             "--stop-with-stdin".into(),
+            // Its address is its own: node ports answer there, as on a Kubernetes node.
+            "--serve-node-ports".into(),
             "--server".into(),
             server.into(),
             "--ca-file".into(),
