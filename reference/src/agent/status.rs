@@ -12,6 +12,7 @@
 //!
 //! Pure functions of their inputs, so the rules are unit-tested without Docker.
 
+use k8s_openapi::api::core::v1::PodStatus;
 use serde_json::{Value, json};
 
 /// What one container looks like to the agent right now.
@@ -201,7 +202,19 @@ pub fn pod_status(view: &PodView, previous: &Value, now: &str) -> Value {
         status["reason"] = json!(reason);
         status["message"] = json!(message);
     }
-    status
+    stored_form(status)
+}
+
+/// `status` as the API stores it: through the Kubernetes type, which keeps times to the
+/// second (Docker's `StartedAt` has nanoseconds) and drops empty fields (a condition's
+/// `lastProbeTime: null`). The agent compares the status it computes with the one it
+/// read back; compared in any other form they would differ every round, and every round
+/// would write the same status again. A status the type cannot read is left as it is.
+fn stored_form(status: Value) -> Value {
+    serde_json::from_value::<PodStatus>(status.clone())
+        .ok()
+        .and_then(|typed| serde_json::to_value(typed).ok())
+        .unwrap_or(status)
 }
 
 /// Kubernetes' QoS class of a pod spec: Guaranteed, Burstable or BestEffort.
@@ -237,6 +250,36 @@ pub fn qos_class(spec: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_computed_again_from_the_same_containers_is_what_the_api_stored() {
+        // Docker reports start times to the nanosecond; the API keeps them to the second.
+        let mut running = container(
+            ContainerState::Running {
+                started_at: "2026-11-29T09:49:01.70934063Z".into(),
+            },
+            true,
+            0,
+        );
+        running.ready = true;
+        running.container_id = Some("abc".into());
+        let mut pod = view(vec![running]);
+        pod.pod_ip = Some("172.18.0.2".into());
+        pod.start_time = "2026-11-29T09:49:01Z".into();
+        let first = pod_status(&pod, &json!({}), "2026-11-29T09:49:01Z");
+        // What the agent reads back is what the API stored: the Kubernetes type's form.
+        let stored = serde_json::to_value(
+            serde_json::from_value::<PodStatus>(first.clone()).expect("a pod status"),
+        )
+        .expect("serialises");
+        assert_eq!(first, stored);
+        assert_eq!(
+            first.pointer("/containerStatuses/0/state/running/startedAt"),
+            Some(&json!("2026-11-29T09:49:01Z"))
+        );
+        // A later round, same containers: nothing to write.
+        assert_eq!(pod_status(&pod, &stored, "2026-11-29T09:49:05Z"), stored);
+    }
 
     fn container(state: ContainerState, will_restart: bool, restarts: i32) -> ContainerView {
         ContainerView {
