@@ -15,9 +15,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use shipshape::client::Credentials;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod eventually;
+mod up;
 use eventually::eventually;
 
 /// How long a node's heartbeat may stay unchanged before it is unreachable, here.
@@ -39,35 +39,11 @@ fn libfaketime() -> PathBuf {
     path
 }
 
-/// Starts `shipshape up --nodes 0` on `dir`; the process and the URL it announces.
+/// Starts `shipshape up` on `dir` with no nodes and a short grace; the process and its URL.
 async fn start_control_plane(dir: &Path) -> (tokio::process::Child, String) {
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
-        .args(["up", "--nodes", "0", "--listen", "127.0.0.1:0"])
-        .args(["--node-grace-seconds", &GRACE_SECONDS.to_string()])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("up.log")).expect("up's log"),
-        ))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("shipshape up starts");
-    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let url = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("reads stdout") {
-            if let Some(url) = line.strip_prefix("apiserver: ") {
-                return url.to_owned();
-            }
-        }
-        panic!(
-            "shipshape up exited without serving:\n{}",
-            std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
-        );
-    })
-    .await
-    .expect("serving within 60 s");
-    (up, url)
+    let grace = GRACE_SECONDS.to_string();
+    let args = ["--nodes", "0", "--node-grace-seconds", &grace];
+    up::start_up(dir, &args, Duration::from_secs(60)).await
 }
 
 /// Starts node agent `name` with its clock `offset` off (`-1h`, `+1h`, as libfaketime

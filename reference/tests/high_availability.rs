@@ -5,7 +5,6 @@
 //! starts the killed member again.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,9 +13,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use shipshape::client::Credentials;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod eventually;
+mod up;
 use eventually::eventually;
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
@@ -69,38 +68,10 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Starts `shipshape up --control-plane 3 --nodes 0` on `dir`; the process and the URL it
-/// announces.
+/// Starts `shipshape up --control-plane 3` on `dir` with no nodes; the process and its URL.
 async fn start_up(dir: &Path) -> (tokio::process::Child, String) {
-    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
-        .args(["up", "--control-plane", "3", "--nodes", "0"])
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("up.log")).expect("up's log"),
-        ))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("shipshape up starts");
-    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let url = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(line) = lines.next_line().await.expect("reads stdout") {
-            if let Some(url) = line.strip_prefix("apiserver: ") {
-                return url.to_owned();
-            }
-        }
-        let log = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        panic!(
-            "shipshape up exited without serving; the end of its output:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    })
-    .await
-    .expect("serving within 90 s");
-    (up, url)
+    let args = ["--control-plane", "3", "--nodes", "0"];
+    up::start_up(dir, &args, Duration::from_secs(90)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
