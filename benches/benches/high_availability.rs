@@ -414,13 +414,7 @@ fn report() {
 
 fn main() -> anyhow::Result<()> {
     // The member processes of `up --control-plane 3` are this program, started again.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "control-plane") {
-        std::process::exit(match shipshape::cli::run(args) {
-            code if code == std::process::ExitCode::SUCCESS => 0,
-            _ => 1,
-        });
-    }
+    shipshape_benches::run_as_shipshape_if_asked();
     if !selected("failover") && !selected("replicated_writes") {
         return Ok(());
     }

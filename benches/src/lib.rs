@@ -651,6 +651,19 @@ pub async fn run_writes(
     Ok(start.elapsed())
 }
 
+/// Benchmarks that need control-plane processes start this program again, as `shipshape
+/// control-plane ...`: called first in their `main`, this runs such a process as
+/// `shipshape` would, and exits with its outcome; otherwise it returns at once.
+pub fn run_as_shipshape_if_asked() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "control-plane") {
+        std::process::exit(match shipshape::cli::run(args) {
+            code if code == std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
+    }
+}
+
 /// Whether criterion runs as a benchmark (`cargo bench`), not as a smoke test
 /// (`cargo test --benches`, `-- --test`), following criterion's own reading of its flags.
 pub fn measuring() -> bool {
@@ -1114,27 +1127,31 @@ impl BenchDir {
         self.dir.path()
     }
 
+    /// Every `<tmp>/<prefix>*` directory whose owner is no longer running.
+    pub fn dead(prefix: &str) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir())
+            .filter(|path| {
+                let owner = std::fs::read_to_string(path.join(PID_FILE))
+                    .ok()
+                    .and_then(|pid| pid.trim().parse::<u32>().ok());
+                !owner.is_some_and(pid_alive)
+            })
+            .collect()
+    }
+
     /// For each `<tmp>/<prefix>*` directory whose owner is no longer running: removes the
     /// containers of the cluster it holds (by its `cluster-id`), then the
     /// directory. Returns how many containers went.
     pub async fn reap_dead(docker: &Docker, prefix: &str) -> anyhow::Result<usize> {
-        let tmp = std::env::temp_dir();
-        let Ok(entries) = std::fs::read_dir(&tmp) else {
-            return Ok(0);
-        };
         let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let ours = entry.file_name().to_string_lossy().starts_with(prefix);
-            if !ours || !path.is_dir() {
-                continue;
-            }
-            let owner = std::fs::read_to_string(path.join(PID_FILE))
-                .ok()
-                .and_then(|pid| pid.trim().parse::<u32>().ok());
-            if owner.is_some_and(pid_alive) {
-                continue;
-            }
+        for path in BenchDir::dead(prefix) {
             if let Ok(cluster) = std::fs::read_to_string(path.join("cluster-id")) {
                 let cluster = cluster.trim();
                 if !cluster.is_empty() {

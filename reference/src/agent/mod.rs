@@ -9,7 +9,8 @@
 //! Files: [`runtime`] is everything asked of Docker; [`pod_worker`] is one pod's life
 //! (sandbox, containers, restarts, probes, termination); [`probes`] runs liveness and
 //! readiness checks; [`status`] computes a pod's status from what is seen; [`logs`] serves
-//! container output to the apiserver for `kubectl logs`.
+//! container output to the apiserver for `kubectl logs`; [`hollow`] runs nodes that do all
+//! of this through the API without Docker, to measure the control plane at scale.
 //!
 //! ```text
 //! apiserver ──watch pods (spec.nodeName=me)──▶ agent ──one task per pod──▶ pod_worker ──▶ Docker
@@ -17,6 +18,7 @@
 //!     └───────────────── status patches, node heartbeats ────────────────────┘
 //! ```
 
+pub mod hollow;
 pub mod logs;
 mod pod_worker;
 pub mod probes;
