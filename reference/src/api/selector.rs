@@ -144,6 +144,11 @@ impl LabelSelector {
         })
     }
 
+    /// Whether the selector matches everything.
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// Whether an object matches, by its `metadata.labels`.
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.requirements.is_empty() || self.matches(&meta::labels(obj))

@@ -15,8 +15,11 @@
 //!    A deleted pod on a lost node stays *terminating* until the node's agent comes back
 //!    and finishes it, exactly as in Kubernetes; it no longer counts as a replica;
 //! 4. when the agent posts `Ready=True` again, the taints come off;
-//! 5. pods bound to a node that no longer exists at all are removed at once (Kubernetes'
-//!    pod garbage collector does this): nobody is left to finish them.
+//! 5. pods bound to a node that no longer exists at all are removed (Kubernetes' pod
+//!    garbage collector does this): nobody is left to finish them. That takes a list of
+//!    every bound pod, so it runs on the pass that sees a node gone, and otherwise every
+//!    [`ORPHAN_SWEEP`] for pods bound to a name that never was a node: on every pass, a
+//!    thousand nodes with ten thousand pods made this list most of the control plane's work.
 //!
 //! "Unchanged for the grace period" is measured on this controller's own clock, from when
 //! it saw the heartbeat change last ([`Heartbeats`]), as Kubernetes' node lifecycle
@@ -29,7 +32,7 @@
 //! pods, now); the loop around them is a plain interval, as Kubernetes' own monitor is
 //! (this is time-driven, not event-driven).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -175,12 +178,13 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
     let mut tick = tokio::time::interval(config.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeats = Heartbeats::default();
+    let mut orphans = OrphanSweep::default();
     loop {
         tokio::select! {
             _ = crate::agent::stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = monitor(&nodes, &pods, &config, &mut heartbeats).await {
+        if let Err(e) = monitor(&nodes, &pods, &config, &mut heartbeats, &mut orphans).await {
             tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
         }
     }
@@ -191,12 +195,16 @@ async fn monitor(
     pods: &Api<Pod>,
     config: &NodeLifecycleConfig,
     heartbeats: &mut Heartbeats,
+    orphans: &mut OrphanSweep,
 ) -> Result<(), kube::Error> {
     let now = Timestamp::now();
     let all = nodes.list(&ListParams::default()).await?.items;
     let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
     heartbeats.keep_only(&names);
-    remove_orphans(pods, &names).await?;
+    if orphans.due(&names, Instant::now()) {
+        remove_orphans(pods, &names).await?;
+        orphans.done(names.clone(), Instant::now());
+    }
     for node in all {
         let name = node.metadata.name.clone().unwrap_or_default();
         let value = serde_json::to_value(&node).unwrap_or_default();
@@ -286,6 +294,34 @@ async fn mark_lost(
         )
         .await?;
     Ok(())
+}
+
+/// How often pods bound to nodes that do not exist are looked for when no node went.
+/// Kubernetes' pod garbage collector looks every 20 s.
+pub const ORPHAN_SWEEP: Duration = Duration::from_secs(10);
+
+/// When the pods of vanished nodes were last looked for, and which nodes there were then.
+#[derive(Debug, Default)]
+pub struct OrphanSweep {
+    nodes: Vec<String>,
+    last: Option<Instant>,
+}
+
+impl OrphanSweep {
+    /// Whether to look now: never looked, a node gone since, or [`ORPHAN_SWEEP`] passed.
+    pub fn due(&self, nodes: &[String], now: Instant) -> bool {
+        let Some(last) = self.last else {
+            return true;
+        };
+        let current: HashSet<&str> = nodes.iter().map(String::as_str).collect();
+        self.nodes.iter().any(|n| !current.contains(n.as_str())) || now >= last + ORPHAN_SWEEP
+    }
+
+    /// Records a completed look.
+    pub fn done(&mut self, nodes: Vec<String>, now: Instant) {
+        self.nodes = nodes;
+        self.last = Some(now);
+    }
 }
 
 /// Force-deletes pods bound to nodes that do not exist.
@@ -409,6 +445,25 @@ async fn evict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_are_looked_for_when_a_node_went_or_the_sweep_period_passed() {
+        let names = |ns: &[&str]| ns.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let t = Instant::now();
+        let mut sweep = OrphanSweep::default();
+        assert!(sweep.due(&names(&["a", "b"]), t), "never looked");
+        sweep.done(names(&["a", "b"]), t);
+        assert!(!sweep.due(&names(&["a", "b"]), t + Duration::from_secs(1)));
+        assert!(
+            !sweep.due(&names(&["a", "b", "c"]), t + Duration::from_secs(1)),
+            "a node added leaves no pod behind"
+        );
+        assert!(
+            sweep.due(&names(&["a"]), t + Duration::from_secs(1)),
+            "b went"
+        );
+        assert!(sweep.due(&names(&["a", "b"]), t + ORPHAN_SWEEP));
+    }
 
     fn node(heartbeat: &str, status: &str, taint_added: Option<&str>) -> Value {
         let mut n = json!({"status": {"conditions": [

@@ -18,13 +18,23 @@
 //!   template label), `readyReplicas` (Ready condition `True`), `availableReplicas` (ready
 //!   for at least `minReadySeconds`), `observedGeneration`.
 //!
-//! [`reconcile`] decides all of that from the ReplicaSet, the pods of its namespace and the
-//! time; [`apply`] lists, calls it, and carries the plan out.
+//! [`reconcile`] decides all of that from the ReplicaSet, its pods and the time; [`apply`]
+//! gathers the pods, calls it, and carries the plan out.
+//!
+//! **Which pods it reads, and from where.** Everything that counts — the pods that match the
+//! selector, owned or to adopt — comes from a fresh list *with the ReplicaSet's selector*,
+//! so a pod created a moment ago is never missed and never created twice. The pods it
+//! controls that no longer match (to release) come from a cache of every pod, kept by a
+//! watch ([`kube::runtime::reflector`]): that is rare, and safe to do late, since the
+//! release is a patch that carries the resourceVersion it read. Listing the whole
+//! namespace on every pass instead made each pass cost as much as the namespace is big:
+//! with ten thousand pods the controller did little else.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
@@ -32,7 +42,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -280,31 +291,83 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         watcher::Config::default(),
     )
     .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let recorder = Recorder {
-        client,
-        component: "replicaset-controller",
-    };
-    super::drive(
-        "replicaset",
-        controller,
-        Arc::new(recorder),
-        apply,
-        shutdown,
+    let (pods, cache) = reflector::store();
+    let follow = reflector::reflector(
+        cache,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
-    .await;
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let context = Context {
+        recorder: Recorder {
+            client,
+            component: "replicaset-controller",
+        },
+        pods,
+    };
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        () = super::drive("replicaset", controller, Arc::new(context), apply, shutdown) => {}
+        () = follow => {}
+        () = crate::agent::stopped(&mut stop) => {}
+    }
+}
+
+/// What every pass shares: the Event recorder, and the cache of every pod.
+struct Context {
+    recorder: Recorder,
+    pods: Store<Pod>,
+}
+
+/// The pods the ReplicaSet controls that no longer match its selector, from the cache:
+/// the ones to release. `fresh` holds every pod that matches now, so a cached pod named
+/// there is not taken from the cache.
+fn strays(rs: &ReplicaSet, cached: &[Arc<Pod>], fresh: &[Pod]) -> Vec<Pod> {
+    let Some(uid) = rs.metadata.uid.as_deref() else {
+        return Vec::new();
+    };
+    let selector = rs
+        .spec
+        .as_ref()
+        .and_then(|s| Selector::new(Some(&s.selector)));
+    cached
+        .iter()
+        .filter(|p| p.metadata.namespace == rs.metadata.namespace)
+        .filter(|p| controller_uid(&p.metadata) == Some(uid))
+        .filter(|p| {
+            selector
+                .as_ref()
+                .is_some_and(|s| !s.matches(p.metadata.labels.as_ref()))
+        })
+        .filter(|p| !fresh.iter().any(|f| f.metadata.name == p.metadata.name))
+        .map(|p| (**p).clone())
+        .collect()
 }
 
 /// One pass for one ReplicaSet: list its namespace's pods, decide, act.
-async fn apply(rs: Arc<ReplicaSet>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
+async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, ControllerError> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let what = describe(rs.as_ref());
+    let ctx = &context.recorder;
     let client = ctx.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let list = pods
-        .list(&ListParams::default())
+    let label_selector = rs
+        .spec
+        .as_ref()
+        .map(|s| kube::core::Selector::try_from(s.selector.clone()))
+        .transpose()
+        .map_err(|e| ControllerError::Malformed {
+            object: what.clone(),
+            reason: format!("invalid selector: {e}"),
+        })?
+        .unwrap_or_default();
+    let mut list = pods
+        .list(&ListParams::default().labels_from(&label_selector))
         .await
         .map_err(ControllerError::api(format!("list the pods of {what}")))?;
+    let strays = strays(&rs, &context.pods.state(), &list.items);
+    list.items.extend(strays);
     let plan = reconcile(&rs, &list.items, Timestamp::now())?;
     let by_name = |n: &str| {
         list.items
@@ -655,6 +718,34 @@ mod tests {
             plan.create.is_empty(),
             "the adopted pod fills the one replica"
         );
+    }
+
+    #[test]
+    fn only_controlled_pods_that_stopped_matching_come_from_the_cache() {
+        let mut relabelled = pod("relabelled", 0);
+        relabelled.metadata.labels = Some(BTreeMap::from([("app".into(), "debug".into())]));
+        let mut elsewhere = relabelled.clone();
+        elsewhere.metadata.name = Some("elsewhere".into());
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut stale = relabelled.clone();
+        stale.metadata.name = Some("matches-again".into());
+        let mut unowned = orphan(relabelled.clone());
+        unowned.metadata.name = Some("unowned".into());
+        let in_default = |mut p: Pod| {
+            p.metadata.namespace.get_or_insert_with(|| "default".into());
+            Arc::new(p)
+        };
+        let cached: Vec<Arc<Pod>> = [pod("matching", 0), relabelled, elsewhere, stale, unowned]
+            .into_iter()
+            .map(in_default)
+            .collect();
+        // The fresh list has every matching pod; `matches-again` is among them now.
+        let fresh = [pod("matching", 0), pod("matches-again", 0)];
+        let names: Vec<String> = strays(&rs(2), &cached, &fresh)
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(names, vec!["relabelled"]);
     }
 
     #[test]

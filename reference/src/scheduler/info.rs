@@ -1,9 +1,9 @@
 //! What the plugins read: a [`PodInfo`] for the pod being placed, and a [`NodeInfo`] for
 //! each node — the node itself with the pods already on it and what they add up to.
 //!
-//! Both are computed once (a `PodInfo` per scheduling attempt, a `NodeInfo` per round, then
-//! kept up to date as the round places pods) so that the filters and scores, which run for
-//! every pod × node, only compare numbers.
+//! Both are computed ahead (a `PodInfo` per scheduling attempt, a `NodeInfo` per node, kept
+//! up to date as pods come and go) so that the filters and scores, which run for every
+//! pod × node, only compare numbers.
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ impl PodInfo {
     }
 }
 
-/// A node and the (non-terminated) pods assigned to it, as one scheduling round sees them.
+/// A node and the (non-terminated) pods assigned to it, as the scheduler counts them.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     /// The node as last seen on the watch.
@@ -65,6 +65,12 @@ impl NodeInfo {
             scoring_requested: Resources::default(),
             used_ports: Vec::new(),
         }
+    }
+
+    /// The node as the watch shows it now (a heartbeat, a new taint), with the same pods.
+    pub fn replace_node(&mut self, node: Arc<Node>) {
+        self.allocatable = Resources::allocatable(&node);
+        self.node = node;
     }
 
     /// The node's name.

@@ -31,8 +31,8 @@
 //! every event to an I/O-free [`state::State`]: the cache of nodes and pods, and the queue
 //! of pods that are unbound, name this scheduler (or none), and are not being deleted. Once
 //! both watches have listed everything, it takes pods from the queue one at a time; for each
-//! it builds (once per round) a snapshot of every node with the pods on it, runs every
-//! filter on every node ([`filter`]), scores the feasible nodes ([`score`]) and binds the
+//! it reads its snapshot of every node with the pods on it (kept up to date event by event),
+//! runs every filter on every node ([`filter`]), scores the feasible nodes ([`score`]) and binds the
 //! pod to the best one ([`binding`]). A pod just bound is *assumed* on its node until the
 //! watch shows the binding, so the next decision does not give its room away twice. A pod
 //! that fits nowhere is *parked* and reported; parked pods are tried again when a node is

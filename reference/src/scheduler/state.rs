@@ -12,11 +12,15 @@
 //! could be given the room it just took. So a bound pod is *assumed* on its node — counted
 //! there — until the watch shows it bound (or deleted).
 //!
-//! **Rounds.** The decisions of one round all read one snapshot of the nodes (a
-//! [`NodeInfo`] per node), built when the round starts and updated as the round binds pods;
-//! any watch event ends the round, and the next one starts from a fresh snapshot.
+//! **The snapshot.** Every decision reads a [`NodeInfo`] per node: the node with the pods
+//! counted on it (bound, or assumed) and what they add up to. It is kept up to date event
+//! by event — a heartbeat replaces the node in its `NodeInfo`, a pod bound, assumed, changed
+//! or gone recounts the one or two nodes it was and is on — rather than built again from
+//! every node and pod. Built again whenever anything changed, as it once was, it cost each
+//! decision as much as the cluster is big: with a thousand nodes heartbeating every second
+//! something always had changed, and ten thousand pods made scheduling quadratic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -85,8 +89,13 @@ pub struct State {
     queue: Queue,
     /// The last message written for each unschedulable pod (the watch may not show it yet).
     reported: HashMap<PodKey, String>,
-    /// The snapshot of the current round, if one is under way.
-    round: Option<BTreeMap<String, NodeInfo>>,
+    /// Every node with the pods counted on it (see the module's essay).
+    infos: BTreeMap<String, NodeInfo>,
+    /// The pods counted on each node (bound or assumed), by node name: what a node's
+    /// [`NodeInfo`] is recounted from.
+    on_node: HashMap<String, HashSet<PodKey>>,
+    /// The node each counted pod is counted on.
+    placed: HashMap<PodKey, String>,
 }
 
 /// The pod's key.
@@ -119,7 +128,9 @@ impl State {
             pods_synced: false,
             queue: Queue::default(),
             reported: HashMap::new(),
-            round: None,
+            infos: BTreeMap::new(),
+            on_node: HashMap::new(),
+            placed: HashMap::new(),
         }
     }
 
@@ -153,7 +164,6 @@ impl State {
     /// Takes in a node watch event. Any change to the nodes may make room, so parked pods
     /// are tried again (except on a deletion, which makes none).
     pub fn observe_node(&mut self, event: Event<Node>) {
-        self.round = None;
         let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
         match event {
             Event::Init => self.node_relist = Some(BTreeMap::new()),
@@ -165,21 +175,29 @@ impl State {
             Event::InitDone => {
                 self.nodes = self.node_relist.take().unwrap_or_default();
                 self.nodes_synced = true;
+                self.count_all();
                 self.queue.retry_parked();
             }
             Event::Apply(node) => {
-                self.nodes.insert(name(&node), Arc::new(node));
+                let name = name(&node);
+                let node = Arc::new(node);
+                self.nodes.insert(name.clone(), node.clone());
+                match self.infos.get_mut(&name) {
+                    Some(info) => info.replace_node(node),
+                    None => self.recount(&name),
+                }
                 self.queue.retry_parked();
             }
             Event::Delete(node) => {
-                self.nodes.remove(&name(&node));
+                let name = name(&node);
+                self.nodes.remove(&name);
+                self.infos.remove(&name);
             }
         }
     }
 
     /// Takes in a pod watch event.
     pub fn observe_pod(&mut self, event: Event<Pod>) {
-        self.round = None;
         match event {
             Event::Init => self.pod_relist = Some(HashMap::new()),
             Event::InitApply(pod) => {
@@ -211,17 +229,20 @@ impl State {
                     self.pod_changed(&key, &pod, old.get(&key).map(|p| &**p));
                 }
                 self.pods_synced = true;
+                self.count_all();
             }
             Event::Apply(pod) => {
                 let key = key_of(&pod);
                 let pod = Arc::new(pod);
                 let old = self.pods.insert(key.clone(), pod.clone());
                 self.pod_changed(&key, &pod, old.as_deref());
+                self.place(&key);
             }
             Event::Delete(pod) => {
                 let key = key_of(&pod);
                 let pod = self.pods.remove(&key).unwrap_or_else(|| Arc::new(pod));
                 self.pod_gone(&key, &pod);
+                self.place(&key);
             }
         }
     }
@@ -264,7 +285,80 @@ impl State {
         self.queue.retry_parked();
     }
 
-    /// The snapshot: every node with the pods bound or assumed on it.
+    /// Where a pod counts, and as which version: assumed on the node we bound it to, else
+    /// bound as the watch shows it, else nowhere.
+    fn placement(&self, key: &PodKey) -> Option<(&str, &Arc<Pod>)> {
+        if let Some((node, pod)) = self.assumed.get(key) {
+            return Some((node.as_str(), pod));
+        }
+        let pod = self.pods.get(key)?;
+        Some((node_of(pod)?, pod))
+    }
+
+    /// Counts the pod where it is now, and recounts the node it was counted on before.
+    fn place(&mut self, key: &PodKey) {
+        let now = self.placement(key).map(|(node, _)| node.to_owned());
+        let before = match &now {
+            Some(node) => self.placed.insert(key.clone(), node.clone()),
+            None => self.placed.remove(key),
+        };
+        if let Some(node) = &before {
+            if let Some(keys) = self.on_node.get_mut(node) {
+                keys.remove(key);
+            }
+            if now.as_ref() != Some(node) {
+                self.recount(node);
+            }
+        }
+        if let Some(node) = now {
+            self.on_node
+                .entry(node.clone())
+                .or_default()
+                .insert(key.clone());
+            self.recount(&node);
+        }
+    }
+
+    /// Builds one node's [`NodeInfo`] again from the pods counted on it.
+    fn recount(&mut self, name: &str) {
+        let Some(node) = self.nodes.get(name) else {
+            self.infos.remove(name);
+            return;
+        };
+        let mut info = NodeInfo::new(node.clone());
+        for key in self.on_node.get(name).into_iter().flatten() {
+            if let Some((_, pod)) = self.placement(key) {
+                info.add_pod(pod.clone());
+            }
+        }
+        self.infos.insert(name.to_owned(), info);
+    }
+
+    /// Counts every pod and every node again (after a relist).
+    fn count_all(&mut self) {
+        let keys: HashSet<PodKey> = self
+            .pods
+            .keys()
+            .chain(self.assumed.keys())
+            .cloned()
+            .collect();
+        self.placed.clear();
+        self.on_node.clear();
+        for key in keys {
+            if let Some((node, _)) = self.placement(&key) {
+                let node = node.to_owned();
+                self.on_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(key.clone());
+                self.placed.insert(key, node);
+            }
+        }
+        self.infos = self.snapshot();
+    }
+
+    /// Every node with the pods bound or assumed on it, counted from scratch: what the
+    /// snapshot kept up to date must always equal.
     fn snapshot(&self) -> BTreeMap<String, NodeInfo> {
         let mut infos: BTreeMap<String, NodeInfo> = self
             .nodes
@@ -298,14 +392,10 @@ impl State {
             if !self.is_ours_pending(&pod) || self.assumed.contains_key(&key) {
                 continue;
             }
-            if self.round.is_none() {
-                self.round = Some(self.snapshot());
-            }
-            let round = self.round.as_ref()?;
             let outcome = PodInfo::new(pod.clone())
                 .map_err(|e| e.to_string())
                 .and_then(|info| {
-                    algorithm::schedule(&info, round.values())
+                    algorithm::schedule(&info, self.infos.values())
                         .map(|node| node.name().to_owned())
                         .map_err(|e| e.to_string())
                 });
@@ -324,17 +414,14 @@ impl State {
                 }
             });
         }
-        self.round = None;
         None
     }
 
     /// The pod was bound to the node: count it there until the watch shows it.
     pub fn bound(&mut self, key: PodKey, pod: Arc<Pod>, node: String) {
         self.reported.remove(&key);
-        if let Some(info) = self.round.as_mut().and_then(|r| r.get_mut(&node)) {
-            info.add_pod(pod.clone());
-        }
-        self.assumed.insert(key, (node, pod));
+        self.assumed.insert(key.clone(), (node, pod));
+        self.place(&key);
     }
 
     /// Binding failed for a reason worth retrying: park the pod until the next retry.
@@ -380,6 +467,68 @@ mod tests {
     fn bound_to(mut p: Pod, node: &str) -> Pod {
         p.spec.get_or_insert_default().node_name = Some(node.into());
         p
+    }
+
+    /// What a snapshot says, node by node: the pods counted there and what they add up to.
+    fn summary(infos: &BTreeMap<String, NodeInfo>) -> Vec<(String, Vec<String>, i64, i64)> {
+        infos
+            .iter()
+            .map(|(name, info)| {
+                let mut pods: Vec<String> = info
+                    .pods
+                    .iter()
+                    .map(|p| p.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                pods.sort();
+                let cpu = info.allocatable.milli_cpu - info.requested.milli_cpu;
+                (name.clone(), pods, cpu, info.requested.pods)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_snapshot_kept_up_to_date_equals_one_counted_from_scratch() {
+        let mut s = synced(vec![node("a", json!({})), node("b", json!({}))]);
+        let same = |s: &State, step: &str| {
+            assert_eq!(summary(&s.infos), summary(&s.snapshot()), "after {step}");
+        };
+        for i in 0..6 {
+            s.observe_pod(Event::Apply(pod(&format!("p{i}"), "100m", json!({}))));
+        }
+        let placed = bind_all(&mut s);
+        assert_eq!(placed.len(), 6);
+        same(&s, "assuming six pods");
+        // The watch shows some bindings, not others.
+        for (name, node) in &placed[..3] {
+            s.observe_pod(Event::Apply(bound_to(pod(name, "100m", json!({})), node)));
+        }
+        same(&s, "the watch catching up");
+        // A heartbeat, a pod finishing, a pod deleted, a node added and one removed.
+        s.observe_node(Event::Apply(node(
+            "a",
+            json!({"status": {"allocatable": {"cpu": "3"}}}),
+        )));
+        same(&s, "a node growing");
+        let (name, node_name) = &placed[0];
+        s.observe_pod(Event::Apply(bound_to(
+            pod(name, "100m", json!({"status": {"phase": "Succeeded"}})),
+            node_name,
+        )));
+        same(&s, "a pod finishing");
+        s.observe_pod(Event::Delete(pod(&placed[1].0, "100m", json!({}))));
+        same(&s, "a pod deleted");
+        s.observe_node(Event::Apply(node("c", json!({}))));
+        s.observe_pod(Event::Apply(bound_to(pod("on-c", "1", json!({})), "c")));
+        same(&s, "a node added with a pod");
+        s.observe_node(Event::Delete(node("b", json!({}))));
+        same(&s, "a node removed");
+        s.observe_node(Event::Apply(node("b", json!({}))));
+        same(&s, "the node back");
+        s.observe_pod(Event::Init);
+        s.observe_pod(Event::InitApply(bound_to(pod("on-c", "1", json!({})), "c")));
+        s.observe_pod(Event::InitDone);
+        same(&s, "a relist");
+        assert_eq!(s.infos["c"].pods.len(), 1);
     }
 
     #[test]

@@ -668,6 +668,8 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+        // Finished connections leave the set (each holds its task's memory until then).
+        while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
 }
