@@ -344,7 +344,8 @@ fn strays(rs: &ReplicaSet, cached: &[Arc<Pod>], fresh: &[Pod]) -> Vec<Pod> {
         .collect()
 }
 
-/// One pass for one ReplicaSet: list its namespace's pods, decide, act.
+/// One pass for one ReplicaSet: gather its pods (the fresh list by its selector, the strays
+/// from the cache), decide, act.
 async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, ControllerError> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
