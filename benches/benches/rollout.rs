@@ -92,8 +92,9 @@ use kube::runtime::watcher;
 use serde_json::json;
 use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
-    BENCH_LABEL, BenchCluster, NAMESPACE, Seen, Tracker, connect_docker, delete_deployment,
-    measuring, median, ms, percentile, pod_ready, probe_deployment, ratio, secs, selected,
+    BENCH_LABEL, BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, Seen, Tracker, app_of,
+    connect_docker, delete_deployment, measuring, median, ms, percentile, pod_progress_marks,
+    probe_deployment, ratio, secs, selected, start_until_ready,
 };
 
 /// The image rolled from, and the one rolled to.
@@ -121,11 +122,9 @@ const ROLLOUT: &str = "rollout/v1_to_v2";
 
 // What the trackers mark on each version of an object.
 /// The pod's `Ready` is `True`.
-const READY: &str = "ready";
-/// The pod is bound to a node.
-const BOUND: &str = "bound";
-/// Every container of the pod is running.
-const RUNNING: &str = "running";
+const READY: &str = POD_READY;
+const BOUND: &str = POD_BOUND;
+const RUNNING: &str = POD_RUNNING;
 /// The pod has a deletion timestamp.
 const TERMINATING: &str = "terminating";
 /// The Deployment is rolled out by `kubectl rollout status`'s rule.
@@ -134,30 +133,7 @@ const COMPLETE: &str = "complete";
 const TIMED_OUT: &str = "timed-out";
 
 fn pod_marks(pod: &Pod) -> Vec<&'static str> {
-    let mut marks = Vec::new();
-    if pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some()
-    {
-        marks.push(BOUND);
-    }
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
-    if statuses.is_some_and(|cs| {
-        !cs.is_empty()
-            && cs
-                .iter()
-                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
-    }) {
-        marks.push(RUNNING);
-    }
-    if pod_ready(pod) {
-        marks.push(READY);
-    }
+    let mut marks = pod_progress_marks(pod);
     if pod.metadata.deletion_timestamp.is_some() {
         marks.push(TERMINATING);
     }
@@ -375,15 +351,6 @@ fn tally() -> MutexGuard<'static, Tally> {
     TALLY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn app_of(pod: &Seen<Pod>) -> Option<&str> {
-    pod.object
-        .metadata
-        .labels
-        .as_ref()?
-        .get("app")
-        .map(String::as_str)
-}
-
 fn image_of(pod: &Seen<Pod>) -> Option<&str> {
     pod.object
         .spec
@@ -449,34 +416,7 @@ impl Bench {
     ) -> anyhow::Result<(Duration, Deployment)> {
         let name = self.name("pod-start");
         let body = probe_deployment(&name, BENCH, replicas, image)?;
-        let start = Instant::now();
-        let stored = self
-            .deployments
-            .create(&PostParams::default(), &body)
-            .await
-            .with_context(|| format!("creating Deployment {name}"))?;
-        let wanted = usize::try_from(replicas).unwrap_or(0);
-        let ready = self
-            .pods
-            .wait_for(
-                START_TIMEOUT,
-                &format!("the {replicas} pods of {name} Ready"),
-                |pods| {
-                    let ready: Vec<Instant> = pods
-                        .iter()
-                        .filter(|p| app_of(p) == Some(&name) && p.is(READY))
-                        .filter_map(|p| p.since(READY))
-                        .collect();
-                    (ready.len() >= wanted)
-                        .then(|| ready.into_iter().max())
-                        .flatten()
-                },
-            )
-            .await;
-        let removed = delete_deployment(&self.client, &name, GONE_TIMEOUT).await;
-        let ready = ready?;
-        removed?;
-        Ok((ready.saturating_duration_since(start), stored))
+        start_until_ready(&self.client, &self.pods, &body, START_TIMEOUT, GONE_TIMEOUT).await
     }
 
     /// Waits until Deployment `name`, at `generation` or later, is rolled out; returns when

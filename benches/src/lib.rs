@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
     StartContainerOptions,
@@ -51,7 +51,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use shipshape::agent::{self, AgentConfig, AgentError};
@@ -805,6 +805,101 @@ pub fn probe_deployment(
     serde_json::from_value(body).with_context(|| format!("building Deployment {name}"))
 }
 
+/// The mark [`pod_progress_marks`] gives a pod whose `Ready` condition is `True` (a pod
+/// tracker's marks must include it, for [`start_until_ready`]).
+pub const POD_READY: &str = "ready";
+/// The mark [`pod_progress_marks`] gives a pod bound to a node.
+pub const POD_BOUND: &str = "bound";
+/// The mark [`pod_progress_marks`] gives a pod all of whose containers are running.
+pub const POD_RUNNING: &str = "running";
+
+/// A pod's steps on its way to Ready, as marks for a [`Tracker`]: [`POD_BOUND`],
+/// [`POD_RUNNING`], [`POD_READY`].
+pub fn pod_progress_marks(pod: &Pod) -> Vec<&'static str> {
+    let mut marks = Vec::new();
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
+    {
+        marks.push(POD_BOUND);
+    }
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    if statuses.is_some_and(|cs| {
+        !cs.is_empty()
+            && cs
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    }) {
+        marks.push(POD_RUNNING);
+    }
+    if pod_ready(pod) {
+        marks.push(POD_READY);
+    }
+    marks
+}
+
+/// The `app` label of a pod a [`Tracker`] saw (the Deployment it belongs to, for the
+/// benchmarks' Deployments of [`probe_deployment`]).
+pub fn app_of(pod: &Seen<Pod>) -> Option<&str> {
+    pod.object
+        .metadata
+        .labels
+        .as_ref()?
+        .get("app")
+        .map(String::as_str)
+}
+
+/// Creates `deployment` (one of [`probe_deployment`]) in [`NAMESPACE`] and waits until
+/// `pods` (a tracker of the benchmark's pods whose marks include [`POD_READY`]) has seen
+/// all its replicas Ready; then (untimed) deletes it and waits for its pods to go. Returns
+/// the time from the create call to the last pod's Ready, and the Deployment as stored.
+pub async fn start_until_ready(
+    client: &kube::Client,
+    pods: &Tracker<Pod>,
+    deployment: &Deployment,
+    timeout: Duration,
+    gone_timeout: Duration,
+) -> anyhow::Result<(Duration, Deployment)> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let wanted = usize::try_from(replicas).unwrap_or(0);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let start = Instant::now();
+    let stored = deployments
+        .create(&PostParams::default(), deployment)
+        .await
+        .with_context(|| format!("creating Deployment {name}"))?;
+    let ready = pods
+        .wait_for(
+            timeout,
+            &format!("the {replicas} pods of {name} Ready"),
+            |pods| {
+                let ready: Vec<Instant> = pods
+                    .iter()
+                    .filter(|p| app_of(p) == Some(name.as_str()) && p.is(POD_READY))
+                    .filter_map(|p| p.since(POD_READY))
+                    .collect();
+                (ready.len() >= wanted)
+                    .then(|| ready.into_iter().max())
+                    .flatten()
+            },
+        )
+        .await;
+    let removed = delete_deployment(client, &name, gone_timeout).await;
+    let ready = ready?;
+    removed?;
+    Ok((ready.saturating_duration_since(start), stored))
+}
+
 /// Deletes Deployment `name` in [`NAMESPACE`] (its ReplicaSets and pods go by cascade, in
 /// the background) and waits until no pod labelled `app=<name>` is left: their agents have
 /// stopped and removed their containers.
@@ -1213,6 +1308,85 @@ impl DockerAnchor {
         path: &str,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
+        let (elapsed, id) = self.start_and_keep(image, port, path, timeout).await?;
+        force_remove(&self.docker, &id).await?;
+        Ok(elapsed)
+    }
+
+    /// As [`DockerAnchor::start_until_ready`], but the container is left running; returns
+    /// the time and the container's id (for [`DockerAnchor::remove`]). On failure it is
+    /// removed.
+    pub async fn start_and_keep(
+        &self,
+        image: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(Duration, String)> {
+        let start = Instant::now();
+        let id = self.create(image, None).await?;
+        let outcome = async {
+            self.start(&id).await?;
+            let ip = self.address(&id).await?;
+            self.wait_ready(&ip, port, path, start, timeout).await
+        }
+        .await;
+        let elapsed = start.elapsed();
+        if let Err(error) = outcome {
+            let _ = force_remove(&self.docker, &id).await;
+            return Err(error);
+        }
+        Ok((elapsed, id))
+    }
+
+    /// A pod as the reference's agent makes one, on raw Docker: a sandbox of `sandbox_image`
+    /// on `network`, then a container of `image` in the sandbox's network namespace; timed,
+    /// as [`DockerAnchor::start_and_keep`], until the app answers 200. Both are left running;
+    /// returns the time and both ids (the app's first). On failure both are removed.
+    pub async fn start_pod_and_keep(
+        &self,
+        sandbox_image: &str,
+        network: &str,
+        image: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(Duration, [String; 2])> {
+        let start = Instant::now();
+        let sandbox = self.create(sandbox_image, Some(network.to_owned())).await?;
+        let mut ids = vec![sandbox.clone()];
+        let outcome = async {
+            self.start(&sandbox).await?;
+            let app = self
+                .create(image, Some(format!("container:{sandbox}")))
+                .await?;
+            ids.push(app.clone());
+            self.start(&app).await?;
+            let ip = self.address(&sandbox).await?;
+            self.wait_ready(&ip, port, path, start, timeout).await?;
+            anyhow::Ok(app)
+        }
+        .await;
+        let elapsed = start.elapsed();
+        match outcome {
+            Ok(app) => Ok((elapsed, [app, sandbox])),
+            Err(error) => {
+                for id in ids.iter().rev() {
+                    let _ = force_remove(&self.docker, id).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Force-removes a container [`DockerAnchor::start_and_keep`] left running.
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        force_remove(&self.docker, id).await
+    }
+
+    /// Creates a container of `image` (default command) labelled as this anchor's, on
+    /// `network_mode` (the default bridge if none).
+    async fn create(&self, image: &str, network_mode: Option<String>) -> anyhow::Result<String> {
         let labels = HashMap::from([
             (BENCH_LABEL.to_owned(), self.bench.clone()),
             (BENCH_PID_LABEL.to_owned(), std::process::id().to_string()),
@@ -1220,36 +1394,29 @@ impl DockerAnchor {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             labels: Some(labels),
+            host_config: network_mode.map(|mode| HostConfig {
+                network_mode: Some(mode),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let start = Instant::now();
         let created = self
             .docker
             .create_container(None::<CreateContainerOptions>, body)
             .await
             .with_context(|| format!("creating a container of {image}"))?;
-        let outcome = self
-            .start_and_wait(&created.id, port, path, start, timeout)
-            .await;
-        let elapsed = start.elapsed();
-        let removed = force_remove(&self.docker, &created.id).await;
-        outcome?;
-        removed?;
-        Ok(elapsed)
+        Ok(created.id)
     }
 
-    async fn start_and_wait(
-        &self,
-        id: &str,
-        port: u16,
-        path: &str,
-        start: Instant,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
+    async fn start(&self, id: &str) -> anyhow::Result<()> {
         self.docker
             .start_container(id, None::<StartContainerOptions>)
             .await
-            .with_context(|| format!("starting container {id}"))?;
+            .with_context(|| format!("starting container {id}"))
+    }
+
+    /// The container's IP address (on its only network).
+    async fn address(&self, id: &str) -> anyhow::Result<String> {
         let inspected = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -1259,12 +1426,23 @@ impl DockerAnchor {
             .network_settings
             .and_then(|settings| settings.networks)
             .unwrap_or_default();
-        let ip = networks
+        networks
             .get("bridge")
             .or_else(|| networks.values().next())
             .and_then(|endpoint| endpoint.ip_address.clone())
             .filter(|ip| !ip.is_empty())
-            .ok_or_else(|| anyhow!("container {id} has no IP address on the bridge network"))?;
+            .ok_or_else(|| anyhow!("container {id} has no IP address"))
+    }
+
+    /// Asks `http://<ip>:<port><path>` every 2 ms until it answers 200.
+    async fn wait_ready(
+        &self,
+        ip: &str,
+        port: u16,
+        path: &str,
+        start: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let url = format!("http://{ip}:{port}{path}");
         let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
         loop {
@@ -1276,7 +1454,7 @@ impl DockerAnchor {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                bail!("container {id} did not answer 200 on {url} within {timeout:?}");
+                bail!("{url} did not answer 200 within {timeout:?}");
             }
             tokio::time::sleep(ANCHOR_POLL).await;
         }

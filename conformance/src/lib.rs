@@ -93,6 +93,7 @@ pub mod linearizability;
 pub mod links;
 pub mod mutants;
 pub mod node_containers;
+pub mod node_watch;
 pub mod plain_http;
 pub mod profile;
 pub mod reaper;

@@ -8,10 +8,10 @@
 //! - the **node grace period**: how long a node may stay silent before the control plane
 //!   declares it unreachable and its replicas' phase `Unknown` (Kubernetes:
 //!   `--node-monitor-grace-period`, 50 s by default since 1.32; the reference: `--node-grace-seconds`,
-//!   5 s);
+//!   4 s);
 //! - the **eviction delay**: how long after that the replicas of an unreachable node are
 //!   replaced elsewhere (Kubernetes: the default toleration of `node.kubernetes.io/
-//!   unreachable` and `not-ready`, 300 s; the reference: `--eviction-seconds`, 5 s).
+//!   unreachable` and `not-ready`, 300 s; the reference: `--eviction-seconds`, 2 s).
 //!
 //! Steps that wait for these name them: "within the node grace period and 10 more
 //! seconds". The profile says how long each is; the step waits exactly that much plus the
@@ -57,16 +57,16 @@ pub struct Timings {
 }
 
 impl Default for Profile {
-    /// The kit's defaults: what the reference promises (`--node-grace-seconds 5`,
-    /// `--eviction-seconds 5`).
+    /// The kit's defaults: what the reference promises (`--node-grace-seconds 4`,
+    /// `--eviction-seconds 2`).
     fn default() -> Self {
         Self {
             name: "kit-defaults".to_owned(),
             description: "the kit's defaults, as the reference orchestrator promises them"
                 .to_owned(),
             timings: Timings {
-                node_grace_seconds: 5,
-                eviction_seconds: 5,
+                node_grace_seconds: 4,
+                eviction_seconds: 2,
             },
         }
     }

@@ -299,6 +299,8 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
     )
     .await;
     print!("{}", harness.report().summary());
+    // Before the system stops: its nodes going away then is no alarm.
+    let node_looks = harness.node_looks();
     // Stop the system under test cleanly (its containers go with it) before judging.
     let stopped = driver.shut_down().await;
     if let Err(error) = &stopped {
@@ -347,6 +349,7 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
         mutation_score: matches!(options.driver, DriverChoice::Reference { members: 1 })
             .then(|| crate::mutants::last_score(&options.report_root))
             .flatten(),
+        node_looks,
     };
     let report = harness.report().finish(header);
     let json = serde_json::to_string_pretty(&report).context("failed to serialize the report")?;
@@ -354,6 +357,7 @@ pub async fn certify(options: Options) -> anyhow::Result<Outcome> {
         .with_context(|| format!("failed to write {}", summary_path.display()))?;
     std::fs::write(&html_path, report::html::render(&report))
         .with_context(|| format!("failed to write {}", html_path.display()))?;
+    println!("conformance: {}", report.false_alarm_line());
     println!(
         "conformance: {} passed, {} failed, {} not applicable, in {:.1} s",
         report.passed,

@@ -22,9 +22,10 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::applicability::Capabilities;
 use crate::driver::{Admission, Driver, Fault, NodeStatus, Phase, Replica, Taint};
+use crate::node_watch::NodeWatch;
 use crate::profile::Profile;
 use crate::report::timeline::{AvailabilityPoint, Mark};
-use crate::report::{Measurement, Report, ScenarioId, ScenarioTime, Timeline};
+use crate::report::{FalseAlarm, Measurement, Report, ScenarioId, ScenarioTime, Timeline};
 
 /// How long the clean-up waits for a node the scenario made fail to be back as it was.
 const NODE_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,12 +48,16 @@ pub struct Harness {
     report: Arc<Report>,
     /// The timing profile the steps' named bounds come from.
     profile: Arc<Profile>,
+    /// Every node's readiness, looked at through the whole run (false alarms).
+    node_watch: NodeWatch,
 }
 
 impl Harness {
-    /// Prepares the run `run_id` against `driver` with a timing profile.
+    /// Prepares the run `run_id` against `driver` with a timing profile, and starts looking
+    /// at the nodes' readiness (on the current tokio runtime).
     pub fn new(driver: Arc<dyn Driver>, profile: Profile, run_id: String) -> Self {
         Self {
+            node_watch: NodeWatch::start(Arc::clone(&driver)),
             capabilities: Arc::new(Capabilities::of(driver.as_ref())),
             driver,
             run_id,
@@ -80,6 +85,11 @@ impl Harness {
     /// What the run found so far.
     pub fn report(&self) -> &Report {
         &self.report
+    }
+
+    /// How many times every node's readiness was looked at so far.
+    pub fn node_looks(&self) -> u64 {
+        self.node_watch.looks()
     }
 
     /// The report, shared (for the writer that records events into it).
@@ -153,6 +163,8 @@ impl Harness {
                 scope.run_id
             );
         }
+        let mut excused: BTreeSet<String> = world.added_nodes.iter().cloned().collect();
+        excused.extend(failed_nodes.iter().map(|f| f.before.name.clone()));
         for node in world.added_nodes.drain(..).rev() {
             if let Err(error) = driver.remove_node(&node).await {
                 eprintln!("warning: failed to remove the added node {node}: {error:#}");
@@ -180,6 +192,32 @@ impl Harness {
                 );
             }
         }
+        // Nodes marked not ready while the scenario ran (its clean-up included) that it did
+        // not make fail or add itself.
+        let (expected, unexpected): (Vec<_>, Vec<_>) = self
+            .node_watch
+            .turned_not_ready_since(scope.started)
+            .into_iter()
+            .partition(|turned| excused.contains(&turned.node));
+        let false_alarms: Vec<FalseAlarm> = unexpected
+            .into_iter()
+            .map(|turned| FalseAlarm {
+                scenario: scope.scenario.clone(),
+                node: turned.node,
+                seconds: turned
+                    .at
+                    .saturating_duration_since(scope.started)
+                    .as_secs_f64(),
+            })
+            .collect();
+        for alarm in &false_alarms {
+            eprintln!(
+                "warning: healthy node {} was marked not ready {:.1} s into {} — {}",
+                alarm.node, alarm.seconds, alarm.scenario.feature, alarm.scenario.scenario
+            );
+        }
+        self.report
+            .nodes_turned_not_ready(expected.len(), false_alarms);
         self.report.scenario_finished(ScenarioTime {
             scenario: scope.scenario,
             took: scope.started.elapsed(),

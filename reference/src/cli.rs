@@ -149,12 +149,13 @@ struct Common {
     /// Address the apiserver listens on (loopback unless you say otherwise).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Seconds without a heartbeat before a node is unreachable (Kubernetes: 40).
-    #[arg(long, default_value_t = 5)]
+    /// Seconds without a heartbeat before a node is unreachable (Kubernetes: 40, four
+    /// heartbeats of 10 s; here four of 1 s).
+    #[arg(long, default_value_t = 4)]
     node_grace_seconds: u64,
     /// Seconds pods tolerate an unreachable node before they are replaced, unless they say
     /// otherwise (Kubernetes: 300).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 2)]
     eviction_seconds: u64,
     /// The range Services' node ports come from, `FIRST-LAST` (Kubernetes' apiserver
     /// flag of the same name).

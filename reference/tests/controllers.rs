@@ -451,7 +451,28 @@ async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything()
         "{reasons:?}"
     );
 
-    // Deleting the Deployment takes its ReplicaSets, then their pods, with it.
+    // Deleting the Deployment takes its ReplicaSets, then their pods, with it — and no
+    // pod is created meanwhile for a set that is going (its controller's cache can be a
+    // moment behind the deletion).
+    let pods_created = |c: &Cluster| {
+        let sets = [first.name_any(), second.name_any()];
+        let c = c.client.clone();
+        async move {
+            Api::<Event>::namespaced(c, "default")
+                .list(&ListParams::default())
+                .await
+                .expect("list events")
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+                .filter(|e| {
+                    sets.iter()
+                        .any(|s| e.involved_object.name.as_ref() == Some(s))
+                })
+                .count()
+        }
+    };
+    let created_before = pods_created(&c).await;
     let second_uid = second.uid().expect("uid");
     c.deployments()
         .delete("shop", &DeleteParams::default())
@@ -464,6 +485,11 @@ async fn a_deployment_rolls_out_revisions_and_its_deletion_collects_everything()
     })
     .await;
     assert!(c.active_pods_of(&second_uid).await.is_empty());
+    assert_eq!(
+        pods_created(&c).await,
+        created_before,
+        "pods were created for a ReplicaSet deleted with its Deployment"
+    );
     c.stop().await;
 }
 

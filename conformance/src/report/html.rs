@@ -117,6 +117,7 @@ pub fn render(report: &RunReport) -> String {
     if let Some(tags) = &report.tags {
         fact("Scenarios selected by", &escape(tags));
     }
+    fact("False alarms", &escape(&report.false_alarm_line()));
     if let Some(score) = &report.mutation_score {
         fact(
             "The kit's mutation score",
@@ -454,6 +455,9 @@ mod tests {
                 started: "2026-11-27T12:00:00Z".to_owned(),
                 report: "../mutants/report.html".to_owned(),
             }),
+            false_alarms: Vec::new(),
+            node_looks: 12,
+            failed_nodes_seen: 1,
         }
     }
 

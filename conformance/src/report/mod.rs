@@ -286,9 +286,36 @@ pub struct RunReport {
     /// the features caught, in the last run of `shipshape-conformance mutants`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation_score: Option<crate::mutants::Score>,
+    /// Healthy nodes the system marked not ready during the run.
+    pub false_alarms: Vec<FalseAlarm>,
+    /// How many times every node's readiness was looked at (every
+    /// [`crate::node_watch::LOOK_EVERY`]) to find them.
+    pub node_looks: u64,
+    /// How many times the looks saw a node that a scenario made fail turn not ready: the
+    /// looks do see nodes go (when scenarios lose or cut off nodes, this is not zero).
+    pub failed_nodes_seen: usize,
 }
 
 impl RunReport {
+    /// One line on healthy nodes marked not ready: how many, and where.
+    pub fn false_alarm_line(&self) -> String {
+        let every = crate::node_watch::LOOK_EVERY.as_millis();
+        let mut line = format!(
+            "healthy nodes marked not ready: {} (every node's readiness looked at {} times, \
+             every {every} ms; nodes the scenarios made fail were seen turn not ready {} times)",
+            self.false_alarms.len(),
+            self.node_looks,
+            self.failed_nodes_seen
+        );
+        for alarm in &self.false_alarms {
+            line.push_str(&format!(
+                "; {} at {:.1} s into {} — {}",
+                alarm.node, alarm.seconds, alarm.scenario.feature, alarm.scenario.scenario
+            ));
+        }
+        line
+    }
+
     /// Whether every scenario that applies passed.
     pub fn certified(&self) -> bool {
         self.failed == 0
@@ -345,12 +372,36 @@ struct Inner {
     timelines: BTreeMap<ScenarioId, Timeline>,
     /// Pictures handed over by the after-scenario hook.
     figures: BTreeMap<ScenarioId, Vec<Figure>>,
+    /// Healthy nodes marked not ready, in the order found.
+    false_alarms: Vec<FalseAlarm>,
+    /// How many times a node a scenario made fail was seen turn not ready.
+    failed_nodes_seen: usize,
+}
+
+/// A node the system marked not ready although no scenario made it fail
+/// ([`crate::node_watch`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FalseAlarm {
+    /// The scenario it happened in (its clean-up included).
+    pub scenario: ScenarioId,
+    /// The node.
+    pub node: String,
+    /// When, in seconds from the scenario's start.
+    pub seconds: f64,
 }
 
 impl Report {
     /// Locks the state (a poisoned lock still holds good data: nothing panics mid-update).
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds what a scenario saw of nodes turning not ready: `expected` times a node it made
+    /// fail, and the false alarms.
+    pub fn nodes_turned_not_ready(&self, expected: usize, alarms: Vec<FalseAlarm>) {
+        let mut inner = self.lock();
+        inner.failed_nodes_seen += expected;
+        inner.false_alarms.extend(alarms);
     }
 
     /// Adds a convergence time.
@@ -589,6 +640,9 @@ impl Report {
             features,
             files: header.files,
             mutation_score: header.mutation_score,
+            false_alarms: inner.false_alarms.clone(),
+            failed_nodes_seen: inner.failed_nodes_seen,
+            node_looks: header.node_looks,
         }
     }
 
@@ -670,6 +724,8 @@ pub struct Header {
     pub files: BTreeMap<String, String>,
     /// The kit's mutation score, for the reference ([`crate::mutants::last_score`]).
     pub mutation_score: Option<crate::mutants::Score>,
+    /// How many times the harness looked at every node's readiness.
+    pub node_looks: u64,
 }
 
 /// A timeline with the scenario's actions marked: each `When` step at its start, unless a

@@ -425,28 +425,33 @@ impl Runtime {
         name: &str,
         body: ContainerCreateBody,
     ) -> Result<String, RuntimeError> {
-        // A leftover with this name (an earlier attempt) goes first.
-        let _ = self
-            .docker
-            .remove_container(
-                name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.to_owned()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(docker_err(format!("create container {name}")))?;
+        let options = || {
+            Some(CreateContainerOptions {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            })
+        };
+        let created = match self.docker.create_container(options(), body.clone()).await {
+            // A leftover with this name (an earlier attempt) goes, and the create is tried
+            // again: asking only then saves a call to the engine on every ordinary start.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                let _ = self
+                    .docker
+                    .remove_container(
+                        name,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                self.docker.create_container(options(), body).await
+            }
+            other => other,
+        }
+        .map_err(docker_err(format!("create container {name}")))?;
         self.docker
             .start_container(
                 &created.id,

@@ -60,8 +60,8 @@ pub struct NodeLifecycleConfig {
 impl Default for NodeLifecycleConfig {
     fn default() -> Self {
         NodeLifecycleConfig {
-            grace_period: Duration::from_secs(5),
-            default_toleration: Duration::from_secs(5),
+            grace_period: Duration::from_secs(4),
+            default_toleration: Duration::from_secs(2),
             monitor_period: Duration::from_millis(500),
         }
     }

@@ -402,6 +402,23 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
         tracing::info!(pod = %pod_name, "released: it no longer matches the selector");
     }
 
+    // The ReplicaSet came from the controller's cache, which may be a moment behind: one
+    // deleted with its Deployment (its pods going with it) must not get new pods. A fresh
+    // read confirms it before any pod is created; a gone or terminating set creates none.
+    if !plan.create.is_empty() {
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+        let live = sets
+            .get_opt(&name)
+            .await
+            .map_err(ControllerError::api(format!("read {what}")))?;
+        let same = live.as_ref().is_some_and(|live| {
+            live.metadata.uid == rs.metadata.uid && !terminating(&live.metadata)
+        });
+        if !same {
+            tracing::debug!(replicaset = %name, "gone or going; no pods created");
+            return Ok(Action::await_change());
+        }
+    }
     let post = PostParams::default();
     let created = join_all(plan.create.iter().map(|pod| pods.create(&post, pod))).await;
     let mut first_error = None;
