@@ -822,11 +822,11 @@ mod tests {
         let grace: Bound = "the node grace period and 10 more seconds"
             .parse()
             .expect("bound");
-        assert_eq!(grace.seconds(&profile), 5 + 10);
+        assert_eq!(grace.seconds(&profile), 4 + 10);
         let both: Bound = "the node grace period, the eviction delay and 20 more seconds"
             .parse()
             .expect("bound");
-        assert_eq!(both.seconds(&profile), 5 + 5 + 20);
+        assert_eq!(both.seconds(&profile), 4 + 2 + 20);
         let mut upstream = profile.clone();
         upstream.timings.node_grace_seconds = 50;
         upstream.timings.eviction_seconds = 300;

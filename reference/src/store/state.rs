@@ -13,7 +13,14 @@
 //!
 //! Only the raft driver task calls [`StateMachine::apply`]; readers take the `RwLock`'s read
 //! side so that a list never sees half of an entry.
+//!
+//! The newest [`RECENT_EVENTS`] events are also kept in memory, in order ([`Recent`]).
+//! Watchers that keep up — nearly all of them — read those instead of the history tree: a
+//! thousand watchers of pods, each reading and decoding every event of the tree (node
+//! heartbeats included) to keep the few under its prefix, were most of what a write cost
+//! at scale. A watcher further behind reads the tree, as before; both give the same events.
 
+use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +32,53 @@ use super::{Precondition, StoreError, WriteResult};
 const APPLIED: &[u8] = b"m:applied";
 const REVISION: &[u8] = b"m:revision";
 const OLDEST: &[u8] = b"m:oldest";
+
+/// How many of the newest events are kept in memory for watchers ([`Recent`]): a few
+/// seconds of writes at a thousand a second.
+pub(super) const RECENT_EVENTS: usize = 4096;
+
+/// The newest events, in revision order: every event with a revision greater than
+/// `complete_after` (up to the current revision) is here.
+#[derive(Debug)]
+struct Recent {
+    events: VecDeque<Event>,
+    complete_after: u64,
+}
+
+impl Recent {
+    /// Nothing kept: only events after `revision` will be.
+    fn empty_after(revision: u64) -> Recent {
+        Recent {
+            events: VecDeque::new(),
+            complete_after: revision,
+        }
+    }
+
+    /// Adds the events of one revision; forgets the oldest revisions beyond the capacity
+    /// (whole revisions, so a revision is never half kept).
+    fn push(&mut self, events: Vec<Event>) {
+        self.events.extend(events);
+        while self.events.len() > RECENT_EVENTS {
+            let Some(oldest) = self.events.front().map(Event::revision) else {
+                break;
+            };
+            while self.events.front().is_some_and(|e| e.revision() == oldest) {
+                self.events.pop_front();
+            }
+            self.complete_after = oldest;
+        }
+    }
+}
+
+/// What one read of the history found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct HistoryRead {
+    /// The events under the prefix, in order.
+    pub(super) events: Vec<Event>,
+    /// Every event up to this revision was looked at (the reader's next `after`); `None`
+    /// if there was none to look at.
+    pub(super) through: Option<u64>,
+}
 
 /// What the members' configuration changes said about one member. The members a control
 /// plane started with have no record: their addresses come from each member's own flags.
@@ -199,6 +253,8 @@ pub(super) struct StateMachine {
     history_window: u64,
     /// Tells watchers the revision moved.
     notify: watch::Sender<u64>,
+    /// The newest events, for watchers that keep up.
+    recent: RwLock<Recent>,
 }
 
 impl StateMachine {
@@ -213,6 +269,7 @@ impl StateMachine {
             oldest: AtomicU64::new(oldest),
             history_window: history_window.max(1),
             notify: watch::Sender::new(revision),
+            recent: RwLock::new(Recent::empty_after(revision)),
         })
     }
 
@@ -229,6 +286,8 @@ impl StateMachine {
     /// until [`StateMachine::reopen`].
     pub(super) fn close(&self, why: String) {
         let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
+        *self.recent.write().unwrap_or_else(|e| e.into_inner()) =
+            Recent::empty_after(self.revision());
         *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Err(why);
     }
 
@@ -248,6 +307,7 @@ impl StateMachine {
         let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
         let tree = db.open_tree("state")?;
         let revision = read_u64(&tree, REVISION)?;
+        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = Recent::empty_after(revision);
         self.revision.store(revision, Ordering::Release);
         self.oldest
             .store(read_u64(&tree, OLDEST)?, Ordering::Release);
@@ -293,8 +353,15 @@ impl StateMachine {
         Ok((out, revision))
     }
 
-    /// Events with revision greater than `after`, up to `limit` of them.
-    pub(super) fn history_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    /// The events under `prefix` with a revision greater than `after`, looking at about
+    /// `limit` events at most (never stopping inside one revision). From memory when it
+    /// holds everything after `after`, else from the tree.
+    pub(super) fn history_after(
+        &self,
+        after: u64,
+        limit: usize,
+        prefix: &str,
+    ) -> Result<HistoryRead, StoreError> {
         let oldest = self.oldest();
         if after < oldest {
             return Err(StoreError::Compacted {
@@ -302,20 +369,56 @@ impl StateMachine {
                 oldest,
             });
         }
-        let mut out = Vec::new();
-        for item in self
+        if let Some(read) = self.recent_history_after(after, limit, prefix) {
+            return Ok(read);
+        }
+        self.stored_history_after(after, limit, prefix)
+    }
+
+    /// [`StateMachine::history_after`] from memory, if it holds every event after `after`.
+    fn recent_history_after(&self, after: u64, limit: usize, prefix: &str) -> Option<HistoryRead> {
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        if after < recent.complete_after {
+            return None;
+        }
+        let first = recent.events.partition_point(|e| e.revision() <= after);
+        let mut read = HistoryRead::default();
+        for (looked, event) in recent.events.range(first..).enumerate() {
+            if looked >= limit && read.through != Some(event.revision()) {
+                break;
+            }
+            read.through = Some(event.revision());
+            if event.key.starts_with(prefix) {
+                read.events.push(event.clone());
+            }
+        }
+        Some(read)
+    }
+
+    /// [`StateMachine::history_after`] from the tree.
+    fn stored_history_after(
+        &self,
+        after: u64,
+        limit: usize,
+        prefix: &str,
+    ) -> Result<HistoryRead, StoreError> {
+        let mut read = HistoryRead::default();
+        let history = self
             .tree()?
-            .range(history_key(after + 1)..history_key(u64::MAX))
-        {
+            .range(history_key(after + 1)..history_key(u64::MAX));
+        for (looked, item) in history.enumerate() {
             let (_, v) = item?;
             let event = Event::decode(&v)?;
             // Stop at the limit, but never inside one revision: watchers resume by revision.
-            if out.len() >= limit && out.last().map(Event::revision) != Some(event.revision()) {
+            if looked >= limit && read.through != Some(event.revision()) {
                 break;
             }
-            out.push(event);
+            read.through = Some(event.revision());
+            if event.key.starts_with(prefix) {
+                read.events.push(event);
+            }
         }
-        Ok(out)
+        Ok(read)
     }
 
     /// Marks a Raft index applied that carried no write (an empty entry, a conf change).
@@ -380,20 +483,30 @@ impl StateMachine {
             Err(e) => Err(e),
         };
         self.tree()?.apply_batch(batch)?;
-        if let Ok(result) = &outcome {
-            self.revision.store(result.revision, Ordering::Release);
-            self.notify.send_replace(result.revision);
-            self.trim_history(result.revision)?;
-        }
-        Ok(outcome)
+        Ok(match outcome {
+            Ok((result, events)) => {
+                // In memory before the revision moves: a watcher that sees the new revision
+                // finds its events.
+                self.recent
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(events);
+                self.revision.store(result.revision, Ordering::Release);
+                self.notify.send_replace(result.revision);
+                self.trim_history(result.revision)?;
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        })
     }
 
-    /// Checks every precondition, then stages the changes into `batch`.
+    /// Checks every precondition, then stages the changes into `batch`; returns the write's
+    /// result and its events.
     fn plan(
         &self,
         ops: &[super::Op],
         batch: &mut sled::Batch,
-    ) -> Result<Result<WriteResult, StoreError>, StoreError> {
+    ) -> Result<Result<(WriteResult, Vec<Event>), StoreError>, StoreError> {
         let mut previous = Vec::with_capacity(ops.len());
         for op in ops {
             let current = self.get(&op.key)?;
@@ -424,6 +537,7 @@ impl StateMachine {
             previous.push(current);
         }
         let revision = self.revision() + 1;
+        let mut events = Vec::with_capacity(ops.len());
         for (op, prev) in ops.iter().zip(&previous) {
             let event = match &op.value {
                 Some(value) => {
@@ -458,9 +572,10 @@ impl StateMachine {
             let mut hk = history_key(revision);
             hk.extend_from_slice(op.key.as_bytes());
             batch.insert(hk, event.encode());
+            events.push(event);
         }
         batch.insert(REVISION, &revision.to_be_bytes());
-        Ok(Ok(WriteResult { revision, previous }))
+        Ok(Ok((WriteResult { revision, previous }, events)))
     }
 
     /// Drops history older than the window, in chunks, so disk use stays bounded.
@@ -523,9 +638,86 @@ impl StateMachine {
         // History before a snapshot is unknown here: watches must start after it.
         batch.insert(OLDEST, &revision.to_be_bytes());
         self.tree()?.apply_batch(batch)?;
+        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = Recent::empty_after(revision);
         self.revision.store(revision, Ordering::Release);
         self.oldest.store(revision, Ordering::Release);
         self.notify.send_replace(revision);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Op;
+    use super::super::codec::encode_ops;
+    use super::*;
+
+    /// Applies one write of `ops` at `index`.
+    fn apply(state: &StateMachine, index: u64, ops: &[Op]) {
+        state
+            .apply(index, &encode_ops(ops))
+            .expect("the store works")
+            .expect("the write applies");
+    }
+
+    #[test]
+    fn the_history_in_memory_is_the_history_in_the_tree() {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("sled opens");
+        let state = StateMachine::open(&db, 100_000).expect("state opens");
+        // More events than memory keeps, under two prefixes, some revisions with two keys
+        // (one write of two ops), puts and deletes.
+        let mut index = 0;
+        for i in 0..(RECENT_EVENTS + 500) {
+            index += 1;
+            let key = if i % 3 == 0 { "/pods/a" } else { "/nodes/n" };
+            let mut ops = vec![Op::put(
+                format!("{key}{}", i % 7),
+                i.to_string().into_bytes(),
+                Precondition::None,
+            )];
+            if i % 11 == 0 {
+                ops.push(Op::put(format!("/pods/b{i}"), vec![1], Precondition::None));
+            }
+            apply(&state, index, &ops);
+            if i % 13 == 0 {
+                index += 1;
+                apply(
+                    &state,
+                    index,
+                    &[Op::delete(format!("{key}{}", i % 7), Precondition::None)],
+                );
+            }
+        }
+        let current = state.revision();
+        let recent = state.recent.read().expect("lock").complete_after;
+        assert!(recent > 0, "memory forgot the oldest events");
+        for prefix in ["/pods/", "/nodes/", "/"] {
+            for after in [recent, recent + 1, current - 300, current - 1, current] {
+                for limit in [1, 7, 256, 100_000] {
+                    let memory = state
+                        .recent_history_after(after, limit, prefix)
+                        .expect("memory holds it");
+                    let tree = state
+                        .stored_history_after(after, limit, prefix)
+                        .expect("tree reads");
+                    assert_eq!(
+                        memory, tree,
+                        "after {after}, limit {limit}, prefix {prefix}"
+                    );
+                }
+            }
+            // Before what memory holds, the tree answers.
+            assert!(state.recent_history_after(recent - 1, 10, prefix).is_none());
+            let read = state.history_after(recent - 1, 10, prefix).expect("reads");
+            assert_eq!(
+                read,
+                state
+                    .stored_history_after(recent - 1, 10, prefix)
+                    .expect("reads")
+            );
+        }
     }
 }

@@ -87,17 +87,13 @@ impl WatchStream {
             if current <= self.after {
                 return Ok(());
             }
-            let events = self.state.history_after(self.after, BATCH)?;
-            let Some(last) = events.last() else {
+            let read = self.state.history_after(self.after, BATCH, &self.prefix)?;
+            let Some(through) = read.through else {
                 self.after = current;
                 return Ok(());
             };
-            self.after = last.revision();
-            self.buffered.extend(
-                events
-                    .into_iter()
-                    .filter(|e| e.key.starts_with(&self.prefix)),
-            );
+            self.after = through;
+            self.buffered.extend(read.events);
             if !self.buffered.is_empty() {
                 return Ok(());
             }
