@@ -71,7 +71,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a deleted Deployment's pod may take to go.
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ratio shipshape/docker the design aims for, at the median.
-const GOAL: f64 = 1.3;
+const GOAL: f64 = 1.1;
 
 /// When each stage of one shipshape start happened, from the create call: as first seen
 /// on the pod watch, or as Docker recorded it for the pod's containers.

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy, ReplicaSet,
     RollingUpdateDeployment,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, Namespace,
     Node, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service,
@@ -1508,20 +1509,30 @@ async fn evict(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Re
     }
 }
 
-/// The last heartbeat of a Node (`lastHeartbeatTime` of its `Ready` condition), in
-/// seconds since the Unix epoch; `None` if the node does not exist or never reported.
+/// The last heartbeat of a Node, in seconds since the Unix epoch: the newer of its Lease's
+/// `renewTime` (`kube-node-lease/<name>`, renewed every few seconds) and the
+/// `lastHeartbeatTime` of its `Ready` condition (renewed when it posts its status); `None`
+/// if the node does not exist or never reported.
 pub async fn node_heartbeat(client: &kube::Client, name: &str) -> anyhow::Result<Option<i64>> {
     let node = Api::<Node>::all(client.clone())
         .get_opt(name)
         .await
         .with_context(|| format!("failed to read node {name}"))?;
-    Ok(node
+    let posted = node
         .and_then(|node| node.status?.conditions)
         .into_iter()
         .flatten()
         .find(|condition| condition.type_ == "Ready")
         .and_then(|ready| ready.last_heartbeat_time)
-        .map(|time| time.0.as_second()))
+        .map(|time| time.0.as_second());
+    let lease = Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+        .get_opt(name)
+        .await
+        .with_context(|| format!("failed to read node {name}'s Lease"))?;
+    let renewed = lease
+        .and_then(|lease| lease.spec?.renew_time)
+        .map(|time| time.0.as_second());
+    Ok(posted.max(renewed))
 }
 
 /// Whether the Node exists and reports itself Ready.

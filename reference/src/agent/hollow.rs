@@ -7,8 +7,9 @@
 //! Docker.
 //!
 //! - It **registers** its Node, as the agent does ([`super::register`]), with the size it is
-//!   given, and renews its **heartbeat** at the agent's period ([`super::heartbeat`]): the
-//!   node lifecycle controller sees a healthy machine, and one that stops beating is lost.
+//!   given, and renews its **heartbeat** at the agent's period ([`super::heartbeat`]: its
+//!   Lease every period, its status when it changes): the node lifecycle controller sees a
+//!   healthy machine, and one that stops beating is lost.
 //! - It reports every pod bound to it **Running and Ready** at once, with a pod IP of its
 //!   own making, through the same status computation as the agent ([`super::status`]): the
 //!   scheduler, the ReplicaSet and Deployment controllers and the endpoints see what they
@@ -90,7 +91,7 @@ pub async fn run(
         let (nodes, shutdown) = (nodes.clone(), shutdown.clone());
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
-            heartbeat(nodes, config, 0, shutdown).await;
+            heartbeat::run(nodes, config, 0, shutdown).await;
         });
     }
 

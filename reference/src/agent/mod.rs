@@ -2,15 +2,17 @@
 //!
 //! "Each worker node is managed by the master; the kubelet runs the pods the master places
 //! on it." One agent per node: it registers its Node (capacity, labels, address), renews a
-//! heartbeat, watches the pods bound to it, and runs each as Docker containers, reporting
-//! their status back. It is an API client like any other: it never touches the store, and
-//! it never touches a container without its cluster's and node's labels.
+//! heartbeat (a Lease every second, the status when it changes), watches the pods bound to
+//! it, and runs each as Docker containers, reporting their status back. It is an API client
+//! like any other: it never touches the store, and it never touches a container without its
+//! cluster's and node's labels.
 //!
-//! Files: [`runtime`] is everything asked of Docker; [`pod_worker`] is one pod's life
-//! (sandbox, containers, restarts, probes, termination); [`probes`] runs liveness and
-//! readiness checks; [`status`] computes a pod's status from what is seen; [`logs`] serves
-//! container output to the apiserver for `kubectl logs`; [`hollow`] runs nodes that do all
-//! of this through the API without Docker, to measure the control plane at scale.
+//! Files: [`heartbeat`] keeps the node known to be alive; [`runtime`] is everything asked
+//! of Docker; [`pod_worker`] is one pod's life (sandbox, containers, restarts, probes,
+//! termination); [`probes`] runs liveness and readiness checks; [`status`] computes a pod's
+//! status from what is seen; [`logs`] serves container output to the apiserver for
+//! `kubectl logs`; [`hollow`] runs nodes that do all of this through the API without
+//! Docker, to measure the control plane at scale.
 //!
 //! ```text
 //! apiserver ──watch pods (spec.nodeName=me)──▶ agent ──one task per pod──▶ pod_worker ──▶ Docker
@@ -18,6 +20,7 @@
 //!     └───────────────── status patches, node heartbeats ────────────────────┘
 //! ```
 
+pub mod heartbeat;
 pub mod hollow;
 pub mod logs;
 mod pod_worker;
@@ -93,9 +96,6 @@ impl std::fmt::Debug for Reconnect {
             .finish_non_exhaustive()
     }
 }
-
-/// How long one heartbeat may take before it counts as failed.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AgentConfig {
     /// A node with the host's size and shipshape's default timings.
@@ -301,7 +301,7 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(log_server.serve(shutdown.clone()));
-    tasks.spawn(heartbeat(
+    tasks.spawn(heartbeat::run(
         nodes.clone(),
         config.clone(),
         log_port,
@@ -427,48 +427,6 @@ async fn sweep_orphans(runtime: &Runtime, workers: &HashMap<String, watch::Sende
         if !workers.contains_key(&uid) {
             tracing::info!(pod_uid = %uid, container = %name, "removing a container whose pod is not on this node");
             let _ = runtime.remove(&id).await;
-        }
-    }
-}
-
-async fn heartbeat(
-    mut nodes: Api<Node>,
-    config: Arc<AgentConfig>,
-    log_port: u16,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(config.heartbeat);
-    loop {
-        tokio::select! {
-            _ = stopped(&mut shutdown) => return,
-            _ = tick.tick() => {}
-        }
-        let beat = async {
-            let previous = nodes
-                .get_status(&config.node_name)
-                .await
-                .ok()
-                .and_then(|n| serde_json::to_value(n.status).ok());
-            let status = node_status(&config, log_port, &meta::now_rfc3339(), previous.as_ref());
-            let patch = Patch::Merge(json!({"status": status}));
-            nodes
-                .patch_status(&config.node_name, &PatchParams::default(), &patch)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        let failed = match tokio::time::timeout(HEARTBEAT_TIMEOUT, beat).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(format!("no answer within {HEARTBEAT_TIMEOUT:?}")),
-        };
-        if let Some(error) = failed {
-            tracing::warn!(node = %config.node_name, %error, "heartbeat failed");
-            if let Some(Reconnect(credentials)) = &config.reconnect
-                && let Ok(client) = credentials.client()
-            {
-                nodes = Api::all(client);
-            }
         }
     }
 }

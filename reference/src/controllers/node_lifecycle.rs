@@ -3,8 +3,10 @@
 //! The seed: pod phase Unknown means "the master cannot talk to the node the pod runs on",
 //! and "3 pods crash because their machine failed — they are scheduled on other machines".
 //!
-//! Every node agent renews its heartbeat (`lastHeartbeatTime` of the `Ready` condition).
-//! Every monitor period this controller looks at each node:
+//! Every node agent renews its heartbeat: its Lease (`kube-node-lease/<node>`, `renewTime`)
+//! every period, and the `lastHeartbeatTime` of its `Ready` condition whenever it posts its
+//! status ([`crate::agent::heartbeat`]). Either changing counts. Every monitor period this
+//! controller looks at each node:
 //!
 //! 1. heartbeat unchanged for the grace period → `Ready=Unknown` (reason `NodeStatusUnknown`)
 //!    and the taints `node.kubernetes.io/unreachable` (NoSchedule and NoExecute), so the
@@ -21,6 +23,9 @@
 //!    [`ORPHAN_SWEEP`] for pods bound to a name that never was a node: on every pass, a
 //!    thousand nodes with ten thousand pods made this list most of the control plane's work.
 //!
+//! Leases of nodes that no longer exist are removed on the same passes (Kubernetes' garbage
+//! collector does it there, through the Lease's owner reference).
+//!
 //! "Unchanged for the grace period" is measured on this controller's own clock, from when
 //! it saw the heartbeat change last ([`Heartbeats`]), as Kubernetes' node lifecycle
 //! controller measures it: the time *in* the heartbeat comes from the node's clock, and
@@ -36,11 +41,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use crate::agent::heartbeat::NODE_LEASE_NAMESPACE;
 
 /// The taint a lost node carries.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -107,17 +115,30 @@ fn heartbeat(node: &Value) -> Option<&str> {
     ready_condition(node)?.get("lastHeartbeatTime")?.as_str()
 }
 
+/// A node's heartbeat as last seen: its `lastHeartbeatTime` and its Lease's `renewTime`.
+type Beat = (Option<String>, Option<String>);
+
 /// When this controller saw each node's heartbeat change last, on its own clock.
 #[derive(Debug, Default)]
 pub struct Heartbeats {
-    seen: HashMap<String, (Option<String>, Instant)>,
+    seen: HashMap<String, (Beat, Instant)>,
 }
 
 impl Heartbeats {
-    /// Records what node `name` posts at `now`; returns how long, on this controller's
-    /// clock, its heartbeat has been what it is (zero for a node seen for the first time).
-    pub fn unchanged_for(&mut self, name: &str, node: &Value, now: Instant) -> Duration {
-        let posted = heartbeat(node).map(str::to_owned);
+    /// Records what node `name` posts at `now` (`renewed`: its Lease's `renewTime`, if it
+    /// has one); returns how long, on this controller's clock, its heartbeat has been what
+    /// it is (zero for a node seen for the first time).
+    pub fn unchanged_for(
+        &mut self,
+        name: &str,
+        node: &Value,
+        renewed: Option<&str>,
+        now: Instant,
+    ) -> Duration {
+        let posted = (
+            heartbeat(node).map(str::to_owned),
+            renewed.map(str::to_owned),
+        );
         match self.seen.get_mut(name) {
             Some((last, since)) if *last == posted => now.duration_since(*since),
             Some(entry) => {
@@ -174,6 +195,7 @@ pub fn toleration(pod: &Value, default: Duration) -> Option<Duration> {
 /// Runs the controller until `shutdown` becomes true.
 pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watch::Receiver<bool>) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let pods: Api<Pod> = Api::all(client);
     let mut tick = tokio::time::interval(config.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,7 +206,16 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
             _ = crate::agent::stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = monitor(&nodes, &pods, &config, &mut heartbeats, &mut orphans).await {
+        if let Err(e) = monitor(
+            &nodes,
+            &leases,
+            &pods,
+            &config,
+            &mut heartbeats,
+            &mut orphans,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
         }
     }
@@ -192,23 +223,42 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
 
 async fn monitor(
     nodes: &Api<Node>,
+    leases: &Api<Lease>,
     pods: &Api<Pod>,
     config: &NodeLifecycleConfig,
     heartbeats: &mut Heartbeats,
     orphans: &mut OrphanSweep,
 ) -> Result<(), kube::Error> {
     let now = Timestamp::now();
+    // Leases first: an agent makes its Lease after its Node, so every Lease listed here
+    // whose Node is missing from the list after it belongs to a node that is gone.
+    let renewed: HashMap<String, String> = leases
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|lease| {
+            let renewed = lease.spec?.renew_time?.0.to_string();
+            Some((lease.metadata.name?, renewed))
+        })
+        .collect();
     let all = nodes.list(&ListParams::default()).await?.items;
     let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
     heartbeats.keep_only(&names);
     if orphans.due(&names, Instant::now()) {
         remove_orphans(pods, &names).await?;
+        remove_orphan_leases(leases, renewed.keys(), &names).await?;
         orphans.done(names.clone(), Instant::now());
     }
     for node in all {
         let name = node.metadata.name.clone().unwrap_or_default();
         let value = serde_json::to_value(&node).unwrap_or_default();
-        let unchanged_for = heartbeats.unchanged_for(&name, &value, Instant::now());
+        let unchanged_for = heartbeats.unchanged_for(
+            &name,
+            &value,
+            renewed.get(&name).map(String::as_str),
+            Instant::now(),
+        );
         match assess(&value, unchanged_for, config.grace_period) {
             NodeVerdict::Healthy => {}
             NodeVerdict::Lost => {
@@ -322,6 +372,22 @@ impl OrphanSweep {
         self.nodes = nodes;
         self.last = Some(now);
     }
+}
+
+/// Deletes the Leases of nodes that do not exist.
+async fn remove_orphan_leases(
+    leases: &Api<Lease>,
+    leased: impl Iterator<Item = &String>,
+    nodes: &[String],
+) -> Result<(), kube::Error> {
+    for name in leased.filter(|name| !nodes.contains(name)) {
+        match leases.delete(name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(node = %name, "removed the Lease of a node that is gone"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Force-deletes pods bound to nodes that do not exist.
@@ -526,24 +592,50 @@ mod tests {
         ];
         for (second, beat) in (0..).zip(behind) {
             let unchanged =
-                heartbeats.unchanged_for("behind", &node(beat, "True", None), after(second));
+                heartbeats.unchanged_for("behind", &node(beat, "True", None), None, after(second));
             assert_eq!(unchanged, Duration::ZERO);
         }
         // An hour ahead, and no longer renewed: stale once it has not changed for as long
         // on this clock, though its time is still in this clock's future.
         let ahead = node("2026-01-01T02:00:00Z", "True", None);
         assert_eq!(
-            heartbeats.unchanged_for("ahead", &ahead, after(3)),
+            heartbeats.unchanged_for("ahead", &ahead, None, after(3)),
             Duration::ZERO
         );
         assert_eq!(
-            heartbeats.unchanged_for("ahead", &ahead, after(9)),
+            heartbeats.unchanged_for("ahead", &ahead, None, after(9)),
             Duration::from_secs(6)
         );
         // A node deleted and made again starts afresh.
         heartbeats.keep_only(&["behind".to_owned()]);
         assert_eq!(
-            heartbeats.unchanged_for("ahead", &ahead, after(10)),
+            heartbeats.unchanged_for("ahead", &ahead, None, after(10)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_renewed_lease_is_a_heartbeat_and_so_is_a_posted_status() {
+        let mut heartbeats = Heartbeats::default();
+        let start = Instant::now();
+        let after = |seconds: u64| start + Duration::from_secs(seconds);
+        // The status was posted once; the Lease is renewed every second: never stale.
+        let posted = node("2026-01-01T00:00:00Z", "True", None);
+        for second in 0..10 {
+            let renewed = format!("2026-01-01T00:00:{second:02}.000000Z");
+            let unchanged = heartbeats.unchanged_for("n", &posted, Some(&renewed), after(second));
+            assert_eq!(unchanged, Duration::ZERO, "second {second}");
+        }
+        // The Lease stops; the node is stale once neither has changed for the grace.
+        let last = Some("2026-01-01T00:00:09.000000Z");
+        assert_eq!(
+            heartbeats.unchanged_for("n", &posted, last, after(14)),
+            Duration::from_secs(5)
+        );
+        // A status posted without the Lease moving counts as well.
+        let reposted = node("2026-01-01T00:00:15Z", "True", None);
+        assert_eq!(
+            heartbeats.unchanged_for("n", &reposted, last, after(15)),
             Duration::ZERO
         );
     }
