@@ -17,7 +17,7 @@
 //!
 //! | controller | watches | writes |
 //! |---|---|---|
-//! | `replicaset.rs` | ReplicaSets, and the pods they own | pods (create, adopt, release, delete); `replicasets/{name}/status` |
+//! | `replicaset.rs` | ReplicaSets, and the pods they own (from a cache, with `expectations.rs`) | pods (create, adopt, release, delete); `replicasets/{name}/status` |
 //! | `deployment.rs` | Deployments, and the ReplicaSets they own | ReplicaSets (create, scale, prune history); `deployments/{name}/status` |
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
 //!
@@ -53,10 +53,12 @@
 //! `drive`, which adds the per-object exponential back-off, a tracing span carrying the
 //! object's namespace and name, and shutdown.
 //!
-//! Drivers read what an object owns with a fresh LIST from the apiserver instead of a cache,
-//! so a reconcile always sees its own earlier writes. Kubernetes needs "expectations" to
-//! avoid creating a pod twice from a stale cache; reading live makes them unnecessary, at
-//! the cost of one list per reconcile — cheap at this orchestrator's scale.
+//! The ReplicaSet controller, which watches the most objects, reads the pods it owns from
+//! a watch-fed cache, with *expectations* (`expectations.rs`) so that it never acts on a
+//! cache that does not yet show its own earlier writes. The others read what an object
+//! owns with a fresh LIST from the apiserver, so a reconcile always sees its own earlier
+//! writes without expectations, at the cost of one list per reconcile — cheap for
+//! ReplicaSets per Deployment and Endpoints per Service.
 //!
 //! ## The flow
 //!
@@ -72,6 +74,7 @@
 
 mod deployment;
 pub mod endpoints;
+mod expectations;
 mod garbage_collector;
 pub mod node_lifecycle;
 mod replicaset;

@@ -21,20 +21,25 @@
 //! [`reconcile`] decides all of that from the ReplicaSet, its pods and the time; [`apply`]
 //! gathers the pods, calls it, and carries the plan out.
 //!
-//! **Which pods it reads, and from where.** Everything that counts — the pods that match the
-//! selector, owned or to adopt — comes from a fresh list *with the ReplicaSet's selector*,
-//! so a pod created a moment ago is never missed and never created twice. The pods it
-//! controls that no longer match (to release) come from a cache of every pod, kept by a
-//! watch ([`kube::runtime::reflector`]): that is rare, and safe to do late, since the
-//! release is a patch that carries the resourceVersion it read. Listing the whole
-//! namespace on every pass instead made each pass cost as much as the namespace is big:
-//! with ten thousand pods the controller did little else.
+//! **Which pods it reads, and from where.** From a cache of every pod, kept by a watch
+//! ([`kube::runtime::reflector`]), as Kubernetes' controllers read from their informers:
+//! the pods of the ReplicaSet's namespace that match its selector (owned, or to adopt) or
+//! that it controls (to release if they no longer match). A cache is a moment behind, so
+//! every write a pass makes is recorded as an *expectation* (`expectations.rs`), and the
+//! next pass decides from the cache only once the cache shows those writes: a pod created
+//! a moment ago is never missed and never created twice. If the cache lags for longer than
+//! a second, the pass reads the live list by selector instead.
+//!
+//! An earlier version listed the pods live on every pass. The apiserver answers a selector
+//! by scanning the namespace, so each pass cost as much as the namespace is big: with ten
+//! thousand pods the control plane spent over a third of its time in those lists.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::FutureExt;
 use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
@@ -48,6 +53,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::expectations::{Awaited, Expectations, Freshness, Written};
 use super::{
     ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, describe,
     terminating,
@@ -285,39 +291,45 @@ fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
 
 /// Runs the ReplicaSet controller until shutdown: reconciles a ReplicaSet whenever it or
 /// one of its pods changes.
+///
+/// The pod watch feeds the cache first and triggers the ReplicaSet's pass second, as an
+/// informer does in Kubernetes: a pass started by a pod's change always finds that change
+/// in the cache. (Two watches, one for the cache and one for the trigger, would let a pass
+/// run on a cache without the change that started it, and nothing would start it again.)
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let (pods, cache) = reflector::store();
-    let follow = reflector::reflector(
+    let pod_changes = reflector::reflector(
         cache,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects();
+    let controller = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns_stream(pod_changes);
     let context = Context {
         recorder: Recorder {
             client,
             component: "replicaset-controller",
         },
         pods,
+        expectations: Expectations::default(),
     };
-    let mut stop = shutdown.clone();
-    tokio::select! {
-        () = super::drive("replicaset", controller, Arc::new(context), apply, shutdown) => {}
-        () = follow => {}
-        () = crate::agent::stopped(&mut stop) => {}
-    }
+    super::drive("replicaset", controller, Arc::new(context), apply, shutdown).await;
 }
 
-/// What every pass shares: the Event recorder, and the cache of every pod.
+/// What every pass shares: the Event recorder, the cache of every pod, and what each
+/// ReplicaSet has written and not yet seen in that cache.
 struct Context {
     recorder: Recorder,
     pods: Store<Pod>,
+    expectations: Expectations,
 }
+
+/// How soon a pass whose own writes are not in the cache yet looks again.
+const CACHE_BEHIND_RETRY: Duration = Duration::from_millis(25);
 
 /// The pods the ReplicaSet controls that no longer match its selector, from the cache:
 /// the ones to release. `fresh` holds every pod that matches now, so a cached pod named
@@ -344,8 +356,81 @@ fn strays(rs: &ReplicaSet, cached: &[Arc<Pod>], fresh: &[Pod]) -> Vec<Pod> {
         .collect()
 }
 
-/// One pass for one ReplicaSet: gather its pods (the fresh list by its selector, the strays
-/// from the cache), decide, act.
+/// The pods a pass decides about, from the cache: those of the ReplicaSet's namespace
+/// that match its selector or that it controls. `None` while the cache has not caught up
+/// with the ReplicaSet's own writes ([`Freshness::Behind`]); the live list when it lags
+/// too long ([`Freshness::Lagging`]).
+async fn pods_of(
+    rs: &ReplicaSet,
+    uid: &str,
+    context: &Context,
+    live: &Api<Pod>,
+) -> Result<Option<Vec<Pod>>, ControllerError> {
+    let what = describe(rs);
+    // Until the watch has listed every pod once, the cache knows nothing: read live.
+    let cache_ready = matches!(context.pods.wait_until_ready().now_or_never(), Some(Ok(())));
+    let cached = context
+        .pods
+        .state_filter(|p| p.metadata.namespace == rs.metadata.namespace);
+    let namespace: Vec<&Pod> = cached.iter().map(AsRef::as_ref).collect();
+    let by_uid: HashMap<&str, &Pod> = namespace
+        .iter()
+        .filter_map(|p| Some((p.metadata.uid.as_deref()?, *p)))
+        .collect();
+    let freshness = if cache_ready {
+        context.expectations.check(uid, &by_uid, Instant::now())
+    } else {
+        Freshness::Lagging
+    };
+    match freshness {
+        Freshness::Behind => Ok(None),
+        Freshness::Fresh => {
+            let selector = rs
+                .spec
+                .as_ref()
+                .and_then(|s| Selector::new(Some(&s.selector)))
+                .ok_or_else(|| ControllerError::Malformed {
+                    object: what,
+                    reason: "invalid selector".into(),
+                })?;
+            Ok(Some(
+                namespace
+                    .into_iter()
+                    .filter(|p| {
+                        selector.matches(p.metadata.labels.as_ref())
+                            || controller_uid(&p.metadata) == Some(uid)
+                    })
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        Freshness::Lagging => {
+            tracing::debug!(replicaset = %what, "the pod cache lags behind; reading live");
+            let label_selector = rs
+                .spec
+                .as_ref()
+                .map(|s| kube::core::Selector::try_from(s.selector.clone()))
+                .transpose()
+                .map_err(|e| ControllerError::Malformed {
+                    object: what.clone(),
+                    reason: format!("invalid selector: {e}"),
+                })?
+                .unwrap_or_default();
+            let mut list = live
+                .list(&ListParams::default().labels_from(&label_selector))
+                .await
+                .map_err(ControllerError::api(format!("list the pods of {what}")))?;
+            context.expectations.forget(uid);
+            let strays = strays(rs, &cached, &list.items);
+            list.items.extend(strays);
+            Ok(Some(list.items))
+        }
+    }
+}
+
+/// One pass for one ReplicaSet: gather its pods (from the cache once it holds the
+/// ReplicaSet's own earlier writes), decide, act, and record what the cache should show
+/// next.
 async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, ControllerError> {
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
@@ -353,28 +438,20 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     let ctx = &context.recorder;
     let client = ctx.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let label_selector = rs
-        .spec
-        .as_ref()
-        .map(|s| kube::core::Selector::try_from(s.selector.clone()))
-        .transpose()
-        .map_err(|e| ControllerError::Malformed {
+    let uid = rs
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| ControllerError::Malformed {
             object: what.clone(),
-            reason: format!("invalid selector: {e}"),
-        })?
-        .unwrap_or_default();
-    let mut list = pods
-        .list(&ListParams::default().labels_from(&label_selector))
-        .await
-        .map_err(ControllerError::api(format!("list the pods of {what}")))?;
-    let strays = strays(&rs, &context.pods.state(), &list.items);
-    list.items.extend(strays);
-    let plan = reconcile(&rs, &list.items, Timestamp::now())?;
-    let by_name = |n: &str| {
-        list.items
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(n))
+            reason: "no uid".into(),
+        })?;
+    let Some(owned) = pods_of(&rs, &uid, &context, &pods).await? else {
+        return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     };
+    let mut writes = Written::new(&context.expectations, &uid);
+    let plan = reconcile(&rs, &owned, Timestamp::now())?;
+    let by_name = |n: &str| owned.iter().find(|p| p.metadata.name.as_deref() == Some(n));
 
     for pod_name in &plan.adopt {
         let Some(pod) = by_name(pod_name) else {
@@ -383,6 +460,10 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
         let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
         refs.extend(controller_ref(rs.as_ref()));
         set_owner_references(&pods, pod, refs).await?;
+        writes.push(Awaited::Owned {
+            pod: pod.metadata.uid.clone().unwrap_or_default(),
+            ours: true,
+        });
         tracing::info!(pod = %pod_name, "adopted");
     }
     for pod_name in &plan.release {
@@ -399,6 +480,10 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
             .cloned()
             .collect();
         set_owner_references(&pods, pod, refs).await?;
+        writes.push(Awaited::Owned {
+            pod: pod.metadata.uid.clone().unwrap_or_default(),
+            ours: false,
+        });
         tracing::info!(pod = %pod_name, "released: it no longer matches the selector");
     }
 
@@ -425,6 +510,9 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     for result in created {
         match result {
             Ok(pod) => {
+                writes.push(Awaited::Created(
+                    pod.metadata.uid.clone().unwrap_or_default(),
+                ));
                 let pod_name = pod.name_any();
                 tracing::info!(pod = %pod_name, "created pod");
                 ctx.normal(
@@ -451,8 +539,9 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
 
     for pod_name in plan.delete.iter().chain(&plan.remove_finished) {
         let uid = by_name(pod_name).and_then(|p| p.metadata.uid.clone());
-        match pods.delete(pod_name, &delete_params(uid)).await {
+        match pods.delete(pod_name, &delete_params(uid.clone())).await {
             Ok(_) => {
+                writes.push(Awaited::Deleted(uid.unwrap_or_default()));
                 tracing::info!(pod = %pod_name, "deleted pod");
                 ctx.normal(
                     rs.as_ref(),
