@@ -17,6 +17,14 @@
 //! [`Capabilities::fails_when_skipped`] tells the run which skips are expected.
 //! (A feature's `Background` still runs before it; capability-tagged features should not
 //! have one.)
+//!
+//! The same tags say which scenarios may run side by side. Each scenario works in its own
+//! namespace, so most share the cluster without noticing one another. A scenario whose tags
+//! are among [`RUNS_ALONE`] does not: it fails or restarts machines or the control plane,
+//! changes nodes every scenario schedules onto (labels, taints, cordons, a node added), or
+//! counts on having the nodes to itself (replicas spread evenly, a node filled up). It
+//! [`runs_alone`]; every other capability tag is listed in [`SIDE_BY_SIDE`], and a test
+//! checks that each tag the drivers know is in exactly one of the two.
 
 use std::sync::Arc;
 
@@ -29,6 +37,39 @@ use crate::driver::{Capability, Driver, Fault, Support};
 
 /// Capability tag of scenarios that need a Kubernetes API client.
 pub const KUBERNETES_API: &str = "kubernetes-api";
+
+/// Tags of scenarios that must have the cluster to themselves: `@disruptive`, the faults
+/// that take machines or the control plane away, and the capabilities that change or fill
+/// the nodes every scenario shares.
+pub const RUNS_ALONE: &[&str] = &[
+    "disruptive",
+    "restart-control-plane",
+    "lose-node",
+    "partition-node",
+    "restart-node",
+    "lose-control-plane-member",
+    "partition-control-plane",
+    "multi-node",
+    "add-node",
+    "label-node",
+    "taint-node",
+    "drain-node",
+];
+
+/// Capability tags of scenarios that touch only their own namespace's objects (a
+/// container of their own replica killed, their own replica deleted).
+pub const SIDE_BY_SIDE: &[&str] = &[
+    KUBERNETES_API,
+    "kill-container",
+    "delete-replica",
+    "pods",
+    "reach-replica",
+];
+
+/// Whether a scenario must run with no other scenario beside it.
+pub fn runs_alone(feature: &Feature, rule: Option<&Rule>, scenario: &Scenario) -> bool {
+    all_tags(feature, rule, scenario).any(|tag| RUNS_ALONE.contains(&tag.as_str()))
+}
 
 /// How the only step of a scenario that does not apply begins.
 pub const NOT_APPLICABLE_PREFIX: &str = "not applicable: ";
@@ -225,6 +266,43 @@ mod tests {
 
     fn tags(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_capability_tag_either_runs_alone_or_side_by_side() {
+        let known: Vec<&str> = std::iter::once(KUBERNETES_API)
+            .chain(Fault::kinds().iter().map(Fault::tag))
+            .chain(Capability::ALL.iter().map(|c| c.tag()))
+            .collect();
+        for tag in &known {
+            let alone = RUNS_ALONE.contains(tag);
+            let beside = SIDE_BY_SIDE.contains(tag);
+            assert!(
+                alone != beside,
+                "@{tag}: alone {alone}, side by side {beside}"
+            );
+        }
+        for tag in RUNS_ALONE.iter().chain(SIDE_BY_SIDE) {
+            assert!(
+                *tag == "disruptive" || known.contains(tag),
+                "@{tag} is classified but no driver knows it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tag_of_the_feature_rule_or_scenario_makes_a_scenario_run_alone() {
+        let text = "@self-healing\nFeature: f\n\n  Scenario: own namespace only\n    Given a\n\n  \
+                    @delete-replica @lose-node\n  Scenario: loses a machine\n    Given a\n\n  \
+                    @label-node\n  Rule: r\n\n    Scenario: in the rule\n      Given a\n";
+        let feature =
+            Feature::parse(text, cucumber::gherkin::GherkinEnv::default()).expect("parses");
+        let own = &feature.scenarios[0];
+        let loses = &feature.scenarios[1];
+        let rule = &feature.rules[0];
+        assert!(!runs_alone(&feature, None, own));
+        assert!(runs_alone(&feature, None, loses));
+        assert!(runs_alone(&feature, Some(rule), &rule.scenarios[0]));
     }
 
     #[test]

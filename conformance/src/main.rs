@@ -73,6 +73,10 @@ enum Command {
         /// Also prints every step as it runs.
         #[arg(long)]
         verbose: bool,
+        /// How many scenarios run side by side; those that change or fail nodes or the
+        /// control plane always run alone. 1 runs every scenario alone.
+        #[arg(long, default_value_t = run::DEFAULT_CONCURRENCY, value_parser = run::parse_concurrency)]
+        concurrency: usize,
     },
     /// Runs the kit's behavioural mutants of the reference: each must fail a scenario.
     /// Needs a build with `--features failpoints`.
@@ -134,6 +138,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             profile,
             out,
             verbose,
+            concurrency,
         } => {
             let mut driver = DriverChoice::named(&driver)?;
             match &mut driver {
@@ -160,6 +165,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 profile,
                 report_root: out.unwrap_or_else(run::default_report_root),
                 verbose,
+                concurrency,
             };
             let outcome = run::certify(options).await?;
             Ok(if outcome.success {

@@ -610,6 +610,9 @@ async fn certify(
     command
         .args(["certify", "--driver", "reference", "--out"])
         .arg(out)
+        // The clusters already run side by side (`--jobs`); within one, scenarios run one by
+        // one, so that what catches a mutant is the mutant, never a neighbour's load.
+        .args(["--concurrency", "1"])
         .env("FAILPOINTS", &mutant.failpoints)
         .env(crate::reference::MEMBERS_ENV, mutant.members.to_string())
         .env(crate::reference::NODE_PORT_RANGE_ENV, node_ports)

@@ -9,6 +9,14 @@
 //! namespace, removes the nodes the scenario added, takes back the labels, taints and
 //! cordons it put on existing nodes, and waits until the nodes it made fail are ready again
 //! and as they were before — so every scenario starts from the same cluster.
+//!
+//! Scenarios may run side by side, each in its namespace. One that must run alone
+//! ([`crate::applicability::runs_alone`]: it fails machines, changes nodes, needs them to
+//! itself) takes the cluster for itself: the harness holds a read-write lock, taken shared
+//! by a scenario that runs side by side and exclusively by one that runs alone, from before
+//! its first step until its clean-up is done. The lock is fair, so a scenario waiting to
+//! run alone is not overtaken by scenarios arriving after it. A scenario's time starts once
+//! it has its turn.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -19,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::applicability::Capabilities;
 use crate::driver::{Admission, Driver, Fault, NodeStatus, Phase, Replica, Taint};
@@ -50,6 +59,9 @@ pub struct Harness {
     profile: Arc<Profile>,
     /// Every node's readiness, looked at through the whole run (false alarms).
     node_watch: NodeWatch,
+    /// Turns on the cluster: shared by scenarios side by side, exclusive for one that
+    /// runs alone.
+    cluster: Arc<RwLock<()>>,
 }
 
 impl Harness {
@@ -64,6 +76,7 @@ impl Harness {
             scenarios: AtomicUsize::new(0),
             report: Arc::new(Report::default()),
             profile: Arc::new(profile),
+            cluster: Arc::new(RwLock::new(())),
         }
     }
 
@@ -97,9 +110,15 @@ impl Harness {
         Arc::clone(&self.report)
     }
 
-    /// Before-scenario hook: gives the World the driver, its namespace's name, and where
-    /// to record what it measures.
-    pub fn prepare(&self, scenario: ScenarioId, world: &mut ConformanceWorld) {
+    /// Before-scenario hook: waits for the scenario's turn on the cluster (for the whole
+    /// cluster when it runs `alone`), then gives the World the driver, its namespace's
+    /// name, and where to record what it measures.
+    pub async fn prepare(&self, scenario: ScenarioId, alone: bool, world: &mut ConformanceWorld) {
+        let turn = if alone {
+            Turn::Alone(Arc::clone(&self.cluster).write_owned().await)
+        } else {
+            Turn::SideBySide(Arc::clone(&self.cluster).read_owned().await)
+        };
         let number = self.scenarios.fetch_add(1, Ordering::Relaxed) + 1;
         world.scope = Some(Scope {
             driver: Arc::clone(&self.driver),
@@ -110,6 +129,7 @@ impl Harness {
             profile: Arc::clone(&self.profile),
             scenario,
             started: Instant::now(),
+            _turn: turn,
         });
     }
 
@@ -267,6 +287,17 @@ struct Scope {
     scenario: ScenarioId,
     /// When the scenario started.
     started: Instant,
+    /// Its turn on the cluster, given back when the scope is dropped: at the end of the
+    /// clean-up.
+    _turn: Turn,
+}
+
+/// A scenario's turn on the cluster.
+enum Turn {
+    /// Beside other scenarios.
+    SideBySide(#[expect(dead_code, reason = "held for its drop")] OwnedRwLockReadGuard<()>),
+    /// With the cluster to itself.
+    Alone(#[expect(dead_code, reason = "held for its drop")] OwnedRwLockWriteGuard<()>),
 }
 
 impl fmt::Debug for Scope {

@@ -438,11 +438,6 @@ impl Report {
         self.lock().scenarios.clone()
     }
 
-    /// How many scenarios have started so far.
-    pub fn started_count(&self) -> usize {
-        self.lock().order.len()
-    }
-
     /// The verdict on a scenario that has finished, and how long it ran.
     pub fn verdict(&self, id: &ScenarioId) -> Option<(Verdict, Duration)> {
         let inner = self.lock();
@@ -528,6 +523,12 @@ impl Report {
                     seconds: 0.0,
                     error: Some(panic_text(info)),
                 });
+            }
+            // The before hook waits for the scenario's turn on the cluster; its time
+            // starts once it has it.
+            event::Scenario::Hook(event::HookType::Before, event::Hook::Passed) => {
+                let record = inner.records.entry(id).or_default();
+                record.started = Some(Instant::now());
             }
             event::Scenario::Finished => {
                 let record = inner.records.entry(id).or_default();
