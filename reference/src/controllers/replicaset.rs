@@ -35,7 +35,6 @@
 //! thousand pods the control plane spent over a third of its time in those lists.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -373,12 +372,8 @@ async fn pods_of(
         .pods
         .state_filter(|p| p.metadata.namespace == rs.metadata.namespace);
     let namespace: Vec<&Pod> = cached.iter().map(AsRef::as_ref).collect();
-    let by_uid: HashMap<&str, &Pod> = namespace
-        .iter()
-        .filter_map(|p| Some((p.metadata.uid.as_deref()?, *p)))
-        .collect();
     let freshness = if cache_ready {
-        context.expectations.check(uid, &by_uid, Instant::now())
+        context.expectations.check(uid, &namespace, Instant::now())
     } else {
         Freshness::Lagging
     };
