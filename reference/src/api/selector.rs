@@ -133,7 +133,12 @@ impl LabelSelector {
 
     /// Whether an object with these labels matches.
     pub fn matches(&self, labels: &[(&str, &str)]) -> bool {
-        let get = |key: &str| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        self.matches_labels(|key| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+    }
+
+    /// Whether an object matches, `get` giving the value of each of its labels by key:
+    /// a map's lookup, with nothing copied or collected.
+    pub fn matches_labels<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.requirements.iter().all(|r| match r {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
@@ -151,7 +156,14 @@ impl LabelSelector {
 
     /// Whether an object matches, by its `metadata.labels`.
     pub fn matches_object(&self, obj: &Value) -> bool {
-        self.requirements.is_empty() || self.matches(&meta::labels(obj))
+        if self.requirements.is_empty() {
+            return true;
+        }
+        let labels = obj
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        self.matches_labels(|key| labels?.get(key)?.as_str())
     }
 }
 

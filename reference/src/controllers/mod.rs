@@ -300,12 +300,10 @@ impl Selector {
 
     /// Whether an object with these labels matches.
     fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let pairs: Vec<(&str, &str)> = labels
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        !self.empty && self.parsed.matches(&pairs)
+        !self.empty
+            && self
+                .parsed
+                .matches_labels(|key| labels?.get(key).map(String::as_str))
     }
 }
 

@@ -391,9 +391,11 @@ async fn pods_of(
             Ok(Some(
                 namespace
                     .into_iter()
-                    .filter(|p| {
-                        selector.matches(p.metadata.labels.as_ref())
-                            || controller_uid(&p.metadata) == Some(uid)
+                    // Pods another controller owns are none of this one's business
+                    // (`reconcile` skips them): only orphans need the selector.
+                    .filter(|p| match controller_uid(&p.metadata) {
+                        Some(owner) => owner == uid,
+                        None => selector.matches(p.metadata.labels.as_ref()),
                     })
                     .cloned()
                     .collect(),
