@@ -21,7 +21,15 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let options = Options::from_env(DriverChoice::Swarm)?;
+        let mut options = Options::from_env(DriverChoice::Swarm)?;
+        // One scenario at a time, unless SHIPSHAPE_CONCURRENCY says otherwise. With four side
+        // by side on the 2-core CI machine, "Recreate never serves two versions at once"
+        // once saw a task of each template at the same time (both Pending), which Swarm
+        // never showed one scenario at a time. Until that is understood, this target
+        // certifies Swarm as it always has.
+        if std::env::var_os("SHIPSHAPE_CONCURRENCY").is_none() {
+            options.concurrency = 1;
+        }
         run::certify(options).await
     });
     match outcome {
