@@ -647,8 +647,9 @@ impl Report {
         }
     }
 
-    /// A plain-text summary: wall time per feature and per scenario, then every
-    /// convergence time against its bound.
+    /// A plain-text summary: the time of each scenario, added up per feature (scenarios
+    /// that ran side by side overlap, so the sums can exceed the run's wall time), then
+    /// every convergence time against its bound.
     pub fn summary(&self) -> String {
         let scenarios = self.scenarios();
         let mut per_feature: Vec<(String, Duration, usize)> = Vec::new();
@@ -664,7 +665,9 @@ impl Report {
                 None => per_feature.push((time.scenario.feature.clone(), time.took, 1)),
             }
         }
-        let mut text = String::from("wall time per feature:\n");
+        let mut text = String::from(
+            "scenario time per feature (scenarios side by side overlap: the sums are not the run's wall time):\n",
+        );
         for (feature, total, count) in &per_feature {
             text.push_str(&format!(
                 "  {:>7.1} s  {feature} ({count} scenarios)\n",
