@@ -233,6 +233,7 @@ impl ControlPlane {
             store: store.clone(),
             token: token.clone(),
             node_ports: config.node_ports.clone(),
+            decoded_events: Default::default(),
         });
         let server = tokio::spawn(apiserver::serve(
             listener,

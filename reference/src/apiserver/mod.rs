@@ -70,6 +70,8 @@ pub struct Shared {
     pub token: String,
     /// The range node ports are allocated from.
     pub node_ports: std::ops::RangeInclusive<u16>,
+    /// The newest changes, decoded once for every watch ([`watch`]).
+    pub(crate) decoded_events: Arc<watch::DecodedEvents>,
 }
 
 /// Header of `/readyz` answers naming the member (store replica) that answered.

@@ -272,7 +272,7 @@ async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everythin
             .expect("the watch keeps delivering")
             .expect("open")
             .expect("event");
-        seen.push((event.revision(), event.key));
+        seen.push((event.revision(), event.key.clone()));
     }
     let revisions: Vec<u64> = seen.iter().map(|(revision, _)| *revision).collect();
     assert!(

@@ -21,8 +21,8 @@
 //! at scale. A watcher further behind reads the tree, as before; both give the same events.
 
 use std::collections::VecDeque;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
@@ -41,7 +41,8 @@ pub(super) const RECENT_EVENTS: usize = 4096;
 /// `complete_after` (up to the current revision) is here.
 #[derive(Debug)]
 struct Recent {
-    events: VecDeque<Event>,
+    /// Shared with every watch that reads them, not copied for each.
+    events: VecDeque<Arc<Event>>,
     complete_after: u64,
 }
 
@@ -57,9 +58,9 @@ impl Recent {
     /// Adds the events of one revision; forgets the oldest revisions beyond the capacity
     /// (whole revisions, so a revision is never half kept).
     fn push(&mut self, events: Vec<Event>) {
-        self.events.extend(events);
+        self.events.extend(events.into_iter().map(Arc::new));
         while self.events.len() > RECENT_EVENTS {
-            let Some(oldest) = self.events.front().map(Event::revision) else {
+            let Some(oldest) = self.events.front().map(|e| e.revision()) else {
                 break;
             };
             while self.events.front().is_some_and(|e| e.revision() == oldest) {
@@ -74,7 +75,7 @@ impl Recent {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct HistoryRead {
     /// The events under the prefix, in order.
-    pub(super) events: Vec<Event>,
+    pub(super) events: Vec<Arc<Event>>,
     /// Every event up to this revision was looked at (the reader's next `after`); `None`
     /// if there was none to look at.
     pub(super) through: Option<u64>,
@@ -415,7 +416,7 @@ impl StateMachine {
             }
             read.through = Some(event.revision());
             if event.key.starts_with(prefix) {
-                read.events.push(event);
+                read.events.push(Arc::new(event));
             }
         }
         Ok(read)

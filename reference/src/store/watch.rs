@@ -22,7 +22,7 @@ pub struct WatchStream {
     /// Events with revision greater than this are still owed.
     after: u64,
     revisions: watch::Receiver<u64>,
-    buffered: std::collections::VecDeque<Event>,
+    buffered: std::collections::VecDeque<Arc<Event>>,
 }
 
 impl std::fmt::Debug for WatchStream {
@@ -63,8 +63,8 @@ impl WatchStream {
     }
 
     /// The next event under the prefix, waiting for one if need be. `None` once the store
-    /// has stopped.
-    pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+    /// has stopped. Events are shared by every watch that reads them.
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
                 return Some(Ok(event));
