@@ -36,14 +36,25 @@
 //! The decisions are pure functions of (node, how long its heartbeat has been unchanged,
 //! pods, now); the loop around them is a plain interval, as Kubernetes' own monitor is
 //! (this is time-driven, not event-driven).
+//!
+//! **What it reads.** Nodes and Leases come from watch caches ([`kube::runtime::reflector`]),
+//! as from the informers of Kubernetes' controller: listing a thousand of each twice a
+//! second was a tenth of a loaded control plane's work. A cache can only be late, and a
+//! late cache shows an old heartbeat, so it can make a healthy node look lost but never a
+//! lost node look healthy. A pass that finds a node newly lost in the caches therefore
+//! looks again with fresh lists before it marks anything, and the orphan sweep (which must
+//! see a Lease before its Node) always lists.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -194,110 +205,226 @@ pub fn toleration(pod: &Value, default: Duration) -> Option<Duration> {
 
 /// Runs the controller until `shutdown` becomes true.
 pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watch::Receiver<bool>) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
-    let pods: Api<Pod> = Api::all(client);
+    let api = Apis {
+        nodes: Api::all(client.clone()),
+        leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+        pods: Api::all(client),
+    };
+    let (nodes_cache, nodes_feed) = cache(api.nodes.clone());
+    let (leases_cache, leases_feed) = cache(api.leases.clone());
+    let caches = Caches {
+        nodes: nodes_cache,
+        leases: leases_cache,
+    };
     let mut tick = tokio::time::interval(config.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeats = Heartbeats::default();
     let mut orphans = OrphanSweep::default();
-    loop {
-        tokio::select! {
-            _ = crate::agent::stopped(&mut shutdown) => return,
-            _ = tick.tick() => {}
+    let watching = async {
+        tokio::join!(nodes_feed, leases_feed);
+    };
+    let monitoring = async {
+        loop {
+            tick.tick().await;
+            let pass = monitor(&api, &caches, &config, &mut heartbeats, &mut orphans);
+            if let Err(e) = pass.await {
+                tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
+            }
         }
-        if let Err(e) = monitor(
-            &nodes,
-            &leases,
-            &pods,
-            &config,
-            &mut heartbeats,
-            &mut orphans,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "node lifecycle pass failed; retrying");
-        }
+    };
+    tokio::select! {
+        _ = crate::agent::stopped(&mut shutdown) => {}
+        _ = watching => {}
+        _ = monitoring => {}
     }
 }
 
+/// The APIs the controller reads and writes.
+struct Apis {
+    nodes: Api<Node>,
+    leases: Api<Lease>,
+    pods: Api<Pod>,
+}
+
+/// A watch cache of `api`'s objects, and the future that keeps it filled.
+fn cache<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let feed = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| std::future::ready(()));
+    (reader, feed)
+}
+
+/// The watch caches of Nodes and of their Leases.
+struct Caches {
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+}
+
+/// What one pass judges: every Node, and the `renewTime` of every node Lease.
+struct Seen {
+    nodes: Vec<Node>,
+    renewed: HashMap<String, String>,
+    /// Read from the watch caches (else listed just now).
+    cached: bool,
+}
+
+impl Seen {
+    /// From the caches, once both have been filled.
+    fn cached(caches: &Caches) -> Option<Seen> {
+        let nodes_ready = caches.nodes.wait_until_ready().now_or_never();
+        let leases_ready = caches.leases.wait_until_ready().now_or_never();
+        if !matches!((nodes_ready, leases_ready), (Some(Ok(())), Some(Ok(())))) {
+            return None;
+        }
+        Some(Seen {
+            nodes: caches
+                .nodes
+                .state()
+                .iter()
+                .map(|n| Node::clone(n))
+                .collect(),
+            renewed: caches
+                .leases
+                .state()
+                .iter()
+                .filter_map(|lease| lease_renewal(lease))
+                .collect(),
+            cached: true,
+        })
+    }
+
+    /// Listed now: Leases first, then Nodes.
+    async fn listed(api: &Apis) -> Result<Seen, kube::Error> {
+        let leases = api.leases.list(&ListParams::default()).await?.items;
+        let nodes = api.nodes.list(&ListParams::default()).await?.items;
+        Ok(Seen {
+            nodes,
+            renewed: leases.iter().filter_map(lease_renewal).collect(),
+            cached: false,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+}
+
+/// A node Lease's name and `renewTime`.
+fn lease_renewal(lease: &Lease) -> Option<(String, String)> {
+    let renewed = lease.spec.as_ref()?.renew_time.as_ref()?.0.to_string();
+    Some((lease.metadata.name.clone()?, renewed))
+}
+
 async fn monitor(
-    nodes: &Api<Node>,
-    leases: &Api<Lease>,
-    pods: &Api<Pod>,
+    api: &Apis,
+    caches: &Caches,
     config: &NodeLifecycleConfig,
     heartbeats: &mut Heartbeats,
     orphans: &mut OrphanSweep,
 ) -> Result<(), kube::Error> {
     let now = Timestamp::now();
-    // Leases first: an agent makes its Lease after its Node, so every Lease listed here
-    // whose Node is missing from the list after it belongs to a node that is gone.
-    let renewed: HashMap<String, String> = leases
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|lease| {
-            let renewed = lease.spec?.renew_time?.0.to_string();
-            Some((lease.metadata.name?, renewed))
-        })
-        .collect();
-    let all = nodes.list(&ListParams::default()).await?.items;
-    let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    let mut seen = match Seen::cached(caches) {
+        Some(seen) => seen,
+        None => Seen::listed(api).await?,
+    };
+    let names = seen.names();
     heartbeats.keep_only(&names);
     if orphans.due(&names, Instant::now()) {
-        remove_orphans(pods, &names).await?;
-        remove_orphan_leases(leases, renewed.keys(), &names).await?;
-        orphans.done(names.clone(), Instant::now());
+        sweep_orphans(api, orphans).await?;
     }
-    for node in all {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let value = serde_json::to_value(&node).unwrap_or_default();
-        let unchanged_for = heartbeats.unchanged_for(
-            &name,
-            &value,
-            renewed.get(&name).map(String::as_str),
-            Instant::now(),
-        );
-        match assess(&value, unchanged_for, config.grace_period) {
-            NodeVerdict::Healthy => {}
-            NodeVerdict::Lost => {
-                tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
-                mark_lost(nodes, &value, &name, now).await?;
-                if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
-                    report_pods_unknown(pods, &name).await?;
-                }
-            }
-            NodeVerdict::StillLost(since) => {
-                if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
-                    report_pods_unknown(pods, &name).await?;
-                }
-                if !crate::failpoints::on!("node-lifecycle::never-evict") {
-                    evict(pods, &name, since, now, config.default_toleration).await?;
-                }
-            }
-            NodeVerdict::Recovered => {
-                tracing::info!(node = %name, "node is posting status again; removing its taints");
-                let taints: Vec<Value> = value
-                    .pointer("/spec/taints")
-                    .and_then(Value::as_array)
-                    .map(|ts| {
-                        ts.iter()
-                            .filter(|t| t.get("key") != Some(&json!(UNREACHABLE)))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                nodes
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"taints": taints}})),
-                    )
-                    .await?;
+    let mut verdicts = judge(&seen, heartbeats, config);
+    if seen.cached && verdicts.iter().any(|(_, _, v)| *v == NodeVerdict::Lost) {
+        // The caches may only be late: look again before losing a node.
+        seen = Seen::listed(api).await?;
+        verdicts = judge(&seen, heartbeats, config);
+    }
+    for (name, value, verdict) in verdicts {
+        act(api, &name, &value, verdict, config, now).await?;
+    }
+    Ok(())
+}
+
+/// Each node's name, its object as JSON, and what to do about it.
+fn judge(
+    seen: &Seen,
+    heartbeats: &mut Heartbeats,
+    config: &NodeLifecycleConfig,
+) -> Vec<(String, Value, NodeVerdict)> {
+    seen.nodes
+        .iter()
+        .map(|node| {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let value = serde_json::to_value(node).unwrap_or_default();
+            let unchanged_for = heartbeats.unchanged_for(
+                &name,
+                &value,
+                seen.renewed.get(&name).map(String::as_str),
+                Instant::now(),
+            );
+            let verdict = assess(&value, unchanged_for, config.grace_period);
+            (name, value, verdict)
+        })
+        .collect()
+}
+
+/// Carries out one node's verdict.
+async fn act(
+    api: &Apis,
+    name: &str,
+    value: &Value,
+    verdict: NodeVerdict,
+    config: &NodeLifecycleConfig,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let (nodes, pods) = (&api.nodes, &api.pods);
+    match verdict {
+        NodeVerdict::Healthy => {}
+        NodeVerdict::Lost => {
+            tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
+            mark_lost(nodes, value, name, now).await?;
+            if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
+                report_pods_unknown(pods, name).await?;
             }
         }
+        NodeVerdict::StillLost(since) => {
+            if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
+                report_pods_unknown(pods, name).await?;
+            }
+            if !crate::failpoints::on!("node-lifecycle::never-evict") {
+                evict(pods, name, since, now, config.default_toleration).await?;
+            }
+        }
+        NodeVerdict::Recovered => {
+            tracing::info!(node = %name, "node is posting status again; removing its taints");
+            set_taints(nodes, name, other_taints(value)).await?;
+        }
     }
+    Ok(())
+}
+
+/// Removes the pods and Leases of nodes that are gone, from fresh lists. Leases are listed
+/// before Nodes: an agent makes its Lease after its Node, so a Lease whose Node is missing
+/// from the list after it belongs to a node that is gone. (Two caches promise no such
+/// order.)
+async fn sweep_orphans(api: &Apis, orphans: &mut OrphanSweep) -> Result<(), kube::Error> {
+    let seen = Seen::listed(api).await?;
+    let names = seen.names();
+    remove_orphans(&api.pods, &names).await?;
+    remove_orphan_leases(&api.leases, seen.renewed.keys(), &names).await?;
+    orphans.done(names, Instant::now());
     Ok(())
 }
 
@@ -328,21 +455,26 @@ async fn mark_lost(
             &Patch::Merge(json!({"status": {"conditions": conditions}})),
         )
         .await?;
-    let mut taints: Vec<Value> = node
-        .pointer("/spec/taints")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    taints.retain(|t| t.get("key") != Some(&json!(UNREACHABLE)));
+    let mut taints = other_taints(node);
     taints.push(json!({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": stamp}));
     taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
-    nodes
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"taints": taints}})),
-        )
-        .await?;
+    set_taints(nodes, name, taints).await
+}
+
+/// The node's taints other than the unreachable ones.
+fn other_taints(node: &Value) -> Vec<Value> {
+    let taints = node.pointer("/spec/taints").and_then(Value::as_array);
+    taints
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("key") != Some(&json!(UNREACHABLE)))
+        .cloned()
+        .collect()
+}
+
+async fn set_taints(nodes: &Api<Node>, name: &str, taints: Vec<Value>) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(json!({"spec": {"taints": taints}}));
+    nodes.patch(name, &PatchParams::default(), &patch).await?;
     Ok(())
 }
 
