@@ -34,8 +34,9 @@
 //!
 //! `SHIPSHAPE_SCALE_NODES` and `SHIPSHAPE_SCALE_WATCHERS` make the run smaller (or larger)
 //! for a quick look; the goals are for the defaults. `SHIPSHAPE_SCALE_PROFILER` names a
-//! program to run the control plane under (`heaptrack`, say), for where its memory goes;
-//! its resident set is then the profiler's.
+//! program to run the control plane under (`heaptrack`, say, with `--no-default-features`
+//! so that the control plane allocates through the system's malloc, which heaptrack sees
+//! into), for where its memory goes; its resident set is then the profiler's.
 //!
 //! Run: `cargo bench -p shipshape-benches --bench scale` (a few minutes).
 
