@@ -7,6 +7,7 @@
 //! (`POST /fail/liveness`, `GET /fetch`, `PUT /file`, ...) on its own address.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use cucumber::{given, then, when};
@@ -663,7 +664,13 @@ async fn request(
     request_with_body(world, pod, port, method, path, "").await
 }
 
-/// Sends a request to a port of a pod.
+/// How long a pod's container may refuse connections after it is running. A pod without
+/// a readiness check is ready once its container runs, which can be before the program in
+/// it listens, in Kubernetes as in any system.
+const LISTEN_WITHIN: Duration = Duration::from_secs(10);
+
+/// Sends a request to a port of a pod, again while the pod refuses the connection (for at
+/// most [`LISTEN_WITHIN`]).
 async fn request_with_body(
     world: &mut ConformanceWorld,
     pod: &str,
@@ -678,8 +685,26 @@ async fn request_with_body(
         path: path.to_owned(),
         body: body.to_owned(),
     };
-    world
-        .driver()?
-        .request_replica(&namespace, pod, port, &request)
-        .await
+    let deadline = Instant::now() + LISTEN_WITHIN;
+    loop {
+        let answer = world
+            .driver()?
+            .request_replica(&namespace, pod, port, &request)
+            .await;
+        match answer {
+            Err(e) if refused(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether the error is a refused connection: nothing listens on the port (yet).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
