@@ -300,12 +300,15 @@ fn list(
             items.push(obj);
         }
     }
-    Ok(json!({
+    // The items move into the list: `json!` would copy them (through `to_value`), and a
+    // list of ten thousand pods would be held twice, as heaptrack showed.
+    let mut list = json!({
         "kind": r.list_kind(),
         "apiVersion": r.api_version(),
         "metadata": {"resourceVersion": revision.to_string()},
-        "items": items,
-    }))
+    });
+    list["items"] = Value::Array(items);
+    Ok(list)
 }
 
 /// Checks that a body's apiVersion and kind (if given) are this resource's; fills them in.
