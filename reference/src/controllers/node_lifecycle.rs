@@ -46,12 +46,14 @@
 //! see a Lease before its Node) always lists.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -86,15 +88,13 @@ impl Default for NodeLifecycleConfig {
     }
 }
 
-fn parse_time(v: Option<&Value>) -> Option<Timestamp> {
-    v?.as_str()?.parse().ok()
-}
-
-fn ready_condition(node: &Value) -> Option<&Value> {
-    node.pointer("/status/conditions")?
-        .as_array()?
+fn ready_condition(node: &Node) -> Option<&NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
         .iter()
-        .find(|c| c.get("type") == Some(&json!("Ready")))
+        .find(|c| c.type_ == "Ready")
 }
 
 /// What to do about one node.
@@ -110,24 +110,23 @@ pub enum NodeVerdict {
     StillLost(Timestamp),
 }
 
-fn has_unreachable_taint(node: &Value) -> Option<Timestamp> {
-    node.pointer("/spec/taints")?
-        .as_array()?
+fn has_unreachable_taint(node: &Node) -> Option<Timestamp> {
+    node.spec
+        .as_ref()?
+        .taints
+        .as_ref()?
         .iter()
-        .find(|t| {
-            t.get("key") == Some(&json!(UNREACHABLE))
-                && t.get("effect") == Some(&json!("NoExecute"))
-        })
-        .map(|t| parse_time(t.get("timeAdded")).unwrap_or(Timestamp::UNIX_EPOCH))
+        .find(|t| t.key == UNREACHABLE && t.effect == "NoExecute")
+        .map(|t| t.time_added.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0))
 }
 
 /// The heartbeat a node posted last (`lastHeartbeatTime`, as the node wrote it).
-fn heartbeat(node: &Value) -> Option<&str> {
-    ready_condition(node)?.get("lastHeartbeatTime")?.as_str()
+fn heartbeat(node: &Node) -> Option<Timestamp> {
+    Some(ready_condition(node)?.last_heartbeat_time.as_ref()?.0)
 }
 
 /// A node's heartbeat as last seen: its `lastHeartbeatTime` and its Lease's `renewTime`.
-type Beat = (Option<String>, Option<String>);
+type Beat = (Option<Timestamp>, Option<Timestamp>);
 
 /// When this controller saw each node's heartbeat change last, on its own clock.
 #[derive(Debug, Default)]
@@ -142,14 +141,11 @@ impl Heartbeats {
     pub fn unchanged_for(
         &mut self,
         name: &str,
-        node: &Value,
-        renewed: Option<&str>,
+        node: &Node,
+        renewed: Option<Timestamp>,
         now: Instant,
     ) -> Duration {
-        let posted = (
-            heartbeat(node).map(str::to_owned),
-            renewed.map(str::to_owned),
-        );
+        let posted = (heartbeat(node), renewed);
         match self.seen.get_mut(name) {
             Some((last, since)) if *last == posted => now.duration_since(*since),
             Some(entry) => {
@@ -170,9 +166,8 @@ impl Heartbeats {
 }
 
 /// Judges a node by its heartbeat, which has not changed for `unchanged_for`.
-pub fn assess(node: &Value, unchanged_for: Duration, grace: Duration) -> NodeVerdict {
-    let ready = ready_condition(node);
-    let status = ready.and_then(|c| c.get("status")).and_then(Value::as_str);
+pub fn assess(node: &Node, unchanged_for: Duration, grace: Duration) -> NodeVerdict {
+    let status = ready_condition(node).map(|c| c.status.as_str());
     // A node that never reported is left alone: it may be registering right now.
     let stale = heartbeat(node).is_some() && unchanged_for > grace;
     let tainted = has_unreachable_taint(node);
@@ -272,8 +267,8 @@ struct Caches {
 
 /// What one pass judges: every Node, and the `renewTime` of every node Lease.
 struct Seen {
-    nodes: Vec<Node>,
-    renewed: HashMap<String, String>,
+    nodes: Vec<Arc<Node>>,
+    renewed: HashMap<String, Timestamp>,
     /// Read from the watch caches (else listed just now).
     cached: bool,
 }
@@ -287,12 +282,7 @@ impl Seen {
             return None;
         }
         Some(Seen {
-            nodes: caches
-                .nodes
-                .state()
-                .iter()
-                .map(|n| Node::clone(n))
-                .collect(),
+            nodes: caches.nodes.state(),
             renewed: caches
                 .leases
                 .state()
@@ -308,7 +298,7 @@ impl Seen {
         let leases = api.leases.list(&ListParams::default()).await?.items;
         let nodes = api.nodes.list(&ListParams::default()).await?.items;
         Ok(Seen {
-            nodes,
+            nodes: nodes.into_iter().map(Arc::new).collect(),
             renewed: leases.iter().filter_map(lease_renewal).collect(),
             cached: false,
         })
@@ -323,8 +313,8 @@ impl Seen {
 }
 
 /// A node Lease's name and `renewTime`.
-fn lease_renewal(lease: &Lease) -> Option<(String, String)> {
-    let renewed = lease.spec.as_ref()?.renew_time.as_ref()?.0.to_string();
+fn lease_renewal(lease: &Lease) -> Option<(String, Timestamp)> {
+    let renewed = lease.spec.as_ref()?.renew_time.as_ref()?.0;
     Some((lease.metadata.name.clone()?, renewed))
 }
 
@@ -351,31 +341,30 @@ async fn monitor(
         seen = Seen::listed(api).await?;
         verdicts = judge(&seen, heartbeats, config);
     }
-    for (name, value, verdict) in verdicts {
-        act(api, &name, &value, verdict, config, now).await?;
+    for (name, node, verdict) in verdicts {
+        act(api, &name, &node, verdict, config, now).await?;
     }
     Ok(())
 }
 
-/// Each node's name, its object as JSON, and what to do about it.
+/// Each node's name, the node, and what to do about it.
 fn judge(
     seen: &Seen,
     heartbeats: &mut Heartbeats,
     config: &NodeLifecycleConfig,
-) -> Vec<(String, Value, NodeVerdict)> {
+) -> Vec<(String, Arc<Node>, NodeVerdict)> {
     seen.nodes
         .iter()
         .map(|node| {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let value = serde_json::to_value(node).unwrap_or_default();
+            let name = node.name_any();
             let unchanged_for = heartbeats.unchanged_for(
                 &name,
-                &value,
-                seen.renewed.get(&name).map(String::as_str),
+                node,
+                seen.renewed.get(&name).copied(),
                 Instant::now(),
             );
-            let verdict = assess(&value, unchanged_for, config.grace_period);
-            (name, value, verdict)
+            let verdict = assess(node, unchanged_for, config.grace_period);
+            (name, node.clone(), verdict)
         })
         .collect()
 }
@@ -384,7 +373,7 @@ fn judge(
 async fn act(
     api: &Apis,
     name: &str,
-    value: &Value,
+    node: &Node,
     verdict: NodeVerdict,
     config: &NodeLifecycleConfig,
     now: Timestamp,
@@ -394,7 +383,7 @@ async fn act(
         NodeVerdict::Healthy => {}
         NodeVerdict::Lost => {
             tracing::warn!(node = %name, "node stopped posting status; marking it unreachable");
-            mark_lost(nodes, value, name, now).await?;
+            mark_lost(nodes, node, name, now).await?;
             if !crate::failpoints::on!("node-lifecycle::never-report-unknown") {
                 report_pods_unknown(pods, name).await?;
             }
@@ -409,7 +398,7 @@ async fn act(
         }
         NodeVerdict::Recovered => {
             tracing::info!(node = %name, "node is posting status again; removing its taints");
-            set_taints(nodes, name, other_taints(value)).await?;
+            set_taints(nodes, name, other_taints(node)).await?;
         }
     }
     Ok(())
@@ -430,23 +419,20 @@ async fn sweep_orphans(api: &Apis, orphans: &mut OrphanSweep) -> Result<(), kube
 
 async fn mark_lost(
     nodes: &Api<Node>,
-    node: &Value,
+    node: &Node,
     name: &str,
     now: Timestamp,
 ) -> Result<(), kube::Error> {
-    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mut conditions: Vec<Value> = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
+    let mut conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
-    for c in &mut conditions {
-        if c.get("type") == Some(&json!("Ready")) {
-            c["status"] = json!("Unknown");
-            c["reason"] = json!("NodeStatusUnknown");
-            c["message"] = json!("Kubelet stopped posting node status.");
-            c["lastTransitionTime"] = json!(stamp);
-        }
+    for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+        c.status = "Unknown".into();
+        c.reason = Some("NodeStatusUnknown".into());
+        c.message = Some("Kubelet stopped posting node status.".into());
+        c.last_transition_time = Some(Time(now));
     }
     nodes
         .patch_status(
@@ -456,23 +442,29 @@ async fn mark_lost(
         )
         .await?;
     let mut taints = other_taints(node);
-    taints.push(json!({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": stamp}));
-    taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
+    for effect in ["NoSchedule", "NoExecute"] {
+        taints.push(Taint {
+            key: UNREACHABLE.into(),
+            effect: effect.into(),
+            time_added: Some(Time(now)),
+            value: None,
+        });
+    }
     set_taints(nodes, name, taints).await
 }
 
 /// The node's taints other than the unreachable ones.
-fn other_taints(node: &Value) -> Vec<Value> {
-    let taints = node.pointer("/spec/taints").and_then(Value::as_array);
+fn other_taints(node: &Node) -> Vec<Taint> {
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
     taints
         .into_iter()
         .flatten()
-        .filter(|t| t.get("key") != Some(&json!(UNREACHABLE)))
+        .filter(|t| t.key != UNREACHABLE)
         .cloned()
         .collect()
 }
 
-async fn set_taints(nodes: &Api<Node>, name: &str, taints: Vec<Value>) -> Result<(), kube::Error> {
+async fn set_taints(nodes: &Api<Node>, name: &str, taints: Vec<Taint>) -> Result<(), kube::Error> {
     let patch = Patch::Merge(json!({"spec": {"taints": taints}}));
     nodes.patch(name, &PatchParams::default(), &patch).await?;
     Ok(())
@@ -663,15 +655,15 @@ mod tests {
         assert!(sweep.due(&names(&["a", "b"]), t + ORPHAN_SWEEP));
     }
 
-    fn node(heartbeat: &str, status: &str, taint_added: Option<&str>) -> Value {
-        let mut n = json!({"status": {"conditions": [
+    fn node(heartbeat: &str, status: &str, taint_added: Option<&str>) -> Node {
+        let mut n = json!({"metadata": {"name": "n"}, "status": {"conditions": [
             {"type": "Ready", "status": status, "lastHeartbeatTime": heartbeat}
         ]}});
         if let Some(t) = taint_added {
             n["spec"] =
                 json!({"taints": [{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": t}]});
         }
-        n
+        serde_json::from_value(n).expect("a Node")
     }
 
     fn at(s: &str) -> Timestamp {
@@ -708,7 +700,7 @@ mod tests {
             NodeVerdict::Recovered
         );
         // Never reported: leave it be.
-        assert_eq!(assess(&json!({}), stale, grace), NodeVerdict::Healthy);
+        assert_eq!(assess(&Node::default(), stale, grace), NodeVerdict::Healthy);
     }
 
     #[test]
@@ -754,12 +746,12 @@ mod tests {
         // The status was posted once; the Lease is renewed every second: never stale.
         let posted = node("2026-01-01T00:00:00Z", "True", None);
         for second in 0..10 {
-            let renewed = format!("2026-01-01T00:00:{second:02}.000000Z");
-            let unchanged = heartbeats.unchanged_for("n", &posted, Some(&renewed), after(second));
+            let renewed = at(&format!("2026-01-01T00:00:{second:02}.000000Z"));
+            let unchanged = heartbeats.unchanged_for("n", &posted, Some(renewed), after(second));
             assert_eq!(unchanged, Duration::ZERO, "second {second}");
         }
         // The Lease stops; the node is stale once neither has changed for the grace.
-        let last = Some("2026-01-01T00:00:09.000000Z");
+        let last = Some(at("2026-01-01T00:00:09.000000Z"));
         assert_eq!(
             heartbeats.unchanged_for("n", &posted, last, after(14)),
             Duration::from_secs(5)
