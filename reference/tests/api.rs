@@ -346,6 +346,99 @@ async fn generate_name_selectors_subresources_and_delete() {
     cp.stop().await;
 }
 
+/// A controller that follows only names, labels and owners (the garbage collector) reads
+/// metadata alone, as kube-rs asks for it with `Api<PartialObjectMeta<K>>`.
+#[tokio::test]
+async fn objects_can_be_listed_got_and_watched_as_metadata_alone() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{
+        Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    };
+
+    let (cp, _dir) = start().await;
+    let client = cp.credentials().client().expect("client");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let metadata: Api<PartialObjectMeta<Pod>> = Api::default_namespaced(client.clone());
+    for (name, app) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let pod = json!({"metadata": {"name": name, "labels": {"app": app}},
+                         "spec": {"containers": [{"name": "c", "image": "shipshape/probe:v1"}]}});
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).expect("a Pod"),
+        )
+        .await
+        .expect("created");
+    }
+    let is_partial = |o: &PartialObjectMeta<Pod>| {
+        o.types
+            .as_ref()
+            .map(|t| (t.api_version.as_str(), t.kind.as_str()))
+            == Some(("meta.k8s.io/v1", "PartialObjectMetadata"))
+    };
+
+    let list = metadata
+        .list(&ListParams::default().labels("app=a"))
+        .await
+        .expect("list");
+    let mut listed: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+    listed.sort();
+    assert_eq!(listed, ["a1", "a2"]);
+    assert!(list.items.iter().all(is_partial), "{:?}", list.items);
+    assert!(list.items.iter().all(|p| p.labels()["app"] == "a"));
+    let none = metadata
+        .list(&ListParams::default().labels("app=none"))
+        .await
+        .expect("an empty list");
+    assert!(none.items.is_empty());
+    assert!(none.metadata.resource_version.is_some());
+
+    let one = metadata.get("b1").await.expect("get");
+    assert!(is_partial(&one), "{one:?}");
+    assert_eq!(one.labels()["app"], "b");
+
+    // What goes over the wire is the metadata, not the object.
+    let request = http::Request::get("/api/v1/namespaces/default/pods?labelSelector=app%3Db")
+        .header(
+            "Accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .body(Vec::new())
+        .expect("request");
+    let raw: Value =
+        serde_json::from_str(&client.request_text(request).await.expect("raw list")).expect("JSON");
+    assert_eq!(raw["kind"], "PartialObjectMetadataList", "{raw}");
+    assert_eq!(raw["items"][0]["metadata"]["name"], "b1", "{raw}");
+    assert!(raw["items"][0].get("spec").is_none(), "{raw}");
+
+    let revision = list.metadata.resource_version.expect("a revision");
+    let mut changes = metadata
+        .watch(&WatchParams::default().labels("app=a"), &revision)
+        .await
+        .expect("watch")
+        .boxed();
+    pods.patch(
+        "a1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"seen": "yes"}}})),
+    )
+    .await
+    .expect("patched");
+    let change = tokio::time::timeout(std::time::Duration::from_secs(10), changes.try_next())
+        .await
+        .expect("a change within 10 s")
+        .expect("a watch event")
+        .expect("the watch goes on");
+    let WatchEvent::Modified(changed) = change else {
+        panic!("expected the label change, got {change:?}");
+    };
+    assert!(is_partial(&changed), "{changed:?}");
+    assert_eq!(changed.name_any(), "a1");
+    assert_eq!(changed.labels()["seen"], "yes");
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn objects_survive_a_restart_on_the_same_data_dir() {
     let (cp, dir) = start().await;

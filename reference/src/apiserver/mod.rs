@@ -27,6 +27,7 @@
 mod allocation;
 pub use allocation::NODE_PORTS;
 mod discovery;
+mod form;
 pub mod patch;
 mod protobuf;
 mod proxy;
@@ -143,7 +144,11 @@ pub async fn serve(
 
 /// A JSON response.
 pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A response whose body is JSON already encoded.
+pub(crate) fn json_bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

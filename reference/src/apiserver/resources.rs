@@ -14,10 +14,11 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::allocation::{self, Held};
+use super::form::Form;
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
-use super::{Body, Shared, json_response, protobuf, proxy, table, watch};
+use super::{Body, Shared, json_bytes_response, json_response, protobuf, proxy, table, watch};
 use crate::api::meta::{self, ensure_object, metadata_mut};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validate::{self, FieldValidation};
@@ -73,41 +74,42 @@ pub(super) async fn dispatch(
             _ => Err(ApiError::NoRoute),
         };
     }
-    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
-    let as_table = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(table::wanted);
+    let form = Form::of(&parts.headers);
+    // Every object this request returns goes back in the form asked for; only a read
+    // (a GET, a list, a watch) is turned into a Table.
+    let (table_form, object_form) = match form {
+        Form::Table => (Form::Table, Form::Whole),
+        other => (other, other),
+    };
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &object_form.object(r, v)));
     match (&parts.method, target.name.as_deref(), sub) {
         (&Method::GET, None, None) => {
             let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
             if watching {
-                watch::serve(shared, r, ns, &query, as_table)
+                watch::serve(shared, r, ns, &query, form)
+            } else if form == Form::Table {
+                let mut items = Vec::new();
+                let revision = list(shared, r, ns, &query, |_, obj| {
+                    items.push(obj);
+                    Ok(())
+                })?;
+                ok(table::table(r, &items, Some(&revision.to_string())))
             } else {
-                let list = list(shared, r, ns, &query)?;
-                if as_table {
-                    let items = list["items"].as_array().cloned().unwrap_or_default();
-                    let rv = list
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str);
-                    ok(table::table(r, &items, rv))
-                } else {
-                    ok(list)
-                }
+                list_response(shared, r, ns, &query, form)
             }
         }
-        (&Method::GET, Some(name), None) if as_table => {
-            let obj = get(shared, r, ns, name)?.0;
-            let rv = meta::meta_str(&obj, "resourceVersion").map(str::to_owned);
-            ok(table::table(r, std::slice::from_ref(&obj), rv.as_deref()))
-        }
+        (&Method::GET, Some(name), None) => Ok(json_response(
+            StatusCode::OK,
+            &table_form.object(r, get(shared, r, ns, name)?.0),
+        )),
         (&Method::POST, None, None) => {
             let obj = decode_body(&parts, &body)?;
             let created = create(shared, r, ns, obj, &query).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &object_form.object(r, created),
+            ))
         }
-        (&Method::GET, Some(name), None) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("scale")) => ok(scale_of(r, &get(shared, r, ns, name)?.0)),
         (&Method::GET, Some(name), Some("log")) => pod_log(shared, r, ns, name, &query).await,
@@ -276,18 +278,20 @@ pub(super) fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector),
     Ok((labels, fields))
 }
 
+/// Hands each stored object of `r` that the query's selectors keep to `each`, in key order,
+/// with the revision the list is read at; returns that revision.
 fn list(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,
     query: &Query,
-) -> Result<Value, ApiError> {
+    mut each: impl FnMut(u64, Value) -> Result<(), ApiError>,
+) -> Result<u64, ApiError> {
     let (labels, fields) = selectors(query)?;
     let (records, revision) = shared
         .store
         .list(&r.prefix(ns))
         .map_err(|e| from_store(e, r, ""))?;
-    let mut items = Vec::with_capacity(records.len());
     for (_, record) in &records {
         // A label selector is checked on the labels alone first: most lists with one (a
         // controller's for its own pods) keep few of many objects, and reading every
@@ -297,18 +301,53 @@ fn list(
         }
         let obj = from_record(record)?;
         if labels.matches_object(&obj) && fields.matches_object(&obj) {
-            items.push(obj);
+            each(revision, obj)?;
         }
     }
-    // The items move into the list: `json!` would copy them (through `to_value`), and a
-    // list of ten thousand pods would be held twice, as heaptrack showed.
-    let mut list = json!({
-        "kind": r.list_kind(),
-        "apiVersion": r.api_version(),
-        "metadata": {"resourceVersion": revision.to_string()},
-    });
-    list["items"] = Value::Array(items);
-    Ok(list)
+    Ok(revision)
+}
+
+/// A list as JSON, written object by object.
+///
+/// A decoded object takes several times the memory of its JSON, and a list of ten thousand
+/// pods decoded whole was the largest thing on the apiserver's heap when the scale bench
+/// peaked (heaptrack). So each object is decoded, checked against the selectors, written
+/// out and dropped before the next; the list in memory is the stored bytes and the bytes
+/// going out.
+fn list_response(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    query: &Query,
+    form: Form,
+) -> Result<http::Response<Body>, ApiError> {
+    let (kind, api_version) = form.list_type(r);
+    let head = |body: &mut Vec<u8>, revision: u64| {
+        let head = json!({
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": revision.to_string()},
+        });
+        // `head` is an object, so its encoding ends in `}`: the items go in just before it.
+        let _ = serde_json::to_writer(&mut *body, &head);
+        body.pop();
+        body.extend_from_slice(b",\"items\":[");
+    };
+    let mut body = Vec::new();
+    let revision = list(shared, r, ns, query, |revision, obj| {
+        if body.is_empty() {
+            head(&mut body, revision);
+        } else {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &form.object(r, obj))
+            .map_err(|e| ApiError::Internal(format!("cannot encode an object: {e}")))
+    })?;
+    if body.is_empty() {
+        head(&mut body, revision);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_bytes_response(StatusCode::OK, body))
 }
 
 /// Checks that a body's apiVersion and kind (if given) are this resource's; fills them in.

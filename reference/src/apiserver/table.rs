@@ -11,14 +11,6 @@ use serde_json::{Value, json};
 use crate::api::Resource;
 use crate::api::meta;
 
-/// Whether the `Accept` header asks for a Table.
-pub fn wanted(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
-}
-
 /// A column: name, type, priority (0 always shown, 1 only with `-o wide`).
 type Column = (&'static str, &'static str, u8);
 
@@ -336,11 +328,7 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
 fn row(r: &Resource, obj: &Value) -> Value {
     json!({
         "cells": cells(r.kind, obj),
-        "object": {
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
-        },
+        "object": super::form::partial(obj),
     })
 }
 

@@ -31,9 +31,10 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::form::{self, Form};
 use super::resources::{Query, from_record, selectors};
 use super::status::{ApiError, from_store};
-use super::{Body, Shared, table};
+use super::{Body, Shared};
 use crate::api::Resource;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventKind, Store};
@@ -142,11 +143,11 @@ pub(super) fn serve(
     r: &'static Resource,
     ns: Option<&str>,
     query: &Query,
-    as_table: bool,
+    form: Form,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(query)?;
     let filter = Filter { labels, fields };
-    let out = Output { r, as_table };
+    let out = Output { r, form };
     let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
     let bookmarks = flag("allowWatchBookmarks");
     let initial_events = flag("sendInitialEvents");
@@ -250,32 +251,24 @@ fn line(kind: &str, object: &[u8]) -> Bytes {
     Bytes::from(line)
 }
 
-/// How event objects are written: as they are, or as one-row Tables for kubectl.
+/// How event objects are written: whole, as one-row Tables for kubectl, or metadata only.
 struct Output {
     r: &'static Resource,
-    as_table: bool,
+    form: Form,
 }
 
 impl Output {
-    /// Sends a decoded change as `kind`: its shared JSON, or a Table made for this watch.
+    /// Sends a decoded change as `kind`: its shared JSON, or the form this watch asked for.
     async fn send(&self, tx: &mpsc::Sender<Bytes>, kind: &str, event: &Decoded) -> Result<(), ()> {
-        if self.as_table {
-            send(tx, kind, self.object(event.now.clone())).await
-        } else {
-            tx.send(line(kind, event.json())).await.map_err(|_| ())
+        match self.form {
+            Form::Whole => tx.send(line(kind, event.json())).await.map_err(|_| ()),
+            Form::Metadata => send(tx, kind, form::partial(&event.now)).await,
+            Form::Table => send(tx, kind, self.object(event.now.clone())).await,
         }
     }
 
     fn object(&self, obj: Value) -> Value {
-        if self.as_table {
-            let rv = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            table::table(self.r, std::slice::from_ref(&obj), rv.as_deref())
-        } else {
-            obj
-        }
+        self.form.object(self.r, obj)
     }
 }
 
