@@ -439,6 +439,90 @@ async fn objects_can_be_listed_got_and_watched_as_metadata_alone() {
     cp.stop().await;
 }
 
+/// ConfigMaps and Secrets are stored as Kubernetes stores them: a Secret's `stringData`
+/// becomes `data`, its type defaults to Opaque, keys must be file names, and `immutable`
+/// means it.
+#[tokio::test]
+async fn config_maps_and_secrets_hold_data_as_kubernetes_does() {
+    let (cp, dir) = start().await;
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let maps = "/api/v1/namespaces/default/configmaps";
+
+    let r = c
+        .post(
+            secrets,
+            &json!({"metadata": {"name": "login"},
+                    "data": {"user": "b2xk"}, "stringData": {"user": "admin", "pin": "1234"}}),
+        )
+        .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let stored = c.get(&format!("{secrets}/login")).await.body;
+    assert_eq!(
+        stored["data"],
+        json!({"user": "YWRtaW4=", "pin": "MTIzNA=="}),
+        "{stored}"
+    );
+    assert!(stored.get("stringData").is_none(), "{stored}");
+    assert_eq!(stored["type"], "Opaque");
+
+    let r = c
+        .post(
+            secrets,
+            &json!({"metadata": {"name": "bad"}, "data": {"k": "not base64!"}}),
+        )
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    let r = c
+        .post(
+            maps,
+            &json!({"metadata": {"name": "bad"}, "data": {"a b": "c"}}),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"], "data[a b]",
+        "{}",
+        r.body
+    );
+    let r = c
+        .post(
+            maps,
+            &json!({"metadata": {"name": "bad"}, "data": {"k": "v"}, "binaryData": {"k": "dg=="}}),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        c.get(&format!("{maps}/bad")).await.code,
+        404,
+        "nothing half-written"
+    );
+
+    let r = c
+        .post(
+            maps,
+            &json!({"metadata": {"name": "frozen"}, "immutable": true, "data": {"mode": "fast"}}),
+        )
+        .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let mut changed = r.body.clone();
+    changed["data"]["mode"] = json!("slow");
+    let r = c
+        .request(
+            "PUT",
+            &format!("{maps}/frozen"),
+            "application/json",
+            changed.to_string().into_bytes(),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        c.get(&format!("{maps}/frozen")).await.body["data"]["mode"],
+        "fast"
+    );
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn objects_survive_a_restart_on_the_same_data_dir() {
     let (cp, dir) = start().await;

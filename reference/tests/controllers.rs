@@ -619,3 +619,37 @@ async fn an_orphaning_delete_leaves_the_dependents_running_on_their_own() {
     assert_eq!(c.active_pods_of(&rs_uid).await.len(), 2);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn every_namespace_gets_a_default_service_account_back_whatever_happens_to_it() {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    let c = Cluster::start().await;
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "team"}})),
+        )
+        .await
+        .expect("namespace created");
+    let accounts: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "team");
+    let first = eventually("the default account of team", || async {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    accounts
+        .delete("default", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let again = eventually("the default account of team, made again", || async {
+        accounts
+            .get_opt("default")
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| a.uid() != first.uid())
+    })
+    .await;
+    assert_eq!(again.name_any(), "default");
+    c.stop().await;
+}

@@ -193,6 +193,118 @@ fn kubectl_drives_the_control_plane() {
 }
 
 #[test]
+fn kubectl_keeps_configuration_secrets_and_service_accounts() {
+    if !kubectl_present() {
+        eprintln!(
+            "SKIPPED kubectl_keeps_configuration_secrets_and_service_accounts: kubectl is not installed"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::up_with_nodes(dir.path(), 1);
+
+    // A new namespace gets its default service account from a controller.
+    cluster.ok(&["create", "namespace", "team"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let accounts = loop {
+        let accounts = cluster.ok(&["get", "serviceaccounts", "-n", "team", "-o", "name"]);
+        if accounts.contains("serviceaccount/default") || Instant::now() > deadline {
+            break accounts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(accounts.contains("serviceaccount/default"), "{accounts}");
+    let created = cluster.ok(&["create", "serviceaccount", "robot", "-n", "team"]);
+    assert!(
+        created.contains("serviceaccount/robot created"),
+        "{created}"
+    );
+
+    // kubectl sends these typed creates as protobuf.
+    let created = cluster.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+        "--from-literal=level=3",
+    ]);
+    assert!(created.contains("configmap/settings created"), "{created}");
+    let table = cluster.ok(&["get", "configmaps", "settings"]);
+    assert!(table.contains("DATA"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("settings") && l.split_whitespace().nth(1) == Some("2")),
+        "{table}"
+    );
+    let mode = cluster.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]);
+    assert_eq!(mode.trim(), "fast");
+
+    // The README's pod, before the Secret it mounts exists: its container waits, and says
+    // why.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/configured.yaml");
+    cluster.ok(&["apply", "-f", example.to_str().expect("utf-8 path")]);
+    let waiting = |cluster: &Cluster| {
+        cluster.ok(&[
+            "get",
+            "pod",
+            "configured",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason} {.status.containerStatuses[0].state.waiting.message}",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waiting(&cluster).contains("CreateContainerConfigError") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        waiting(&cluster).trim(),
+        "CreateContainerConfigError secret \"login\" not found"
+    );
+
+    let created = cluster.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "login",
+        "--from-literal=user=admin",
+    ]);
+    assert!(created.contains("secret/login created"), "{created}");
+    let user = cluster.ok(&[
+        "get",
+        "secret",
+        "login",
+        "-o",
+        "jsonpath={.type} {.data.user}",
+    ]);
+    assert_eq!(user.trim(), "Opaque YWRtaW4=", "base64 of admin");
+    let table = cluster.ok(&["get", "secrets"]);
+    assert!(
+        table.contains("TYPE") && table.contains("Opaque"),
+        "{table}"
+    );
+
+    // Now it starts, with a variable from the ConfigMap and the Secret's keys as files.
+    let ready = cluster.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/configured",
+        "--timeout=60s",
+    ]);
+    assert!(ready.contains("condition met"), "{ready}");
+    let proxy = "/api/v1/namespaces/default/pods/configured:8080/proxy";
+    let answer = cluster.ok(&["get", "--raw", &format!("{proxy}/")]);
+    assert!(answer.contains("\"version\":\"fast\""), "{answer}");
+    let user = cluster.ok(&[
+        "get",
+        "--raw",
+        &format!("{proxy}/file?path=/etc/login/user"),
+    ]);
+    assert_eq!(user, "admin");
+    cluster.interrupt();
+}
+
+#[test]
 fn an_acknowledged_create_survives_kill_9() {
     if !kubectl_present() {
         eprintln!("SKIPPED an_acknowledged_create_survives_kill_9: kubectl is not installed");

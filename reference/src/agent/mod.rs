@@ -20,6 +20,7 @@
 //!     └───────────────── status patches, node heartbeats ────────────────────┘
 //! ```
 
+mod configuration;
 pub mod heartbeat;
 pub mod hollow;
 pub mod logs;

@@ -7,7 +7,8 @@
 //! 2. refuse what the agent will not run (privileged containers, the Docker socket);
 //! 3. start the sandbox (pause) if it is not running;
 //! 4. for each container: create it if missing (the image must be present: nothing is ever
-//!    pulled), run its probes if running, restart it if it exited and the restart policy
+//!    pulled; the ConfigMaps and Secrets it names are read then, [`super::configuration`]),
+//!    run its probes if running, restart it if it exited and the restart policy
 //!    says so — after a back-off that doubles up to a cap (CrashLoopBackOff);
 //! 5. report the status if it changed.
 
@@ -15,13 +16,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::core::v1::{Container, Endpoints, Pod, Volume};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::AgentConfig;
+use super::configuration::Sources;
 use super::probes::{self, Probe, ProbeState};
 use super::runtime::{ContainerInfo, ContainerRun, PAUSE, Runtime};
 use super::status::{self, ContainerState, ContainerView, PodView};
@@ -366,6 +368,23 @@ impl Worker {
         self.report(pod, &view).await.map_err(|e| e.to_string())
     }
 
+    /// What Docker must run for container `c`, with what it takes from ConfigMaps and
+    /// Secrets read now; `Err` says why it cannot be created yet.
+    async fn container_config(
+        pods: &Api<Pod>,
+        (config, uid): (&AgentConfig, &str),
+        pod: &Pod,
+        c: &Value,
+        sandbox: &ContainerInfo,
+    ) -> Result<ContainerRun, String> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let client = pods.clone().into_client();
+        let sources = Sources::read(&client, namespace, pod.spec.as_ref())
+            .await
+            .map_err(|e| format!("cannot read the pod's ConfigMaps and Secrets: {e}"))?;
+        container_run(pod, c, config, uid, sandbox, &sources)
+    }
+
     async fn sync_container(
         &mut self,
         pod: &Pod,
@@ -416,7 +435,17 @@ impl Worker {
                     };
                     return view;
                 }
-                let run = container_run(pod, c, &self.config, &self.uid, sandbox);
+                let who = (self.config.as_ref(), self.uid.as_str());
+                let run = match Self::container_config(&self.pods, who, pod, c, sandbox).await {
+                    Ok(run) => run,
+                    Err(message) => {
+                        view.state = ContainerState::Waiting {
+                            reason: "CreateContainerConfigError".into(),
+                            message,
+                        };
+                        return view;
+                    }
+                };
                 match self
                     .runtime
                     .run_container(&self.key, &self.uid, &sandbox.id, &run)
@@ -574,7 +603,8 @@ fn container_run(
     config: &AgentConfig,
     uid: &str,
     sandbox: &ContainerInfo,
-) -> ContainerRun {
+    sources: &Sources,
+) -> Result<ContainerRun, String> {
     let strings = |v: Option<&Value>| {
         v.and_then(Value::as_array).map(|a| {
             a.iter()
@@ -599,7 +629,14 @@ fn container_run(
             }
         }
     };
-    let mut env = Vec::new();
+    let typed: Container = serde_json::from_value(c.clone())
+        .map_err(|e| format!("container spec cannot be read: {e}"))?;
+    // ConfigMaps' and Secrets' first, so that `env`'s own values (later) win.
+    let mut env: Vec<String> = sources
+        .env(&typed)?
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
     for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
         let Some(name) = e.get("name").and_then(Value::as_str) else {
             continue;
@@ -611,6 +648,9 @@ fn container_run(
             .and_then(Value::as_str)
         {
             field(path)
+        } else if e.get("valueFrom").is_some() {
+            // From a ConfigMap or Secret: added above.
+            continue;
         } else {
             String::new()
         };
@@ -649,20 +689,26 @@ fn container_run(
         let Some(volume) = volumes.get(name) else {
             continue;
         };
-        let host = if let Some(h) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
+        let own_dir = config
+            .data_dir
+            .join("pods")
+            .join(uid)
+            .join("volumes")
+            .join(name);
+        let typed_volume: Volume = serde_json::from_value(volume.clone())
+            .map_err(|e| format!("volume {name:?} cannot be read: {e}"))?;
+        let files = sources.write_volume(&typed_volume, &own_dir)?;
+        let host = if files {
+            own_dir.display().to_string()
+        } else if let Some(h) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
             h.to_owned()
         } else {
             // emptyDir (and anything else): a directory of the pod's, shared by its containers.
-            let dir = config
-                .data_dir
-                .join("pods")
-                .join(uid)
-                .join("volumes")
-                .join(name);
-            let _ = std::fs::create_dir_all(&dir);
-            dir.display().to_string()
+            let _ = std::fs::create_dir_all(&own_dir);
+            own_dir.display().to_string()
         };
-        let ro = if m.get("readOnly") == Some(&json!(true)) {
+        // ConfigMap and Secret files are read-only, as in Kubernetes.
+        let ro = if files || m.get("readOnly") == Some(&json!(true)) {
             ":ro"
         } else {
             ""
@@ -673,7 +719,7 @@ fn container_run(
         c.pointer(&format!("/resources/limits/{k}"))
             .and_then(Value::as_str)
     };
-    ContainerRun {
+    Ok(ContainerRun {
         name: c
             .get("name")
             .and_then(Value::as_str)
@@ -695,7 +741,7 @@ fn container_run(
             .get("workingDir")
             .and_then(Value::as_str)
             .map(str::to_owned),
-    }
+    })
 }
 
 #[cfg(test)]

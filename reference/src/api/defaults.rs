@@ -1,6 +1,7 @@
 //! The fields Kubernetes fills in when a client leaves them out, so that what `kubectl get
 //! -o yaml` shows (and what controllers read) matches a real cluster.
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use serde_json::{Map, Value, json};
 
 use super::meta::ensure_object;
@@ -53,6 +54,18 @@ pub fn apply(kind: &str, obj: &mut Value) {
                     }
                 }
             }
+        }
+        "Secret" => {
+            // `stringData` is a write-only convenience: its values become `data`, encoded,
+            // and win over `data`'s for the same key.
+            if let Some(Value::Object(plain)) = root.remove("stringData") {
+                let data = child(root, "data");
+                for (key, value) in plain {
+                    let text = value.as_str().unwrap_or_default();
+                    data.insert(key, json!(BASE64_STANDARD.encode(text)));
+                }
+            }
+            default(root, "type", json!("Opaque"));
         }
         "Namespace" => {
             let spec = child(root, "spec");

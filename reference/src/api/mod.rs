@@ -16,8 +16,21 @@ pub mod quantity;
 pub mod selector;
 pub mod validate;
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Decodes a body as its kind's typed `k8s-openapi` value and encodes that again: what is
+/// well-formed, and which fields the kind knows ([`validate::decode`]).
+pub type Typed = fn(&Value) -> Result<Value, String>;
+
 /// One resource the apiserver serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Resource {
     /// API group; `""` for core.
     pub group: &'static str,
@@ -37,9 +50,76 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     /// Whether objects have a spec whose changes bump `metadata.generation`.
     pub has_spec: bool,
+    /// The kind's typed round trip.
+    pub typed: Typed,
+}
+
+/// Whether a `k8s-openapi` scope is a namespace's.
+pub trait Scope {
+    /// True for namespaced kinds.
+    const NAMESPACED: bool;
+}
+
+impl Scope for k8s_openapi::NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+
+impl Scope for k8s_openapi::ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+fn typed<K: DeserializeOwned + Serialize>(body: &Value) -> Result<Value, String> {
+    let typed: K = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
 impl Resource {
+    /// The `k8s-openapi` kind `K`, served plainly: its group, version, kind, plural and
+    /// scope come from the type, so a kind with no behaviour of its own is one line of
+    /// [`RESOURCES`].
+    const fn of<K>(singular: &'static str) -> Resource
+    where
+        K: k8s_openapi::Resource + DeserializeOwned + Serialize,
+        K::Scope: Scope,
+    {
+        Resource {
+            group: K::GROUP,
+            version: K::VERSION,
+            plural: K::URL_PATH_SEGMENT,
+            singular,
+            kind: K::KIND,
+            namespaced: <K::Scope as Scope>::NAMESPACED,
+            short_names: &[],
+            subresources: &[],
+            has_spec: false,
+            typed: typed::<K>,
+        }
+    }
+
+    /// With kubectl short names.
+    const fn short(self, short_names: &'static [&'static str]) -> Resource {
+        Resource {
+            short_names,
+            ..self
+        }
+    }
+
+    /// With subresources.
+    const fn sub(self, subresources: &'static [&'static str]) -> Resource {
+        Resource {
+            subresources,
+            ..self
+        }
+    }
+
+    /// With a spec whose changes are a new generation.
+    const fn spec(self) -> Resource {
+        Resource {
+            has_spec: true,
+            ..self
+        }
+    }
+
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -76,104 +156,44 @@ impl Resource {
     }
 }
 
-const fn core(
-    plural: &'static str,
-    singular: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short_names: &'static [&'static str],
-    subresources: &'static [&'static str],
-    has_spec: bool,
-) -> Resource {
-    Resource {
-        group: "",
-        version: "v1",
-        plural,
-        singular,
-        kind,
-        namespaced,
-        short_names,
-        subresources,
-        has_spec,
-    }
-}
-
 /// Every resource served, core group first.
 pub const RESOURCES: &[Resource] = &[
-    core(
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        &["status"],
-        true,
-    ),
-    core("nodes", "node", "Node", false, &["no"], &["status"], true),
-    core(
-        "pods",
-        "pod",
-        "Pod",
-        true,
-        &["po"],
-        &["status", "binding", "log", "eviction", "proxy"],
-        true,
-    ),
-    core(
-        "services",
-        "service",
-        "Service",
-        true,
-        &["svc"],
-        &["status", "proxy"],
-        true,
-    ),
-    core(
-        "endpoints",
-        "endpoints",
-        "Endpoints",
-        true,
-        &["ep"],
-        &[],
-        false,
-    ),
-    core("events", "event", "Event", true, &["ev"], &[], false),
-    Resource {
-        group: "apps",
-        version: "v1",
-        plural: "deployments",
-        singular: "deployment",
-        kind: "Deployment",
-        namespaced: true,
-        short_names: &["deploy"],
-        subresources: &["status", "scale"],
-        has_spec: true,
-    },
-    Resource {
-        group: "apps",
-        version: "v1",
-        plural: "replicasets",
-        singular: "replicaset",
-        kind: "ReplicaSet",
-        namespaced: true,
-        short_names: &["rs"],
-        subresources: &["status", "scale"],
-        has_spec: true,
-    },
+    Resource::of::<Namespace>("namespace")
+        .short(&["ns"])
+        .sub(&["status"])
+        .spec(),
+    Resource::of::<Node>("node")
+        .short(&["no"])
+        .sub(&["status"])
+        .spec(),
+    Resource::of::<Pod>("pod")
+        .short(&["po"])
+        .sub(&["status", "binding", "log", "eviction", "proxy"])
+        .spec(),
+    Resource::of::<Service>("service")
+        .short(&["svc"])
+        .sub(&["status", "proxy"])
+        .spec(),
+    Resource::of::<Endpoints>("endpoints").short(&["ep"]),
+    Resource::of::<Event>("event").short(&["ev"]),
+    // Configuration handed to pods: plain data, checked and stored, nothing more.
+    Resource::of::<ConfigMap>("configmap").short(&["cm"]),
+    Resource::of::<Secret>("secret"),
+    // Who a pod acts as; every namespace gets a `default` one
+    // ([`crate::controllers`]' service accounts controller).
+    Resource::of::<ServiceAccount>("serviceaccount").short(&["sa"]),
+    Resource::of::<Deployment>("deployment")
+        .short(&["deploy"])
+        .sub(&["status", "scale"])
+        .spec(),
+    Resource::of::<ReplicaSet>("replicaset")
+        .short(&["rs"])
+        .sub(&["status", "scale"])
+        .spec(),
     // Who holds a lock, for how long: the members of a control plane elect the one that
     // runs the scheduler and the controllers with one (`kube-system/shipshape-controllers`),
-    // as Kubernetes' components do.
-    Resource {
-        group: "coordination.k8s.io",
-        version: "v1",
-        plural: "leases",
-        singular: "lease",
-        kind: "Lease",
-        namespaced: true,
-        short_names: &[],
-        subresources: &[],
-        has_spec: false,
-    },
+    // as Kubernetes' components do; node agents renew one each as their heartbeat.
+    Resource::of::<Lease>("lease"),
 ];
 
 /// The groups other than core, with their one version each.

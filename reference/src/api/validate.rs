@@ -10,10 +10,6 @@
 //! 2. **Validation.** Names must be DNS names, required fields present, selectors must match
 //!    their templates, ports in range. Every problem becomes a cause of one 422 Invalid.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::selector::LabelSelector;
@@ -65,19 +61,7 @@ pub fn decode(
     body: Value,
     fields: FieldValidation,
 ) -> Result<(Value, Vec<String>), ValidationError> {
-    let typed = match resource.kind {
-        "Namespace" => round_trip::<Namespace>(&body),
-        "Node" => round_trip::<Node>(&body),
-        "Pod" => round_trip::<Pod>(&body),
-        "Service" => round_trip::<Service>(&body),
-        "Endpoints" => round_trip::<Endpoints>(&body),
-        "Event" => round_trip::<Event>(&body),
-        "Deployment" => round_trip::<Deployment>(&body),
-        "ReplicaSet" => round_trip::<ReplicaSet>(&body),
-        "Lease" => round_trip::<k8s_openapi::api::coordination::v1::Lease>(&body),
-        other => Err(format!("no decoder for kind {other}")),
-    }
-    .map_err(|e| {
+    let typed = (resource.typed)(&body).map_err(|e| {
         ValidationError::Decode(format!(
             "{} in version \"{}\" cannot be handled as a {}: {e}",
             resource.kind, resource.version, resource.kind
@@ -99,11 +83,6 @@ pub fn decode(
         ))),
         _ => Ok((typed, messages)),
     }
-}
-
-fn round_trip<T: DeserializeOwned + Serialize>(body: &Value) -> Result<Value, String> {
-    let typed: T = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
 /// Collects the paths present (and not null) in `input` but absent from `typed`.
@@ -199,6 +178,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
         "Service" => validate_service(obj, &mut causes),
+        "ConfigMap" | "Secret" => validate_data(obj, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
@@ -363,6 +343,87 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
                 }
             }
         }
+    }
+}
+
+/// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
+/// twice, and at most 1 MiB in all (a value must fit in one store write).
+fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
+    const MAX_SIZE: usize = 1024 * 1024;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut size = 0;
+    for field in ["data", "binaryData", "stringData"] {
+        let Some(entries) = obj.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, value) in entries {
+            let path = format!("{field}[{key}]");
+            let well_formed = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                && key != "."
+                && key != ".."
+                && !key.starts_with("..");
+            if !well_formed {
+                causes.push(invalid(
+                    &path,
+                    key,
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                ));
+            }
+            // A Secret's stringData is folded into its data: the same key twice is one.
+            if field != "stringData" && !seen.insert(key.as_str()) {
+                causes.push(invalid(&path, key, "duplicate of key present in data"));
+            }
+            size += key.len() + value.as_str().map_or(0, str::len);
+        }
+    }
+    if size > MAX_SIZE {
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            field: "data".into(),
+            message: format!("Too long: must have at most {MAX_SIZE} bytes"),
+        });
+    }
+}
+
+/// The rules an update must keep on top of [`validate`]'s: what `immutable: true` freezes.
+pub fn validate_update(
+    resource: &Resource,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ValidationError> {
+    let mut causes = Vec::new();
+    if matches!(resource.kind, "ConfigMap" | "Secret")
+        && old.get("immutable") == Some(&Value::Bool(true))
+    {
+        for field in ["data", "binaryData", "type"] {
+            if old.get(field) != new.get(field) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    field: field.into(),
+                    message: "Forbidden: field is immutable when `immutable` is set".into(),
+                });
+            }
+        }
+        if new.get("immutable") != Some(&Value::Bool(true)) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: "immutable".into(),
+                message: "Forbidden: field is immutable when `immutable` is set".into(),
+            });
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError::Invalid {
+            kind: resource.kind,
+            name: meta::name(new).unwrap_or_default().to_owned(),
+            causes,
+        })
     }
 }
 

@@ -16,8 +16,8 @@
 //! * `kubectl create namespace x` (a `v1` Namespace),
 //! * `kubectl create service nodeport|clusterip|...` (a `v1` Service),
 //!
-//! and presumably the other typed `kubectl create <kind>` subcommands
-//! (configmap, secret, job, ...), whose kinds are not decoded here. Evictions
+//! and the other typed `kubectl create <kind>` subcommands: configmap, secret and
+//! serviceaccount are decoded here; the kinds not served yet (job, ...) are not. Evictions
 //! (`policy/v1` Eviction posted to `pods/{name}/eviction`) are decoded too:
 //! kubectl 1.32's `drain` was observed to post them as JSON, but client-go
 //! programs configured for protobuf (as Kubernetes' own components are) send
@@ -51,7 +51,7 @@
 //! # Supported kinds
 //!
 //! `apps/v1` Deployment and ReplicaSet; `v1` Pod, Service, Namespace, Node,
-//! Endpoints and Event; `policy/v1` Eviction (including its `deleteOptions`);
+//! Endpoints, Event, ConfigMap, Secret and ServiceAccount; `policy/v1` Eviction (including its `deleteOptions`);
 //! and `DeleteOptions` under any apiVersion (every group version registers the
 //! same `meta/v1` DeleteOptions). Anything else is
 //! [`ProtobufError::UnsupportedKind`]; such clients must send JSON.
@@ -206,6 +206,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Node") => convert(&api_version, &kind, &raw, node),
         ("v1", "Endpoints") => convert(&api_version, &kind, &raw, endpoints),
         ("v1", "Event") => convert(&api_version, &kind, &raw, event),
+        ("v1", "ConfigMap") => convert(&api_version, &kind, &raw, config_map),
+        ("v1", "Secret") => convert(&api_version, &kind, &raw, secret),
+        ("v1", "ServiceAccount") => convert(&api_version, &kind, &raw, service_account),
         ("policy/v1", "Eviction") => convert(&api_version, &kind, &raw, eviction),
         (_, "DeleteOptions") => convert(&api_version, &kind, &raw, delete_options),
         _ => Err(ProtobufError::UnsupportedKind {
@@ -347,6 +350,19 @@ impl Fields {
     }
 
     /// `map[string]string` with `omitempty`.
+    /// `map[string][]byte`, omitted when empty: each value in base64, as Go writes bytes.
+    fn bytes_map(self, key: &str, values: &BTreeMap<String, Vec<u8>>) -> Self {
+        use base64::prelude::{BASE64_STANDARD, Engine as _};
+        if values.is_empty() {
+            return self;
+        }
+        let map = values
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(BASE64_STANDARD.encode(v))))
+            .collect();
+        self.put(key, Value::Object(map))
+    }
+
     fn string_map(self, key: &str, values: &BTreeMap<String, String>) -> Self {
         if values.is_empty() {
             return self;
@@ -767,6 +783,41 @@ fn event(e: &corev1::Event) -> Rendered {
         .object("related", &e.related, object_reference)
         .string_req("reportingComponent", &e.reporting_component)
         .string_req("reportingInstance", &e.reporting_instance)
+        .build()
+}
+
+fn config_map(c: &corev1::ConfigMap) -> Rendered {
+    Fields::new()
+        .object_req("metadata", &c.metadata, object_meta)
+        .bool_ptr("immutable", c.immutable)
+        .string_map("data", &c.data)
+        .bytes_map("binaryData", &c.binary_data)
+        .build()
+}
+
+fn secret(c: &corev1::Secret) -> Rendered {
+    Fields::new()
+        .object_req("metadata", &c.metadata, object_meta)
+        .bool_ptr("immutable", c.immutable)
+        .bytes_map("data", &c.data)
+        .string_map("stringData", &c.string_data)
+        .string("type", &c.r#type)
+        .build()
+}
+
+fn service_account(a: &corev1::ServiceAccount) -> Rendered {
+    Fields::new()
+        .object_req("metadata", &a.metadata, object_meta)
+        .list("secrets", &a.secrets, object_reference)
+        .list(
+            "imagePullSecrets",
+            &a.image_pull_secrets,
+            local_object_reference,
+        )
+        .bool_ptr(
+            "automountServiceAccountToken",
+            a.automount_service_account_token,
+        )
         .build()
 }
 
@@ -1625,6 +1676,43 @@ mod tests {
     #[test]
     fn kubectl_create_deployment_body() {
         assert_eq!(decoded(KUBECTL_CREATE_DEPLOYMENT), web_deployment_json());
+    }
+
+    /// What `kubectl create secret generic s --from-literal=password=hunter2` and
+    /// `kubectl create configmap c --from-literal=mode=fast` build: Go writes bytes in
+    /// base64 and leaves out the empty maps.
+    #[test]
+    fn secrets_and_config_maps_keep_their_data() {
+        let bytes = |pairs: &[(&str, &[u8])]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                .collect()
+        };
+        let secret = corev1::Secret {
+            metadata: Some(go_meta("s", &[])),
+            immutable: None,
+            data: bytes(&[("password", b"hunter2"), ("raw", &[0, 255])]),
+            string_data: map(&[("user", "admin")]),
+            r#type: s("Opaque"),
+        };
+        assert_eq!(
+            decoded(&envelope("v1", "Secret", &secret)),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                   "data": {"password": "aHVudGVyMg==", "raw": "AP8="},
+                   "stringData": {"user": "admin"}, "type": "Opaque"})
+        );
+        let config = corev1::ConfigMap {
+            metadata: Some(go_meta("c", &[])),
+            immutable: Some(true),
+            data: map(&[("mode", "fast")]),
+            binary_data: BTreeMap::new(),
+        };
+        assert_eq!(
+            decoded(&envelope("v1", "ConfigMap", &config)),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                   "immutable": true, "data": {"mode": "fast"}})
+        );
     }
 
     #[test]
@@ -2736,16 +2824,20 @@ mod tests {
 
     #[test]
     fn rejects_unsupported_kinds() {
-        let body = envelope("v1", "ConfigMap", &corev1::ConfigMap::default());
+        let body = envelope(
+            "v1",
+            "PersistentVolume",
+            &corev1::PersistentVolume::default(),
+        );
         let err = decode_error(&body);
         assert!(
             matches!(&err, ProtobufError::UnsupportedKind { api_version, kind }
-                if api_version == "v1" && kind == "ConfigMap"),
+                if api_version == "v1" && kind == "PersistentVolume"),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
-            "unsupported kind \"ConfigMap\" (apiVersion \"v1\") in a protobuf body; \
+            "unsupported kind \"PersistentVolume\" (apiVersion \"v1\") in a protobuf body; \
              send it as application/json"
         );
         // The right kind in the wrong group version is not guessed at.
@@ -2910,6 +3002,9 @@ mod tests {
             ("v1", "Node"),
             ("v1", "Endpoints"),
             ("v1", "Event"),
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("v1", "ServiceAccount"),
             ("policy/v1", "Eviction"),
             ("v1", "DeleteOptions"),
         ];

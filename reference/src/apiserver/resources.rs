@@ -683,6 +683,7 @@ fn merge_update(
         meta.remove("managedFields");
     }
     let mut next = admit(r, next, query)?;
+    validate::validate_update(r, current, &next).map_err(|e| ApiError::Invalid(e, r))?;
     if r.has_spec && next.get("spec") != current.get("spec") {
         let generation = meta::path(current, "metadata.generation")
             .and_then(Value::as_i64)

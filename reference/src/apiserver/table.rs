@@ -61,6 +61,13 @@ fn columns(kind: &str) -> Vec<Column> {
         "Namespace" => &[("Status", "string", 0), ("Age", "string", 0)],
         "Endpoints" => &[("Endpoints", "string", 0), ("Age", "string", 0)],
         "Lease" => &[("Holder", "string", 0), ("Age", "string", 0)],
+        "ConfigMap" => &[("Data", "integer", 0), ("Age", "string", 0)],
+        "Secret" => &[
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "ServiceAccount" => &[("Secrets", "integer", 0), ("Age", "string", 0)],
         _ => &[("Age", "string", 0)],
     });
     cols
@@ -284,6 +291,23 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             json!(text(obj, "/spec/holderIdentity", "")),
             json!(age(obj)),
         ],
+        "ConfigMap" => vec![
+            json!(entries(obj, "data") + entries(obj, "binaryData")),
+            json!(age(obj)),
+        ],
+        "Secret" => vec![
+            json!(text(obj, "/type", "Opaque")),
+            json!(entries(obj, "data")),
+            json!(age(obj)),
+        ],
+        "ServiceAccount" => vec![
+            json!(
+                obj.get("secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            json!(age(obj)),
+        ],
         "Endpoints" => {
             let mut eps = Vec::new();
             for subset in obj
@@ -322,6 +346,13 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
     };
     row.extend(rest);
     row
+}
+
+/// How many keys an object's map field holds.
+fn entries(obj: &Value, field: &str) -> usize {
+    obj.get(field)
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len())
 }
 
 /// One row: cells and the object's metadata.

@@ -20,6 +20,7 @@
 //! | `replicaset.rs` | ReplicaSets, and the pods they own (from a cache, with `expectations.rs`) | pods (create, adopt, release, delete); `replicasets/{name}/status` |
 //! | `deployment.rs` | Deployments, and the ReplicaSets they own | ReplicaSets (create, scale, prune history); `deployments/{name}/status` |
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
+//! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
 //!
 //! The chain Deployment → ReplicaSet → Pod is held together by `ownerReferences`: the
 //! Deployment controller creates ReplicaSets that name their Deployment as controller, the
@@ -78,6 +79,7 @@ mod expectations;
 mod garbage_collector;
 pub mod node_lifecycle;
 mod replicaset;
+pub mod service_accounts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -157,6 +159,7 @@ pub async fn run_with(
         deployment::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         endpoints::run(client.clone(), shutdown.clone()),
+        service_accounts::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");

@@ -1,0 +1,418 @@
+//! # ConfigMaps and Secrets in a container: environment variables and files
+//!
+//! A pod names ConfigMaps and Secrets in three places: `env[].valueFrom.configMapKeyRef`
+//! and `.secretKeyRef` (one key as one variable), `envFrom` (every key as a variable, after
+//! an optional prefix), and `volumes[].configMap` and `.secret` (every key, or the `items`
+//! chosen, as a file). The agent reads them through the API when it creates a container,
+//! as the kubelet does. One that is missing, and not marked `optional`, keeps the
+//! container from being created: it waits with `CreateContainerConfigError` and says why,
+//! and the next round tries again, so creating the ConfigMap later starts the container.
+//!
+//! Files are written into the pod's directory on this node and mounted read-only. Unlike
+//! the kubelet, the agent does not rewrite them while the container runs: a new container
+//! (a restart) sees the new data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use kube::Api;
+
+/// One ConfigMap's or Secret's data: bytes by key.
+type Data = BTreeMap<String, Vec<u8>>;
+
+/// Which kind of source a reference names.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+impl Kind {
+    /// As Kubernetes' messages name it: `configmap "x" not found`.
+    fn lower(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+        }
+    }
+}
+
+/// The ConfigMaps and Secrets one pod refers to, as they were when read.
+#[derive(Debug, Default)]
+pub(super) struct Sources {
+    namespace: String,
+    config_maps: BTreeMap<String, Option<Data>>,
+    secrets: BTreeMap<String, Option<Data>>,
+}
+
+impl Sources {
+    /// Reads every ConfigMap and Secret the pod names (none: no request).
+    pub(super) async fn read(
+        client: &kube::Client,
+        namespace: &str,
+        spec: Option<&PodSpec>,
+    ) -> Result<Sources, kube::Error> {
+        let (config_map_names, secret_names) = spec.map(named).unwrap_or_default();
+        let mut sources = Sources {
+            namespace: namespace.to_owned(),
+            ..Sources::default()
+        };
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        for name in config_map_names {
+            let data = config_maps.get_opt(&name).await?.map(|c| {
+                let mut data: Data = c
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                data.extend(
+                    c.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                data
+            });
+            sources.config_maps.insert(name, data);
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        for name in secret_names {
+            let data = secrets.get_opt(&name).await?.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            });
+            sources.secrets.insert(name, data);
+        }
+        Ok(sources)
+    }
+
+    /// The data of source `name`; `Ok(None)` if it is missing but optional.
+    fn data(
+        &self,
+        kind: Kind,
+        name: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<&Data>, String> {
+        let found = match kind {
+            Kind::ConfigMap => self.config_maps.get(name),
+            Kind::Secret => self.secrets.get(name),
+        };
+        match found.and_then(Option::as_ref) {
+            Some(data) => Ok(Some(data)),
+            None if optional == Some(true) => Ok(None),
+            None => Err(format!("{} {name:?} not found", kind.lower())),
+        }
+    }
+
+    /// One key of a source; `Ok(None)` if the source or key is missing but optional.
+    fn key(
+        &self,
+        kind: Kind,
+        name: &str,
+        key: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<&[u8]>, String> {
+        let Some(data) = self.data(kind, name, optional)? else {
+            return Ok(None);
+        };
+        match data.get(key) {
+            Some(value) => Ok(Some(value)),
+            None if optional == Some(true) => Ok(None),
+            None => Err(format!(
+                "couldn't find key {key} in {} {}/{name}",
+                kind.title(),
+                self.namespace
+            )),
+        }
+    }
+
+    /// The variables `container` takes from ConfigMaps and Secrets: `envFrom` first, then
+    /// `env`'s references (which win over `envFrom`'s for the same name). Variables of
+    /// `env` that are not references are the caller's.
+    pub(super) fn env(&self, container: &Container) -> Result<Vec<(String, String)>, String> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let mut vars = Vec::new();
+        for from in container.env_from.iter().flatten() {
+            let prefix = from.prefix.as_deref().unwrap_or_default();
+            let data = match (&from.config_map_ref, &from.secret_ref) {
+                (Some(r), _) => self.data(Kind::ConfigMap, &r.name, r.optional)?,
+                (None, Some(r)) => self.data(Kind::Secret, &r.name, r.optional)?,
+                (None, None) => None,
+            };
+            for (key, value) in data.into_iter().flatten() {
+                vars.push((format!("{prefix}{key}"), text(value)));
+            }
+        }
+        for var in container.env.iter().flatten() {
+            let Some(from) = &var.value_from else {
+                continue;
+            };
+            let value = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                (Some(r), _) => self.key(Kind::ConfigMap, &r.name, &r.key, r.optional)?,
+                (None, Some(r)) => self.key(Kind::Secret, &r.name, &r.key, r.optional)?,
+                (None, None) => continue,
+            };
+            if let Some(value) = value {
+                vars.push((var.name.clone(), text(value)));
+            }
+        }
+        Ok(vars)
+    }
+
+    /// Writes a `configMap` or `secret` volume's files into `dir` (emptied first); false for
+    /// a volume of another kind, which is left alone.
+    pub(super) fn write_volume(&self, volume: &Volume, dir: &Path) -> Result<bool, String> {
+        let (kind, name, items, default_mode, optional) = match (&volume.config_map, &volume.secret)
+        {
+            (Some(c), _) => (
+                Kind::ConfigMap,
+                c.name.as_str(),
+                &c.items,
+                c.default_mode,
+                c.optional,
+            ),
+            (None, Some(s)) => (
+                Kind::Secret,
+                s.secret_name.as_deref().unwrap_or_default(),
+                &s.items,
+                s.default_mode,
+                s.optional,
+            ),
+            (None, None) => return Ok(false),
+        };
+        let cannot = |e: std::io::Error| format!("cannot write volume {:?}: {e}", volume.name);
+        // Emptied, not removed: another container of the pod may have it mounted.
+        std::fs::create_dir_all(dir).map_err(cannot)?;
+        for entry in std::fs::read_dir(dir).map_err(cannot)? {
+            let path = entry.map_err(cannot)?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(cannot)?;
+            } else {
+                std::fs::remove_file(&path).map_err(cannot)?;
+            }
+        }
+        let Some(data) = self.data(kind, name, optional)? else {
+            return Ok(true);
+        };
+        let all: Vec<KeyToPath>;
+        let items = match items {
+            Some(items) => items,
+            None => {
+                all = data
+                    .keys()
+                    .map(|key| KeyToPath {
+                        key: key.clone(),
+                        path: key.clone(),
+                        mode: None,
+                    })
+                    .collect();
+                &all
+            }
+        };
+        for item in items {
+            let Some(value) = data.get(&item.key) else {
+                if optional == Some(true) {
+                    continue;
+                }
+                return Err(format!(
+                    "couldn't find key {} in {} {}/{name}",
+                    item.key,
+                    kind.title(),
+                    self.namespace
+                ));
+            };
+            let relative = Path::new(&item.path);
+            if !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+            {
+                return Err(format!(
+                    "volume {:?}: path {:?} must be relative and must not contain '..'",
+                    volume.name, item.path
+                ));
+            }
+            let file = dir.join(relative);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(cannot)?;
+            }
+            std::fs::write(&file, value).map_err(cannot)?;
+            let mode = item.mode.or(default_mode).unwrap_or(0o644);
+            set_mode(&file, mode).map_err(cannot)?;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(file: &Path, mode: i32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = u32::try_from(mode & 0o777).unwrap_or(0o644);
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: i32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The names of the ConfigMaps and of the Secrets a pod spec refers to.
+fn named(spec: &PodSpec) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut config_maps, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for from in c.env_from.iter().flatten() {
+            config_maps.extend(from.config_map_ref.as_ref().map(|r| r.name.clone()));
+            secrets.extend(from.secret_ref.as_ref().map(|r| r.name.clone()));
+        }
+        for var in c.env.iter().flatten() {
+            let from = var.value_from.as_ref();
+            config_maps.extend(
+                from.and_then(|f| f.config_map_key_ref.as_ref())
+                    .map(|r| r.name.clone()),
+            );
+            secrets.extend(
+                from.and_then(|f| f.secret_key_ref.as_ref())
+                    .map(|r| r.name.clone()),
+            );
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        config_maps.extend(v.config_map.as_ref().map(|c| c.name.clone()));
+        secrets.extend(v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+    }
+    (config_maps, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sources() -> Sources {
+        let data = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        Sources {
+            namespace: "default".into(),
+            config_maps: [
+                (
+                    "settings".to_owned(),
+                    data(&[("mode", "fast"), ("level", "3")]),
+                ),
+                ("gone".to_owned(), None),
+            ]
+            .into(),
+            secrets: [("login".to_owned(), data(&[("user", "admin")]))].into(),
+        }
+    }
+
+    fn container(value: serde_json::Value) -> Container {
+        serde_json::from_value(value).expect("a container")
+    }
+
+    #[test]
+    fn variables_come_from_env_from_then_from_references() {
+        let c = container(json!({"name": "c", "envFrom": [
+                {"configMapRef": {"name": "settings"}, "prefix": "APP_"},
+                {"secretRef": {"name": "login"}}],
+            "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+                    {"name": "PLAIN", "value": "left to the caller"},
+                    {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}}]}));
+        assert_eq!(
+            sources().env(&c).expect("resolved"),
+            [
+                ("APP_level".to_owned(), "3".to_owned()),
+                ("APP_mode".to_owned(), "fast".to_owned()),
+                ("user".to_owned(), "admin".to_owned()),
+                ("MODE".to_owned(), "fast".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_source_or_key_says_which_unless_optional() {
+        let missing =
+            container(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone"}}]}));
+        assert_eq!(
+            sources().env(&missing),
+            Err("configmap \"gone\" not found".into())
+        );
+        let no_key = container(json!({"name": "c", "env": [{"name": "X", "valueFrom":
+            {"secretKeyRef": {"name": "login", "key": "password"}}}]}));
+        assert_eq!(
+            sources().env(&no_key),
+            Err("couldn't find key password in Secret default/login".into())
+        );
+        let optional = container(
+            json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone", "optional": true}}]}),
+        );
+        assert_eq!(sources().env(&optional), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_volume_holds_one_file_per_key_or_the_items_chosen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all: Volume =
+            serde_json::from_value(json!({"name": "v", "configMap": {"name": "settings"}}))
+                .expect("a volume");
+        assert_eq!(sources().write_volume(&all, dir.path()), Ok(true));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("mode")).expect("mode"),
+            "fast"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("level")).expect("level"),
+            "3"
+        );
+
+        let chosen: Volume =
+            serde_json::from_value(json!({"name": "v", "secret": {"secretName": "login",
+            "items": [{"key": "user", "path": "conf/user.txt", "mode": 0o400}]}}))
+            .expect("a volume");
+        assert_eq!(sources().write_volume(&chosen, dir.path()), Ok(true));
+        assert!(
+            !dir.path().join("mode").exists(),
+            "the directory is written afresh"
+        );
+        let file = dir.path().join("conf/user.txt");
+        assert_eq!(std::fs::read_to_string(&file).expect("user"), "admin");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o400);
+        }
+
+        let escaping: Volume =
+            serde_json::from_value(json!({"name": "v", "secret": {"secretName": "login",
+            "items": [{"key": "user", "path": "../outside"}]}}))
+            .expect("a volume");
+        assert!(sources().write_volume(&escaping, dir.path()).is_err());
+        let empty: Volume =
+            serde_json::from_value(json!({"name": "v", "emptyDir": {}})).expect("a volume");
+        assert_eq!(sources().write_volume(&empty, dir.path()), Ok(false));
+    }
+}
