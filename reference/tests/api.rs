@@ -520,6 +520,32 @@ async fn config_maps_and_secrets_hold_data_as_kubernetes_does() {
         c.get(&format!("{maps}/frozen")).await.body["data"]["mode"],
         "fast"
     );
+
+    // deletecollection removes what the selector keeps, and only that.
+    for (name, app) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let r = c
+            .post(
+                maps,
+                &json!({"metadata": {"name": name, "labels": {"app": app}}}),
+            )
+            .await;
+        assert_eq!(r.code, 201, "{}", r.body);
+    }
+    let r = c
+        .request(
+            "DELETE",
+            &format!("{maps}?labelSelector=app%3Da"),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.body["kind"], "ConfigMapList", "{}", r.body);
+    assert_eq!(names(&r.body), ["a1", "a2"]);
+    assert_eq!(
+        names(&c.get(&format!("{maps}?labelSelector=app")).await.body),
+        ["b1"]
+    );
     cp.stop().await;
 }
 

@@ -653,3 +653,66 @@ async fn every_namespace_gets_a_default_service_account_back_whatever_happens_to
     assert_eq!(again.name_any(), "default");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_s_endpoints_are_also_published_as_endpoint_slices() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let c = Cluster::start().await;
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    services
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})),
+        )
+        .await
+        .expect("service created");
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let slice_of = |want: fn(&EndpointSlice) -> bool| {
+        let slices = slices.clone();
+        async move { slices.get_opt("web-0").await.ok().flatten().filter(&want) }
+    };
+    let empty = eventually("an empty slice for web", || {
+        slice_of(|s| s.endpoints.is_empty())
+    })
+    .await;
+    assert_eq!(empty.labels()["kubernetes.io/service-name"], "web");
+
+    let pod: Pod = from_json(
+        json!({"metadata": {"name": "web-a", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "probe", "image": "shipshape/probe:v1"}]}}),
+    );
+    c.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    let status = json!({"status": {"phase": "Running", "podIP": "10.1.0.7",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    c.pods()
+        .patch_status("web-a", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("pod status written");
+    let ready = eventually("web-a ready in the slice", || {
+        slice_of(|s| {
+            s.endpoints.iter().any(|e| {
+                e.addresses == ["10.1.0.7"]
+                    && e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+            })
+        })
+    })
+    .await;
+    let ports = ready.ports.unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port, Some(8080));
+
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("service deleted");
+    eventually("the slice gone with its service", || async {
+        matches!(slices.get_opt("web-0").await, Ok(None)).then_some(())
+    })
+    .await;
+    c.stop().await;
+}

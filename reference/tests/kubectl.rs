@@ -400,6 +400,16 @@ fn kubectl_rolls_out_and_back() {
         .parse()
         .expect("a node port");
     assert_eq!(versions_through(port), ["v1"]);
+    // The service's ready pods, as EndpointSlices too.
+    let slices = cluster.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name} {.items[*].endpoints[*].conditions.ready}",
+    ]);
+    assert!(slices.starts_with("web-0 true"), "{slices}");
 
     // set image → revision 2, rolled out step by step, v2 answering.
     cluster.ok(&["set", "image", "deployment/web", "probe=shipshape/probe:v2"]);

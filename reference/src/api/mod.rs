@@ -21,6 +21,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -175,6 +176,7 @@ pub const RESOURCES: &[Resource] = &[
         .sub(&["status", "proxy"])
         .spec(),
     Resource::of::<Endpoints>("endpoints").short(&["ep"]),
+    Resource::of::<EndpointSlice>("endpointslice"),
     Resource::of::<Event>("event").short(&["ev"]),
     // Configuration handed to pods: plain data, checked and stored, nothing more.
     Resource::of::<ConfigMap>("configmap").short(&["cm"]),
@@ -197,7 +199,11 @@ pub const RESOURCES: &[Resource] = &[
 ];
 
 /// The groups other than core, with their one version each.
-pub const GROUPS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1")];
+pub const GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("coordination.k8s.io", "v1"),
+    ("discovery.k8s.io", "v1"),
+];
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

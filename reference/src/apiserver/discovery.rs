@@ -63,7 +63,14 @@ pub fn group(name: &str) -> Option<Value> {
 }
 
 const ALL_VERBS: &[&str] = &[
-    "create", "delete", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 
 /// The kind, group and version a subresource is exchanged as, and its verbs.

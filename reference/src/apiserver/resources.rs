@@ -129,6 +129,11 @@ pub(super) async fn dispatch(
             let kind = patch_kind(&parts)?;
             ok(rescale(shared, r, ns, name, &query, Change::Patch(kind, &body)).await?)
         }
+        (&Method::DELETE, None, None) => {
+            let options = delete_options(&parts, &body, &query)?;
+            let deleted = delete_collection(shared, r, ns, &query, &options).await?;
+            list_of(r, object_form, deleted)
+        }
         (&Method::DELETE, Some(name), None) => {
             let options = delete_options(&parts, &body, &query)?;
             ok(delete(shared, r, ns, name, &options).await?)
@@ -348,6 +353,18 @@ fn list_response(
     }
     body.extend_from_slice(b"]}");
     Ok(json_bytes_response(StatusCode::OK, body))
+}
+
+/// A list of objects already in memory (what a `deletecollection` removed), in `form`.
+fn list_of(
+    r: &'static Resource,
+    form: Form,
+    items: Vec<Value>,
+) -> Result<http::Response<Body>, ApiError> {
+    let (kind, api_version) = form.list_type(r);
+    let items: Vec<Value> = items.into_iter().map(|obj| form.object(r, obj)).collect();
+    let list = json!({"kind": kind, "apiVersion": api_version, "metadata": {}, "items": items});
+    Ok(json_response(StatusCode::OK, &list))
 }
 
 /// Checks that a body's apiVersion and kind (if given) are this resource's; fills them in.
@@ -920,6 +937,33 @@ fn orphan_dependents(
         }
     }
     Ok(ops)
+}
+
+/// `deletecollection`: deletes every object the query's selectors keep, one by one, each as
+/// a DELETE of its own would; returns what was deleted. An object another client deleted
+/// meanwhile is skipped.
+async fn delete_collection(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    query: &Query,
+    options: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let mut names = Vec::new();
+    list(shared, r, ns, query, |_, obj| {
+        let namespace = meta::meta_str(&obj, "namespace").map(str::to_owned);
+        names.push((namespace, meta::name(&obj).unwrap_or_default().to_owned()));
+        Ok(())
+    })?;
+    let mut deleted = Vec::with_capacity(names.len());
+    for (namespace, name) in names {
+        match delete(shared, r, namespace.as_deref().or(ns), &name, options).await {
+            Ok(gone) => deleted.push(gone),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }
 
 async fn delete(

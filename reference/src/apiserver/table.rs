@@ -68,6 +68,12 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Age", "string", 0),
         ],
         "ServiceAccount" => &[("Secrets", "integer", 0), ("Age", "string", 0)],
+        "EndpointSlice" => &[
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => &[("Age", "string", 0)],
     });
     cols
@@ -300,6 +306,39 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             json!(entries(obj, "data")),
             json!(age(obj)),
         ],
+        "EndpointSlice" => {
+            let listed = |field: &str| {
+                obj.get(field)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let ports: Vec<String> = listed("ports")
+                .iter()
+                .map(|p| int(p, "/port").to_string())
+                .collect();
+            let addresses: Vec<String> = listed("endpoints")
+                .iter()
+                .filter_map(|e| {
+                    e.pointer("/addresses/0")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            let or_none = |v: Vec<String>| {
+                if v.is_empty() {
+                    "<unset>".to_owned()
+                } else {
+                    v.join(",")
+                }
+            };
+            vec![
+                json!(text(obj, "/addressType", "")),
+                json!(or_none(ports)),
+                json!(or_none(addresses)),
+                json!(age(obj)),
+            ]
+        }
         "ServiceAccount" => vec![
             json!(
                 obj.get("secrets")

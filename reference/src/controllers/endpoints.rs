@@ -8,14 +8,21 @@
 //! A pod that is terminating is left out at once, before its containers get SIGTERM: the
 //! proxy stops sending it new connections while it finishes the ones it has.
 //!
+//! Next to the Endpoints it keeps the same addresses as EndpointSlices
+//! (`discovery.k8s.io/v1`), which newer clients read instead: one slice per group of ports,
+//! named `<service>-<n>` and labelled `kubernetes.io/service-name`, each endpoint with its
+//! `ready`, `serving` and `terminating` conditions; a Service with no endpoints keeps one
+//! empty slice, as in Kubernetes.
+//!
 //! It is woken by changes to Services and to pods (a pod maps to the Services whose selector
-//! matches it), and a sweep removes Endpoints whose Service is gone.
+//! matches it), and a sweep removes Endpoints and EndpointSlices whose Service is gone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -135,6 +142,119 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
             subset
         })
         .collect()
+}
+
+/// The label naming a slice's Service.
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label naming who manages a slice, and this controller's value for it.
+const MANAGED_BY: (&str, &str) = (
+    "endpointslice.kubernetes.io/managed-by",
+    "endpointslice-controller.k8s.io",
+);
+
+/// The EndpointSlices that say what a Service's Endpoints `subsets` say: one per subset
+/// (a group of pods with the same ports), or one empty slice when there is none.
+pub fn slices(service: &str, subsets: &[Value]) -> Vec<Value> {
+    let slice = |n: usize, endpoints: Value, ports: Value| {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{service}-{n}"),
+                "labels": {SERVICE_NAME: service, MANAGED_BY.0: MANAGED_BY.1},
+            },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports,
+        })
+    };
+    if subsets.is_empty() {
+        return vec![slice(0, json!([]), Value::Null)];
+    }
+    let endpoint = |address: &Value, ready: bool| {
+        json!({
+            "addresses": [address.get("ip")],
+            "conditions": {"ready": ready, "serving": ready, "terminating": false},
+            "nodeName": address.get("nodeName"),
+            "targetRef": address.get("targetRef"),
+        })
+    };
+    let listed = |subset: &Value, field: &str| -> Vec<Value> {
+        subset
+            .get(field)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    subsets
+        .iter()
+        .enumerate()
+        .map(|(n, subset)| {
+            let ready = listed(subset, "addresses")
+                .into_iter()
+                .map(|a| endpoint(&a, true));
+            let not_ready = listed(subset, "notReadyAddresses")
+                .into_iter()
+                .map(|a| endpoint(&a, false));
+            let ports = subset.get("ports").cloned().unwrap_or(Value::Null);
+            slice(n, Value::Array(ready.chain(not_ready).collect()), ports)
+        })
+        .collect()
+}
+
+/// Makes the Service's EndpointSlices say what `subsets` say: creates, replaces and removes
+/// slices of its label as needed.
+async fn write_slices(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    subsets: &[Value],
+) -> Result<(), ControllerError> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let what = |verb: &str| format!("{verb} the endpoint slices of {namespace}/{service}");
+    let existing = api
+        .list(&ListParams::default().labels(&format!("{SERVICE_NAME}={service}")))
+        .await
+        .map_err(ControllerError::api(what("list")))?;
+    let desired = slices(service, subsets);
+    for mut wanted in desired.iter().cloned() {
+        let name = wanted["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let current = existing.items.iter().find(|s| s.name_any() == name);
+        if let Some(current) = current {
+            let same = json!({"endpoints": current.endpoints, "ports": current.ports})
+                == json!({"endpoints": wanted["endpoints"], "ports": wanted["ports"]});
+            if same {
+                continue;
+            }
+            wanted["metadata"]["resourceVersion"] = json!(current.resource_version());
+        }
+        let slice: EndpointSlice =
+            serde_json::from_value(wanted).map_err(|e| ControllerError::Malformed {
+                object: format!("EndpointSlice {namespace}/{name}"),
+                reason: e.to_string(),
+            })?;
+        let written = match current {
+            Some(_) => api.replace(&name, &PostParams::default(), &slice).await,
+            None => api.create(&PostParams::default(), &slice).await,
+        };
+        written.map_err(ControllerError::api(what("write")))?;
+    }
+    for extra in existing.items.iter().filter(|s| {
+        let name = s.name_any();
+        !desired.iter().any(|d| d["metadata"]["name"] == json!(name))
+    }) {
+        match api
+            .delete(&extra.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(ControllerError::api(what("remove"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A target port (a number, or the name of one of the pod's container ports) as a number.
@@ -268,10 +388,11 @@ async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Contr
             }
         }
     }
+    write_slices(&ctx.client, &namespace, &name, &subsets).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Removes Endpoints whose Service is gone.
+/// Removes Endpoints and EndpointSlices whose Service is gone.
 async fn sweep(client: Client, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -289,15 +410,34 @@ async fn sweep(client: Client, mut shutdown: watch::Receiver<bool>) {
         ) else {
             continue;
         };
-        for ep in endpoints.items {
-            let (ns, name) = (ep.namespace().unwrap_or_default(), ep.name_any());
-            let served = services
+        let served = |ns: &str, name: &str| {
+            services
                 .items
                 .iter()
-                .any(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == name);
-            if !served {
+                .any(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)
+        };
+        for ep in endpoints.items {
+            let (ns, name) = (ep.namespace().unwrap_or_default(), ep.name_any());
+            if !served(&ns, &name) {
                 let _ = Api::<Endpoints>::namespaced(client.clone(), &ns)
                     .delete(&name, &DeleteParams::default())
+                    .await;
+            }
+        }
+        let ours = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+        let Ok(slices) = Api::<EndpointSlice>::all(client.clone()).list(&ours).await else {
+            continue;
+        };
+        for slice in slices.items {
+            let ns = slice.namespace().unwrap_or_default();
+            let service = slice
+                .labels()
+                .get(SERVICE_NAME)
+                .cloned()
+                .unwrap_or_default();
+            if !served(&ns, &service) {
+                let _ = Api::<EndpointSlice>::namespaced(client.clone(), &ns)
+                    .delete(&slice.name_any(), &DeleteParams::default())
                     .await;
             }
         }
@@ -350,5 +490,43 @@ mod tests {
     fn no_selector_no_subsets() {
         let service = json!({"spec": {"ports": [{"port": 80}]}});
         assert!(subsets(&service, &[pod("a", "10.0.0.1", true, json!({}))]).is_empty());
+    }
+
+    #[test]
+    fn slices_say_what_the_subsets_say() {
+        let service = json!({"spec": {"selector": {"app": "web"},
+                                      "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+        let pods = [
+            pod("a", "10.0.0.1", true, json!({"app": "web"})),
+            pod("b", "10.0.0.2", false, json!({"app": "web"})),
+        ];
+        let made = slices("web", &subsets(&service, &pods));
+        assert_eq!(made.len(), 1);
+        let slice = &made[0];
+        assert_eq!(slice["metadata"]["name"], "web-0");
+        assert_eq!(slice["metadata"]["labels"][SERVICE_NAME], "web");
+        assert_eq!(
+            slice["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+        );
+        let endpoints: Vec<(Value, Value)> = slice["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .map(|e| (e["addresses"][0].clone(), e["conditions"]["ready"].clone()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                (json!("10.0.0.1"), json!(true)),
+                (json!("10.0.0.2"), json!(false))
+            ]
+        );
+        // A typed EndpointSlice can be made of it.
+        serde_json::from_value::<EndpointSlice>(slice.clone()).expect("an EndpointSlice");
+        // No endpoints: one empty slice.
+        let empty = slices("web", &[]);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0]["endpoints"], json!([]));
     }
 }
