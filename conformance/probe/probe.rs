@@ -26,6 +26,9 @@
 //! address the resolver gives is the one dialled, as any client does — which is how DNS
 //! round robin spreads the requests.
 //!
+//! `probe run SECONDS [CODE]` is a batch task, for jobs: it works (sleeps) SECONDS seconds,
+//! says so, and exits with CODE (0 by default).
+//!
 //! `probe check PORT/PATH...` is a health check to run inside the container (an image
 //! `FROM scratch` has no shell and no curl): it asks `http://127.0.0.1:PORT/PATH` for each
 //! argument and exits 0 when every answer is 2xx, 1 otherwise.
@@ -97,6 +100,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("check") {
         std::process::exit(check(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("run") {
+        std::process::exit(run(&args[2..]));
     }
     if std::env::var("PROBE_BROKEN").is_ok_and(|v| v == "1") {
         eprintln!("probe: this is the broken image; exiting with code 1");
@@ -454,6 +460,18 @@ fn param(query: &str, name: &str) -> Option<String> {
 
 /// The health check: asks `http://127.0.0.1:PORT/PATH` for each `PORT/PATH` argument and
 /// returns the exit code, 0 when every answer is 2xx.
+fn run(args: &[String]) -> i32 {
+    let seconds = args.first().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s >= 0.0);
+    let code = args.get(1).map_or(Some(0), |c| c.parse::<i32>().ok());
+    let (Some(seconds), Some(code)) = (seconds, code) else {
+        eprintln!("probe run: usage: probe run SECONDS [EXIT-CODE]");
+        return 2;
+    };
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    println!("probe run: worked {seconds} s, exiting with code {code}");
+    code
+}
+
 fn check(targets: &[String]) -> i32 {
     if targets.is_empty() {
         eprintln!("probe check: name at least one PORT/PATH to ask");

@@ -508,7 +508,8 @@ async fn the_garbage_collector_deletes_only_what_is_certainly_orphaned() {
     };
     let rs_owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone",
                           "uid": "00000000-0000-0000-0000-000000000000"});
-    let job_owner = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "batch",
+    // A kind this apiserver does not serve: the collector cannot tell if it exists.
+    let job_owner = json!({"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
                            "uid": "11111111-1111-1111-1111-111111111111"});
     // A ReplicaSet of the owner's name exists, but it is not the owner: another uid.
     let namesake: ReplicaSet = from_json(json!({
@@ -712,6 +713,149 @@ async fn a_service_s_endpoints_are_also_published_as_endpoint_slices() {
         .expect("service deleted");
     eventually("the slice gone with its service", || async {
         matches!(slices.get_opt("web-0").await, Ok(None)).then_some(())
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_runs_pods_to_completion_and_fails_past_its_backoff_limit() {
+    use k8s_openapi::api::batch::v1::Job;
+    let c = Cluster::start().await;
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let template = json!({"spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "work", "image": "shipshape/probe:v1"}]
+    }});
+    // A job that does not say how its pods restart is refused, and nothing is written.
+    let refused = jobs
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "bad"}, "spec": {"template": pod_template("x", "img")}})),
+        )
+        .await
+        .expect_err("a job whose pods restart Always is invalid");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 422 && s.message.contains("restartPolicy")),
+        "{refused}"
+    );
+    assert!(jobs.get_opt("bad").await.expect("get").is_none());
+
+    let job = jobs
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "batch"},
+                "spec": {"completions": 3, "parallelism": 2, "template": template}})),
+        )
+        .await
+        .expect("job created");
+    let uid = job.uid().expect("uid");
+    let spec = job.spec.clone().expect("spec");
+    assert_eq!(spec.backoff_limit, Some(6), "defaulted");
+    let selected = spec
+        .selector
+        .and_then(|s| s.match_labels)
+        .unwrap_or_default();
+    assert_eq!(
+        selected.get("batch.kubernetes.io/controller-uid"),
+        Some(&uid)
+    );
+
+    // Two at a time; each one that succeeds makes room for the next, up to three.
+    let mut done = 0;
+    while done < 3 {
+        let running = eventually("the job's pods", || async {
+            let pods = c.active_pods_of(&uid).await;
+            let active: Vec<Pod> = pods
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded"))
+                .collect();
+            assert!(
+                active.len() <= 2,
+                "parallelism 2, yet {} pods run",
+                active.len()
+            );
+            (active.len() == 2.min(3 - done)).then_some(active)
+        })
+        .await;
+        let pod = &running[0];
+        assert_eq!(
+            pod.labels().get("job-name").map(String::as_str),
+            Some("batch")
+        );
+        c.pods()
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+            )
+            .await
+            .expect("pod succeeded");
+        done += 1;
+    }
+    let complete = eventually("the job to complete", || async {
+        let job = jobs.get("batch").await.ok()?;
+        let status = job.status.clone()?;
+        let complete = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
+        complete.then_some(status)
+    })
+    .await;
+    assert_eq!(complete.succeeded, Some(3));
+    assert!(complete.completion_time.is_some());
+    assert!(
+        c.event_reasons("batch")
+            .await
+            .contains(&"Completed".to_owned())
+    );
+
+    // A job allowed no retry fails with its first failed pod.
+    let strict = jobs
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "strict"},
+                "spec": {"backoffLimit": 0, "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "work", "image": "shipshape/probe:v1"}]}}}})),
+        )
+        .await
+        .expect("job created");
+    let strict_uid = strict.uid().expect("uid");
+    let pod = eventually("the strict job's pod", || async {
+        c.active_pods_of(&strict_uid).await.into_iter().next()
+    })
+    .await;
+    c.pods()
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+        )
+        .await
+        .expect("pod failed");
+    let failed = eventually("the strict job to fail", || async {
+        let status = jobs.get("strict").await.ok()?.status?;
+        let reason = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failed" && c.status == "True")?
+            .reason
+            .clone();
+        Some((status.failed, reason))
+    })
+    .await;
+    assert_eq!(failed, (Some(1), Some("BackoffLimitExceeded".to_owned())));
+
+    // Deleting a job takes its pods along.
+    jobs.delete("batch", &DeleteParams::background())
+        .await
+        .expect("job deleted");
+    eventually("the deleted job's pods to go", || async {
+        c.active_pods_of(&uid).await.is_empty().then_some(())
     })
     .await;
     c.stop().await;

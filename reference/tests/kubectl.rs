@@ -301,6 +301,35 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         &format!("{proxy}/file?path=/etc/login/user"),
     ]);
     assert_eq!(user, "admin");
+
+    // A job, sent as protobuf too: its pod works a second on the node and ends well.
+    let created = cluster.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=shipshape/probe:v1",
+        "--",
+        "/probe",
+        "run",
+        "1",
+    ]);
+    assert!(created.contains("job.batch/once created"), "{created}");
+    let done = cluster.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    assert!(done.contains("condition met"), "{done}");
+    let table = cluster.ok(&["get", "jobs"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("once") && l.contains("Complete") && l.contains("1/1")),
+        "{table}"
+    );
+    let logs = cluster.ok(&["logs", "job/once"]);
+    assert!(logs.contains("worked 1 s"), "{logs}");
     cluster.interrupt();
 }
 

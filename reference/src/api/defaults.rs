@@ -36,6 +36,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
             pod_spec(child(child(spec, "template"), "spec"));
         }
+        "Job" => job(root),
         "ReplicaSet" => {
             let spec = child(root, "spec");
             default(spec, "replicas", json!(1));
@@ -75,6 +76,55 @@ pub fn apply(kind: &str, obj: &mut Value) {
         _ => {}
     }
 }
+
+/// A Job's defaults, and the selector Kubernetes generates for it: its pods carry the
+/// Job's uid (`batch.kubernetes.io/controller-uid`) and name, and are selected by the uid.
+fn job(root: &mut Map<String, Value>) {
+    let uid = root
+        .get("metadata")
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let spec = child(root, "spec");
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        default(spec, "completions", json!(1));
+    }
+    default(spec, "parallelism", json!(1));
+    default(spec, "backoffLimit", json!(6));
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    if let Some(uid) = uid.filter(|_| spec.get("manualSelector") != Some(&json!(true))) {
+        default(
+            spec,
+            "selector",
+            json!({"matchLabels": {JOB_UID_LABEL: uid}}),
+        );
+        let labels = child(child(child(spec, "template"), "metadata"), "labels");
+        for (key, value) in [
+            (JOB_UID_LABEL, &uid),
+            (JOB_NAME_LABEL, &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            default(labels, key, json!(value));
+        }
+    }
+    pod_spec(child(child(spec, "template"), "spec"));
+}
+
+/// The label carrying the uid of the Job a pod belongs to.
+pub const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The label carrying the name of the Job a pod belongs to.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "restartPolicy", json!("Always"));

@@ -17,6 +17,7 @@ pub mod selector;
 pub mod validate;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
@@ -196,11 +197,14 @@ pub const RESOURCES: &[Resource] = &[
     // runs the scheduler and the controllers with one (`kube-system/shipshape-controllers`),
     // as Kubernetes' components do; node agents renew one each as their heartbeat.
     Resource::of::<Lease>("lease"),
+    // Pods that run to completion ([`crate::controllers`]' job controller).
+    Resource::of::<Job>("job").sub(&["status"]).spec(),
 ];
 
 /// The groups other than core, with their one version each.
 pub const GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
 ];

@@ -179,6 +179,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
         "Service" => validate_service(obj, &mut causes),
         "ConfigMap" | "Secret" => validate_data(obj, &mut causes),
+        "Job" => validate_job(obj, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
@@ -348,6 +349,73 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
 /// twice, and at most 1 MiB in all (a value must fit in one store write).
+/// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
+/// non-negative, and its selector be the one the server generates unless `manualSelector`.
+fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec");
+    let field = |name: &str| spec.and_then(|s| s.get(name));
+    for (name, least) in [
+        ("parallelism", 0),
+        ("completions", 0),
+        ("backoffLimit", 0),
+        ("ttlSecondsAfterFinished", 0),
+        ("activeDeadlineSeconds", 1),
+    ] {
+        if let Some(n) = field(name).and_then(Value::as_i64).filter(|n| *n < least) {
+            let message = if least == 0 {
+                "must be greater than or equal to 0"
+            } else {
+                "must be greater than 0"
+            };
+            causes.push(invalid(&format!("spec.{name}"), n, message));
+        }
+    }
+    // Without `manualSelector`, the selector is the one made of the Job's own uid
+    // ([`super::defaults`]): a new Job's uid is fresh, so a client cannot have written it.
+    let generated = meta::meta_str(obj, "uid")
+        .map(|uid| serde_json::json!({"matchLabels": {crate::api::defaults::JOB_UID_LABEL: uid}}));
+    if field("selector").is_some()
+        && field("manualSelector") != Some(&Value::Bool(true))
+        && field("selector") != generated.as_ref()
+    {
+        causes.push(invalid(
+            "spec.selector",
+            field("selector").map(Value::to_string).unwrap_or_default(),
+            "`selector` will be auto-generated",
+        ));
+    }
+    let mode = field("completionMode").and_then(Value::as_str);
+    if let Some(mode) = mode.filter(|m| *m != "NonIndexed") {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.completionMode".into(),
+            message: format!(
+                "Unsupported value: \"{mode}\": supported values: \"NonIndexed\" (shipshape does not run Indexed jobs)"
+            ),
+        });
+    }
+    let template = field("template").and_then(|t| t.get("spec"));
+    let policy = template
+        .and_then(|s| s.get("restartPolicy"))
+        .and_then(Value::as_str);
+    match policy {
+        Some("OnFailure" | "Never") => {}
+        None => causes.push(Cause {
+            reason: "FieldValueRequired",
+            field: "spec.template.spec.restartPolicy".into(),
+            message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
+        }),
+        Some(other) => causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.template.spec.restartPolicy".into(),
+            message: format!(
+                "Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""
+            ),
+        }),
+    }
+    validate_pod_spec(template, "spec.template.spec", causes);
+}
+
 fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
     const MAX_SIZE: usize = 1024 * 1024;
     let mut seen = std::collections::BTreeSet::new();
@@ -414,6 +482,21 @@ pub fn validate_update(
                 field: "immutable".into(),
                 message: "Forbidden: field is immutable when `immutable` is set".into(),
             });
+        }
+    }
+    if resource.kind == "Job" {
+        for field in ["selector", "template", "completions", "completionMode"] {
+            let (was, is) = (
+                old.pointer(&format!("/spec/{field}")),
+                new.pointer(&format!("/spec/{field}")),
+            );
+            if was != is {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: format!("spec.{field}"),
+                    message: "Invalid value: field is immutable".into(),
+                });
+            }
         }
     }
     if causes.is_empty() {

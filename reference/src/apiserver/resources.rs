@@ -478,11 +478,12 @@ async fn create(
             meta.insert("name".into(), json!(name));
         }
     }
+    // The uid comes before defaulting: a Job's generated selector is made of it.
+    metadata_mut(&mut obj).insert("uid".into(), json!(new_uid()));
     let mut obj = admit(r, obj, query)?;
     let name = meta::name(&obj).unwrap_or_default().to_owned();
     {
         let meta = metadata_mut(&mut obj);
-        meta.insert("uid".into(), json!(new_uid()));
         meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");

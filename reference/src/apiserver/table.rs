@@ -68,6 +68,15 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Age", "string", 0),
         ],
         "ServiceAccount" => &[("Secrets", "integer", 0), ("Age", "string", 0)],
+        "Job" => &[
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         "EndpointSlice" => &[
             ("AddressType", "string", 0),
             ("Ports", "string", 0),
@@ -293,6 +302,50 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![json!(text(obj, "/status/phase", "Active")), json!(age(obj))],
+        "Job" => {
+            let holds = |kind: &str| {
+                obj.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == kind && c["status"] == "True")
+            };
+            let status = ["Complete", "Failed", "Suspended"]
+                .into_iter()
+                .find(|kind| holds(kind))
+                .unwrap_or("Running");
+            let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+                Some(n) => format!("{}/{n}", int(obj, "/status/succeeded")),
+                None => format!(
+                    "{}/1 of {}",
+                    int(obj, "/status/succeeded"),
+                    int(obj, "/spec/parallelism")
+                ),
+            };
+            let instant = |pointer: &str| {
+                obj.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            };
+            let duration = match instant("/status/startTime") {
+                Some(start) => {
+                    let end =
+                        instant("/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
+                    human_duration(end.as_second() - start.as_second())
+                }
+                None => String::new(),
+            };
+            let containers = obj.pointer("/spec/template/spec/containers");
+            vec![
+                json!(status),
+                json!(completions),
+                json!(duration),
+                json!(age(obj)),
+                json!(joined(containers, "name")),
+                json!(joined(containers, "image")),
+                json!(selector(obj, "/spec/selector/matchLabels")),
+            ]
+        }
         "Lease" => vec![
             json!(text(obj, "/spec/holderIdentity", "")),
             json!(age(obj)),

@@ -39,6 +39,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -112,6 +113,7 @@ struct Gc {
     client: Client,
     deployments: Store<PartialObjectMeta<Deployment>>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    jobs: Store<PartialObjectMeta<Job>>,
 }
 
 impl Gc {
@@ -151,6 +153,10 @@ impl Gc {
                 .replicasets
                 .get(&key(&reference.name, namespace))
                 .and_then(|o| o.metadata.uid.clone()),
+            "Job" => self
+                .jobs
+                .get(&key(&reference.name, namespace))
+                .and_then(|o| o.metadata.uid.clone()),
             _ => None,
         };
         if owner_from(reference, cached.as_deref()) == Owner::Present {
@@ -186,11 +192,13 @@ impl Gc {
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
+    let (jobs, jobs_writer) = reflector::store();
     let (owner_deleted, _) = watch::channel(0u64);
     let gc = Arc::new(Gc {
         client: client.clone(),
         deployments,
         replicasets,
+        jobs,
     });
     tokio::join!(
         watch_owners(
@@ -202,6 +210,12 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         watch_owners(
             Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
             replicasets_writer,
+            &owner_deleted,
+            shutdown.clone(),
+        ),
+        watch_owners(
+            Api::<PartialObjectMeta<Job>>::all(client.clone()),
+            jobs_writer,
             &owner_deleted,
             shutdown.clone(),
         ),
@@ -394,7 +408,7 @@ mod tests {
             served(&reference("v1", "Node")).map(|r| r.plural),
             Some("nodes")
         );
-        assert!(served(&reference("batch/v1", "Job")).is_none());
+        assert!(served(&reference("batch/v1", "CronJob")).is_none());
         assert!(served(&reference("apps/v2", "Deployment")).is_none());
         assert!(served(&reference("v1", "Deployment")).is_none());
     }

@@ -20,6 +20,7 @@
 //! | `replicaset.rs` | ReplicaSets, and the pods they own (from a cache, with `expectations.rs`) | pods (create, adopt, release, delete); `replicasets/{name}/status` |
 //! | `deployment.rs` | Deployments, and the ReplicaSets they own | ReplicaSets (create, scale, prune history); `deployments/{name}/status` |
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
+//! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
 //! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
 //!
 //! The chain Deployment → ReplicaSet → Pod is held together by `ownerReferences`: the
@@ -77,6 +78,7 @@ mod deployment;
 pub mod endpoints;
 mod expectations;
 mod garbage_collector;
+mod jobs;
 pub mod node_lifecycle;
 mod replicaset;
 pub mod service_accounts;
@@ -160,6 +162,7 @@ pub async fn run_with(
         garbage_collector::run(client.clone(), shutdown.clone()),
         endpoints::run(client.clone(), shutdown.clone()),
         service_accounts::run(client.clone(), shutdown.clone()),
+        jobs::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");
