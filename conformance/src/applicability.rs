@@ -64,6 +64,7 @@ pub const SIDE_BY_SIDE: &[&str] = &[
     "delete-replica",
     "pods",
     "reach-replica",
+    "jobs",
 ];
 
 /// Whether a scenario must run with no other scenario beside it.

@@ -410,6 +410,55 @@ pub struct PodSpec {
     pub termination_grace_seconds: Option<u32>,
 }
 
+/// A job: pods that each do a piece of work and end, run until enough of them have ended
+/// well ([`Capability::Jobs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Name of the job, unique within its namespace.
+    pub name: String,
+    /// The image each pod runs (one container per pod).
+    pub image: String,
+    /// How many pods must end well for the job to be complete.
+    pub completions: u32,
+    /// How many of its pods may run at once.
+    pub parallelism: u32,
+    /// How many times a failed pod is tried again before the job fails.
+    pub retries: u32,
+    /// Environment of each pod's container (how the probe is told to work and end).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A job as the system reports it: how it ended, if it has, and the pods it ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobState {
+    /// `None` while it runs.
+    pub outcome: Option<JobOutcome>,
+    /// Every pod it ran that the system still knows, finished ones included.
+    pub pods: Vec<JobPod>,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Enough of its pods ended well.
+    Complete,
+    /// It gave up, for the system's reason.
+    Failed(String),
+}
+
+/// One pod a job ran: its phase, and when its container ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobPod {
+    /// The pod's (task's) name.
+    pub name: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// When its container started, once it has.
+    pub started: Option<SystemTime>,
+    /// When its container ended, once it has.
+    pub finished: Option<SystemTime>,
+}
+
 /// Whether the system took a pod on when it was submitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -509,11 +558,14 @@ pub enum Capability {
     /// drain it (cordon it and move every replica off it) ([`Driver::cordon_node`],
     /// [`Driver::drain_node`]).
     DrainNode,
+    /// `@jobs`: run a job of pods to completion, and read it back ([`Driver::run_job`],
+    /// [`Driver::read_job`]).
+    Jobs,
 }
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
@@ -521,6 +573,7 @@ impl Capability {
         Capability::Pods,
         Capability::ReachReplica,
         Capability::DrainNode,
+        Capability::Jobs,
     ];
 
     /// The capability tag scenarios use to say they need it.
@@ -533,6 +586,7 @@ impl Capability {
             Capability::Pods => "pods",
             Capability::ReachReplica => "reach-replica",
             Capability::DrainNode => "drain-node",
+            Capability::Jobs => "jobs",
         }
     }
 }
@@ -1038,6 +1092,28 @@ pub trait Driver: fmt::Debug + Send + Sync {
     /// done ([`Capability::DrainNode`]).
     fn drain_node<'a>(&'a self, node: &'a str) -> DriverFuture<'a, ()> {
         unsupported(self, Capability::DrainNode, format!("drain node {node}"))
+    }
+
+    /// Submits a job; returns once the system has accepted it ([`Capability::Jobs`]).
+    fn run_job<'a>(&'a self, namespace: &'a str, job: &'a JobSpec) -> DriverFuture<'a, ()> {
+        unsupported(
+            self,
+            Capability::Jobs,
+            format!("run job {namespace}/{}", job.name),
+        )
+    }
+
+    /// Reads a job and the pods it ran; `None` if it does not exist ([`Capability::Jobs`]).
+    fn read_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Option<JobState>> {
+        unsupported(
+            self,
+            Capability::Jobs,
+            format!("read job {namespace}/{name}"),
+        )
     }
 
     /// Stops what the driver started for the run (processes, clusters), cleanly: called

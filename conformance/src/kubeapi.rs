@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy, ReplicaSet,
     RollingUpdateDeployment,
 };
+use k8s_openapi::api::batch::v1::{Job, JobSpec as KubeJobSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, Namespace,
@@ -21,14 +22,15 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::driver::{
-    Admission, Amount, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, NodeStatus, Phase,
-    Placement, PodSpec as KitPodSpec, Replica, Resources, RestartPolicy, Revision, RevisionEntry,
-    Rollout, RolloutStatus, ServiceSpec, Strategy, Taint,
+    Admission, Amount, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, JobOutcome, JobPod,
+    JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec, Replica, Resources,
+    RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus, ServiceSpec, Strategy, Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -887,18 +889,31 @@ pub async fn list_replicas(
 }
 
 /// Reads one pod as a replica.
+/// A pod's phase; one nobody has reported on yet is pending.
+fn phase_of(namespace: &str, pod: &Pod) -> anyhow::Result<Phase> {
+    Ok(
+        match pod
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref())
+        {
+            None | Some("Pending") => Phase::Pending,
+            Some("Running") => Phase::Running,
+            Some("Succeeded") => Phase::Succeeded,
+            Some("Failed") => Phase::Failed,
+            Some("Unknown") => Phase::Unknown,
+            Some(other) => bail!(
+                "pod {namespace}/{} reports an unknown phase {other:?}",
+                pod.name_any()
+            ),
+        },
+    )
+}
+
 fn replica_of(namespace: &str, pod: &Pod) -> anyhow::Result<Replica> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref();
-    let phase = match status.and_then(|status| status.phase.as_deref()) {
-        // A pod nobody has reported on yet is pending.
-        None | Some("Pending") => Phase::Pending,
-        Some("Running") => Phase::Running,
-        Some("Succeeded") => Phase::Succeeded,
-        Some("Failed") => Phase::Failed,
-        Some("Unknown") => Phase::Unknown,
-        Some(other) => bail!("pod {namespace}/{name} reports an unknown phase {other:?}"),
-    };
+    let phase = phase_of(namespace, pod)?;
     let conditions = status
         .and_then(|status| status.conditions.as_deref())
         .unwrap_or_default();
@@ -1019,6 +1034,110 @@ pub async fn run_pod(
             Err(error).with_context(|| format!("failed to create pod {namespace}/{}", spec.name))
         }
     }
+}
+
+/// `kubectl create job`, with the kit's counts: `completions` pods must succeed,
+/// `parallelism` run at once, a failed one is retried `retries` times (`backoffLimit`);
+/// each pod runs once (`restartPolicy: Never`), so every try is a pod of its own.
+pub async fn run_job(client: &kube::Client, namespace: &str, spec: &JobSpec) -> anyhow::Result<()> {
+    let count = |n: u32| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let container = ContainerSpec {
+        name: "probe".to_owned(),
+        image: spec.image.clone(),
+        env: spec.env.clone(),
+        ..ContainerSpec::default()
+    };
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(KubeJobSpec {
+            completions: count(spec.completions),
+            parallelism: count(spec.parallelism),
+            backoff_limit: count(spec.retries),
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(PodSpec {
+                    containers: vec![container_of(&container)],
+                    restart_policy: Some("Never".to_owned()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..KubeJobSpec::default()
+        }),
+        status: None,
+    };
+    Api::<Job>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &job)
+        .await
+        .with_context(|| format!("failed to create job {namespace}/{}", spec.name))?;
+    Ok(())
+}
+
+/// A Job's outcome (its `Complete` or `Failed` condition) and the pods its selector finds.
+pub async fn read_job(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Option<JobState>> {
+    let Some(job) = Api::<Job>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("failed to read job {namespace}/{name}"))?
+    else {
+        return Ok(None);
+    };
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone());
+    let holds = |kind: &str| {
+        conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind && c.status == "True")
+    };
+    let outcome = if holds("Complete").is_some() {
+        Some(JobOutcome::Complete)
+    } else {
+        holds("Failed").map(|c| {
+            JobOutcome::Failed(format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.as_deref().unwrap_or_default()
+            ))
+        })
+    };
+    let selector = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .map(label_selector_string)
+        .ok_or_else(|| anyhow!("job {namespace}/{name} has no selector"))?;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .with_context(|| format!("failed to list the pods of job {namespace}/{name}"))?;
+    let time = |t: &Time| std::time::SystemTime::from(t.0);
+    let mut ran = Vec::new();
+    for pod in &pods.items {
+        let state = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref());
+        let running = state.and_then(|s| s.running.as_ref());
+        let ended = state.and_then(|s| s.terminated.as_ref());
+        ran.push(JobPod {
+            name: pod.name_any(),
+            phase: phase_of(namespace, pod)?,
+            started: running
+                .and_then(|r| r.started_at.as_ref())
+                .or(ended.and_then(|t| t.started_at.as_ref()))
+                .map(time),
+            finished: ended.and_then(|t| t.finished_at.as_ref()).map(time),
+        });
+    }
+    Ok(Some(JobState { outcome, pods: ran }))
 }
 
 /// The Pod for the kit's description (images pulled as [`pull_policy`] says).

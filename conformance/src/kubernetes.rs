@@ -77,8 +77,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::docker::Engine;
 use crate::driver::{
     Admission, Capability, ContainerSpec, DeploymentSpec, Driver, DriverFuture, Fault, HttpRequest,
-    HttpResponse, MULTI_NODE, NodeSpec, NodeStatus, PodSpec, Replica, Revision, RevisionEntry,
-    RolloutStatus, ServiceSpec, Support, Taint,
+    HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec, Replica, Revision,
+    RevisionEntry, RolloutStatus, ServiceSpec, Support, Taint,
 };
 use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
@@ -1540,7 +1540,8 @@ impl Driver for KubernetesDriver {
             Capability::LabelNode
             | Capability::TaintNode
             | Capability::Pods
-            | Capability::DrainNode => Support::Yes,
+            | Capability::DrainNode
+            | Capability::Jobs => Support::Yes,
             Capability::ReachReplica => match &self.replica_path {
                 Ok(_) => Support::Yes,
                 Err(why) => Support::No(why.clone()),
@@ -1597,6 +1598,20 @@ impl Driver for KubernetesDriver {
     ) -> DriverFuture<'a, Option<Replica>> {
         let client = self.client();
         async move { kubeapi::read_replica(&client, namespace, name).await }.boxed()
+    }
+
+    fn run_job<'a>(&'a self, namespace: &'a str, job: &'a JobSpec) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::run_job(&client, namespace, job).await }.boxed()
+    }
+
+    fn read_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Option<JobState>> {
+        let client = self.client();
+        async move { kubeapi::read_job(&client, namespace, name).await }.boxed()
     }
 
     fn request_replica<'a>(

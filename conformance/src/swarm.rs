@@ -19,6 +19,7 @@
 //! | rollout status | `UpdateStatus` (`paused` is a stalled rollout) and the tasks running the current spec |
 //! | roll back | an update with `rollback=previous` |
 //! | pod | a service of one replica, its restart policy the pod's |
+//! | job (completions, parallelism, retries) | a `replicated-job` service: `TotalCompletions`, `MaxConcurrent`, restart `on-failure` with `MaxAttempts` (`none` for no retry); complete once enough tasks are, failed once none is left to run and a slot used up its tries |
 //! | node label, cordon, drain | node spec labels, availability `pause`, availability `drain` |
 //! | kill a container | `POST /containers/{id}/kill` on the task's container |
 //!
@@ -67,9 +68,9 @@ use serde_json::{Value, json};
 
 use crate::driver::{
     Admission, Amount, Capability, CheckAction, DeploymentSpec, Driver, DriverFuture, Fault,
-    HealthCheck, HttpRequest, HttpResponse, MULTI_NODE, NodeStatus, Phase, Placement, PodSpec,
-    Replica, Resources, RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus,
-    ServiceSpec, Strategy, Support,
+    HealthCheck, HttpRequest, HttpResponse, JobOutcome, JobPod, JobSpec, JobState, MULTI_NODE,
+    NodeStatus, Phase, Placement, PodSpec, Replica, Resources, RestartPolicy, Revision,
+    RevisionEntry, Rollout, RolloutStatus, ServiceSpec, Strategy, Support,
 };
 use crate::kubeapi::RUN_LABEL;
 use crate::{plain_http, reaper};
@@ -615,26 +616,8 @@ impl SwarmDriver {
         let slot = task.pointer("/Slot").and_then(Value::as_i64).unwrap_or(0);
         let state = text(task, "/Status/State").unwrap_or("new");
         let desired = text(task, "/DesiredState").unwrap_or("running");
-        let phase = match state {
-            "new" | "allocated" | "pending" | "assigned" | "accepted" | "preparing" | "ready" => {
-                Phase::Pending
-            }
-            "starting" | "running" => Phase::Running,
-            "complete" => Phase::Succeeded,
-            // The node refused it; the swarm schedules it anew: still to be placed.
-            "rejected" if desired != "shutdown" => Phase::Pending,
-            "failed" | "rejected" => Phase::Failed,
-            _ => Phase::Unknown,
-        };
-        let container = match text(task, "/Status/ContainerStatus/ContainerID") {
-            Some(id) => self
-                .docker
-                .inspect_container(id, None::<InspectContainerOptions>)
-                .await
-                .ok()
-                .map(|inspected| json_of(&inspected)),
-            None => None,
-        };
+        let phase = task_phase(task);
+        let container = self.task_container(task).await;
         // Whether the service checks its containers' health shows on the container: the
         // task's spec as bollard reads it has lost the check (see `health_checks`).
         let checked = container.as_ref().is_some_and(|container| {
@@ -687,6 +670,16 @@ impl SwarmDriver {
         }
     }
 
+    /// The container of a task, inspected, if it has one on this engine.
+    async fn task_container(&self, task: &Value) -> Option<Value> {
+        let id = text(task, "/Status/ContainerStatus/ContainerID")?;
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .map(|inspected| json_of(&inspected))
+    }
+
     /// The live tasks of a service — wanted running, or running on their way out —
     /// as replicas.
     async fn live_replicas(&self, namespace: &str, service: &str) -> anyhow::Result<Vec<Replica>> {
@@ -731,8 +724,19 @@ impl SwarmDriver {
 
     /// Creates a service for a workload of a namespace.
     async fn create_service(&self, namespace: &str, workload: &Workload<'_>) -> anyhow::Result<()> {
+        self.create_service_as(namespace, workload, |_| {}).await
+    }
+
+    /// Creates a service for a workload of a namespace, its spec changed by `adjust` first.
+    async fn create_service_as(
+        &self,
+        namespace: &str,
+        workload: &Workload<'_>,
+        adjust: impl FnOnce(&mut Value),
+    ) -> anyhow::Result<()> {
         let state = self.namespace(namespace).await?;
-        let spec = service_spec(workload, &self.run_id, namespace, &state.network)?;
+        let mut spec = service_spec(workload, &self.run_id, namespace, &state.network)?;
+        adjust(&mut spec);
         if let Some(check) = spec.pointer("/TaskTemplate/ContainerSpec/HealthCheck") {
             self.health_checks
                 .lock()
@@ -915,6 +919,55 @@ fn service_spec(
         spec["RollbackConfig"] = update;
     }
     Ok(spec)
+}
+
+/// A task's state as a pod's phase.
+fn task_phase(task: &Value) -> Phase {
+    let desired = text(task, "/DesiredState").unwrap_or("running");
+    match text(task, "/Status/State").unwrap_or("new") {
+        "new" | "allocated" | "pending" | "assigned" | "accepted" | "preparing" | "ready" => {
+            Phase::Pending
+        }
+        "starting" | "running" => Phase::Running,
+        "complete" => Phase::Succeeded,
+        // The node refused it; the swarm schedules it anew: still to be placed.
+        "rejected" if desired != "shutdown" => Phase::Pending,
+        "failed" | "rejected" => Phase::Failed,
+        _ => Phase::Unknown,
+    }
+}
+
+/// How a Swarm job has ended, from its tasks: complete once `completions` tasks have, failed
+/// once none is left to run and a slot has failed more often than it may be tried again.
+fn job_outcome(tasks: &[Value], completions: usize, retries: usize) -> Option<JobOutcome> {
+    let phases: Vec<Phase> = tasks.iter().map(task_phase).collect();
+    if phases.iter().filter(|p| **p == Phase::Succeeded).count() >= completions {
+        return Some(JobOutcome::Complete);
+    }
+    if phases
+        .iter()
+        .any(|p| matches!(p, Phase::Pending | Phase::Running))
+    {
+        return None;
+    }
+    let mut failures: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    for (task, phase) in tasks.iter().zip(&phases) {
+        if *phase == Phase::Failed {
+            let slot = task.pointer("/Slot").and_then(Value::as_i64).unwrap_or(0);
+            let why = text(task, "/Status/Err").unwrap_or("failed");
+            failures.entry(slot).or_default().push(why);
+        }
+    }
+    failures
+        .into_iter()
+        .find(|(_, errors)| errors.len() > retries)
+        .map(|(slot, errors)| {
+            JobOutcome::Failed(format!(
+                "every one of the {} tries of slot {slot} failed (last: {})",
+                errors.len(),
+                errors.first().copied().unwrap_or_default()
+            ))
+        })
 }
 
 /// A service spec as bollard's type — refused if that type would drop anything of it
@@ -1648,7 +1701,8 @@ impl Driver for SwarmDriver {
             Capability::LabelNode
             | Capability::Pods
             | Capability::ReachReplica
-            | Capability::DrainNode => Support::Yes,
+            | Capability::DrainNode
+            | Capability::Jobs => Support::Yes,
         }
     }
 
@@ -1802,6 +1856,88 @@ impl Driver for SwarmDriver {
                 .ok_or_else(|| anyhow!("replica {namespace}/{replica} has no address yet"))?;
             self.relay(namespace, &format!("{ip}:{port}{}", request.path), request)
                 .await
+        }
+        .boxed()
+    }
+
+    fn run_job<'a>(&'a self, namespace: &'a str, job: &'a JobSpec) -> DriverFuture<'a, ()> {
+        async move {
+            let no_labels = BTreeMap::new();
+            let workload = Workload {
+                name: &job.name,
+                kind: "job",
+                image: &job.image,
+                env: job.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                replicas: job.completions,
+                labels: &no_labels,
+                placement: &Placement::default(),
+                requests: &Resources::default(),
+                checks: Vec::new(),
+                restart: RestartPolicy::OnFailure,
+                rollout: &Rollout::default(),
+                grace_seconds: None,
+            };
+            self.create_service_as(namespace, &workload, |spec| {
+                spec["Mode"] = json!({"ReplicatedJob": {
+                    "MaxConcurrent": job.parallelism,
+                    "TotalCompletions": job.completions,
+                }});
+                // Swarm reads 0 attempts as "no limit": a job tried no more runs once.
+                spec["TaskTemplate"]["RestartPolicy"] = if job.retries == 0 {
+                    json!({"Condition": "none"})
+                } else {
+                    json!({"Condition": "on-failure", "MaxAttempts": job.retries})
+                };
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn read_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Option<JobState>> {
+        async move {
+            let service_name = Self::service_name(namespace, name);
+            let Some(service) = self.service(&service_name).await? else {
+                return Ok(None);
+            };
+            let number = |pointer: &str| {
+                service
+                    .pointer(pointer)
+                    .and_then(Value::as_u64)
+                    .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            };
+            let completions = number("/Spec/Mode/ReplicatedJob/TotalCompletions");
+            let retries = number("/Spec/TaskTemplate/RestartPolicy/MaxAttempts");
+            let tasks = self.tasks(&service_name).await?;
+            let mut pods = Vec::new();
+            for task in &tasks {
+                let container = self.task_container(task).await;
+                let time = |pointer: &str| {
+                    container
+                        .as_ref()
+                        .and_then(|c| text(c, pointer))
+                        .filter(|t| !t.starts_with("0001-"))
+                        .and_then(parse_time)
+                };
+                let slot = task.pointer("/Slot").and_then(Value::as_i64).unwrap_or(0);
+                pods.push(JobPod {
+                    name: format!(
+                        "{service_name}.{slot}.{}",
+                        text(task, "/ID").unwrap_or_default()
+                    ),
+                    phase: task_phase(task),
+                    started: time("/State/StartedAt"),
+                    finished: time("/State/FinishedAt"),
+                });
+            }
+            Ok(Some(JobState {
+                outcome: job_outcome(&tasks, completions, retries),
+                pods,
+            }))
         }
         .boxed()
     }

@@ -32,6 +32,7 @@
 
 mod consistency;
 mod healing;
+mod jobs;
 mod placement;
 mod pods;
 mod rollout;

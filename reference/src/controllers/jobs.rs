@@ -183,7 +183,9 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     let mut conditions = conditions;
     let finish = if finished.is_some() {
         None
-    } else if failed + restarts > spec.backoff_limit.unwrap_or(6) {
+    } else if failed + restarts > spec.backoff_limit.unwrap_or(6)
+        && !crate::failpoints::on!("jobs::retry-forever")
+    {
         Some(Finish::BackoffLimitExceeded)
     } else if deadline.is_some_and(|d| now.as_second() >= d) && !suspended {
         Some(Finish::DeadlineExceeded)
@@ -224,7 +226,12 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
             None if succeeded > 0 => 0,
             None => i32::MAX,
         };
-        spec.parallelism.unwrap_or(1).min(left).max(0)
+        let parallelism = if crate::failpoints::on!("jobs::ignore-parallelism") {
+            i32::MAX
+        } else {
+            spec.parallelism.unwrap_or(1)
+        };
+        parallelism.min(left).max(0)
     };
     let have = active.len() as i32;
     if have > wanted {

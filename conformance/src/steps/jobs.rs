@@ -1,0 +1,290 @@
+//! Sentences about jobs (`features/jobs.feature`): pods that do a piece of work and end,
+//! so many at a time, tried again when they fail.
+//!
+//! Each pod of a job runs the kit's `probe`, told by its environment to work a few seconds
+//! and end (`EXIT_AFTER`), well or with a failure code (`EXIT_CODE`). How many ran at
+//! once is read from when each pod's container started and ended, as the system reports
+//! them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use anyhow::anyhow;
+use cucumber::{then, when};
+
+use super::{StepResult, Wait, fail};
+use crate::driver::{JobOutcome, JobPod, JobSpec, JobState, Phase};
+use crate::world::ConformanceWorld;
+
+/// How many times a failed pod is tried again when a scenario does not say: Kubernetes'
+/// default.
+const DEFAULT_RETRIES: u32 = 6;
+
+/// Systems report when containers started and ended in whole seconds, so two pods, one
+/// starting in the second the other ended, may seem to overlap by up to this much.
+const TIMESTAMP_SLACK: Duration = Duration::from_secs(1);
+
+async fn submit(
+    world: &mut ConformanceWorld,
+    name: String,
+    completions: u32,
+    parallelism: u32,
+    retries: u32,
+    seconds: u32,
+    code: i32,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let job = JobSpec {
+        image: driver.probe_image("v1"),
+        completions,
+        parallelism,
+        retries,
+        env: BTreeMap::from([
+            ("EXIT_AFTER".to_owned(), seconds.to_string()),
+            ("EXIT_CODE".to_owned(), code.to_string()),
+        ]),
+        name,
+    };
+    driver.run_job(&namespace, &job).await?;
+    Ok(())
+}
+
+#[when(
+    expr = "a job {string} is created that needs {int} probe pod(s) to end well, {int} at a time, each working {int} second(s)"
+)]
+async fn job_that_works(
+    world: &mut ConformanceWorld,
+    name: String,
+    completions: u32,
+    parallelism: u32,
+    seconds: u32,
+) -> StepResult {
+    submit(
+        world,
+        name,
+        completions,
+        parallelism,
+        DEFAULT_RETRIES,
+        seconds,
+        0,
+    )
+    .await
+}
+
+#[when(
+    expr = "a job {string} is created that needs {int} probe pod(s) to end well, tried again at most {int} time(s), each failing with code {int} after {int} second(s)"
+)]
+async fn job_that_fails(
+    world: &mut ConformanceWorld,
+    name: String,
+    completions: u32,
+    retries: u32,
+    code: i32,
+    seconds: u32,
+) -> StepResult {
+    submit(world, name, completions, 1, retries, seconds, code).await
+}
+
+/// Reads a job, which must exist.
+async fn read(world: &mut ConformanceWorld, name: &str) -> anyhow::Result<JobState> {
+    let namespace = world.namespace().await?;
+    world
+        .driver()?
+        .read_job(&namespace, name)
+        .await?
+        .ok_or_else(|| anyhow!("job {namespace}/{name} does not exist"))
+}
+
+/// `3 pods: a Succeeded, b Failed, c Running`.
+fn describe(job: &JobState) -> String {
+    let pods: Vec<String> = job
+        .pods
+        .iter()
+        .map(|pod| format!("{} {:?}", pod.name, pod.phase))
+        .collect();
+    let outcome = match &job.outcome {
+        None => "running".to_owned(),
+        Some(JobOutcome::Complete) => "complete".to_owned(),
+        Some(JobOutcome::Failed(why)) => format!("failed ({why})"),
+    };
+    format!("{outcome}, {} pod(s): {}", pods.len(), pods.join(", "))
+}
+
+fn count(job: &JobState, phase: Phase) -> usize {
+    job.pods.iter().filter(|pod| pod.phase == phase).count()
+}
+
+/// Waits until the job has an outcome that `ended` accepts.
+async fn wait_for_outcome(
+    world: &mut ConformanceWorld,
+    name: &str,
+    seconds: u64,
+    what: &str,
+    ended: impl Fn(&JobOutcome) -> bool,
+) -> anyhow::Result<JobState> {
+    let wait = Wait::new(seconds, format!("job {name} {what}"));
+    loop {
+        let last = match read(world, name).await {
+            Ok(job) if job.outcome.as_ref().is_some_and(&ended) => {
+                wait.done(world);
+                return Ok(job);
+            }
+            Ok(job) => describe(&job),
+            Err(error) => format!("{error:#}"),
+        };
+        wait.again(&last).await?;
+    }
+}
+
+#[then(expr = "within {int} seconds the job {string} is complete, with {int} pod(s) ended well")]
+async fn job_complete(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    name: String,
+    pods: usize,
+) -> StepResult {
+    let job = wait_for_outcome(world, &name, seconds, "complete", |outcome| {
+        *outcome == JobOutcome::Complete
+    })
+    .await?;
+    if count(&job, Phase::Succeeded) != pods || count(&job, Phase::Failed) != 0 {
+        fail!(
+            "job {name} is complete, but not with {pods} pod(s) ended well and none failed: {}",
+            describe(&job)
+        );
+    }
+    Ok(())
+}
+
+#[then(expr = "within {int} seconds the job {string} has failed, after {int} pod(s) failed")]
+async fn job_failed(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    name: String,
+    pods: usize,
+) -> StepResult {
+    let job = wait_for_outcome(world, &name, seconds, "failed", |outcome| {
+        matches!(outcome, JobOutcome::Failed(_))
+    })
+    .await?;
+    if count(&job, Phase::Failed) != pods || count(&job, Phase::Succeeded) != 0 {
+        fail!(
+            "job {name} has failed, but not after exactly {pods} failed pod(s): {}",
+            describe(&job)
+        );
+    }
+    Ok(())
+}
+
+#[then(expr = "for {int} seconds the job {string} runs no more pods")]
+async fn job_runs_no_more(world: &mut ConformanceWorld, seconds: u64, name: String) -> StepResult {
+    let first = read(world, &name).await?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < until {
+        let now = read(world, &name).await?;
+        let live: Vec<&JobPod> = now
+            .pods
+            .iter()
+            .filter(|pod| matches!(pod.phase, Phase::Pending | Phase::Running))
+            .collect();
+        if now.pods.len() > first.pods.len() || !live.is_empty() {
+            fail!(
+                "job {name} ended, yet runs pods again: first {}, now {}",
+                describe(&first),
+                describe(&now)
+            );
+        }
+        tokio::time::sleep(super::POLL).await;
+    }
+    Ok(())
+}
+
+/// The most pods whose containers ran at one instant, each interval shortened by
+/// [`TIMESTAMP_SLACK`]: `(count, the pods at that instant)`.
+fn most_at_once(pods: &[JobPod]) -> (usize, Vec<String>) {
+    let half = TIMESTAMP_SLACK / 2;
+    let far = SystemTime::now() + Duration::from_secs(3_600);
+    let spans: Vec<(SystemTime, SystemTime, &str)> = pods
+        .iter()
+        .filter_map(|pod| {
+            let start = pod.started? + half;
+            let end = pod.finished.unwrap_or(far).checked_sub(half)?;
+            (start < end).then_some((start, end, pod.name.as_str()))
+        })
+        .collect();
+    let mut most = (0, Vec::new());
+    for (instant, _, _) in &spans {
+        let at: Vec<String> = spans
+            .iter()
+            .filter(|(start, end, _)| start <= instant && instant < end)
+            .map(|(_, _, name)| (*name).to_owned())
+            .collect();
+        if at.len() > most.0 {
+            most = (at.len(), at);
+        }
+    }
+    most
+}
+
+#[then(expr = "at no time did more than {int} pods of the job {string} run at once")]
+async fn job_parallelism(world: &mut ConformanceWorld, limit: usize, name: String) -> StepResult {
+    let job = read(world, &name).await?;
+    let unstarted: Vec<&str> = job
+        .pods
+        .iter()
+        .filter(|pod| {
+            pod.started.is_none() && matches!(pod.phase, Phase::Succeeded | Phase::Running)
+        })
+        .map(|pod| pod.name.as_str())
+        .collect();
+    if !unstarted.is_empty() {
+        fail!(
+            "the system does not say when the containers of {} ran, so how many ran at once cannot be told",
+            unstarted.join(", ")
+        );
+    }
+    let (most, pods) = most_at_once(&job.pods);
+    if most > limit {
+        fail!(
+            "{most} pods of job {name} ran at once, more than {limit}: {}",
+            pods.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, from: u64, to: Option<u64>) -> JobPod {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        JobPod {
+            name: name.to_owned(),
+            phase: Phase::Succeeded,
+            started: Some(at(from)),
+            finished: to.map(at),
+        }
+    }
+
+    #[test]
+    fn pods_that_follow_each_other_do_not_count_as_at_once() {
+        let pods = [
+            pod("a", 10, Some(12)),
+            pod("b", 12, Some(14)),
+            pod("c", 10, Some(12)),
+        ];
+        assert_eq!(most_at_once(&pods).0, 2);
+        let three = [
+            pod("a", 10, Some(14)),
+            pod("b", 11, Some(14)),
+            pod("c", 12, None),
+        ];
+        assert_eq!(
+            most_at_once(&three),
+            (3, vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(most_at_once(&[]).0, 0);
+    }
+}
