@@ -7,7 +7,7 @@ Feature: A job runs pods until their work is done
   times: past the job's limit, the job fails as a whole and runs nothing more.
 
   Scenario: A job runs its pods until enough of them have ended well, never more at once than it allows
-    When a job "batch" is created that needs 4 probe pods to end well, 2 at a time, each working 2 seconds
+    When a job "batch" is created that needs 4 probe pods to end well, 2 at a time, each working 6 seconds
     Then within 90 seconds the job "batch" is complete, with 4 pods ended well
     And at no time did more than 2 pods of the job "batch" run at once
 

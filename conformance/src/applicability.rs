@@ -65,6 +65,7 @@ pub const SIDE_BY_SIDE: &[&str] = &[
     "pods",
     "reach-replica",
     "jobs",
+    "daemons",
 ];
 
 /// Whether a scenario must run with no other scenario beside it.

@@ -410,6 +410,17 @@ pub struct PodSpec {
     pub termination_grace_seconds: Option<u32>,
 }
 
+/// A daemon: one pod on every node that may run it ([`Capability::Daemons`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonSpec {
+    /// Name of the daemon, unique within its namespace.
+    pub name: String,
+    /// The image its pods run (one container per pod).
+    pub image: String,
+    /// The labels a node must carry to run it (none: every node may).
+    pub node_selector: BTreeMap<String, String>,
+}
+
 /// A job: pods that each do a piece of work and end, run until enough of them have ended
 /// well ([`Capability::Jobs`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -558,6 +569,10 @@ pub enum Capability {
     /// drain it (cordon it and move every replica off it) ([`Driver::cordon_node`],
     /// [`Driver::drain_node`]).
     DrainNode,
+    /// `@daemons`: run a daemon, one pod on every node that may run it, change its image,
+    /// and list its pods ([`Driver::run_daemon`], [`Driver::set_daemon_image`],
+    /// [`Driver::list_daemon_pods`]).
+    Daemons,
     /// `@jobs`: run a job of pods to completion, and read it back ([`Driver::run_job`],
     /// [`Driver::read_job`]).
     Jobs,
@@ -565,7 +580,7 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
@@ -574,6 +589,7 @@ impl Capability {
         Capability::ReachReplica,
         Capability::DrainNode,
         Capability::Jobs,
+        Capability::Daemons,
     ];
 
     /// The capability tag scenarios use to say they need it.
@@ -587,6 +603,7 @@ impl Capability {
             Capability::ReachReplica => "reach-replica",
             Capability::DrainNode => "drain-node",
             Capability::Jobs => "jobs",
+            Capability::Daemons => "daemons",
         }
     }
 }
@@ -1113,6 +1130,47 @@ pub trait Driver: fmt::Debug + Send + Sync {
             self,
             Capability::Jobs,
             format!("read job {namespace}/{name}"),
+        )
+    }
+
+    /// Submits a daemon; returns once the system has accepted it ([`Capability::Daemons`]).
+    fn run_daemon<'a>(
+        &'a self,
+        namespace: &'a str,
+        daemon: &'a DaemonSpec,
+    ) -> DriverFuture<'a, ()> {
+        unsupported(
+            self,
+            Capability::Daemons,
+            format!("run daemon {namespace}/{}", daemon.name),
+        )
+    }
+
+    /// Changes the image of a daemon's pods, to be rolled out node by node
+    /// ([`Capability::Daemons`]).
+    fn set_daemon_image<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        image: &'a str,
+    ) -> DriverFuture<'a, ()> {
+        unsupported(
+            self,
+            Capability::Daemons,
+            format!("set the image of daemon {namespace}/{name} to {image}"),
+        )
+    }
+
+    /// Lists the pods of a daemon, with the node each runs on ([`Capability::Daemons`]).
+    fn list_daemon_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<Replica>> {
+        unsupported(
+            self,
+            Capability::Daemons,
+            format!("list the pods of daemon {namespace}/{name}"),
         )
     }
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy, ReplicaSet,
-    RollingUpdateDeployment,
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy,
+    ReplicaSet, RollingUpdateDeployment,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec as KubeJobSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,9 +28,10 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::driver::{
-    Admission, Amount, CheckAction, ContainerSpec, DeploymentSpec, HealthCheck, JobOutcome, JobPod,
-    JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec, Replica, Resources,
-    RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus, ServiceSpec, Strategy, Taint,
+    Admission, Amount, CheckAction, ContainerSpec, DaemonSpec, DeploymentSpec, HealthCheck,
+    JobOutcome, JobPod, JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec,
+    Replica, Resources, RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus,
+    ServiceSpec, Strategy, Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -1034,6 +1035,88 @@ pub async fn run_pod(
             Err(error).with_context(|| format!("failed to create pod {namespace}/{}", spec.name))
         }
     }
+}
+
+/// Label that ties a daemon's pods to it (its selector).
+const DAEMON_LABEL: &str = "shipshape.conformance/daemon";
+
+/// A DaemonSet of one probe container per pod, on the nodes whose labels match the
+/// daemon's node selector.
+pub async fn run_daemon(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &DaemonSpec,
+) -> anyhow::Result<()> {
+    let labels = BTreeMap::from([(DAEMON_LABEL.to_owned(), spec.name.clone())]);
+    let container = ContainerSpec {
+        name: "probe".to_owned(),
+        image: spec.image.clone(),
+        ..ContainerSpec::default()
+    };
+    let daemon = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container_of(&container)],
+                    node_selector: (!spec.node_selector.is_empty())
+                        .then(|| spec.node_selector.clone()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    };
+    Api::<DaemonSet>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &daemon)
+        .await
+        .with_context(|| format!("failed to create daemon set {namespace}/{}", spec.name))?;
+    Ok(())
+}
+
+/// `kubectl set image ds/<name> probe=<image>`.
+pub async fn set_daemon_image(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "probe", "image": image, "imagePullPolicy": pull_policy(image)}
+    ]}}}});
+    Api::<DaemonSet>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .with_context(|| format!("failed to set the image of daemon set {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// The pods of a daemon set, as replicas.
+pub async fn list_daemon_pods(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<Replica>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{DAEMON_LABEL}={name}")))
+        .await
+        .with_context(|| format!("failed to list the pods of daemon set {namespace}/{name}"))?;
+    pods.items
+        .iter()
+        .map(|pod| replica_of(namespace, pod))
+        .collect()
 }
 
 /// `kubectl create job`, with the kit's counts: `completions` pods must succeed,

@@ -76,9 +76,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::docker::Engine;
 use crate::driver::{
-    Admission, Capability, ContainerSpec, DeploymentSpec, Driver, DriverFuture, Fault, HttpRequest,
-    HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec, Replica, Revision,
-    RevisionEntry, RolloutStatus, ServiceSpec, Support, Taint,
+    Admission, Capability, ContainerSpec, DaemonSpec, DeploymentSpec, Driver, DriverFuture, Fault,
+    HttpRequest, HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec,
+    Replica, Revision, RevisionEntry, RolloutStatus, ServiceSpec, Support, Taint,
 };
 use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
@@ -1541,7 +1541,8 @@ impl Driver for KubernetesDriver {
             | Capability::TaintNode
             | Capability::Pods
             | Capability::DrainNode
-            | Capability::Jobs => Support::Yes,
+            | Capability::Jobs
+            | Capability::Daemons => Support::Yes,
             Capability::ReachReplica => match &self.replica_path {
                 Ok(_) => Support::Yes,
                 Err(why) => Support::No(why.clone()),
@@ -1598,6 +1599,34 @@ impl Driver for KubernetesDriver {
     ) -> DriverFuture<'a, Option<Replica>> {
         let client = self.client();
         async move { kubeapi::read_replica(&client, namespace, name).await }.boxed()
+    }
+
+    fn run_daemon<'a>(
+        &'a self,
+        namespace: &'a str,
+        daemon: &'a DaemonSpec,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::run_daemon(&client, namespace, daemon).await }.boxed()
+    }
+
+    fn set_daemon_image<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        image: &'a str,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::set_daemon_image(&client, namespace, name, image).await }.boxed()
+    }
+
+    fn list_daemon_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<Replica>> {
+        let client = self.client();
+        async move { kubeapi::list_daemon_pods(&client, namespace, name).await }.boxed()
     }
 
     fn run_job<'a>(&'a self, namespace: &'a str, job: &'a JobSpec) -> DriverFuture<'a, ()> {

@@ -19,6 +19,7 @@
 //! | rollout status | `UpdateStatus` (`paused` is a stalled rollout) and the tasks running the current spec |
 //! | roll back | an update with `rollback=previous` |
 //! | pod | a service of one replica, its restart policy the pod's |
+//! | daemon | a `global` service: one task on every node its placement constraints (node labels) allow |
 //! | job (completions, parallelism, retries) | a `replicated-job` service: `TotalCompletions`, `MaxConcurrent`, restart `on-failure` with `MaxAttempts` (`none` for no retry); complete once enough tasks are, failed once none is left to run and a slot used up its tries |
 //! | node label, cordon, drain | node spec labels, availability `pause`, availability `drain` |
 //! | kill a container | `POST /containers/{id}/kill` on the task's container |
@@ -67,9 +68,9 @@ use futures::FutureExt as _;
 use serde_json::{Value, json};
 
 use crate::driver::{
-    Admission, Amount, Capability, CheckAction, DeploymentSpec, Driver, DriverFuture, Fault,
-    HealthCheck, HttpRequest, HttpResponse, JobOutcome, JobPod, JobSpec, JobState, MULTI_NODE,
-    NodeStatus, Phase, Placement, PodSpec, Replica, Resources, RestartPolicy, Revision,
+    Admission, Amount, Capability, CheckAction, DaemonSpec, DeploymentSpec, Driver, DriverFuture,
+    Fault, HealthCheck, HttpRequest, HttpResponse, JobOutcome, JobPod, JobSpec, JobState,
+    MULTI_NODE, NodeStatus, Phase, Placement, PodSpec, Replica, Resources, RestartPolicy, Revision,
     RevisionEntry, Rollout, RolloutStatus, ServiceSpec, Strategy, Support,
 };
 use crate::kubeapi::RUN_LABEL;
@@ -1702,7 +1703,8 @@ impl Driver for SwarmDriver {
             | Capability::Pods
             | Capability::ReachReplica
             | Capability::DrainNode
-            | Capability::Jobs => Support::Yes,
+            | Capability::Jobs
+            | Capability::Daemons => Support::Yes,
         }
     }
 
@@ -1855,6 +1857,60 @@ impl Driver for SwarmDriver {
                 .ip
                 .ok_or_else(|| anyhow!("replica {namespace}/{replica} has no address yet"))?;
             self.relay(namespace, &format!("{ip}:{port}{}", request.path), request)
+                .await
+        }
+        .boxed()
+    }
+
+    fn run_daemon<'a>(
+        &'a self,
+        namespace: &'a str,
+        daemon: &'a DaemonSpec,
+    ) -> DriverFuture<'a, ()> {
+        async move {
+            let no_labels = BTreeMap::new();
+            let placement = Placement {
+                node_selector: daemon.node_selector.clone(),
+                ..Placement::default()
+            };
+            let workload = Workload {
+                name: &daemon.name,
+                kind: "daemon",
+                image: &daemon.image,
+                env: Vec::new(),
+                replicas: 0,
+                labels: &no_labels,
+                placement: &placement,
+                requests: &Resources::default(),
+                checks: Vec::new(),
+                restart: RestartPolicy::Always,
+                rollout: &Rollout::default(),
+                grace_seconds: None,
+            };
+            self.create_service_as(namespace, &workload, |spec| {
+                spec["Mode"] = json!({"Global": {}});
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn set_daemon_image<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        image: &'a str,
+    ) -> DriverFuture<'a, ()> {
+        self.update_image(namespace, name, image)
+    }
+
+    fn list_daemon_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<Replica>> {
+        async move {
+            self.live_replicas(namespace, &Self::service_name(namespace, name))
                 .await
         }
         .boxed()

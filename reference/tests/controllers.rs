@@ -860,3 +860,93 @@ async fn a_job_runs_pods_to_completion_and_fails_past_its_backoff_limit() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_daemon_set_runs_one_pod_on_every_node_that_may_run_it() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    let c = Cluster::start().await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    for (name, labels) in [
+        ("edge-1", json!({"disk": "ssd"})),
+        ("edge-2", json!({"disk": "ssd"})),
+        ("core", json!({})),
+    ] {
+        nodes
+            .create(
+                &PostParams::default(),
+                &from_json(json!({"metadata": {"name": name, "labels": labels}})),
+            )
+            .await
+            .expect("node created");
+    }
+    let daemons: Api<DaemonSet> = Api::namespaced(c.client.clone(), "default");
+    let mut template = pod_template("agent", "shipshape/probe:v1");
+    template["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+    let ds = daemons
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "agent"},
+                "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template}})),
+        )
+        .await
+        .expect("daemon set created");
+    let uid = ds.uid().expect("uid");
+    // The scheduler does not run here: each pod names its node in a required affinity.
+    let target = |pod: &Pod| -> Option<String> {
+        let spec = pod.spec.as_ref()?;
+        let terms = &spec
+            .affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()?
+            .node_selector_terms;
+        terms[0].match_fields.as_ref()?[0]
+            .values
+            .as_ref()?
+            .first()
+            .cloned()
+    };
+    let placed = eventually("a pod for each ssd node", || async {
+        let mut on: Vec<String> = c
+            .active_pods_of(&uid)
+            .await
+            .iter()
+            .filter_map(target)
+            .collect();
+        on.sort();
+        (on == ["edge-1", "edge-2"]).then_some(on)
+    })
+    .await;
+    assert_eq!(placed.len(), 2);
+    let status = eventually("the daemon set's status", || async {
+        let status = daemons.get("agent").await.ok()?.status?;
+        (status.desired_number_scheduled == 2 && status.current_number_scheduled == 2)
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(status.number_misscheduled, 0);
+
+    // A node that no longer matches loses its pod.
+    nodes
+        .patch(
+            "edge-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"disk": null}}})),
+        )
+        .await
+        .expect("label removed");
+    eventually("the pod of edge-2 to go", || async {
+        let on: Vec<String> = c
+            .active_pods_of(&uid)
+            .await
+            .iter()
+            .filter_map(target)
+            .collect();
+        (on == ["edge-1"]).then_some(())
+    })
+    .await;
+    c.stop().await;
+}

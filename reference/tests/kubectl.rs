@@ -330,6 +330,38 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
     );
     let logs = cluster.ok(&["logs", "job/once"]);
     assert!(logs.contains("worked 1 s"), "{logs}");
+
+    // A daemon set: one pod on the node, then a new image rolled out to it.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/daemon.yaml");
+    cluster.ok(&["apply", "-f", example.to_str().expect("utf-8 path")]);
+    let rolled = cluster.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    cluster.ok(&["set", "image", "ds/agent", "probe=shipshape/probe:v2"]);
+    let rolled = cluster.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    let table = cluster.ok(&["get", "ds", "agent"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("agent") && l.split_whitespace().nth(1) == Some("1")),
+        "{table}"
+    );
+    // The old pod may take a moment to go once its successor is ready.
+    let images = |cluster: &Cluster| {
+        cluster.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while images(&cluster).trim() != "shipshape/probe:v2" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(images(&cluster).trim(), "shipshape/probe:v2");
     cluster.interrupt();
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Each pod of a job runs the kit's `probe`, told by its environment to work a few seconds
 //! and end (`EXIT_AFTER`), well or with a failure code (`EXIT_CODE`). How many ran at
-//! once is read from when each pod's container started and ended, as the system reports
-//! them.
+//! once is judged twice: from when each pod's container started and ended, as the system
+//! reports them, and from how many the system reported running at once while the kit
+//! waited for the job to end.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -115,7 +116,22 @@ fn count(job: &JobState, phase: Phase) -> usize {
     job.pods.iter().filter(|pod| pod.phase == phase).count()
 }
 
-/// Waits until the job has an outcome that `ended` accepts.
+/// Notes the pods of the job running now, if more than ever seen before.
+fn note_running(world: &mut ConformanceWorld, name: &str, job: &JobState) {
+    let running: Vec<String> = job
+        .pods
+        .iter()
+        .filter(|pod| pod.phase == Phase::Running)
+        .map(|pod| pod.name.clone())
+        .collect();
+    let peak = world.job_peaks.entry(name.to_owned()).or_default();
+    if running.len() > peak.len() {
+        *peak = running;
+    }
+}
+
+/// Waits until the job has an outcome that `ended` accepts, noting how many of its pods
+/// were seen running at once on the way.
 async fn wait_for_outcome(
     world: &mut ConformanceWorld,
     name: &str,
@@ -125,7 +141,11 @@ async fn wait_for_outcome(
 ) -> anyhow::Result<JobState> {
     let wait = Wait::new(seconds, format!("job {name} {what}"));
     loop {
-        let last = match read(world, name).await {
+        let job = read(world, name).await;
+        if let Ok(job) = &job {
+            note_running(world, name, job);
+        }
+        let last = match job {
             Ok(job) if job.outcome.as_ref().is_some_and(&ended) => {
                 wait.done(world);
                 return Ok(job);
@@ -247,8 +267,16 @@ async fn job_parallelism(world: &mut ConformanceWorld, limit: usize, name: Strin
     let (most, pods) = most_at_once(&job.pods);
     if most > limit {
         fail!(
-            "{most} pods of job {name} ran at once, more than {limit}: {}",
+            "{most} pods of job {name} ran at once, more than {limit}, by their containers' start and end times: {}",
             pods.join(", ")
+        );
+    }
+    let seen = world.job_peaks.get(&name).cloned().unwrap_or_default();
+    if seen.len() > limit {
+        fail!(
+            "{} pods of job {name} were reported running at once, more than {limit}: {}",
+            seen.len(),
+            seen.join(", ")
         );
     }
     Ok(())

@@ -31,6 +31,7 @@
 //! [`crate::profile`]).
 
 mod consistency;
+mod daemons;
 mod healing;
 mod jobs;
 mod placement;

@@ -37,6 +37,18 @@ pub fn apply(kind: &str, obj: &mut Value) {
             pod_spec(child(child(spec, "template"), "spec"));
         }
         "Job" => job(root),
+        "DaemonSet" => {
+            let spec = child(root, "spec");
+            default(spec, "revisionHistoryLimit", json!(10));
+            let strategy = child(spec, "updateStrategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                let ru = child(strategy, "rollingUpdate");
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
+            }
+            pod_spec(child(child(spec, "template"), "spec"));
+        }
         "ReplicaSet" => {
             let spec = child(root, "spec");
             default(spec, "replicas", json!(1));

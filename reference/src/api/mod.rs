@@ -16,7 +16,7 @@ pub mod quantity;
 pub mod selector;
 pub mod validate;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -188,6 +188,10 @@ pub const RESOURCES: &[Resource] = &[
     Resource::of::<Deployment>("deployment")
         .short(&["deploy"])
         .sub(&["status", "scale"])
+        .spec(),
+    Resource::of::<DaemonSet>("daemonset")
+        .short(&["ds"])
+        .sub(&["status"])
         .spec(),
     Resource::of::<ReplicaSet>("replicaset")
         .short(&["rs"])

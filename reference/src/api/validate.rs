@@ -177,6 +177,21 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
     match resource.kind {
         "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
+        "DaemonSet" => {
+            validate_workload(obj, &mut causes);
+            let policy = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str);
+            if let Some(other) = policy.filter(|p| *p != "Always") {
+                causes.push(Cause {
+                    reason: "FieldValueNotSupported",
+                    field: "spec.template.spec.restartPolicy".into(),
+                    message: format!(
+                        "Unsupported value: \"{other}\": supported values: \"Always\""
+                    ),
+                });
+            }
+        }
         "Service" => validate_service(obj, &mut causes),
         "ConfigMap" | "Secret" => validate_data(obj, &mut causes),
         "Job" => validate_job(obj, &mut causes),
@@ -484,8 +499,13 @@ pub fn validate_update(
             });
         }
     }
-    if resource.kind == "Job" {
-        for field in ["selector", "template", "completions", "completionMode"] {
+    let immutable: &[&str] = match resource.kind {
+        "Job" => &["selector", "template", "completions", "completionMode"],
+        "DaemonSet" | "Deployment" | "ReplicaSet" => &["selector"],
+        _ => &[],
+    };
+    {
+        for field in immutable {
             let (was, is) = (
                 old.pointer(&format!("/spec/{field}")),
                 new.pointer(&format!("/spec/{field}")),

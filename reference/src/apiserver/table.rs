@@ -68,6 +68,18 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Age", "string", 0),
         ],
         "ServiceAccount" => &[("Secrets", "integer", 0), ("Age", "string", 0)],
+        "DaemonSet" => &[
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
         "Job" => &[
             ("Status", "string", 0),
             ("Completions", "string", 0),
@@ -302,6 +314,22 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![json!(text(obj, "/status/phase", "Active")), json!(age(obj))],
+        "DaemonSet" => {
+            let containers = obj.pointer("/spec/template/spec/containers");
+            let node_selector = selector(obj, "/spec/template/spec/nodeSelector");
+            vec![
+                json!(int(obj, "/status/desiredNumberScheduled")),
+                json!(int(obj, "/status/currentNumberScheduled")),
+                json!(int(obj, "/status/numberReady")),
+                json!(int(obj, "/status/updatedNumberScheduled")),
+                json!(int(obj, "/status/numberAvailable")),
+                json!(node_selector),
+                json!(age(obj)),
+                json!(joined(containers, "name")),
+                json!(joined(containers, "image")),
+                json!(selector(obj, "/spec/selector/matchLabels")),
+            ]
+        }
         "Job" => {
             let holds = |kind: &str| {
                 obj.pointer("/status/conditions")

@@ -21,9 +21,9 @@
 //! When it looks:
 //!
 //! * whenever a pod or ReplicaSet changes (its owners are checked against a watch-fed cache
-//!   of Deployments and ReplicaSets, so this costs no request while the owner exists; a
-//!   cache miss is confirmed with a live GET before anything is deleted);
-//! * whenever a Deployment or ReplicaSet is deleted: every dependent is checked again;
+//!   of Deployments, ReplicaSets, Jobs and DaemonSets, so this costs no request while the
+//!   owner exists; a cache miss is confirmed with a live GET before anything is deleted);
+//! * whenever one of those owners is deleted: every dependent is checked again;
 //! * every [`SWEEP`], as a backstop for anything missed (an owner deleted while the
 //!   collector was not running).
 //!
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -114,6 +114,7 @@ struct Gc {
     deployments: Store<PartialObjectMeta<Deployment>>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
+    daemonsets: Store<PartialObjectMeta<DaemonSet>>,
 }
 
 impl Gc {
@@ -157,6 +158,10 @@ impl Gc {
                 .jobs
                 .get(&key(&reference.name, namespace))
                 .and_then(|o| o.metadata.uid.clone()),
+            "DaemonSet" => self
+                .daemonsets
+                .get(&key(&reference.name, namespace))
+                .and_then(|o| o.metadata.uid.clone()),
             _ => None,
         };
         if owner_from(reference, cached.as_deref()) == Owner::Present {
@@ -193,12 +198,14 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
     let (jobs, jobs_writer) = reflector::store();
+    let (daemonsets, daemonsets_writer) = reflector::store();
     let (owner_deleted, _) = watch::channel(0u64);
     let gc = Arc::new(Gc {
         client: client.clone(),
         deployments,
         replicasets,
         jobs,
+        daemonsets,
     });
     tokio::join!(
         watch_owners(
@@ -216,6 +223,12 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         watch_owners(
             Api::<PartialObjectMeta<Job>>::all(client.clone()),
             jobs_writer,
+            &owner_deleted,
+            shutdown.clone(),
+        ),
+        watch_owners(
+            Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()),
+            daemonsets_writer,
             &owner_deleted,
             shutdown.clone(),
         ),

@@ -20,6 +20,7 @@
 //! | `replicaset.rs` | ReplicaSets, and the pods they own (from a cache, with `expectations.rs`) | pods (create, adopt, release, delete); `replicasets/{name}/status` |
 //! | `deployment.rs` | Deployments, and the ReplicaSets they own | ReplicaSets (create, scale, prune history); `deployments/{name}/status` |
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
+//! | `daemonsets.rs` | DaemonSets, their pods, and nodes | pods (one per eligible node, via node affinity; rolling update); `daemonsets/{name}/status` |
 //! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
 //! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
 //!
@@ -74,6 +75,7 @@
 //! user ──delete Deployment──▶     │──watch──▶ garbage collector: its ReplicaSets, then their pods
 //! ```
 
+mod daemonsets;
 mod deployment;
 pub mod endpoints;
 mod expectations;
@@ -163,6 +165,7 @@ pub async fn run_with(
         endpoints::run(client.clone(), shutdown.clone()),
         service_accounts::run(client.clone(), shutdown.clone()),
         jobs::run(client.clone(), shutdown.clone()),
+        daemonsets::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");
