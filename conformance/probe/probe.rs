@@ -29,6 +29,10 @@
 //! `probe run SECONDS [CODE]` is a batch task, for jobs: it works (sleeps) SECONDS seconds,
 //! says so, and exits with CODE (0 by default).
 //!
+//! `probe cat [CODE]` copies its stdin to its stdout until the end, says on stderr how many
+//! bytes it copied, and exits with CODE (0 by default): a process to talk to through
+//! `kubectl exec -i` (the image has no shell).
+//!
 //! `probe check PORT/PATH...` is a health check to run inside the container (an image
 //! `FROM scratch` has no shell and no curl): it asks `http://127.0.0.1:PORT/PATH` for each
 //! argument and exits 0 when every answer is 2xx, 1 otherwise.
@@ -103,6 +107,9 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("run") {
         std::process::exit(run(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("cat") {
+        std::process::exit(cat(&args[2..]));
     }
     if std::env::var("PROBE_BROKEN").is_ok_and(|v| v == "1") {
         eprintln!("probe: this is the broken image; exiting with code 1");
@@ -469,6 +476,31 @@ fn run(args: &[String]) -> i32 {
     };
     std::thread::sleep(Duration::from_secs_f64(seconds));
     println!("probe run: worked {seconds} s, exiting with code {code}");
+    code
+}
+
+fn cat(args: &[String]) -> i32 {
+    let Some(code) = args.first().map_or(Some(0), |c| c.parse::<i32>().ok()) else {
+        eprintln!("probe cat: usage: probe cat [EXIT-CODE]");
+        return 2;
+    };
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let mut buf = [0u8; 8192];
+    let mut copied = 0usize;
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if output.write_all(&buf[..n]).and_then(|()| output.flush()).is_err() {
+                    break;
+                }
+                copied += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    eprintln!("probe cat: copied {copied} bytes");
     code
 }
 

@@ -65,6 +65,35 @@ impl Cluster {
         text
     }
 
+    /// kubectl with `input` on its stdin; it must succeed. Its stdout and stderr.
+    fn with_stdin(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("writes");
+        drop(stdin);
+        let out = child.wait_with_output().expect("kubectl ends");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\n{text}",
+            args.join(" ")
+        );
+        text
+    }
+
     /// Ctrl-C: a clean stop, in which the node agents remove their containers.
     fn interrupt(&mut self) {
         let pid = self.child.id().to_string();
@@ -530,6 +559,35 @@ fn kubectl_rolls_out_and_back() {
         "pod/logger",
         "--timeout=60s",
     ]);
+    // exec: a process in the container, its output and its exit code; stdin with -i,
+    // its end the end of the process's input. attach (`run -i`): the container's own.
+    let (ok, text) = cluster.kubectl(&["exec", "logger", "--", "/probe", "run", "0", "3"]);
+    assert!(
+        !ok && text.contains("command terminated with exit code 3"),
+        "{text}"
+    );
+    let cat = cluster.with_stdin(&["exec", "-i", "logger", "--", "/probe", "cat"], "typed\n");
+    assert!(
+        cat.contains("typed") && cat.contains("copied 6 bytes"),
+        "{cat}"
+    );
+    let attached = cluster.with_stdin(
+        &[
+            "run",
+            "reader",
+            "--image=shipshape/probe:v1",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "--command",
+            "--",
+            "/probe",
+            "cat",
+        ],
+        "through attach\n",
+    );
+    assert!(attached.contains("through attach"), "{attached}");
+
     let mut follow = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)

@@ -4,7 +4,8 @@
 //! asks that node's agent here: `GET /containerLogs/{namespace}/{pod}/{container}`
 //! (`?tailLines=N`, `?follow=true` to keep streaming what the container writes next), with
 //! the cluster's bearer token. The agent reads the output from Docker. (Kubernetes' kubelet
-//! serves the same path.)
+//! serves the same path.) The same server takes `exec` and `attach`, which upgrade to a
+//! stream ([`super::streams`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,7 @@ impl LogServer {
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -72,9 +74,14 @@ impl LogServer {
 }
 
 /// A reply's body: whole, or streamed while a container writes.
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+/// An empty body (an upgrade's answer).
+pub(super) fn empty() -> Body {
+    Full::new(Bytes::new()).boxed_unsync()
+}
+
+pub(super) fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() = code;
     resp
@@ -92,6 +99,10 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     }
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let [verb @ ("exec" | "attach"), namespace, pod, container] = parts.as_slice() {
+        let pod = format!("{namespace}/{pod}");
+        return super::streams::serve(req, runtime, verb, &pod, container).await;
+    }
     let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
         return reply(StatusCode::NOT_FOUND, "not found");
     };

@@ -11,7 +11,7 @@
 //! of Docker; [`pod_worker`] is one pod's life (sandbox, containers, restarts, probes,
 //! termination); [`probes`] runs liveness and readiness checks; [`status`] computes a pod's
 //! status from what is seen; [`logs`] serves container output to the apiserver for
-//! `kubectl logs`; [`hollow`] runs nodes that do all of this through the API without
+//! `kubectl logs`, and [`streams`] joins `kubectl exec` and `attach` to a process; [`hollow`] runs nodes that do all of this through the API without
 //! Docker, to measure the control plane at scale.
 //!
 //! ```text
@@ -28,6 +28,7 @@ mod pod_worker;
 pub mod probes;
 pub mod runtime;
 pub mod status;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

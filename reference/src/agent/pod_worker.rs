@@ -719,6 +719,7 @@ fn container_run(
         c.pointer(&format!("/resources/limits/{k}"))
             .and_then(Value::as_str)
     };
+    let flag = |k: &str| c.get(k) == Some(&Value::Bool(true));
     Ok(ContainerRun {
         name: c
             .get("name")
@@ -741,6 +742,9 @@ fn container_run(
             .get("workingDir")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        stdin: flag("stdin"),
+        stdin_once: flag("stdinOnce"),
+        tty: flag("tty"),
     })
 }
 

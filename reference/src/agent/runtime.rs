@@ -255,6 +255,13 @@ pub struct ContainerRun {
     pub nano_cpus: Option<i64>,
     /// Working directory.
     pub working_dir: Option<String>,
+    /// Whether the process has a stdin to attach to (`stdin`), closed when the first
+    /// attached client lets go (`stdinOnce`), and a terminal (`tty`).
+    pub stdin: bool,
+    /// See `stdin`.
+    pub stdin_once: bool,
+    /// See `stdin`.
+    pub tty: bool,
 }
 
 /// The Docker side of one node: its cluster and node identity, and its Docker client.
@@ -406,6 +413,10 @@ impl Runtime {
             cmd: run.args.clone(),
             env: Some(run.env.clone()),
             working_dir: run.working_dir.clone(),
+            open_stdin: Some(run.stdin),
+            attach_stdin: Some(run.stdin),
+            stdin_once: Some(run.stdin_once),
+            tty: Some(run.tty),
             labels: Some(self.labels(pod, pod_uid, &run.name)),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{pause_id}")),

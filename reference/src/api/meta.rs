@@ -50,6 +50,16 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(obj, |v, part| v.get(part))
 }
 
+/// A Node's `InternalIP` address, as it reports it.
+pub fn internal_ip(node: &Value) -> Option<&str> {
+    node.pointer("/status/addresses")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))?
+        .get("address")?
+        .as_str()
+}
+
 /// Now, as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
 pub fn now_rfc3339() -> String {
     let now = jiff::Timestamp::now();

@@ -170,7 +170,9 @@ pub const RESOURCES: &[Resource] = &[
         .spec(),
     Resource::of::<Pod>("pod")
         .short(&["po"])
-        .sub(&["status", "binding", "log", "eviction", "proxy"])
+        .sub(&[
+            "status", "binding", "log", "eviction", "proxy", "exec", "attach",
+        ])
         .spec(),
     Resource::of::<Service>("service")
         .short(&["svc"])

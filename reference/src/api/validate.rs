@@ -504,19 +504,17 @@ pub fn validate_update(
         "DaemonSet" | "Deployment" | "ReplicaSet" => &["selector"],
         _ => &[],
     };
-    {
-        for field in immutable {
-            let (was, is) = (
-                old.pointer(&format!("/spec/{field}")),
-                new.pointer(&format!("/spec/{field}")),
-            );
-            if was != is {
-                causes.push(Cause {
-                    reason: "FieldValueInvalid",
-                    field: format!("spec.{field}"),
-                    message: "Invalid value: field is immutable".into(),
-                });
-            }
+    for field in immutable {
+        let (was, is) = (
+            old.pointer(&format!("/spec/{field}")),
+            new.pointer(&format!("/spec/{field}")),
+        );
+        if was != is {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                field: format!("spec.{field}"),
+                message: "Invalid value: field is immutable".into(),
+            });
         }
     }
     if causes.is_empty() {

@@ -88,6 +88,8 @@ fn subresource_shape(
         "binding" => ("Binding", "", "v1", &["create"]),
         "eviction" => ("Eviction", "policy", "v1", &["create"]),
         "log" => ("Pod", "", "v1", &["get"]),
+        "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
+        "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
         "proxy" => (
             "Status",
             "",

@@ -24,6 +24,7 @@
 //! [`patch`] applies PATCH bodies; [`discovery`] answers what is served; [`status`] turns
 //! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies.
 
+mod agents;
 mod allocation;
 pub use allocation::NODE_PORTS;
 mod discovery;
@@ -126,7 +127,8 @@ pub async fn serve(
                         async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
@@ -255,6 +257,9 @@ async fn route_authorized(
         Route::OpenApiDoc(p) => {
             get_only(req.method())?;
             ok(discovery::openapi_group(&p))
+        }
+        Route::Target(target) if agents::is_stream(&target) => {
+            agents::stream(shared, req, &target).await
         }
         Route::Target(target) => {
             let (parts, body) = req.into_parts();

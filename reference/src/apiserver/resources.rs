@@ -18,7 +18,9 @@ use super::form::Form;
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
-use super::{Body, Shared, json_bytes_response, json_response, protobuf, proxy, table, watch};
+use super::{
+    Body, Shared, agents, json_bytes_response, json_response, protobuf, proxy, table, watch,
+};
 use crate::api::meta::{self, ensure_object, metadata_mut};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validate::{self, FieldValidation};
@@ -112,7 +114,9 @@ pub(super) async fn dispatch(
         }
         (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("scale")) => ok(scale_of(r, &get(shared, r, ns, name)?.0)),
-        (&Method::GET, Some(name), Some("log")) => pod_log(shared, r, ns, name, &query).await,
+        (&Method::GET, Some(name), Some("log")) => {
+            agents::pod_log(shared, r, ns, name, &query).await
+        }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let obj = decode_body(&parts, &body)?;
             ok(update(shared, r, ns, name, sub, &query, Change::Replace(obj)).await?)
@@ -1165,127 +1169,4 @@ async fn bind_once(
         .await
         .map_err(|e| from_store(e, r, name))?;
     Ok(())
-}
-
-/// `pods/{name}/log`: the container's output, fetched from the node agent running it.
-async fn pod_log(
-    shared: &Shared,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    query: &Query,
-) -> Result<http::Response<Body>, ApiError> {
-    let (pod, _) = get(shared, r, ns, name)?;
-    let node = meta::path(&pod, "spec.nodeName")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
-    let names: Vec<&str> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let container = match (query.get("container"), names.as_slice()) {
-        (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
-        (Some(c), _) => {
-            return Err(ApiError::BadRequest(format!(
-                "container {c} is not valid for pod {name}"
-            )));
-        }
-        (None, [only]) => (*only).to_owned(),
-        (None, _) => {
-            return Err(ApiError::BadRequest(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
-        }
-    };
-    let nodes = api::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
-    let (node_obj, _) = get(shared, nodes, None, node)?;
-    let ip = node_obj
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .find(|x| x.get("type") == Some(&json!("InternalIP")))
-        })
-        .and_then(|x| x.get("address").and_then(Value::as_str))
-        .unwrap_or("127.0.0.1")
-        .to_owned();
-    let port = node_obj
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let unavailable = |why: String| {
-        ApiError::Unavailable(format!("the agent of node {node} cannot serve logs: {why}"))
-    };
-    let ns = ns.unwrap_or("default");
-    let follow = query
-        .get("follow")
-        .is_some_and(|v| v.as_str() == "true" || v.as_str() == "1");
-    let mut params = Vec::new();
-    if let Some(t) = query.get("tailLines").and_then(|t| t.parse::<u64>().ok()) {
-        params.push(format!("tailLines={t}"));
-    }
-    if follow {
-        params.push("follow=true".to_owned());
-    }
-    let mut url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}");
-    if !params.is_empty() {
-        url.push('?');
-        url.push_str(&params.join("&"));
-    }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| unavailable(format!("bad address {url}")))?;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let request = http::Request::get(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
-        .body(http_body_util::Empty::new())
-        .map_err(|e| unavailable(e.to_string()))?;
-    let response =
-        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
-            .await
-            .map_err(|_| unavailable("timed out".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
-    let status = response.status();
-    if follow && status.is_success() {
-        // Streamed as the agent sends it, until the container stops or the client goes
-        // (dropping this body closes the agent's stream, and Docker's).
-        use futures::StreamExt as _;
-        let frames = http_body_util::BodyStream::new(response.into_body())
-            .take_while(|frame| std::future::ready(frame.is_ok()))
-            .filter_map(|frame| std::future::ready(frame.ok()))
-            .map(Ok::<_, std::convert::Infallible>);
-        return http::Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/plain")
-            .body(http_body_util::BodyExt::boxed(
-                http_body_util::StreamBody::new(frames),
-            ))
-            .map_err(|e| ApiError::Internal(e.to_string()));
-    }
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .to_bytes();
-    if status == StatusCode::NOT_FOUND {
-        return Err(ApiError::BadRequest(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start"
-        )));
-    }
-    if !status.is_success() {
-        return Err(unavailable(String::from_utf8_lossy(&bytes).into_owned()));
-    }
-    http::Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
-            bytes,
-        )))
-        .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -295,16 +295,7 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
                 status.push_str(",SchedulingDisabled");
             }
-            let internal = obj
-                .pointer("/status/addresses")
-                .and_then(Value::as_array)
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x.get("type") == Some(&json!("InternalIP")))
-                })
-                .and_then(|x| x.get("address").and_then(Value::as_str))
-                .unwrap_or("<none>")
-                .to_owned();
+            let internal = meta::internal_ip(obj).unwrap_or("<none>").to_owned();
             vec![
                 json!(status),
                 json!("<none>"),

@@ -141,25 +141,31 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
     }
 }
 
-/// Whether the DaemonSet may run on `node`: the scheduler's node-affinity and taint filters
-/// judge its pod (with the daemon tolerations, before it is tied to a node).
-pub(super) fn eligible(ds: &DaemonSet, node: &Node) -> bool {
+/// The daemon's pod as the scheduler's filters judge it: with the daemon tolerations and
+/// the template's own affinity, before it is tied to a node. The same for every node, so
+/// built once per pass. `None` when its requests do not parse: then no node may run it.
+fn judged_pod(ds: &DaemonSet) -> Option<PodInfo> {
     let mut pod = pod_for(ds, "");
     if let Some(spec) = pod.spec.as_mut() {
-        let template_affinity = ds
+        spec.affinity = ds
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|s| s.affinity.clone());
-        spec.affinity = template_affinity;
     }
-    let Ok(info) = PodInfo::new(Arc::new(pod)) else {
+    PodInfo::new(Arc::new(pod)).ok()
+}
+
+/// Whether the daemon's `judged` pod may run on `node`: the scheduler's node-affinity and
+/// taint filters decide.
+fn eligible(judged: Option<&PodInfo>, node: &Node) -> bool {
+    let Some(info) = judged else {
         return false;
     };
     let node = NodeInfo::new(Arc::new(node.clone()));
-    let selected = filter::node_affinity(&info, &node).is_ok()
+    let selected = filter::node_affinity(info, &node).is_ok()
         || crate::failpoints::on!("daemonsets::ignore-node-selectors");
-    selected && filter::taint_toleration(&info, &node).is_ok()
+    selected && filter::taint_toleration(info, &node).is_ok()
 }
 
 /// The node a daemon pod is for: where it is bound, else its affinity's node name.
@@ -242,10 +248,11 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
     let (mut desired, mut scheduled, mut misscheduled) = (0, 0, 0);
     let (mut ready_count, mut updated, mut unavailable) = (0, 0, 0);
     let mut old: Vec<&Pod> = Vec::new();
+    let judged = judged_pod(ds);
     for node in nodes {
         let name = node.name_any();
         let mut here = by_node.remove(&name).unwrap_or_default();
-        if !eligible(ds, node) {
+        if !eligible(judged.as_ref(), node) {
             if !here.is_empty() {
                 misscheduled += 1;
             }

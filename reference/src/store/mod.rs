@@ -308,11 +308,36 @@ pub const STORE_DIR: &str = "store";
 const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 fn open_database(config: &StoreConfig) -> Result<sled::Db, StoreError> {
-    Ok(sled::Config::new()
-        .path(config.data_dir.join(STORE_DIR))
-        .mode(sled::Mode::LowSpace)
-        .cache_capacity(CACHE_BYTES)
-        .open()?)
+    Ok(open_sled(
+        &sled::Config::new()
+            .path(config.data_dir.join(STORE_DIR))
+            .mode(sled::Mode::LowSpace)
+            .cache_capacity(CACHE_BYTES),
+    )?)
+}
+
+/// How long opening waits for a store closed in this process to let go of its file.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] while its file is locked. A store that was
+/// shut down in this same process can hold the lock a moment longer: sled frees its last
+/// handles on the file through deferred, epoch-based reclamation, on whichever thread
+/// collects next, not when the `Db` is dropped. Another process holding the lock is
+/// reported once the wait is over.
+fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            // sled reports the lock as an `Other` error, naming it in the message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// A handle on one store replica. Cheap to clone; all clones share the replica.

@@ -141,7 +141,8 @@ async fn a_power_cut_between_applying_and_recording_the_commit_index_loses_nothi
     // What a power cut can leave: the entries applied, the commit index that allowed it
     // not yet on disk.
     {
-        let db = sled::open(dir.path().join(STORE_DIR)).expect("the store's database");
+        let db = super::open_sled(&sled::Config::new().path(dir.path().join(STORE_DIR)))
+            .expect("the store's database");
         let raft = db.open_tree("raft").expect("the log");
         let bytes = raft.get(b"hs").expect("read").expect("a hard state");
         let mut hs = raft::prelude::HardState::parse_from_bytes(&bytes).expect("a hard state");

@@ -1,0 +1,282 @@
+//! What the API server asks of node agents: a container's output (`pods/{name}/log`), and
+//! a process to talk to (`pods/{name}/exec`, `pods/{name}/attach`).
+//!
+//! The API server checks the request against the pod — that it is bound to a node, that
+//! the container is one of its own — then turns to the agent of the pod's node, at the
+//! address and port the Node reports (`InternalIP`, `daemonEndpoints.kubeletEndpoint`),
+//! with the cluster's bearer token.
+//!
+//! Logs come back as a body, whole or followed. Exec and attach are a connection upgrade:
+//! the client's WebSocket request is passed on to the agent, and once the agent has
+//! switched protocols the bytes flow both ways untouched until either side closes. The
+//! agent speaks the channel protocol itself (`crate::agent`'s `streams`); the API server
+//! only relays, as Kubernetes' does to the kubelet. The agent judges the request (a client
+//! that asks for SPDY, as kubectl does when a WebSocket is refused, is told what is
+//! spoken), and what it refuses comes back as a 400 in its words.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::resources::{Query, get};
+use super::routes::Target;
+use super::status::ApiError;
+use super::{Body, Shared};
+use crate::api::{self, Resource, meta};
+
+/// How long reaching an agent may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The headers of a WebSocket upgrade, passed on to the agent and back.
+const UPGRADE_HEADERS: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+    header::SEC_WEBSOCKET_ACCEPT,
+];
+
+/// Whether `target` is a stream the agent serves: exec or attach of a named pod.
+pub(super) fn is_stream(target: &Target) -> bool {
+    target.resource.plural == "pods"
+        && target.resource.group.is_empty()
+        && target.name.is_some()
+        && target.namespace.is_some()
+        && matches!(target.subresource.as_deref(), Some("exec" | "attach"))
+}
+
+/// A pod the agent is asked about: its node's agent, and the container meant.
+struct OnNode {
+    /// `http://{ip}:{port}` of the node's agent.
+    agent: String,
+    container: String,
+}
+
+/// Finds the pod's node and agent, and which container `query` means.
+fn locate(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> Result<OnNode, ApiError> {
+    let (pod, _) = get(shared, r, ns, name)?;
+    let node = meta::path(&pod, "spec.nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let container = match (query.get("container"), names.as_slice()) {
+        (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
+        (Some(c), _) => {
+            return Err(ApiError::BadRequest(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        (None, [only]) => (*only).to_owned(),
+        (None, _) => {
+            return Err(ApiError::BadRequest(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+    };
+    let nodes = api::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
+    let (node_obj, _) = get(shared, nodes, None, node)?;
+    let ip = meta::internal_ip(&node_obj).unwrap_or("127.0.0.1");
+    let port = node_obj
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let agent = match ip.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("http://[{v6}]:{port}"),
+        Err(_) => format!("http://{ip}:{port}"),
+    };
+    Ok(OnNode { agent, container })
+}
+
+fn unavailable(node_of: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the agent of pod {node_of}'s node did not answer: {why}"
+    ))
+}
+
+/// `pods/{name}/log`: the container's output, fetched from the node agent running it.
+pub(super) async fn pod_log(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+) -> Result<http::Response<Body>, ApiError> {
+    let OnNode { agent, container } = locate(shared, r, ns, name, query)?;
+    let ns = ns.unwrap_or("default");
+    let follow = query
+        .get("follow")
+        .is_some_and(|v| v.as_str() == "true" || v.as_str() == "1");
+    let mut params = Vec::new();
+    if let Some(t) = query.get("tailLines").and_then(|t| t.parse::<u64>().ok()) {
+        params.push(format!("tailLines={t}"));
+    }
+    if follow {
+        params.push("follow=true".to_owned());
+    }
+    let mut url = format!("{agent}/containerLogs/{ns}/{name}/{container}");
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| unavailable(name, format!("bad address {url}")))?;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
+        .body(http_body_util::Empty::new())
+        .map_err(|e| unavailable(name, e))?;
+    let response = tokio::time::timeout(CONNECT_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| unavailable(name, "timed out"))?
+        .map_err(|e| unavailable(name, e))?;
+    let status = response.status();
+    if follow && status.is_success() {
+        // Streamed as the agent sends it, until the container stops or the client goes
+        // (dropping this body closes the agent's stream, and Docker's).
+        use futures::StreamExt as _;
+        let frames = http_body_util::BodyStream::new(response.into_body())
+            .take_while(|frame| std::future::ready(frame.is_ok()))
+            .filter_map(|frame| std::future::ready(frame.ok()))
+            .map(Ok::<_, std::convert::Infallible>);
+        return http::Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .map_err(|e| ApiError::Internal(e.to_string()));
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unavailable(name, e))?
+        .to_bytes();
+    if status == StatusCode::NOT_FOUND {
+        return Err(ApiError::BadRequest(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start"
+        )));
+    }
+    if !status.is_success() {
+        return Err(unavailable(name, String::from_utf8_lossy(&bytes)));
+    }
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(http_body_util::Full::new(bytes).boxed())
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `pods/{name}/exec` and `pods/{name}/attach`: relays the client's upgrade to the agent.
+pub(super) async fn stream(
+    shared: &Shared,
+    req: Request<Incoming>,
+    target: &Target,
+) -> Result<http::Response<Body>, ApiError> {
+    let (Some(name), Some(verb)) = (target.name.as_deref(), target.subresource.as_deref()) else {
+        return Err(ApiError::NoRoute);
+    };
+    let query: Query = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let ns = target.namespace.as_deref();
+    let OnNode { agent, container } = locate(shared, target.resource, ns, name, &query)?;
+    let ns = ns.unwrap_or("default");
+    let mut url = format!("{agent}/{verb}/{ns}/{name}/{container}");
+    if let Some(q) = req.uri().query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| unavailable(name, format!("bad address {url}")))?;
+    let (host, port) = (
+        uri.host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned(),
+        uri.port_u16().unwrap_or(80),
+    );
+    let mut ask =
+        Request::get(&uri).header(header::AUTHORIZATION, format!("Bearer {}", shared.token));
+    for name in &UPGRADE_HEADERS {
+        for value in req.headers().get_all(name) {
+            ask = ask.header(name, value);
+        }
+    }
+    let ask = ask
+        .header(header::HOST, format!("{host}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| ApiError::BadRequest(format!("the request cannot be passed on: {e}")))?;
+    let connected = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection.with_upgrades());
+        sender
+            .send_request(ask)
+            .await
+            .map_err(std::io::Error::other)
+    };
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, connected)
+        .await
+        .map_err(|_| unavailable(name, "timed out"))?
+        .map_err(|e| unavailable(name, e))?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = answer.status();
+        let why = answer
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(if status.is_client_error() {
+            ApiError::BadRequest(format!("unable to {verb}: {why}"))
+        } else {
+            unavailable(name, why)
+        });
+    }
+    let mut switched = http::Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in &UPGRADE_HEADERS {
+        for value in answer.headers().get_all(name) {
+            switched = switched.header(name, value);
+        }
+    }
+    tokio::spawn(async move {
+        let (client, agent) = tokio::join!(hyper::upgrade::on(req), hyper::upgrade::on(answer));
+        if let (Ok(client), Ok(agent)) = (client, agent) {
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(agent))
+                    .await;
+        }
+    });
+    switched
+        .body(http_body_util::Empty::new().boxed())
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}

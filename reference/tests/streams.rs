@@ -1,0 +1,193 @@
+//! Exec and attach through kube-rs, against `shipshape up` with a node agent on Docker: a
+//! process in a pod's container runs, reads what the client sends until the client closes
+//! its stdin, answers on stdout and stderr, and its exit code comes back; a container that
+//! is not there, or a request that is not a WebSocket, is refused with a clear error.
+
+mod up;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, PostParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn client(dir: &std::path::Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(dir.join("kubeconfig"))
+        .expect("the cluster's kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("a usable kubeconfig");
+    kube::Client::try_from(config).expect("a client")
+}
+
+/// Creates a probe pod named `name` and waits until it runs.
+async fn running_probe(pods: &Api<Pod>, name: &str, spec: serde_json::Value) {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("the pod is created");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pod = pods.get(name).await.expect("the pod");
+        let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+        if phase == "Running" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pod {name} is still {phase}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read_all(reader: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = String::new();
+    if let Some(mut reader) = reader {
+        reader.read_to_string(&mut text).await.expect("reads");
+    }
+    text
+}
+
+#[tokio::test]
+async fn exec_and_attach_reach_a_process_in_a_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let client = client(dir.path()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    running_probe(
+        &pods,
+        "talker",
+        serde_json::json!({"containers": [{"name": "probe", "image": "shipshape/probe:v1"}]}),
+    )
+    .await;
+
+    // stdin in, stdout and stderr out; closing stdin is the process's end of input.
+    let mut cat = pods
+        .exec(
+            "talker",
+            ["/probe", "cat"],
+            &AttachParams::default().stdin(true).stderr(true),
+        )
+        .await
+        .expect("exec starts");
+    let mut stdin = cat.stdin().expect("stdin");
+    let (stdout, stderr, status) = (cat.stdout(), cat.stderr(), cat.take_status());
+    stdin.write_all(b"hello\nworld\n").await.expect("writes");
+    stdin.shutdown().await.expect("closes stdin");
+    drop(stdin);
+    let (out, err) = tokio::join!(read_all(stdout), read_all(stderr));
+    assert_eq!(out, "hello\nworld\n");
+    assert_eq!(err.trim(), "probe cat: copied 12 bytes");
+    let status = status.expect("a status").await.expect("the process ended");
+    assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+
+    // An exit code comes back, as kubectl reads it.
+    let mut failing = pods
+        .exec(
+            "talker",
+            ["/probe", "run", "0", "3"],
+            &AttachParams::default(),
+        )
+        .await
+        .expect("exec starts");
+    let status = failing
+        .take_status()
+        .expect("a status")
+        .await
+        .expect("ended");
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("NonZeroExitCode"),
+        "{status:?}"
+    );
+    let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
+    assert_eq!(causes.first().and_then(|c| c.message.as_deref()), Some("3"));
+
+    // A terminal: one stream, the process sees a tty.
+    let mut terminal = pods
+        .exec(
+            "talker",
+            ["/probe", "run", "0"],
+            &AttachParams::interactive_tty(),
+        )
+        .await
+        .expect("exec with a terminal starts");
+    drop(terminal.stdin());
+    let out = read_all(terminal.stdout()).await;
+    assert!(out.contains("worked 0 s"), "{out:?}");
+
+    // Refused before anything runs: a container the pod does not have, a command that is
+    // not there, a request that is not a WebSocket.
+    let no_such = pods
+        .exec(
+            "talker",
+            ["/probe", "run", "0"],
+            &AttachParams::default().container("sidecar"),
+        )
+        .await;
+    let message = format!("{:?}", no_such.err().expect("refused"));
+    assert!(message.contains("not valid for pod talker"), "{message}");
+    let mut missing = pods
+        .exec("talker", ["/no/such/program"], &AttachParams::default())
+        .await;
+    match missing.as_mut() {
+        // Docker refuses at start; the agent reports it as the process's end.
+        Ok(process) => {
+            let status = process
+                .take_status()
+                .expect("a status")
+                .await
+                .expect("ended");
+            assert_eq!(status.status.as_deref(), Some("Failure"), "{status:?}");
+        }
+        Err(e) => assert!(format!("{e:?}").contains("no such file"), "{e:?}"),
+    }
+    let plain = reqwest_like_get(
+        &client,
+        "/api/v1/namespaces/default/pods/talker/exec?command=/probe&stdout=true",
+    )
+    .await;
+    assert_eq!(plain.0, 400, "{}", plain.1);
+    assert!(plain.1.contains("WebSocket"), "{}", plain.1);
+
+    // attach: the container's own process, with stdin because the pod asked for one.
+    running_probe(
+        &pods,
+        "reader",
+        serde_json::json!({"containers": [{
+            "name": "probe", "image": "shipshape/probe:v1",
+            "command": ["/probe", "cat", "0"], "stdin": true, "stdinOnce": true,
+        }]}),
+    )
+    .await;
+    let mut attached = pods
+        .attach("reader", &AttachParams::default().stdin(true).stderr(false))
+        .await
+        .expect("attach starts");
+    let mut stdin = attached.stdin().expect("stdin");
+    let mut stdout = attached.stdout().expect("stdout");
+    stdin.write_all(b"through attach\n").await.expect("writes");
+    let mut line = vec![0u8; "through attach\n".len()];
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_exact(&mut line))
+        .await
+        .expect("the echo comes back in time")
+        .expect("reads");
+    assert_eq!(line, b"through attach\n");
+}
+
+/// A plain GET through the client's own HTTP stack: (status, body).
+async fn reqwest_like_get(client: &kube::Client, path: &str) -> (u16, String) {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .expect("a request");
+    match client.request_text(request).await {
+        Ok(text) => (200, text),
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        Err(e) => panic!("{e:?}"),
+    }
+}
