@@ -268,6 +268,16 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
     );
     let mode = cluster.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]);
     assert_eq!(mode.trim(), "fast");
+    // Lists in pages (kubectl asks for 500 at a time; here, one): the same objects.
+    let whole = cluster.ok(&["get", "serviceaccounts", "-A", "--chunk-size=0"]);
+    let paged = cluster.ok(&["get", "serviceaccounts", "-A", "--chunk-size=1"]);
+    assert_eq!(paged, whole);
+    assert!(whole.lines().count() > 3, "{whole}");
+    let page: serde_json::Value =
+        serde_json::from_str(&cluster.ok(&["get", "--raw", "/api/v1/serviceaccounts?limit=1"]))
+            .expect("a list");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    assert!(page["metadata"]["continue"].is_string(), "{page}");
 
     // The README's pod, before the Secret it mounts exists: its container waits, and says
     // why.
@@ -587,6 +597,15 @@ fn kubectl_rolls_out_and_back() {
         "through attach\n",
     );
     assert!(attached.contains("through attach"), "{attached}");
+    // top: what the pod and the nodes use, from metrics.k8s.io.
+    let top = cluster.ok(&["top", "pod", "logger", "--containers"]);
+    assert!(
+        top.lines()
+            .any(|l| l.starts_with("logger   logger") && l.trim_end().ends_with("Mi")),
+        "{top}"
+    );
+    let top = cluster.ok(&["top", "nodes"]);
+    assert!(top.contains("CPU(%)") && top.contains("node-1"), "{top}");
 
     let mut follow = Command::new("kubectl")
         .arg("--kubeconfig")

@@ -5,7 +5,7 @@
 //! (`?tailLines=N`, `?follow=true` to keep streaming what the container writes next), with
 //! the cluster's bearer token. The agent reads the output from Docker. (Kubernetes' kubelet
 //! serves the same path.) The same server takes `exec` and `attach`, which upgrade to a
-//! stream ([`super::streams`]).
+//! stream ([`super::streams`]), and tells what the pods use ([`super::stats`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -102,6 +102,10 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     if let [verb @ ("exec" | "attach"), namespace, pod, container] = parts.as_slice() {
         let pod = format!("{namespace}/{pod}");
         return super::streams::serve(req, runtime, verb, &pod, container).await;
+    }
+    if parts == ["stats", "summary"] {
+        let summary = super::stats::summary(runtime).await;
+        return reply(StatusCode::OK, summary.to_string());
     }
     let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
         return reply(StatusCode::NOT_FOUND, "not found");

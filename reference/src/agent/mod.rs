@@ -27,6 +27,7 @@ pub mod logs;
 mod pod_worker;
 pub mod probes;
 pub mod runtime;
+mod stats;
 pub mod status;
 mod streams;
 

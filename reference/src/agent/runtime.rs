@@ -514,24 +514,49 @@ impl Runtime {
         }
     }
 
-    /// Every container of this node, as (pod uid, container name, id).
-    pub async fn list(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
-        let filters = HashMap::from([(
+    /// This node's containers, every one or the running ones.
+    async fn ours(
+        &self,
+        all: bool,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
+        let mut filters = HashMap::from([(
             "label".to_owned(),
             vec![
                 format!("{LABEL_CLUSTER}={}", self.cluster),
                 format!("{LABEL_NODE}={}", self.node),
             ],
         )]);
-        let containers = self
-            .docker
+        if !all {
+            filters.insert("status".to_owned(), vec!["running".to_owned()]);
+        }
+        self.docker
             .list_containers(Some(ListContainersOptions {
-                all: true,
+                all,
                 filters: Some(filters),
                 ..Default::default()
             }))
             .await
-            .map_err(docker_err("list containers"))?;
+            .map_err(docker_err("list containers"))
+    }
+
+    /// The running containers of this node's pods (not their sandboxes), as (pod
+    /// `namespace/name`, container name, id).
+    pub async fn running(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        Ok(self
+            .ours(false)
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels?;
+                let container = labels.get(LABEL_CONTAINER)?.clone();
+                (container != PAUSE).then_some((labels.get(LABEL_POD)?.clone(), container, c.id?))
+            })
+            .collect())
+    }
+
+    /// Every container of this node, as (pod uid, container name, id).
+    pub async fn list(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        let containers = self.ours(true).await?;
         Ok(containers
             .into_iter()
             .filter_map(|c| {

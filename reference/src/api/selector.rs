@@ -185,6 +185,11 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
+    /// Whether the selector matches everything.
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// Parses the `fieldSelector` query parameter.
     pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
         let mut requirements = Vec::new();

@@ -95,16 +95,58 @@ fn locate(
     };
     let nodes = api::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
     let (node_obj, _) = get(shared, nodes, None, node)?;
-    let ip = meta::internal_ip(&node_obj).unwrap_or("127.0.0.1");
-    let port = node_obj
+    let agent = agent_url(&node_obj);
+    Ok(OnNode { agent, container })
+}
+
+/// `http://{ip}:{port}` of a Node's agent, as the Node reports it.
+pub(super) fn agent_url(node: &Value) -> String {
+    let ip = meta::internal_ip(node).unwrap_or("127.0.0.1");
+    let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let agent = match ip.parse::<std::net::Ipv6Addr>() {
+    match ip.parse::<std::net::Ipv6Addr>() {
         Ok(v6) => format!("http://[{v6}]:{port}"),
         Err(_) => format!("http://{ip}:{port}"),
-    };
-    Ok(OnNode { agent, container })
+    }
+}
+
+/// `GET {url}` of an agent, with the cluster's token: the answer's head, its body to come.
+async fn send(shared: &Shared, url: &str) -> Result<http::Response<Incoming>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("bad address {url}"))?;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(CONNECT_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// The whole body of an agent's answer.
+async fn whole(response: http::Response<Incoming>) -> Result<Bytes, String> {
+    let body = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(body.to_bytes())
+}
+
+/// `GET {url}` of an agent: the body of a 2xx answer.
+pub(super) async fn ask(shared: &Shared, url: &str) -> Result<Bytes, String> {
+    let response = send(shared, url).await?;
+    let status = response.status();
+    let body = whole(response).await?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+    }
 }
 
 fn unavailable(node_of: &str, why: impl std::fmt::Display) -> ApiError {
@@ -138,20 +180,7 @@ pub(super) async fn pod_log(
         url.push('?');
         url.push_str(&params.join("&"));
     }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| unavailable(name, format!("bad address {url}")))?;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let request = Request::get(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
-        .body(http_body_util::Empty::new())
-        .map_err(|e| unavailable(name, e))?;
-    let response = tokio::time::timeout(CONNECT_TIMEOUT, client.request(request))
-        .await
-        .map_err(|_| unavailable(name, "timed out"))?
-        .map_err(|e| unavailable(name, e))?;
+    let response = send(shared, &url).await.map_err(|e| unavailable(name, e))?;
     let status = response.status();
     if follow && status.is_success() {
         // Streamed as the agent sends it, until the container stops or the client goes
@@ -169,12 +198,7 @@ pub(super) async fn pod_log(
             ))
             .map_err(|e| ApiError::Internal(e.to_string()));
     }
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unavailable(name, e))?
-        .to_bytes();
+    let bytes = whole(response).await.map_err(|e| unavailable(name, e))?;
     if status == StatusCode::NOT_FOUND {
         return Err(ApiError::BadRequest(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start"

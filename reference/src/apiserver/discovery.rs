@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use super::metrics;
 use crate::api::{GROUPS, RESOURCES, Resource};
 
 /// The Kubernetes version this server speaks for.
@@ -48,13 +49,14 @@ pub fn groups() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": GROUPS.iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>(),
+        "groups": GROUPS.iter().chain([&metrics::GROUP_VERSION]).map(|(g, v)| group_json(g, v)).collect::<Vec<_>>(),
     })
 }
 
 /// `GET /apis/{group}`, if the group exists.
 pub fn group(name: &str) -> Option<Value> {
-    GROUPS.iter().find(|(g, _)| *g == name).map(|(g, v)| {
+    let mut served = GROUPS.iter().chain([&metrics::GROUP_VERSION]);
+    served.find(|(g, _)| *g == name).map(|(g, v)| {
         let mut doc = group_json(g, v);
         doc["kind"] = json!("APIGroup");
         doc["apiVersion"] = json!("v1");
@@ -102,6 +104,9 @@ fn subresource_shape(
 
 /// `GET /api/v1` or `GET /apis/{group}/{version}`, if that group version exists.
 pub fn resources(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == metrics::GROUP_VERSION {
+        return Some(metrics::resources());
+    }
     let served: Vec<&Resource> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)

@@ -53,11 +53,11 @@ impl Form {
         match self {
             Form::Whole => obj,
             Form::Table => {
-                let rv = obj
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                table::table(r, std::slice::from_ref(&obj), rv.as_deref())
+                let metadata = match obj.pointer("/metadata/resourceVersion") {
+                    Some(rv) => serde_json::json!({ "resourceVersion": rv }),
+                    None => serde_json::json!({}),
+                };
+                table::table(r, std::slice::from_ref(&obj), metadata)
             }
             // A Status (what a delete may answer) is not an object with metadata to cut.
             Form::Metadata if obj.get("kind").and_then(Value::as_str) == Some("Status") => obj,

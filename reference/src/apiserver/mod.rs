@@ -29,6 +29,8 @@ mod allocation;
 pub use allocation::NODE_PORTS;
 mod discovery;
 mod form;
+mod metrics;
+mod paging;
 pub mod patch;
 mod protobuf;
 mod proxy;
@@ -257,6 +259,14 @@ async fn route_authorized(
         Route::OpenApiDoc(p) => {
             get_only(req.method())?;
             ok(discovery::openapi_group(&p))
+        }
+        Route::Metrics(rest) => {
+            let query = req
+                .uri()
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default();
+            metrics::serve(shared, req.method(), &rest, &query).await
         }
         Route::Target(target) if agents::is_stream(&target) => {
             agents::stream(shared, req, &target).await

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::allocation::{self, Held};
 use super::form::Form;
+use super::paging::{self, Listed};
 use super::patch::{self, PatchKind};
 use super::routes::Target;
 use super::status::{ApiError, from_store};
@@ -25,7 +26,7 @@ use crate::api::meta::{self, ensure_object, metadata_mut};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validate::{self, FieldValidation};
 use crate::api::{self, Resource, defaults};
-use crate::store::{Op, Precondition, Record};
+use crate::store::{Op, Precondition, Record, StoreError};
 
 /// Query parameters, decoded.
 pub(super) type Query = HashMap<String, String>;
@@ -91,11 +92,11 @@ pub(super) async fn dispatch(
                 watch::serve(shared, r, ns, &query, form)
             } else if form == Form::Table {
                 let mut items = Vec::new();
-                let revision = list(shared, r, ns, &query, |_, obj| {
+                let listed = list(shared, r, ns, &query, |_, obj| {
                     items.push(obj);
                     Ok(())
                 })?;
-                ok(table::table(r, &items, Some(&revision.to_string())))
+                ok(table::table(r, &items, listed.metadata()))
             } else {
                 list_response(shared, r, ns, &query, form)
             }
@@ -288,20 +289,54 @@ pub(super) fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector),
 }
 
 /// Hands each stored object of `r` that the query's selectors keep to `each`, in key order,
-/// with the revision the list is read at; returns that revision.
+/// with the revision the list is read at; the page and revision the query asks for
+/// ([`paging`]). Returns what the list says about itself.
 fn list(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,
     query: &Query,
     mut each: impl FnMut(u64, Value) -> Result<(), ApiError>,
-) -> Result<u64, ApiError> {
+) -> Result<Listed, ApiError> {
     let (labels, fields) = selectors(query)?;
-    let (records, revision) = shared
-        .store
-        .list(&r.prefix(ns))
-        .map_err(|e| from_store(e, r, ""))?;
-    for (_, record) in &records {
+    let prefix = r.prefix(ns);
+    let window = paging::window(query, &prefix)?;
+    let (records, revision) = match window.exact {
+        Some(at) => shared
+            .store
+            .list_at(&prefix, window.after.as_deref(), at)
+            .map(|records| (records, at)),
+        None => shared.store.list(&prefix),
+    }
+    .map_err(|e| match e {
+        StoreError::Compacted { .. } if window.after.is_some() => ApiError::Gone(
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter."
+                .into(),
+        ),
+        e => from_store(e, r, ""),
+    })?;
+    if let Some(wanted) = window.not_older_than.filter(|w| *w > revision) {
+        return Err(from_store(
+            StoreError::FutureRevision {
+                requested: wanted,
+                current: revision,
+            },
+            r,
+            "",
+        ));
+    }
+    let mut kept = 0;
+    for (index, (_, record)) in records.iter().enumerate() {
+        if window.limit == Some(kept) {
+            let unfiltered = labels.is_empty() && fields.is_empty();
+            let last = &records[index - 1].0;
+            return Ok(Listed::cut(
+                revision,
+                last,
+                unfiltered.then_some(records.len() - index),
+            ));
+        }
         // A label selector is checked on the labels alone first: most lists with one (a
         // controller's for its own pods) keep few of many objects, and reading every
         // object whole only to drop it was most of such a list's cost.
@@ -311,9 +346,13 @@ fn list(
         let obj = from_record(record)?;
         if labels.matches_object(&obj) && fields.matches_object(&obj) {
             each(revision, obj)?;
+            kept += 1;
         }
     }
-    Ok(revision)
+    Ok(Listed {
+        revision,
+        ..Listed::default()
+    })
 }
 
 /// A list as JSON, written object by object.
@@ -331,31 +370,24 @@ fn list_response(
     form: Form,
 ) -> Result<http::Response<Body>, ApiError> {
     let (kind, api_version) = form.list_type(r);
-    let head = |body: &mut Vec<u8>, revision: u64| {
-        let head = json!({
-            "kind": kind,
-            "apiVersion": api_version,
-            "metadata": {"resourceVersion": revision.to_string()},
-        });
-        // `head` is an object, so its encoding ends in `}`: the items go in just before it.
-        let _ = serde_json::to_writer(&mut *body, &head);
-        body.pop();
-        body.extend_from_slice(b",\"items\":[");
-    };
-    let mut body = Vec::new();
-    let revision = list(shared, r, ns, query, |revision, obj| {
-        if body.is_empty() {
-            head(&mut body, revision);
-        } else {
+    // The metadata goes last, once the list knows whether it was cut short: the order of
+    // a JSON object's members means nothing to its readers.
+    let mut body = serde_json::to_vec(&json!({"kind": kind, "apiVersion": api_version}))
+        .map_err(|e| ApiError::Internal(format!("cannot encode a list: {e}")))?;
+    body.pop();
+    body.extend_from_slice(b",\"items\":[");
+    let mut first = true;
+    let listed = list(shared, r, ns, query, |_, obj| {
+        if !std::mem::take(&mut first) {
             body.push(b',');
         }
         serde_json::to_writer(&mut body, &form.object(r, obj))
             .map_err(|e| ApiError::Internal(format!("cannot encode an object: {e}")))
     })?;
-    if body.is_empty() {
-        head(&mut body, revision);
-    }
-    body.extend_from_slice(b"]}");
+    body.extend_from_slice(b"],\"metadata\":");
+    serde_json::to_writer(&mut body, &listed.metadata())
+        .map_err(|e| ApiError::Internal(format!("cannot encode a list: {e}")))?;
+    body.push(b'}');
     Ok(json_bytes_response(StatusCode::OK, body))
 }
 
@@ -955,7 +987,11 @@ async fn delete_collection(
     options: &Value,
 ) -> Result<Vec<Value>, ApiError> {
     let mut names = Vec::new();
-    list(shared, r, ns, query, |_, obj| {
+    // Every object the selectors keep, not a page of them.
+    let mut whole = query.clone();
+    whole.remove("limit");
+    whole.remove("continue");
+    list(shared, r, ns, &whole, |_, obj| {
         let namespace = meta::meta_str(&obj, "namespace").map(str::to_owned);
         names.push((namespace, meta::name(&obj).unwrap_or_default().to_owned()));
         Ok(())

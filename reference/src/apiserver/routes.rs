@@ -44,6 +44,8 @@ pub enum Route {
     OpenApiDoc(String),
     /// A resource path.
     Target(Target),
+    /// `/apis/metrics.k8s.io/v1beta1/{rest}`: usage, not stored objects.
+    Metrics(Vec<String>),
     /// `/shipshape/v1/members`: the control plane's members, where `shipshape
     /// control-plane add` adds one (not a Kubernetes API).
     Members,
@@ -68,6 +70,9 @@ pub fn parse(path: &str) -> Route {
         ["openapi", "v3"] => Route::OpenApiIndex,
         ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
         ["api", "v1", rest @ ..] => target("", "v1", rest, path.ends_with('/')),
+        ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => {
+            Route::Metrics(rest.iter().map(|s| (*s).to_owned()).collect())
+        }
         ["apis", g, v, rest @ ..] => target(g, v, rest, path.ends_with('/')),
         ["shipshape", "v1", "members"] => Route::Members,
         ["shipshape", "v1", "members", id] => Route::Member((*id).to_owned()),

@@ -182,6 +182,9 @@ pub fn from_store(e: StoreError, resource: &'static Resource, name: &str) -> Api
             name: name.to_owned(),
             message: "the object has been modified; please apply your changes to the latest version and try again".into(),
         },
+        StoreError::FutureRevision { requested, current } => ApiError::Timeout(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
         StoreError::Compacted { requested, oldest } => ApiError::Gone(format!(
             "too old resource version: {requested} ({oldest})"
         )),

@@ -475,7 +475,7 @@ fn row(r: &Resource, obj: &Value) -> Value {
 }
 
 /// A Table of `objects`, at `resource_version`.
-pub fn table(r: &Resource, objects: &[Value], resource_version: Option<&str>) -> Value {
+pub fn table(r: &Resource, objects: &[Value], metadata: Value) -> Value {
     let defs: Vec<Value> = columns(r.kind)
         .into_iter()
         .map(|(name, ty, priority)| {
@@ -483,14 +483,10 @@ pub fn table(r: &Resource, objects: &[Value], resource_version: Option<&str>) ->
                    "description": "", "priority": priority})
         })
         .collect();
-    let mut meta = json!({});
-    if let Some(rv) = resource_version {
-        meta["resourceVersion"] = json!(rv);
-    }
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
+        "metadata": metadata,
         "columnDefinitions": defs,
         "rows": objects.iter().map(|o| row(r, o)).collect::<Vec<_>>(),
     })

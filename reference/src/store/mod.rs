@@ -76,6 +76,7 @@ mod state;
 pub mod transport;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +202,14 @@ pub enum StoreError {
         expected: u64,
         /// The key's revision now.
         actual: u64,
+    },
+    /// The requested revision is newer than the store's.
+    #[error("revision {requested} is ahead of the store's, {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's revision.
+        current: u64,
     },
     /// The requested revision is older than the retained history.
     #[error("revision {requested} has been compacted (oldest retained is {oldest})")]
@@ -553,7 +562,56 @@ impl Store {
     /// Every record whose key starts with `prefix`, in key order, and the revision they
     /// were read at.
     pub fn list(&self, prefix: &str) -> Result<(Vec<(String, Record)>, u64), StoreError> {
-        self.state.list(prefix)
+        self.state.list(prefix, None)
+    }
+
+    /// The keys under `prefix` after key `after` (all, without one) as they were at
+    /// `revision`, in key order: the current keys with every change made since undone,
+    /// key by key, from the history (each changed key goes back to what its first later
+    /// change found). [`StoreError::Compacted`]
+    /// when the history no longer reaches back that far; [`StoreError::FutureRevision`]
+    /// when the store has not come that far.
+    pub fn list_at(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: u64,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        let (records, now) = self.state.list(prefix, after)?;
+        if revision > now {
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: now,
+            });
+        }
+        let mut before: BTreeMap<String, Option<Record>> = BTreeMap::new();
+        let mut read_to = revision;
+        while read_to < now {
+            let read = self.state.history_after(read_to, 1024, prefix)?;
+            let wanted = |e: &&Arc<state::Event>| {
+                e.revision() <= now && after.is_none_or(|after| e.key.as_str() > after)
+            };
+            for event in read.events.iter().filter(wanted) {
+                before
+                    .entry(event.key.clone())
+                    .or_insert_with(|| event.previous.clone());
+            }
+            match read.through {
+                Some(through) if through > read_to => read_to = through,
+                _ => break,
+            }
+        }
+        if before.is_empty() {
+            return Ok(records);
+        }
+        let mut at: BTreeMap<String, Record> = records.into_iter().collect();
+        for (key, record) in before {
+            match record {
+                Some(record) => at.insert(key, record),
+                None => at.remove(&key),
+            };
+        }
+        Ok(at.into_iter().collect())
     }
 
     /// The store's current revision.

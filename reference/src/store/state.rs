@@ -341,12 +341,25 @@ impl StateMachine {
             .transpose()
     }
 
-    pub(super) fn list(&self, prefix: &str) -> Result<(Vec<(String, Record)>, u64), StoreError> {
+    pub(super) fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<(String, Record)>, u64), StoreError> {
         let _guard = self.apply_lock.read().unwrap_or_else(|e| e.into_inner());
         let revision = self.revision();
         let mut out = Vec::new();
-        for item in self.tree()?.scan_prefix(data_key(prefix)) {
+        let start = data_key(after.unwrap_or(prefix));
+        let tree = self.tree()?;
+        let items = tree
+            .range(start.clone()..)
+            .skip_while(|item| after.is_some() && item.as_ref().is_ok_and(|(k, _)| **k == *start));
+        let prefix = data_key(prefix);
+        for item in items {
             let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
             let key = String::from_utf8(k[1..].to_vec())
                 .map_err(|_| StoreError::Corrupt("key is not UTF-8".into()))?;
             out.push((key, Record::decode(&v)?));

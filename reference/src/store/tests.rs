@@ -221,3 +221,53 @@ async fn old_history_is_compacted_and_answers_gone() {
         .expect("write after restart");
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_list_at_an_earlier_revision_undoes_what_changed_since() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 4, 1000).await;
+    for key in ["/l/a", "/l/b", "/l/c"] {
+        store
+            .write(put(key, "first", Precondition::Absent))
+            .await
+            .expect("write");
+    }
+    let then = store.revision();
+    let (before, _) = store.list("/l/").expect("list");
+    store
+        .write(put("/l/b", "second", Precondition::Exists))
+        .await
+        .expect("update");
+    store
+        .write(vec![Op::delete("/l/c", Precondition::Exists)])
+        .await
+        .expect("delete");
+    store
+        .write(put("/l/d", "new", Precondition::Absent))
+        .await
+        .expect("create");
+    store
+        .write(put("/other", "x", Precondition::Absent))
+        .await
+        .expect("elsewhere");
+    assert_eq!(
+        store
+            .list_at("/l/", None, then)
+            .expect("within the history"),
+        before
+    );
+    assert_eq!(
+        store.list_at("/l/", None, store.revision()).expect("now"),
+        store.list("/l/").expect("list").0
+    );
+    assert!(matches!(
+        store.list_at("/l/", None, store.revision() + 1),
+        Err(StoreError::FutureRevision { .. })
+    ));
+    // Four revisions of history are kept: the first write's is gone.
+    assert!(matches!(
+        store.list_at("/l/", None, 1),
+        Err(StoreError::Compacted { .. })
+    ));
+    store.shutdown().await;
+}

@@ -1,7 +1,11 @@
-//! Exec and attach through kube-rs, against `shipshape up` with a node agent on Docker: a
-//! process in a pod's container runs, reads what the client sends until the client closes
-//! its stdin, answers on stdout and stderr, and its exit code comes back; a container that
-//! is not there, or a request that is not a WebSocket, is refused with a clear error.
+//! What the API server gets from node agents, through kube-rs, against `shipshape up` with
+//! a node agent on Docker.
+//!
+//! - Exec and attach: a process in a pod's container runs, reads what the client sends
+//!   until the client closes its stdin, answers on stdout and stderr, and its exit code
+//!   comes back; a container that is not there, or a request that is not a WebSocket, is
+//!   refused with a clear error.
+//! - Usage (`metrics.k8s.io`): a pod that spends CPU shows it, and its node with it.
 
 mod up;
 
@@ -189,5 +193,87 @@ async fn reqwest_like_get(client: &kube::Client, path: &str) -> (u16, String) {
         Ok(text) => (200, text),
         Err(kube::Error::Api(status)) => (status.code, status.message),
         Err(e) => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pods_and_nodes_report_what_they_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let client = client(dir.path()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let probe = |name: &str| {
+        serde_json::json!({"containers": [{"name": "probe", "image": "shipshape/probe:v1",
+            "env": [{"name": "POD_NAME", "value": name}]}]})
+    };
+    running_probe(&pods, "busy", probe("busy")).await;
+    running_probe(&pods, "idle", probe("idle")).await;
+    // Work for the busy one: requests that each cost 300 ms of CPU, one after another.
+    let worker = client.clone();
+    let work = tokio::spawn(async move {
+        loop {
+            let request =
+                http::Request::get("/api/v1/namespaces/default/pods/busy:8080/proxy/?cpu_ms=300")
+                    .body(Vec::new())
+                    .expect("request");
+            let _ = worker.request_text(request).await;
+        }
+    });
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get(path).body(Vec::new()).expect("request");
+            client
+                .request::<serde_json::Value>(request)
+                .await
+                .expect("metrics")
+        }
+    };
+    let cpu = |quantity: &serde_json::Value| -> u64 {
+        quantity["cpu"]
+            .as_str()
+            .and_then(|q| q.strip_suffix('n'))
+            .and_then(|n| n.parse().ok())
+            .expect("CPU in nanocores")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (busy_cpu, idle_cpu, node) = loop {
+        let list = get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods").await;
+        let of = |name: &str| {
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["metadata"]["name"] == name)
+                .map(|i| cpu(&i["containers"][0]["usage"]))
+        };
+        let nodes = get("/apis/metrics.k8s.io/v1beta1/nodes/node-1").await;
+        if let (Some(busy), Some(idle)) = (of("busy"), of("idle"))
+            && busy > 100_000_000
+        {
+            break (busy, idle, nodes);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CPU seen for the busy pod: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    work.abort();
+    assert!(
+        busy_cpu > 5 * idle_cpu,
+        "busy {busy_cpu}n, idle {idle_cpu}n"
+    );
+    assert_eq!(node["kind"], "NodeMetrics");
+    assert!(cpu(&node["usage"]) >= busy_cpu / 2, "{node}");
+    let memory = node["usage"]["memory"].as_str().expect("memory");
+    assert!(memory.ends_with("Ki") && memory != "0Ki", "{node}");
+    // A pod that is not there is a 404.
+    let request = http::Request::get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/none")
+        .body(Vec::new())
+        .expect("request");
+    match client.request::<serde_json::Value>(request).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
+        other => panic!("{other:?}"),
     }
 }
