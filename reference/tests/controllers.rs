@@ -509,7 +509,7 @@ async fn the_garbage_collector_deletes_only_what_is_certainly_orphaned() {
     let rs_owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone",
                           "uid": "00000000-0000-0000-0000-000000000000"});
     // A kind this apiserver does not serve: the collector cannot tell if it exists.
-    let job_owner = json!({"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+    let job_owner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "nightly",
                            "uid": "11111111-1111-1111-1111-111111111111"});
     // A ReplicaSet of the owner's name exists, but it is not the owner: another uid.
     let namesake: ReplicaSet = from_json(json!({
@@ -946,6 +946,85 @@ async fn a_daemon_set_runs_one_pod_on_every_node_that_may_run_it() {
             .filter_map(target)
             .collect();
         (on == ["edge-1"]).then_some(())
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_cron_job_starts_a_job_when_its_schedule_comes_due() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let c = Cluster::start().await;
+    let cron_jobs: Api<CronJob> = Api::namespaced(c.client.clone(), "default");
+    let cron_job = |name: &str, schedule: &str| -> CronJob {
+        from_json(json!({"metadata": {"name": name}, "spec": {
+            "schedule": schedule, "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "work", "image": "shipshape/probe:v1"}]}}}}}}))
+    };
+    // A schedule cron cannot read is refused, and nothing is written.
+    let refused = cron_jobs
+        .create(&PostParams::default(), &cron_job("bad", "every minute"))
+        .await
+        .expect_err("not a schedule");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.schedule")),
+        "{refused}"
+    );
+    assert!(cron_jobs.get_opt("bad").await.expect("get").is_none());
+
+    let created = cron_jobs
+        .create(&PostParams::default(), &cron_job("tick", "* * * * *"))
+        .await
+        .expect("created");
+    let spec = created.spec.clone().expect("spec");
+    assert_eq!(spec.successful_jobs_history_limit, Some(3), "defaulted");
+    let uid = created.uid().expect("uid");
+    // Within the next minute (and a margin), one Job, named for the minute it was due.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
+    let job = loop {
+        let owned: Vec<Job> = jobs
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+            .collect();
+        if let Some(job) = owned.into_iter().next() {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Job within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let name = job.name_any();
+    assert!(name.starts_with("tick-"), "{name}");
+    assert!(
+        job.annotations()
+            .contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp")
+    );
+    let status = eventually("the cron job's status", || async {
+        let status = cron_jobs.get("tick").await.expect("get").status?;
+        (status.active.as_ref().map(Vec::len) == Some(1)).then_some(status)
+    })
+    .await;
+    assert!(status.last_schedule_time.is_some());
+    // Deleting the CronJob takes its Jobs with it.
+    cron_jobs
+        .delete("tick", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    eventually("the job collected", || async {
+        jobs.get_opt(&name)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
     })
     .await;
     c.stop().await;

@@ -370,6 +370,45 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
     let logs = cluster.ok(&["logs", "job/once"]);
     assert!(logs.contains("worked 1 s"), "{logs}");
 
+    // A cron job (protobuf as well): its schedule shown, a job made from it at once.
+    let created = cluster.ok(&[
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=shipshape/probe:v1",
+        "--schedule=0 3 * * *",
+        "--",
+        "/probe",
+        "run",
+        "1",
+    ]);
+    assert!(
+        created.contains("cronjob.batch/nightly created"),
+        "{created}"
+    );
+    let table = cluster.ok(&["get", "cronjobs"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("nightly") && l.contains("0 3 * * *")),
+        "{table}"
+    );
+    cluster.ok(&["create", "job", "tonight", "--from=cronjob/nightly"]);
+    cluster.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/tonight",
+        "--timeout=60s",
+    ]);
+    let (refused, text) = cluster.kubectl(&[
+        "create",
+        "cronjob",
+        "never",
+        "--image=shipshape/probe:v1",
+        "--schedule=61 * * * *",
+    ]);
+    assert!(!refused && text.contains("spec.schedule"), "{text}");
+
     // A daemon set: one pod on the node, then a new image rolled out to it.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/daemon.yaml");
     cluster.ok(&["apply", "-f", example.to_str().expect("utf-8 path")]);

@@ -114,72 +114,11 @@ pub async fn serve(
     container: &str,
 ) -> Response<Body> {
     let asked = Asked::from_query(req.uri().query());
-    if !(asked.stdin || asked.stdout || asked.stderr) {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            "you must specify at least one of stdin, stdout, stderr",
-        );
-    }
-    if verb == "exec" && asked.command.is_empty() {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            "you must specify at least 1 command",
-        );
-    }
-    let Some(id) = runtime.find_by_pod(pod, container).await else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("container {container:?} of pod {pod} is not on this node"),
-        );
-    };
-    let running = runtime
-        .docker()
-        .inspect_container(&id, None)
-        .await
-        .ok()
-        .and_then(|c| c.state?.running)
-        .unwrap_or(false);
-    if !running {
-        return reply(
-            StatusCode::CONFLICT,
-            format!("container {container:?} of pod {pod} is not running"),
-        );
-    }
-    // Judged after the pod and container: kubectl, refused a WebSocket, tries SPDY, and
-    // shows the second answer; it must name the real problem.
-    let Some(key) = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|_| upgrade_to_websocket(&req))
-    else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Upgrade request required: {verb} is served as a WebSocket upgrade \
-                 ({}), not SPDY",
-                PROTOCOLS.join(" or ")
-            ),
-        );
-    };
-    let Some(protocol) = negotiate(&req) else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            format!("no common stream protocol: this node speaks {PROTOCOLS:?}"),
-        );
-    };
-    let prepared = match verb {
-        "exec" => prepare_exec(runtime, &id, &asked).await,
-        _ => prepare_attach(runtime, &id, &asked).await,
-    };
-    let (process, joined) = match prepared {
-        Ok(p) => p,
-        Err(why) => {
-            return reply(
-                StatusCode::CONFLICT,
-                format!("container {container:?} of pod {pod}: {why}"),
-            );
-        }
-    };
+    let (key, protocol, process, joined) =
+        match admit(&req, runtime, verb, pod, container, &asked).await {
+            Ok(admitted) => admitted,
+            Err((code, why)) => return reply(code, why),
+        };
     let accept = derive_accept_key(key.as_bytes());
     let runtime = runtime.clone();
     let v5 = protocol == PROTOCOLS[0];
@@ -198,6 +137,82 @@ pub async fn serve(
         .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
         .body(super::logs::empty())
         .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "bad upgrade answer"))
+}
+
+/// Why a request is refused, as the HTTP answer says it.
+type Refusal = (StatusCode, String);
+
+/// Checks the request, then joins the process: the WebSocket key and protocol to answer
+/// with, and the process.
+async fn admit(
+    req: &Request<Incoming>,
+    runtime: &Runtime,
+    verb: &str,
+    pod: &str,
+    container: &str,
+    asked: &Asked,
+) -> Result<(String, &'static str, Process, Joined), Refusal> {
+    let refuse = |code, why: String| Err((code, why));
+    if !(asked.stdin || asked.stdout || asked.stderr) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one of stdin, stdout, stderr".into(),
+        );
+    }
+    if verb == "exec" && asked.command.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command".into(),
+        );
+    }
+    let Some(id) = runtime.find_by_pod(pod, container).await else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} of pod {pod} is not on this node"),
+        );
+    };
+    let inspected = runtime.docker().inspect_container(&id, None).await.ok();
+    if !inspected.and_then(|c| c.state?.running).unwrap_or(false) {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("container {container:?} of pod {pod} is not running"),
+        );
+    }
+    // Judged after the pod and container: kubectl, refused a WebSocket, tries SPDY, and
+    // shows the second answer; it must name the real problem.
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|k| k.to_str().ok());
+    let (Some(key), true) = (key, upgrade_to_websocket(req)) else {
+        let spoken = PROTOCOLS.join(" or ");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Upgrade request required: {verb} is served as a WebSocket upgrade ({spoken}), not SPDY"
+            ),
+        );
+    };
+    let Some(protocol) = negotiate(req) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("no common stream protocol: this node speaks {PROTOCOLS:?}"),
+        );
+    };
+    let joined = match verb {
+        "exec" => join_exec(runtime, &id, asked).await,
+        _ => join_attach(runtime, &id, asked).await,
+    };
+    match joined {
+        Ok((process, joined)) => Ok((key.to_owned(), protocol, process, joined)),
+        Err(e) => refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "container {container:?} of pod {pod}: {}",
+                docker_message(&e)
+            ),
+        ),
+    }
 }
 
 /// Whether `req` asks to become a WebSocket.
@@ -221,71 +236,55 @@ pub fn negotiate<B>(req: &Request<B>) -> Option<&'static str> {
     PROTOCOLS.into_iter().find(|p| offered.contains(p))
 }
 
-async fn prepare_exec(
+/// Starts the asked command in the container, joined to its streams.
+async fn join_exec(
     runtime: &Runtime,
     id: &str,
     asked: &Asked,
-) -> Result<(Process, Joined), String> {
+) -> Result<(Process, Joined), bollard::errors::Error> {
     let docker = runtime.docker();
-    let exec = docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(asked.command.clone()),
-                attach_stdin: Some(asked.stdin),
-                attach_stdout: Some(asked.stdout),
-                attach_stderr: Some(asked.stderr),
-                tty: Some(asked.tty),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| docker_message(&e))?;
-    let started = docker
-        .start_exec(
-            &exec.id,
-            Some(StartExecOptions {
-                tty: asked.tty,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(|e| docker_message(&e))?;
-    match started {
+    let options = CreateExecOptions {
+        cmd: Some(asked.command.clone()),
+        attach_stdin: Some(asked.stdin),
+        attach_stdout: Some(asked.stdout),
+        attach_stderr: Some(asked.stderr),
+        tty: Some(asked.tty),
+        ..Default::default()
+    };
+    let exec = docker.create_exec(id, options).await?;
+    let start = StartExecOptions {
+        tty: asked.tty,
+        ..Default::default()
+    };
+    match docker.start_exec(&exec.id, Some(start)).await? {
         StartExecResults::Attached { output, input } => {
             Ok((Process::Exec(exec.id), Joined { output, input }))
         }
-        StartExecResults::Detached => Err("the process started detached".into()),
+        // Only asked for with `detach: true`, which this never asks.
+        StartExecResults::Detached => Err(bollard::errors::Error::RequestTimeoutError),
     }
 }
 
-async fn prepare_attach(
+/// Joins the container's own process.
+async fn join_attach(
     runtime: &Runtime,
     id: &str,
     asked: &Asked,
-) -> Result<(Process, Joined), String> {
-    let docker = runtime.docker();
-    let attached = docker
-        .attach_container(
-            id,
-            Some(AttachContainerOptions {
-                stdin: asked.stdin,
-                stdout: asked.stdout,
-                stderr: asked.stderr,
-                stream: true,
-                logs: false,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(|e| docker_message(&e))?;
-    Ok((
-        Process::Attached(id.to_owned()),
-        Joined {
-            output: attached.output,
-            input: attached.input,
-        },
-    ))
+) -> Result<(Process, Joined), bollard::errors::Error> {
+    let options = AttachContainerOptions {
+        stdin: asked.stdin,
+        stdout: asked.stdout,
+        stderr: asked.stderr,
+        stream: true,
+        logs: false,
+        ..Default::default()
+    };
+    let attached = runtime.docker().attach_container(id, Some(options)).await?;
+    let joined = Joined {
+        output: attached.output,
+        input: attached.input,
+    };
+    Ok((Process::Attached(id.to_owned()), joined))
 }
 
 /// Docker's own words for why it refused, without the HTTP wrapping.

@@ -37,6 +37,13 @@ pub fn apply(kind: &str, obj: &mut Value) {
             pod_spec(child(child(spec, "template"), "spec"));
         }
         "Job" => job(root),
+        "CronJob" => {
+            let spec = child(root, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+        }
         "DaemonSet" => {
             let spec = child(root, "spec");
             default(spec, "revisionHistoryLimit", json!(10));

@@ -17,7 +17,7 @@ pub mod selector;
 pub mod validate;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
@@ -205,6 +205,10 @@ pub const RESOURCES: &[Resource] = &[
     Resource::of::<Lease>("lease"),
     // Pods that run to completion ([`crate::controllers`]' job controller).
     Resource::of::<Job>("job").sub(&["status"]).spec(),
+    Resource::of::<CronJob>("cronjob")
+        .short(&["cj"])
+        .sub(&["status"])
+        .spec(),
 ];
 
 /// The groups other than core, with their one version each.

@@ -195,6 +195,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         "Service" => validate_service(obj, &mut causes),
         "ConfigMap" | "Secret" => validate_data(obj, &mut causes),
         "Job" => validate_job(obj, &mut causes),
+        "CronJob" => validate_cron_job(obj, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
@@ -364,6 +365,59 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
 /// twice, and at most 1 MiB in all (a value must fit in one store write).
+/// Parses a CronJob's schedule as Kubernetes reads it: five fields (no seconds), or a
+/// nickname (`@hourly`, `@daily`...).
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds};
+    let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
+    parser.parse(schedule).map_err(|e| e.to_string())
+}
+
+/// A CronJob: a schedule that parses, read in UTC, a known concurrency policy, and limits
+/// that are not negative. Its Job template is checked as a Job when a Job is made of it.
+fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let field = |name: &str| obj.get("spec").and_then(|s| s.get(name));
+    let schedule = field("schedule")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Err(why) = parse_schedule(schedule) {
+        causes.push(invalid("spec.schedule", schedule, &why));
+    }
+    if let Some(zone) = field("timeZone")
+        .and_then(Value::as_str)
+        .filter(|z| !["UTC", "Etc/UTC"].contains(z))
+    {
+        causes.push(invalid(
+            "spec.timeZone",
+            zone,
+            "shipshape reads schedules in UTC only",
+        ));
+    }
+    if let Some(policy) = field("concurrencyPolicy")
+        .and_then(Value::as_str)
+        .filter(|p| !["Allow", "Forbid", "Replace"].contains(p))
+    {
+        causes.push(invalid(
+            "spec.concurrencyPolicy",
+            policy,
+            "supported values: \"Allow\", \"Forbid\", \"Replace\"",
+        ));
+    }
+    for name in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        if let Some(n) = field(name).and_then(Value::as_i64).filter(|n| *n < 0) {
+            causes.push(invalid(
+                &format!("spec.{name}"),
+                n,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
 /// non-negative, and its selector be the one the server generates unless `manualSelector`.
 fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
@@ -531,6 +585,15 @@ pub fn validate_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_are_five_fields_or_a_nickname() {
+        assert!(parse_schedule("*/5 * * * *").is_ok());
+        assert!(parse_schedule("@hourly").is_ok());
+        assert!(parse_schedule("0 */5 * * * *").is_err(), "no seconds");
+        assert!(parse_schedule("every five minutes").is_err());
+        assert!(parse_schedule("61 * * * *").is_err());
+    }
     use crate::api::find;
     use serde_json::json;
 

@@ -14,90 +14,45 @@ use crate::api::meta;
 /// A column: name, type, priority (0 always shown, 1 only with `-o wide`).
 type Column = (&'static str, &'static str, u8);
 
+/// Each kind's columns after NAME, as kubectl shows them: `#` marks an integer column, and
+/// the columns after `|` appear only with `-o wide`.
 fn columns(kind: &str) -> Vec<Column> {
-    let mut cols: Vec<Column> = vec![("Name", "string", 0)];
-    cols.extend_from_slice(match kind {
-        "Pod" => &[
-            ("Ready", "string", 0),
-            ("Status", "string", 0),
-            ("Restarts", "string", 0),
-            ("Age", "string", 0),
-            ("IP", "string", 1),
-            ("Node", "string", 1),
-        ],
-        "Deployment" => &[
-            ("Ready", "string", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "ReplicaSet" => &[
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "Service" => &[
-            ("Type", "string", 0),
-            ("Cluster-IP", "string", 0),
-            ("External-IP", "string", 0),
-            ("Port(s)", "string", 0),
-            ("Age", "string", 0),
-            ("Selector", "string", 1),
-        ],
-        "Node" => &[
-            ("Status", "string", 0),
-            ("Roles", "string", 0),
-            ("Age", "string", 0),
-            ("Version", "string", 0),
-            ("Internal-IP", "string", 1),
-        ],
-        "Namespace" => &[("Status", "string", 0), ("Age", "string", 0)],
-        "Endpoints" => &[("Endpoints", "string", 0), ("Age", "string", 0)],
-        "Lease" => &[("Holder", "string", 0), ("Age", "string", 0)],
-        "ConfigMap" => &[("Data", "integer", 0), ("Age", "string", 0)],
-        "Secret" => &[
-            ("Type", "string", 0),
-            ("Data", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        "ServiceAccount" => &[("Secrets", "integer", 0), ("Age", "string", 0)],
-        "DaemonSet" => &[
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-            ("Node Selector", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "Job" => &[
-            ("Status", "string", 0),
-            ("Completions", "string", 0),
-            ("Duration", "string", 0),
-            ("Age", "string", 0),
-            ("Containers", "string", 1),
-            ("Images", "string", 1),
-            ("Selector", "string", 1),
-        ],
-        "EndpointSlice" => &[
-            ("AddressType", "string", 0),
-            ("Ports", "string", 0),
-            ("Endpoints", "string", 0),
-            ("Age", "string", 0),
-        ],
-        _ => &[("Age", "string", 0)],
-    });
-    cols
+    let spec = match kind {
+        "Pod" => "Ready, Status, Restarts, Age | IP, Node",
+        "Deployment" => "Ready, Up-to-date#, Available#, Age | Containers, Images, Selector",
+        "ReplicaSet" => "Desired#, Current#, Ready#, Age | Containers, Images, Selector",
+        "Service" => "Type, Cluster-IP, External-IP, Port(s), Age | Selector",
+        "Node" => "Status, Roles, Age, Version | Internal-IP",
+        "Namespace" => "Status, Age",
+        "Endpoints" => "Endpoints, Age",
+        "Lease" => "Holder, Age",
+        "ConfigMap" => "Data#, Age",
+        "Secret" => "Type, Data#, Age",
+        "ServiceAccount" => "Secrets#, Age",
+        "DaemonSet" => {
+            "Desired#, Current#, Ready#, Up-to-date#, Available#, Node Selector, Age | Containers, Images, Selector"
+        }
+        "Job" => "Status, Completions, Duration, Age | Containers, Images, Selector",
+        "CronJob" => {
+            "Schedule, Timezone, Suspend, Active#, Last Schedule, Age | Containers, Images"
+        }
+        "EndpointSlice" => "AddressType, Ports, Endpoints, Age",
+        _ => "Age",
+    };
+    let (always, wide) = spec.split_once(" | ").unwrap_or((spec, ""));
+    let named = |names: &'static str, priority: u8| {
+        names
+            .split(", ")
+            .filter(|n| !n.is_empty())
+            .map(move |name| match name.strip_suffix('#') {
+                Some(name) => (name, "integer", priority),
+                None => (name, "string", priority),
+            })
+    };
+    std::iter::once(("Name", "string", 0))
+        .chain(named(always, 0))
+        .chain(named(wide, 1))
+        .collect()
 }
 
 /// Kubernetes' short human durations: `45s`, `3m20s`, `5h10m`, `3d4h`, `400d`.
@@ -321,6 +276,31 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
                 json!(selector(obj, "/spec/selector/matchLabels")),
             ]
         }
+        "CronJob" => {
+            let containers = obj.pointer("/spec/jobTemplate/spec/template/spec/containers");
+            let last = obj
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map_or("<none>".into(), |t| {
+                    human_duration(jiff::Timestamp::now().as_second() - t.as_second())
+                });
+            let active = obj.pointer("/status/active").and_then(Value::as_array);
+            vec![
+                json!(obj.pointer("/spec/schedule")),
+                json!(
+                    obj.pointer("/spec/timeZone")
+                        .and_then(Value::as_str)
+                        .unwrap_or("<none>")
+                ),
+                json!(obj.pointer("/spec/suspend") == Some(&json!(true))),
+                json!(active.map_or(0, Vec::len)),
+                json!(last),
+                json!(age(obj)),
+                json!(joined(containers, "name")),
+                json!(joined(containers, "image")),
+            ]
+        }
         "Job" => {
             let holds = |kind: &str| {
                 obj.pointer("/status/conditions")
@@ -495,6 +475,20 @@ pub fn table(r: &Resource, objects: &[Value], metadata: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_come_from_their_spec() {
+        let ds = columns("DaemonSet");
+        assert_eq!(ds.len(), 11);
+        assert_eq!(ds[0], ("Name", "string", 0));
+        assert_eq!(ds[1], ("Desired", "integer", 0));
+        assert!(ds.contains(&("Node Selector", "string", 0)));
+        assert_eq!(ds[10], ("Selector", "string", 1));
+        assert_eq!(
+            columns("Widget"),
+            [("Name", "string", 0), ("Age", "string", 0)]
+        );
+    }
 
     #[test]
     fn durations_read_like_kubectl() {

@@ -38,16 +38,17 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, Selector, controller_ref, controller_uid, describe, terminating,
+    ControllerError, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
+    describe, identity, terminating, write_status,
 };
 use crate::scheduler::filter;
 use crate::scheduler::info::{NodeInfo, PodInfo};
@@ -318,11 +319,6 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
     plan
 }
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-}
-
 /// Runs the DaemonSet controller until shutdown: reconciles a DaemonSet whenever it, one of
 /// its pods, or any node changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
@@ -346,28 +342,18 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 .collect::<Vec<_>>()
         },
     );
-    let context = Arc::new(Context {
-        recorder: Recorder {
-            client: client.clone(),
-            component: "daemonset-controller",
-        },
+    let context = Arc::new(Recorder {
         client,
+        component: "daemonset-controller",
     });
     super::drive("daemonset", controller, context, pass, shutdown).await;
 }
 
 /// One pass over one DaemonSet: list the nodes and its pods, plan, act, report.
-async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
-    if terminating(ds.meta()) {
+async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
+    let Some((namespace, uid, name)) = identity(ds.as_ref())? else {
         return Ok(Action::await_change());
-    }
-    let (Some(namespace), Some(uid)) = (ds.namespace(), ds.uid()) else {
-        return Err(ControllerError::Malformed {
-            object: describe(ds.as_ref()),
-            reason: "it has no namespace or uid".into(),
-        });
     };
-    let name = ds.name_any();
     let Some(selector) = Selector::new(ds.spec.as_ref().map(|s| &s.selector)) else {
         return Err(ControllerError::Malformed {
             object: describe(ds.as_ref()),
@@ -401,38 +387,21 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Controlle
                 "create the pod of DaemonSet {namespace}/{name} for node {node}"
             )))?;
         let message = format!("Created pod: {}", created.name_any());
-        ctx.recorder
-            .normal(ds.as_ref(), "SuccessfulCreate", message)
-            .await;
+        ctx.normal(ds.as_ref(), "SuccessfulCreate", message).await;
     }
     for pod in &plan.delete {
-        match pods_api.delete(pod, &DeleteParams::default()).await {
-            Ok(_) => {
-                let message = format!("Deleted pod: {pod}");
-                ctx.recorder
-                    .normal(ds.as_ref(), "SuccessfulDelete", message)
-                    .await;
-            }
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("delete pod {pod} of DaemonSet {namespace}/{name}"),
-                    source,
-                });
-            }
+        let what = || format!("delete pod {pod} of DaemonSet {namespace}/{name}");
+        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+            let message = format!("Deleted pod: {pod}");
+            ctx.normal(ds.as_ref(), "SuccessfulDelete", message).await;
         }
     }
     if ds.status.as_ref() != Some(&plan.status) {
-        Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": plan.status})),
-            )
-            .await
-            .map_err(ControllerError::api(format!(
-                "write the status of DaemonSet {namespace}/{name}"
-            )))?;
+        let sets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace);
+        write_status(sets, &name, json!(plan.status), || {
+            format!("write the status of DaemonSet {namespace}/{name}")
+        })
+        .await?;
     }
     Ok(Action::await_change())
 }

@@ -64,7 +64,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, RESYNC, Recorder, controller_ref, controller_uid, describe, terminating,
+    ControllerError, RESYNC, Recorder, controller_ref, controller_uid, delete_if_present, describe,
+    terminating, write_status,
 };
 
 /// The label that ties a ReplicaSet and its pods to one template of a Deployment.
@@ -1120,16 +1121,9 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
                     .unwrap_or(0)
                     .saturating_add(1);
                 tracing::warn!(replicaset = %rs_name, count, "pod-template-hash collision");
-                deployments
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"collisionCount": count}})),
-                    )
-                    .await
-                    .map_err(ControllerError::api(format!(
-                        "record a hash collision of {what}"
-                    )))?;
+                let action = || format!("record a hash collision of {what}");
+                let collided = json!({ "collisionCount": count });
+                write_status(deployments.clone(), &name, collided, action).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
             Err(source) => {
@@ -1182,17 +1176,9 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
             }),
             ..DeleteParams::background()
         };
-        match sets.delete(rs_name, &params).await {
-            Ok(_) => {
-                tracing::info!(replicaset = %rs_name, "deleted an old ReplicaSet beyond the limit")
-            }
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("delete old ReplicaSet {rs_name} of {what}"),
-                    source,
-                });
-            }
+        let action = || format!("delete old ReplicaSet {rs_name} of {what}");
+        if delete_if_present(&sets, rs_name, &params, action).await? {
+            tracing::info!(replicaset = %rs_name, "deleted an old ReplicaSet beyond the limit");
         }
     }
 
@@ -1209,14 +1195,8 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
             )))?;
     }
     if let Some(status) = &plan.status {
-        deployments
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .map_err(ControllerError::api(format!("update the status of {what}")))?;
+        let action = || format!("update the status of {what}");
+        write_status(deployments, &name, json!(status), action).await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
 }

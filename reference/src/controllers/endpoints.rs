@@ -31,7 +31,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::ControllerError;
+use super::{ControllerError, delete_if_present};
 use crate::api::selector::LabelSelector;
 
 /// What a reconcile needs.
@@ -245,14 +245,10 @@ async fn write_slices(
         let name = s.name_any();
         !desired.iter().any(|d| d["metadata"]["name"] == json!(name))
     }) {
-        match api
-            .delete(&extra.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => return Err(ControllerError::api(what("remove"))(e)),
-        }
+        delete_if_present(&api, &extra.name_any(), &DeleteParams::default(), || {
+            what("remove")
+        })
+        .await?;
     }
     Ok(())
 }

@@ -20,8 +20,8 @@
 //!
 //! When it looks:
 //!
-//! * whenever a pod or ReplicaSet changes (its owners are checked against a watch-fed cache
-//!   of Deployments, ReplicaSets, Jobs and DaemonSets, so this costs no request while the
+//! * whenever a pod, ReplicaSet or Job changes (its owners are checked against a watch-fed
+//!   cache of Deployments, ReplicaSets, Jobs, CronJobs and DaemonSets, so this costs no request while the
 //!   owner exists; a cache miss is confirmed with a live GET before anything is deleted);
 //! * whenever one of those owners is deleted: every dependent is checked again;
 //! * every [`SWEEP`], as a backstop for anything missed (an owner deleted while the
@@ -39,7 +39,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -114,6 +114,7 @@ struct Gc {
     deployments: Store<PartialObjectMeta<Deployment>>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
+    cron_jobs: Store<PartialObjectMeta<CronJob>>,
     daemonsets: Store<PartialObjectMeta<DaemonSet>>,
 }
 
@@ -158,6 +159,10 @@ impl Gc {
                 .jobs
                 .get(&key(&reference.name, namespace))
                 .and_then(|o| o.metadata.uid.clone()),
+            "CronJob" => self
+                .cron_jobs
+                .get(&key(&reference.name, namespace))
+                .and_then(|o| o.metadata.uid.clone()),
             "DaemonSet" => self
                 .daemonsets
                 .get(&key(&reference.name, namespace))
@@ -198,6 +203,7 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (deployments, deployments_writer) = reflector::store();
     let (replicasets, replicasets_writer) = reflector::store();
     let (jobs, jobs_writer) = reflector::store();
+    let (cron_jobs, cron_jobs_writer) = reflector::store();
     let (daemonsets, daemonsets_writer) = reflector::store();
     let (owner_deleted, _) = watch::channel(0u64);
     let gc = Arc::new(Gc {
@@ -205,6 +211,7 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         deployments,
         replicasets,
         jobs,
+        cron_jobs,
         daemonsets,
     });
     tokio::join!(
@@ -227,6 +234,12 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
             shutdown.clone(),
         ),
         watch_owners(
+            Api::<PartialObjectMeta<CronJob>>::all(client.clone()),
+            cron_jobs_writer,
+            &owner_deleted,
+            shutdown.clone(),
+        ),
+        watch_owners(
             Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()),
             daemonsets_writer,
             &owner_deleted,
@@ -234,6 +247,13 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         ),
         collect::<Pod>(
             "garbage-collector/pods",
+            &client,
+            gc.clone(),
+            sweeps(owner_deleted.subscribe()),
+            shutdown.clone(),
+        ),
+        collect::<Job>(
+            "garbage-collector/jobs",
             &client,
             gc.clone(),
             sweeps(owner_deleted.subscribe()),
@@ -421,7 +441,7 @@ mod tests {
             served(&reference("v1", "Node")).map(|r| r.plural),
             Some("nodes")
         );
-        assert!(served(&reference("batch/v1", "CronJob")).is_none());
+        assert!(served(&reference("apps/v1", "StatefulSet")).is_none());
         assert!(served(&reference("apps/v2", "Deployment")).is_none());
         assert!(served(&reference("v1", "Deployment")).is_none());
     }

@@ -35,14 +35,17 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{ControllerError, Recorder, controller_ref, controller_uid, describe, terminating};
+use super::{
+    ControllerError, Recorder, controller_ref, controller_uid, delete_if_present, identity,
+    terminating, write_status,
+};
 use crate::api::defaults::JOB_UID_LABEL;
 
 /// The first wait before a failed pod is replaced; it doubles with every failure.
@@ -306,11 +309,6 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     plan
 }
 
-struct Context {
-    client: Client,
-    recorder: Recorder,
-}
-
 /// Runs the Job controller until shutdown: reconciles a Job whenever it or one of its
 /// pods changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
@@ -319,28 +317,18 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(JOB_UID_LABEL),
         );
-    let context = Arc::new(Context {
-        recorder: Recorder {
-            client: client.clone(),
-            component: "job-controller",
-        },
+    let context = Arc::new(Recorder {
         client,
+        component: "job-controller",
     });
     super::drive("job", controller, context, pass, shutdown).await;
 }
 
 /// One pass over one Job: list its pods, plan, act, report.
-async fn pass(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
-    if terminating(job.meta()) {
+async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
+    let Some((namespace, uid, name)) = identity(job.as_ref())? else {
         return Ok(Action::await_change());
-    }
-    let (Some(namespace), Some(uid)) = (job.namespace(), job.uid()) else {
-        return Err(ControllerError::Malformed {
-            object: describe(job.as_ref()),
-            reason: "it has no namespace or uid".into(),
-        });
     };
-    let name = job.name_any();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let listed = pods_api
         .list(&ListParams::default().labels(&format!("{JOB_UID_LABEL}={uid}")))
@@ -357,16 +345,10 @@ async fn pass(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, ControllerErro
 
     if plan.delete_job {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        match jobs.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("delete finished Job {namespace}/{name}"),
-                    source,
-                });
-            }
-        }
+        delete_if_present(&jobs, &name, &DeleteParams::background(), || {
+            format!("delete finished Job {namespace}/{name}")
+        })
+        .await?;
         return Ok(Action::await_change());
     }
     let template = job
@@ -394,65 +376,42 @@ async fn pass(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, ControllerErro
             .map_err(ControllerError::api(format!(
                 "create a pod for Job {namespace}/{name}"
             )))?;
-        ctx.recorder
-            .normal(
-                job.as_ref(),
-                "SuccessfulCreate",
-                format!("Created pod: {}", created.name_any()),
-            )
-            .await;
+        ctx.normal(
+            job.as_ref(),
+            "SuccessfulCreate",
+            format!("Created pod: {}", created.name_any()),
+        )
+        .await;
     }
     for pod in &plan.delete {
-        match pods_api.delete(pod, &DeleteParams::default()).await {
-            Ok(_) => {
-                ctx.recorder
-                    .normal(
-                        job.as_ref(),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {pod}"),
-                    )
-                    .await;
-            }
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("delete pod {pod} of Job {namespace}/{name}"),
-                    source,
-                });
-            }
+        let what = || format!("delete pod {pod} of Job {namespace}/{name}");
+        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+            let message = format!("Deleted pod: {pod}");
+            ctx.normal(job.as_ref(), "SuccessfulDelete", message).await;
         }
     }
     match plan.finish {
         Some(Finish::Complete) => {
-            ctx.recorder
-                .normal(job.as_ref(), "Completed", "Job completed".into())
+            ctx.normal(job.as_ref(), "Completed", "Job completed".into())
                 .await;
         }
         Some(Finish::BackoffLimitExceeded) => {
             let message = "Job has reached the specified backoff limit".into();
-            ctx.recorder
-                .warning(job.as_ref(), "BackoffLimitExceeded", message)
+            ctx.warning(job.as_ref(), "BackoffLimitExceeded", message)
                 .await;
         }
         Some(Finish::DeadlineExceeded) => {
             let message = "Job was active longer than specified deadline".into();
-            ctx.recorder
-                .warning(job.as_ref(), "DeadlineExceeded", message)
-                .await;
+            ctx.warning(job.as_ref(), "DeadlineExceeded", message).await;
         }
         None => {}
     }
     if job.status.as_ref() != Some(&plan.status) {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        jobs.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": plan.status})),
-        )
-        .await
-        .map_err(ControllerError::api(format!(
-            "write the status of Job {namespace}/{name}"
-        )))?;
+        write_status(jobs, &name, json!(plan.status), || {
+            format!("write the status of Job {namespace}/{name}")
+        })
+        .await?;
     }
     Ok(plan
         .requeue

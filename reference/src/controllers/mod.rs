@@ -22,6 +22,7 @@
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
 //! | `daemonsets.rs` | DaemonSets, their pods, and nodes | pods (one per eligible node, via node affinity; rolling update); `daemonsets/{name}/status` |
 //! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
+//! | `cronjobs.rs` | CronJobs, and the Jobs they own | Jobs (create on schedule, delete past the history limits); `cronjobs/{name}/status` |
 //! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
 //!
 //! The chain Deployment → ReplicaSet → Pod is held together by `ownerReferences`: the
@@ -75,6 +76,7 @@
 //! user ──delete Deployment──▶     │──watch──▶ garbage collector: its ReplicaSets, then their pods
 //! ```
 
+pub mod cronjobs;
 mod daemonsets;
 mod deployment;
 pub mod endpoints;
@@ -133,6 +135,63 @@ impl ControllerError {
     }
 }
 
+/// Deletes `name`; one already gone was deleted by someone else. Whether this call did.
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &kube::api::DeleteParams,
+    action: impl FnOnce() -> String,
+) -> Result<bool, ControllerError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+        Err(source) => Err(ControllerError::Api {
+            action: action(),
+            source,
+        }),
+    }
+}
+
+/// The namespace, uid and name of the object a pass works on; `None` while it is being
+/// deleted, when there is nothing to do but wait.
+fn identity<K: Resource<DynamicType = ()>>(
+    obj: &K,
+) -> Result<Option<(String, String, String)>, ControllerError> {
+    if terminating(obj.meta()) {
+        return Ok(None);
+    }
+    match (obj.meta().namespace.clone(), obj.meta().uid.clone()) {
+        (Some(namespace), Some(uid)) => Ok(Some((namespace, uid, obj.name_any()))),
+        _ => Err(ControllerError::Malformed {
+            object: describe(obj),
+            reason: "it has no namespace or uid".into(),
+        }),
+    }
+}
+
+/// Writes an object's `status` (a merge patch of its status subresource).
+async fn write_status<K>(
+    api: Api<K>,
+    name: &str,
+    status: serde_json::Value,
+    action: impl FnOnce() -> String,
+) -> Result<(), ControllerError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    api.patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .await
+        .map(drop)
+        .map_err(|source| ControllerError::Api {
+            action: action(),
+            source,
+        })
+}
+
 /// Runs every controller — ReplicaSet, Deployment, garbage collector — until `shutdown`
 /// becomes `true`, then waits for the reconciles in flight to finish.
 ///
@@ -165,6 +224,7 @@ pub async fn run_with(
         endpoints::run(client.clone(), shutdown.clone()),
         service_accounts::run(client.clone(), shutdown.clone()),
         jobs::run(client.clone(), shutdown.clone()),
+        cronjobs::run(client.clone(), shutdown.clone()),
         daemonsets::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );

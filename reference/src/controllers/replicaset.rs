@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use super::expectations::{Awaited, Expectations, Freshness, Written};
 use super::{
     ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, describe,
-    terminating,
+    terminating, write_status,
 };
 
 /// What one ReplicaSet needs done so that its pods match its spec.
@@ -561,14 +561,11 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     }
 
     if let Some(status) = &plan.status {
-        Api::<ReplicaSet>::namespaced(client, &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .map_err(ControllerError::api(format!("update the status of {what}")))?;
+        let sets = Api::<ReplicaSet>::namespaced(client, &namespace);
+        write_status(sets, &name, json!(status), || {
+            format!("update the status of {what}")
+        })
+        .await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
 }
