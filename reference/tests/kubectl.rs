@@ -269,8 +269,10 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
     let mode = cluster.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]);
     assert_eq!(mode.trim(), "fast");
     // Lists in pages (kubectl asks for 500 at a time; here, one): the same objects.
-    let whole = cluster.ok(&["get", "serviceaccounts", "-A", "--chunk-size=0"]);
-    let paged = cluster.ok(&["get", "serviceaccounts", "-A", "--chunk-size=1"]);
+    // (Without the AGE column, which may tick between the two.)
+    let columns = "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name";
+    let whole = cluster.ok(&["get", "serviceaccounts", "-A", columns, "--chunk-size=0"]);
+    let paged = cluster.ok(&["get", "serviceaccounts", "-A", columns, "--chunk-size=1"]);
     assert_eq!(paged, whole);
     assert!(whole.lines().count() > 3, "{whole}");
     let page: serde_json::Value =
