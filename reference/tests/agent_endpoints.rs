@@ -60,7 +60,7 @@ async fn read_all(reader: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 #[tokio::test]
 async fn exec_and_attach_reach_a_process_in_a_container() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
     let client = client(dir.path()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     running_probe(
@@ -182,6 +182,7 @@ async fn exec_and_attach_reach_a_process_in_a_container() {
         .expect("the echo comes back in time")
         .expect("reads");
     assert_eq!(line, b"through attach\n");
+    interrupt(up).await;
 }
 
 /// A plain GET through the client's own HTTP stack: (status, body).
@@ -199,7 +200,7 @@ async fn reqwest_like_get(client: &kube::Client, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn pods_and_nodes_report_what_they_use() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
     let client = client(dir.path()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let probe = |name: &str| {
@@ -276,4 +277,20 @@ async fn pods_and_nodes_report_what_they_use() {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
         other => panic!("{other:?}"),
     }
+    interrupt(up).await;
+}
+
+/// Stops `up` as Ctrl-C does and waits for it: its agents remove their containers, which
+/// would otherwise run on after the test.
+async fn interrupt(mut up: tokio::process::Child) {
+    let pid = up.id().expect("up runs").to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    let stopped = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(status)) if status.success()),
+        "up did not stop cleanly: {stopped:?}"
+    );
 }
