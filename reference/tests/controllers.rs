@@ -806,6 +806,8 @@ async fn a_job_runs_pods_to_completion_and_fails_past_its_backoff_limit() {
     .await;
     assert_eq!(complete.succeeded, Some(3));
     assert!(complete.completion_time.is_some());
+    // A merge patch keeps what it leaves out: the last pod's count must be cleared.
+    assert_eq!(complete.active, None, "a finished job has no active pods");
     assert!(
         c.event_reasons("batch")
             .await
@@ -845,10 +847,11 @@ async fn a_job_runs_pods_to_completion_and_fails_past_its_backoff_limit() {
             .find(|c| c.type_ == "Failed" && c.status == "True")?
             .reason
             .clone();
-        Some((status.failed, reason))
+        Some((status.failed, status.active, reason))
     })
     .await;
-    assert_eq!(failed, (Some(1), Some("BackoffLimitExceeded".to_owned())));
+    let reason = Some("BackoffLimitExceeded".to_owned());
+    assert_eq!(failed, (Some(1), None, reason));
 
     // Deleting a job takes its pods along.
     jobs.delete("batch", &DeleteParams::background())

@@ -30,7 +30,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
@@ -231,18 +230,11 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
             }
         }
     }
-    if cj.status.as_ref() != Some(&plan.status) {
-        // Every field named: a merge patch leaves out what it does not mention, and an
-        // empty list of active Jobs must replace the last one.
-        let status = &plan.status;
-        let status = json!({"active": status.active, "lastScheduleTime":
-            status.last_schedule_time, "lastSuccessfulTime": status.last_successful_time});
-        let cron_jobs = Api::<CronJob>::namespaced(ctx.client.clone(), &namespace);
-        write_status(cron_jobs, &name, status, || {
-            format!("update the status of CronJob {namespace}/{name}")
-        })
-        .await?;
-    }
+    let cron_jobs = Api::<CronJob>::namespaced(ctx.client.clone(), &namespace);
+    write_status(cron_jobs, &name, cj.status.as_ref(), &plan.status, || {
+        format!("update the status of CronJob {namespace}/{name}")
+    })
+    .await?;
     Ok(match plan.next {
         Some(next) => Action::requeue(next),
         None => Action::await_change(),
@@ -252,6 +244,7 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cron_job(schedule: &str, policy: &str, last: Option<&str>) -> CronJob {
         serde_json::from_value(json!({

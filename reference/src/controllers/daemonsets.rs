@@ -43,7 +43,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
@@ -396,13 +395,11 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
             ctx.normal(ds.as_ref(), "SuccessfulDelete", message).await;
         }
     }
-    if ds.status.as_ref() != Some(&plan.status) {
-        let sets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace);
-        write_status(sets, &name, json!(plan.status), || {
-            format!("write the status of DaemonSet {namespace}/{name}")
-        })
-        .await?;
-    }
+    let sets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace);
+    write_status(sets, &name, ds.status.as_ref(), &plan.status, || {
+        format!("write the status of DaemonSet {namespace}/{name}")
+    })
+    .await?;
     Ok(Action::await_change())
 }
 
@@ -410,6 +407,7 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
 mod tests {
     use super::*;
     use serde_json::Value;
+    use serde_json::json;
 
     fn daemon_set(extra: Value) -> DaemonSet {
         let mut ds = json!({

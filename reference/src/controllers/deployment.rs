@@ -1122,8 +1122,12 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
                     .saturating_add(1);
                 tracing::warn!(replicaset = %rs_name, count, "pod-template-hash collision");
                 let action = || format!("record a hash collision of {what}");
-                let collided = json!({ "collisionCount": count });
-                write_status(deployments.clone(), &name, collided, action).await?;
+                let old = d.status.as_ref();
+                let collided = DeploymentStatus {
+                    collision_count: Some(count),
+                    ..old.cloned().unwrap_or_default()
+                };
+                write_status(deployments.clone(), &name, old, &collided, action).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
             Err(source) => {
@@ -1196,7 +1200,7 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     }
     if let Some(status) = &plan.status {
         let action = || format!("update the status of {what}");
-        write_status(deployments, &name, json!(status), action).await?;
+        write_status(deployments, &name, d.status.as_ref(), status, action).await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
 }

@@ -39,7 +39,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
@@ -406,13 +405,11 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         }
         None => {}
     }
-    if job.status.as_ref() != Some(&plan.status) {
-        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        write_status(jobs, &name, json!(plan.status), || {
-            format!("write the status of Job {namespace}/{name}")
-        })
-        .await?;
-    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    write_status(jobs, &name, job.status.as_ref(), &plan.status, || {
+        format!("write the status of Job {namespace}/{name}")
+    })
+    .await?;
     Ok(plan
         .requeue
         .map_or_else(Action::await_change, Action::requeue))

@@ -172,16 +172,32 @@ fn identity<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Writes an object's `status` (a merge patch of its status subresource).
-async fn write_status<K>(
+/// Writes `new` as an object's `status` (a merge patch of its status subresource),
+/// unless it equals `old`. A merge patch leaves alone what it does not mention, so every
+/// top-level field `old` has and `new` lacks is sent as `null`: a finished Job's `active`
+/// count must go, not linger.
+async fn write_status<K, S>(
     api: Api<K>,
     name: &str,
-    status: serde_json::Value,
+    old: Option<&S>,
+    new: &S,
     action: impl FnOnce() -> String,
 ) -> Result<(), ControllerError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
 {
+    if old == Some(new) {
+        return Ok(());
+    }
+    let mut status = serde_json::json!(new);
+    if let (Some(serde_json::Value::Object(old)), Some(fields)) =
+        (old.map(|o| serde_json::json!(o)), status.as_object_mut())
+    {
+        for key in old.into_iter().map(|(key, _)| key) {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
     let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
     api.patch_status(name, &kube::api::PatchParams::default(), &patch)
         .await

@@ -562,7 +562,7 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
 
     if let Some(status) = &plan.status {
         let sets = Api::<ReplicaSet>::namespaced(client, &namespace);
-        write_status(sets, &name, json!(status), || {
+        write_status(sets, &name, rs.status.as_ref(), status, || {
             format!("update the status of {what}")
         })
         .await?;
