@@ -169,11 +169,7 @@ async fn report_running(
     let value = serde_json::to_value(pod).unwrap_or_default();
     let spec = value.get("spec").cloned().unwrap_or_default();
     let now = meta::now_rfc3339();
-    let containers = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let containers = meta::each(&spec, "/containers")
         .map(|c| ContainerView {
             name: text(c, "name"),
             image: text(c, "image"),

@@ -637,7 +637,7 @@ fn container_run(
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+    for e in meta::each(c, "/env") {
         let Some(name) = e.get("name").and_then(Value::as_str) else {
             continue;
         };
@@ -674,12 +674,7 @@ fn container_run(
         .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.clone())))
         .collect();
     let mut binds = Vec::new();
-    for m in c
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for m in meta::each(c, "/volumeMounts") {
         let (Some(name), Some(path)) = (
             m.get("name").and_then(Value::as_str),
             m.get("mountPath").and_then(Value::as_str),

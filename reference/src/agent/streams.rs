@@ -152,31 +152,25 @@ async fn admit(
     container: &str,
     asked: &Asked,
 ) -> Result<(String, &'static str, Process, Joined), Refusal> {
+    let (bad, conflict) = (StatusCode::BAD_REQUEST, StatusCode::CONFLICT);
     let refuse = |code, why: String| Err((code, why));
+    let the_container = format!("container {container:?} of pod {pod}");
     if !(asked.stdin || asked.stdout || asked.stderr) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "you must specify at least one of stdin, stdout, stderr".into(),
-        );
+        let why = "you must specify at least one of stdin, stdout, stderr";
+        return refuse(bad, why.into());
     }
     if verb == "exec" && asked.command.is_empty() {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "you must specify at least 1 command".into(),
-        );
+        return refuse(bad, "you must specify at least 1 command".into());
     }
     let Some(id) = runtime.find_by_pod(pod, container).await else {
         return refuse(
             StatusCode::NOT_FOUND,
-            format!("container {container:?} of pod {pod} is not on this node"),
+            format!("{the_container} is not on this node"),
         );
     };
     let inspected = runtime.docker().inspect_container(&id, None).await.ok();
     if !inspected.and_then(|c| c.state?.running).unwrap_or(false) {
-        return refuse(
-            StatusCode::CONFLICT,
-            format!("container {container:?} of pod {pod} is not running"),
-        );
+        return refuse(conflict, format!("{the_container} is not running"));
     }
     // Judged after the pod and container: kubectl, refused a WebSocket, tries SPDY, and
     // shows the second answer; it must name the real problem.
@@ -186,18 +180,15 @@ async fn admit(
         .and_then(|k| k.to_str().ok());
     let (Some(key), true) = (key, upgrade_to_websocket(req)) else {
         let spoken = PROTOCOLS.join(" or ");
+        let why = "is served as a WebSocket upgrade";
         return refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Upgrade request required: {verb} is served as a WebSocket upgrade ({spoken}), not SPDY"
-            ),
+            bad,
+            format!("Upgrade request required: {verb} {why} ({spoken}), not SPDY"),
         );
     };
     let Some(protocol) = negotiate(req) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("no common stream protocol: this node speaks {PROTOCOLS:?}"),
-        );
+        let why = format!("no common stream protocol: this node speaks {PROTOCOLS:?}");
+        return refuse(bad, why);
     };
     let joined = match verb {
         "exec" => join_exec(runtime, &id, asked).await,
@@ -205,13 +196,7 @@ async fn admit(
     };
     match joined {
         Ok((process, joined)) => Ok((key.to_owned(), protocol, process, joined)),
-        Err(e) => refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "container {container:?} of pod {pod}: {}",
-                docker_message(&e)
-            ),
-        ),
+        Err(e) => refuse(conflict, format!("{the_container}: {}", docker_message(&e))),
     }
 }
 
@@ -350,7 +335,7 @@ async fn session<S>(
         Process::Exec(exec) => match exit_code(runtime, exec).await {
             Ok(code) => exit_status(code, &command),
             Err(e) => failure(&format!(
-                "could not learn how the process ended: {}",
+                "could not learn how it ended: {}",
                 docker_message(&e)
             )),
         },
@@ -428,29 +413,16 @@ async fn resize(runtime: &Runtime, process: &Process, size: &[u8]) {
     let Ok(size) = serde_json::from_slice::<TerminalSize>(size) else {
         return;
     };
-    let docker = runtime.docker();
+    let (docker, height, width) = (runtime.docker(), size.height, size.width);
     let _ = match process {
         Process::Exec(exec) => {
-            docker
-                .resize_exec(
-                    exec,
-                    bollard::exec::ResizeExecOptions {
-                        height: size.height,
-                        width: size.width,
-                    },
-                )
-                .await
+            let options = bollard::exec::ResizeExecOptions { height, width };
+            docker.resize_exec(exec, options).await
         }
         Process::Attached(id) => {
-            docker
-                .resize_container_tty(
-                    id,
-                    ResizeContainerTTYOptions {
-                        h: i32::from(size.height),
-                        w: i32::from(size.width),
-                    },
-                )
-                .await
+            let (h, w) = (i32::from(height), i32::from(width));
+            let options = ResizeContainerTTYOptions { h, w };
+            docker.resize_container_tty(id, options).await
         }
     };
 }

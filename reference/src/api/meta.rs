@@ -50,6 +50,14 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(obj, |v, part| v.get(part))
 }
 
+/// The items of the array at `pointer` in `obj` (none when there is no array there).
+pub fn each<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
+    obj.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 /// A Node's `InternalIP` address, as it reports it.
 pub fn internal_ip(node: &Value) -> Option<&str> {
     node.pointer("/status/addresses")?

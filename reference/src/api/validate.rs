@@ -238,13 +238,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
         {
             causes.push(required(&format!("{at}.image")));
         }
-        for (j, p) in c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (j, p) in meta::each(c, "/ports").enumerate() {
             let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
             if !(1..=65535).contains(&port) {
                 causes.push(invalid(

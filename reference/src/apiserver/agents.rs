@@ -71,11 +71,7 @@ fn locate(
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
-    let names: Vec<&str> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let names: Vec<&str> = meta::each(&pod, "/spec/containers")
         .filter_map(|c| c.get("name").and_then(Value::as_str))
         .collect();
     let container = match (query.get("container"), names.as_slice()) {

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::status::ApiError;
 use super::{Body, Shared, resources};
-use crate::api;
+use crate::api::{self, meta};
 
 /// How long the proxied exchange may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,18 +62,8 @@ pub(super) async fn pod(
         .and_then(Value::as_str)
         .filter(|ip| !ip.is_empty())
         .ok_or_else(|| ApiError::Unavailable(format!("pod {name} has no IP address yet")))?;
-    let ports: Vec<(&str, u64)> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|container| {
-            container
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-        })
+    let ports: Vec<(&str, u64)> = meta::each(&pod, "/spec/containers")
+        .flat_map(|container| meta::each(container, "/ports"))
         .filter_map(|port| {
             Some((
                 port.get("name").and_then(Value::as_str).unwrap_or_default(),
@@ -142,17 +132,8 @@ pub(super) async fn service(
         ApiError::Unavailable(format!("no endpoints available for service \"{name}\""))
     })?;
     let mut ready: Vec<String> = Vec::new();
-    for subset in object
-        .get("subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let port = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+    for subset in meta::each(&object, "/subsets") {
+        let port = meta::each(subset, "/ports")
             .find(|candidate| {
                 candidate
                     .get("name")
@@ -164,12 +145,7 @@ pub(super) async fn service(
         let Some(port) = port else {
             continue;
         };
-        for address in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for address in meta::each(subset, "/addresses") {
             if let Some(ip) = address.get("ip").and_then(Value::as_str) {
                 ready.push(format!("{ip}:{port}"));
             }

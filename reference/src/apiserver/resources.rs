@@ -7,6 +7,7 @@
 //! A failed check returns before the store is touched, so a bad request changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header, request::Parts};
@@ -114,7 +115,7 @@ pub(super) async fn dispatch(
             ))
         }
         (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
-        (&Method::GET, Some(name), Some("scale")) => ok(scale_of(r, &get(shared, r, ns, name)?.0)),
+        (&Method::GET, Some(name), Some("scale")) => ok(scale_of(&get(shared, r, ns, name)?.0)),
         (&Method::GET, Some(name), Some("log")) => {
             agents::pod_log(shared, r, ns, name, &query).await
         }
@@ -164,11 +165,7 @@ fn success() -> Value {
 
 /// Decodes a request body as JSON, or as kubectl's protobuf envelope.
 fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = content_type(parts).unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
     let value = match media {
         "application/json" | "" | "*/*" => serde_json::from_slice::<Value>(body)
@@ -191,13 +188,12 @@ fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError> {
     Ok(value)
 }
 
+fn content_type(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()
+}
+
 fn patch_kind(parts: &Parts) -> Result<PatchKind, ApiError> {
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    PatchKind::from_content_type(ct).ok_or_else(|| {
+    PatchKind::from_content_type(content_type(parts).unwrap_or("")).ok_or_else(|| {
         ApiError::UnsupportedMediaType(
             "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
                 .into(),
@@ -260,6 +256,17 @@ fn to_stored(obj: &Value) -> Vec<u8> {
     let mut obj = obj.clone();
     metadata_mut(&mut obj).remove("resourceVersion");
     serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+/// The op that stores `obj` as `name`, if the stored copy is as `precondition` says.
+fn put_object(
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    obj: &Value,
+    precondition: Precondition,
+) -> Op {
+    Op::put(r.key(ns, name), to_stored(obj), precondition)
 }
 
 pub(super) fn get(
@@ -407,27 +414,20 @@ fn list_of(
 fn check_type(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     let map = ensure_object(obj);
     let api_version = r.api_version();
-    match map.get("apiVersion").and_then(Value::as_str) {
-        None | Some("") => {}
-        Some(v) if v == api_version => {}
-        Some(v) => {
+    for (field, what, want) in [
+        ("apiVersion", "API version", api_version.as_str()),
+        ("kind", "kind", r.kind),
+    ] {
+        if let Some(got) = map.get(field).and_then(Value::as_str)
+            && !got.is_empty()
+            && got != want
+        {
             return Err(ApiError::BadRequest(format!(
-                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                "the {what} in the data ({got}) does not match the expected {what} ({want})"
             )));
         }
+        map.insert(field.into(), json!(want));
     }
-    match map.get("kind").and_then(Value::as_str) {
-        None | Some("") => {}
-        Some(k) if k == r.kind => {}
-        Some(k) => {
-            return Err(ApiError::BadRequest(format!(
-                "the kind in the data ({k}) does not match the expected kind ({})",
-                r.kind
-            )));
-        }
-    }
-    map.insert("apiVersion".into(), json!(api_version));
-    map.insert("kind".into(), json!(r.kind));
     Ok(())
 }
 
@@ -503,16 +503,11 @@ async fn create(
         let namespaces = api::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
         get(shared, namespaces, None, ns)?;
     }
+    if meta::name(&obj).is_none()
+        && let Some(prefix) = meta::meta_str(&obj, "generateName")
     {
-        let meta = metadata_mut(&mut obj);
-        let has_name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-        if !has_name && let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
-            let name = format!("{prefix}{}", random_suffix(5));
-            meta.insert("name".into(), json!(name));
-        }
+        let name = format!("{prefix}{}", random_suffix(5));
+        metadata_mut(&mut obj).insert("name".into(), json!(name));
     }
     // The uid comes before defaulting: a Job's generated selector is made of it.
     metadata_mut(&mut obj).insert("uid".into(), json!(new_uid()));
@@ -534,17 +529,25 @@ async fn create(
     if dry_run(query) {
         return Ok(obj);
     }
-    let mut ops = vec![Op::put(
-        r.key(ns, &name),
-        to_stored(&obj),
-        Precondition::Absent,
-    )];
+    let mut ops = vec![put_object(r, ns, &name, &obj, Precondition::Absent)];
     ops.extend(claims);
+    write(shared, r, &name, ops, obj).await
+}
+
+/// Makes `ops` one store write, and returns `obj` with the resourceVersion it was written at.
+/// Losing a race for a Service's allocations is a conflict ([`from_allocating_store`]).
+async fn write(
+    shared: &Shared,
+    r: &'static Resource,
+    name: &str,
+    ops: Vec<Op>,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     let written = shared
         .store
         .write(ops)
         .await
-        .map_err(|e| from_allocating_store(e, r, &name))?;
+        .map_err(|e| from_allocating_store(e, r, name))?;
     metadata_mut(&mut obj).insert(
         "resourceVersion".into(),
         json!(written.revision.to_string()),
@@ -572,45 +575,35 @@ fn allocate(
 
 /// Like [`from_store`], except that losing a race for a node port or cluster IP is a
 /// conflict the client may retry, not "already exists".
-fn from_allocating_store(
-    e: crate::store::StoreError,
-    r: &'static Resource,
-    name: &str,
-) -> ApiError {
+fn from_allocating_store(e: StoreError, r: &'static Resource, name: &str) -> ApiError {
     match e {
-        crate::store::StoreError::AlreadyExists { key }
-            if key.starts_with("/registry/allocations/") =>
-        {
-            ApiError::Conflict {
-                resource: r,
-                name: name.to_owned(),
-                message: format!(
-                    "{key} was taken by another service at the same moment; please retry"
-                ),
-            }
-        }
+        StoreError::AlreadyExists { key } if key.starts_with("/registry/allocations/") => conflict(
+            r,
+            name,
+            format!("{key} was taken by another service at the same moment; please retry"),
+        ),
         e => from_store(e, r, name),
+    }
+}
+
+/// A 409: `name` is not in the state the request needs, for the reason `message` gives.
+fn conflict(r: &'static Resource, name: &str, message: String) -> ApiError {
+    ApiError::Conflict {
+        resource: r,
+        name: name.to_owned(),
+        message,
     }
 }
 
 /// What the server owns of a new object's status.
 fn prepare_status_on_create(r: &Resource, obj: &mut Value) {
-    let map = ensure_object(obj);
-    match r.kind {
-        "Pod" => {
-            map.insert(
-                "status".into(),
-                json!({"phase": "Pending", "qosClass": "BestEffort"}),
-            );
-        }
-        "Deployment" | "ReplicaSet" => {
-            map.insert("status".into(), json!({}));
-        }
-        "Service" => {
-            map.insert("status".into(), json!({"loadBalancer": {}}));
-        }
-        _ => {}
-    }
+    let status = match r.kind {
+        "Pod" => json!({"phase": "Pending", "qosClass": "BestEffort"}),
+        "Deployment" | "ReplicaSet" => json!({}),
+        "Service" => json!({"loadBalancer": {}}),
+        _ => return,
+    };
+    ensure_object(obj).insert("status".into(), status);
 }
 
 /// How an update describes the new object.
@@ -621,8 +614,49 @@ pub(super) enum Change<'a> {
     Patch(PatchKind, &'a Bytes),
 }
 
-/// How often a PATCH is retried when another writer got in between read and write.
+impl Change<'_> {
+    /// The object the client proposes: the one it sent, or `base` with its patch applied.
+    fn proposed(&self, base: &Value) -> Result<Value, ApiError> {
+        match self {
+            Change::Replace(obj) => Ok(obj.clone()),
+            Change::Patch(kind, body) => {
+                patch::apply(*kind, base, body).map_err(|e| ApiError::BadRequest(e.to_string()))
+            }
+        }
+    }
+}
+
+/// How many times, at most, a write is tried when another writer got in between its read
+/// and its write.
 const PATCH_RETRIES: usize = 5;
+
+/// Runs `attempt` (a read of the current object and a write based on it) until it succeeds,
+/// fails in a way `retry` does not accept, or has been tried [`PATCH_RETRIES`] times.
+async fn retried<T, Fut>(
+    retry: impl Fn(&ApiError) -> bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    for _ in 1..PATCH_RETRIES {
+        match attempt().await {
+            Err(e) if retry(&e) => continue,
+            done => return done,
+        }
+    }
+    attempt().await
+}
+
+fn is_conflict(e: &ApiError) -> bool {
+    matches!(e, ApiError::Conflict { .. })
+}
+
+/// The resourceVersion the client put in an object it sent, if any: the revision the object
+/// must still be at for the write to happen.
+fn client_revision(obj: &Value) -> Option<&str> {
+    meta::meta_str(obj, "resourceVersion").filter(|rv| !rv.is_empty())
+}
 
 async fn update(
     shared: &Shared,
@@ -633,41 +667,33 @@ async fn update(
     query: &Query,
     change: Change<'_>,
 ) -> Result<Value, ApiError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (current, revision) = get(shared, r, ns, name)?;
-        let (proposed, precondition, retry) = match &change {
-            Change::Replace(obj) => {
-                let rv = meta::meta_str(obj, "resourceVersion")
-                    .filter(|s| !s.is_empty())
-                    .filter(|_| !crate::failpoints::on!("apiserver::ignore-resource-versions"));
-                let pre = match rv {
-                    Some(rv) => Precondition::Revision(parse_rv(rv)?),
-                    None => Precondition::Revision(revision),
-                };
-                (obj.clone(), pre, false)
-            }
-            Change::Patch(kind, body) => {
-                let patched = patch::apply(*kind, &current, body)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                // A patch that names a resourceVersion is a precondition, not a retry loop.
-                let named = meta::meta_str(&patched, "resourceVersion")
-                    .filter(|rv| *rv != revision.to_string())
-                    .map(parse_rv)
-                    .transpose()?;
-                match named {
-                    Some(rv) => (patched, Precondition::Revision(rv), false),
-                    None => (patched, Precondition::Revision(revision), true),
-                }
-            }
-        };
-        let next = merge_update(r, ns, name, sub, &current, proposed, query)?;
-        match write_update(shared, r, ns, name, &current, next, precondition, query).await {
-            Err(ApiError::Conflict { .. }) if retry && attempt < PATCH_RETRIES => continue,
-            other => return other,
-        }
-    }
+    // Only a PATCH is tried again on a conflict, and only one that names no resourceVersion
+    // of its own: a patch that names one is a precondition, not a retry loop. Which it is
+    // shows once it is applied, so each attempt says. (An atomic, not a Cell: the request's
+    // future must be free to move between threads.)
+    let retry = &AtomicBool::new(false);
+    let change = &change;
+    retried(
+        |e| is_conflict(e) && retry.load(Ordering::Relaxed),
+        || async move {
+            let (current, revision) = get(shared, r, ns, name)?;
+            let proposed = change.proposed(&current)?;
+            let named = match change {
+                Change::Replace(_) => client_revision(&proposed)
+                    .filter(|_| !crate::failpoints::on!("apiserver::ignore-resource-versions")),
+                Change::Patch(..) => meta::meta_str(&proposed, "resourceVersion")
+                    .filter(|rv| *rv != revision.to_string()),
+            };
+            retry.store(
+                matches!(change, Change::Patch(..)) && named.is_none(),
+                Ordering::Relaxed,
+            );
+            let expected = named.map(parse_rv).transpose()?.unwrap_or(revision);
+            let next = merge_update(r, ns, name, sub, &current, proposed, query)?;
+            write_update(shared, r, ns, name, &current, next, expected, query).await
+        },
+    )
+    .await
 }
 
 fn parse_rv(rv: &str) -> Result<u64, ApiError> {
@@ -755,21 +781,18 @@ async fn write_update(
     name: &str,
     current: &Value,
     mut next: Value,
-    precondition: Precondition,
+    expected: u64,
     query: &Query,
 ) -> Result<Value, ApiError> {
     let claims = allocate(shared, r, &r.key(ns, name), name, &mut next, Some(current))?;
     // Compare without resourceVersion: an unchanged object is not written again.
-    let rv_of = |v: &Value| meta::meta_str(v, "resourceVersion").map(str::to_owned);
-    let current_rv = rv_of(current);
+    let current_rv = meta::meta_str(current, "resourceVersion").map(str::to_owned);
     metadata_mut(&mut next).remove("resourceVersion");
     let mut current_plain = current.clone();
     metadata_mut(&mut current_plain).remove("resourceVersion");
-    if let Precondition::Revision(expected) = precondition
-        && current_rv.as_deref() != Some(expected.to_string().as_str())
-    {
+    if current_rv.as_deref() != Some(expected.to_string().as_str()) {
         return Err(from_store(
-            crate::store::StoreError::Conflict {
+            StoreError::Conflict {
                 key: String::new(),
                 expected,
                 actual: 0,
@@ -784,22 +807,14 @@ async fn write_update(
         }
         return Ok(next);
     }
-    let mut ops = vec![Op::put(r.key(ns, name), to_stored(&next), precondition)];
+    let precondition = Precondition::Revision(expected);
+    let mut ops = vec![put_object(r, ns, name, &next, precondition)];
     ops.extend(claims);
-    let written = shared
-        .store
-        .write(ops)
-        .await
-        .map_err(|e| from_allocating_store(e, r, name))?;
-    metadata_mut(&mut next).insert(
-        "resourceVersion".into(),
-        json!(written.revision.to_string()),
-    );
-    Ok(next)
+    write(shared, r, name, ops, next).await
 }
 
 /// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
-fn scale_of(r: &Resource, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or_default();
     let selector = obj
         .pointer("/spec/selector/matchLabels")
@@ -811,7 +826,6 @@ fn scale_of(r: &Resource, obj: &Value) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
-    let _ = r;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -835,70 +849,50 @@ async fn rescale(
     query: &Query,
     change: Change<'_>,
 ) -> Result<Value, ApiError> {
-    let pinned = match &change {
-        Change::Replace(obj) => {
-            meta::meta_str(obj, "resourceVersion").is_some_and(|rv| !rv.is_empty())
-        }
-        Change::Patch(..) => false,
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match rescale_once(shared, r, ns, name, query, &change).await {
-            Err(ApiError::Conflict { .. }) if !pinned && attempt < PATCH_RETRIES => continue,
-            other => return other,
-        }
-    }
+    // A Scale PUT that names a resourceVersion is a precondition, not a retry loop.
+    let pinned = matches!(&change, Change::Replace(obj) if client_revision(obj).is_some());
+    let change = &change;
+    retried(
+        |e| is_conflict(e) && !pinned,
+        || async move {
+            let (current, revision) = get(shared, r, ns, name)?;
+            let proposed = change.proposed(&scale_of(&current))?;
+            let replicas = match proposed.pointer("/spec/replicas").and_then(Value::as_i64) {
+                Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
+                other => {
+                    return Err(ApiError::Invalid(
+                        validate::ValidationError::Invalid {
+                            kind: "Scale",
+                            name: name.to_owned(),
+                            causes: vec![validate::Cause {
+                                reason: "FieldValueInvalid",
+                                field: "spec.replicas".into(),
+                                message: format!(
+                                    "Invalid value: {}: must be greater than or equal to 0",
+                                    other.map_or("null".to_string(), |n| n.to_string())
+                                ),
+                            }],
+                        },
+                        r,
+                    ));
+                }
+            };
+            let named = client_revision(&proposed);
+            let expected = named.map(parse_rv).transpose()?.unwrap_or(revision);
+            let mut next = current.clone();
+            set_in_spec(&mut next, "replicas", json!(replicas));
+            let next = merge_update(r, ns, name, None, &current, next, query)?;
+            let stored = write_update(shared, r, ns, name, &current, next, expected, query).await?;
+            Ok(scale_of(&stored))
+        },
+    )
+    .await
 }
 
-async fn rescale_once(
-    shared: &Shared,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    query: &Query,
-    change: &Change<'_>,
-) -> Result<Value, ApiError> {
-    let (current, revision) = get(shared, r, ns, name)?;
-    let scale = scale_of(r, &current);
-    let proposed = match change {
-        Change::Replace(obj) => obj.clone(),
-        Change::Patch(kind, body) => {
-            patch::apply(*kind, &scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?
-        }
-    };
-    let replicas = proposed.pointer("/spec/replicas").and_then(Value::as_i64);
-    let replicas = match replicas {
-        Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
-        other => {
-            return Err(ApiError::Invalid(
-                validate::ValidationError::Invalid {
-                    kind: "Scale",
-                    name: name.to_owned(),
-                    causes: vec![validate::Cause {
-                        reason: "FieldValueInvalid",
-                        field: "spec.replicas".into(),
-                        message: format!(
-                            "Invalid value: {}: must be greater than or equal to 0",
-                            other.map_or("null".to_string(), |n| n.to_string())
-                        ),
-                    }],
-                },
-                r,
-            ));
-        }
-    };
-    let precondition = match meta::meta_str(&proposed, "resourceVersion").filter(|s| !s.is_empty())
-    {
-        Some(rv) => Precondition::Revision(parse_rv(rv)?),
-        None => Precondition::Revision(revision),
-    };
-    let mut next = current.clone();
-    ensure_object(ensure_object(&mut next).entry("spec").or_insert(json!({})))
-        .insert("replicas".into(), json!(replicas));
-    let next = merge_update(r, ns, name, None, &current, next, query)?;
-    let stored = write_update(shared, r, ns, name, &current, next, precondition, query).await?;
-    Ok(scale_of(r, &stored))
+/// Sets `spec.<field>` of `obj`, starting a spec if it has none.
+fn set_in_spec(obj: &mut Value, field: &str, value: Value) {
+    let spec = ensure_object(obj).entry("spec").or_insert(json!({}));
+    ensure_object(spec).insert(field.into(), value);
 }
 
 /// DeleteOptions from the body (if any) and the query.
@@ -1015,162 +1009,100 @@ async fn delete(
     options: &Value,
 ) -> Result<Value, ApiError> {
     // Another writer between our read and our write is not the client's conflict unless the
-    // client named a resourceVersion: read again and retry, as Kubernetes does.
+    // client named a resourceVersion: read again and retry, as Kubernetes does. A namespace's
+    // contents change under it all the time; one of them going away between our list and
+    // our write is no reason to fail either.
     let client_pinned = options.pointer("/preconditions/resourceVersion").is_some();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match delete_once(shared, r, ns, name, options).await {
-            Err(ApiError::Conflict { .. }) if !client_pinned && attempt < PATCH_RETRIES => continue,
-            // A namespace's contents change under it all the time; one of them going away
-            // between our list and our write is no reason to fail.
-            Err(ApiError::NotFound { .. }) if r.kind == "Namespace" && attempt < PATCH_RETRIES => {
-                continue;
+    let retry = |e: &ApiError| match e {
+        ApiError::Conflict { .. } => !client_pinned,
+        ApiError::NotFound { .. } => r.kind == "Namespace",
+        _ => false,
+    };
+    retried(retry, || async move {
+        let (current, revision) = get(shared, r, ns, name)?;
+        if let Some(pre) = options.get("preconditions") {
+            if let Some(uid) = pre.get("uid").and_then(Value::as_str)
+                && meta::meta_str(&current, "uid") != Some(uid)
+            {
+                let message = format!("Precondition failed: UID in precondition: {uid}");
+                return Err(conflict(r, name, message));
             }
-            other => return other,
+            if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
+                && parse_rv(rv)? != revision
+            {
+                let message = format!("Precondition failed: ResourceVersion in precondition: {rv}");
+                return Err(conflict(r, name, message));
+            }
         }
-    }
-}
-
-async fn delete_once(
-    shared: &Shared,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    options: &Value,
-) -> Result<Value, ApiError> {
-    let (current, revision) = get(shared, r, ns, name)?;
-    if let Some(pre) = options.get("preconditions") {
-        if let Some(uid) = pre.get("uid").and_then(Value::as_str)
-            && meta::meta_str(&current, "uid") != Some(uid)
+        if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
+        let finalizers = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let bound_pod = r.kind == "Pod"
+            && meta::path(&current, "spec.nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+        let pod_grace = grace.unwrap_or_else(|| {
+            meta::path(&current, "spec.terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        // A pod on a node is stopped by its node agent, which removes it when its containers are
+        // gone; an object with finalizers waits for them. Both are only marked as terminating.
+        if finalizers || (bound_pod && pod_grace > 0) {
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(current);
+            }
+            let mut next = current.clone();
+            let meta = metadata_mut(&mut next);
+            meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            meta.insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(if bound_pod { pod_grace } else { 0 }),
+            );
+            let mark = put_object(r, ns, name, &next, Precondition::Revision(revision));
+            return write(shared, r, name, vec![mark], next).await;
+        }
+        let key = r.key(ns, name);
+        let mut ops = vec![Op::delete(key.clone(), Precondition::Revision(revision))];
+        if r.namespaced
+            && options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan")
         {
-            return Err(ApiError::Conflict {
-                resource: r,
-                name: name.to_owned(),
-                message: format!("Precondition failed: UID in precondition: {uid}"),
-            });
+            ops.extend(orphan_dependents(shared, r, ns, name, &current)?);
         }
-        if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
-            && parse_rv(rv)? != revision
-        {
-            return Err(ApiError::Conflict {
-                resource: r,
-                name: name.to_owned(),
-                message: format!("Precondition failed: ResourceVersion in precondition: {rv}"),
-            });
+        // A Service gives back its cluster IP and node ports in the same write.
+        let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
+        if r.kind == "Service" {
+            ops.extend(allocation::release(&held, &key));
         }
-    }
-    if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
-        return Err(ApiError::Forbidden(format!(
-            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-        )));
-    }
-    let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
-    let finalizers = current
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    let bound_pod = r.kind == "Pod"
-        && meta::path(&current, "spec.nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-    let pod_grace = grace.unwrap_or_else(|| {
-        meta::path(&current, "spec.terminationGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(30)
-    });
-    // A pod on a node is stopped by its node agent, which removes it when its containers are
-    // gone; an object with finalizers waits for them. Both are only marked as terminating.
-    if finalizers || (bound_pod && pod_grace > 0) {
-        if current.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(current);
-        }
-        let mut next = current.clone();
-        let meta = metadata_mut(&mut next);
-        meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-        meta.insert(
-            "deletionGracePeriodSeconds".into(),
-            json!(if bound_pod { pod_grace } else { 0 }),
-        );
-        let written = shared
-            .store
-            .write(vec![Op::put(
-                r.key(ns, name),
-                to_stored(&next),
-                Precondition::Revision(revision),
-            )])
-            .await
-            .map_err(|e| from_store(e, r, name))?;
-        metadata_mut(&mut next).insert(
-            "resourceVersion".into(),
-            json!(written.revision.to_string()),
-        );
-        return Ok(next);
-    }
-    let mut ops = vec![Op::delete(
-        r.key(ns, name),
-        Precondition::Revision(revision),
-    )];
-    if r.namespaced && options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan") {
-        ops.extend(orphan_dependents(shared, r, ns, name, &current)?);
-    }
-    // A Service gives back its cluster IP and node ports in the same write.
-    let held = Held::load(&shared.store).map_err(|e| from_store(e, r, name))?;
-    if r.kind == "Service" {
-        ops.extend(allocation::release(&held, &r.key(ns, name)));
-    }
-    if r.kind == "Namespace" {
-        // The namespace goes with everything in it.
-        for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
-            let (items, _) = shared
-                .store
-                .list(&res.prefix(Some(name)))
-                .map_err(|e| from_store(e, r, name))?;
-            for (key, _) in items {
-                if res.kind == "Service" {
-                    ops.extend(allocation::release(&held, &key));
+        if r.kind == "Namespace" {
+            // The namespace goes with everything in it.
+            for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
+                let (items, _) = shared
+                    .store
+                    .list(&res.prefix(Some(name)))
+                    .map_err(|e| from_store(e, r, name))?;
+                for (key, _) in items {
+                    if res.kind == "Service" {
+                        ops.extend(allocation::release(&held, &key));
+                    }
+                    // Whatever its revision: the namespace goes with everything in it.
+                    ops.push(Op::delete(key, Precondition::Exists));
                 }
-                // Whatever its revision: the namespace goes with everything in it.
-                ops.push(Op::delete(key, Precondition::Exists));
             }
         }
-    }
-    let written = shared
-        .store
-        .write(ops)
-        .await
-        .map_err(|e| from_store(e, r, name))?;
-    let mut gone = current;
-    metadata_mut(&mut gone).insert(
-        "resourceVersion".into(),
-        json!(written.revision.to_string()),
-    );
-    Ok(gone)
+        write(shared, r, name, ops, current).await
+    })
+    .await
 }
 
 async fn bind(
-    shared: &Shared,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
-    binding: &Value,
-) -> Result<(), ApiError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match bind_once(shared, r, ns, name, binding).await {
-            // A status write slipped in between: the pod is still unbound, try again.
-            Err(ApiError::Conflict { message, .. })
-                if attempt < PATCH_RETRIES && message.contains("has been modified") =>
-            {
-                continue;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn bind_once(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,
@@ -1182,27 +1114,22 @@ async fn bind_once(
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("a binding needs target.name (the node)".into()))?;
-    let (current, revision) = get(shared, r, ns, name)?;
-    if let Some(existing) = meta::path(&current, "spec.nodeName").and_then(Value::as_str)
-        && !existing.is_empty()
-    {
-        return Err(ApiError::Conflict {
-            resource: r,
-            name: name.to_owned(),
-            message: format!("pod {name} is already assigned to node \"{existing}\""),
-        });
-    }
-    let mut next = current;
-    ensure_object(ensure_object(&mut next).entry("spec").or_insert(json!({})))
-        .insert("nodeName".into(), json!(node));
-    shared
-        .store
-        .write(vec![Op::put(
-            r.key(ns, name),
-            to_stored(&next),
-            Precondition::Revision(revision),
-        )])
-        .await
-        .map_err(|e| from_store(e, r, name))?;
-    Ok(())
+    // A status write slipped in between: the pod is still unbound, try again.
+    let modified = |e: &ApiError| match e {
+        ApiError::Conflict { message, .. } => message.contains("has been modified"),
+        _ => false,
+    };
+    retried(modified, || async move {
+        let (mut pod, revision) = get(shared, r, ns, name)?;
+        if let Some(existing) = meta::path(&pod, "spec.nodeName").and_then(Value::as_str)
+            && !existing.is_empty()
+        {
+            let message = format!("pod {name} is already assigned to node \"{existing}\"");
+            return Err(conflict(r, name, message));
+        }
+        set_in_spec(&mut pod, "nodeName", json!(node));
+        let bound = put_object(r, ns, name, &pod, Precondition::Revision(revision));
+        write(shared, r, name, vec![bound], pod).await.map(drop)
+    })
+    .await
 }

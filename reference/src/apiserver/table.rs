@@ -5,6 +5,18 @@
 //! RESTARTS. Each row carries the object's metadata (a `PartialObjectMetadata`), which
 //! kubectl needs for namespaces, labels and `--show-labels`. Columns with priority 1 appear
 //! only with `-o wide`.
+//!
+//! One spec line per kind names its columns after NAME and where each cell comes from, so
+//! most kinds need no code of their own. Columns are separated by `, `, those after ` | `
+//! appear only with `-o wide`, and each reads `Name[#][=source]`, `#` marking an integer
+//! column. The source is one of:
+//!
+//! - a JSON pointer, `Holder=/spec/holderIdentity`: an integer column shows the number there
+//!   (0 if none), any other the string there or, when that is missing or empty, what follows
+//!   ` or ` (`Type=/type or Opaque`), else an empty string;
+//! - the name of a cell computed in `computed`, `Status=node-status`, some of which read the
+//!   pointer in parentheses, `Selector=selector(/spec/selector)`;
+//! - nothing, as in `Age`: the computed cell named like the column, in lowercase.
 
 use serde_json::{Value, json};
 
@@ -14,45 +26,207 @@ use crate::api::meta;
 /// A column: name, type, priority (0 always shown, 1 only with `-o wide`).
 type Column = (&'static str, &'static str, u8);
 
-/// Each kind's columns after NAME, as kubectl shows them: `#` marks an integer column, and
-/// the columns after `|` appear only with `-o wide`.
-fn columns(kind: &str) -> Vec<Column> {
-    let spec = match kind {
-        "Pod" => "Ready, Status, Restarts, Age | IP, Node",
-        "Deployment" => "Ready, Up-to-date#, Available#, Age | Containers, Images, Selector",
-        "ReplicaSet" => "Desired#, Current#, Ready#, Age | Containers, Images, Selector",
-        "Service" => "Type, Cluster-IP, External-IP, Port(s), Age | Selector",
-        "Node" => "Status, Roles, Age, Version | Internal-IP",
-        "Namespace" => "Status, Age",
+/// Where a pod template's containers are, unless a cell says otherwise.
+const TEMPLATE_CONTAINERS: &str = "/spec/template/spec/containers";
+
+/// Each kind's columns after NAME and their cells, as kubectl shows them (see above).
+fn spec(kind: &str) -> &'static str {
+    match kind {
+        "Pod" => {
+            "Ready=pod-ready, Status=pod-status, Restarts, Age \
+             | IP=/status/podIP or <none>, Node=/spec/nodeName or <none>"
+        }
+        "Deployment" => {
+            "Ready=ready-replicas, Up-to-date#=/status/updatedReplicas, \
+             Available#=/status/availableReplicas, Age | Containers, Images, Selector"
+        }
+        "ReplicaSet" => {
+            "Desired#=/spec/replicas, Current#=/status/replicas, Ready#=/status/readyReplicas, \
+             Age | Containers, Images, Selector"
+        }
+        "Service" => {
+            "Type=/spec/type or ClusterIP, Cluster-IP=/spec/clusterIP or <none>, \
+             External-IP=none, Port(s)=service-ports, Age | Selector=selector(/spec/selector)"
+        }
+        "Node" => {
+            "Status=node-status, Roles=none, Age, Version=/status/nodeInfo/kubeletVersion \
+             | Internal-IP"
+        }
+        "Namespace" => "Status=/status/phase or Active, Age",
         "Endpoints" => "Endpoints, Age",
-        "Lease" => "Holder, Age",
-        "ConfigMap" => "Data#, Age",
-        "Secret" => "Type, Data#, Age",
-        "ServiceAccount" => "Secrets#, Age",
+        "Lease" => "Holder=/spec/holderIdentity, Age",
+        "ConfigMap" => "Data#=config-data, Age",
+        "Secret" => "Type=/type or Opaque, Data#=keys(/data), Age",
+        "ServiceAccount" => "Secrets#=items(/secrets), Age",
         "DaemonSet" => {
-            "Desired#, Current#, Ready#, Up-to-date#, Available#, Node Selector, Age | Containers, Images, Selector"
+            "Desired#=/status/desiredNumberScheduled, Current#=/status/currentNumberScheduled, \
+             Ready#=/status/numberReady, Up-to-date#=/status/updatedNumberScheduled, \
+             Available#=/status/numberAvailable, \
+             Node Selector=selector(/spec/template/spec/nodeSelector), \
+             Age | Containers, Images, Selector"
         }
-        "Job" => "Status, Completions, Duration, Age | Containers, Images, Selector",
+        "Job" => "Status=job-status, Completions, Duration, Age | Containers, Images, Selector",
         "CronJob" => {
-            "Schedule, Timezone, Suspend, Active#, Last Schedule, Age | Containers, Images"
+            "Schedule, Timezone, Suspend, Active#=items(/status/active), \
+             Last Schedule=last-schedule, Age \
+             | Containers=containers(/spec/jobTemplate/spec/template/spec/containers), \
+             Images=images(/spec/jobTemplate/spec/template/spec/containers)"
         }
-        "EndpointSlice" => "AddressType, Ports, Endpoints, Age",
+        "EndpointSlice" => {
+            "AddressType=/addressType, Ports=slice-ports, Endpoints=slice-addresses, Age"
+        }
         _ => "Age",
-    };
+    }
+}
+
+/// The columns after NAME in `kind`'s spec, each with the source of its cells.
+fn spec_columns(kind: &str) -> impl Iterator<Item = (Column, &'static str)> {
+    let spec = spec(kind);
     let (always, wide) = spec.split_once(" | ").unwrap_or((spec, ""));
-    let named = |names: &'static str, priority: u8| {
-        names
+    let parse = |columns: &'static str, priority: u8| {
+        columns
             .split(", ")
-            .filter(|n| !n.is_empty())
-            .map(move |name| match name.strip_suffix('#') {
-                Some(name) => (name, "integer", priority),
-                None => (name, "string", priority),
+            .filter(|c| !c.is_empty())
+            .map(move |column| {
+                let (name, source) = column.split_once('=').unwrap_or((column, ""));
+                match name.strip_suffix('#') {
+                    Some(name) => ((name, "integer", priority), source),
+                    None => ((name, "string", priority), source),
+                }
             })
     };
-    std::iter::once(("Name", "string", 0))
-        .chain(named(always, 0))
-        .chain(named(wide, 1))
-        .collect()
+    parse(always, 0).chain(parse(wide, 1))
+}
+
+fn columns(kind: &str) -> Vec<Column> {
+    let rest = spec_columns(kind).map(|(column, _)| column);
+    std::iter::once(("Name", "string", 0)).chain(rest).collect()
+}
+
+fn cells(kind: &str, obj: &Value) -> Vec<Value> {
+    let name = json!(meta::name(obj).unwrap_or_default());
+    let rest = spec_columns(kind).map(|(column, source)| cell(obj, column, source));
+    std::iter::once(name).chain(rest).collect()
+}
+
+/// The cell that `source` (see the module docs) gives in `column`.
+fn cell(obj: &Value, (column, ty, _): Column, source: &str) -> Value {
+    match source {
+        "" => computed(obj, &column.to_lowercase(), None),
+        _ if source.starts_with('/') => {
+            let (pointer, missing) = source.split_once(" or ").unwrap_or((source, ""));
+            match ty {
+                "integer" => json!(int(obj, pointer)),
+                _ => json!(text(obj, pointer, missing)),
+            }
+        }
+        _ => match source.strip_suffix(')').and_then(|s| s.split_once('(')) {
+            Some((name, pointer)) => computed(obj, name, Some(pointer)),
+            None => computed(obj, source, None),
+        },
+    }
+}
+
+/// The cells that take more than reading one value, by name; `pointer` is the one given in
+/// parentheses, if any.
+fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
+    const STATUSES: &str = "/status/containerStatuses";
+    let or = |default| pointer.unwrap_or(default);
+    match name {
+        "age" => json!(ago(obj, "/metadata/creationTimestamp", "<unknown>")),
+        "none" => json!("<none>"),
+        "containers" => json!(joined(obj, or(TEMPLATE_CONTAINERS), "name")),
+        "images" => json!(joined(obj, or(TEMPLATE_CONTAINERS), "image")),
+        "selector" => json!(selector(obj, or("/spec/selector/matchLabels"))),
+        "items" => json!(array(obj, or("")).count()),
+        "keys" => json!(keys(obj, or(""))),
+        "pod-ready" => {
+            let ready = array(obj, STATUSES).filter(|c| c["ready"] == true).count();
+            let total = array(obj, "/spec/containers").count();
+            json!(format!("{ready}/{total}"))
+        }
+        "pod-status" => json!(pod_status(obj)),
+        "restarts" => {
+            let restarts = array(obj, STATUSES).filter_map(|c| c["restartCount"].as_i64());
+            json!(restarts.sum::<i64>().to_string())
+        }
+        "ready-replicas" => {
+            let ready = int(obj, "/status/readyReplicas");
+            let desired = int(obj, "/spec/replicas");
+            json!(format!("{ready}/{desired}"))
+        }
+        "service-ports" => {
+            let ports = array(obj, "/spec/ports").map(|p| {
+                let (port, protocol) = (int(p, "/port"), text(p, "/protocol", "TCP"));
+                match p["nodePort"].as_i64() {
+                    Some(node_port) => format!("{port}:{node_port}/{protocol}"),
+                    None => format!("{port}/{protocol}"),
+                }
+            });
+            json!(listed(ports, "<none>"))
+        }
+        "node-status" => {
+            let ready = array(obj, "/status/conditions").find(|c| c["type"] == "Ready");
+            let status = match ready.and_then(|c| c["status"].as_str()) {
+                Some("True") => "Ready",
+                Some(_) => "NotReady",
+                None => "Unknown",
+            };
+            match flag(obj, "/spec/unschedulable") {
+                true => json!(format!("{status},SchedulingDisabled")),
+                false => json!(status),
+            }
+        }
+        "internal-ip" => json!(meta::internal_ip(obj).unwrap_or("<none>")),
+        "endpoints" => {
+            let mut endpoints = Vec::new();
+            for subset in array(obj, "/subsets") {
+                let ports: Vec<i64> = array(subset, "/ports").map(|p| int(p, "/port")).collect();
+                for address in array(subset, "/addresses") {
+                    let ip = address["ip"].as_str().unwrap_or_default();
+                    endpoints.extend(ports.iter().map(|port| format!("{ip}:{port}")));
+                }
+            }
+            json!(listed(endpoints, "<none>"))
+        }
+        "config-data" => json!(keys(obj, "/data") + keys(obj, "/binaryData")),
+        "job-status" => {
+            let holds = |kind: &str| {
+                array(obj, "/status/conditions").any(|c| c["type"] == kind && c["status"] == "True")
+            };
+            let kinds = ["Complete", "Failed", "Suspended"];
+            json!(kinds.into_iter().find(|k| holds(k)).unwrap_or("Running"))
+        }
+        "completions" => {
+            let succeeded = int(obj, "/status/succeeded");
+            let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+                Some(n) => format!("{succeeded}/{n}"),
+                None => format!("{succeeded}/1 of {}", int(obj, "/spec/parallelism")),
+            };
+            json!(completions)
+        }
+        "duration" => {
+            let Some(start) = instant(obj, "/status/startTime") else {
+                return json!("");
+            };
+            let end = instant(obj, "/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
+            json!(human_duration(end.as_second() - start.as_second()))
+        }
+        "schedule" => json!(obj.pointer("/spec/schedule")),
+        "timezone" => json!(obj["spec"]["timeZone"].as_str().unwrap_or("<none>")),
+        "suspend" => json!(flag(obj, "/spec/suspend")),
+        "last-schedule" => json!(ago(obj, "/status/lastScheduleTime", "<none>")),
+        "slice-ports" => {
+            let ports = array(obj, "/ports").map(|p| int(p, "/port").to_string());
+            json!(listed(ports, "<unset>"))
+        }
+        "slice-addresses" => {
+            let first = |e: &Value| e.pointer("/addresses/0")?.as_str().map(str::to_owned);
+            let addresses = array(obj, "/endpoints").filter_map(first);
+            json!(listed(addresses, "<unset>"))
+        }
+        other => unreachable!("no computed cell is named {other}"),
+    }
 }
 
 /// Kubernetes' short human durations: `45s`, `3m20s`, `5h10m`, `3d4h`, `400d`.
@@ -71,17 +245,22 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-fn age(obj: &Value) -> String {
-    let created =
-        meta::meta_str(obj, "creationTimestamp").and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    match created {
-        Some(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
-        None => "<unknown>".into(),
-    }
+/// How long ago the time at `pointer` was, or `missing`.
+fn ago(obj: &Value, pointer: &str, missing: &str) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    instant(obj, pointer).map_or(missing.into(), |t| human_duration(now - t.as_second()))
+}
+
+fn instant(obj: &Value, pointer: &str) -> Option<jiff::Timestamp> {
+    obj.pointer(pointer)?.as_str()?.parse().ok()
 }
 
 fn int(obj: &Value, pointer: &str) -> i64 {
     obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn flag(obj: &Value, pointer: &str) -> bool {
+    obj.pointer(pointer) == Some(&Value::Bool(true))
 }
 
 fn text(obj: &Value, pointer: &str, missing: &str) -> String {
@@ -92,29 +271,40 @@ fn text(obj: &Value, pointer: &str, missing: &str) -> String {
         .to_owned()
 }
 
-fn joined(items: Option<&Value>, field: &str) -> String {
-    items
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get(field).and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+/// The items of the array at `pointer`, if there is one.
+fn array<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
+    let items = obj.pointer(pointer).and_then(Value::as_array);
+    items.into_iter().flatten()
 }
 
+/// How many keys the map at `pointer` holds.
+fn keys(obj: &Value, pointer: &str) -> usize {
+    let map = obj.pointer(pointer).and_then(Value::as_object);
+    map.map_or(0, serde_json::Map::len)
+}
+
+/// `items` joined by commas, or `missing` when there are none.
+fn listed(items: impl IntoIterator<Item = String>, missing: &str) -> String {
+    let items: Vec<String> = items.into_iter().collect();
+    match items.is_empty() {
+        true => missing.to_owned(),
+        false => items.join(","),
+    }
+}
+
+/// The `field` of each item in the array at `pointer`, joined by commas.
+fn joined(obj: &Value, pointer: &str, field: &str) -> String {
+    listed(
+        array(obj, pointer).filter_map(|c| c[field].as_str().map(str::to_owned)),
+        "",
+    )
+}
+
+/// The map at `pointer` as `key=value` pairs, or `<none>`.
 fn selector(obj: &Value, pointer: &str) -> String {
-    obj.pointer(pointer)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "<none>".into())
+    let labels = obj.pointer(pointer).and_then(Value::as_object);
+    let pair = |(k, v): (&String, &Value)| format!("{k}={}", v.as_str().unwrap_or_default());
+    listed(labels.into_iter().flatten().map(pair), "<none>")
 }
 
 /// What STATUS shows for a pod: a waiting or terminated reason beats the phase.
@@ -122,336 +312,13 @@ fn pod_status(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
-    let statuses = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array);
-    for s in statuses.into_iter().flatten() {
-        for state in ["waiting", "terminated"] {
-            if let Some(reason) = s
-                .pointer(&format!("/state/{state}/reason"))
-                .and_then(Value::as_str)
-            {
-                return reason.to_owned();
-            }
-        }
-    }
-    text(
-        pod,
-        "/status/reason",
-        &text(pod, "/status/phase", "Pending"),
-    )
-}
-
-fn cells(kind: &str, obj: &Value) -> Vec<Value> {
-    let name = json!(meta::name(obj).unwrap_or_default());
-    let mut row = vec![name];
-    let rest: Vec<Value> = match kind {
-        "Pod" => {
-            let statuses = obj
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array);
-            let total = obj
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |s| {
-                s.iter()
-                    .filter(|c| c.get("ready") == Some(&json!(true)))
-                    .count()
-            });
-            let restarts: i64 = statuses.map_or(0, |s| {
-                s.iter()
-                    .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
-                    .sum()
-            });
-            vec![
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
-                json!(restarts.to_string()),
-                json!(age(obj)),
-                json!(text(obj, "/status/podIP", "<none>")),
-                json!(text(obj, "/spec/nodeName", "<none>")),
-            ]
-        }
-        "Deployment" => vec![
-            json!(format!(
-                "{}/{}",
-                int(obj, "/status/readyReplicas"),
-                int(obj, "/spec/replicas")
-            )),
-            json!(int(obj, "/status/updatedReplicas")),
-            json!(int(obj, "/status/availableReplicas")),
-            json!(age(obj)),
-            json!(joined(
-                obj.pointer("/spec/template/spec/containers"),
-                "name"
-            )),
-            json!(joined(
-                obj.pointer("/spec/template/spec/containers"),
-                "image"
-            )),
-            json!(selector(obj, "/spec/selector/matchLabels")),
-        ],
-        "ReplicaSet" => vec![
-            json!(int(obj, "/spec/replicas")),
-            json!(int(obj, "/status/replicas")),
-            json!(int(obj, "/status/readyReplicas")),
-            json!(age(obj)),
-            json!(joined(
-                obj.pointer("/spec/template/spec/containers"),
-                "name"
-            )),
-            json!(joined(
-                obj.pointer("/spec/template/spec/containers"),
-                "image"
-            )),
-            json!(selector(obj, "/spec/selector/matchLabels")),
-        ],
-        "Service" => {
-            let ports = obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            let port = int(p, "/port");
-                            let proto = text(p, "/protocol", "TCP");
-                            match p.get("nodePort").and_then(Value::as_i64) {
-                                Some(np) => format!("{port}:{np}/{proto}"),
-                                None => format!("{port}/{proto}"),
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "<none>".into());
-            vec![
-                json!(text(obj, "/spec/type", "ClusterIP")),
-                json!(text(obj, "/spec/clusterIP", "<none>")),
-                json!("<none>"),
-                json!(ports),
-                json!(age(obj)),
-                json!(selector(obj, "/spec/selector")),
-            ]
-        }
-        "Node" => {
-            let conditions = obj.pointer("/status/conditions").and_then(Value::as_array);
-            let ready = conditions
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("type") == Some(&json!("Ready")))
-                .and_then(|c| c.get("status").and_then(Value::as_str));
-            let mut status = match ready {
-                Some("True") => "Ready".to_owned(),
-                Some(_) => "NotReady".to_owned(),
-                None => "Unknown".to_owned(),
-            };
-            if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
-                status.push_str(",SchedulingDisabled");
-            }
-            let internal = meta::internal_ip(obj).unwrap_or("<none>").to_owned();
-            vec![
-                json!(status),
-                json!("<none>"),
-                json!(age(obj)),
-                json!(text(obj, "/status/nodeInfo/kubeletVersion", "")),
-                json!(internal),
-            ]
-        }
-        "Namespace" => vec![json!(text(obj, "/status/phase", "Active")), json!(age(obj))],
-        "DaemonSet" => {
-            let containers = obj.pointer("/spec/template/spec/containers");
-            let node_selector = selector(obj, "/spec/template/spec/nodeSelector");
-            vec![
-                json!(int(obj, "/status/desiredNumberScheduled")),
-                json!(int(obj, "/status/currentNumberScheduled")),
-                json!(int(obj, "/status/numberReady")),
-                json!(int(obj, "/status/updatedNumberScheduled")),
-                json!(int(obj, "/status/numberAvailable")),
-                json!(node_selector),
-                json!(age(obj)),
-                json!(joined(containers, "name")),
-                json!(joined(containers, "image")),
-                json!(selector(obj, "/spec/selector/matchLabels")),
-            ]
-        }
-        "CronJob" => {
-            let containers = obj.pointer("/spec/jobTemplate/spec/template/spec/containers");
-            let last = obj
-                .pointer("/status/lastScheduleTime")
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .map_or("<none>".into(), |t| {
-                    human_duration(jiff::Timestamp::now().as_second() - t.as_second())
-                });
-            let active = obj.pointer("/status/active").and_then(Value::as_array);
-            vec![
-                json!(obj.pointer("/spec/schedule")),
-                json!(
-                    obj.pointer("/spec/timeZone")
-                        .and_then(Value::as_str)
-                        .unwrap_or("<none>")
-                ),
-                json!(obj.pointer("/spec/suspend") == Some(&json!(true))),
-                json!(active.map_or(0, Vec::len)),
-                json!(last),
-                json!(age(obj)),
-                json!(joined(containers, "name")),
-                json!(joined(containers, "image")),
-            ]
-        }
-        "Job" => {
-            let holds = |kind: &str| {
-                obj.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == kind && c["status"] == "True")
-            };
-            let status = ["Complete", "Failed", "Suspended"]
-                .into_iter()
-                .find(|kind| holds(kind))
-                .unwrap_or("Running");
-            let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
-                Some(n) => format!("{}/{n}", int(obj, "/status/succeeded")),
-                None => format!(
-                    "{}/1 of {}",
-                    int(obj, "/status/succeeded"),
-                    int(obj, "/spec/parallelism")
-                ),
-            };
-            let instant = |pointer: &str| {
-                obj.pointer(pointer)
-                    .and_then(Value::as_str)
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            };
-            let duration = match instant("/status/startTime") {
-                Some(start) => {
-                    let end =
-                        instant("/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
-                    human_duration(end.as_second() - start.as_second())
-                }
-                None => String::new(),
-            };
-            let containers = obj.pointer("/spec/template/spec/containers");
-            vec![
-                json!(status),
-                json!(completions),
-                json!(duration),
-                json!(age(obj)),
-                json!(joined(containers, "name")),
-                json!(joined(containers, "image")),
-                json!(selector(obj, "/spec/selector/matchLabels")),
-            ]
-        }
-        "Lease" => vec![
-            json!(text(obj, "/spec/holderIdentity", "")),
-            json!(age(obj)),
-        ],
-        "ConfigMap" => vec![
-            json!(entries(obj, "data") + entries(obj, "binaryData")),
-            json!(age(obj)),
-        ],
-        "Secret" => vec![
-            json!(text(obj, "/type", "Opaque")),
-            json!(entries(obj, "data")),
-            json!(age(obj)),
-        ],
-        "EndpointSlice" => {
-            let listed = |field: &str| {
-                obj.get(field)
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let ports: Vec<String> = listed("ports")
-                .iter()
-                .map(|p| int(p, "/port").to_string())
-                .collect();
-            let addresses: Vec<String> = listed("endpoints")
-                .iter()
-                .filter_map(|e| {
-                    e.pointer("/addresses/0")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .collect();
-            let or_none = |v: Vec<String>| {
-                if v.is_empty() {
-                    "<unset>".to_owned()
-                } else {
-                    v.join(",")
-                }
-            };
-            vec![
-                json!(text(obj, "/addressType", "")),
-                json!(or_none(ports)),
-                json!(or_none(addresses)),
-                json!(age(obj)),
-            ]
-        }
-        "ServiceAccount" => vec![
-            json!(
-                obj.get("secrets")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len)
-            ),
-            json!(age(obj)),
-        ],
-        "Endpoints" => {
-            let mut eps = Vec::new();
-            for subset in obj
-                .pointer("/subsets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let ports: Vec<i64> = subset
-                    .get("ports")
-                    .and_then(Value::as_array)
-                    .map(|ps| ps.iter().map(|p| int(p, "/port")).collect())
-                    .unwrap_or_default();
-                for a in subset
-                    .get("addresses")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let ip = a.get("ip").and_then(Value::as_str).unwrap_or_default();
-                    for p in &ports {
-                        eps.push(format!("{ip}:{p}"));
-                    }
-                }
-            }
-            vec![
-                json!(if eps.is_empty() {
-                    "<none>".to_owned()
-                } else {
-                    eps.join(",")
-                }),
-                json!(age(obj)),
-            ]
-        }
-        _ => vec![json!(age(obj))],
-    };
-    row.extend(rest);
-    row
-}
-
-/// How many keys an object's map field holds.
-fn entries(obj: &Value, field: &str) -> usize {
-    obj.get(field)
-        .and_then(Value::as_object)
-        .map_or(0, |m| m.len())
-}
-
-/// One row: cells and the object's metadata.
-fn row(r: &Resource, obj: &Value) -> Value {
-    json!({
-        "cells": cells(r.kind, obj),
-        "object": super::form::partial(obj),
-    })
+    let reason = array(pod, "/status/containerStatuses").find_map(|s| {
+        ["waiting", "terminated"]
+            .into_iter()
+            .find_map(|state| s["state"][state]["reason"].as_str())
+    });
+    let phase = text(pod, "/status/phase", "Pending");
+    reason.map_or_else(|| text(pod, "/status/reason", &phase), str::to_owned)
 }
 
 /// A Table of `objects`, at `resource_version`.
@@ -463,12 +330,16 @@ pub fn table(r: &Resource, objects: &[Value], metadata: Value) -> Value {
                    "description": "", "priority": priority})
         })
         .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| json!({"cells": cells(r.kind, o), "object": super::form::partial(o)}))
+        .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
         "columnDefinitions": defs,
-        "rows": objects.iter().map(|o| row(r, o)).collect::<Vec<_>>(),
+        "rows": rows,
     })
 }
 
@@ -518,5 +389,99 @@ mod tests {
         assert_eq!(cells[2], "CrashLoopBackOff");
         assert_eq!(cells[3], "3");
         assert_eq!(cells[6], "node-1");
+    }
+
+    /// One sample of every kind, and an empty object, as `kubectl get -o wide` would show them.
+    #[test]
+    fn every_kind_keeps_its_columns_and_cells() {
+        let containers =
+            json!([{"name": "web", "image": "nginx"}, {"name": "side", "image": "busybox"}]);
+        let template = json!({"spec": {"containers": containers, "nodeSelector": {"os": "linux"}}});
+        let samples = json!([
+            ["Pod", {"metadata": {"name": "p"}, "spec": {"containers": [{}], "nodeName": ""},
+                "status": {"phase": "Running", "podIP": "", "containerStatuses": [
+                    {"ready": true, "state": {"terminated": {"reason": "Completed"}}}]}}],
+            ["Pod", {"metadata": {"name": "q", "deletionTimestamp": "x"}, "status": {"reason": "Evicted"}}],
+            ["Pod", {"status": {"phase": "Failed", "reason": ""}}],
+            ["Deployment", {"spec": {"replicas": 3, "template": template,
+                "selector": {"matchLabels": {"app": "web", "tier": "fe"}}},
+                "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}}],
+            ["ReplicaSet", {"spec": {"replicas": 2, "template": template},
+                "status": {"replicas": 2, "readyReplicas": 1}}],
+            ["Service", {"spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "selector": {"app": "web"},
+                "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}}],
+            ["Node", {"spec": {"unschedulable": true}, "status": {
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "nodeInfo": {"kubeletVersion": "v1.30.0"},
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.9"}]}}],
+            ["Node", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}],
+            ["Namespace", {"status": {"phase": "Terminating"}}],
+            ["Endpoints", {"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+                "ports": [{"port": 80}, {"port": 443}]}]}],
+            ["Lease", {"spec": {"holderIdentity": "node-1"}}],
+            ["ConfigMap", {"data": {"a": "1", "b": "2"}, "binaryData": {"c": ""}}],
+            ["Secret", {"type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}}],
+            ["ServiceAccount", {"secrets": [{"name": "t"}]}],
+            ["DaemonSet", {"spec": {"template": template, "selector": {"matchLabels": {"app": "d"}}},
+                "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                    "updatedNumberScheduled": 1, "numberAvailable": 2}}],
+            ["Job", {"spec": {"completions": 3, "template": template},
+                "status": {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}],
+                    "startTime": "2024-01-01T00:00:00Z", "completionTime": "2024-01-01T00:05:30Z"}}],
+            ["Job", {"spec": {"parallelism": 2}, "status": {"conditions": [
+                {"type": "Failed", "status": "False"}, {"type": "Suspended", "status": "True"}]}}],
+            ["CronJob", {"spec": {"schedule": "*/5 * * * *", "timeZone": "", "suspend": true,
+                "jobTemplate": {"spec": {"template": template}}}, "status": {"active": [{}, {}]}}],
+            ["EndpointSlice", {"addressType": "IPv4", "ports": [{"port": 80}, {}],
+                "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": []}]}],
+            ["Widget", {"metadata": {"name": "w"}}],
+        ]);
+        let shown = |kind: &str, obj: &Value| {
+            let names: Vec<String> = columns(kind)
+                .iter()
+                .map(|(name, ty, priority)| format!("{name}:{ty}:{priority}"))
+                .collect();
+            json!([
+                kind,
+                names.join(", "),
+                cells(kind, obj),
+                cells(kind, &json!({}))
+            ])
+        };
+        let actual: Vec<String> = samples
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| shown(s[0].as_str().unwrap_or_default(), &s[1]).to_string())
+            .collect();
+        let expected = r#"
+["Pod","Name:string:0, Ready:string:0, Status:string:0, Restarts:string:0, Age:string:0, IP:string:1, Node:string:1",["p","1/1","Completed","0","<unknown>","<none>","<none>"],["","0/0","Pending","0","<unknown>","<none>","<none>"]]
+["Pod","Name:string:0, Ready:string:0, Status:string:0, Restarts:string:0, Age:string:0, IP:string:1, Node:string:1",["q","0/0","Terminating","0","<unknown>","<none>","<none>"],["","0/0","Pending","0","<unknown>","<none>","<none>"]]
+["Pod","Name:string:0, Ready:string:0, Status:string:0, Restarts:string:0, Age:string:0, IP:string:1, Node:string:1",["","0/0","Failed","0","<unknown>","<none>","<none>"],["","0/0","Pending","0","<unknown>","<none>","<none>"]]
+["Deployment","Name:string:0, Ready:string:0, Up-to-date:integer:0, Available:integer:0, Age:string:0, Containers:string:1, Images:string:1, Selector:string:1",["","2/3",3,2,"<unknown>","web,side","nginx,busybox","app=web,tier=fe"],["","0/0",0,0,"<unknown>","","","<none>"]]
+["ReplicaSet","Name:string:0, Desired:integer:0, Current:integer:0, Ready:integer:0, Age:string:0, Containers:string:1, Images:string:1, Selector:string:1",["",2,2,1,"<unknown>","web,side","nginx,busybox","<none>"],["",0,0,0,"<unknown>","","","<none>"]]
+["Service","Name:string:0, Type:string:0, Cluster-IP:string:0, External-IP:string:0, Port(s):string:0, Age:string:0, Selector:string:1",["","NodePort","10.96.0.5","<none>","80:30080/TCP,53/UDP","<unknown>","app=web"],["","ClusterIP","<none>","<none>","<none>","<unknown>","<none>"]]
+["Node","Name:string:0, Status:string:0, Roles:string:0, Age:string:0, Version:string:0, Internal-IP:string:1",["","NotReady,SchedulingDisabled","<none>","<unknown>","v1.30.0","10.0.0.9"],["","Unknown","<none>","<unknown>","","<none>"]]
+["Node","Name:string:0, Status:string:0, Roles:string:0, Age:string:0, Version:string:0, Internal-IP:string:1",["","Ready","<none>","<unknown>","","<none>"],["","Unknown","<none>","<unknown>","","<none>"]]
+["Namespace","Name:string:0, Status:string:0, Age:string:0",["","Terminating","<unknown>"],["","Active","<unknown>"]]
+["Endpoints","Name:string:0, Endpoints:string:0, Age:string:0",["","10.0.0.1:80,10.0.0.1:443,10.0.0.2:80,10.0.0.2:443","<unknown>"],["","<none>","<unknown>"]]
+["Lease","Name:string:0, Holder:string:0, Age:string:0",["","node-1","<unknown>"],["","","<unknown>"]]
+["ConfigMap","Name:string:0, Data:integer:0, Age:string:0",["",3,"<unknown>"],["",0,"<unknown>"]]
+["Secret","Name:string:0, Type:string:0, Data:integer:0, Age:string:0",["","kubernetes.io/tls",2,"<unknown>"],["","Opaque",0,"<unknown>"]]
+["ServiceAccount","Name:string:0, Secrets:integer:0, Age:string:0",["",1,"<unknown>"],["",0,"<unknown>"]]
+["DaemonSet","Name:string:0, Desired:integer:0, Current:integer:0, Ready:integer:0, Up-to-date:integer:0, Available:integer:0, Node Selector:string:0, Age:string:0, Containers:string:1, Images:string:1, Selector:string:1",["",3,3,2,1,2,"os=linux","<unknown>","web,side","nginx,busybox","app=d"],["",0,0,0,0,0,"<none>","<unknown>","","","<none>"]]
+["Job","Name:string:0, Status:string:0, Completions:string:0, Duration:string:0, Age:string:0, Containers:string:1, Images:string:1, Selector:string:1",["","Complete","2/3","5m30s","<unknown>","web,side","nginx,busybox","<none>"],["","Running","0/1 of 0","","<unknown>","","","<none>"]]
+["Job","Name:string:0, Status:string:0, Completions:string:0, Duration:string:0, Age:string:0, Containers:string:1, Images:string:1, Selector:string:1",["","Suspended","0/1 of 2","","<unknown>","","","<none>"],["","Running","0/1 of 0","","<unknown>","","","<none>"]]
+["CronJob","Name:string:0, Schedule:string:0, Timezone:string:0, Suspend:string:0, Active:integer:0, Last Schedule:string:0, Age:string:0, Containers:string:1, Images:string:1",["","*/5 * * * *","",true,2,"<none>","<unknown>","web,side","nginx,busybox"],["",null,"<none>",false,0,"<none>","<unknown>","",""]]
+["EndpointSlice","Name:string:0, AddressType:string:0, Ports:string:0, Endpoints:string:0, Age:string:0",["","IPv4","80,0","10.0.0.1","<unknown>"],["","","<unset>","<unset>","<unknown>"]]
+["Widget","Name:string:0, Age:string:0",["w","<unknown>"],["","<unknown>"]]
+"#;
+        assert_eq!(actual, expected.trim().lines().collect::<Vec<_>>());
+
+        let long_ago = json!({"metadata": {"creationTimestamp": "2000-01-01T00:00:00Z"},
+            "status": {"lastScheduleTime": "2000-01-01T00:00:00Z"}});
+        let cron = cells("CronJob", &long_ago);
+        assert!(cron[5].as_str().is_some_and(|age| age.ends_with('y')));
+        assert_eq!(cron[5], cron[6]);
     }
 }

@@ -34,11 +34,6 @@ use tokio::sync::watch;
 use super::{ControllerError, delete_if_present};
 use crate::api::selector::LabelSelector;
 
-/// What a reconcile needs.
-struct Context {
-    client: Client,
-}
-
 /// One subset being built: ready addresses, not-ready addresses, ports.
 type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
 
@@ -306,16 +301,19 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 .collect::<Vec<_>>()
         },
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-    });
     tokio::join!(
-        super::drive("endpoints", controller, ctx, apply, shutdown.clone()),
+        super::drive(
+            "endpoints",
+            controller,
+            Arc::new(client.clone()),
+            apply,
+            shutdown.clone()
+        ),
         sweep(client, shutdown),
     );
 }
 
-async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, ControllerError> {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     let has_selector = service
@@ -327,7 +325,7 @@ async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Contr
         // Without a selector the Endpoints are the user's to write.
         return Ok(Action::await_change());
     }
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods_api: Api<Pod> = Api::namespaced(client.as_ref().clone(), &namespace);
     let pods = pods_api
         .list(&ListParams::default())
         .await
@@ -341,7 +339,7 @@ async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Contr
         .collect();
     let service_value = serde_json::to_value(service.as_ref()).unwrap_or_default();
     let subsets = subsets(&service_value, &pods);
-    let endpoints_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &namespace);
+    let endpoints_api: Api<Endpoints> = Api::namespaced(client.as_ref().clone(), &namespace);
     let existing = endpoints_api
         .get_opt(&name)
         .await
@@ -384,7 +382,7 @@ async fn apply(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Contr
             }
         }
     }
-    write_slices(&ctx.client, &namespace, &name, &subsets).await?;
+    write_slices(&client, &namespace, &name, &subsets).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
