@@ -145,6 +145,22 @@ pub const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The label carrying the name of the Job a pod belongs to.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
+/// A probe's timing as the agent applies it when left out, and an HTTP probe's scheme.
+fn probe_defaults(probe: &mut Map<String, Value>) {
+    for (key, value) in [
+        ("timeoutSeconds", 1),
+        ("periodSeconds", 10),
+        ("successThreshold", 1),
+        ("failureThreshold", 3),
+    ] {
+        default(probe, key, json!(value));
+    }
+    if let Some(get) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
+        default(get, "path", json!("/"));
+        default(get, "scheme", json!("HTTP"));
+    }
+}
+
 fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "restartPolicy", json!("Always"));
     default(spec, "terminationGracePeriodSeconds", json!(30));
@@ -171,7 +187,39 @@ fn pod_spec(spec: &mut Map<String, Value>) {
                         default(ensure_object(p), "protocol", json!("TCP"));
                     }
                 }
+                for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    if let Some(probe) = c.get_mut(kind).and_then(Value::as_object_mut) {
+                        probe_defaults(probe);
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_get_kubernetes_timing_and_an_http_probe_its_path_and_scheme() {
+        let mut pod = json!({"spec": {"containers": [{"name": "web", "image": "web:v1",
+            "readinessProbe": {"httpGet": {"port": 80}, "periodSeconds": 2},
+            "livenessProbe": {"tcpSocket": {"port": 80}}}]}});
+        apply("Pod", &mut pod);
+        let ready = &pod["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!(ready["periodSeconds"], 2, "a given value stays");
+        assert_eq!(ready["timeoutSeconds"], 1);
+        assert_eq!(ready["failureThreshold"], 3);
+        assert_eq!(
+            ready["httpGet"],
+            json!({"port": 80, "path": "/", "scheme": "HTTP"})
+        );
+        let live = &pod["spec"]["containers"][0]["livenessProbe"];
+        assert_eq!(
+            (&live["successThreshold"], &live["periodSeconds"]),
+            (&json!(1), &json!(10))
+        );
+        assert_eq!(live["tcpSocket"], json!({"port": 80}));
     }
 }
