@@ -65,6 +65,7 @@ pub const SIDE_BY_SIDE: &[&str] = &[
     "pods",
     "reach-replica",
     "jobs",
+    "scheduled-jobs",
     "daemons",
 ];
 

@@ -470,6 +470,29 @@ pub struct JobPod {
     pub finished: Option<SystemTime>,
 }
 
+/// A scheduled job: a job started each time a schedule comes due
+/// ([`Capability::ScheduledJobs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduledJobSpec {
+    /// Name of the scheduled job, unique within its namespace.
+    pub name: String,
+    /// The schedule, in cron's five fields, read in UTC (`* * * * *`: every minute).
+    pub schedule: String,
+    /// The job started each time: its name is the system's to choose.
+    pub job: JobSpec,
+}
+
+/// One job a scheduled job started: when the system created it, and how it went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledRun {
+    /// The job's name.
+    pub name: String,
+    /// When the system created the job, by its own clock.
+    pub created: SystemTime,
+    /// The job and the pods it ran.
+    pub job: JobState,
+}
+
 /// Whether the system took a pod on when it was submitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -576,11 +599,14 @@ pub enum Capability {
     /// `@jobs`: run a job of pods to completion, and read it back ([`Driver::run_job`],
     /// [`Driver::read_job`]).
     Jobs,
+    /// `@scheduled-jobs`: start a job each time a schedule comes due, and list the jobs
+    /// started ([`Driver::run_scheduled_job`], [`Driver::list_scheduled_runs`]).
+    ScheduledJobs,
 }
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
@@ -589,6 +615,7 @@ impl Capability {
         Capability::ReachReplica,
         Capability::DrainNode,
         Capability::Jobs,
+        Capability::ScheduledJobs,
         Capability::Daemons,
     ];
 
@@ -603,6 +630,7 @@ impl Capability {
             Capability::ReachReplica => "reach-replica",
             Capability::DrainNode => "drain-node",
             Capability::Jobs => "jobs",
+            Capability::ScheduledJobs => "scheduled-jobs",
             Capability::Daemons => "daemons",
         }
     }
@@ -1130,6 +1158,34 @@ pub trait Driver: fmt::Debug + Send + Sync {
             self,
             Capability::Jobs,
             format!("read job {namespace}/{name}"),
+        )
+    }
+
+    /// Submits a scheduled job; returns once the system has accepted it
+    /// ([`Capability::ScheduledJobs`]).
+    fn run_scheduled_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        spec: &'a ScheduledJobSpec,
+    ) -> DriverFuture<'a, ()> {
+        unsupported(
+            self,
+            Capability::ScheduledJobs,
+            format!("run scheduled job {namespace}/{}", spec.name),
+        )
+    }
+
+    /// The jobs a scheduled job has started that the system still keeps, oldest first
+    /// ([`Capability::ScheduledJobs`]).
+    fn list_scheduled_runs<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<ScheduledRun>> {
+        unsupported(
+            self,
+            Capability::ScheduledJobs,
+            format!("list the jobs of scheduled job {namespace}/{name}"),
         )
     }
 

@@ -13,7 +13,9 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy,
     ReplicaSet, RollingUpdateDeployment,
 };
-use k8s_openapi::api::batch::v1::{Job, JobSpec as KubeJobSpec};
+use k8s_openapi::api::batch::v1::{
+    CronJob, CronJobSpec, Job, JobSpec as KubeJobSpec, JobTemplateSpec,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, HTTPGetAction, Namespace,
@@ -31,7 +33,7 @@ use crate::driver::{
     Admission, Amount, CheckAction, ContainerSpec, DaemonSpec, DeploymentSpec, HealthCheck,
     JobOutcome, JobPod, JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec,
     Replica, Resources, RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus,
-    ServiceSpec, Strategy, Taint,
+    ScheduledJobSpec, ScheduledRun, ServiceSpec, Strategy, Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -1123,32 +1125,12 @@ pub async fn list_daemon_pods(
 /// `parallelism` run at once, a failed one is retried `retries` times (`backoffLimit`);
 /// each pod runs once (`restartPolicy: Never`), so every try is a pod of its own.
 pub async fn run_job(client: &kube::Client, namespace: &str, spec: &JobSpec) -> anyhow::Result<()> {
-    let count = |n: u32| Some(i32::try_from(n).unwrap_or(i32::MAX));
-    let container = ContainerSpec {
-        name: "probe".to_owned(),
-        image: spec.image.clone(),
-        env: spec.env.clone(),
-        ..ContainerSpec::default()
-    };
     let job = Job {
         metadata: ObjectMeta {
             name: Some(spec.name.clone()),
             ..ObjectMeta::default()
         },
-        spec: Some(KubeJobSpec {
-            completions: count(spec.completions),
-            parallelism: count(spec.parallelism),
-            backoff_limit: count(spec.retries),
-            template: PodTemplateSpec {
-                metadata: None,
-                spec: Some(PodSpec {
-                    containers: vec![container_of(&container)],
-                    restart_policy: Some("Never".to_owned()),
-                    ..PodSpec::default()
-                }),
-            },
-            ..KubeJobSpec::default()
-        }),
+        spec: Some(job_spec_of(spec)),
         status: None,
     };
     Api::<Job>::namespaced(client.clone(), namespace)
@@ -1156,6 +1138,31 @@ pub async fn run_job(client: &kube::Client, namespace: &str, spec: &JobSpec) -> 
         .await
         .with_context(|| format!("failed to create job {namespace}/{}", spec.name))?;
     Ok(())
+}
+
+/// The Job spec for the kit's job (see [`run_job`]).
+fn job_spec_of(spec: &JobSpec) -> KubeJobSpec {
+    let count = |n: u32| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let container = ContainerSpec {
+        name: "probe".to_owned(),
+        image: spec.image.clone(),
+        env: spec.env.clone(),
+        ..ContainerSpec::default()
+    };
+    KubeJobSpec {
+        completions: count(spec.completions),
+        parallelism: count(spec.parallelism),
+        backoff_limit: count(spec.retries),
+        template: PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![container_of(&container)],
+                restart_policy: Some("Never".to_owned()),
+                ..PodSpec::default()
+            }),
+        },
+        ..KubeJobSpec::default()
+    }
 }
 
 /// A Job's outcome (its `Complete` or `Failed` condition) and the pods its selector finds.
@@ -1171,6 +1178,78 @@ pub async fn read_job(
     else {
         return Ok(None);
     };
+    job_state(client, namespace, &job).await.map(Some)
+}
+
+/// `kubectl create cronjob`: a CronJob whose Job template is the kit's job.
+pub async fn run_scheduled_job(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &ScheduledJobSpec,
+) -> anyhow::Result<()> {
+    let cron_job = CronJob {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(CronJobSpec {
+            schedule: spec.schedule.clone(),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(job_spec_of(&spec.job)),
+            },
+            ..CronJobSpec::default()
+        }),
+        status: None,
+    };
+    Api::<CronJob>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &cron_job)
+        .await
+        .with_context(|| format!("failed to create cron job {namespace}/{}", spec.name))?;
+    Ok(())
+}
+
+/// The Jobs a CronJob controls (by their owner reference), oldest first.
+pub async fn list_scheduled_runs(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<ScheduledRun>> {
+    let what = || format!("the jobs of cron job {namespace}/{name}");
+    let cron_job = Api::<CronJob>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("failed to read cron job {namespace}/{name}"))?;
+    let jobs = Api::<Job>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("failed to list {}", what()))?;
+    let mut runs = Vec::new();
+    for job in &jobs.items {
+        let owned = job
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == cron_job.metadata.uid.as_ref());
+        if !owned {
+            continue;
+        }
+        let created =
+            job.metadata.creation_timestamp.as_ref().ok_or_else(|| {
+                anyhow!("job {} of {} has no creation time", job.name_any(), what())
+            })?;
+        runs.push(ScheduledRun {
+            name: job.name_any(),
+            created: std::time::SystemTime::from(created.0),
+            job: job_state(client, namespace, job).await?,
+        });
+    }
+    runs.sort_by_key(|run| run.created);
+    Ok(runs)
+}
+
+/// A Job's outcome and pods (see [`read_job`]).
+async fn job_state(client: &kube::Client, namespace: &str, job: &Job) -> anyhow::Result<JobState> {
+    let name = job.name_any();
     let conditions = job.status.as_ref().and_then(|s| s.conditions.clone());
     let holds = |kind: &str| {
         conditions
@@ -1220,7 +1299,7 @@ pub async fn read_job(
             finished: ended.and_then(|t| t.finished_at.as_ref()).map(time),
         });
     }
-    Ok(Some(JobState { outcome, pods: ran }))
+    Ok(JobState { outcome, pods: ran })
 }
 
 /// The Pod for the kit's description (images pulled as [`pull_policy`] says).

@@ -78,7 +78,8 @@ use crate::docker::Engine;
 use crate::driver::{
     Admission, Capability, ContainerSpec, DaemonSpec, DeploymentSpec, Driver, DriverFuture, Fault,
     HttpRequest, HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec,
-    Replica, Revision, RevisionEntry, RolloutStatus, ServiceSpec, Support, Taint,
+    Replica, Revision, RevisionEntry, RolloutStatus, ScheduledJobSpec, ScheduledRun, ServiceSpec,
+    Support, Taint,
 };
 use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
@@ -1542,6 +1543,7 @@ impl Driver for KubernetesDriver {
             | Capability::Pods
             | Capability::DrainNode
             | Capability::Jobs
+            | Capability::ScheduledJobs
             | Capability::Daemons => Support::Yes,
             Capability::ReachReplica => match &self.replica_path {
                 Ok(_) => Support::Yes,
@@ -1641,6 +1643,24 @@ impl Driver for KubernetesDriver {
     ) -> DriverFuture<'a, Option<JobState>> {
         let client = self.client();
         async move { kubeapi::read_job(&client, namespace, name).await }.boxed()
+    }
+
+    fn run_scheduled_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        spec: &'a ScheduledJobSpec,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::run_scheduled_job(&client, namespace, spec).await }.boxed()
+    }
+
+    fn list_scheduled_runs<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<ScheduledRun>> {
+        let client = self.client();
+        async move { kubeapi::list_scheduled_runs(&client, namespace, name).await }.boxed()
     }
 
     fn request_replica<'a>(

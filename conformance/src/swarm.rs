@@ -1699,6 +1699,9 @@ impl Driver for SwarmDriver {
                     .to_owned(),
             ),
             Capability::TaintNode => Support::No("Swarm has no taints".to_owned()),
+            Capability::ScheduledJobs => Support::No(
+                "Swarm has no scheduled jobs: nothing starts a job at set times".to_owned(),
+            ),
             Capability::LabelNode
             | Capability::Pods
             | Capability::ReachReplica

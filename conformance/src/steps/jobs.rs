@@ -1,11 +1,17 @@
 //! Sentences about jobs (`features/jobs.feature`): pods that do a piece of work and end,
-//! so many at a time, tried again when they fail.
+//! so many at a time, tried again when they fail; and scheduled jobs, which start a job
+//! each time their schedule comes due.
 //!
 //! Each pod of a job runs the kit's `probe`, told by its environment to work a few seconds
 //! and end (`EXIT_AFTER`), well or with a failure code (`EXIT_CODE`). How many ran at
 //! once is judged twice: from when each pod's container started and ended, as the system
 //! reports them, and from how many the system reported running at once while the kit
 //! waited for the job to end.
+//!
+//! A scheduled job runs every minute, the finest a cron schedule names. A job it starts is
+//! on time when the system created it in the first [`ON_TIME`] of a minute, by the
+//! system's own clock. The kit creates the scheduled job well inside a minute, so that a
+//! job started at once, not when the schedule came due, cannot pass for one on time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -14,7 +20,7 @@ use anyhow::anyhow;
 use cucumber::{then, when};
 
 use super::{StepResult, Wait, fail};
-use crate::driver::{JobOutcome, JobPod, JobSpec, JobState, Phase};
+use crate::driver::{JobOutcome, JobPod, JobSpec, JobState, Phase, ScheduledJobSpec, ScheduledRun};
 use crate::world::ConformanceWorld;
 
 /// How many times a failed pod is tried again when a scenario does not say: Kubernetes'
@@ -25,19 +31,23 @@ const DEFAULT_RETRIES: u32 = 6;
 /// starting in the second the other ended, may seem to overlap by up to this much.
 const TIMESTAMP_SLACK: Duration = Duration::from_secs(1);
 
-async fn submit(
-    world: &mut ConformanceWorld,
+/// How soon after the minute it comes due a scheduled job's job must be created.
+const ON_TIME: Duration = Duration::from_secs(10);
+
+/// The seconds of a minute the kit creates a scheduled job in (see the module's essay).
+const CREATE_BETWEEN: std::ops::RangeInclusive<u64> = 15..=48;
+
+/// A job of probe pods that each work `seconds`, then exit with `code`.
+fn probe_job(
+    image: String,
     name: String,
-    completions: u32,
-    parallelism: u32,
-    retries: u32,
+    (completions, parallelism, retries): (u32, u32, u32),
     seconds: u32,
     code: i32,
-) -> StepResult {
-    let namespace = world.namespace().await?;
-    let driver = world.driver()?;
-    let job = JobSpec {
-        image: driver.probe_image("v1"),
+) -> JobSpec {
+    JobSpec {
+        name,
+        image,
         completions,
         parallelism,
         retries,
@@ -45,8 +55,19 @@ async fn submit(
             ("EXIT_AFTER".to_owned(), seconds.to_string()),
             ("EXIT_CODE".to_owned(), code.to_string()),
         ]),
-        name,
-    };
+    }
+}
+
+async fn submit(
+    world: &mut ConformanceWorld,
+    name: String,
+    counts: (u32, u32, u32),
+    seconds: u32,
+    code: i32,
+) -> StepResult {
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let job = probe_job(driver.probe_image("v1"), name, counts, seconds, code);
     driver.run_job(&namespace, &job).await?;
     Ok(())
 }
@@ -61,16 +82,8 @@ async fn job_that_works(
     parallelism: u32,
     seconds: u32,
 ) -> StepResult {
-    submit(
-        world,
-        name,
-        completions,
-        parallelism,
-        DEFAULT_RETRIES,
-        seconds,
-        0,
-    )
-    .await
+    let counts = (completions, parallelism, DEFAULT_RETRIES);
+    submit(world, name, counts, seconds, 0).await
 }
 
 #[when(
@@ -84,7 +97,7 @@ async fn job_that_fails(
     code: i32,
     seconds: u32,
 ) -> StepResult {
-    submit(world, name, completions, 1, retries, seconds, code).await
+    submit(world, name, (completions, 1, retries), seconds, code).await
 }
 
 /// Reads a job, which must exist.
@@ -215,6 +228,134 @@ async fn job_runs_no_more(world: &mut ConformanceWorld, seconds: u64, name: Stri
                 describe(&now)
             );
         }
+        tokio::time::sleep(super::POLL).await;
+    }
+    Ok(())
+}
+
+#[when(
+    expr = "a scheduled job {string} is created that starts a job every minute, of {int} probe pod(s) working {int} second(s)"
+)]
+async fn scheduled_job(
+    world: &mut ConformanceWorld,
+    name: String,
+    pods: u32,
+    seconds: u32,
+) -> StepResult {
+    let into_minute = seconds_into_minute(SystemTime::now());
+    if !CREATE_BETWEEN.contains(&into_minute) {
+        let wait = (CREATE_BETWEEN.start() + 60 - into_minute) % 60;
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    let namespace = world.namespace().await?;
+    let driver = world.driver()?;
+    let counts = (pods, pods, DEFAULT_RETRIES);
+    let spec = ScheduledJobSpec {
+        job: probe_job(driver.probe_image("v1"), String::new(), counts, seconds, 0),
+        name,
+        schedule: "* * * * *".to_owned(),
+    };
+    driver.run_scheduled_job(&namespace, &spec).await?;
+    Ok(())
+}
+
+/// How many whole seconds past its minute `at` is.
+fn seconds_into_minute(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() % 60)
+}
+
+async fn runs(world: &mut ConformanceWorld, name: &str) -> anyhow::Result<Vec<ScheduledRun>> {
+    let namespace = world.namespace().await?;
+    world.driver()?.list_scheduled_runs(&namespace, name).await
+}
+
+/// `job-1 created 0 s into its minute: complete, ...` for each run.
+fn describe_runs(runs: &[ScheduledRun]) -> String {
+    if runs.is_empty() {
+        return "no job started yet".to_owned();
+    }
+    let each: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            let into = seconds_into_minute(run.created);
+            format!(
+                "{} created {into} s into its minute: {}",
+                run.name,
+                describe(&run.job)
+            )
+        })
+        .collect();
+    each.join("; ")
+}
+
+/// Fails unless every run was created on time, and no two for the same minute.
+fn as_scheduled(name: &str, runs: &[ScheduledRun]) -> StepResult {
+    let minute = |run: &ScheduledRun| {
+        let since = run.created.duration_since(SystemTime::UNIX_EPOCH);
+        since.map_or(0, |since| since.as_secs() / 60)
+    };
+    if let Some(late) = runs
+        .iter()
+        .find(|run| seconds_into_minute(run.created) >= ON_TIME.as_secs())
+    {
+        fail!(
+            "scheduled job {name} started job {} when its schedule did not name the time: {} s into a minute, not within {} s of one ({})",
+            late.name,
+            seconds_into_minute(late.created),
+            ON_TIME.as_secs(),
+            describe_runs(runs)
+        );
+    }
+    if runs
+        .windows(2)
+        .any(|two| minute(&two[0]) == minute(&two[1]))
+    {
+        fail!(
+            "scheduled job {name} started two jobs for the same time: {}",
+            describe_runs(runs)
+        );
+    }
+    Ok(())
+}
+
+#[then(
+    expr = "within {int} seconds the scheduled job {string} has started a job when its schedule came due, and the job is complete"
+)]
+async fn scheduled_run_complete(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    name: String,
+) -> StepResult {
+    let wait = Wait::new(seconds, format!("a job of scheduled job {name} complete"));
+    loop {
+        let last = match runs(world, &name).await {
+            Ok(runs) => {
+                as_scheduled(&name, &runs)?;
+                let complete = |run: &ScheduledRun| run.job.outcome == Some(JobOutcome::Complete);
+                if runs.first().is_some_and(complete) {
+                    wait.done(world);
+                    return Ok(());
+                }
+                describe_runs(&runs)
+            }
+            Err(error) => format!("{error:#}"),
+        };
+        wait.again(&last).await?;
+    }
+}
+
+#[then(
+    expr = "for {int} seconds the scheduled job {string} starts no job its schedule does not name"
+)]
+async fn scheduled_no_other(
+    world: &mut ConformanceWorld,
+    seconds: u64,
+    name: String,
+) -> StepResult {
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < until {
+        as_scheduled(&name, &runs(world, &name).await?)?;
         tokio::time::sleep(super::POLL).await;
     }
     Ok(())

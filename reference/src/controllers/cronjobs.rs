@@ -96,6 +96,13 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
         .and_then(|n| cron.find_previous_occurrence(&n, true).ok())
         .and_then(back)
         .filter(|due| *due > since);
+    // A mutant starts the first Job as soon as the CronJob exists, whatever the schedule.
+    let first = cj
+        .status
+        .as_ref()
+        .is_none_or(|s| s.last_schedule_time.is_none());
+    let due =
+        due.or((first && crate::failpoints::on!("cronjobs::start-when-created")).then_some(now));
     let in_time = |due: jiff::Timestamp| {
         spec.starting_deadline_seconds
             .is_none_or(|d| now.as_second() - due.as_second() <= d)
