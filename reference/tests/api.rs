@@ -885,3 +885,41 @@ async fn lists_come_in_pages_that_all_show_the_collection_as_the_first_did() {
     assert_status(&ahead, 504, "Timeout");
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn discovery_comes_aggregated_to_clients_that_ask_for_it() {
+    let (cp, dir) = start().await;
+    let client = cp.credentials().client().expect("client");
+    let discovery = kube::Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    let batch = discovery.get("batch").expect("the batch group");
+    let kinds: Vec<String> = batch
+        .recommended_resources()
+        .into_iter()
+        .map(|(resource, _)| resource.kind)
+        .collect();
+    assert!(kinds.contains(&"CronJob".to_owned()), "{kinds:?}");
+    let core = client
+        .list_core_api_versions_aggregated()
+        .await
+        .expect("/api, aggregated");
+    let pods = core.items[0].versions[0]
+        .resources
+        .iter()
+        .find(|r| r.resource.as_deref() == Some("pods"))
+        .expect("pods");
+    let subresources: Vec<_> = pods
+        .subresources
+        .iter()
+        .filter_map(|s| s.subresource.clone())
+        .collect();
+    assert!(
+        subresources.contains(&"exec".to_owned()),
+        "{subresources:?}"
+    );
+    // A client that does not ask for it gets the list of groups it always did.
+    let plain = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    assert_eq!(plain.get("/apis").await.body["kind"], "APIGroupList");
+}

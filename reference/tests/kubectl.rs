@@ -144,6 +144,22 @@ fn kubectl_drives_the_control_plane() {
     let namespaces = cluster.ok(&["get", "namespaces"]);
     assert!(namespaces.contains("default"), "{namespaces}");
 
+    // Discovery in one document per /api and /apis: no request per group version.
+    let cache = dir.path().join("discovery-cache");
+    let cache = format!("--cache-dir={}", cache.display());
+    let resources = cluster.ok(&["api-resources", "-v=6", &cache]);
+    assert!(
+        resources.contains("/apis?timeout") && !resources.contains("/apis/apps/v1?"),
+        "{resources}"
+    );
+    let cronjobs = resources.lines().find(|l| l.starts_with("cronjobs "));
+    let columns: Vec<&str> = cronjobs.unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        columns,
+        ["cronjobs", "cj", "batch/v1", "true", "CronJob"],
+        "{resources}"
+    );
+
     // A typed create: kubectl sends protobuf for this one.
     let created = cluster.ok(&[
         "create",

@@ -6,11 +6,16 @@
 //! read `/openapi/v3`: when the PATCH operations listed there accept `fieldValidation`,
 //! kubectl leaves validation to the server and sends `fieldValidation=Strict`.
 //! Everything here is computed from [`crate::api::RESOURCES`].
+//!
+//! Clients of Kubernetes 1.30 and later ask `/api` and `/apis` for *aggregated* discovery
+//! first ([`AGGREGATED`]): every group version with its resources and their subresources in
+//! one document, so that kubectl needs two requests where it would need one per group
+//! version. It is built from the same per-version lists.
 
 use serde_json::{Value, json};
 
 use super::metrics;
-use crate::api::{GROUPS, RESOURCES, Resource};
+use crate::api::{GROUPS, RESOURCES, Resource, meta};
 
 /// The Kubernetes version this server speaks for.
 pub const KUBE_VERSION: (&str, &str) = ("1", "33");
@@ -28,6 +33,82 @@ pub fn version() -> Value {
         "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     })
+}
+
+/// The media type of aggregated discovery (`apidiscovery.k8s.io/v2`).
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header takes aggregated discovery in JSON, anywhere in its list.
+pub fn takes_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|offered| {
+        let params: Vec<&str> = offered.split(';').map(str::trim).collect();
+        params.first() == Some(&"application/json")
+            && ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
+                .iter()
+                .all(|wanted| params.contains(wanted))
+    })
+}
+
+/// `GET /api` (`core`) or `GET /apis` as aggregated discovery.
+pub fn aggregated(core: bool) -> Value {
+    let served: Vec<(&str, &str)> = match core {
+        true => vec![("", "v1")],
+        false => GROUPS
+            .iter()
+            .copied()
+            .chain([metrics::GROUP_VERSION])
+            .collect(),
+    };
+    let items: Vec<Value> = served
+        .into_iter()
+        .filter_map(|(group, version)| {
+            let resources = aggregated_resources(group, version, &resources(group, version)?);
+            let versions =
+                json!([{"version": version, "resources": resources, "freshness": "Current"}]);
+            Some(json!({"metadata": {"name": group}, "versions": versions}))
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+           "metadata": {}, "items": items})
+}
+
+/// A group version's resource list ([`resources`]) in aggregated form: each subresource
+/// (`deployments/scale`) under its resource.
+fn aggregated_resources(group: &str, version: &str, list: &Value) -> Vec<Value> {
+    let mut aggregated: Vec<Value> = Vec::new();
+    for entry in meta::each(list, "/resources") {
+        let kind = json!({
+            "group": entry.get("group").and_then(Value::as_str).unwrap_or(group),
+            "version": entry.get("version").and_then(Value::as_str).unwrap_or(version),
+            "kind": entry["kind"],
+        });
+        let name = entry["name"].as_str().unwrap_or_default();
+        let Some((parent, sub)) = name.split_once('/') else {
+            let scope = if entry["namespaced"] == true {
+                "Namespaced"
+            } else {
+                "Cluster"
+            };
+            aggregated.push(json!({
+                "resource": name, "responseKind": kind, "scope": scope,
+                "singularResource": entry["singularName"], "verbs": entry["verbs"],
+                "shortNames": entry.get("shortNames").unwrap_or(&json!([])),
+                "categories": entry.get("categories").unwrap_or(&json!([])),
+                "subresources": [],
+            }));
+            continue;
+        };
+        let subresource =
+            json!({"subresource": sub, "responseKind": kind, "verbs": entry["verbs"]});
+        if let Some(list) = aggregated
+            .iter_mut()
+            .find(|r| r["resource"] == parent)
+            .and_then(|r| r["subresources"].as_array_mut())
+        {
+            list.push(subresource);
+        }
+    }
+    aggregated
 }
 
 /// `GET /api`.
@@ -218,4 +299,56 @@ pub fn openapi_group(path: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": {}},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_is_served_to_whoever_lists_it_in_json() {
+        // What client-go and kube-rs send, best first.
+        let clients = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert!(takes_aggregated(clients));
+        assert!(!takes_aggregated("application/json"));
+        assert!(!takes_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        ));
+        assert!(!takes_aggregated(
+            "application/vnd.kubernetes.protobuf;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        ));
+    }
+
+    #[test]
+    fn aggregated_discovery_puts_each_subresource_under_its_resource() {
+        let apis = aggregated(false);
+        let group = |name: &str| {
+            apis["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("group {name} in {apis}"))
+        };
+        let apps = &group("apps")["versions"][0];
+        assert_eq!(apps["version"], "v1");
+        let deployments = meta::each(apps, "/resources")
+            .find(|r| r["resource"] == "deployments")
+            .expect("deployments");
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(deployments["responseKind"]["kind"], "Deployment");
+        assert_eq!(deployments["shortNames"], json!(["deploy"]));
+        let scale = meta::each(deployments, "/subresources")
+            .find(|s| s["subresource"] == "scale")
+            .expect("deployments/scale");
+        assert_eq!(
+            scale["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        );
+        assert!(group("metrics.k8s.io")["versions"][0]["resources"].is_array());
+        let core = aggregated(true);
+        let nodes = meta::each(&core["items"][0]["versions"][0], "/resources")
+            .find(|r| r["resource"] == "nodes")
+            .expect("nodes");
+        assert_eq!(nodes["scope"], "Cluster");
+    }
 }

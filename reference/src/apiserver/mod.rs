@@ -236,13 +236,22 @@ async fn route_authorized(
         }
     };
     match route {
-        Route::CoreVersions => {
+        Route::CoreVersions | Route::Groups => {
             get_only(req.method())?;
-            ok(Some(discovery::core_versions()))
-        }
-        Route::Groups => {
-            get_only(req.method())?;
-            ok(Some(discovery::groups()))
+            let core = matches!(route, Route::CoreVersions);
+            let accept = req.headers().get(header::ACCEPT);
+            if discovery::takes_aggregated(accept.and_then(|a| a.to_str().ok()).unwrap_or("")) {
+                let mut response = json_response(StatusCode::OK, &discovery::aggregated(core));
+                let aggregated = header::HeaderValue::from_static(discovery::AGGREGATED);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, aggregated);
+                return Ok(response);
+            }
+            ok(Some(match core {
+                true => discovery::core_versions(),
+                false => discovery::groups(),
+            }))
         }
         Route::Group(g) => {
             get_only(req.method())?;
