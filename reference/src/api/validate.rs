@@ -111,19 +111,67 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     }
 }
 
-fn required(field: &str) -> Cause {
+// The causes, in Kubernetes' words: clients match on the reason and the field, and people
+// read the message, so all three are exactly what a real API server would say.
+
+fn cause(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Cause {
     Cause {
-        reason: "FieldValueRequired",
-        field: field.to_owned(),
-        message: "Required value".to_owned(),
+        reason,
+        field: field.into(),
+        message: message.into(),
     }
 }
 
-fn invalid(field: &str, value: impl std::fmt::Display, why: &str) -> Cause {
-    Cause {
-        reason: "FieldValueInvalid",
-        field: field.to_owned(),
-        message: format!("Invalid value: \"{value}\": {why}"),
+fn required(field: impl Into<String>) -> Cause {
+    cause("FieldValueRequired", field, "Required value")
+}
+
+fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -> Cause {
+    let message = format!("Invalid value: \"{value}\": {why}");
+    cause("FieldValueInvalid", field, message)
+}
+
+/// `supported` is the list as the message shows it, quotes included.
+fn not_supported(field: &str, value: &str, supported: &str) -> Cause {
+    let message = format!("Unsupported value: \"{value}\": supported values: {supported}");
+    cause("FieldValueNotSupported", field, message)
+}
+
+/// A port number is 1 to 65535; a missing one reads as 0, so is out of range.
+fn check_port(field: String, port: i64, causes: &mut Vec<Cause>) {
+    if !(1..=65535).contains(&port) {
+        causes.push(invalid(
+            field,
+            port,
+            "must be between 1 and 65535, inclusive",
+        ));
+    }
+}
+
+/// The integers `names` in `spec` must be at least `least` where they are set: 0 for
+/// counts and limits, 1 for durations.
+fn check_at_least(obj: &Value, least: i64, names: &[&str], causes: &mut Vec<Cause>) {
+    let why = match least {
+        0 => "must be greater than or equal to 0".to_owned(),
+        _ => format!("must be greater than {}", least - 1),
+    };
+    for name in names {
+        let field = format!("spec.{name}");
+        if let Some(n) = meta::path(obj, &field)
+            .and_then(Value::as_i64)
+            .filter(|n| *n < least)
+        {
+            causes.push(invalid(field, n, &why));
+        }
+    }
+}
+
+/// Nothing found is a pass; anything found is one 422 that lists it all.
+fn verdict(kind: &'static str, name: String, causes: Vec<Cause>) -> Result<(), ValidationError> {
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError::Invalid { kind, name, causes })
     }
 }
 
@@ -166,12 +214,9 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         }
     }
     for (key, value) in meta::labels(obj) {
-        if LabelSelector::parse(&format!("{key}={value}")).is_err() {
-            causes.push(invalid(
-                "metadata.labels",
-                format!("{key}={value}"),
-                "invalid label",
-            ));
+        let label = format!("{key}={value}");
+        if LabelSelector::parse(&label).is_err() {
+            causes.push(invalid("metadata.labels", label, "invalid label"));
         }
     }
     match resource.kind {
@@ -183,13 +228,8 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
                 .pointer("/spec/template/spec/restartPolicy")
                 .and_then(Value::as_str);
             if let Some(other) = policy.filter(|p| *p != "Always") {
-                causes.push(Cause {
-                    reason: "FieldValueNotSupported",
-                    field: "spec.template.spec.restartPolicy".into(),
-                    message: format!(
-                        "Unsupported value: \"{other}\": supported values: \"Always\""
-                    ),
-                });
+                let field = "spec.template.spec.restartPolicy";
+                causes.push(not_supported(field, other, "\"Always\""));
             }
         }
         "Service" => validate_service(obj, &mut causes),
@@ -198,15 +238,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         "CronJob" => validate_cron_job(obj, &mut causes),
         _ => {}
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ValidationError::Invalid {
-            kind: resource.kind,
-            name,
-            causes,
-        })
-    }
+    verdict(resource.kind, name, causes)
 }
 
 fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
@@ -214,55 +246,37 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
-        causes.push(required(&format!("{path}.containers")));
+        causes.push(required(format!("{path}.containers")));
         return;
     };
     let mut names = std::collections::HashSet::new();
     for (i, c) in containers.iter().enumerate() {
         let at = format!("{path}.containers[{i}]");
         match c.get("name").and_then(Value::as_str) {
-            None | Some("") => causes.push(required(&format!("{at}.name"))),
-            Some(n) if !is_dns_label(n) => {
-                causes.push(invalid(&format!("{at}.name"), n, LABEL_MSG))
+            None | Some("") => causes.push(required(format!("{at}.name"))),
+            Some(n) if !is_dns_label(n) => causes.push(invalid(format!("{at}.name"), n, LABEL_MSG)),
+            Some(n) if !names.insert(n) => {
+                let message = format!("Duplicate value: \"{n}\"");
+                causes.push(cause("FieldValueDuplicate", format!("{at}.name"), message));
             }
-            Some(n) if !names.insert(n.to_owned()) => causes.push(Cause {
-                reason: "FieldValueDuplicate",
-                field: format!("{at}.name"),
-                message: format!("Duplicate value: \"{n}\""),
-            }),
             Some(_) => {}
         }
         if c.get("image")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            causes.push(required(&format!("{at}.image")));
+            causes.push(required(format!("{at}.image")));
         }
         for (j, p) in meta::each(c, "/ports").enumerate() {
             let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
-            if !(1..=65535).contains(&port) {
-                causes.push(invalid(
-                    &format!("{at}.ports[{j}].containerPort"),
-                    port,
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
+            check_port(format!("{at}.ports[{j}].containerPort"), port, causes);
         }
     }
 }
 
 fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
-    let spec = obj.get("spec");
-    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
-        && r < 0
-    {
-        causes.push(invalid(
-            "spec.replicas",
-            r,
-            "must be greater than or equal to 0",
-        ));
-    }
-    let selector = spec.and_then(|s| s.get("selector"));
+    check_at_least(obj, 0, &["replicas"], causes);
+    let selector = obj.pointer("/spec/selector");
     let match_labels = selector
         .and_then(|s| s.get("matchLabels"))
         .and_then(Value::as_object);
@@ -273,15 +287,12 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
     if match_labels.is_none_or(|m| m.is_empty()) && !has_expressions {
         causes.push(required("spec.selector"));
     } else if let Some(ml) = match_labels {
-        let template = spec
-            .and_then(|s| s.get("template"))
-            .cloned()
-            .unwrap_or_default();
+        let template = obj.pointer("/spec/template").unwrap_or(&Value::Null);
         let sel = LabelSelector::from_labels(
             ml.iter()
                 .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
         );
-        if !sel.matches_object(&template) {
+        if !sel.matches_object(template) {
             causes.push(invalid(
                 "spec.template.metadata.labels",
                 serde_json::to_string(&template.pointer("/metadata/labels")).unwrap_or_default(),
@@ -289,76 +300,48 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    validate_pod_spec(
-        spec.and_then(|s| s.get("template"))
-            .and_then(|t| t.get("spec")),
-        "spec.template.spec",
-        causes,
-    );
+    let template = obj.pointer("/spec/template/spec");
+    validate_pod_spec(template, "spec.template.spec", causes);
 }
 
 fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
-    let spec = obj.get("spec");
-    let ty = spec
-        .and_then(|s| s.get("type"))
+    let ty = obj
+        .pointer("/spec/type")
         .and_then(Value::as_str)
         .unwrap_or("ClusterIP");
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
-        causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "spec.type".into(),
-            message: format!(
-                "Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
-            ),
-        });
+        let supported = "\"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"";
+        causes.push(not_supported("spec.type", ty, supported));
     }
-    let headless = spec
-        .and_then(|s| s.get("clusterIP"))
-        .and_then(Value::as_str)
-        == Some("None");
-    let ports = spec.and_then(|s| s.get("ports")).and_then(Value::as_array);
-    match ports {
-        None => {
-            if !headless && ty != "ExternalName" {
-                causes.push(required("spec.ports"));
-            }
+    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) else {
+        if !headless && ty != "ExternalName" {
+            causes.push(required("spec.ports"));
         }
-        Some(ports) => {
-            for (i, p) in ports.iter().enumerate() {
-                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    causes.push(invalid(
-                        &format!("spec.ports[{i}].port"),
-                        port,
-                        "must be between 1 and 65535, inclusive",
-                    ));
-                }
-                // Whether it is in the node port range is the allocator's to say: the
-                // range is the control plane's setting.
-                if let Some(np) = p.get("nodePort").and_then(Value::as_i64)
-                    && np != 0
-                    && !(1..=65535).contains(&np)
-                {
-                    causes.push(invalid(
-                        &format!("spec.ports[{i}].nodePort"),
-                        np,
-                        "must be between 1 and 65535, inclusive",
-                    ));
-                }
-                if ports.len() > 1
-                    && p.get("name")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                {
-                    causes.push(required(&format!("spec.ports[{i}].name")));
-                }
-            }
+        return;
+    };
+    for (i, p) in ports.iter().enumerate() {
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        check_port(format!("spec.ports[{i}].port"), port, causes);
+        // Whether it is in the node port range is the allocator's to say: the range is the
+        // control plane's setting.
+        if let Some(np) = p
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|np| *np != 0)
+        {
+            check_port(format!("spec.ports[{i}].nodePort"), np, causes);
+        }
+        if ports.len() > 1
+            && p.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            causes.push(required(format!("spec.ports[{i}].name")));
         }
     }
 }
 
-/// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
-/// twice, and at most 1 MiB in all (a value must fit in one store write).
 /// Parses a CronJob's schedule as Kubernetes reads it: five fields (no seconds), or a
 /// nickname (`@hourly`, `@daily`...).
 pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
@@ -370,115 +353,75 @@ pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
 /// A CronJob: a schedule that parses, read in UTC, a known concurrency policy, and limits
 /// that are not negative. Its Job template is checked as a Job when a Job is made of it.
 fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
-    let field = |name: &str| obj.get("spec").and_then(|s| s.get(name));
-    let schedule = field("schedule")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let text = |name: &str| obj.get("spec").and_then(|s| s.get(name)?.as_str());
+    let schedule = text("schedule").unwrap_or_default();
     if let Err(why) = parse_schedule(schedule) {
         causes.push(invalid("spec.schedule", schedule, &why));
     }
-    if let Some(zone) = field("timeZone")
-        .and_then(Value::as_str)
-        .filter(|z| !["UTC", "Etc/UTC"].contains(z))
-    {
+    if let Some(zone) = text("timeZone").filter(|z| !["UTC", "Etc/UTC"].contains(z)) {
         causes.push(invalid(
             "spec.timeZone",
             zone,
             "shipshape reads schedules in UTC only",
         ));
     }
-    if let Some(policy) = field("concurrencyPolicy")
-        .and_then(Value::as_str)
-        .filter(|p| !["Allow", "Forbid", "Replace"].contains(p))
-    {
-        causes.push(invalid(
-            "spec.concurrencyPolicy",
-            policy,
-            "supported values: \"Allow\", \"Forbid\", \"Replace\"",
-        ));
+    let policy = text("concurrencyPolicy");
+    if let Some(policy) = policy.filter(|p| !["Allow", "Forbid", "Replace"].contains(p)) {
+        let why = "supported values: \"Allow\", \"Forbid\", \"Replace\"";
+        causes.push(invalid("spec.concurrencyPolicy", policy, why));
     }
-    for name in [
+    let limits = [
         "startingDeadlineSeconds",
         "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit",
-    ] {
-        if let Some(n) = field(name).and_then(Value::as_i64).filter(|n| *n < 0) {
-            causes.push(invalid(
-                &format!("spec.{name}"),
-                n,
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
+    ];
+    check_at_least(obj, 0, &limits, causes);
 }
 
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
 /// non-negative, and its selector be the one the server generates unless `manualSelector`.
 fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
-    let spec = obj.get("spec");
-    let field = |name: &str| spec.and_then(|s| s.get(name));
-    for (name, least) in [
-        ("parallelism", 0),
-        ("completions", 0),
-        ("backoffLimit", 0),
-        ("ttlSecondsAfterFinished", 0),
-        ("activeDeadlineSeconds", 1),
-    ] {
-        if let Some(n) = field(name).and_then(Value::as_i64).filter(|n| *n < least) {
-            let message = if least == 0 {
-                "must be greater than or equal to 0"
-            } else {
-                "must be greater than 0"
-            };
-            causes.push(invalid(&format!("spec.{name}"), n, message));
-        }
-    }
+    let field = |name: &str| obj.get("spec").and_then(|s| s.get(name));
+    let counts = [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ];
+    check_at_least(obj, 0, &counts, causes);
+    check_at_least(obj, 1, &["activeDeadlineSeconds"], causes);
     // Without `manualSelector`, the selector is the one made of the Job's own uid
     // ([`super::defaults`]): a new Job's uid is fresh, so a client cannot have written it.
     let generated = meta::meta_str(obj, "uid")
         .map(|uid| serde_json::json!({"matchLabels": {crate::api::defaults::JOB_UID_LABEL: uid}}));
-    if field("selector").is_some()
+    if let Some(selector) = field("selector")
         && field("manualSelector") != Some(&Value::Bool(true))
-        && field("selector") != generated.as_ref()
+        && Some(selector) != generated.as_ref()
     {
-        causes.push(invalid(
-            "spec.selector",
-            field("selector").map(Value::to_string).unwrap_or_default(),
-            "`selector` will be auto-generated",
-        ));
+        let why = "`selector` will be auto-generated";
+        causes.push(invalid("spec.selector", selector, why));
     }
     let mode = field("completionMode").and_then(Value::as_str);
     if let Some(mode) = mode.filter(|m| *m != "NonIndexed") {
-        causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "spec.completionMode".into(),
-            message: format!(
-                "Unsupported value: \"{mode}\": supported values: \"NonIndexed\" (shipshape does not run Indexed jobs)"
-            ),
-        });
+        let supported = "\"NonIndexed\" (shipshape does not run Indexed jobs)";
+        causes.push(not_supported("spec.completionMode", mode, supported));
     }
     let template = field("template").and_then(|t| t.get("spec"));
-    let policy = template
-        .and_then(|s| s.get("restartPolicy"))
-        .and_then(Value::as_str);
-    match policy {
+    let policy = "spec.template.spec.restartPolicy";
+    match template.and_then(|s| s.get("restartPolicy")?.as_str()) {
         Some("OnFailure" | "Never") => {}
-        None => causes.push(Cause {
-            reason: "FieldValueRequired",
-            field: "spec.template.spec.restartPolicy".into(),
-            message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
-        }),
-        Some(other) => causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "spec.template.spec.restartPolicy".into(),
-            message: format!(
-                "Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""
-            ),
-        }),
+        None => causes.push(cause(
+            "FieldValueRequired",
+            policy,
+            "Required value: valid values: \"OnFailure\", \"Never\"",
+        )),
+        Some(other) => causes.push(not_supported(policy, other, "\"OnFailure\", \"Never\"")),
     }
     validate_pod_spec(template, "spec.template.spec", causes);
 }
 
+/// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
+/// twice, and at most 1 MiB in all (a value must fit in one store write).
 fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
     const MAX_SIZE: usize = 1024 * 1024;
     let mut seen = std::collections::BTreeSet::new();
@@ -506,17 +449,14 @@ fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
             }
             // A Secret's stringData is folded into its data: the same key twice is one.
             if field != "stringData" && !seen.insert(key.as_str()) {
-                causes.push(invalid(&path, key, "duplicate of key present in data"));
+                causes.push(invalid(path, key, "duplicate of key present in data"));
             }
             size += key.len() + value.as_str().map_or(0, str::len);
         }
     }
     if size > MAX_SIZE {
-        causes.push(Cause {
-            reason: "FieldValueTooLong",
-            field: "data".into(),
-            message: format!("Too long: must have at most {MAX_SIZE} bytes"),
-        });
+        let message = format!("Too long: must have at most {MAX_SIZE} bytes");
+        causes.push(cause("FieldValueTooLong", "data", message));
     }
 }
 
@@ -530,21 +470,12 @@ pub fn validate_update(
     if matches!(resource.kind, "ConfigMap" | "Secret")
         && old.get("immutable") == Some(&Value::Bool(true))
     {
-        for field in ["data", "binaryData", "type"] {
+        // `immutable` itself among them: once true, it stays true.
+        for field in ["data", "binaryData", "type", "immutable"] {
             if old.get(field) != new.get(field) {
-                causes.push(Cause {
-                    reason: "FieldValueForbidden",
-                    field: field.into(),
-                    message: "Forbidden: field is immutable when `immutable` is set".into(),
-                });
+                let message = "Forbidden: field is immutable when `immutable` is set";
+                causes.push(cause("FieldValueForbidden", field, message));
             }
-        }
-        if new.get("immutable") != Some(&Value::Bool(true)) {
-            causes.push(Cause {
-                reason: "FieldValueForbidden",
-                field: "immutable".into(),
-                message: "Forbidden: field is immutable when `immutable` is set".into(),
-            });
         }
     }
     let immutable: &[&str] = match resource.kind {
@@ -552,28 +483,17 @@ pub fn validate_update(
         "DaemonSet" | "Deployment" | "ReplicaSet" => &["selector"],
         _ => &[],
     };
-    for field in immutable {
-        let (was, is) = (
-            old.pointer(&format!("/spec/{field}")),
-            new.pointer(&format!("/spec/{field}")),
-        );
-        if was != is {
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: format!("spec.{field}"),
-                message: "Invalid value: field is immutable".into(),
-            });
+    for field in immutable.iter().map(|f| format!("spec.{f}")) {
+        if meta::path(old, &field) != meta::path(new, &field) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                "Invalid value: field is immutable",
+            ));
         }
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ValidationError::Invalid {
-            kind: resource.kind,
-            name: meta::name(new).unwrap_or_default().to_owned(),
-            causes,
-        })
-    }
+    let name = meta::name(new).unwrap_or_default().to_owned();
+    verdict(resource.kind, name, causes)
 }
 
 #[cfg(test)]
