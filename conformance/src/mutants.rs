@@ -43,6 +43,15 @@ use crate::report::timeline::escape;
 /// How long one certification of a mutant may take before it is stopped.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// How many scenarios run side by side in a mutant's cluster: one, so that what catches a
+/// mutant is the mutant, never a neighbour's load.
+const MUTANT_CONCURRENCY: usize = 1;
+
+/// How many scenarios run side by side in the control's cluster. Load there can only make
+/// the control fail, loudly, never credit a catch; and while the control runs, it holds a
+/// slot that mutants wait for, so it runs every scenario the mutants name at twice the pace.
+const CONTROL_CONCURRENCY: usize = 2;
+
 /// One mutant of the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -541,6 +550,7 @@ async fn control(
         &control.scenarios,
         &dir.join("control"),
         &slot.node_ports,
+        CONTROL_CONCURRENCY,
     )
     .await
     .context("the control run (no mutant) failed")?;
@@ -565,8 +575,9 @@ async fn control(
 /// on the whole suite.
 async fn judge(mutant: &Mutant, unnamed: &[String], dir: &Path, node_ports: &str) -> Verdict {
     let out = dir.join(mutant.name.replace("::", "--"));
+    let whole_suite = out.join("whole-suite");
     let scenarios: Vec<String> = mutant.scenarios.iter().chain(unnamed).cloned().collect();
-    match certify(mutant, &scenarios, &out, node_ports).await {
+    match certify(mutant, &scenarios, &out, node_ports, MUTANT_CONCURRENCY).await {
         Err(error) => Verdict::Error {
             error: format!("{error:#}"),
         },
@@ -580,7 +591,7 @@ async fn judge(mutant: &Mutant, unnamed: &[String], dir: &Path, node_ports: &str
             by,
             by_the_whole_suite: true,
         },
-        Ok(_) => match certify(mutant, &[], &out.join("whole-suite"), node_ports).await {
+        Ok(_) => match certify(mutant, &[], &whole_suite, node_ports, MUTANT_CONCURRENCY).await {
             Err(error) => Verdict::Error {
                 error: format!("{error:#}"),
             },
@@ -594,12 +605,14 @@ async fn judge(mutant: &Mutant, unnamed: &[String], dir: &Path, node_ports: &str
 }
 
 /// Certifies the reference with the mutant switched on, on `scenarios` (all when empty),
-/// in a process of its own; returns the scenarios that failed.
+/// `concurrency` of them side by side, in a process of its own; returns the scenarios that
+/// failed.
 async fn certify(
     mutant: &Mutant,
     scenarios: &[String],
     out: &Path,
     node_ports: &str,
+    concurrency: usize,
 ) -> anyhow::Result<Vec<Catch>> {
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let log_path = out.join("run.log");
@@ -610,9 +623,7 @@ async fn certify(
     command
         .args(["certify", "--driver", "reference", "--out"])
         .arg(out)
-        // The clusters already run side by side (`--jobs`); within one, scenarios run one by
-        // one, so that what catches a mutant is the mutant, never a neighbour's load.
-        .args(["--concurrency", "1"])
+        .args(["--concurrency", &concurrency.to_string()])
         .env("FAILPOINTS", &mutant.failpoints)
         .env(crate::reference::MEMBERS_ENV, mutant.members.to_string())
         .env(crate::reference::NODE_PORT_RANGE_ENV, node_ports)
