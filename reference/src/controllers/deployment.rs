@@ -164,6 +164,12 @@ fn equal_ignoring_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     strip(a) == strip(b)
 }
 
+/// Whether `rs` has `template`, the `pod-template-hash` label aside.
+fn has_template(rs: &ReplicaSet, template: &PodTemplateSpec) -> bool {
+    let own = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+    own.is_some_and(|t| equal_ignoring_hash(t, template))
+}
+
 /// A ReplicaSet's revision number (0 when it has none).
 fn revision(rs: &ReplicaSet) -> i64 {
     annotation(&rs.metadata, REVISION)
@@ -182,22 +188,15 @@ fn replicas_of(rs: &ReplicaSet) -> i32 {
 /// `maxSurge` or `maxUnavailable` of `total` replicas: an absolute number, or a percentage
 /// rounded up (surge) or down (unavailable).
 fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
-    match value {
-        Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(s)) => {
-            let Some(percent) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-                return 0;
-            };
-            let scaled = percent * i64::from(total);
-            let n = if round_up {
-                (scaled + 99).div_euclid(100)
-            } else {
-                scaled.div_euclid(100)
-            };
-            i32::try_from(n).unwrap_or(0)
-        }
-        None => resolve(Some(&IntOrString::String("25%".into())), total, round_up),
-    }
+    let percent = match value {
+        Some(IntOrString::Int(n)) => return *n,
+        Some(IntOrString::String(s)) => s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()),
+        None => Some(25),
+    };
+    // A string that is not a percentage resolves to 0.
+    let scaled = percent.unwrap_or(0) * i64::from(total);
+    let n = (scaled + if round_up { 99 } else { 0 }).div_euclid(100);
+    i32::try_from(n).unwrap_or(0)
 }
 
 /// Whether `d` replaces its pods all at once (`strategy.type: Recreate`) rather than by a
@@ -213,14 +212,11 @@ fn is_recreate(d: &Deployment) -> bool {
 /// `(maxSurge, maxUnavailable)` resolved against `spec.replicas`, as Kubernetes resolves
 /// them: both 0 for `Recreate`; never both 0 for `RollingUpdate`.
 fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
-    let Some(spec) = d.spec.as_ref() else {
+    let Some(spec) = d.spec.as_ref().filter(|_| !is_recreate(d)) else {
         return (0, 0);
     };
     let replicas = spec.replicas.unwrap_or(1);
     let strategy = spec.strategy.as_ref();
-    if is_recreate(d) {
-        return (0, 0);
-    }
     let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
     let surge = resolve(rolling.and_then(|r| r.max_surge.as_ref()), replicas, true);
     let mut unavailable = resolve(
@@ -338,11 +334,8 @@ fn scale(
     if crate::failpoints::on!("deployment::scale-only-the-newest") {
         // Every replica asked for goes to the newest ReplicaSet; the others keep theirs.
         if let Some(i) = new.or_else(|| members.len().checked_sub(1)) {
-            let others: i32 = (0..members.len())
-                .filter(|&j| j != i)
-                .map(|j| members[j].size)
-                .sum();
-            members[i].size = (desired + surge - others).max(0);
+            let rest: i32 = others(members, Some(i)).map(|m| m.size).sum();
+            members[i].size = (desired + surge - rest).max(0);
             members[i].stamped = true;
         }
         return;
@@ -384,10 +377,10 @@ fn scale(
         let by_size = members[b].size.cmp(&members[a].size);
         by_size.then(if to_add > 0 { b.cmp(&a) } else { a.cmp(&b) })
     });
-    let mut sizes: Vec<i32> = members.iter().map(|m| m.size).collect();
     let mut added = 0;
     for &i in &order {
-        if to_add == 0 || to_add == added {
+        members[i].stamped = true;
+        if added == to_add {
             continue;
         }
         let fraction = fraction(&members[i], desired, surge, status_replicas);
@@ -397,15 +390,11 @@ fn scale(
         } else {
             fraction.max(left)
         };
-        sizes[i] += proportion;
+        members[i].size += proportion;
         added += proportion;
     }
     if let Some(&largest) = order.first() {
-        sizes[largest] = (sizes[largest] + to_add - added).max(0);
-    }
-    for i in order {
-        members[i].size = sizes[i];
-        members[i].stamped = true;
+        members[largest].size = (members[largest].size + to_add - added).max(0);
     }
 }
 
@@ -423,14 +412,8 @@ fn fraction(m: &Member, desired: i32, surge: i32, status_replicas: i32) -> i32 {
     }
     let scaled = f64::from(m.size) * f64::from(desired + surge) / f64::from(annotated);
     // The product of two i32 sizes over a positive i32 fits an i32 after rounding for
-    // any size the API accepts; saturate rather than wrap if it ever does not.
-    let rounded = scaled.round();
-    let rounded = if rounded >= f64::from(i32::MAX) {
-        i32::MAX
-    } else {
-        rounded as i32
-    };
-    rounded - m.size
+    // any size the API accepts; `as` saturates rather than wraps if it ever does not.
+    scaled.round() as i32 - m.size
 }
 
 /// The size of a Deployment, as one pass uses it.
@@ -458,53 +441,47 @@ fn surged_size(current: i32, total: i32, shape: Shape) -> i32 {
 /// `all − minAvailable − unavailable-new` leaves; then available ones, while the
 /// available total stays at or above `replicas − maxUnavailable`.
 fn roll(members: &mut [Member], new: usize, created: bool, shape: Shape) {
+    let all: i32 = members.iter().map(|m| m.size).sum();
     if !created {
-        let total: i32 = members.iter().map(|m| m.size).sum();
-        let to = surged_size(members[new].size, total, shape);
+        let to = surged_size(members[new].size, all, shape);
         if to != members[new].size {
             members[new].size = to;
             return;
         }
     }
-    let old_total: i32 = (0..members.len())
-        .filter(|&i| i != new)
-        .map(|i| members[i].size)
-        .sum();
-    if old_total == 0 {
+    if others(members, Some(new)).map(|m| m.size).sum::<i32>() == 0 {
         return;
     }
-    let all: i32 = members.iter().map(|m| m.size).sum();
     let min_available = shape.desired - shape.max_unavailable;
     let new_unavailable = members[new].size - members[new].available;
-    let room = all - min_available - new_unavailable;
+    let mut room = all - min_available - new_unavailable;
     if room <= 0 {
         return;
     }
-    let mut cleaned = 0;
-    for (i, m) in members.iter_mut().enumerate() {
-        if i == new || m.size <= m.available {
-            continue;
-        }
-        if cleaned >= room {
-            break;
-        }
-        let down = (room - cleaned).min(m.size - m.available);
+    for m in others(members, Some(new)) {
+        let down = room.min(m.size - m.available).max(0);
         m.size -= down;
-        cleaned += down;
+        room -= down;
     }
     let available: i32 = members.iter().map(|m| m.available).sum();
     let mut allowance = available - min_available;
-    for (i, m) in members.iter_mut().enumerate() {
+    for m in others(members, Some(new)).filter(|m| m.size != 0) {
         if allowance <= 0 {
             break;
-        }
-        if i == new || m.size == 0 {
-            continue;
         }
         let down = m.size.min(allowance);
         m.size -= down;
         allowance -= down;
     }
+}
+
+/// Every member but the one at `skip`: the old ReplicaSets, when `skip` is the new one.
+fn others(members: &mut [Member], skip: Option<usize>) -> impl Iterator<Item = &mut Member> {
+    members
+        .iter_mut()
+        .enumerate()
+        .filter(move |(i, _)| Some(*i) != skip)
+        .map(|(_, m)| m)
 }
 
 /// Decides what to do for `d`, given the ReplicaSets it controls, whether a pod of an
@@ -520,11 +497,9 @@ pub(super) fn reconcile(
         reason: reason.to_owned(),
     };
     let spec = d.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
-    let name = d
-        .metadata
-        .name
-        .as_deref()
-        .ok_or_else(|| malformed("no name"))?;
+    let Some(name) = d.metadata.name.as_deref() else {
+        return Err(malformed("no name"));
+    };
     let desired = spec.replicas.unwrap_or(1).max(0);
     let paused = spec.paused == Some(true);
     let rolling = !is_recreate(d);
@@ -542,26 +517,17 @@ pub(super) fn reconcile(
         .filter(|rs| !terminating(&rs.metadata))
         .collect();
     sets.sort_by_key(|rs| (rs.metadata.creation_timestamp.clone(), rs.name_any()));
-    let new_index = sets.iter().position(|rs| {
-        rs.spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref())
-            .is_some_and(|t| equal_ignoring_hash(t, &spec.template))
-    });
-    let next_revision = sets
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != new_index)
-        .map(|(_, rs)| revision(rs))
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let new_index = sets.iter().position(|rs| has_template(rs, &spec.template));
+    // The others, still oldest first: what a rollout scales down and the history limit prunes.
+    let mut old_sets = sets.clone();
+    let new_set = new_index.map(|i| old_sets.remove(i));
+    let next_revision = old_sets.iter().map(|rs| revision(rs)).max().unwrap_or(0) + 1;
 
     let mut plan = Plan::default();
     // Annotations (and minReadySeconds) the existing new ReplicaSet needs, whatever its size.
     let mut new_annotations = BTreeMap::new();
     let mut new_min_ready = None;
-    if let Some(rs) = new_index.map(|i| sets[i]) {
+    if let Some(rs) = new_set {
         for (k, v) in copied_annotations(d) {
             if annotation(&rs.metadata, &k) != Some(v.as_str()) {
                 new_annotations.insert(k, v);
@@ -585,19 +551,11 @@ pub(super) fn reconcile(
             plan.revision = Some(revision_now);
         }
         let wanted = spec.min_ready_seconds.unwrap_or(0);
-        if rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-            != wanted
-        {
-            new_min_ready = Some(wanted);
-        }
+        let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
+        new_min_ready = (min_ready.unwrap_or(0) != wanted).then_some(wanted);
     }
 
     let mut members: Vec<Member> = sets.iter().map(|rs| Member::of(rs)).collect();
-    let mut new = new_index;
     let scaling_event = members
         .iter()
         .any(|m| m.size > 0 && m.desired_mark.is_some_and(|n| n != desired));
@@ -607,40 +565,30 @@ pub(super) fn reconcile(
     // would wake this controller when the last one is gone; it looks again soon.
     let mut recreate_waiting = false;
     if !rollout {
-        scale(
-            &mut members,
-            new,
-            shape,
-            current.replicas.unwrap_or(0),
-            rolling,
-        );
+        let status_replicas = current.replicas.unwrap_or(0);
+        scale(&mut members, new_index, shape, status_replicas, rolling);
     } else if rolling {
-        let created = new.is_none();
+        let created = new_index.is_none();
         if created {
             let total: i32 = members.iter().map(|m| m.size).sum();
             members.push(Member::to_create(surged_size(0, total, shape), shape));
-            new = Some(members.len() - 1);
         }
-        if let Some(n) = new {
-            roll(&mut members, n, created, shape);
-        }
+        let new = new_index.unwrap_or(members.len() - 1);
+        roll(&mut members, new, created, shape);
     } else {
         // Recreate: every old pod goes first; the new ReplicaSet starts once none runs.
         let mut scaled_down = false;
-        for (i, m) in members.iter_mut().enumerate() {
-            if Some(i) != new && m.size > 0 {
-                m.size = 0;
-                scaled_down = true;
-            }
+        for m in others(&mut members, new_index).filter(|m| m.size > 0) {
+            m.size = 0;
+            scaled_down = true;
         }
-        let old_still_there = sets
+        let old_still_there = old_sets
             .iter()
-            .enumerate()
-            .any(|(i, rs)| Some(i) != new && rs.status.as_ref().is_some_and(|s| s.replicas > 0));
+            .any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0));
         recreate_waiting = (scaled_down || old_still_there || old_pods_running)
             && !crate::failpoints::on!("deployment::recreate-without-waiting");
         if !recreate_waiting {
-            match new {
+            match new_index {
                 Some(n) => members[n].size = desired,
                 None => members.push(Member::to_create(desired, shape)),
             }
@@ -648,17 +596,16 @@ pub(super) fn reconcile(
     }
 
     // Carry the sizes out: a new ReplicaSet to create, and updates to existing ones.
-    let wanted_marks = scale_annotations(desired, surge);
     for (i, m) in members.iter().enumerate() {
         let Some(was) = m.was else {
             let hash = template_hash(&spec.template, current.collision_count);
-            let rs = new_replicaset(d, &hash, next_revision, m.size, surge)
-                .ok_or_else(|| malformed("no name or uid"))?;
+            let rs = new_replicaset(d, &hash, next_revision, m.size, surge);
+            plan.create = Some(rs.ok_or_else(|| malformed("no name or uid"))?);
             plan.revision = Some(next_revision.to_string());
-            plan.create = Some(rs);
             continue;
         };
-        let mut annotations = if Some(i) == new_index {
+        let is_new = Some(i) == new_index;
+        let mut annotations = if is_new {
             new_annotations.clone()
         } else {
             BTreeMap::new()
@@ -666,13 +613,9 @@ pub(super) fn reconcile(
         let scale = (was != m.size).then_some((was, m.size));
         let marks_stale = m.desired_mark != Some(desired) || m.max_mark != Some(desired + surge);
         if (scale.is_some() || m.stamped) && marks_stale {
-            annotations.extend(wanted_marks.clone());
+            annotations.extend(scale_annotations(desired, surge));
         }
-        let min_ready_seconds = if Some(i) == new_index {
-            new_min_ready
-        } else {
-            None
-        };
+        let min_ready_seconds = new_min_ready.filter(|_| is_new);
         if scale.is_some() || !annotations.is_empty() || min_ready_seconds.is_some() {
             plan.update.push(Update {
                 name: m.name.clone(),
@@ -682,11 +625,8 @@ pub(super) fn reconcile(
             });
         }
     }
-    let new_name = match (&plan.create, new_index) {
-        (Some(created), _) => created.metadata.name.clone(),
-        (None, Some(i)) => sets[i].metadata.name.clone(),
-        (None, None) => None,
-    };
+    let new_set = plan.create.as_ref().or(new_set);
+    let new_name = new_set.and_then(|rs| rs.metadata.name.clone());
 
     // Revision history: the oldest empty ReplicaSets beyond the limit go.
     if !scaling_event {
@@ -695,28 +635,16 @@ pub(super) fn reconcile(
         } else {
             usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0)
         };
-        let mut cleanable: Vec<&ReplicaSet> = sets
-            .iter()
-            .enumerate()
-            .filter(|(i, rs)| {
-                Some(*i) != new_index
-                    && replicas_of(rs) == 0
-                    && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
-            })
-            .map(|(_, rs)| *rs)
-            .collect();
+        let mut cleanable = old_sets;
+        cleanable.retain(|rs| {
+            replicas_of(rs) == 0 && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
+        });
         cleanable.sort_by_key(|rs| revision(rs));
         let excess = cleanable.len().saturating_sub(limit);
         plan.delete = cleanable[..excess].iter().map(|rs| rs.name_any()).collect();
     }
 
     // Status: counts summed over the ReplicaSets, sizes as they will be after this pass.
-    let mut status = DeploymentStatus {
-        observed_generation: d.metadata.generation,
-        collision_count: current.collision_count,
-        conditions: current.conditions.clone(),
-        ..DeploymentStatus::default()
-    };
     let total: i32 = members.iter().map(|m| m.size).sum();
     let (mut replicas, mut updated, mut ready, mut available) = (0, 0, 0, 0);
     for rs in &sets {
@@ -728,99 +656,66 @@ pub(super) fn reconcile(
             updated = s.replicas;
         }
     }
-    status.replicas = Some(replicas);
-    status.updated_replicas = Some(updated);
-    status.ready_replicas = Some(ready);
-    status.available_replicas = Some(available);
-    status.unavailable_replicas = Some((total - available).max(0));
+    let mut status = DeploymentStatus {
+        observed_generation: d.metadata.generation,
+        collision_count: current.collision_count,
+        replicas: Some(replicas),
+        updated_replicas: Some(updated),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        unavailable_replicas: Some((total - available).max(0)),
+        ..DeploymentStatus::default()
+    };
 
-    let mut conditions = current.conditions.clone().unwrap_or_default();
-    let at = Time(now);
+    let mut conditions = Conditions {
+        list: current.conditions.clone().unwrap_or_default(),
+        at: Time(now),
+    };
     if available >= desired - max_unavailable {
-        set_condition(
-            &mut conditions,
-            condition(
-                "Available",
-                "True",
-                reason::MIN_AVAILABLE,
-                "Deployment has minimum availability.",
-                &at,
-            ),
-        );
+        let message = "Deployment has minimum availability.";
+        conditions.set("Available", "True", reason::MIN_AVAILABLE, message);
     } else {
-        set_condition(
-            &mut conditions,
-            condition(
-                "Available",
-                "False",
-                reason::MIN_UNAVAILABLE,
-                "Deployment does not have minimum availability.",
-                &at,
-            ),
-        );
+        let message = "Deployment does not have minimum availability.";
+        conditions.set("Available", "False", reason::MIN_UNAVAILABLE, message);
     }
     let deadline = spec
         .progress_deadline_seconds
         .filter(|s| *s != i32::MAX)
         .map(i64::from);
-    let progressing_reason = find(&conditions, "Progressing").and_then(|c| c.reason.clone());
-    let progressing_reason = progressing_reason.as_deref();
-    if paused {
-        if deadline.is_some()
-            && progressing_reason != Some(reason::PAUSED)
-            && progressing_reason != Some(reason::TIMED_OUT)
-        {
-            set_condition(
-                &mut conditions,
-                condition(
-                    "Progressing",
-                    "Unknown",
-                    reason::PAUSED,
-                    "Deployment is paused",
-                    &at,
-                ),
-            );
-        }
-    } else {
-        if deadline.is_some() && progressing_reason == Some(reason::PAUSED) {
-            set_condition(
-                &mut conditions,
-                condition(
-                    "Progressing",
-                    "Unknown",
-                    reason::RESUMED,
-                    "Deployment is resumed",
-                    &at,
-                ),
-            );
-        }
-        if rollout {
-            progress(
-                &mut conditions,
-                Progress {
-                    deployment: name,
-                    new_set: new_name.as_deref(),
-                    created: plan.create.is_some(),
-                    deadline,
-                    before: &current,
-                    after: &status,
-                    desired,
-                    now,
-                },
-                &mut plan.requeue_after,
-            );
-        }
+    // With a deadline, pausing a rollout, or resuming it, leaves its progress Unknown.
+    let pause_change = match (paused, conditions.progressing_reason()) {
+        (true, Some(reason::PAUSED | reason::TIMED_OUT)) => None,
+        (true, _) => Some((reason::PAUSED, "Deployment is paused")),
+        (false, Some(reason::PAUSED)) => Some((reason::RESUMED, "Deployment is resumed")),
+        (false, _) => None,
+    };
+    if deadline.is_some()
+        && let Some((why, message)) = pause_change
+    {
+        conditions.set("Progressing", "Unknown", why, message);
     }
-    if recreate_waiting {
-        plan.requeue_after = Some(
-            plan.requeue_after
-                .map_or(RECREATE_POLL, |after| after.min(RECREATE_POLL)),
+    if rollout {
+        progress(
+            &mut conditions,
+            Progress {
+                deployment: name,
+                new_set: new_name.as_deref(),
+                created: plan.create.is_some(),
+                deadline,
+                before: &current,
+                after: &status,
+                desired,
+                now,
+            },
+            &mut plan.requeue_after,
         );
     }
-    status.conditions = (!conditions.is_empty()).then_some(conditions);
-    if d.status.as_ref() != Some(&status) {
-        plan.status = Some(status);
+    if recreate_waiting {
+        let after = plan.requeue_after.unwrap_or(RECREATE_POLL);
+        plan.requeue_after = Some(after.min(RECREATE_POLL));
     }
+    status.conditions = (!conditions.list.is_empty()).then_some(conditions.list);
+    plan.status = (d.status.as_ref() != Some(&status)).then_some(status);
     Ok(plan)
 }
 
@@ -842,12 +737,7 @@ struct Progress<'a> {
 /// moved for `progressDeadlineSeconds` and has timed out. A completed rollout that is
 /// resynced is left alone, and never times out. Sets `requeue_after` to look again when
 /// the deadline would pass.
-fn progress(
-    conditions: &mut Vec<DeploymentCondition>,
-    p: Progress<'_>,
-    requeue_after: &mut Option<Duration>,
-) {
-    let at = Time(p.now);
+fn progress(conditions: &mut Conditions, p: Progress<'_>, requeue_after: &mut Option<Duration>) {
     let Some(deadline) = p.deadline else {
         return;
     };
@@ -855,33 +745,20 @@ fn progress(
         || format!("Deployment {:?}", p.deployment),
         |n| format!("ReplicaSet {n:?}"),
     );
-    if p.created {
-        if let Some(n) = p.new_set {
-            replace_progressing(
-                conditions,
-                reason::NEW_RS_CREATED,
-                &format!("Created new replica set {n:?}"),
-                &at,
-            );
+    match p.new_set {
+        Some(n) if p.created => {
+            let message = format!("Created new replica set {n:?}");
+            conditions.replace("Progressing", "True", reason::NEW_RS_CREATED, &message);
         }
-    } else if find(conditions, "Progressing").is_none()
-        && let Some(n) = p.new_set
-    {
-        set_condition(
-            conditions,
-            condition(
-                "Progressing",
-                "True",
-                reason::FOUND_NEW_RS,
-                &format!("Found new replica set {n:?}"),
-                &at,
-            ),
-        );
+        Some(n) if find(&conditions.list, "Progressing").is_none() => {
+            let message = format!("Found new replica set {n:?}");
+            conditions.set("Progressing", "True", reason::FOUND_NEW_RS, &message);
+        }
+        _ => {}
     }
     let n = |v: Option<i32>| v.unwrap_or(0);
-    let reason_now = find(conditions, "Progressing").and_then(|c| c.reason.clone());
     let settled = n(p.after.replicas) == n(p.after.updated_replicas)
-        && reason_now.as_deref() == Some(reason::NEW_RS_AVAILABLE);
+        && conditions.progressing_reason() == Some(reason::NEW_RS_AVAILABLE);
     if settled {
         return;
     }
@@ -890,45 +767,25 @@ fn progress(
         && n(p.after.available_replicas) == p.desired
         && !p.created;
     if complete {
-        set_condition(
-            conditions,
-            condition(
-                "Progressing",
-                "True",
-                reason::NEW_RS_AVAILABLE,
-                &format!("{subject} has successfully progressed."),
-                &at,
-            ),
-        );
+        let message = format!("{subject} has successfully progressed.");
+        conditions.set("Progressing", "True", reason::NEW_RS_AVAILABLE, &message);
     } else if progressed(p.before, p.after) {
-        replace_progressing(
-            conditions,
-            reason::RS_UPDATED,
-            &format!("{subject} is progressing."),
-            &at,
-        );
+        let message = format!("{subject} is progressing.");
+        conditions.replace("Progressing", "True", reason::RS_UPDATED, &message);
         *requeue_after = Some(Duration::from_secs(u64::try_from(deadline).unwrap_or(0)));
-    } else if let Some(cond) = find(conditions, "Progressing") {
-        match cond.reason.as_deref() {
-            Some(reason::NEW_RS_AVAILABLE | reason::TIMED_OUT) => {}
-            _ => {
-                let since = cond.last_update_time.as_ref().map_or(p.now, |t| t.0);
-                let left = SignedDuration::from_secs(deadline) - p.now.duration_since(since);
-                if left.is_positive() || crate::failpoints::on!("deployment::never-time-out") {
-                    *requeue_after = Duration::try_from(left).ok();
-                } else {
-                    set_condition(
-                        conditions,
-                        condition(
-                            "Progressing",
-                            "False",
-                            reason::TIMED_OUT,
-                            &format!("{subject} has timed out progressing."),
-                            &at,
-                        ),
-                    );
-                }
-            }
+    } else if let Some(cond) = find(&conditions.list, "Progressing")
+        && !matches!(
+            cond.reason.as_deref(),
+            Some(reason::NEW_RS_AVAILABLE | reason::TIMED_OUT)
+        )
+    {
+        let since = cond.last_update_time.as_ref().map_or(p.now, |t| t.0);
+        let left = SignedDuration::from_secs(deadline) - p.now.duration_since(since);
+        if left.is_positive() || crate::failpoints::on!("deployment::never-time-out") {
+            *requeue_after = Duration::try_from(left).ok();
+        } else {
+            let message = format!("{subject} has timed out progressing.");
+            conditions.set("Progressing", "False", reason::TIMED_OUT, &message);
         }
     }
 }
@@ -998,38 +855,40 @@ fn find<'a>(conditions: &'a [DeploymentCondition], type_: &str) -> Option<&'a De
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Kubernetes' `SetDeploymentCondition`: nothing changes when status and reason are the
-/// same; the transition time is kept when only the reason changes.
-fn set_condition(conditions: &mut Vec<DeploymentCondition>, mut new: DeploymentCondition) {
-    if let Some(old) = conditions.iter().find(|c| c.type_ == new.type_) {
-        if old.status == new.status && old.reason == new.reason {
-            return;
-        }
-        if old.status == new.status {
-            new.last_transition_time = old.last_transition_time.clone();
-        }
-    }
-    conditions.retain(|c| c.type_ != new.type_);
-    conditions.push(new);
+/// A Deployment's conditions as one pass sets them, every change stamped `at`.
+struct Conditions {
+    list: Vec<DeploymentCondition>,
+    at: Time,
 }
 
-/// Sets `Progressing` to `True` with `reason`, refreshing its update time even when the
-/// reason is unchanged (progress was made), and keeping its transition time if it was
-/// already `True`.
-fn replace_progressing(
-    conditions: &mut Vec<DeploymentCondition>,
-    reason: &str,
-    message: &str,
-    at: &Time,
-) {
-    let mut new = condition("Progressing", "True", reason, message, at);
-    if let Some(old) = find(conditions, "Progressing")
-        && old.status == "True"
-    {
-        new.last_transition_time = old.last_transition_time.clone();
+impl Conditions {
+    /// Kubernetes' `SetDeploymentCondition`: nothing changes when status and reason are the
+    /// same; otherwise as [`replace`](Self::replace).
+    fn set(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let old = find(&self.list, type_);
+        if !old.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason)) {
+            self.replace(type_, status, reason, message);
+        }
     }
-    conditions.retain(|c| c.type_ != "Progressing");
-    conditions.push(new);
+
+    /// Puts a condition in place of the one of its type, its update time refreshed even
+    /// when nothing else changes (as progress refreshes `Progressing`), its transition
+    /// time kept when its status stays.
+    fn replace(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let mut new = condition(type_, status, reason, message, &self.at);
+        if let Some(old) = find(&self.list, type_)
+            && old.status == status
+        {
+            new.last_transition_time = old.last_transition_time.clone();
+        }
+        self.list.retain(|c| c.type_ != type_);
+        self.list.push(new);
+    }
+
+    /// The reason of the `Progressing` condition.
+    fn progressing_reason(&self) -> Option<&str> {
+        find(&self.list, "Progressing")?.reason.as_deref()
+    }
 }
 
 /// Whether the rollout moved since the last status: more updated, fewer old, more ready
@@ -1047,26 +906,14 @@ fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
 /// Runs the Deployment controller until shutdown: reconciles a Deployment whenever it or
 /// one of its ReplicaSets changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let recorder = Recorder {
+    let config = watcher::Config::default();
+    let controller = Controller::new(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<ReplicaSet>::all(client.clone()), config);
+    let recorder = Arc::new(Recorder {
         client,
         component: "deployment-controller",
-    };
-    super::drive(
-        "deployment",
-        controller,
-        Arc::new(recorder),
-        apply,
-        shutdown,
-    )
-    .await;
+    });
+    super::drive("deployment", controller, recorder, apply, shutdown).await;
 }
 
 /// One pass for one Deployment: list its ReplicaSets, decide, act.
@@ -1091,52 +938,33 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
         .into_iter()
         .filter(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid)
         .collect();
-    let old_pods_running = if is_recreate(&d) {
-        old_pods_running(&client, &namespace, &d, &owned).await?
-    } else {
-        false
-    };
+    let old_pods_running =
+        is_recreate(&d) && old_pods_running(&client, &namespace, &d, &owned).await?;
     let plan = reconcile(&d, &owned, old_pods_running, Timestamp::now())?;
 
     if let Some(rs) = &plan.create {
         let rs_name = rs.name_any();
-        match sets.create(&PostParams::default(), rs).await {
-            Ok(_) => {
-                let to = replicas_of(rs);
-                tracing::info!(replicaset = %rs_name, replicas = to, "created new ReplicaSet");
-                ctx.normal(
-                    d.as_ref(),
-                    "ScalingReplicaSet",
-                    format!("Scaled up replica set {rs_name} from 0 to {to}"),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                // Someone else's ReplicaSet, or ours with another template: the hash
-                // collides. A new collision count gives a new hash next time.
-                let count = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.collision_count)
-                    .unwrap_or(0)
-                    .saturating_add(1);
-                tracing::warn!(replicaset = %rs_name, count, "pod-template-hash collision");
-                let action = || format!("record a hash collision of {what}");
-                let old = d.status.as_ref();
-                let collided = DeploymentStatus {
-                    collision_count: Some(count),
-                    ..old.cloned().unwrap_or_default()
-                };
-                write_status(deployments.clone(), &name, old, &collided, action).await?;
-                return Ok(Action::requeue(Duration::from_millis(100)));
-            }
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("create ReplicaSet {rs_name} for {what}"),
-                    source,
-                });
-            }
+        let created = sets.create(&PostParams::default(), rs).await;
+        if let Err(kube::Error::Api(s)) = &created
+            && s.is_already_exists()
+        {
+            // Someone else's ReplicaSet, or ours with another template: the hash
+            // collides. A new collision count gives a new hash next time.
+            let old = d.status.as_ref();
+            let mut collided = old.cloned().unwrap_or_default();
+            let count = collided.collision_count.unwrap_or(0).saturating_add(1);
+            collided.collision_count = Some(count);
+            tracing::warn!(replicaset = %rs_name, count, "pod-template-hash collision");
+            let action = || format!("record a hash collision of {what}");
+            write_status(deployments.clone(), &name, old, &collided, action).await?;
+            return Ok(Action::requeue(Duration::from_millis(100)));
         }
+        created.map_err(ControllerError::api(format!(
+            "create ReplicaSet {rs_name} for {what}"
+        )))?;
+        let to = replicas_of(rs);
+        tracing::info!(replicaset = %rs_name, replicas = to, "created new ReplicaSet");
+        record_scaling(&ctx, &d, &rs_name, 0, to).await;
     }
 
     for update in &plan.update {
@@ -1147,24 +975,13 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
         if let Some(seconds) = update.min_ready_seconds {
             patch["spec"]["minReadySeconds"] = json!(seconds);
         }
+        let action = format!("update ReplicaSet {} of {what}", update.name);
         sets.patch(&update.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(ControllerError::api(format!(
-                "update ReplicaSet {} of {what}",
-                update.name
-            )))?;
+            .map_err(ControllerError::api(action))?;
         if let Some((from, to)) = update.scale {
-            let direction = if to > from { "up" } else { "down" };
             tracing::info!(replicaset = %update.name, from, to, "scaled ReplicaSet");
-            ctx.normal(
-                d.as_ref(),
-                "ScalingReplicaSet",
-                format!(
-                    "Scaled {direction} replica set {} from {from} to {to}",
-                    update.name
-                ),
-            )
-            .await;
+            record_scaling(&ctx, &d, &update.name, from, to).await;
         }
     }
 
@@ -1173,13 +990,10 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
             .iter()
             .find(|rs| rs.metadata.name.as_deref() == Some(rs_name))
             .and_then(|rs| rs.metadata.uid.clone());
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid,
-                resource_version: None,
-            }),
-            ..DeleteParams::background()
-        };
+        let params = DeleteParams::background().preconditions(Preconditions {
+            uid,
+            resource_version: None,
+        });
         let action = || format!("delete old ReplicaSet {rs_name} of {what}");
         if delete_if_present(&sets, rs_name, &params, action).await? {
             tracing::info!(replicaset = %rs_name, "deleted an old ReplicaSet beyond the limit");
@@ -1187,22 +1001,26 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     }
 
     if let Some(revision) = &plan.revision {
+        let patch = Patch::Merge(json!({"metadata": {"annotations": {REVISION: revision}}}));
+        let action = format!("annotate the revision of {what}");
         deployments
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {REVISION: revision}}})),
-            )
+            .patch(&name, &PatchParams::default(), &patch)
             .await
-            .map_err(ControllerError::api(format!(
-                "annotate the revision of {what}"
-            )))?;
+            .map_err(ControllerError::api(action))?;
     }
     if let Some(status) = &plan.status {
         let action = || format!("update the status of {what}");
         write_status(deployments, &name, d.status.as_ref(), status, action).await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
+}
+
+/// Records the `ScalingReplicaSet` Event of ReplicaSet `rs` going from `from` to `to`
+/// replicas: "up" unless it shrinks, so a new ReplicaSet of 0 is "scaled up from 0 to 0".
+async fn record_scaling(ctx: &Recorder, d: &Deployment, rs: &str, from: i32, to: i32) {
+    let direction = if to >= from { "up" } else { "down" };
+    let message = format!("Scaled {direction} replica set {rs} from {from} to {to}");
+    ctx.normal(d, "ScalingReplicaSet", message).await;
 }
 
 /// Whether a pod of one of `d`'s old ReplicaSets (any but the one with `d`'s template)
@@ -1216,10 +1034,7 @@ async fn old_pods_running(
     let template = d.spec.as_ref().map(|s| &s.template);
     let old: Vec<&str> = owned
         .iter()
-        .filter(|rs| {
-            let theirs = rs.spec.as_ref().and_then(|s| s.template.as_ref());
-            !matches!((theirs, template), (Some(a), Some(b)) if equal_ignoring_hash(a, b))
-        })
+        .filter(|rs| !template.is_some_and(|t| has_template(rs, t)))
         .filter_map(|rs| rs.metadata.uid.as_deref())
         .collect();
     if old.is_empty() {
