@@ -138,16 +138,18 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
         "containers" => json!(joined(obj, or(TEMPLATE_CONTAINERS), "name")),
         "images" => json!(joined(obj, or(TEMPLATE_CONTAINERS), "image")),
         "selector" => json!(selector(obj, or("/spec/selector/matchLabels"))),
-        "items" => json!(array(obj, or("")).count()),
+        "items" => json!(meta::each(obj, or("")).count()),
         "keys" => json!(keys(obj, or(""))),
         "pod-ready" => {
-            let ready = array(obj, STATUSES).filter(|c| c["ready"] == true).count();
-            let total = array(obj, "/spec/containers").count();
+            let ready = meta::each(obj, STATUSES)
+                .filter(|c| c["ready"] == true)
+                .count();
+            let total = meta::each(obj, "/spec/containers").count();
             json!(format!("{ready}/{total}"))
         }
         "pod-status" => json!(pod_status(obj)),
         "restarts" => {
-            let restarts = array(obj, STATUSES).filter_map(|c| c["restartCount"].as_i64());
+            let restarts = meta::each(obj, STATUSES).filter_map(|c| c["restartCount"].as_i64());
             json!(restarts.sum::<i64>().to_string())
         }
         "ready-replicas" => {
@@ -156,7 +158,7 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
             json!(format!("{ready}/{desired}"))
         }
         "service-ports" => {
-            let ports = array(obj, "/spec/ports").map(|p| {
+            let ports = meta::each(obj, "/spec/ports").map(|p| {
                 let (port, protocol) = (int(p, "/port"), text(p, "/protocol", "TCP"));
                 match p["nodePort"].as_i64() {
                     Some(node_port) => format!("{port}:{node_port}/{protocol}"),
@@ -166,7 +168,7 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
             json!(listed(ports, "<none>"))
         }
         "node-status" => {
-            let ready = array(obj, "/status/conditions").find(|c| c["type"] == "Ready");
+            let ready = meta::each(obj, "/status/conditions").find(|c| c["type"] == "Ready");
             let status = match ready.and_then(|c| c["status"].as_str()) {
                 Some("True") => "Ready",
                 Some(_) => "NotReady",
@@ -180,9 +182,11 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
         "internal-ip" => json!(meta::internal_ip(obj).unwrap_or("<none>")),
         "endpoints" => {
             let mut endpoints = Vec::new();
-            for subset in array(obj, "/subsets") {
-                let ports: Vec<i64> = array(subset, "/ports").map(|p| int(p, "/port")).collect();
-                for address in array(subset, "/addresses") {
+            for subset in meta::each(obj, "/subsets") {
+                let ports: Vec<i64> = meta::each(subset, "/ports")
+                    .map(|p| int(p, "/port"))
+                    .collect();
+                for address in meta::each(subset, "/addresses") {
                     let ip = address["ip"].as_str().unwrap_or_default();
                     endpoints.extend(ports.iter().map(|port| format!("{ip}:{port}")));
                 }
@@ -192,7 +196,8 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
         "config-data" => json!(keys(obj, "/data") + keys(obj, "/binaryData")),
         "job-status" => {
             let holds = |kind: &str| {
-                array(obj, "/status/conditions").any(|c| c["type"] == kind && c["status"] == "True")
+                meta::each(obj, "/status/conditions")
+                    .any(|c| c["type"] == kind && c["status"] == "True")
             };
             let kinds = ["Complete", "Failed", "Suspended"];
             json!(kinds.into_iter().find(|k| holds(k)).unwrap_or("Running"))
@@ -217,12 +222,12 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
         "suspend" => json!(flag(obj, "/spec/suspend")),
         "last-schedule" => json!(ago(obj, "/status/lastScheduleTime", "<none>")),
         "slice-ports" => {
-            let ports = array(obj, "/ports").map(|p| int(p, "/port").to_string());
+            let ports = meta::each(obj, "/ports").map(|p| int(p, "/port").to_string());
             json!(listed(ports, "<unset>"))
         }
         "slice-addresses" => {
             let first = |e: &Value| e.pointer("/addresses/0")?.as_str().map(str::to_owned);
-            let addresses = array(obj, "/endpoints").filter_map(first);
+            let addresses = meta::each(obj, "/endpoints").filter_map(first);
             json!(listed(addresses, "<unset>"))
         }
         other => unreachable!("no computed cell is named {other}"),
@@ -271,12 +276,6 @@ fn text(obj: &Value, pointer: &str, missing: &str) -> String {
         .to_owned()
 }
 
-/// The items of the array at `pointer`, if there is one.
-fn array<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
-    let items = obj.pointer(pointer).and_then(Value::as_array);
-    items.into_iter().flatten()
-}
-
 /// How many keys the map at `pointer` holds.
 fn keys(obj: &Value, pointer: &str) -> usize {
     let map = obj.pointer(pointer).and_then(Value::as_object);
@@ -295,7 +294,7 @@ fn listed(items: impl IntoIterator<Item = String>, missing: &str) -> String {
 /// The `field` of each item in the array at `pointer`, joined by commas.
 fn joined(obj: &Value, pointer: &str, field: &str) -> String {
     listed(
-        array(obj, pointer).filter_map(|c| c[field].as_str().map(str::to_owned)),
+        meta::each(obj, pointer).filter_map(|c| c[field].as_str().map(str::to_owned)),
         "",
     )
 }
@@ -312,7 +311,7 @@ fn pod_status(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".into();
     }
-    let reason = array(pod, "/status/containerStatuses").find_map(|s| {
+    let reason = meta::each(pod, "/status/containerStatuses").find_map(|s| {
         ["waiting", "terminated"]
             .into_iter()
             .find_map(|state| s["state"][state]["reason"].as_str())
