@@ -2083,13 +2083,18 @@ impl SwarmDriver {
             if left.is_empty() {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
-                // Swarm removes them itself; any left now are removed by force.
-                for container in &left {
-                    if let Some(id) = text(container, "/Id") {
-                        self.remove_container(id).await?;
-                    }
+            // Swarm stops and removes the running ones itself; the containers of tasks
+            // that had already ended (a job's, say) it keeps as history for a while, and
+            // they are removed at once. Any left at the deadline are removed by force.
+            let late = Instant::now() >= deadline;
+            for container in &left {
+                if let Some(id) = text(container, "/Id")
+                    && (late || text(container, "/State") != Some("running"))
+                {
+                    self.remove_container(id).await?;
                 }
+            }
+            if late {
                 return Ok(());
             }
             tokio::time::sleep(POLL).await;

@@ -5,6 +5,8 @@
 //!   until the client closes its stdin, answers on stdout and stderr, and its exit code
 //!   comes back; a container that is not there, or a request that is not a WebSocket, is
 //!   refused with a clear error.
+//! - Port-forward: a connection reaches a port of the pod, and a port nothing listens on
+//!   comes back as an error that names it.
 //! - Usage (`metrics.k8s.io`): a pod that spends CPU shows it, and its node with it.
 
 mod up;
@@ -182,6 +184,35 @@ async fn exec_and_attach_reach_a_process_in_a_container() {
         .expect("the echo comes back in time")
         .expect("reads");
     assert_eq!(line, b"through attach\n");
+
+    // port-forward: a connection to the pod's port; a port nothing listens on says why.
+    let mut forwarder = pods
+        .portforward("talker", &[8080, 9])
+        .await
+        .expect("port-forward starts");
+    let mut web = forwarder.take_stream(8080).expect("port 8080's stream");
+    web.write_all(b"GET / HTTP/1.1\r\nHost: talker\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("writes");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), web.read_to_string(&mut answer))
+        .await
+        .expect("the answer comes in time")
+        .expect("reads");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("talker"),
+        "{answer}"
+    );
+    let refused = forwarder.take_error(9).expect("port 9's errors");
+    let why = tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("the error comes in time");
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("error forwarding port 9")),
+        "{why:?}"
+    );
+    forwarder.abort();
     interrupt(up).await;
 }
 

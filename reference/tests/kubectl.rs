@@ -513,6 +513,44 @@ fn get_through(port: u16) -> Result<String, String> {
     Ok(answer)
 }
 
+/// Runs `kubectl port-forward {target} :{port}` and sends `GET /` twice through the local
+/// port it picks: the second answer (each has a connection of its own). `websockets`:
+/// whether kubectl may tunnel SPDY in a WebSocket, or must speak SPDY itself.
+fn forwarded_answer(cluster: &Cluster, target: &str, port: &str, websockets: bool) -> String {
+    let mut forward = Command::new("kubectl")
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["port-forward", target, &format!(":{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward starts");
+    let mut line = String::new();
+    let stdout = forward.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout);
+    let _ = lines.read_line(&mut line);
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|address| address.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    let answers: Vec<Result<String, String>> = match local {
+        Some(local) => (0..2).map(|_| get_through(local)).collect(),
+        None => vec![Err(format!("no local port in {line:?}"))],
+    };
+    let _ = forward.kill();
+    let output = forward
+        .wait_with_output()
+        .expect("kubectl port-forward ends");
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    match answers.last() {
+        Some(Ok(answer)) if answer.starts_with("HTTP/1.1 200") => answer.clone(),
+        other => panic!("port-forward {target}: {other:?}; kubectl said {said:?}"),
+    }
+}
+
 /// What 30 requests through the service's node port were answered with: the distinct
 /// values of one field of the probe's JSON answer (`version`, `pod`).
 fn answers_through(port: u16, field: &str) -> Vec<String> {
@@ -654,6 +692,16 @@ fn kubectl_rolls_out_and_back() {
         "through attach\n",
     );
     assert!(attached.contains("through attach"), "{attached}");
+    // port-forward: local connections reach the pod's port, and a service's pods; over
+    // SPDY in a WebSocket (kubectl's first choice), and over SPDY itself (its fallback).
+    assert!(
+        forwarded_answer(&cluster, "pod/logger", "8080", true).contains("logger"),
+        "through port-forward to pod/logger"
+    );
+    assert!(
+        forwarded_answer(&cluster, "svc/web", "80", false).contains("\"version\":\"v2\""),
+        "through port-forward to svc/web"
+    );
     // top: what the pod and the nodes use, from metrics.k8s.io.
     let top = cluster.ok(&["top", "pod", "logger", "--containers"]);
     assert!(

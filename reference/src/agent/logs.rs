@@ -5,7 +5,8 @@
 //! (`?tailLines=N`, `?follow=true` to keep streaming what the container writes next), with
 //! the cluster's bearer token. The agent reads the output from Docker. (Kubernetes' kubelet
 //! serves the same path.) The same server takes `exec` and `attach`, which upgrade to a
-//! stream ([`super::streams`]), and tells what the pods use ([`super::stats`]).
+//! stream ([`super::streams`]), and `port-forward` ([`super::port_forward`]), and tells
+//! what the pods use ([`super::stats`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -102,6 +103,10 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     if let [verb @ ("exec" | "attach"), namespace, pod, container] = parts.as_slice() {
         let pod = format!("{namespace}/{pod}");
         return super::streams::serve(req, runtime, verb, &pod, container).await;
+    }
+    if let ["portForward", namespace, pod] = parts.as_slice() {
+        let pod = format!("{namespace}/{pod}");
+        return super::port_forward::serve(req, runtime, &pod).await;
     }
     if parts == ["stats", "summary"] {
         let summary = super::stats::summary(runtime).await;

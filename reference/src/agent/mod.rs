@@ -11,7 +11,9 @@
 //! of Docker; [`pod_worker`] is one pod's life (sandbox, containers, restarts, probes,
 //! termination); [`probes`] runs liveness and readiness checks; [`status`] computes a pod's
 //! status from what is seen; [`logs`] serves container output to the apiserver for
-//! `kubectl logs`, and [`streams`] joins `kubectl exec` and `attach` to a process; [`hollow`] runs nodes that do all of this through the API without
+//! `kubectl logs`, [`streams`] joins `kubectl exec` and `attach` to a process, and
+//! [`port_forward`] (with SPDY's framing in [`spdy`]) carries `kubectl port-forward`'s
+//! connections to a pod's ports; [`hollow`] runs nodes that do all of this through the API without
 //! Docker, to measure the control plane at scale.
 //!
 //! ```text
@@ -25,8 +27,10 @@ pub mod heartbeat;
 pub mod hollow;
 pub mod logs;
 mod pod_worker;
+mod port_forward;
 pub mod probes;
 pub mod runtime;
+mod spdy;
 mod stats;
 pub mod status;
 mod streams;

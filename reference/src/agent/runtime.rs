@@ -593,6 +593,19 @@ impl Runtime {
         found.into_iter().find_map(|c| c.id)
     }
 
+    /// The address of pod `namespace/name` on the pod network, if its sandbox runs here.
+    pub async fn pod_ip(&self, pod: &str) -> Option<std::net::IpAddr> {
+        let id = self.find_by_pod(pod, PAUSE).await?;
+        let sandbox = self.docker.inspect_container(&id, None).await.ok()?;
+        let networks = sandbox.network_settings?.networks?;
+        networks
+            .get(POD_NETWORK)?
+            .ip_address
+            .as_deref()?
+            .parse()
+            .ok()
+    }
+
     /// The container's output (stdout and stderr), the last `tail` lines if given.
     pub async fn logs(&self, id: &str, tail: Option<u64>) -> Result<Vec<u8>, RuntimeError> {
         let options = LogsOptions {

@@ -171,7 +171,14 @@ pub const RESOURCES: &[Resource] = &[
     Resource::of::<Pod>("pod")
         .short(&["po"])
         .sub(&[
-            "status", "binding", "log", "eviction", "proxy", "exec", "attach",
+            "status",
+            "binding",
+            "log",
+            "eviction",
+            "proxy",
+            "exec",
+            "attach",
+            "portforward",
         ])
         .spec(),
     Resource::of::<Service>("service")

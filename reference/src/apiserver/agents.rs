@@ -1,15 +1,17 @@
-//! What the API server asks of node agents: a container's output (`pods/{name}/log`), and
-//! a process to talk to (`pods/{name}/exec`, `pods/{name}/attach`).
+//! What the API server asks of node agents: a container's output (`pods/{name}/log`), a
+//! process to talk to (`pods/{name}/exec`, `pods/{name}/attach`), and connections to the
+//! pod's ports (`pods/{name}/portforward`).
 //!
 //! The API server checks the request against the pod — that it is bound to a node, that
 //! the container is one of its own — then turns to the agent of the pod's node, at the
 //! address and port the Node reports (`InternalIP`, `daemonEndpoints.kubeletEndpoint`),
 //! with the cluster's bearer token.
 //!
-//! Logs come back as a body, whole or followed. Exec and attach are a connection upgrade:
-//! the client's WebSocket request is passed on to the agent, and once the agent has
-//! switched protocols the bytes flow both ways untouched until either side closes. The
-//! agent speaks the channel protocol itself (`crate::agent`'s `streams`); the API server
+//! Logs come back as a body, whole or followed. Exec, attach and port-forward are a
+//! connection upgrade: the client's request (to a WebSocket, or for port-forward to SPDY)
+//! is passed on to the agent, and once the agent has switched protocols the bytes flow both
+//! ways untouched until either side closes. The agent speaks the protocols itself
+//! (`crate::agent`'s `streams` and `port_forward`); the API server
 //! only relays, as Kubernetes' does to the kubelet. The agent judges the request (a client
 //! that asks for SPDY, as kubectl does when a WebSocket is refused, is told what is
 //! spoken), and what it refuses comes back as a 400 in its words.
@@ -32,23 +34,28 @@ use crate::api::{self, Resource, meta};
 /// How long reaching an agent may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The headers of a WebSocket upgrade, passed on to the agent and back.
-const UPGRADE_HEADERS: [header::HeaderName; 6] = [
+/// The headers of a WebSocket or SPDY upgrade, passed on to the agent and back.
+const UPGRADE_HEADERS: [header::HeaderName; 7] = [
     header::CONNECTION,
     header::UPGRADE,
     header::SEC_WEBSOCKET_KEY,
     header::SEC_WEBSOCKET_VERSION,
     header::SEC_WEBSOCKET_PROTOCOL,
     header::SEC_WEBSOCKET_ACCEPT,
+    header::HeaderName::from_static("x-stream-protocol-version"),
 ];
 
-/// Whether `target` is a stream the agent serves: exec or attach of a named pod.
+/// Whether `target` is a stream the agent serves: exec, attach or port-forward of a named
+/// pod.
 pub(super) fn is_stream(target: &Target) -> bool {
     target.resource.plural == "pods"
         && target.resource.group.is_empty()
         && target.name.is_some()
         && target.namespace.is_some()
-        && matches!(target.subresource.as_deref(), Some("exec" | "attach"))
+        && matches!(
+            target.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        )
 }
 
 /// A pod the agent is asked about: its node's agent, and the container meant.
@@ -58,13 +65,16 @@ struct OnNode {
     container: String,
 }
 
-/// Finds the pod's node and agent, and which container `query` means.
+/// Finds the pod's node and agent, and which container `query` means; `one_container`:
+/// whether the request is for one container (logs, exec) or the whole pod (port-forward,
+/// to the address all its containers share).
 fn locate(
     shared: &Shared,
     r: &'static Resource,
     ns: Option<&str>,
     name: &str,
     query: &Query,
+    one_container: bool,
 ) -> Result<OnNode, ApiError> {
     let (pod, _) = get(shared, r, ns, name)?;
     let node = meta::path(&pod, "spec.nodeName")
@@ -75,6 +85,8 @@ fn locate(
         .filter_map(|c| c.get("name").and_then(Value::as_str))
         .collect();
     let container = match (query.get("container"), names.as_slice()) {
+        // Port-forward reaches the pod's address, which all its containers share.
+        (_, [first, ..]) if !one_container => (*first).to_owned(),
         (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
         (Some(c), _) => {
             return Err(ApiError::BadRequest(format!(
@@ -159,7 +171,7 @@ pub(super) async fn pod_log(
     name: &str,
     query: &Query,
 ) -> Result<http::Response<Body>, ApiError> {
-    let OnNode { agent, container } = locate(shared, r, ns, name, query)?;
+    let OnNode { agent, container } = locate(shared, r, ns, name, query, true)?;
     let ns = ns.unwrap_or("default");
     let follow = query
         .get("follow")
@@ -225,9 +237,14 @@ pub(super) async fn stream(
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let ns = target.namespace.as_deref();
-    let OnNode { agent, container } = locate(shared, target.resource, ns, name, &query)?;
+    let one_container = verb != "portforward";
+    let OnNode { agent, container } =
+        locate(shared, target.resource, ns, name, &query, one_container)?;
     let ns = ns.unwrap_or("default");
-    let mut url = format!("{agent}/{verb}/{ns}/{name}/{container}");
+    let mut url = match verb {
+        "portforward" => format!("{agent}/portForward/{ns}/{name}"),
+        _ => format!("{agent}/{verb}/{ns}/{name}/{container}"),
+    };
     if let Some(q) = req.uri().query() {
         url.push('?');
         url.push_str(q);

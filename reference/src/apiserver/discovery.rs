@@ -173,6 +173,7 @@ fn subresource_shape(
         "log" => ("Pod", "", "v1", &["get"]),
         "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
         "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
+        "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
         "proxy" => (
             "Status",
             "",
