@@ -923,3 +923,63 @@ async fn discovery_comes_aggregated_to_clients_that_ask_for_it() {
     let plain = Client::new(dir.path(), cp.addr(), Some(cp.token()));
     assert_eq!(plain.get("/apis").await.body["kind"], "APIGroupList");
 }
+
+#[tokio::test]
+async fn reviews_say_who_the_caller_is_and_that_it_may_do_everything() {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
+    use kube::api::{Api, PostParams};
+    let (cp, dir) = start().await;
+    let client = cp.credentials().client().expect("client");
+    let post = PostParams::default();
+    let whoami: Api<SelfSubjectReview> = Api::all(client.clone());
+    let me = whoami
+        .create(&post, &SelfSubjectReview::default())
+        .await
+        .expect("a review of who I am");
+    let user = me.status.and_then(|s| s.user_info).expect("who I am");
+    assert_eq!(user.username.as_deref(), Some("admin"));
+    assert!(
+        user.groups
+            .unwrap_or_default()
+            .contains(&"system:masters".to_owned())
+    );
+
+    let can_i: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let asked: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "resourceAttributes": {"verb": "delete", "group": "apps", "resource": "deployments",
+                               "namespace": "default"},
+    }}))
+    .expect("a review");
+    let answer = can_i.create(&post, &asked).await.expect("an access review");
+    assert_eq!(answer.status.map(|s| s.allowed), Some(true));
+    // Asking about nothing is invalid, and says which field.
+    match can_i
+        .create(&post, &SelfSubjectAccessReview::default())
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(
+                status.message.contains("spec.resourceAttributes"),
+                "{status:?}"
+            );
+        }
+        other => panic!("an empty access review was answered: {other:?}"),
+    }
+    let rules: Api<SelfSubjectRulesReview> = Api::all(client);
+    let asked: SelfSubjectRulesReview =
+        serde_json::from_value(json!({"spec": {"namespace": "default"}})).expect("a review");
+    let answer = rules.create(&post, &asked).await.expect("a rules review");
+    let status = answer.status.expect("the rules");
+    assert_eq!(status.resource_rules[0].verbs, ["*"]);
+    assert!(!status.incomplete);
+
+    // A review is only ever created; without the token there is nothing to review.
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let admin = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    assert_status(&admin.get(path).await, 405, "MethodNotAllowed");
+    let anonymous = Client::new(dir.path(), cp.addr(), None);
+    assert_status(&anonymous.post(path, &json!({})).await, 401, "Unauthorized");
+    cp.stop().await;
+}

@@ -160,6 +160,21 @@ fn kubectl_drives_the_control_plane() {
         "{resources}"
     );
 
+    // Who am I, and what may I do: the cluster's administrator, everything.
+    let whoami = cluster.ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+    assert_eq!(
+        cluster
+            .ok(&["auth", "can-i", "delete", "deployments"])
+            .trim(),
+        "yes"
+    );
+    let rules = cluster.ok(&["auth", "can-i", "--list"]);
+    assert!(rules.lines().any(|l| l.starts_with("*.*")), "{rules}");
+
     // A typed create: kubectl sends protobuf for this one.
     let created = cluster.ok(&[
         "create",

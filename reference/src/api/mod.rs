@@ -79,7 +79,7 @@ impl Resource {
     /// The `k8s-openapi` kind `K`, served plainly: its group, version, kind, plural and
     /// scope come from the type, so a kind with no behaviour of its own is one line of
     /// [`RESOURCES`].
-    const fn of<K>(singular: &'static str) -> Resource
+    pub(crate) const fn of<K>(singular: &'static str) -> Resource
     where
         K: k8s_openapi::Resource + DeserializeOwned + Serialize,
         K::Scope: Scope,

@@ -14,7 +14,7 @@
 
 use serde_json::{Value, json};
 
-use super::metrics;
+use super::{metrics, reviews};
 use crate::api::{GROUPS, RESOURCES, Resource, meta};
 
 /// The Kubernetes version this server speaks for.
@@ -53,11 +53,7 @@ pub fn takes_aggregated(accept: &str) -> bool {
 pub fn aggregated(core: bool) -> Value {
     let served: Vec<(&str, &str)> = match core {
         true => vec![("", "v1")],
-        false => GROUPS
-            .iter()
-            .copied()
-            .chain([metrics::GROUP_VERSION])
-            .collect(),
+        false => all_groups().copied().collect(),
     };
     let items: Vec<Value> = served
         .into_iter()
@@ -125,19 +121,24 @@ fn group_json(group: &str, version: &str) -> Value {
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+/// Every group version under `/apis`: the stored kinds', usage, and the reviews.
+fn all_groups() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let answered = [&metrics::GROUP_VERSION].into_iter();
+    GROUPS.iter().chain(answered).chain(&reviews::GROUPS)
+}
+
 /// `GET /apis`.
 pub fn groups() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": GROUPS.iter().chain([&metrics::GROUP_VERSION]).map(|(g, v)| group_json(g, v)).collect::<Vec<_>>(),
+        "groups": all_groups().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>(),
     })
 }
 
 /// `GET /apis/{group}`, if the group exists.
 pub fn group(name: &str) -> Option<Value> {
-    let mut served = GROUPS.iter().chain([&metrics::GROUP_VERSION]);
-    served.find(|(g, _)| *g == name).map(|(g, v)| {
+    all_groups().find(|(g, _)| *g == name).map(|(g, v)| {
         let mut doc = group_json(g, v);
         doc["kind"] = json!("APIGroup");
         doc["apiVersion"] = json!("v1");
@@ -188,6 +189,9 @@ fn subresource_shape(
 pub fn resources(group: &str, version: &str) -> Option<Value> {
     if (group, version) == metrics::GROUP_VERSION {
         return Some(metrics::resources());
+    }
+    if reviews::GROUPS.contains(&(group, version)) {
+        return Some(reviews::resources(group));
     }
     let served: Vec<&Resource> = RESOURCES
         .iter()

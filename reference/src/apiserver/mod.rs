@@ -35,6 +35,7 @@ pub mod patch;
 mod protobuf;
 mod proxy;
 mod resources;
+mod reviews;
 mod routes;
 pub mod status;
 mod table;
@@ -276,6 +277,15 @@ async fn route_authorized(
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
             metrics::serve(shared, req.method(), &rest, &query).await
+        }
+        Route::Review(group, plural) => {
+            if req.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let (parts, body) = req.into_parts();
+            let review = resources::decode_body(&parts, &read_body(body).await?)?;
+            let answer = reviews::answer(&group, &plural, &review)?;
+            Ok(json_response(StatusCode::CREATED, &answer))
         }
         Route::Target(target) if agents::is_stream(&target) => {
             agents::stream(shared, req, &target).await

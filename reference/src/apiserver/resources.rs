@@ -164,7 +164,7 @@ fn success() -> Value {
 }
 
 /// Decodes a request body as JSON, or as kubectl's protobuf envelope.
-fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError> {
+pub(super) fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError> {
     let ct = content_type(parts).unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
     let value = match media {

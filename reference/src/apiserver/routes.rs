@@ -46,6 +46,8 @@ pub enum Route {
     Target(Target),
     /// `/apis/metrics.k8s.io/v1beta1/{rest}`: usage, not stored objects.
     Metrics(Vec<String>),
+    /// `/apis/{authentication|authorization}.k8s.io/v1/{plural}`: a review, answered.
+    Review(String, String),
     /// `/shipshape/v1/members`: the control plane's members, where `shipshape
     /// control-plane add` adds one (not a Kubernetes API).
     Members,
@@ -73,6 +75,12 @@ pub fn parse(path: &str) -> Route {
         ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => {
             Route::Metrics(rest.iter().map(|s| (*s).to_owned()).collect())
         }
+        [
+            "apis",
+            g @ ("authentication.k8s.io" | "authorization.k8s.io"),
+            "v1",
+            plural,
+        ] => Route::Review((*g).to_owned(), (*plural).to_owned()),
         ["apis", g, v, rest @ ..] => target(g, v, rest, path.ends_with('/')),
         ["shipshape", "v1", "members"] => Route::Members,
         ["shipshape", "v1", "members", id] => Route::Member((*id).to_owned()),
