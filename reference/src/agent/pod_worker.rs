@@ -86,65 +86,81 @@ pub(super) async fn run(
     let Some(first) = pod.borrow().clone() else {
         return;
     };
-    let key = format!(
-        "{}/{}",
-        first.metadata.namespace.as_deref().unwrap_or_default(),
-        first.metadata.name.as_deref().unwrap_or_default()
-    );
+    let namespace = first.metadata.namespace.unwrap_or_default();
+    let key = format!("{namespace}/{}", first.metadata.name.unwrap_or_default());
     let span = tracing::info_span!("pod", pod = %key);
-    tracing::Instrument::instrument(work(runtime, client, config, pod, first), span).await;
-}
-
-async fn work(
-    runtime: Runtime,
-    client: kube::Client,
-    config: Arc<AgentConfig>,
-    mut pod: watch::Receiver<Option<Pod>>,
-    first: Pod,
-) {
-    let namespace = first.metadata.namespace.clone().unwrap_or_default();
-    let name = first.metadata.name.clone().unwrap_or_default();
-    let mut worker = Worker {
+    let worker = Worker {
         runtime,
         pods: Api::namespaced(client, &namespace),
-        config: config.clone(),
-        uid: first.metadata.uid.clone().unwrap_or_default(),
-        key: format!("{namespace}/{name}"),
+        config,
+        uid: first.metadata.uid.unwrap_or_default(),
+        key,
         tracks: HashMap::new(),
         start_time: meta::now_rfc3339(),
         finished: false,
     };
-    loop {
-        let current = pod.borrow_and_update().clone();
-        let Some(current) = current else {
-            // Gone from the API (deleted, or evicted from this node): remove everything.
-            worker.remove_all(Duration::ZERO).await;
-            return;
-        };
-        if current.metadata.deletion_timestamp.is_some() {
-            worker.terminate(&current).await;
-            return;
-        }
-        if let Err(e) = worker.sync(&current).await {
-            tracing::warn!(error = %e, "pod sync failed; retrying");
-        }
-        tokio::select! {
-            changed = pod.changed() => {
-                if changed.is_err() {
-                    // The agent is stopping; containers are its shutdown's business.
-                    return;
-                }
-            }
-            _ = tokio::time::sleep(config.sync_period) => {}
-        }
-    }
+    tracing::Instrument::instrument(worker.work(pod), span).await;
 }
 
 fn pod_json(pod: &Pod) -> Value {
     serde_json::to_value(pod).unwrap_or_default()
 }
 
+/// The string at `pointer` in `v`, if there is one.
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer)?.as_str()
+}
+
+/// Waiting, for `reason`.
+fn waiting(reason: &str, message: String) -> ContainerState {
+    ContainerState::Waiting {
+        reason: reason.into(),
+        message,
+    }
+}
+
+/// The container (re)started just now: its probes begin again, and it is not ready yet,
+/// even without a readiness probe: ready means seen running, by the next round (which the
+/// status write brings at once). A container that dies as it starts is then never counted
+/// available, so a rollout to a broken image stalls instead of trading old pods for it.
+fn just_started(track: &mut Track, view: &mut ContainerView, now: Instant) {
+    track.started = Some(now);
+    track.readiness = ProbeState::new(false);
+    track.liveness = ProbeState::new(true);
+    view.state = ContainerState::Running {
+        started_at: meta::now_rfc3339(),
+    };
+    view.ready = false;
+}
+
 impl Worker {
+    async fn work(mut self, mut pod: watch::Receiver<Option<Pod>>) {
+        loop {
+            let current = pod.borrow_and_update().clone();
+            let Some(current) = current else {
+                // Gone from the API (deleted, or evicted from this node): remove everything.
+                self.remove_all(Duration::ZERO).await;
+                return;
+            };
+            if current.metadata.deletion_timestamp.is_some() {
+                self.terminate(&current).await;
+                return;
+            }
+            if let Err(e) = self.sync(&current).await {
+                tracing::warn!(error = %e, "pod sync failed; retrying");
+            }
+            tokio::select! {
+                changed = pod.changed() => {
+                    if changed.is_err() {
+                        // The agent is stopping; containers are its shutdown's business.
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(self.config.sync_period) => {}
+            }
+        }
+    }
+
     /// Stops every container (app containers first, with `grace`), then removes them.
     async fn remove_all(&self, grace: Duration) {
         let Ok(all) = self.runtime.list().await else {
@@ -169,8 +185,7 @@ impl Worker {
                 tracing::warn!(error = %e, "failed to remove a container");
             }
         }
-        let dir = self.config.data_dir.join("pods").join(&self.uid);
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(self.config.data_dir.join("pods").join(&self.uid));
     }
 
     /// Graceful deletion: stop, remove, then remove the pod object for good.
@@ -191,16 +206,14 @@ impl Worker {
             self.wait_out_of_rotation(pod).await;
         }
         self.remove_all(Duration::from_secs(grace)).await;
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
+        let params = DeleteParams::default()
+            .grace_period(0)
+            .preconditions(Preconditions {
                 uid: Some(self.uid.clone()),
                 resource_version: None,
-            }),
-            ..Default::default()
-        };
-        if let Err(e) = self.pods.delete(&name, &params).await {
+            });
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = self.pods.delete(name, &params).await {
             tracing::debug!(error = %e, "pod already gone");
         }
     }
@@ -210,12 +223,11 @@ impl Worker {
     /// scale-down then drops no request. Bounded: a slow Endpoints controller delays the
     /// shutdown by [`ROTATION_WAIT`] at most.
     async fn wait_out_of_rotation(&self, pod: &Pod) {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
             return;
         };
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let endpoints: Api<Endpoints> =
-            Api::namespaced(self.pods.clone().into_client(), &namespace);
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let endpoints: Api<Endpoints> = Api::namespaced(self.pods.clone().into_client(), namespace);
         let deadline = Instant::now() + ROTATION_WAIT;
         while Instant::now() < deadline {
             let listed = match endpoints.list(&ListParams::default()).await {
@@ -235,19 +247,16 @@ impl Worker {
         tracing::debug!("pod still listed in endpoints; terminating anyway");
     }
 
-    async fn report(&self, pod: &Pod, view: &PodView) -> Result<(), kube::Error> {
+    async fn report(&self, pod: &Pod, view: &PodView) -> Result<(), String> {
         let previous = pod_json(pod).get("status").cloned().unwrap_or(json!({}));
         let next = status::pod_status(view, &previous, &meta::now_rfc3339());
         if next == previous {
             return Ok(());
         }
-        let name = pod.metadata.name.clone().unwrap_or_default();
         // Replace the whole status: a merge patch would keep stale keys.
         let mut full = previous.clone();
-        if let (Some(f), Some(n)) = (full.as_object_mut(), next.as_object()) {
-            for (k, v) in n {
-                f.insert(k.clone(), v.clone());
-            }
+        if let (Some(f), Value::Object(n)) = (full.as_object_mut(), next) {
+            f.extend(n);
             if view.refused.is_none() {
                 f.remove("reason");
                 f.remove("message");
@@ -256,76 +265,54 @@ impl Worker {
         if full == previous {
             return Ok(());
         }
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = Patch::Merge(json!({"status": full}));
         self.pods
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": full})),
-            )
-            .await?;
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// Why the agent will not run this pod, if it will not.
     fn refusal(spec: &Value) -> Option<(String, String)> {
-        let containers = spec.get("containers").and_then(Value::as_array);
-        for c in containers.into_iter().flatten() {
-            if c.pointer("/securityContext/privileged") == Some(&json!(true)) {
-                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
-                return Some((
-                    "Forbidden".into(),
-                    format!(
-                        "container {name:?} asks to be privileged; this node runs no privileged containers"
-                    ),
-                ));
-            }
+        let forbidden = |message| Some(("Forbidden".to_owned(), message));
+        let privileged = meta::each(spec, "/containers")
+            .find(|c| c.pointer("/securityContext/privileged") == Some(&json!(true)));
+        if let Some(c) = privileged {
+            let name = str_at(c, "/name").unwrap_or_default();
+            return forbidden(format!(
+                "container {name:?} asks to be privileged; this node runs no privileged containers"
+            ));
         }
-        let volumes = spec.get("volumes").and_then(Value::as_array);
-        for v in volumes.into_iter().flatten() {
-            if let Some(path) = v.pointer("/hostPath/path").and_then(Value::as_str) {
+        let path = meta::each(spec, "/volumes")
+            .filter_map(|v| str_at(v, "/hostPath/path"))
+            .find(|path| {
                 let p = path.trim_end_matches('/');
-                if p.ends_with("docker.sock") || p == "/var/run" || p == "/run" {
-                    return Some((
-                        "Forbidden".into(),
-                        format!(
-                            "volume mounts the host's {path:?}: access to the container runtime is not allowed"
-                        ),
-                    ));
-                }
-            }
-        }
-        None
+                p.ends_with("docker.sock") || p == "/var/run" || p == "/run"
+            })?;
+        forbidden(format!(
+            "volume mounts the host's {path:?}: access to the container runtime is not allowed"
+        ))
     }
 
     async fn sync(&mut self, pod: &Pod) -> Result<(), String> {
         let pod_value = pod_json(pod);
-        let spec = pod_value.get("spec").cloned().unwrap_or_default();
-        let policy = spec
-            .get("restartPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("Always")
-            .to_owned();
-        let qos = status::qos_class(&spec).to_owned();
-        let containers: Vec<Value> = spec
-            .get("containers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-
-        let refused =
-            Self::refusal(&spec).filter(|_| !crate::failpoints::on!("agent::run-privileged-pods"));
-        if let Some(refused) = refused {
-            tracing::warn!(reason = %refused.1, "refusing pod");
-            let view = PodView {
-                containers: Vec::new(),
-                refused: Some(refused),
-                pod_ip: None,
-                host_ip: self.config.address.to_string(),
-                start_time: self.start_time.clone(),
-                qos_class: qos,
-            };
+        let spec = &pod_value["spec"];
+        let policy = str_at(spec, "/restartPolicy").unwrap_or("Always");
+        let mut view = PodView {
+            containers: Vec::new(),
+            refused: Self::refusal(spec)
+                .filter(|_| !crate::failpoints::on!("agent::run-privileged-pods")),
+            pod_ip: None,
+            host_ip: self.config.address.to_string(),
+            start_time: self.start_time.clone(),
+            qos_class: status::qos_class(spec).to_owned(),
+        };
+        if let Some((_, reason)) = &view.refused {
+            tracing::warn!(%reason, "refusing pod");
             self.finished = true;
-            return self.report(pod, &view).await.map_err(|e| e.to_string());
+            return self.report(pod, &view).await;
         }
 
         if self.finished {
@@ -336,53 +323,25 @@ impl Worker {
         let sandbox = match self.runtime.find(&self.uid, PAUSE).await {
             Some(s) if s.running => s,
             _ => {
-                let hostname = pod.metadata.name.clone().unwrap_or_default();
+                let hostname = pod.metadata.name.as_deref().unwrap_or_default();
                 self.runtime
-                    .run_pause(&self.key, &self.uid, &hostname)
+                    .run_pause(&self.key, &self.uid, hostname)
                     .await
                     .map_err(|e| e.to_string())?
             }
         };
-        let pod_ip = sandbox.ip.clone();
+        view.pod_ip = sandbox.ip.clone();
 
-        let mut views = Vec::with_capacity(containers.len());
-        for c in &containers {
-            let view = self.sync_container(pod, c, &sandbox, &policy).await;
-            views.push(view);
+        for c in meta::each(spec, "/containers") {
+            let container = self.sync_container(pod, c, &sandbox, policy).await;
+            view.containers.push(container);
         }
-
-        let view = PodView {
-            containers: views,
-            refused: None,
-            pod_ip,
-            host_ip: self.config.address.to_string(),
-            start_time: self.start_time.clone(),
-            qos_class: qos,
-        };
-        let phase = status::phase(&view);
-        if phase == "Succeeded" || phase == "Failed" {
+        if matches!(status::phase(&view), "Succeeded" | "Failed") {
             // Done: the sandbox has nothing left to hold.
             self.finished = true;
             let _ = self.runtime.stop(&sandbox.id, Duration::ZERO).await;
         }
-        self.report(pod, &view).await.map_err(|e| e.to_string())
-    }
-
-    /// What Docker must run for container `c`, with what it takes from ConfigMaps and
-    /// Secrets read now; `Err` says why it cannot be created yet.
-    async fn container_config(
-        pods: &Api<Pod>,
-        (config, uid): (&AgentConfig, &str),
-        pod: &Pod,
-        c: &Value,
-        sandbox: &ContainerInfo,
-    ) -> Result<ContainerRun, String> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let client = pods.clone().into_client();
-        let sources = Sources::read(&client, namespace, pod.spec.as_ref())
-            .await
-            .map_err(|e| format!("cannot read the pod's ConfigMaps and Secrets: {e}"))?;
-        container_run(pod, c, config, uid, sandbox, &sources)
+        self.report(pod, &view).await
     }
 
     async fn sync_container(
@@ -392,31 +351,21 @@ impl Worker {
         sandbox: &ContainerInfo,
         policy: &str,
     ) -> ContainerView {
-        let name = c
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let image = c
-            .get("image")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let readiness = Probe::parse(c, "readinessProbe");
-        let liveness = Probe::parse(c, "livenessProbe");
-        let info = self.runtime.find(&self.uid, &name).await;
+        let name = str_at(c, "/name").unwrap_or_default();
+        let image = str_at(c, "/image").unwrap_or_default();
+        let info = self.runtime.find(&self.uid, name).await;
         let now = Instant::now();
-        let track = self.tracks.entry(name.clone()).or_insert_with(Track::new);
+        let track = self
+            .tracks
+            .entry(name.to_owned())
+            .or_insert_with(Track::new);
 
         let mut view = ContainerView {
-            name: name.clone(),
-            image: image.clone(),
+            name: name.to_owned(),
+            image: image.to_owned(),
             image_id: info.as_ref().and_then(|i| i.image_id.clone()),
             container_id: info.as_ref().map(|i| i.id.clone()),
-            state: ContainerState::Waiting {
-                reason: "ContainerCreating".into(),
-                message: String::new(),
-            },
+            state: waiting("ContainerCreating", String::new()),
             last_state: track.last_state.clone(),
             ready: false,
             restart_count: track.restart_count,
@@ -425,24 +374,18 @@ impl Worker {
 
         match info {
             None => {
-                if !self.runtime.image_present(&image).await {
+                if !self.runtime.image_present(image).await {
                     let message = format!(
                         "Container image \"{image}\" is not present with pull policy of Never"
                     );
-                    view.state = ContainerState::Waiting {
-                        reason: "ErrImageNeverPull".into(),
-                        message,
-                    };
+                    view.state = waiting("ErrImageNeverPull", message);
                     return view;
                 }
                 let who = (self.config.as_ref(), self.uid.as_str());
-                let run = match Self::container_config(&self.pods, who, pod, c, sandbox).await {
+                let run = match container_run(&self.pods, who, pod, c, sandbox).await {
                     Ok(run) => run,
                     Err(message) => {
-                        view.state = ContainerState::Waiting {
-                            reason: "CreateContainerConfigError".into(),
-                            message,
-                        };
+                        view.state = waiting("CreateContainerConfigError", message);
                         return view;
                     }
                 };
@@ -452,44 +395,28 @@ impl Worker {
                     .await
                 {
                     Ok(id) => {
-                        track.started = Some(now);
-                        track.readiness = ProbeState::new(false);
-                        track.liveness = ProbeState::new(true);
                         view.container_id = Some(id);
-                        view.state = ContainerState::Running {
-                            started_at: meta::now_rfc3339(),
-                        };
-                        // Not ready yet, even without a readiness probe: ready means seen
-                        // running, by the next round (which the status write brings at
-                        // once). A container that dies as it starts is then never counted
-                        // available, so a rollout to a broken image stalls instead of
-                        // trading old pods for it.
-                        view.ready = false;
+                        just_started(track, &mut view, now);
                     }
-                    Err(e) => {
-                        view.state = ContainerState::Waiting {
-                            reason: "CreateContainerError".into(),
-                            message: e.to_string(),
-                        };
-                    }
+                    Err(e) => view.state = waiting("CreateContainerError", e.to_string()),
                 }
                 view
             }
             Some(info) if info.running => {
                 let started = *track.started.get_or_insert(now);
-                let ip = sandbox.ip.clone().unwrap_or_default();
-                if let Some(p) = &readiness {
+                let ip = sandbox.ip.as_deref().unwrap_or_default();
+                if let Some(p) = &Probe::parse(c, "readinessProbe") {
                     if track.readiness.due(p, started, now) {
-                        let ok = probes::check(p, &ip, &self.runtime, &info.id).await;
+                        let ok = probes::check(p, ip, &self.runtime, &info.id).await;
                         track.readiness.record(p, ok, now);
                     }
                 } else {
                     track.readiness.passing = true;
                 }
-                if let Some(p) = &liveness
+                if let Some(p) = &Probe::parse(c, "livenessProbe")
                     && track.liveness.due(p, started, now)
                 {
-                    let ok = probes::check(p, &ip, &self.runtime, &info.id).await;
+                    let ok = probes::check(p, ip, &self.runtime, &info.id).await;
                     if track.liveness.record(p, ok, now)
                         && !track.liveness.passing
                         && !crate::failpoints::on!("agent::ignore-liveness-checks")
@@ -498,15 +425,9 @@ impl Worker {
                         let grace = pod
                             .spec
                             .as_ref()
-                            .and_then(|s| s.termination_grace_period_seconds)
-                            .unwrap_or(30);
-                        let _ = self
-                            .runtime
-                            .stop(
-                                &info.id,
-                                Duration::from_secs(u64::try_from(grace).unwrap_or(30)),
-                            )
-                            .await;
+                            .and_then(|s| u64::try_from(s.termination_grace_period_seconds?).ok());
+                        let grace = Duration::from_secs(grace.unwrap_or(30));
+                        let _ = self.runtime.stop(&info.id, grace).await;
                         track.liveness = ProbeState::new(true);
                     }
                 }
@@ -523,15 +444,14 @@ impl Worker {
                 } else {
                     info.exit_code.unwrap_or(-1)
                 };
+                let reason = match (info.oom_killed, exit_code) {
+                    (true, _) => "OOMKilled",
+                    (false, 0) => "Completed",
+                    _ => "Error",
+                };
                 let terminated = ContainerState::Terminated {
                     exit_code,
-                    reason: if info.oom_killed {
-                        "OOMKilled".into()
-                    } else if exit_code == 0 {
-                        "Completed".into()
-                    } else {
-                        "Error".into()
-                    },
+                    reason: reason.into(),
                     started_at: info.started_at.clone(),
                     finished_at: info.finished_at.clone(),
                 };
@@ -547,10 +467,10 @@ impl Worker {
                     return view;
                 }
                 // Record this exit once, then restart after the back-off.
-                if track.last_exit_of.as_deref() != Some(info.finished_at.as_deref().unwrap_or(""))
-                {
-                    track.last_exit_of = Some(info.finished_at.clone().unwrap_or_default());
-                    track.last_state = Some(terminated.clone());
+                let exit_of = info.finished_at.clone().unwrap_or_default();
+                if track.last_exit_of.as_ref() != Some(&exit_of) {
+                    track.last_exit_of = Some(exit_of);
+                    track.last_state = Some(terminated);
                     track.not_before = Some(now + track.backoff);
                     track.backoff = if track.backoff.is_zero() {
                         self.config.backoff_initial
@@ -560,35 +480,22 @@ impl Worker {
                 }
                 view.last_state = track.last_state.clone();
                 if track.not_before.is_some_and(|t| now < t) {
-                    view.state = ContainerState::Waiting {
-                        reason: "CrashLoopBackOff".into(),
-                        message: format!(
-                            "back-off {}s restarting failed container={name} pod={}",
-                            track.backoff.as_secs() / 2,
-                            self.key
-                        ),
-                    };
+                    let message = format!(
+                        "back-off {}s restarting failed container={name} pod={}",
+                        track.backoff.as_secs() / 2,
+                        self.key
+                    );
+                    view.state = waiting("CrashLoopBackOff", message);
                     return view;
                 }
                 match self.runtime.restart(&info.id).await {
                     Ok(()) => {
                         track.restart_count += 1;
-                        track.started = Some(now);
-                        track.readiness = ProbeState::new(false);
-                        track.liveness = ProbeState::new(true);
                         view.restart_count = track.restart_count;
-                        view.state = ContainerState::Running {
-                            started_at: meta::now_rfc3339(),
-                        };
                         // As for a first start: ready only once seen running.
-                        view.ready = false;
+                        just_started(track, &mut view, now);
                     }
-                    Err(e) => {
-                        view.state = ContainerState::Waiting {
-                            reason: "RunContainerError".into(),
-                            message: e.to_string(),
-                        };
-                    }
+                    Err(e) => view.state = waiting("RunContainerError", e.to_string()),
                 }
                 view
             }
@@ -596,15 +503,20 @@ impl Worker {
     }
 }
 
-/// What Docker must run for container spec `c` of `pod`.
-fn container_run(
+/// What Docker must run for container spec `c` of `pod`, with what it takes from ConfigMaps
+/// and Secrets read now; `Err` says why it cannot be created yet.
+async fn container_run(
+    pods: &Api<Pod>,
+    (config, uid): (&AgentConfig, &str),
     pod: &Pod,
     c: &Value,
-    config: &AgentConfig,
-    uid: &str,
     sandbox: &ContainerInfo,
-    sources: &Sources,
 ) -> Result<ContainerRun, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let sources = Sources::read(&pods.clone().into_client(), namespace, pod.spec.as_ref())
+        .await
+        .map_err(|e| format!("cannot read the pod's ConfigMaps and Secrets: {e}"))?;
+    let pod_value = pod_json(pod);
     let strings = |v: Option<&Value>| {
         v.and_then(Value::as_array).map(|a| {
             a.iter()
@@ -612,22 +524,17 @@ fn container_run(
                 .collect::<Vec<_>>()
         })
     };
-    let field = |path: &str| -> String {
-        match path {
-            "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
-            "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
-            "metadata.uid" => uid.to_owned(),
-            "spec.nodeName" => config.node_name.clone(),
-            "spec.serviceAccountName" => "default".into(),
-            "status.podIP" => sandbox.ip.clone().unwrap_or_default(),
-            "status.hostIP" => config.address.to_string(),
-            other => {
-                let pod_value = pod_json(pod);
-                meta::path(&pod_value, other)
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    .unwrap_or_default()
-            }
-        }
+    let field = |path: &str| match path {
+        "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+        "metadata.namespace" => namespace.to_owned(),
+        "metadata.uid" => uid.to_owned(),
+        "spec.nodeName" => config.node_name.clone(),
+        "spec.serviceAccountName" => "default".into(),
+        "status.podIP" => sandbox.ip.clone().unwrap_or_default(),
+        "status.hostIP" => config.address.to_string(),
+        other => meta::path(&pod_value, other)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default(),
     };
     let typed: Container = serde_json::from_value(c.clone())
         .map_err(|e| format!("container spec cannot be read: {e}"))?;
@@ -638,15 +545,12 @@ fn container_run(
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
     for e in meta::each(c, "/env") {
-        let Some(name) = e.get("name").and_then(Value::as_str) else {
+        let Some(name) = str_at(e, "/name") else {
             continue;
         };
-        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+        let value = if let Some(v) = str_at(e, "/value") {
             v.to_owned()
-        } else if let Some(path) = e
-            .pointer("/valueFrom/fieldRef/fieldPath")
-            .and_then(Value::as_str)
-        {
+        } else if let Some(path) = str_at(e, "/valueFrom/fieldRef/fieldPath") {
             field(path)
         } else if e.get("valueFrom").is_some() {
             // From a ConfigMap or Secret: added above.
@@ -666,22 +570,15 @@ fn container_run(
             env.push(format!("{k}={}", field(path)));
         }
     }
-    let volumes: HashMap<String, Value> = pod_json(pod)
-        .pointer("/spec/volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.clone())))
+    let volumes: HashMap<&str, &Value> = meta::each(&pod_value, "/spec/volumes")
+        .filter_map(|v| Some((str_at(v, "/name")?, v)))
         .collect();
     let mut binds = Vec::new();
     for m in meta::each(c, "/volumeMounts") {
-        let (Some(name), Some(path)) = (
-            m.get("name").and_then(Value::as_str),
-            m.get("mountPath").and_then(Value::as_str),
-        ) else {
+        let (Some(name), Some(path)) = (str_at(m, "/name"), str_at(m, "/mountPath")) else {
             continue;
         };
-        let Some(volume) = volumes.get(name) else {
+        let Some(&volume) = volumes.get(name) else {
             continue;
         };
         let own_dir = config
@@ -695,7 +592,7 @@ fn container_run(
         let files = sources.write_volume(&typed_volume, &own_dir)?;
         let host = if files {
             own_dir.display().to_string()
-        } else if let Some(h) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
+        } else if let Some(h) = str_at(volume, "/hostPath/path") {
             h.to_owned()
         } else {
             // emptyDir (and anything else): a directory of the pod's, shared by its containers.
@@ -710,22 +607,11 @@ fn container_run(
         };
         binds.push(format!("{host}:{path}{ro}"));
     }
-    let limit = |k: &str| {
-        c.pointer(&format!("/resources/limits/{k}"))
-            .and_then(Value::as_str)
-    };
+    let limit = |k: &str| str_at(c, &format!("/resources/limits/{k}"));
     let flag = |k: &str| c.get(k) == Some(&Value::Bool(true));
     Ok(ContainerRun {
-        name: c
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        image: c
-            .get("image")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        name: str_at(c, "/name").unwrap_or_default().to_owned(),
+        image: str_at(c, "/image").unwrap_or_default().to_owned(),
         command: strings(c.get("command")),
         args: strings(c.get("args")),
         env,
@@ -733,10 +619,7 @@ fn container_run(
         memory: limit("memory").and_then(|q| parse_memory(q).ok()),
         nano_cpus: limit("cpu")
             .and_then(|q| parse_cpu(q).ok().map(|m| m.saturating_mul(1_000_000))),
-        working_dir: c
-            .get("workingDir")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        working_dir: str_at(c, "/workingDir").map(str::to_owned),
         stdin: flag("stdin"),
         stdin_once: flag("stdinOnce"),
         tty: flag("tty"),

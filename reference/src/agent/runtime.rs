@@ -27,12 +27,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
+    ListNetworksOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 /// Label: the cluster a container belongs to.
 pub const LABEL_CLUSTER: &str = "shipshape.cluster";
@@ -47,6 +48,9 @@ pub const LABEL_CONTAINER: &str = "shipshape.container";
 
 /// The name of the sandbox container in [`LABEL_CONTAINER`].
 pub const PAUSE: &str = "pause";
+
+/// Limit on processes per app container, so a fork bomb in one pod cannot take the host.
+const PIDS_LIMIT: i64 = 1024;
 
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +76,28 @@ fn docker_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) 
     move |source| RuntimeError::Docker { action, source }
 }
 
+/// `result`, but also `Ok` when Docker answered one of the statuses in `done`: what was
+/// asked for is already so.
+fn unless_done(
+    result: Result<(), bollard::errors::Error>,
+    done: &[u16],
+    action: String,
+) -> Result<(), RuntimeError> {
+    match result {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if done.contains(&status_code) =>
+        {
+            Ok(())
+        }
+        other => other.map_err(docker_err(action)),
+    }
+}
+
 /// Connects to the local Docker engine and checks that it answers.
 pub async fn connect() -> Result<Docker, RuntimeError> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-    docker
-        .ping()
-        .await
-        .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+    let unreachable = |e: bollard::errors::Error| RuntimeError::Unreachable(e.to_string());
+    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
     Ok(docker)
 }
 
@@ -91,26 +109,22 @@ pub const LABEL_NETWORK: &str = "shipshape.network";
 
 /// Creates the pod network if it does not exist yet.
 pub async fn ensure_network(docker: &Docker) -> Result<(), RuntimeError> {
-    let name = POD_NETWORK;
-    if same_named_networks(docker, name).await?.is_empty() {
+    if same_named_networks(docker).await?.is_empty() {
         let request = NetworkCreateRequest {
-            name: name.to_owned(),
+            name: POD_NETWORK.to_owned(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_NETWORK.to_owned(),
-                "pods".to_owned(),
-            )])),
+            labels: Some(HashMap::from([(LABEL_NETWORK.into(), "pods".into())])),
             ..Default::default()
         };
         docker
             .create_network(request)
             .await
-            .map_err(docker_err(format!("create network {name}")))?;
+            .map_err(docker_err(format!("create network {POD_NETWORK}")))?;
     }
     // Docker (before API 1.44) lets two agents starting at once both create the network;
     // every agent then keeps the same one — the oldest, by id on a tie — and removes the
     // others, which nothing has joined yet.
-    let mut networks = same_named_networks(docker, name).await?;
+    let mut networks = same_named_networks(docker).await?;
     networks.sort();
     for (_, id) in networks.iter().skip(1) {
         let _ = docker.remove_network(id).await;
@@ -118,21 +132,19 @@ pub async fn ensure_network(docker: &Docker) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The (created, id) of every network named exactly `name`.
-async fn same_named_networks(
-    docker: &Docker,
-    name: &str,
-) -> Result<Vec<(String, String)>, RuntimeError> {
-    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+/// The (created, id) of every network named exactly [`POD_NETWORK`].
+async fn same_named_networks(docker: &Docker) -> Result<Vec<(String, String)>, RuntimeError> {
+    let filters = HashMap::from([("name".to_owned(), vec![POD_NETWORK.to_owned()])]);
+    let options = ListNetworksOptions {
+        filters: Some(filters),
+    };
     let networks = docker
-        .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
-            filters: Some(filters),
-        }))
+        .list_networks(Some(options))
         .await
         .map_err(docker_err("list networks"))?;
     Ok(networks
         .into_iter()
-        .filter(|n| n.name.as_deref() == Some(name))
+        .filter(|n| n.name.as_deref() == Some(POD_NETWORK))
         .filter_map(|n| Some((n.created.map(|c| c.to_string()).unwrap_or_default(), n.id?)))
         .collect())
 }
@@ -140,10 +152,7 @@ async fn same_named_networks(
 /// The gateway address of the pod network: the host as pods see it.
 pub async fn network_gateway(docker: &Docker) -> Option<std::net::IpAddr> {
     let network = docker
-        .inspect_network(
-            POD_NETWORK,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
+        .inspect_network(POD_NETWORK, None::<InspectNetworkOptions>)
         .await
         .ok()?;
     network
@@ -153,32 +162,47 @@ pub async fn network_gateway(docker: &Docker) -> Option<std::net::IpAddr> {
         .find_map(|c| c.gateway?.parse().ok())
 }
 
+/// The containers carrying every one of `labels` (`key=value`): all of them, or only the
+/// running ones.
+async fn labelled(
+    docker: &Docker,
+    labels: Vec<String>,
+    all: bool,
+) -> Result<Vec<ContainerSummary>, RuntimeError> {
+    let mut filters = HashMap::from([("label".to_owned(), labels)]);
+    if !all {
+        filters.insert("status".to_owned(), vec!["running".to_owned()]);
+    }
+    let options = ListContainersOptions {
+        all,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(docker_err("list containers"))
+}
+
+/// Removes a container and its anonymous volumes, running or not.
+async fn force_remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    docker.remove_container(id, Some(options)).await
+}
+
 /// Removes every container a cluster left behind (a killed run, or a clean stop). Found by
 /// label, so nothing else is touched; the pod network stays, for every cluster to share.
 pub async fn reap(docker: &Docker, cluster: &str) -> Result<usize, RuntimeError> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{LABEL_CLUSTER}={cluster}")],
-    )]);
-    let containers = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(docker_err("list containers"))?;
     let mut removed = 0;
-    for c in containers {
-        if let Some(id) = c.id {
-            let options = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            if docker.remove_container(&id, Some(options)).await.is_ok() {
-                removed += 1;
-            }
+    for c in labelled(docker, vec![format!("{LABEL_CLUSTER}={cluster}")], true).await? {
+        if let Some(id) = c.id
+            && force_remove(docker, &id).await.is_ok()
+        {
+            removed += 1;
         }
     }
     Ok(removed)
@@ -270,8 +294,6 @@ pub struct Runtime {
     docker: Docker,
     cluster: String,
     node: String,
-    /// Limit on processes per container, so a fork bomb in one pod cannot take the host.
-    pids_limit: i64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -283,6 +305,17 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Both of a container's output streams, from `tail` lines back (all when `None`).
+fn log_options(tail: Option<u64>, follow: bool) -> LogsOptions {
+    LogsOptions {
+        stdout: true,
+        stderr: true,
+        follow,
+        tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
+        ..Default::default()
+    }
+}
+
 impl Runtime {
     /// A runtime for `node` of `cluster`.
     pub fn new(docker: Docker, cluster: &str, node: &str) -> Self {
@@ -290,7 +323,6 @@ impl Runtime {
             docker,
             cluster: cluster.to_owned(),
             node: node.to_owned(),
-            pids_limit: 1024,
         }
     }
 
@@ -307,23 +339,28 @@ impl Runtime {
     fn labels(&self, pod: &str, pod_uid: &str, container: &str) -> HashMap<String, String> {
         let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
         let kubernetes_name = if container == PAUSE { "POD" } else { container };
-        HashMap::from([
-            (LABEL_CLUSTER.to_owned(), self.cluster.clone()),
-            (LABEL_NODE.to_owned(), self.node.clone()),
-            (LABEL_POD.to_owned(), pod.to_owned()),
-            (LABEL_POD_UID.to_owned(), pod_uid.to_owned()),
-            (LABEL_CONTAINER.to_owned(), container.to_owned()),
-            (
-                "io.kubernetes.pod.namespace".to_owned(),
-                namespace.to_owned(),
-            ),
-            ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
-            ("io.kubernetes.pod.uid".to_owned(), pod_uid.to_owned()),
-            (
-                "io.kubernetes.container.name".to_owned(),
-                kubernetes_name.to_owned(),
-            ),
-        ])
+        [
+            (LABEL_CLUSTER, self.cluster.as_str()),
+            (LABEL_NODE, &self.node),
+            (LABEL_POD, pod),
+            (LABEL_POD_UID, pod_uid),
+            (LABEL_CONTAINER, container),
+            ("io.kubernetes.pod.namespace", namespace),
+            ("io.kubernetes.pod.name", name),
+            ("io.kubernetes.pod.uid", pod_uid),
+            ("io.kubernetes.container.name", kubernetes_name),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// The label filters that pick this node's containers.
+    fn our_labels(&self) -> Vec<String> {
+        vec![
+            format!("{LABEL_CLUSTER}={}", self.cluster),
+            format!("{LABEL_NODE}={}", self.node),
+        ]
     }
 
     /// Whether an image is present locally (nothing is ever pulled).
@@ -339,11 +376,10 @@ impl Runtime {
             .inspect_container(&name, None::<InspectContainerOptions>)
             .await
             .ok()?;
-        let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
-        let ours = labels.is_some_and(|l| {
-            l.get(LABEL_CLUSTER) == Some(&self.cluster) && l.get(LABEL_NODE) == Some(&self.node)
-        });
-        if !ours {
+        let labels = c.config.as_ref()?.labels.as_ref()?;
+        if labels.get(LABEL_CLUSTER) != Some(&self.cluster)
+            || labels.get(LABEL_NODE) != Some(&self.node)
+        {
             return None;
         }
         let state = c.state.unwrap_or_default();
@@ -351,9 +387,7 @@ impl Runtime {
         let not_zero_time = |t: Option<String>| t.filter(|t| !t.starts_with("0001-"));
         let ip = c
             .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|nets| nets.get(POD_NETWORK).cloned())
-            .and_then(|e| e.ip_address)
+            .and_then(|n| n.networks?.remove(POD_NETWORK)?.ip_address)
             .filter(|ip| !ip.is_empty());
         Some(ContainerInfo {
             id: c.id.unwrap_or_default(),
@@ -423,7 +457,7 @@ impl Runtime {
                 binds: Some(run.binds.clone()),
                 memory: run.memory,
                 nano_cpus: run.nano_cpus,
-                pids_limit: Some(self.pids_limit),
+                pids_limit: Some(PIDS_LIMIT),
                 ..Default::default()
             }),
             ..Default::default()
@@ -448,26 +482,18 @@ impl Runtime {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => {
-                let _ = self
-                    .docker
-                    .remove_container(
-                        name,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                let force = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = self.docker.remove_container(name, Some(force)).await;
                 self.docker.create_container(options(), body).await
             }
             other => other,
         }
         .map_err(docker_err(format!("create container {name}")))?;
         self.docker
-            .start_container(
-                &created.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+            .start_container(&created.id, None::<StartContainerOptions>)
             .await
             .map_err(docker_err(format!("start container {name}")))?;
         Ok(created.id)
@@ -476,7 +502,7 @@ impl Runtime {
     /// Starts an exited container again (a restart in place keeps its logs).
     pub async fn restart(&self, id: &str) -> Result<(), RuntimeError> {
         self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(id, None::<StartContainerOptions>)
             .await
             .map_err(docker_err(format!("restart container {id}")))
     }
@@ -487,82 +513,31 @@ impl Runtime {
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
             signal: None,
         };
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            // 304: already stopped; 404: already gone.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => Ok(()),
-            Err(e) => Err(docker_err(format!("stop container {id}"))(e)),
-        }
+        let stopped = self.docker.stop_container(id, Some(options)).await;
+        // 304: already stopped; 404: already gone.
+        unless_done(stopped, &[304, 404], format!("stop container {id}"))
     }
 
     /// Removes a container (and its anonymous volumes), running or not.
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(docker_err(format!("remove container {id}"))(e)),
-        }
+        let removed = force_remove(&self.docker, id).await;
+        unless_done(removed, &[404], format!("remove container {id}"))
     }
 
-    /// This node's containers, every one or the running ones.
+    /// This node's containers, every one or the running ones, as (the value of label
+    /// `key`, container name, id).
     async fn ours(
         &self,
         all: bool,
-    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
-        let mut filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{LABEL_CLUSTER}={}", self.cluster),
-                format!("{LABEL_NODE}={}", self.node),
-            ],
-        )]);
-        if !all {
-            filters.insert("status".to_owned(), vec!["running".to_owned()]);
-        }
-        self.docker
-            .list_containers(Some(ListContainersOptions {
-                all,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(docker_err("list containers"))
-    }
-
-    /// The running containers of this node's pods (not their sandboxes), as (pod
-    /// `namespace/name`, container name, id).
-    pub async fn running(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
-        Ok(self
-            .ours(false)
-            .await?
-            .into_iter()
-            .filter_map(|c| {
-                let labels = c.labels?;
-                let container = labels.get(LABEL_CONTAINER)?.clone();
-                (container != PAUSE).then_some((labels.get(LABEL_POD)?.clone(), container, c.id?))
-            })
-            .collect())
-    }
-
-    /// Every container of this node, as (pod uid, container name, id).
-    pub async fn list(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
-        let containers = self.ours(true).await?;
+        key: &str,
+    ) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        let containers = labelled(&self.docker, self.our_labels(), all).await?;
         Ok(containers
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels?;
                 Some((
-                    labels.get(LABEL_POD_UID)?.clone(),
+                    labels.get(key)?.clone(),
                     labels.get(LABEL_CONTAINER)?.clone(),
                     c.id?,
                 ))
@@ -570,26 +545,25 @@ impl Runtime {
             .collect())
     }
 
+    /// The running containers of this node's pods (not their sandboxes), as (pod
+    /// `namespace/name`, container name, id).
+    pub async fn running(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        let mut running = self.ours(false, LABEL_POD).await?;
+        running.retain(|(_, container, _)| container != PAUSE);
+        Ok(running)
+    }
+
+    /// Every container of this node, as (pod uid, container name, id).
+    pub async fn list(&self) -> Result<Vec<(String, String, String)>, RuntimeError> {
+        self.ours(true, LABEL_POD_UID).await
+    }
+
     /// The id of container `container` of the pod `namespace/name`, if this node runs it.
     pub async fn find_by_pod(&self, pod: &str, container: &str) -> Option<String> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{LABEL_CLUSTER}={}", self.cluster),
-                format!("{LABEL_NODE}={}", self.node),
-                format!("{LABEL_POD}={pod}"),
-                format!("{LABEL_CONTAINER}={container}"),
-            ],
-        )]);
-        let found = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .ok()?;
+        let mut labels = self.our_labels();
+        labels.push(format!("{LABEL_POD}={pod}"));
+        labels.push(format!("{LABEL_CONTAINER}={container}"));
+        let found = labelled(&self.docker, labels, true).await.ok()?;
         found.into_iter().find_map(|c| c.id)
     }
 
@@ -608,19 +582,12 @@ impl Runtime {
 
     /// The container's output (stdout and stderr), the last `tail` lines if given.
     pub async fn logs(&self, id: &str, tail: Option<u64>) -> Result<Vec<u8>, RuntimeError> {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
-            ..Default::default()
-        };
-        let mut stream = self.docker.logs(id, Some(options));
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(docker_err(format!("read logs of {id}")))?;
-            out.extend_from_slice(&chunk.into_bytes());
-        }
-        Ok(out)
+        self.docker
+            .logs(id, Some(log_options(tail, false)))
+            .map_ok(|chunk| chunk.into_bytes().to_vec())
+            .try_concat()
+            .await
+            .map_err(docker_err(format!("read logs of {id}")))
     }
 
     /// The container's output from `tail` lines back (all when `None`), then whatever it
@@ -630,15 +597,8 @@ impl Runtime {
         id: &str,
         tail: Option<u64>,
     ) -> impl futures::Stream<Item = bytes::Bytes> + Send + 'static {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            follow: true,
-            tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
-            ..Default::default()
-        };
         self.docker
-            .logs(id, Some(options))
+            .logs(id, Some(log_options(tail, true)))
             .take_while(|chunk| futures::future::ready(chunk.is_ok()))
             .filter_map(|chunk| futures::future::ready(chunk.ok().map(|c| c.into_bytes())))
     }
@@ -646,25 +606,23 @@ impl Runtime {
     /// Runs `cmd` in the container; its exit code (for exec probes).
     pub async fn exec(&self, id: &str, cmd: Vec<String>) -> Result<i64, RuntimeError> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
+        let options = CreateExecOptions {
+            cmd: Some(cmd),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
         let exec = self
             .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(cmd),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
+            .create_exec(id, options)
             .await
             .map_err(docker_err(format!("create exec in {id}")))?;
-        if let StartExecResults::Attached { mut output, .. } = self
+        let started = self
             .docker
             .start_exec(&exec.id, None)
             .await
-            .map_err(docker_err(format!("start exec in {id}")))?
-        {
+            .map_err(docker_err(format!("start exec in {id}")))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
             while output.next().await.is_some() {}
         }
         let inspected = self

@@ -39,22 +39,16 @@ type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
 
 /// The Endpoints `subsets` for a Service (as JSON) and the pods of its namespace.
 pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
-    let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object) else {
+    let selector = service.pointer("/spec/selector").and_then(Value::as_object);
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
         return Vec::new();
     };
-    if selector.is_empty() {
-        return Vec::new();
-    }
     let selector = LabelSelector::from_labels(
         selector
             .iter()
             .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
     );
-    let service_ports: Vec<&Value> = service
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .map(|ps| ps.iter().collect())
-        .unwrap_or_default();
+    let service_ports = service.pointer("/spec/ports").and_then(Value::as_array);
     // Pods that resolve to the same ports share a subset, as in Kubernetes.
     let mut by_ports: BTreeMap<String, Subset> = BTreeMap::new();
     for pod in pods {
@@ -75,7 +69,8 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
             continue;
         };
         let ports: Vec<Value> = service_ports
-            .iter()
+            .into_iter()
+            .flatten()
             .filter_map(|sp| {
                 let port = resolve(sp.get("targetPort").or_else(|| sp.get("port")), pod)?;
                 let mut p = json!({"port": port, "protocol": sp.get("protocol").cloned().unwrap_or(json!("TCP"))});
@@ -98,15 +93,11 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
                 "uid": pod.pointer("/metadata/uid"),
             },
         });
+        let is_ready = |c: &Value| c["type"] == "Ready" && c["status"] == "True";
         let ready = pod
             .pointer("/status/conditions")
             .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.get("type") == Some(&json!("Ready"))
-                        && c.get("status") == Some(&json!("True"))
-                })
-            });
+            .is_some_and(|cs| cs.iter().any(is_ready));
         let key = serde_json::to_string(&ports).unwrap_or_default();
         let entry = by_ports
             .entry(key)
@@ -117,11 +108,7 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
             entry.1.push(address);
         }
     }
-    let by_ip = |a: &Value, b: &Value| {
-        a.get("ip")
-            .and_then(Value::as_str)
-            .cmp(&b.get("ip").and_then(Value::as_str))
-    };
+    let by_ip = |a: &Value, b: &Value| a["ip"].as_str().cmp(&b["ip"].as_str());
     by_ports
         .into_values()
         .map(|(mut ready, mut not_ready, ports)| {
@@ -165,33 +152,26 @@ pub fn slices(service: &str, subsets: &[Value]) -> Vec<Value> {
     if subsets.is_empty() {
         return vec![slice(0, json!([]), Value::Null)];
     }
-    let endpoint = |address: &Value, ready: bool| {
-        json!({
-            "addresses": [address.get("ip")],
-            "conditions": {"ready": ready, "serving": ready, "terminating": false},
-            "nodeName": address.get("nodeName"),
-            "targetRef": address.get("targetRef"),
-        })
-    };
-    let listed = |subset: &Value, field: &str| -> Vec<Value> {
-        subset
-            .get(field)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
+    // The endpoints of a subset's `field` (`addresses` or `notReadyAddresses`).
+    let endpoints = |subset: &Value, field: &str, ready: bool| {
+        let addresses = subset[field].as_array().into_iter().flatten();
+        let endpoint = |address: &Value| {
+            json!({
+                "addresses": [address.get("ip")],
+                "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                "nodeName": address.get("nodeName"),
+                "targetRef": address.get("targetRef"),
+            })
+        };
+        addresses.map(endpoint).collect::<Vec<_>>()
     };
     subsets
         .iter()
         .enumerate()
         .map(|(n, subset)| {
-            let ready = listed(subset, "addresses")
-                .into_iter()
-                .map(|a| endpoint(&a, true));
-            let not_ready = listed(subset, "notReadyAddresses")
-                .into_iter()
-                .map(|a| endpoint(&a, false));
-            let ports = subset.get("ports").cloned().unwrap_or(Value::Null);
-            slice(n, Value::Array(ready.chain(not_ready).collect()), ports)
+            let mut all = endpoints(subset, "addresses", true);
+            all.extend(endpoints(subset, "notReadyAddresses", false));
+            slice(n, Value::Array(all), subset["ports"].clone())
         })
         .collect()
 }
@@ -236,14 +216,10 @@ async fn write_slices(
         };
         written.map_err(ControllerError::api(what("write")))?;
     }
-    for extra in existing.items.iter().filter(|s| {
-        let name = s.name_any();
-        !desired.iter().any(|d| d["metadata"]["name"] == json!(name))
-    }) {
-        delete_if_present(&api, &extra.name_any(), &DeleteParams::default(), || {
-            what("remove")
-        })
-        .await?;
+    let is_desired = |name: &str| desired.iter().any(|d| d["metadata"]["name"] == name);
+    for extra in existing.items.iter().filter(|s| !is_desired(&s.name_any())) {
+        let params = DeleteParams::default();
+        delete_if_present(&api, &extra.name_any(), &params, || what("remove")).await?;
     }
     Ok(())
 }
@@ -270,6 +246,13 @@ fn resolve(target: Option<&Value>, pod: &Value) -> Option<i64> {
     }
 }
 
+/// The selector of a Service that has one; an empty selector selects nothing here.
+fn selector_of(service: &Service) -> Option<LabelSelector> {
+    let labels = service.spec.as_ref()?.selector.as_ref()?;
+    let pairs = labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    (!labels.is_empty()).then(|| LabelSelector::from_labels(pairs))
+}
+
 /// Runs the controller until `shutdown` becomes true.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let controller = Controller::new(
@@ -287,28 +270,14 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 .state()
                 .into_iter()
                 .filter(|s| s.namespace() == namespace)
-                .filter(|s| {
-                    let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
-                    selector.is_some_and(|sel| {
-                        !sel.is_empty()
-                            && LabelSelector::from_labels(
-                                sel.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                            )
-                            .matches_object(&pod_value)
-                    })
-                })
+                .filter(|s| selector_of(s).is_some_and(|sel| sel.matches_object(&pod_value)))
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         },
     );
+    let context = Arc::new(client.clone());
     tokio::join!(
-        super::drive(
-            "endpoints",
-            controller,
-            Arc::new(client.clone()),
-            apply,
-            shutdown.clone()
-        ),
+        super::drive("endpoints", controller, context, apply, shutdown.clone()),
         sweep(client, shutdown),
     );
 }
@@ -316,23 +285,15 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
 async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, ControllerError> {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    let has_selector = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| !s.is_empty());
-    if !has_selector {
+    let what = |words: &str| format!("{words} {namespace}/{name}");
+    if selector_of(&service).is_none() {
         // Without a selector the Endpoints are the user's to write.
         return Ok(Action::await_change());
     }
-    let pods_api: Api<Pod> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let pods = pods_api
+    let pods: Vec<Value> = Api::<Pod>::namespaced(client.as_ref().clone(), &namespace)
         .list(&ListParams::default())
         .await
-        .map_err(ControllerError::api(format!(
-            "list the pods of service {namespace}/{name}"
-        )))?;
-    let pods: Vec<Value> = pods
+        .map_err(ControllerError::api(what("list the pods of service")))?
         .items
         .iter()
         .filter_map(|p| serde_json::to_value(p).ok())
@@ -343,44 +304,37 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
     let existing = endpoints_api
         .get_opt(&name)
         .await
-        .map_err(ControllerError::api(format!(
-            "read the endpoints of service {namespace}/{name}"
-        )))?;
-    let mut desired = json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": namespace, "labels": service.labels()},
-        "subsets": subsets,
+        .map_err(ControllerError::api(what("read the endpoints of service")))?;
+    let unchanged = existing.as_ref().is_some_and(|current| {
+        let current = serde_json::to_value(&current.subsets).unwrap_or_default();
+        current == json!(subsets) || (current.is_null() && subsets.is_empty())
     });
-    let decode = |v: Value| {
-        serde_json::from_value::<Endpoints>(v).map_err(|e| ControllerError::Malformed {
-            object: format!("Endpoints {namespace}/{name}"),
-            reason: e.to_string(),
-        })
-    };
-    match existing {
-        None => {
-            endpoints_api
-                .create(&PostParams::default(), &decode(desired)?)
+    if !unchanged {
+        let desired = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": namespace, "labels": service.labels()},
+            "subsets": subsets,
+        });
+        let mut endpoints: Endpoints =
+            serde_json::from_value(desired).map_err(|e| ControllerError::Malformed {
+                object: what("Endpoints"),
+                reason: e.to_string(),
+            })?;
+        let post = PostParams::default();
+        let written = match &existing {
+            None => endpoints_api
+                .create(&post, &endpoints)
                 .await
-                .map_err(ControllerError::api(format!(
-                    "create the endpoints of {namespace}/{name}"
-                )))?;
-        }
-        Some(current) => {
-            let current_subsets = serde_json::to_value(&current.subsets).unwrap_or_default();
-            let wanted = desired.get("subsets").cloned().unwrap_or_default();
-            let same = current_subsets == wanted
-                || (current_subsets.is_null() && wanted.as_array().is_some_and(Vec::is_empty));
-            if !same {
-                desired["metadata"]["resourceVersion"] = json!(current.resource_version());
+                .map_err(ControllerError::api(what("create the endpoints of"))),
+            Some(current) => {
+                endpoints.metadata.resource_version = current.resource_version();
                 endpoints_api
-                    .replace(&name, &PostParams::default(), &decode(desired)?)
+                    .replace(&name, &post, &endpoints)
                     .await
-                    .map_err(ControllerError::api(format!(
-                        "update the endpoints of {namespace}/{name}"
-                    )))?;
+                    .map_err(ControllerError::api(what("update the endpoints of")))
             }
-        }
+        };
+        written?;
     }
     write_slices(&client, &namespace, &name, &subsets).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -394,13 +348,10 @@ async fn sweep(client: Client, mut shutdown: watch::Receiver<bool>) {
             _ = crate::agent::stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
+        let all = ListParams::default();
         let (Ok(endpoints), Ok(services)) = (
-            Api::<Endpoints>::all(client.clone())
-                .list(&ListParams::default())
-                .await,
-            Api::<Service>::all(client.clone())
-                .list(&ListParams::default())
-                .await,
+            Api::<Endpoints>::all(client.clone()).list(&all).await,
+            Api::<Service>::all(client.clone()).list(&all).await,
         ) else {
             continue;
         };
@@ -424,12 +375,8 @@ async fn sweep(client: Client, mut shutdown: watch::Receiver<bool>) {
         };
         for slice in slices.items {
             let ns = slice.namespace().unwrap_or_default();
-            let service = slice
-                .labels()
-                .get(SERVICE_NAME)
-                .cloned()
-                .unwrap_or_default();
-            if !served(&ns, &service) {
+            let service = slice.labels().get(SERVICE_NAME).map_or("", String::as_str);
+            if !served(&ns, service) {
                 let _ = Api::<EndpointSlice>::namespaced(client.clone(), &ns)
                     .delete(&slice.name_any(), &DeleteParams::default())
                     .await;

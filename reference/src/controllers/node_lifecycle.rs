@@ -46,6 +46,8 @@
 //! see a Lease before its Node) always lists.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,7 +59,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -146,13 +149,9 @@ impl Heartbeats {
         now: Instant,
     ) -> Duration {
         let posted = (heartbeat(node), renewed);
-        match self.seen.get_mut(name) {
+        match self.seen.get(name) {
             Some((last, since)) if *last == posted => now.duration_since(*since),
-            Some(entry) => {
-                *entry = (posted, now);
-                Duration::ZERO
-            }
-            None => {
+            _ => {
                 self.seen.insert(name.to_owned(), (posted, now));
                 Duration::ZERO
             }
@@ -205,19 +204,13 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
         leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
         pods: Api::all(client),
     };
-    let (nodes_cache, nodes_feed) = cache(api.nodes.clone());
-    let (leases_cache, leases_feed) = cache(api.leases.clone());
-    let caches = Caches {
-        nodes: nodes_cache,
-        leases: leases_cache,
-    };
+    let (nodes, nodes_feed) = cache(api.nodes.clone());
+    let (leases, leases_feed) = cache(api.leases.clone());
+    let caches = Caches { nodes, leases };
     let mut tick = tokio::time::interval(config.monitor_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeats = Heartbeats::default();
     let mut orphans = OrphanSweep::default();
-    let watching = async {
-        tokio::join!(nodes_feed, leases_feed);
-    };
     let monitoring = async {
         loop {
             tick.tick().await;
@@ -229,7 +222,7 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, mut shutdown: watc
     };
     tokio::select! {
         _ = crate::agent::stopped(&mut shutdown) => {}
-        _ = watching => {}
+        _ = futures::future::join(nodes_feed, leases_feed) => {}
         _ = monitoring => {}
     }
 }
@@ -242,15 +235,9 @@ struct Apis {
 }
 
 /// A watch cache of `api`'s objects, and the future that keeps it filled.
-fn cache<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+fn cache<K>(api: Api<K>) -> (Store<K>, impl Future<Output = ()>)
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let feed = reflector::reflector(writer, watcher(api, watcher::Config::default()))
@@ -276,11 +263,8 @@ struct Seen {
 impl Seen {
     /// From the caches, once both have been filled.
     fn cached(caches: &Caches) -> Option<Seen> {
-        let nodes_ready = caches.nodes.wait_until_ready().now_or_never();
-        let leases_ready = caches.leases.wait_until_ready().now_or_never();
-        if !matches!((nodes_ready, leases_ready), (Some(Ok(())), Some(Ok(())))) {
-            return None;
-        }
+        caches.nodes.wait_until_ready().now_or_never()?.ok()?;
+        caches.leases.wait_until_ready().now_or_never()?.ok()?;
         Some(Seen {
             nodes: caches.nodes.state(),
             renewed: caches
@@ -434,12 +418,9 @@ async fn mark_lost(
         c.message = Some("Kubelet stopped posting node status.".into());
         c.last_transition_time = Some(Time(now));
     }
+    let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
     nodes
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": conditions}})),
-        )
+        .patch_status(name, &PatchParams::default(), &patch)
         .await?;
     let mut taints = other_taints(node);
     for effect in ["NoSchedule", "NoExecute"] {
@@ -516,31 +497,28 @@ async fn remove_orphan_leases(
 
 /// Force-deletes pods bound to nodes that do not exist.
 async fn remove_orphans(pods: &Api<Pod>, nodes: &[String]) -> Result<(), kube::Error> {
-    for pod in pods
-        .list(&ListParams::default().fields("spec.nodeName!="))
-        .await?
-        .items
-    {
-        let node = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default();
-        if node.is_empty() || nodes.contains(&node) {
+    let bound = ListParams::default().fields("spec.nodeName!=");
+    for pod in pods.list(&bound).await?.items {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let Some(node) = node.filter(|n| !n.is_empty() && !nodes.contains(n)) else {
             continue;
-        }
+        };
         tracing::info!(pod = %pod.name_any(), node = %node, "removing a pod whose node is gone");
         delete_pod(pods, &pod, Some(0)).await?;
     }
     Ok(())
 }
 
+/// The API of `pod`'s namespace, and the pod's name; `None` for a pod without either.
+fn pod_api<'a>(pods: &Api<Pod>, pod: &'a Pod) -> Option<(Api<Pod>, &'a str)> {
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let name = pod.metadata.name.as_deref()?;
+    Some((Api::namespaced(pods.clone().into_client(), namespace), name))
+}
+
 /// Deletes `pod` (if it is still the same pod), with `grace` or its own grace period.
 async fn delete_pod(pods: &Api<Pod>, pod: &Pod, grace: Option<u32>) -> Result<(), kube::Error> {
-    let (Some(ns), Some(name)) = (
-        pod.metadata.namespace.as_deref(),
-        pod.metadata.name.as_deref(),
-    ) else {
+    let Some((api, name)) = pod_api(pods, pod) else {
         return Ok(());
     };
     let params = DeleteParams {
@@ -551,14 +529,10 @@ async fn delete_pod(pods: &Api<Pod>, pod: &Pod, grace: Option<u32>) -> Result<()
         }),
         ..Default::default()
     };
-    match Api::<Pod>::namespaced(pods.clone().into_client(), ns)
-        .delete(name, &params)
-        .await
-    {
+    match api.delete(name, &params).await {
         // Gone already, or replaced by a pod of the same name: nothing to do.
-        Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        result => result.map(drop),
     }
 }
 
@@ -568,39 +542,28 @@ fn on_node(name: &str) -> ListParams {
 
 /// Reports the pods of a lost node as Unknown (the seed's phase), once each.
 async fn report_pods_unknown(pods: &Api<Pod>, node: &str) -> Result<(), kube::Error> {
-    for pod in Api::<Pod>::list(pods, &on_node(node)).await?.items {
+    for pod in pods.list(&on_node(node)).await?.items {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Unknown" | "Succeeded" | "Failed")) {
             continue;
         }
-        let (Some(ns), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) else {
+        let Some((api, name)) = pod_api(pods, &pod) else {
             continue;
         };
-        let value = serde_json::to_value(&pod).unwrap_or_default();
-        let mut conditions: Vec<Value> = value
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for c in &mut conditions {
-            if c.get("type") == Some(&json!("Ready"))
-                || c.get("type") == Some(&json!("ContainersReady"))
-            {
-                c["status"] = json!("False");
-                c["reason"] = json!("NodeLost");
+        let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone());
+        for c in conditions.iter_mut().flatten() {
+            if matches!(c.type_.as_str(), "Ready" | "ContainersReady") {
+                c.status = "False".into();
+                c.reason = Some("NodeLost".into());
             }
         }
         let status = json!({"status": {
             "phase": "Unknown",
             "reason": "NodeLost",
             "message": format!("Node {node} which was running pod {name} is unresponsive"),
-            "conditions": conditions,
+            "conditions": conditions.unwrap_or_default(),
         }});
-        Api::<Pod>::namespaced(pods.clone().into_client(), ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
             .await?;
     }
     Ok(())
@@ -615,15 +578,10 @@ async fn evict(
     default: Duration,
 ) -> Result<(), kube::Error> {
     let lost_for = now.duration_since(since).unsigned_abs();
-    for pod in Api::<Pod>::list(pods, &on_node(node)).await?.items {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
+    for pod in pods.list(&on_node(node)).await?.items {
         let value = serde_json::to_value(&pod).unwrap_or_default();
-        let Some(limit) = toleration(&value, default) else {
-            continue;
-        };
-        if lost_for < limit {
+        let tolerated = toleration(&value, default).is_none_or(|limit| lost_for < limit);
+        if pod.metadata.deletion_timestamp.is_some() || tolerated {
             continue;
         }
         tracing::info!(pod = %pod.name_any(), node, "evicting a pod from an unreachable node");

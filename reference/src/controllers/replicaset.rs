@@ -44,7 +44,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -54,8 +54,8 @@ use tokio::sync::watch;
 
 use super::expectations::{Awaited, Expectations, Freshness, Written};
 use super::{
-    ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, describe,
-    terminating, write_status,
+    ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
+    describe, terminating, write_status,
 };
 
 /// What one ReplicaSet needs done so that its pods match its spec.
@@ -140,9 +140,8 @@ pub(super) fn reconcile(
             let pod = pod_from_template(rs).ok_or_else(|| malformed("no name or uid"))?;
             plan.create = vec![pod; desired - active.len()];
         } else if active.len() > desired {
-            let mut ranked = active.clone();
-            ranked.sort_by_key(|p| deletion_rank(p));
-            plan.delete = ranked
+            active.sort_by_key(|p| deletion_rank(p));
+            plan.delete = active
                 .iter()
                 .take(active.len() - desired)
                 .map(|p| p.name_any())
@@ -183,18 +182,15 @@ pub(super) fn reconcile(
             plan.requeue_after = Some(plan.requeue_after.map_or(wait, |w| w.min(wait)));
         }
     }
-    let current = rs.status.clone().unwrap_or_default();
     let status = ReplicaSetStatus {
         replicas: count(active.len()),
         fully_labeled_replicas: Some(fully_labeled),
         ready_replicas: Some(ready),
         available_replicas: Some(available),
         observed_generation: rs.metadata.generation,
-        ..current.clone()
+        ..rs.status.clone().unwrap_or_default()
     };
-    if rs.status.as_ref() != Some(&status) {
-        plan.status = Some(status);
-    }
+    plan.status = (rs.status.as_ref() != Some(&status)).then_some(status);
     Ok(plan)
 }
 
@@ -214,32 +210,16 @@ fn finished(pod: &Pod) -> bool {
 /// When the pod became ready, if its Ready condition is `True` (the epoch when the
 /// condition carries no time).
 fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    let ready = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let ready = conditions
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(
-        ready
-            .last_transition_time
-            .as_ref()
-            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-    )
+    let since = ready.last_transition_time.as_ref();
+    Some(since.map_or(Timestamp::UNIX_EPOCH, |t| t.0))
 }
 
 /// The order in which surplus pods go: smaller first (Kubernetes' `ActivePods` ranking).
-fn deletion_rank(
-    pod: &Pod,
-) -> (
-    bool,
-    u8,
-    bool,
-    Reverse<Timestamp>,
-    Reverse<i32>,
-    Reverse<Timestamp>,
-) {
+fn deletion_rank(pod: &Pod) -> impl Ord {
     let spec_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     let status = pod.status.as_ref();
     let phase = match status.and_then(|s| s.phase.as_deref()) {
@@ -337,10 +317,7 @@ fn strays(rs: &ReplicaSet, cached: &[Arc<Pod>], fresh: &[Pod]) -> Vec<Pod> {
     let Some(uid) = rs.metadata.uid.as_deref() else {
         return Vec::new();
     };
-    let selector = rs
-        .spec
-        .as_ref()
-        .and_then(|s| Selector::new(Some(&s.selector)));
+    let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
     cached
         .iter()
         .filter(|p| p.metadata.namespace == rs.metadata.namespace)
@@ -380,14 +357,11 @@ async fn pods_of(
     match freshness {
         Freshness::Behind => Ok(None),
         Freshness::Fresh => {
-            let selector = rs
-                .spec
-                .as_ref()
-                .and_then(|s| Selector::new(Some(&s.selector)))
-                .ok_or_else(|| ControllerError::Malformed {
-                    object: what,
-                    reason: "invalid selector".into(),
-                })?;
+            let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
+            let selector = selector.ok_or_else(|| ControllerError::Malformed {
+                object: what,
+                reason: "invalid selector".into(),
+            })?;
             Ok(Some(
                 namespace
                     .into_iter()
@@ -433,16 +407,12 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     let name = rs.name_any();
     let what = describe(rs.as_ref());
     let ctx = &context.recorder;
-    let client = ctx.client.clone();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let uid = rs
-        .metadata
-        .uid
-        .clone()
-        .ok_or_else(|| ControllerError::Malformed {
-            object: what.clone(),
-            reason: "no uid".into(),
-        })?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = rs.uid().ok_or_else(|| ControllerError::Malformed {
+        object: what.clone(),
+        reason: "no uid".into(),
+    })?;
     let Some(owned) = pods_of(&rs, &uid, &context, &pods).await? else {
         return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     };
@@ -450,50 +420,39 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     let plan = reconcile(&rs, &owned, Timestamp::now())?;
     let by_name = |n: &str| owned.iter().find(|p| p.metadata.name.as_deref() == Some(n));
 
-    for pod_name in &plan.adopt {
+    // Adopt the orphans that match; release the pods that no longer do.
+    let adopt = plan.adopt.iter().map(|pod_name| (pod_name, true));
+    for (pod_name, ours) in adopt.chain(plan.release.iter().map(|pod_name| (pod_name, false))) {
         let Some(pod) = by_name(pod_name) else {
             continue;
         };
         let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-        refs.extend(controller_ref(rs.as_ref()));
+        if ours {
+            refs.extend(controller_ref(rs.as_ref()));
+        } else {
+            refs.retain(|r| r.uid != uid);
+        }
         set_owner_references(&pods, pod, refs).await?;
         writes.push(Awaited::Owned {
-            pod: pod.metadata.uid.clone().unwrap_or_default(),
-            ours: true,
+            pod: pod.uid().unwrap_or_default(),
+            ours,
         });
-        tracing::info!(pod = %pod_name, "adopted");
-    }
-    for pod_name in &plan.release {
-        let Some(pod) = by_name(pod_name) else {
-            continue;
-        };
-        let uid = rs.metadata.uid.as_deref();
-        let refs: Vec<_> = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|r| Some(r.uid.as_str()) != uid)
-            .cloned()
-            .collect();
-        set_owner_references(&pods, pod, refs).await?;
-        writes.push(Awaited::Owned {
-            pod: pod.metadata.uid.clone().unwrap_or_default(),
-            ours: false,
-        });
-        tracing::info!(pod = %pod_name, "released: it no longer matches the selector");
+        if ours {
+            tracing::info!(pod = %pod_name, "adopted");
+        } else {
+            tracing::info!(pod = %pod_name, "released: it no longer matches the selector");
+        }
     }
 
     // The ReplicaSet came from the controller's cache, which may be a moment behind: one
     // deleted with its Deployment (its pods going with it) must not get new pods. A fresh
     // read confirms it before any pod is created; a gone or terminating set creates none.
     if !plan.create.is_empty() {
-        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
         let live = sets
             .get_opt(&name)
             .await
             .map_err(ControllerError::api(format!("read {what}")))?;
-        let same = live.as_ref().is_some_and(|live| {
+        let same = live.is_some_and(|live| {
             live.metadata.uid == rs.metadata.uid && !terminating(&live.metadata)
         });
         if !same {
@@ -507,25 +466,15 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     for result in created {
         match result {
             Ok(pod) => {
-                writes.push(Awaited::Created(
-                    pod.metadata.uid.clone().unwrap_or_default(),
-                ));
+                writes.push(Awaited::Created(pod.uid().unwrap_or_default()));
                 let pod_name = pod.name_any();
                 tracing::info!(pod = %pod_name, "created pod");
-                ctx.normal(
-                    rs.as_ref(),
-                    "SuccessfulCreate",
-                    format!("Created pod: {pod_name}"),
-                )
-                .await;
+                let message = format!("Created pod: {pod_name}");
+                ctx.normal(rs.as_ref(), "SuccessfulCreate", message).await;
             }
             Err(error) => {
-                ctx.warning(
-                    rs.as_ref(),
-                    "FailedCreate",
-                    format!("Error creating: {error}"),
-                )
-                .await;
+                let message = format!("Error creating: {error}");
+                ctx.warning(rs.as_ref(), "FailedCreate", message).await;
                 first_error.get_or_insert(ControllerError::Api {
                     action: format!("create a pod for {what}"),
                     source: error,
@@ -535,24 +484,27 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     }
 
     for pod_name in plan.delete.iter().chain(&plan.remove_finished) {
-        let uid = by_name(pod_name).and_then(|p| p.metadata.uid.clone());
-        match pods.delete(pod_name, &delete_params(uid.clone())).await {
-            Ok(_) => {
+        // With the pod's own grace period, and only if it is still the pod decided about.
+        let uid = by_name(pod_name).and_then(|p| p.uid());
+        let preconditions = uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        });
+        let params = DeleteParams {
+            preconditions,
+            ..DeleteParams::default()
+        };
+        let action = || format!("delete pod {namespace}/{pod_name} of {what}");
+        match delete_if_present(&pods, pod_name, &params, action).await {
+            Ok(true) => {
                 writes.push(Awaited::Deleted(uid.unwrap_or_default()));
                 tracing::info!(pod = %pod_name, "deleted pod");
-                ctx.normal(
-                    rs.as_ref(),
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {pod_name}"),
-                )
-                .await;
+                let message = format!("Deleted pod: {pod_name}");
+                ctx.normal(rs.as_ref(), "SuccessfulDelete", message).await;
             }
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Ok(false) => {}
             Err(error) => {
-                first_error.get_or_insert(ControllerError::Api {
-                    action: format!("delete pod {namespace}/{pod_name} of {what}"),
-                    source: error,
-                });
+                first_error.get_or_insert(error);
             }
         }
     }
@@ -561,25 +513,12 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     }
 
     if let Some(status) = &plan.status {
-        let sets = Api::<ReplicaSet>::namespaced(client, &namespace);
         write_status(sets, &name, rs.status.as_ref(), status, || {
             format!("update the status of {what}")
         })
         .await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
-}
-
-/// Delete options for a pod: the pod's own grace period, and only if it is still the pod
-/// we decided about (same uid).
-fn delete_params(uid: Option<String>) -> DeleteParams {
-    DeleteParams {
-        preconditions: uid.map(|uid| kube::api::Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    }
 }
 
 /// Replaces a pod's ownerReferences, only if the pod has not changed since it was read (a
@@ -590,14 +529,11 @@ async fn set_owner_references(
     refs: Vec<OwnerReference>,
 ) -> Result<(), ControllerError> {
     let name = pod.name_any();
-    let patch = json!({"metadata": {
+    let patch = Patch::Merge(json!({"metadata": {
         "resourceVersion": pod.metadata.resource_version,
         "ownerReferences": refs,
-    }});
-    match pods
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
+    }}));
+    match pods.patch(&name, &PatchParams::default(), &patch).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(source) => Err(ControllerError::Api {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -44,9 +44,7 @@ pub(super) type ReadReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// Controls the running driver task.
 pub(super) struct DriverHandle {
-    leader: Arc<AtomicBool>,
-    alone: Arc<AtomicBool>,
-    leader_id: Arc<AtomicU64>,
+    flags: Arc<Flags>,
     stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     inbound: mpsc::Sender<Inbound>,
     reads: mpsc::Sender<ReadReply>,
@@ -54,18 +52,18 @@ pub(super) struct DriverHandle {
 
 impl DriverHandle {
     pub(super) fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Acquire)
+        self.flags.leader.load(Ordering::Acquire)
     }
 
     /// Whether this replica is the only voter (so every write it applied is every write
     /// acknowledged).
     pub(super) fn is_alone(&self) -> bool {
-        self.alone.load(Ordering::Acquire)
+        self.flags.alone.load(Ordering::Acquire)
     }
 
     /// The id of the replica this one believes leads, if any.
     pub(super) fn leader_id(&self) -> Option<u64> {
-        Some(self.leader_id.load(Ordering::Acquire)).filter(|id| *id != 0)
+        Some(self.flags.leader_id.load(Ordering::Acquire)).filter(|id| *id != 0)
     }
 
     pub(super) fn inbox(&self) -> Inbox {
@@ -90,10 +88,7 @@ struct Driver {
     db: sled::Db,
     state: Arc<StateMachine>,
     transport: Arc<dyn Transport>,
-    leader: Arc<AtomicBool>,
-    /// Whether this replica is the only voter.
-    alone: Arc<AtomicBool>,
-    leader_id: Arc<AtomicU64>,
+    flags: Arc<Flags>,
     /// Proposals of this replica waiting for their entry to apply, by sequence number.
     pending: HashMap<u64, Reply>,
     next_seq: u64,
@@ -121,16 +116,8 @@ pub(super) async fn start(
     proposals: mpsc::Receiver<Proposal>,
     transport: Arc<dyn Transport>,
 ) -> Result<DriverHandle, StoreError> {
-    let leader = Arc::new(AtomicBool::new(false));
-    let alone = Arc::new(AtomicBool::new(false));
-    let leader_id = Arc::new(AtomicU64::new(0));
-    let driver = Driver::new(
-        &config,
-        db,
-        state,
-        transport.clone(),
-        (leader.clone(), alone.clone(), leader_id.clone()),
-    )?;
+    let flags = Arc::new(Flags::default());
+    let driver = Driver::new(&config, db, state, transport.clone(), flags.clone())?;
     let (stop_tx, stop_rx) = oneshot::channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (reads_tx, reads_rx) = mpsc::channel(4096);
@@ -143,9 +130,7 @@ pub(super) async fn start(
     };
     let task = tokio::spawn(drive(driver, config, channels));
     Ok(DriverHandle {
-        leader,
-        alone,
-        leader_id,
+        flags,
         stop: Mutex::new(Some((stop_tx, task))),
         inbound: inbound_tx,
         reads: reads_tx,
@@ -161,16 +146,11 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// the disk takes writes — as a restart of the process would, but keeping the process, its
 /// API and its peers' connections.
 async fn drive(mut driver: Driver, config: StoreConfig, mut channels: Channels) {
-    loop {
-        let why = match driver.run(config.tick, &mut channels).await {
-            Ended::Stopped => return,
-            Ended::DiskFailed(why) => why,
-        };
-        let recovering = driver.give_up(&config, why);
-        driver = match recovering.wait(&mut channels).await {
-            Some(driver) => driver,
+    while let Ended::DiskFailed(why) = driver.run(config.tick, &mut channels).await {
+        match driver.give_up(&config, why).wait(&mut channels).await {
+            Some(back) => driver = back,
             None => return,
-        };
+        }
     }
 }
 
@@ -187,13 +167,21 @@ struct Recovering<'a> {
     config: &'a StoreConfig,
     state: Arc<StateMachine>,
     transport: Arc<dyn Transport>,
-    flags: Flags,
+    flags: Arc<Flags>,
     why: String,
 }
 
 /// What the driver tells every `Store` handle: whether it leads, whether it is the only
 /// voter, and whom it follows.
-type Flags = (Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicU64>);
+#[derive(Default)]
+struct Flags {
+    /// Whether this replica leads.
+    leader: AtomicBool,
+    /// Whether this replica is the only voter.
+    alone: AtomicBool,
+    /// The id of the replica this one believes leads; 0 for none.
+    leader_id: AtomicU64,
+}
 
 impl Recovering<'_> {
     /// Answers every request with the reason until the database opens again and takes a
@@ -233,13 +221,8 @@ impl Recovering<'_> {
         db.insert(DISK_CHECK, &rand::random::<u64>().to_be_bytes())?;
         db.flush()?;
         self.state.reopen(&db)?;
-        Driver::new(
-            self.config,
-            db,
-            self.state.clone(),
-            self.transport.clone(),
-            self.flags.clone(),
-        )
+        let (state, transport) = (self.state.clone(), self.transport.clone());
+        Driver::new(self.config, db, state, transport, self.flags.clone())
     }
 }
 
@@ -287,7 +270,7 @@ impl Driver {
         db: sled::Db,
         state: Arc<StateMachine>,
         transport: Arc<dyn Transport>,
-        (leader, alone, leader_id): Flags,
+        flags: Arc<Flags>,
     ) -> Result<Driver, StoreError> {
         let log = DiskLog::open(&db, state.clone(), &config.voters)?;
         let raft_config = raft::Config {
@@ -314,9 +297,7 @@ impl Driver {
             db,
             state,
             transport,
-            leader,
-            alone,
-            leader_id,
+            flags,
             pending: HashMap::new(),
             next_seq: 0,
             incarnation: rand::random(),
@@ -335,7 +316,7 @@ impl Driver {
     fn note_voters(&self) {
         let voters = self.node.raft.prs().conf().voters().ids();
         let alone = voters.len() == 1 && voters.contains(self.node.raft.id);
-        self.alone.store(alone, Ordering::Release);
+        self.flags.alone.store(alone, Ordering::Release);
     }
 
     async fn run(&mut self, tick: std::time::Duration, channels: &mut Channels) -> Ended {
@@ -401,7 +382,7 @@ impl Driver {
             config,
             state: self.state,
             transport: self.transport,
-            flags: (self.leader, self.alone, self.leader_id),
+            flags: self.flags,
             why,
         }
     }
@@ -414,15 +395,13 @@ impl Driver {
         // A proposal may have reached the other members before the disk failed here: its
         // fate is for them to decide.
         self.fail_pending(|| StoreError::Interrupted(why.clone()));
-        for (_, reply) in self.reads_asked.drain() {
+        let (asked, confirmed) = (&mut self.reads_asked, &mut self.reads_confirmed);
+        for (_, reply) in asked.drain().chain(confirmed.drain(..)) {
             let _ = reply.send(Err(StoreError::DiskFailed(why.clone())));
         }
-        for (_, reply) in self.reads_confirmed.drain(..) {
-            let _ = reply.send(Err(StoreError::DiskFailed(why.clone())));
-        }
-        self.leader.store(false, Ordering::Release);
-        self.alone.store(false, Ordering::Release);
-        self.leader_id.store(0, Ordering::Release);
+        self.flags.leader.store(false, Ordering::Release);
+        self.flags.alone.store(false, Ordering::Release);
+        self.flags.leader_id.store(0, Ordering::Release);
         Ended::DiskFailed(why)
     }
 
@@ -455,85 +434,75 @@ impl Driver {
     /// Answers the confirmed reads whose index this replica has applied.
     fn release_reads(&mut self) {
         let applied = self.node.raft.raft_log.applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
-            .into_iter()
-            .partition(|(index, _)| *index <= applied);
-        self.reads_confirmed = waiting;
-        for (_, reply) in ready {
+        let confirmed = &mut self.reads_confirmed;
+        for (_, reply) in confirmed.extract_if(.., |(index, _)| *index <= applied) {
             let _ = reply.send(Ok(()));
         }
     }
 
     fn propose(&mut self, p: Proposal) {
+        match self.start_proposal(p.change) {
+            Ok(seq) => {
+                self.pending.insert(seq, p.reply);
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Hands a change to raft-rs if it can be made: the sequence number its proposer waits
+    /// under, or why not.
+    fn start_proposal(&mut self, change: Change) -> Result<u64, StoreError> {
         if self.node.raft.state != StateRole::Leader {
             let leader = Some(self.node.raft.leader_id).filter(|id| *id != 0);
-            let _ = p.reply.send(Err(StoreError::NotLeader { leader }));
-            return;
+            return Err(StoreError::NotLeader { leader });
         }
         self.next_seq += 1;
         let seq = self.next_seq;
-        let mut context = self.node.raft.id.to_be_bytes().to_vec();
-        context.extend_from_slice(&self.incarnation.to_be_bytes());
-        context.extend_from_slice(&seq.to_be_bytes());
-        let proposed = match p.change {
-            Change::Write(ops) => self.node.propose(context, codec::encode_ops(&ops)),
+        let context = [self.node.raft.id, self.incarnation, seq].map(u64::to_be_bytes);
+        let context = context.as_flattened().to_vec();
+        match change {
+            Change::Write(ops) => self.node.propose(context, codec::encode_ops(&ops))?,
             Change::RemoveMember(id) => {
+                self.members_may_change()?;
                 let mut voters: Vec<u64> =
                     self.node.raft.prs().conf().voters().ids().iter().collect();
                 voters.sort_unstable();
-                let refusal = if let Some(busy) = self.changing_members() {
-                    Some(busy)
-                } else if !voters.contains(&id) {
-                    Some(StoreError::NotAMember {
+                if !voters.contains(&id) {
+                    return Err(StoreError::NotAMember {
                         id,
                         members: voters,
-                    })
-                } else if voters.len() == 1 {
-                    Some(StoreError::LastVoter { id })
-                } else {
-                    None
-                };
-                if let Some(refusal) = refusal {
-                    let _ = p.reply.send(Err(refusal));
-                    return;
+                    });
+                }
+                if voters.len() == 1 {
+                    return Err(StoreError::LastVoter { id });
                 }
                 let change = ConfChange {
-                    change_type: raft::prelude::ConfChangeType::RemoveNode,
+                    change_type: ConfChangeType::RemoveNode,
                     node_id: id,
                     ..Default::default()
                 };
-                self.node.propose_conf_change(context, change)
+                self.node.propose_conf_change(context, change)?
             }
             Change::AddMember(id, address) => {
-                let refusal = match self.state.member_record(id) {
-                    Err(e) => Some(e),
-                    Ok(Some(MemberRecord::Removed)) => Some(StoreError::RemovedMember { id }),
-                    Ok(_) if self.node.raft.prs().conf().voters().contains(id) => {
-                        Some(StoreError::AlreadyAMember { id })
-                    }
-                    Ok(_) => self.changing_members(),
-                };
-                if let Some(refusal) = refusal {
-                    let _ = p.reply.send(Err(refusal));
-                    return;
+                if let Some(MemberRecord::Removed) = self.state.member_record(id)? {
+                    return Err(StoreError::RemovedMember { id });
                 }
+                if self.node.raft.prs().conf().voters().contains(id) {
+                    return Err(StoreError::AlreadyAMember { id });
+                }
+                self.members_may_change()?;
                 let change = ConfChange {
-                    change_type: raft::prelude::ConfChangeType::AddNode,
+                    change_type: ConfChangeType::AddNode,
                     node_id: id,
                     context: address.to_string().into_bytes().into(),
                     ..Default::default()
                 };
-                self.node.propose_conf_change(context, change)
-            }
-        };
-        match proposed {
-            Ok(()) => {
-                self.pending.insert(seq, p.reply);
-            }
-            Err(e) => {
-                let _ = p.reply.send(Err(StoreError::Raft(e)));
+                self.node.propose_conf_change(context, change)?
             }
         }
+        Ok(seq)
     }
 
     /// Why the members cannot change right now, if they cannot: raft-rs takes one
@@ -541,20 +510,20 @@ impl Driver {
     /// starts at index 1 (made before logs began with the voters in a snapshot, see
     /// [`super::log`]) would hand a new member its entries without the voters they were
     /// committed under.
-    fn changing_members(&self) -> Option<StoreError> {
+    fn members_may_change(&self) -> Result<(), StoreError> {
         if self.node.raft.has_pending_conf() {
-            return Some(StoreError::Unavailable(
+            return Err(StoreError::Unavailable(
                 "another change of the members is still being applied; try again".into(),
             ));
         }
         if self.node.store().first_index() <= BOOTSTRAP_INDEX {
-            return Some(StoreError::Unavailable(
+            return Err(StoreError::Unavailable(
                 "this control plane's log was made by an older shipshape and starts at \
                  index 1; members cannot be changed until it has been compacted once"
                     .into(),
             ));
         }
-        None
+        Ok(())
     }
 
     fn fail_pending(&mut self, err: impl Fn() -> StoreError) {
@@ -570,8 +539,8 @@ impl Driver {
         let mut ready = self.node.ready();
         if let Some(ss) = ready.ss() {
             let leading = ss.raft_state == StateRole::Leader;
-            self.leader.store(leading, Ordering::Release);
-            self.leader_id.store(ss.leader_id, Ordering::Release);
+            self.flags.leader.store(leading, Ordering::Release);
+            self.flags.leader_id.store(ss.leader_id, Ordering::Release);
             self.seen_leader |= ss.leader_id != 0;
             if !leading {
                 self.fail_pending(|| StoreError::Dropped);
@@ -582,19 +551,18 @@ impl Driver {
             }
         }
         for read in ready.take_read_states() {
-            let Ok(number) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) else {
-                continue;
-            };
-            if let Some(reply) = self.reads_asked.remove(&u64::from_be_bytes(number)) {
+            if let Ok(number) = <[u8; 8]>::try_from(read.request_ctx.as_slice())
+                && let Some(reply) = self.reads_asked.remove(&u64::from_be_bytes(number))
+            {
                 self.reads_confirmed.push((read.index, reply));
             }
         }
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            let snapshot = ready.snapshot().clone();
+            let snapshot = ready.snapshot();
             self.state
                 .restore(snapshot.get_metadata().index, &snapshot.data)?;
-            self.node.mut_store().apply_snapshot(&snapshot)?;
+            self.node.mut_store().apply_snapshot(snapshot)?;
             tell_transport_the_members(&self.state, self.transport.as_ref())?;
             self.note_voters();
         }
@@ -619,24 +587,18 @@ impl Driver {
     }
 
     fn send(&self, messages: Vec<Message>) {
-        for m in messages {
-            self.transport.send(m);
-        }
+        messages.into_iter().for_each(|m| self.transport.send(m));
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
         for entry in entries {
-            match entry.get_entry_type() {
+            let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     // A new leader's empty entry: nothing to apply.
                     self.state.apply_noop(entry.index)?;
+                    continue;
                 }
-                EntryType::EntryNormal => {
-                    let outcome = self.state.apply(entry.index, &entry.data)?;
-                    if let Some(reply) = self.own_proposal(&entry.context) {
-                        let _ = reply.send(outcome);
-                    }
-                }
+                EntryType::EntryNormal => self.state.apply(entry.index, &entry.data)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let cs = if entry.get_entry_type() == EntryType::EntryConfChange {
                         let cc = ConfChange::parse_from_bytes(&entry.data)
@@ -654,13 +616,14 @@ impl Driver {
                     tracing::info!(voters = ?cs.voters, "the members changed");
                     self.node.mut_store().set_conf_state(cs)?;
                     self.note_voters();
-                    if let Some(reply) = self.own_proposal(&entry.context) {
-                        let _ = reply.send(Ok(WriteResult {
-                            revision: self.state.revision(),
-                            previous: Vec::new(),
-                        }));
-                    }
+                    Ok(WriteResult {
+                        revision: self.state.revision(),
+                        previous: Vec::new(),
+                    })
                 }
+            };
+            if let Some(reply) = self.own_proposal(&entry.context) {
+                let _ = reply.send(outcome);
             }
         }
         Ok(())
@@ -669,7 +632,6 @@ impl Driver {
     /// Records what an applied configuration change did to its member, and tells the
     /// transport, so that every replica sends to a new member and refuses a removed one.
     fn record_member_change(&mut self, index: u64, cc: &ConfChange) -> Result<(), StoreError> {
-        use raft::prelude::ConfChangeType;
         let id = cc.node_id;
         match cc.change_type {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {

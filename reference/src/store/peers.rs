@@ -36,8 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::future::BoxFuture;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, TryFutureExt};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -104,8 +104,7 @@ impl PeerAddress {
     /// address; every address of the machine if it is a name (which the machine answers
     /// to on whatever address it has).
     pub fn listen(&self) -> SocketAddr {
-        let ip = self.ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        SocketAddr::new(ip, self.port)
+        SocketAddr::new(self.ip().unwrap_or(Ipv4Addr::UNSPECIFIED.into()), self.port)
     }
 
     /// The name a peer's certificate must carry for this address.
@@ -147,11 +146,7 @@ impl std::str::FromStr for PeerAddress {
         let wrong =
             || format!("{text:?} is not HOST:PORT (an IP address or a host name, and a port)");
         let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(wrong)?;
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(wrong)?;
         let is_name = !host.is_empty()
             && host.len() <= 253
             && host.split('.').all(|label| {
@@ -203,11 +198,7 @@ impl Roster {
     /// Adds member `id`; `false` if it was already there (its address is kept).
     fn insert(&self, id: u64, address: PeerAddress) -> bool {
         let mut peers = self.write();
-        if peers.contains_key(&id) {
-            return false;
-        }
-        peers.insert(id, address);
-        true
+        !peers.contains_key(&id) && peers.insert(id, address).is_none()
     }
 
     /// Takes member `id` out; `false` if it was not there.
@@ -294,29 +285,38 @@ impl PeerTransport {
         Arc::new(transport)
     }
 
-    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Makes the queue to member `id`, and starts its sender if the driver runs.
     fn open_link(&self, id: u64) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let mut links = self.links();
+        let mut links = lock(&self.links);
         links.queues.insert(id, tx);
-        match links.inbox.clone() {
-            Some(inbox) => {
-                tokio::spawn(send_to_peer(self.config.clone(), id, rx, inbox));
-            }
-            None => {
-                links.unstarted.insert(id, rx);
-            }
+        if let Some(inbox) = links.inbox.clone() {
+            tokio::spawn(send_to_peer(self.config.clone(), id, rx, inbox));
+        } else {
+            links.unstarted.insert(id, rx);
         }
     }
+
+    /// Forwards `body` to `path` on the leader; see [`forward`].
+    fn forward_to(
+        &self,
+        leader: u64,
+        path: &'static str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<WriteResult, StoreError>> + Send + 'static {
+        let (config, idle) = (self.config.clone(), self.idle.clone());
+        forward(config, idle, leader, path, body.into())
+    }
+}
+
+/// Locks `mutex`, even if a thread panicked holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Transport for PeerTransport {
     fn send(&self, message: Message) {
-        let links = self.links();
+        let links = lock(&self.links);
         let Some(queue) = links.queues.get(&message.to) else {
             tracing::warn!(
                 to = message.to,
@@ -330,15 +330,10 @@ impl Transport for PeerTransport {
     }
 
     fn attach(&self, inbox: Inbox) {
-        let mut links = self.links();
+        let mut links = lock(&self.links);
         links.inbox = Some(inbox.clone());
-        for (id, receiver) in std::mem::take(&mut links.unstarted) {
-            tokio::spawn(send_to_peer(
-                self.config.clone(),
-                id,
-                receiver,
-                inbox.clone(),
-            ));
+        for (id, rx) in std::mem::take(&mut links.unstarted) {
+            tokio::spawn(send_to_peer(self.config.clone(), id, rx, inbox.clone()));
         }
     }
 
@@ -350,16 +345,14 @@ impl Transport for PeerTransport {
         if id == self.config.id {
             return;
         }
-        let address = match address.parse::<PeerAddress>() {
-            Ok(address) => address,
-            Err(why) => {
-                tracing::warn!(
-                    member = id,
-                    why,
-                    "a member was added with an unusable address"
-                );
-                return;
-            }
+        let Ok(address) = address.parse::<PeerAddress>().inspect_err(|why| {
+            tracing::warn!(
+                member = id,
+                why,
+                "a member was added with an unusable address"
+            );
+        }) else {
+            return;
         };
         if self.config.peers.insert(id, address.clone()) {
             tracing::info!(member = id, %address, "a member joined: sending to it");
@@ -371,15 +364,12 @@ impl Transport for PeerTransport {
         if self.config.peers.remove(id) {
             tracing::info!(member = id, "a member left: no longer talking to it");
         }
-        let mut links = self.links();
+        let mut links = lock(&self.links);
         // Dropping its queue ends its sender task.
         links.queues.remove(&id);
         links.unstarted.remove(&id);
         drop(links);
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        lock(&self.idle).remove(&id);
     }
 
     fn forward(
@@ -387,19 +377,15 @@ impl Transport for PeerTransport {
         leader: u64,
         ops: Vec<Op>,
     ) -> BoxFuture<'static, Result<WriteResult, StoreError>> {
-        let (config, idle) = (self.config.clone(), self.idle.clone());
-        let body = Bytes::from(encode_ops(&ops));
-        Box::pin(forward(config, idle, leader, "/raft/propose", body))
+        self.forward_to(leader, "/raft/propose", encode_ops(&ops))
+            .boxed()
     }
 
     fn forward_removal(&self, leader: u64, id: u64) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (config, idle) = (self.config.clone(), self.idle.clone());
-        let body = Bytes::copy_from_slice(&id.to_be_bytes());
-        Box::pin(async move {
-            forward(config, idle, leader, "/raft/remove-member", body)
-                .await
-                .map(|_| ())
-        })
+        let body = id.to_be_bytes().to_vec();
+        self.forward_to(leader, "/raft/remove-member", body)
+            .map_ok(|_| ())
+            .boxed()
     }
 
     fn forward_addition(
@@ -408,14 +394,10 @@ impl Transport for PeerTransport {
         id: u64,
         address: String,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (config, idle) = (self.config.clone(), self.idle.clone());
-        let mut body = id.to_be_bytes().to_vec();
-        body.extend_from_slice(address.as_bytes());
-        Box::pin(async move {
-            forward(config, idle, leader, "/raft/add-member", Bytes::from(body))
-                .await
-                .map(|_| ())
-        })
+        let body = [&id.to_be_bytes(), address.as_bytes()].concat();
+        self.forward_to(leader, "/raft/add-member", body)
+            .map_ok(|_| ())
+            .boxed()
     }
 }
 
@@ -436,7 +418,7 @@ async fn forward(
         .get(leader)
         .ok_or_else(|| StoreError::Unavailable(format!("member {leader} is not a known peer")))?;
     let reused = {
-        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&idle);
         let pool = idle.entry(leader).or_default();
         pool.retain(|c| !c.is_closed());
         pool.pop()
@@ -444,16 +426,11 @@ async fn forward(
     let mut connection = reuse_or_connect(&config, &address, reused)
         .await
         .map_err(StoreError::Unavailable)?;
-    let body = Full::new(body).boxed();
     // From here on the leader may have received the change: a failure leaves its fate
     // unknown.
-    let response = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        connection.send_request(request(&config, path, body)),
-    )
-    .await
-    .map_err(|_| StoreError::Dropped)?
-    .map_err(|_| StoreError::Dropped)?;
+    let response = post(&config, &mut connection, path, Full::new(body).boxed())
+        .await
+        .map_err(|_| StoreError::Dropped)?;
     let status = response.status();
     let body = response
         .into_body()
@@ -468,20 +445,20 @@ async fn forward(
             "member {leader} refused the forwarded write ({status}): {why}"
         )));
     }
-    idle.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(leader)
-        .or_default()
-        .push(connection);
+    lock(&idle).entry(leader).or_default().push(connection);
     decode_outcome(&body)?
 }
 
-/// A request to a peer, naming this cluster and member.
-fn request(config: &PeerConfig, path: &str, body: PeerBody) -> Request<PeerBody> {
+/// Posts `body` to `path` on a peer over `connection`, naming this cluster and member.
+async fn post(
+    config: &PeerConfig,
+    connection: &mut SendRequest<PeerBody>,
+    path: &'static str,
+    body: PeerBody,
+) -> Result<Response<Incoming>, String> {
     let mut request = Request::new(body);
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = http::Uri::from_maybe_shared(Bytes::from(path.to_owned()))
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *request.uri_mut() = http::Uri::from_static(path);
     let headers = request.headers_mut();
     if let Ok(cluster) = http::HeaderValue::from_str(&config.cluster_id) {
         headers.insert(CLUSTER_HEADER, cluster);
@@ -491,7 +468,10 @@ fn request(config: &PeerConfig, path: &str, body: PeerBody) -> Request<PeerBody>
         http::header::HOST,
         http::HeaderValue::from_static("shipshape-peer"),
     );
-    request
+    tokio::time::timeout(REQUEST_TIMEOUT, connection.send_request(request))
+        .await
+        .map_err(|_| "the member did not answer in time".to_owned())?
+        .map_err(|e| format!("the request failed: {e}"))
 }
 
 /// `reused` if it is still good for a request, else a new connection.
@@ -547,19 +527,13 @@ async fn send_to_peer(
     mut queue: mpsc::Receiver<Message>,
     inbox: Inbox,
 ) {
-    let mut connection: Option<SendRequest<PeerBody>> = None;
-    while let Some(first) = queue.recv().await {
+    let mut connection = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
         let Some(address) = config.peers.get(id) else {
             break;
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
-            }
-        }
-        let snapshots: usize = batch
+        let snapshots = batch
             .iter()
             .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
             .count();
@@ -576,6 +550,7 @@ async fn send_to_peer(
             while queue.try_recv().is_ok() {}
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+        batch.clear();
     }
 }
 
@@ -585,33 +560,26 @@ async fn send_batch(
     connection: &mut Option<SendRequest<PeerBody>>,
     batch: &[Message],
 ) -> Result<(), String> {
-    let mut body = BytesMut::new();
+    let mut body = Vec::new();
     for message in batch {
         let bytes = message
             .write_to_bytes()
             .map_err(|e| format!("cannot encode a raft message: {e}"))?;
-        body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        body.extend_from_slice(&bytes);
+        push_bytes(&mut body, &bytes);
     }
-    let body = body.freeze();
-    let body: PeerBody = if body.len() > CHUNK {
+    let body = Bytes::from(body);
+    let len = body.len();
+    let body: PeerBody = if len > CHUNK {
         // A snapshot, typically: stream it rather than hand hyper one huge buffer.
-        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..body.len())
+        let chunks = (0..len)
             .step_by(CHUNK)
-            .map(|at| Ok(Frame::data(body.slice(at..(at + CHUNK).min(body.len())))))
-            .collect();
+            .map(move |at| Ok(Frame::data(body.slice(at..len.min(at + CHUNK)))));
         StreamBody::new(futures::stream::iter(chunks)).boxed()
     } else {
         Full::new(body).boxed()
     };
     let mut sender = reuse_or_connect(config, address, connection.take()).await?;
-    let response = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        sender.send_request(request(config, "/raft/messages", body)),
-    )
-    .await
-    .map_err(|_| "the member did not answer in time".to_owned())?
-    .map_err(|e| format!("the request failed: {e}"))?;
+    let response = post(config, &mut sender, "/raft/messages", body).await?;
     let status = response.status();
     let answer = response
         .into_body()
@@ -737,43 +705,33 @@ async fn handle(
             Err(e) => answer(StatusCode::BAD_REQUEST, format!("undecodable write: {e}")),
         },
         "/raft/remove-member" => match <[u8; 8]>::try_from(&body[..]) {
-            Ok(id) => {
-                let outcome = store
-                    .remove_member_here(u64::from_be_bytes(id))
-                    .await
-                    .map(|()| WriteResult {
-                        revision: 0,
-                        previous: Vec::new(),
-                    });
-                answer(StatusCode::OK, encode_outcome(&outcome))
-            }
+            Ok(id) => member_answer(store.remove_member_here(u64::from_be_bytes(id)).await),
             Err(_) => answer(StatusCode::BAD_REQUEST, "a member id is 8 bytes"),
         },
-        "/raft/add-member" => {
-            let Some((id, address)) = body
-                .split_first_chunk::<8>()
-                .map(|(id, address)| (u64::from_be_bytes(*id), address))
-            else {
-                return answer(StatusCode::BAD_REQUEST, "a member id is 8 bytes");
-            };
-            let Ok(address) = std::str::from_utf8(address).map(str::parse::<PeerAddress>) else {
-                return answer(StatusCode::BAD_REQUEST, "a peer address is UTF-8");
-            };
-            let address = match address {
-                Ok(address) => address,
-                Err(why) => return answer(StatusCode::BAD_REQUEST, why),
-            };
-            let outcome = store
-                .add_member_here(id, address)
-                .await
-                .map(|()| WriteResult {
-                    revision: 0,
-                    previous: Vec::new(),
-                });
-            answer(StatusCode::OK, encode_outcome(&outcome))
-        }
+        "/raft/add-member" => match addition(&body) {
+            Ok((id, address)) => member_answer(store.add_member_here(id, address).await),
+            Err(why) => answer(StatusCode::BAD_REQUEST, why),
+        },
         _ => answer(StatusCode::NOT_FOUND, "no such peer endpoint"),
     }
+}
+
+/// The member id and the peer address in the body of an `/raft/add-member` request.
+fn addition(body: &[u8]) -> Result<(u64, PeerAddress), String> {
+    let (id, address) = body
+        .split_first_chunk::<8>()
+        .ok_or("a member id is 8 bytes")?;
+    let address = std::str::from_utf8(address).map_err(|_| "a peer address is UTF-8")?;
+    Ok((u64::from_be_bytes(*id), address.parse()?))
+}
+
+/// The answer to a forwarded change of the members: its outcome, encoded as a write's.
+fn member_answer(outcome: Result<(), StoreError>) -> Response<Full<Bytes>> {
+    let outcome = outcome.map(|()| WriteResult {
+        revision: 0,
+        previous: Vec::new(),
+    });
+    answer(StatusCode::OK, encode_outcome(&outcome))
 }
 
 /// Hands every well-formed message of a batch to the store; logs and drops the rest.
@@ -806,72 +764,41 @@ fn receive_messages(store: &Store, from: u64, body: &[u8]) {
 
 /// Encodes a write's outcome for the member that forwarded it.
 pub(super) fn encode_outcome(outcome: &Result<WriteResult, StoreError>) -> Vec<u8> {
-    let mut out = Vec::new();
-    match outcome {
-        Ok(result) => {
-            out.push(0);
-            out.extend_from_slice(&result.revision.to_be_bytes());
-            out.extend_from_slice(&(result.previous.len() as u64).to_be_bytes());
-            for previous in &result.previous {
-                match previous {
-                    Some(record) => {
-                        out.push(1);
-                        push_bytes(&mut out, &record.encode());
-                    }
-                    None => out.push(0),
-                }
-            }
-        }
-        Err(StoreError::AlreadyExists { key }) => {
-            out.push(1);
-            push_bytes(&mut out, key.as_bytes());
-        }
-        Err(StoreError::NotFound { key }) => {
-            out.push(2);
-            push_bytes(&mut out, key.as_bytes());
-        }
+    // A tag, then the outcome's text if it has one, then its numbers.
+    let (tag, text, numbers) = match outcome {
+        Ok(result) => (0, None, vec![result.revision, result.previous.len() as u64]),
+        Err(StoreError::AlreadyExists { key }) => (1, Some(key.clone()), vec![]),
+        Err(StoreError::NotFound { key }) => (2, Some(key.clone()), vec![]),
         Err(StoreError::Conflict {
             key,
             expected,
             actual,
-        }) => {
-            out.push(3);
-            push_bytes(&mut out, key.as_bytes());
-            out.extend_from_slice(&expected.to_be_bytes());
-            out.extend_from_slice(&actual.to_be_bytes());
-        }
-        Err(StoreError::NotLeader { leader }) => {
-            out.push(4);
-            out.extend_from_slice(&leader.unwrap_or(0).to_be_bytes());
-        }
-        Err(StoreError::Unavailable(why)) => {
-            out.push(5);
-            push_bytes(&mut out, why.as_bytes());
-        }
-        Err(StoreError::LastVoter { id }) => {
-            out.push(7);
-            out.extend_from_slice(&id.to_be_bytes());
-        }
-        Err(StoreError::AlreadyAMember { id }) => {
-            out.push(9);
-            out.extend_from_slice(&id.to_be_bytes());
-        }
-        Err(StoreError::RemovedMember { id }) => {
-            out.push(10);
-            out.extend_from_slice(&id.to_be_bytes());
-        }
-        Err(StoreError::NotAMember { id, members }) => {
-            out.push(8);
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&(members.len() as u64).to_be_bytes());
-            for member in members {
-                out.extend_from_slice(&member.to_be_bytes());
-            }
-        }
+        }) => (3, Some(key.clone()), vec![*expected, *actual]),
+        Err(StoreError::NotLeader { leader }) => (4, None, vec![leader.unwrap_or(0)]),
+        Err(StoreError::Unavailable(why)) => (5, Some(why.clone()), vec![]),
+        Err(StoreError::LastVoter { id }) => (7, None, vec![*id]),
+        Err(StoreError::NotAMember { id, members }) => (
+            8,
+            None,
+            [&[*id, members.len() as u64][..], members].concat(),
+        ),
+        Err(StoreError::AlreadyAMember { id }) => (9, None, vec![*id]),
+        Err(StoreError::RemovedMember { id }) => (10, None, vec![*id]),
         // Anything else happened after the leader took the write in: its fate is unknown.
-        Err(other) => {
-            out.push(6);
-            push_bytes(&mut out, other.to_string().as_bytes());
+        Err(other) => (6, Some(other.to_string()), vec![]),
+    };
+    let mut out = vec![tag];
+    if let Some(text) = text {
+        push_bytes(&mut out, text.as_bytes());
+    }
+    out.extend(numbers.iter().flat_map(|n| n.to_be_bytes()));
+    for previous in outcome.iter().flat_map(|result| &result.previous) {
+        match previous {
+            Some(record) => {
+                out.push(1);
+                push_bytes(&mut out, &record.encode());
+            }
+            None => out.push(0),
         }
     }
     out
@@ -881,18 +808,15 @@ pub(super) fn encode_outcome(outcome: &Result<WriteResult, StoreError>) -> Vec<u
 pub(super) fn decode_outcome(bytes: &[u8]) -> Result<Result<WriteResult, StoreError>, StoreError> {
     let mut r = Reader::new(bytes);
     Ok(match r.u8()? {
-        0 => {
-            let revision = r.u64()?;
-            let count = r.u64()?;
-            let mut previous = Vec::new();
-            for _ in 0..count {
-                previous.push(match r.u8()? {
-                    0 => None,
-                    _ => Some(Record::decode(r.bytes()?)?),
-                });
-            }
-            Ok(WriteResult { revision, previous })
-        }
+        0 => Ok(WriteResult {
+            revision: r.u64()?,
+            previous: (0..r.u64()?)
+                .map(|_| match r.u8()? {
+                    0 => Ok(None),
+                    _ => Record::decode(r.bytes()?).map(Some),
+                })
+                .collect::<Result<_, StoreError>>()?,
+        }),
         1 => Err(StoreError::AlreadyExists { key: r.string()? }),
         2 => Err(StoreError::NotFound { key: r.string()? }),
         3 => Err(StoreError::Conflict {
@@ -909,21 +833,15 @@ pub(super) fn decode_outcome(bytes: &[u8]) -> Result<Result<WriteResult, StoreEr
             Err(StoreError::Dropped)
         }
         7 => Err(StoreError::LastVoter { id: r.u64()? }),
-        8 => {
-            let id = r.u64()?;
-            let count = r.u64()?;
-            let mut members = Vec::new();
-            for _ in 0..count {
-                members.push(r.u64()?);
-            }
-            Err(StoreError::NotAMember { id, members })
-        }
+        8 => Err(StoreError::NotAMember {
+            id: r.u64()?,
+            members: (0..r.u64()?).map(|_| r.u64()).collect::<Result<_, _>>()?,
+        }),
         9 => Err(StoreError::AlreadyAMember { id: r.u64()? }),
         10 => Err(StoreError::RemovedMember { id: r.u64()? }),
         tag => {
-            return Err(StoreError::Corrupt(format!(
-                "unknown outcome tag {tag} from the leader"
-            )));
+            let why = format!("unknown outcome tag {tag} from the leader");
+            return Err(StoreError::Corrupt(why));
         }
     })
 }
