@@ -43,6 +43,8 @@ pub fn apply(kind: &str, obj: &mut Value) {
             default(spec, "suspend", json!(false));
             default(spec, "successfulJobsHistoryLimit", json!(3));
             default(spec, "failedJobsHistoryLimit", json!(1));
+            let job = child(child(spec, "jobTemplate"), "spec");
+            pod_spec(child(child(job, "template"), "spec"));
         }
         "DaemonSet" => {
             let spec = child(root, "spec");
@@ -65,6 +67,14 @@ pub fn apply(kind: &str, obj: &mut Value) {
             let spec = child(root, "spec");
             default(spec, "type", json!("ClusterIP"));
             default(spec, "sessionAffinity", json!("None"));
+            let kind = spec.get("type").and_then(Value::as_str).map(str::to_owned);
+            let kind = kind.unwrap_or_default();
+            if kind != "ExternalName" {
+                default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            if kind == "NodePort" || kind == "LoadBalancer" {
+                default(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for port in ports {
                     let port = ensure_object(port);
@@ -200,6 +210,25 @@ fn pod_spec(spec: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cron_job_s_pods_and_a_service_s_traffic_get_kubernetes_defaults() {
+        let mut cron_job = json!({"spec": {"schedule": "* * * * *", "jobTemplate": {"spec":
+            {"template": {"spec": {"restartPolicy": "Never", "containers": [{"image": "a:v1"}]}}}}}});
+        apply("CronJob", &mut cron_job);
+        let pods = &cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pods["restartPolicy"], "Never", "a given value stays");
+        assert_eq!(pods["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pods["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        let mut service = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        apply("Service", &mut service);
+        assert_eq!(service["spec"]["internalTrafficPolicy"], "Cluster");
+        assert_eq!(service["spec"]["externalTrafficPolicy"], "Cluster");
+        let mut external = json!({"spec": {"type": "ExternalName", "externalName": "a.example"}});
+        apply("Service", &mut external);
+        assert!(external["spec"].get("internalTrafficPolicy").is_none());
+        assert!(external["spec"].get("externalTrafficPolicy").is_none());
+    }
 
     #[test]
     fn probes_get_kubernetes_timing_and_an_http_probe_its_path_and_scheme() {

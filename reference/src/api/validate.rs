@@ -376,6 +376,12 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
         "failedJobsHistoryLimit",
     ];
     check_at_least(obj, 0, &limits, causes);
+    let pods = "spec.jobTemplate.spec.template.spec";
+    check_job_pods(
+        obj.pointer("/spec/jobTemplate/spec/template/spec"),
+        pods,
+        causes,
+    );
 }
 
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
@@ -406,8 +412,16 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
         let supported = "\"NonIndexed\" (shipshape does not run Indexed jobs)";
         causes.push(not_supported("spec.completionMode", mode, supported));
     }
-    let template = field("template").and_then(|t| t.get("spec"));
-    let policy = "spec.template.spec.restartPolicy";
+    check_job_pods(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        causes,
+    );
+}
+
+/// The pod spec of a Job, or of the Jobs a CronJob starts, at `path`: its pods must end.
+fn check_job_pods(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let policy = format!("{path}.restartPolicy");
     match template.and_then(|s| s.get("restartPolicy")?.as_str()) {
         Some("OnFailure" | "Never") => {}
         None => causes.push(cause(
@@ -415,9 +429,9 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
             policy,
             "Required value: valid values: \"OnFailure\", \"Never\"",
         )),
-        Some(other) => causes.push(not_supported(policy, other, "\"OnFailure\", \"Never\"")),
+        Some(other) => causes.push(not_supported(&policy, other, "\"OnFailure\", \"Never\"")),
     }
-    validate_pod_spec(template, "spec.template.spec", causes);
+    validate_pod_spec(template, path, causes);
 }
 
 /// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
@@ -528,6 +542,36 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn a_cron_job_must_start_jobs_whose_pods_end() {
+        let cron_jobs = find("batch", "v1", "cronjobs").expect("served");
+        let cron_job = |pod_spec: Value| {
+            json!({"metadata": {"name": "tick"}, "spec": {"schedule": "* * * * *",
+                "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}})
+        };
+        let container = json!([{"name": "work", "image": "shipshape/probe:v1"}]);
+        let ok = cron_job(json!({"restartPolicy": "OnFailure", "containers": container}));
+        validate(cron_jobs, &ok).expect("valid");
+        let field = "spec.jobTemplate.spec.template.spec.restartPolicy";
+        for (pod_spec, reason) in [
+            (json!({"containers": container}), "FieldValueRequired"),
+            (
+                json!({"restartPolicy": "Always", "containers": container}),
+                "FieldValueNotSupported",
+            ),
+        ] {
+            let Err(ValidationError::Invalid { causes, .. }) =
+                validate(cron_jobs, &cron_job(pod_spec))
+            else {
+                panic!("a cron job whose pods never end was accepted");
+            };
+            assert_eq!(
+                (causes[0].reason, causes[0].field.as_str()),
+                (reason, field)
+            );
+        }
     }
 
     #[test]
