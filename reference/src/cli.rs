@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -286,18 +286,16 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            // Help and version go to stdout; nothing else does.
+            if !e.use_stderr() {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
             // One line, not clap's usage block: the first line of its message says it all.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "shipshape: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            let first = first.trim_start_matches("error: ");
+            eprintln!("shipshape: {first} (see --help)");
             return ExitCode::from(2);
         }
     };
@@ -369,24 +367,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             join,
             stop_with_stdin,
         } => {
-            let members = match member {
-                None => None,
-                Some(id) => {
-                    let mut map = BTreeMap::new();
-                    for (peer, address) in peers {
-                        if map.insert(peer, address).is_some() {
-                            anyhow::bail!("member {peer} is given twice with --peer");
-                        }
+            let mut members = None;
+            if let Some(id) = member {
+                let mut by_id = BTreeMap::new();
+                for (peer, address) in peers {
+                    if by_id.insert(peer, address).is_some() {
+                        anyhow::bail!("member {peer} is given twice with --peer");
                     }
-                    let members = Members {
-                        id,
-                        peers: map,
-                        joining: join,
-                    };
-                    members.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    Some(members)
                 }
-            };
+                let given = Members {
+                    id,
+                    peers: by_id,
+                    joining: join,
+                };
+                given.check().map_err(anyhow::Error::msg)?;
+                members = Some(given);
+            }
             up(common, 0, members, stop_with_stdin).await
         }
         Command::Node(args) => node(*args).await,
@@ -406,22 +402,22 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn node_lifecycle(common: &Common) -> NodeLifecycleConfig {
-    NodeLifecycleConfig {
+/// The control plane's configuration `common` gives (with `members`), and the node
+/// lifecycle's timing.
+fn configs(common: Common, members: Option<Members>) -> (ControlPlaneConfig, NodeLifecycleConfig) {
+    let lifecycle = NodeLifecycleConfig {
         grace_period: Duration::from_secs(common.node_grace_seconds),
         default_toleration: Duration::from_secs(common.eviction_seconds),
         ..NodeLifecycleConfig::default()
-    }
-}
-
-fn control_plane_config(common: Common, members: Option<Members>) -> ControlPlaneConfig {
-    ControlPlaneConfig {
+    };
+    let config = ControlPlaneConfig {
         data_dir: common.data_dir,
         listen: common.listen,
         node_ports: common.service_node_port_range,
         members,
         tls_names: common.tls_names,
-    }
+    };
+    (config, lifecycle)
 }
 
 async fn up(
@@ -430,18 +426,13 @@ async fn up(
     members: Option<Members>,
     stop_with_stdin: bool,
 ) -> anyhow::Result<()> {
-    let lifecycle = node_lifecycle(&common);
-    let cluster =
-        LocalCluster::start_with(control_plane_config(common, members), nodes, lifecycle).await?;
+    let (config, lifecycle) = configs(common, members);
+    let cluster = LocalCluster::start_with(config, nodes, lifecycle).await?;
     let cp = cluster.control_plane();
     announce(&cp.url(), cp.kubeconfig(), nodes);
-    if stop_with_stdin {
-        tokio::select! {
-            _ = wait_for_stop_signal() => {}
-            _ = stdin_closed() => tracing::info!("stdin closed: the process that started this member is gone"),
-        }
-    } else {
-        wait_for_stop_signal().await;
+    tokio::select! {
+        _ = wait_for_stop_signal() => {}
+        _ = stdin_closed(), if stop_with_stdin => tracing::info!("stdin closed: the process that started this member is gone"),
     }
     tracing::info!("stopping");
     cluster.stop().await
@@ -453,8 +444,7 @@ async fn up_members(
     count: u64,
     machines: Machines,
 ) -> anyhow::Result<()> {
-    let lifecycle = node_lifecycle(&common);
-    let config = control_plane_config(common, None);
+    let (config, lifecycle) = configs(common, None);
     let cluster = LocalMembersCluster::start(config, count, nodes, lifecycle, machines).await?;
     announce(cluster.url(), cluster.kubeconfig(), nodes);
     wait_for_stop_signal().await;
@@ -463,7 +453,7 @@ async fn up_members(
 }
 
 /// Asks the control plane behind `kubeconfig` to remove member `id`.
-async fn remove_member(id: u64, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
+async fn remove_member(id: u64, kubeconfig: &Path) -> anyhow::Result<()> {
     let request = http::Request::delete(format!("/shipshape/v1/members/{id}")).body(Vec::new())?;
     ask_control_plane(kubeconfig, request).await?;
     println!("member {id} was removed from the control plane");
@@ -471,11 +461,7 @@ async fn remove_member(id: u64, kubeconfig: &std::path::Path) -> anyhow::Result<
 }
 
 /// Asks the control plane behind `kubeconfig` to add member `id`, reached at `address`.
-async fn add_member(
-    id: u64,
-    address: &PeerAddress,
-    kubeconfig: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn add_member(id: u64, address: &PeerAddress, kubeconfig: &Path) -> anyhow::Result<()> {
     let body = serde_json::json!({ "id": id, "peerAddress": address.to_string() });
     let request = http::Request::post("/shipshape/v1/members")
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -492,7 +478,7 @@ async fn add_member(
 
 /// Sends `request` to the control plane behind `kubeconfig`; the API's message if refused.
 async fn ask_control_plane(
-    kubeconfig: &std::path::Path,
+    kubeconfig: &Path,
     request: http::Request<Vec<u8>>,
 ) -> anyhow::Result<String> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
@@ -511,7 +497,7 @@ async fn ask_control_plane(
 
 /// Prints where the API is and how to reach it (tools such as the conformance kit read
 /// the `apiserver:` and `kubeconfig:` lines).
-fn announce(url: &str, kubeconfig: &std::path::Path, nodes: u32) {
+fn announce(url: &str, kubeconfig: &Path, nodes: u32) {
     let kubeconfig = kubeconfig.display().to_string();
     let what = if nodes > 0 { "nodes" } else { "namespaces" };
     // Written, not `println!`ed: a reader that closed our stdout must not stop the cluster.
@@ -527,36 +513,24 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     if args.machines == Machines::Containers {
         return node_in_container(args).await;
     }
-    let ca_pem = std::fs::read_to_string(&args.ca_file)
-        .with_context(|| format!("failed to read the CA {}", args.ca_file.display()))?;
-    let creds = Credentials {
-        server: args.server.clone(),
-        token: args.token.clone(),
-        ca_pem,
-    };
+    let creds = credentials(args.server.clone(), args.token.clone(), &args.ca_file)?;
     let client = creds.client()?;
     let docker = runtime::connect().await?;
     images::ensure(&docker).await?;
-    let mut config = AgentConfig::new(
-        &args.name,
-        &args.cluster,
-        args.data_dir.clone(),
-        &args.token,
-    );
-    config.address = match args.address {
-        Some(address) => address,
-        None => address_toward(&args.server).await,
+    let defaults = AgentConfig::new(&args.name, &args.cluster, args.data_dir, &args.token);
+    let config = AgentConfig {
+        address: match args.address {
+            Some(address) => address,
+            None => address_toward(&args.server).await,
+        },
+        cpu: args.cpu.unwrap_or(defaults.cpu),
+        memory: args.memory.unwrap_or(defaults.memory),
+        max_pods: args.max_pods,
+        reconnect: Some(agent::Reconnect(creds.clone())),
+        labels: parse_labels(&args.labels)?,
+        taints: args.taints,
+        ..defaults
     };
-    if let Some(cpu) = args.cpu {
-        config.cpu = cpu;
-    }
-    if let Some(memory) = args.memory {
-        config.memory = memory;
-    }
-    config.max_pods = args.max_pods;
-    config.reconnect = Some(agent::Reconnect(creds.clone()));
-    config.labels = parse_labels(&args.labels)?;
-    config.taints = args.taints;
     let (stop, stopped) = watch::channel(false);
     let proxy = args.serve_node_ports.then(|| {
         tokio::spawn(crate::proxy::run(
@@ -566,13 +540,9 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         ))
     });
     let agent = tokio::spawn(agent::run(client, docker, config, stopped));
-    if args.stop_with_stdin {
-        tokio::select! {
-            _ = wait_for_stop_signal() => {}
-            _ = stdin_closed() => tracing::info!("stdin closed: the process that kept this node is gone"),
-        }
-    } else {
-        wait_for_stop_signal().await;
+    tokio::select! {
+        _ = wait_for_stop_signal() => {}
+        _ = stdin_closed(), if args.stop_with_stdin => tracing::info!("stdin closed: the process that kept this node is gone"),
     }
     let _ = stop.send(true);
     if let Some(proxy) = proxy {
@@ -591,30 +561,24 @@ async fn node_in_container(args: NodeArgs) -> anyhow::Result<()> {
     images::ensure(&docker).await?;
     let exe = std::env::current_exe().context("failed to locate the shipshape binary")?;
     images::ensure_machine(&docker, &exe).await?;
-    let mut rest: Vec<OsString> = vec!["--token".into(), args.token.clone().into()];
-    if let Some(address) = args.address {
-        rest.extend(["--address".into(), address.to_string().into()]);
-    }
-    if let Some(cpu) = &args.cpu {
-        rest.extend(["--cpu".into(), cpu.into()]);
-    }
-    if let Some(memory) = &args.memory {
-        rest.extend(["--memory".into(), memory.into()]);
-    }
-    rest.extend(["--max-pods".into(), args.max_pods.to_string().into()]);
-    for label in &args.labels {
-        rest.extend(["--label".into(), label.into()]);
-    }
-    for taint in &args.taints {
-        rest.extend(["--taint".into(), taint.into()]);
-    }
+    // The rest of its `shipshape node` arguments, flag by flag.
+    let mut rest = vec![("--token", args.token)];
+    rest.extend(args.address.map(|ip| ("--address", ip.to_string())));
+    rest.extend(args.cpu.map(|cpu| ("--cpu", cpu)));
+    rest.extend(args.memory.map(|memory| ("--memory", memory)));
+    rest.push(("--max-pods", args.max_pods.to_string()));
+    rest.extend(args.labels.into_iter().map(|label| ("--label", label)));
+    rest.extend(args.taints.into_iter().map(|taint| ("--taint", taint)));
     let plan = machines::NodeMachine {
-        cluster: args.cluster.clone(),
+        cluster: args.cluster,
         name: args.name.clone(),
-        server: args.server.clone(),
-        ca_file: args.ca_file.clone(),
-        data_dir: args.data_dir.clone(),
-        args: rest,
+        server: args.server,
+        ca_file: args.ca_file,
+        data_dir: args.data_dir,
+        args: rest
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.into(), value.into()])
+            .collect(),
     }
     .plan(&docker, None)
     .await?;
@@ -629,19 +593,10 @@ async fn node_in_container(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let stop_asked = async {
-        if args.stop_with_stdin {
-            tokio::select! {
-                _ = wait_for_stop_signal() => {}
-                _ = stdin_closed() => {}
-            }
-        } else {
-            wait_for_stop_signal().await;
-        }
-    };
     tokio::select! {
         how = ended => anyhow::bail!("the container of node {} ended: {how}", args.name),
-        _ = stop_asked => {}
+        _ = wait_for_stop_signal() => {}
+        _ = stdin_closed(), if args.stop_with_stdin => {}
     }
     machine.stop(machines::NODE_STOP_TIMEOUT).await
 }
@@ -650,48 +605,24 @@ async fn node_in_container(args: NodeArgs) -> anyhow::Result<()> {
 /// from (found by "connecting" a UDP socket, which sends nothing); loopback if the name
 /// does not resolve.
 async fn address_toward(server: &str) -> IpAddr {
-    let loopback = IpAddr::from([127, 0, 0, 1]);
-    let Ok(uri) = server.parse::<http::Uri>() else {
-        return loopback;
+    let local = async {
+        let uri = server.parse::<http::Uri>().ok()?;
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(443);
+        let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+        let unspecified = match target {
+            SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+            SocketAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        let socket = tokio::net::UdpSocket::bind((unspecified, 0)).await.ok()?;
+        socket.connect(target).await.ok()?;
+        Some(socket.local_addr().ok()?.ip())
     };
-    let Some(host) = uri.host() else {
-        return loopback;
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(443);
-    let Some(target) = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-    else {
-        return loopback;
-    };
-    let local: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
-        return loopback;
-    };
-    if socket.connect(target).await.is_err() {
-        return loopback;
-    }
-    socket.local_addr().map_or(loopback, |a| a.ip())
+    local.await.unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let ca_pem = std::fs::read_to_string(&args.ca_file)
-        .with_context(|| format!("failed to read the CA {}", args.ca_file.display()))?;
-    let client = Credentials {
-        server: args.server,
-        token: args.token,
-        ca_pem,
-    }
-    .client()?;
+    let client = credentials(args.server, args.token, &args.ca_file)?.client()?;
     let (stop, stopped) = watch::channel(false);
     let proxy = tokio::spawn(crate::proxy::run(client, args.addresses, stopped));
     wait_for_stop_signal().await;
@@ -700,37 +631,31 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until stdin reaches its end (or fails).
-async fn stdin_closed() {
-    let _ = tokio::task::spawn_blocking(|| {
-        use std::io::Read as _;
-        let mut buffer = [0_u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut buffer) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
+/// What a client of the apiserver at `server` needs, with the CA certificate in `ca_file`.
+fn credentials(server: String, token: String, ca_file: &Path) -> anyhow::Result<Credentials> {
+    let ca_pem = std::fs::read_to_string(ca_file)
+        .with_context(|| format!("failed to read the CA {}", ca_file.display()))?;
+    Ok(Credentials {
+        server,
+        token,
+        ca_pem,
     })
-    .await;
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+/// Waits until stdin reaches its end (or fails).
+async fn stdin_closed() {
+    // Read and thrown away: what matters is the end.
+    let drain = || std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    let _ = tokio::task::spawn_blocking(drain).await;
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (Ctrl-C alone if SIGTERM cannot be caught).
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { term.as_mut()?.recv().await }, if term.is_some() => {}
     }
 }
 

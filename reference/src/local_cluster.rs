@@ -32,6 +32,7 @@ use crate::agent::{self, AgentConfig, runtime};
 use crate::client::Credentials;
 use crate::control_plane::{self, ControlPlane, ControlPlaneConfig};
 use crate::controllers::node_lifecycle::NodeLifecycleConfig;
+use crate::front_door::{self, Backend, Backends};
 use crate::images;
 use crate::machines::{self, Machine, Machines, MemberPlan};
 
@@ -64,7 +65,7 @@ impl LocalCluster {
         nodes: u32,
         node_lifecycle: NodeLifecycleConfig,
     ) -> anyhow::Result<LocalCluster> {
-        let data_dir: PathBuf = config.data_dir.clone();
+        let data_dir = config.data_dir.clone();
         // Docker first: without it there is no cluster to speak of, so say so at once.
         let docker = docker_for(nodes).await?;
         let mut control_plane = ControlPlane::start(config).await?;
@@ -173,9 +174,7 @@ async fn start_nodes(
         let name = format!("node-{i}");
         let dir = data_dir.join("nodes").join(&name);
         let mut config = AgentConfig::new(&name, cluster, dir, &creds.token);
-        if let Some(address) = address {
-            config.address = address;
-        }
+        config.address = address.unwrap_or(config.address);
         config.reconnect = Some(agent::Reconnect(creds.clone()));
         let client = creds
             .client()
@@ -293,6 +292,7 @@ impl MemberPlanner {
                 format!("0.0.0.0:{}", machines::CONTAINER_API_PORT),
             ),
         };
+        let seconds = |period: Duration| period.as_secs().to_string().into();
         let mut args: Vec<std::ffi::OsString> = vec![
             "control-plane".into(),
             "--stop-with-stdin".into(),
@@ -303,17 +303,9 @@ impl MemberPlanner {
             "--member".into(),
             id.to_string().into(),
             "--node-grace-seconds".into(),
-            self.node_lifecycle
-                .grace_period
-                .as_secs()
-                .to_string()
-                .into(),
+            seconds(self.node_lifecycle.grace_period),
             "--eviction-seconds".into(),
-            self.node_lifecycle
-                .default_toleration
-                .as_secs()
-                .to_string()
-                .into(),
+            seconds(self.node_lifecycle.default_toleration),
             "--service-node-port-range".into(),
             self.node_ports.clone().into(),
         ];
@@ -328,15 +320,9 @@ impl MemberPlanner {
             args.push("--tls-san".into());
             args.push(gateway.to_string().into());
         }
-        MemberPlan::new(
-            id,
-            dir,
-            api,
-            args,
-            self.engine
-                .clone()
-                .map(|docker| (docker, machines::container_name(&self.cluster_id, id))),
-        )
+        let name = machines::container_name(&self.cluster_id, id);
+        let container = self.engine.clone().map(|docker| (docker, name));
+        MemberPlan::new(id, dir, api, args, container)
     }
 }
 
@@ -443,7 +429,6 @@ async fn replace_member(
 
 /// A running local cluster whose control plane is several members.
 pub struct LocalMembersCluster {
-    url: String,
     kubeconfig: PathBuf,
     credentials: Credentials,
     exe: PathBuf,
@@ -459,9 +444,17 @@ pub struct LocalMembersCluster {
 impl std::fmt::Debug for LocalMembersCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalMembersCluster")
-            .field("url", &self.url)
+            .field("url", &self.credentials.server)
             .finish_non_exhaustive()
     }
+}
+
+/// Member `id`'s slot among `members`.
+fn find_member(members: &mut [MemberSlot], id: u64) -> anyhow::Result<&mut MemberSlot> {
+    members
+        .iter_mut()
+        .find(|slot| slot.plan.id == id)
+        .with_context(|| format!("there is no member {id}"))
 }
 
 /// A free port on loopback for a member to listen on. It is found by binding and let go
@@ -521,26 +514,21 @@ impl LocalMembersCluster {
         let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
             .trim()
             .to_owned();
-        let engine = match machines {
-            Machines::Processes => None,
+        let (engine, gateway) = match machines {
+            Machines::Processes => (None, None),
             Machines::Containers => {
                 let docker = match &docker {
                     Some(docker) => docker.clone(),
                     None => runtime::connect().await?,
                 };
                 machines::prepare_engine(&docker, &exe).await?;
-                Some(docker)
-            }
-        };
-        // Machines in containers reach this host, where the front door is, at the
-        // network's gateway: the members' certificates must be valid for it too.
-        let gateway = match &engine {
-            Some(docker) => Some(
-                runtime::network_gateway(docker)
+                // Machines in containers reach this host, where the front door is, at the
+                // network's gateway: the members' certificates must be valid for it too.
+                let gateway = runtime::network_gateway(&docker)
                     .await
-                    .context("the shipshape network has no gateway address")?,
-            ),
-            None => None,
+                    .context("the shipshape network has no gateway address")?;
+                (Some(docker), Some(gateway))
+            }
         };
         let mut planner = MemberPlanner {
             root: data_dir.clone(),
@@ -557,8 +545,7 @@ impl LocalMembersCluster {
         }
         let mut plans = Vec::new();
         for (id, dir) in ids.iter().zip(&dirs) {
-            let peers = planner.peers.clone();
-            plans.push(planner.plan(*id, dir, free_port()?, &peers, false)?);
+            plans.push(planner.plan(*id, dir, free_port()?, &planner.peers, false)?);
         }
         // What a killed run of this `up` left: its nodes' containers and their pods'. (Not
         // with `--nodes 0`: the nodes are someone else's then, and keep running. Members'
@@ -566,7 +553,7 @@ impl LocalMembersCluster {
         if let Some(docker) = &docker {
             remove_leftovers(docker, &cluster_id).await?;
         }
-        let apis: Vec<SocketAddr> = plans.iter().map(|plan| plan.api).collect();
+        let backends: Backends = plans.iter().map(|plan| Backend::new(plan.api)).collect();
         let mut members = Vec::new();
         for plan in plans {
             members.push(MemberSlot {
@@ -580,18 +567,13 @@ impl LocalMembersCluster {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
-        let front = listener.local_addr()?;
-        let front = if front.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], front.port()))
-        } else {
-            front
-        };
+        let mut front = listener.local_addr()?;
+        if front.ip().is_unspecified() {
+            front.set_ip([127, 0, 0, 1].into());
+        }
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
-        let backends: crate::front_door::Backends = apis
-            .iter()
-            .map(|api| crate::front_door::Backend::new(*api))
-            .collect();
+        let serve = |listener| front_door::serve(listener, backends.clone(), stopped.clone());
         if let Some(gateway) = gateway
             && !config.listen.ip().is_unspecified()
         {
@@ -599,28 +581,17 @@ impl LocalMembersCluster {
             let listener = tokio::net::TcpListener::bind(inside)
                 .await
                 .with_context(|| format!("failed to listen on {inside}"))?;
-            agents.spawn(crate::front_door::serve(
-                listener,
-                backends.clone(),
-                stopped.clone(),
-            ));
+            agents.spawn(serve(listener));
         }
-        agents.spawn(crate::front_door::serve(
-            listener,
-            backends.clone(),
-            stopped.clone(),
-        ));
-        let token = std::fs::read_to_string(data_dir.join("token"))?
-            .trim()
-            .to_owned();
-        let ca_pem = std::fs::read_to_string(data_dir.join("ca.crt"))?;
-        let url = format!("https://{front}");
+        agents.spawn(serve(listener));
         let credentials = Credentials {
-            server: url.clone(),
-            token: token.clone(),
-            ca_pem: ca_pem.clone(),
+            server: format!("https://{front}"),
+            token: std::fs::read_to_string(data_dir.join("token"))?
+                .trim()
+                .to_owned(),
+            ca_pem: std::fs::read_to_string(data_dir.join("ca.crt"))?,
         };
-        agents.spawn(crate::front_door::check_readiness(
+        agents.spawn(front_door::check_readiness(
             backends,
             credentials.clone(),
             stopped.clone(),
@@ -633,12 +604,10 @@ impl LocalMembersCluster {
             stopped.clone(),
         ));
         let kubeconfig = data_dir.join("kubeconfig");
-        control_plane::write_private(
-            &kubeconfig,
-            &control_plane::kubeconfig_json(front, &token, &ca_pem),
-        )?;
+        let contents =
+            control_plane::kubeconfig_json(front, &credentials.token, &credentials.ca_pem);
+        control_plane::write_private(&kubeconfig, &contents)?;
         let mut cluster = LocalMembersCluster {
-            url,
             kubeconfig,
             credentials,
             exe,
@@ -653,12 +622,11 @@ impl LocalMembersCluster {
             let _ = cluster.stop_members().await;
             return Err(e);
         }
-        let docker = cluster.docker.clone();
-        match (&docker, machines) {
+        match (cluster.docker.clone(), machines) {
             (None, _) => {}
             (Some(docker), Machines::Processes) => {
                 start_nodes(
-                    docker,
+                    &docker,
                     &cluster.credentials,
                     &cluster.cluster_id,
                     &data_dir,
@@ -669,22 +637,19 @@ impl LocalMembersCluster {
                 .await?;
             }
             (Some(docker), Machines::Containers) => {
-                start_proxy(docker, &cluster.credentials, &stopped, &mut cluster.agents).await?;
+                start_proxy(&docker, &cluster.credentials, &stopped, &mut cluster.agents).await?;
+                let nodes_dir = data_dir.join("nodes");
                 for i in 1..=nodes {
                     let name = format!("node-{i}");
-                    let dir = data_dir.join("nodes").join(&name);
                     let plan = machines::NodeMachine {
                         cluster: cluster.cluster_id.clone(),
                         name: name.clone(),
-                        server: cluster.url.clone(),
+                        server: cluster.credentials.server.clone(),
                         ca_file: data_dir.join("ca.crt"),
-                        data_dir: dir.clone(),
-                        args: vec!["--token".into(), token.clone().into()],
+                        data_dir: nodes_dir.join(&name),
+                        args: vec!["--token".into(), cluster.credentials.token.clone().into()],
                     }
-                    .plan(
-                        docker,
-                        Some(data_dir.join("nodes").join(format!("{name}.log"))),
-                    )
+                    .plan(&docker, Some(nodes_dir.join(format!("{name}.log"))))
                     .await?;
                     match plan.start(&cluster.exe).await {
                         Ok(machine) => cluster.node_machines.push(machine),
@@ -727,7 +692,7 @@ impl LocalMembersCluster {
 
     /// The front door's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.credentials.server
     }
 
     /// The admin kubeconfig, pointing at the front door.
@@ -753,10 +718,7 @@ impl LocalMembersCluster {
     /// It stays down until [`Self::restart_member`].
     pub async fn kill_member(&mut self, id: u64) -> anyhow::Result<()> {
         let mut members = self.members.lock().await;
-        let member = members
-            .iter_mut()
-            .find(|member| member.plan.id == id)
-            .with_context(|| format!("there is no member {id}"))?;
+        let member = find_member(&mut members, id)?;
         member.held_down = true;
         member.machine.kill().await
     }
@@ -764,10 +726,7 @@ impl LocalMembersCluster {
     /// Starts member `id` again on its data directory (after [`Self::kill_member`]).
     pub async fn restart_member(&mut self, id: u64) -> anyhow::Result<()> {
         let mut members = self.members.lock().await;
-        let member = members
-            .iter_mut()
-            .find(|member| member.plan.id == id)
-            .with_context(|| format!("there is no member {id}"))?;
+        let member = find_member(&mut members, id)?;
         if member.machine.exited().await?.is_none() {
             anyhow::bail!("member {id} is still running");
         }
@@ -782,11 +741,10 @@ impl LocalMembersCluster {
         let mut members = self.members.lock().await;
         let stopping = members
             .iter_mut()
-            .map(|member| member.machine.stop(MEMBER_STOP_TIMEOUT));
-        for stopped in futures::future::join_all(stopping).await {
-            stopped?;
-        }
-        Ok(())
+            .map(|slot| slot.machine.stop(MEMBER_STOP_TIMEOUT));
+        let stopped = futures::future::join_all(stopping).await;
+        // All stopped, then the first failure if any.
+        stopped.into_iter().collect()
     }
 
     /// Stops the agents (which remove their containers), then the members, then removes

@@ -44,7 +44,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-    RemoveContainerOptions,
+    RemoveContainerOptions, StartContainerOptions,
 };
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
@@ -225,7 +225,7 @@ impl MachinePlan {
                     .context("failed to share stderr")?,
             ),
         };
-        let (machine, pid) = match &self.container {
+        let (pid, machine) = match &self.container {
             None => {
                 // Its stdin is a pipe this process holds (`--stop-with-stdin`): the machine
                 // ends when this process does, even if it is SIGKILLed.
@@ -237,13 +237,9 @@ impl MachinePlan {
                     .kill_on_drop(true)
                     .spawn()
                     .with_context(|| format!("failed to start {}", self.role))?;
-                let pid = child.id();
-                (Machine::Process(child), pid)
+                (child.id(), Machine::Process(child))
             }
-            Some(container) => {
-                let (machine, pid) = self.start_container(container, exe, log).await?;
-                (machine, Some(pid))
-            }
+            Some(container) => self.start_container(container, exe, log).await?,
         };
         if let (Some(pid), Some(path)) = (pid, &self.pid_file) {
             std::fs::write(path, pid.to_string())
@@ -258,7 +254,7 @@ impl MachinePlan {
         plan: &ContainerPlan,
         exe: &Path,
         log: std::fs::File,
-    ) -> anyhow::Result<(Machine, u32)> {
+    ) -> anyhow::Result<(Option<u32>, Machine)> {
         let (docker, name) = (&plan.docker, plan.name.as_str());
         let mut env: Vec<String> = std::env::vars()
             .filter(|(key, _)| {
@@ -272,21 +268,16 @@ impl MachinePlan {
         let mut binds = vec![format!("{}:{}:ro", exe.display(), images::MACHINE_BINARY)];
         binds.extend(plan.binds.iter().cloned());
         let published = plan.published.map(|(inside, outside)| {
-            let port = format!("{inside}/tcp");
             let binding = PortBinding {
                 host_ip: Some(outside.ip().to_string()),
                 host_port: Some(outside.port().to_string()),
             };
-            (port, binding)
+            (format!("{inside}/tcp"), binding)
         });
+        let cmd = self.args.iter().map(|a| a.to_string_lossy().into_owned());
         let body = ContainerCreateBody {
             image: Some(images::MACHINE_IMAGE.to_owned()),
-            cmd: Some(
-                self.args
-                    .iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect(),
-            ),
+            cmd: Some(cmd.collect()),
             env: Some(env),
             hostname: Some(name.to_owned()),
             user: Some(plan.user.clone()),
@@ -309,24 +300,19 @@ impl MachinePlan {
             ..Default::default()
         };
         create_replacing(docker, name, body).await?;
+        let attach = AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            ..Default::default()
+        };
         let attached = docker
-            .attach_container(
-                name,
-                Some(AttachContainerOptions {
-                    stdin: true,
-                    stdout: true,
-                    stderr: true,
-                    stream: true,
-                    ..Default::default()
-                }),
-            )
+            .attach_container(name, Some(attach))
             .await
             .with_context(|| format!("failed to attach to container {name}"))?;
         docker
-            .start_container(
-                name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+            .start_container(name, None::<StartContainerOptions>)
             .await
             .with_context(|| format!("failed to start container {name}"))?;
         let pid = docker
@@ -352,7 +338,7 @@ impl MachinePlan {
             name: name.to_owned(),
             stdin: attached.input,
         };
-        Ok((machine, pid as u32))
+        Ok((Some(pid as u32), machine))
     }
 }
 
@@ -498,12 +484,11 @@ fn seen_from_network(server: &str, gateway: std::net::IpAddr) -> anyhow::Result<
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    let path = uri.path_and_query().map_or("", |p| p.as_str());
-    let path = if path == "/" && !server.ends_with('/') {
-        ""
-    } else {
-        path
-    };
+    // A bare `/` only if the server's URL ends with one.
+    let path = uri
+        .path_and_query()
+        .filter(|path| path.as_str() != "/" || server.ends_with('/'))
+        .map_or("", |path| path.as_str());
     Ok(format!(
         "{}://{gateway}{port}{path}",
         uri.scheme_str().unwrap_or("https")
@@ -517,17 +502,13 @@ async fn create_replacing(
     name: &str,
     body: ContainerCreateBody,
 ) -> anyhow::Result<()> {
+    let remove = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
     let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
     loop {
-        let _ = docker
-            .remove_container(
-                name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = docker.remove_container(name, Some(remove.clone())).await;
         let options = CreateContainerOptions {
             name: Some(name.to_owned()),
             ..Default::default()
@@ -549,23 +530,20 @@ impl Machine {
     pub async fn exited(&mut self) -> anyhow::Result<Option<String>> {
         match self {
             Machine::Process(child) => Ok(child.try_wait()?.map(|status| status.to_string())),
-            Machine::Container { docker, name, .. } => {
-                match docker
-                    .inspect_container(name, None::<InspectContainerOptions>)
-                    .await
-                {
-                    Ok(container) => {
-                        let state = container.state.unwrap_or_default();
-                        Ok((state.running != Some(true))
-                            .then(|| format!("exit code {}", state.exit_code.unwrap_or(-1))))
-                    }
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => Ok(Some("its container is gone".to_owned())),
-                    Err(e) => Err(e).with_context(|| format!("failed to inspect {name}")),
+            Machine::Container { docker, name, .. } => match docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(container) => {
+                    let state = container.state.unwrap_or_default();
+                    Ok((state.running != Some(true))
+                        .then(|| format!("exit code {}", state.exit_code.unwrap_or(-1))))
                 }
-            }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(Some("its container is gone".to_owned())),
+                Err(e) => Err(e).with_context(|| format!("failed to inspect {name}")),
+            },
         }
     }
 
