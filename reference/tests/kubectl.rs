@@ -160,6 +160,22 @@ fn kubectl_drives_the_control_plane() {
         "{resources}"
     );
 
+    // explain: the kinds' schemas, descriptions and all, from /openapi/v3.
+    let explained = cluster.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(
+        explained.contains("FIELD: replicas <integer>")
+            && explained.contains("Number of desired pods"),
+        "{explained}"
+    );
+    let explained = cluster.ok(&[
+        "explain",
+        "cronjobs.spec.jobTemplate.spec.template.spec.containers",
+    ]);
+    assert!(
+        explained.contains("FIELD: containers <[]Container>"),
+        "{explained}"
+    );
+
     // Who am I, and what may I do: the cluster's administrator, everything.
     let whoami = cluster.ok(&["auth", "whoami"]);
     assert!(

@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::schemars::{self, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,6 +31,10 @@ use serde_json::Value;
 /// Decodes a body as its kind's typed `k8s-openapi` value and encodes that again: what is
 /// well-formed, and which fields the kind knows ([`validate::decode`]).
 pub type Typed = fn(&Value) -> Result<Value, String>;
+
+/// A kind's OpenAPI schema: a reference to it, its definition (and those of the types it
+/// holds) added to the generator.
+pub type Schema = fn(&mut SchemaGenerator) -> schemars::Schema;
 
 /// One resource the apiserver serves.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +59,8 @@ pub struct Resource {
     pub has_spec: bool,
     /// The kind's typed round trip.
     pub typed: Typed,
+    /// The kind's schema.
+    pub schema: Schema,
 }
 
 /// Whether a `k8s-openapi` scope is a namespace's.
@@ -81,7 +88,7 @@ impl Resource {
     /// [`RESOURCES`].
     pub(crate) const fn of<K>(singular: &'static str) -> Resource
     where
-        K: k8s_openapi::Resource + DeserializeOwned + Serialize,
+        K: k8s_openapi::Resource + DeserializeOwned + Serialize + schemars::JsonSchema,
         K::Scope: Scope,
     {
         Resource {
@@ -95,6 +102,7 @@ impl Resource {
             subresources: &[],
             has_spec: false,
             typed: typed::<K>,
+            schema: SchemaGenerator::subschema_for::<K>,
         }
     }
 

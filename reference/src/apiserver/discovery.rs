@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::{metrics, reviews};
 use crate::api::{GROUPS, RESOURCES, Resource, meta};
+use k8s_openapi::schemars::generate::SchemaSettings;
 
 /// The Kubernetes version this server speaks for.
 pub const KUBE_VERSION: (&str, &str) = ("1", "33");
@@ -264,8 +265,10 @@ pub fn openapi_index() -> Value {
 }
 
 /// `GET /openapi/v3/{api/v1 | apis/g/v}`: an OpenAPI 3 document listing, for every kind,
-/// its operations and the query parameters they take. It carries no schemas: kubectl uses
-/// it to learn that the server validates fields itself.
+/// its operations and the query parameters they take (kubectl learns from them that the
+/// server validates fields itself), and its schema, with the schemas of every type it
+/// holds (`kubectl explain` reads them). The schemas come from the k8s-openapi types the
+/// API decodes with, descriptions and all.
 pub fn openapi_group(path: &str) -> Option<Value> {
     let served: Vec<&Resource> = RESOURCES
         .iter()
@@ -276,8 +279,16 @@ pub fn openapi_group(path: &str) -> Option<Value> {
     }
     let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
     let mut paths = serde_json::Map::new();
+    let mut schemas = SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
     for r in served {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let reference = (r.schema)(&mut schemas);
+        let name = reference
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next());
+        kinds.push((name.unwrap_or_default().to_owned(), gvk.clone()));
         let base = if r.namespaced {
             format!("/{path}/namespaces/{{namespace}}/{}", r.plural)
         } else {
@@ -298,17 +309,49 @@ pub fn openapi_group(path: &str) -> Option<Value> {
             json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
     }
+    let mut definitions = schemas.take_definitions(true);
+    for (name, gvk) in kinds {
+        if let Some(definition) = definitions.get_mut(&name).and_then(Value::as_object_mut) {
+            definition.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        }
+    }
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "shipshape", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": definitions},
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_group_document_holds_its_kinds_schemas_and_the_types_they_hold() {
+        let apps = openapi_group("apis/apps/v1").expect("apps/v1 is served");
+        let schemas = &apps["components"]["schemas"];
+        let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+        let replicas = &schemas["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"];
+        assert_eq!(replicas["type"], "integer");
+        assert!(schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"].is_object());
+        let text = apps.to_string();
+        assert!(
+            text.contains("#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+        );
+        assert!(
+            !text.contains("#/$defs"),
+            "every reference resolves within the document"
+        );
+        assert!(
+            openapi_group("api/v1").expect("v1")["components"]["schemas"]["io.k8s.api.core.v1.Pod"]
+                .is_object()
+        );
+    }
 
     #[test]
     fn aggregated_discovery_is_served_to_whoever_lists_it_in_json() {
