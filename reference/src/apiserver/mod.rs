@@ -9,6 +9,8 @@
 //!
 //! ```text
 //! request ─▶ body limit ─▶ bearer token ─▶ route ─┬─ discovery, /version, /openapi/v3
+//!                                                 ├─ reviews (whoami, can-i), answered
+//!                                                 ├─ exec, attach, port-forward: to the agent
 //!                                                 ├─ get / list / watch
 //!                                                 └─ create / update / patch / delete
 //!                                                       │ decode (JSON, or kubectl's protobuf)
@@ -22,7 +24,8 @@
 //!
 //! Files: [`routes`] parses URLs; [`resources`] is the verbs; [`watch`] streams changes;
 //! [`patch`] applies PATCH bodies; [`discovery`] answers what is served; [`status`] turns
-//! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies.
+//! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies;
+//! [`reviews`] answers `kubectl auth`; [`agents`] relays logs and streams to node agents.
 
 mod agents;
 mod allocation;
