@@ -63,6 +63,7 @@ async fn read_all(reader: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 async fn exec_and_attach_reach_a_process_in_a_container() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let up = Up(up);
     let client = client(dir.path()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     running_probe(
@@ -232,6 +233,7 @@ async fn reqwest_like_get(client: &kube::Client, path: &str) -> (u16, String) {
 async fn pods_and_nodes_report_what_they_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let up = Up(up);
     let client = client(dir.path()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let probe = |name: &str| {
@@ -313,13 +315,36 @@ async fn pods_and_nodes_report_what_they_use() {
 
 /// Stops `up` as Ctrl-C does and waits for it: its agents remove their containers, which
 /// would otherwise run on after the test.
-async fn interrupt(mut up: tokio::process::Child) {
-    let pid = up.id().expect("up runs").to_string();
+/// `shipshape up`, interrupted if it still runs when dropped: a test that fails still has
+/// it remove its containers.
+struct Up(tokio::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let Some(pid) = self
+            .0
+            .id()
+            .filter(|_| matches!(self.0.try_wait(), Ok(None)))
+        else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+async fn interrupt(mut up: Up) {
+    let pid = up.0.id().expect("up runs").to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .expect("kill runs");
-    let stopped = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), up.0.wait()).await;
     assert!(
         matches!(stopped, Ok(Ok(status)) if status.success()),
         "up did not stop cleanly: {stopped:?}"

@@ -96,6 +96,9 @@ impl Cluster {
 
     /// Ctrl-C: a clean stop, in which the node agents remove their containers.
     fn interrupt(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -116,8 +119,9 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Interrupted, `up` removes its containers; a test that fails leaves none behind.
     fn drop(&mut self) {
-        self.kill_hard();
+        self.interrupt();
     }
 }
 
