@@ -606,6 +606,20 @@ fn versions_through(port: u16) -> Vec<String> {
     answers_through(port, "version")
 }
 
+/// The versions answering once a rollout to `version` is done. The old pods are on their
+/// way out by then, and leave the service's endpoints a moment later (as on Kubernetes):
+/// they may answer for up to 10 s, but no longer.
+fn versions_after_rollout(port: u16, version: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let versions = versions_through(port);
+        if versions == [version] || Instant::now() > deadline {
+            return versions;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn kubectl_rolls_out_and_back() {
     if !kubectl_present() {
@@ -645,7 +659,7 @@ fn kubectl_rolls_out_and_back() {
     cluster.ok(&["set", "image", "deployment/web", "probe=shipshape/probe:v2"]);
     let status = cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(status.contains("successfully rolled out"), "{status}");
-    assert_eq!(versions_through(port), ["v2"]);
+    assert_eq!(versions_after_rollout(port, "v2"), ["v2"]);
     let history = cluster.ok(&["rollout", "history", "deployment/web"]);
     let revisions: Vec<&str> = history
         .lines()
@@ -660,7 +674,7 @@ fn kubectl_rolls_out_and_back() {
     let undo = cluster.ok(&["rollout", "undo", "deployment/web", "--to-revision=1"]);
     assert!(undo.contains("rolled back"), "{undo}");
     cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
-    assert_eq!(versions_through(port), ["v1"]);
+    assert_eq!(versions_after_rollout(port, "v1"), ["v1"]);
     let history = cluster.ok(&["rollout", "history", "deployment/web"]);
     assert!(
         history.contains('3') && !history.contains("\n1 "),
@@ -676,7 +690,7 @@ fn kubectl_rolls_out_and_back() {
     assert!(!undone && text.contains("paused"), "{text}");
     cluster.ok(&["rollout", "resume", "deployment/web"]);
     cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
-    assert_eq!(versions_through(port), ["v2"]);
+    assert_eq!(versions_after_rollout(port, "v2"), ["v2"]);
 
     // restart: new pods of the same template answer; none of the old ones does.
     let before = answers_through(port, "pod");
