@@ -89,9 +89,7 @@ impl Members {
     /// random suffix, so that a member that restarts does not take for its own a Lease its
     /// previous run held (and that may have lapsed).
     pub fn identity(&self) -> String {
-        let suffix: [u8; 3] = rand::random();
-        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        format!("member-{}_{suffix}", self.id)
+        format!("member-{}_{}", self.id, random_hex::<3>())
     }
 }
 
@@ -180,10 +178,7 @@ impl ControlPlane {
     /// Opens the store, bootstraps it, and starts serving the API.
     pub async fn start(config: ControlPlaneConfig) -> Result<ControlPlane, ControlPlaneError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| ControlPlaneError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        create_dir(dir)?;
         let token = load_or_create_token(&dir.join("token"))?;
         let cluster_id = load_or_create_cluster_id(&dir.join("cluster-id"))?;
         let (stop, stopped) = watch::channel(false);
@@ -191,12 +186,7 @@ impl ControlPlane {
             None => {
                 let store = open_store(StoreConfig::single(dir), Arc::new(NoPeers), dir).await?;
                 wait_for_leader(&store, Duration::from_secs(10)).await?;
-                bootstrap(&store)
-                    .await
-                    .map_err(|source| ControlPlaneError::Store {
-                        path: dir.clone(),
-                        source,
-                    })?;
+                bootstrap(&store).await.map_err(store_error(dir))?;
                 store
             }
             Some(members) => {
@@ -212,19 +202,8 @@ impl ControlPlane {
                 store
             }
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ControlPlaneError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ControlPlaneError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = bind(config.listen).await?;
+        let addr = listener.local_addr().map_err(listen_error(config.listen))?;
         let tls = tls::load_or_create(dir, addr.ip(), &config.tls_names)
             .map_err(ControlPlaneError::Tls)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -239,7 +218,7 @@ impl ControlPlane {
             listener,
             tls.server_config,
             shared,
-            stopped.clone(),
+            stopped,
         ));
         tracing::info!(%addr, data_dir = %dir.display(), "control plane serving");
         Ok(ControlPlane {
@@ -372,10 +351,38 @@ async fn open_store(
 ) -> Result<Store, ControlPlaneError> {
     Store::open(config, transport)
         .await
-        .map_err(|source| ControlPlaneError::Store {
-            path: dir.to_owned(),
-            source,
-        })
+        .map_err(store_error(dir))
+}
+
+/// The error for the store in `dir` failing with `source`.
+fn store_error(dir: &Path) -> impl FnOnce(StoreError) -> ControlPlaneError + '_ {
+    |source| ControlPlaneError::Store {
+        path: dir.to_owned(),
+        source,
+    }
+}
+
+/// The error for using `path` failing with `source`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ControlPlaneError + '_ {
+    |source| ControlPlaneError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The error for listening on `addr` failing with `source`.
+fn listen_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
+    move |source| ControlPlaneError::Listen { addr, source }
+}
+
+/// Creates `dir` and its parents.
+fn create_dir(dir: &Path) -> Result<(), ControlPlaneError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))
+}
+
+/// Listens on `addr`.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlPlaneError> {
+    TcpListener::bind(addr).await.map_err(listen_error(addr))
 }
 
 /// Opens this member's store replica and serves its peer listener.
@@ -401,13 +408,7 @@ async fn start_member(
         server_tls: material.server,
         client_tls: material.client,
     };
-    let listener =
-        TcpListener::bind(peer_addr)
-            .await
-            .map_err(|source| ControlPlaneError::Listen {
-                addr: peer_addr,
-                source,
-            })?;
+    let listener = bind(peer_addr).await?;
     let store_config = StoreConfig {
         id: members.id,
         voters: if members.joining {
@@ -432,10 +433,7 @@ async fn start_member(
 /// Prepares the data directories of the members `ids` under `root` (`members/1`, ...):
 /// each gets the cluster's CA, token and id, made once in `root`. Returns the directories.
 pub fn prepare_members(root: &Path, ids: &[u64]) -> Result<Vec<PathBuf>, ControlPlaneError> {
-    std::fs::create_dir_all(root).map_err(|source| ControlPlaneError::Io {
-        path: root.to_owned(),
-        source,
-    })?;
+    create_dir(root)?;
     load_or_create_token(&root.join("token"))?;
     load_or_create_cluster_id(&root.join("cluster-id"))?;
     tls::load_or_create(root, [127, 0, 0, 1].into(), &[]).map_err(ControlPlaneError::Tls)?;
@@ -446,16 +444,10 @@ pub fn prepare_members(root: &Path, ids: &[u64]) -> Result<Vec<PathBuf>, Control
 /// [`prepare_members`] made.
 pub fn prepare_member(root: &Path, id: u64) -> Result<PathBuf, ControlPlaneError> {
     let dir = root.join("members").join(id.to_string());
-    std::fs::create_dir_all(&dir).map_err(|source| ControlPlaneError::Io {
-        path: dir.clone(),
-        source,
-    })?;
+    create_dir(&dir)?;
     for file in ["token", "cluster-id", "ca.crt", "ca.key"] {
         let (from, to) = (root.join(file), dir.join(file));
-        let contents = std::fs::read_to_string(&from).map_err(|source| ControlPlaneError::Io {
-            path: from.clone(),
-            source,
-        })?;
+        let contents = std::fs::read_to_string(&from).map_err(io_error(&from))?;
         if std::fs::read_to_string(&to).ok().as_deref() != Some(contents.as_str()) {
             write_private(&to, &contents)?;
         }
@@ -500,8 +492,7 @@ async fn bootstrap(store: &Store) -> Result<(), StoreError> {
         if store.get(&key)?.is_some() {
             continue;
         }
-        let b: [u8; 16] = rand::random();
-        let uid: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let uid = random_hex::<16>();
         let obj = json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {
@@ -528,39 +519,45 @@ async fn bootstrap(store: &Store) -> Result<(), StoreError> {
 /// A short random id, kept in the data directory so a restarted cluster keeps it (and the
 /// next `up` finds containers a killed run left behind).
 fn load_or_create_cluster_id(path: &Path) -> Result<String, ControlPlaneError> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        let id = existing.trim();
-        if !id.is_empty() && id.len() <= 16 && id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Ok(id.to_owned());
-        }
-    }
-    let bytes: [u8; 4] = rand::random();
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, &id)?;
-    Ok(id)
+    load_or_create(path, |id| !id.is_empty() && id.len() <= 16, random_hex::<4>)
 }
 
 fn load_or_create_token(path: &Path) -> Result<String, ControlPlaneError> {
+    load_or_create(path, |token| token.len() >= 32, random_hex::<32>)
+}
+
+/// The alphanumeric value kept in `path` if it is `long_enough`, else a `new` one, written
+/// there.
+fn load_or_create(
+    path: &Path,
+    long_enough: impl Fn(&str) -> bool,
+    new: impl Fn() -> String,
+) -> Result<String, ControlPlaneError> {
     if let Ok(existing) = std::fs::read_to_string(path) {
-        let t = existing.trim();
-        if t.len() >= 32 && t.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Ok(t.to_owned());
+        let existing = existing.trim();
+        if long_enough(existing) && existing.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(existing.to_owned());
         }
     }
-    let bytes: [u8; 32] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, &token)?;
-    Ok(token)
+    let value = new();
+    write_private(path, &value)?;
+    Ok(value)
+}
+
+/// `N` random bytes, in hex.
+fn random_hex<const N: usize>() -> String
+where
+    rand::distributions::Standard: rand::distributions::Distribution<[u8; N]>,
+{
+    let bytes: [u8; N] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes a file only its owner can read (mode 0600), replacing any old one atomically.
 pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), ControlPlaneError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| ControlPlaneError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| io_error(path)(source);
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

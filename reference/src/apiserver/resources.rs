@@ -49,16 +49,13 @@ pub(super) async fn dispatch(
 ) -> Result<http::Response<Body>, ApiError> {
     let query = parse_query(&parts);
     let r = target.resource;
-    if r.namespaced && target.name.is_some() && target.namespace.is_none() {
-        return Err(ApiError::NoRoute);
-    }
-    if let Some(sub) = target.subresource.as_deref()
-        && !r.has_subresource(sub)
+    let ns = target.namespace.as_deref();
+    let sub = target.subresource.as_deref();
+    if (r.namespaced && target.name.is_some() && ns.is_none())
+        || sub.is_some_and(|sub| !r.has_subresource(sub))
     {
         return Err(ApiError::NoRoute);
     }
-    let ns = target.namespace.as_deref();
-    let sub = target.subresource.as_deref();
     // Whatever this member serves next — a read, or the current object a change is based
     // on — includes every write acknowledged before the request arrived, by any member.
     shared
@@ -88,8 +85,7 @@ pub(super) async fn dispatch(
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &object_form.object(r, v)));
     match (&parts.method, target.name.as_deref(), sub) {
         (&Method::GET, None, None) => {
-            let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-            if watching {
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 watch::serve(shared, r, ns, &query, form)
             } else if form == Form::Table {
                 let mut items = Vec::new();
@@ -107,8 +103,7 @@ pub(super) async fn dispatch(
             &table_form.object(r, get(shared, r, ns, name)?.0),
         )),
         (&Method::POST, None, None) => {
-            let obj = decode_body(&parts, &body)?;
-            let created = create(shared, r, ns, obj, &query).await?;
+            let created = create(shared, r, ns, decode_body(&parts, &body)?, &query).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &object_form.object(r, created),
@@ -119,21 +114,12 @@ pub(super) async fn dispatch(
         (&Method::GET, Some(name), Some("log")) => {
             agents::pod_log(shared, r, ns, name, &query).await
         }
-        (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-            let obj = decode_body(&parts, &body)?;
-            ok(update(shared, r, ns, name, sub, &query, Change::Replace(obj)).await?)
+        (&Method::PUT | &Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let change = Change::of(&parts, &body)?;
+            ok(update(shared, r, ns, name, sub, &query, change).await?)
         }
-        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            let kind = patch_kind(&parts)?;
-            ok(update(shared, r, ns, name, sub, &query, Change::Patch(kind, &body)).await?)
-        }
-        (&Method::PUT, Some(name), Some("scale")) => {
-            let obj = decode_body(&parts, &body)?;
-            ok(rescale(shared, r, ns, name, &query, Change::Replace(obj)).await?)
-        }
-        (&Method::PATCH, Some(name), Some("scale")) => {
-            let kind = patch_kind(&parts)?;
-            ok(rescale(shared, r, ns, name, &query, Change::Patch(kind, &body)).await?)
+        (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
+            ok(rescale(shared, r, ns, name, &query, Change::of(&parts, &body)?).await?)
         }
         (&Method::DELETE, None, None) => {
             let options = delete_options(&parts, &body, &query)?;
@@ -145,8 +131,7 @@ pub(super) async fn dispatch(
             ok(delete(shared, r, ns, name, &options).await?)
         }
         (&Method::POST, Some(name), Some("binding")) => {
-            let binding = decode_body(&parts, &body)?;
-            bind(shared, r, ns, name, &binding).await?;
+            bind(shared, r, ns, name, &decode_body(&parts, &body)?).await?;
             Ok(json_response(StatusCode::CREATED, &success()))
         }
         (&Method::POST, Some(name), Some("eviction")) => {
@@ -180,12 +165,9 @@ pub(super) fn decode_body(parts: &Parts, body: &Bytes) -> Result<Value, ApiError
             )));
         }
     };
-    if !value.is_object() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    Ok(value)
+    Some(value)
+        .filter(Value::is_object)
+        .ok_or_else(|| ApiError::BadRequest("the body must be a JSON object".into()))
 }
 
 fn content_type(parts: &Parts) -> Option<&str> {
@@ -220,11 +202,13 @@ fn dry_run(query: &Query) -> bool {
 pub(super) fn from_record(record: &Record) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(&record.value)
         .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
-    metadata_mut(&mut obj).insert(
-        "resourceVersion".into(),
-        Value::String(record.mod_revision.to_string()),
-    );
+    set_resource_version(&mut obj, record.mod_revision);
     Ok(obj)
+}
+
+/// Sets the resourceVersion clients see: the store revision the object was written at.
+fn set_resource_version(obj: &mut Value, revision: impl ToString) {
+    metadata_mut(obj).insert("resourceVersion".into(), json!(revision.to_string()));
 }
 
 /// Whether a stored object's labels match, read without reading the rest of it. An object
@@ -324,14 +308,11 @@ fn list(
         e => from_store(e, r, ""),
     })?;
     if let Some(wanted) = window.not_older_than.filter(|w| *w > revision) {
-        return Err(from_store(
-            StoreError::FutureRevision {
-                requested: wanted,
-                current: revision,
-            },
-            r,
-            "",
-        ));
+        let ahead = StoreError::FutureRevision {
+            requested: wanted,
+            current: revision,
+        };
+        return Err(from_store(ahead, r, ""));
     }
     let mut kept = 0;
     for (index, (_, record)) in records.iter().enumerate() {
@@ -439,22 +420,19 @@ fn check_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<()
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty());
     match (r.namespaced, ns, given) {
-        (true, Some(url), Some(body)) if url != body => Err(ApiError::BadRequest(
+        (true, Some(url), Some(body)) if url != body => return Err(ApiError::BadRequest(
             "the namespace of the provided object does not match the namespace sent on the request"
                 .into(),
         )),
-        (true, Some(url), _) => {
-            meta.insert("namespace".into(), json!(url));
-            Ok(())
+        (true, Some(url), _) => meta.insert("namespace".into(), json!(url)),
+        (true, None, _) => {
+            return Err(ApiError::BadRequest(
+                "a namespaced object must be created in a namespace".into(),
+            ));
         }
-        (true, None, _) => Err(ApiError::BadRequest(
-            "a namespaced object must be created in a namespace".into(),
-        )),
-        (false, _, _) => {
-            meta.remove("namespace");
-            Ok(())
-        }
-    }
+        (false, _, _) => meta.remove("namespace"),
+    };
+    Ok(())
 }
 
 fn random_suffix(len: usize) -> String {
@@ -513,16 +491,14 @@ async fn create(
     metadata_mut(&mut obj).insert("uid".into(), json!(new_uid()));
     let mut obj = admit(r, obj, query)?;
     let name = meta::name(&obj).unwrap_or_default().to_owned();
-    {
-        let meta = metadata_mut(&mut obj);
-        meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
-        meta.remove("resourceVersion");
-        meta.remove("deletionTimestamp");
-        meta.remove("deletionGracePeriodSeconds");
-        meta.remove("managedFields");
-        if r.has_spec {
-            meta.insert("generation".into(), json!(1));
-        }
+    let meta = metadata_mut(&mut obj);
+    meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("managedFields");
+    if r.has_spec {
+        meta.insert("generation".into(), json!(1));
     }
     prepare_status_on_create(r, &mut obj);
     let claims = allocate(shared, r, &r.key(ns, &name), &name, &mut obj, None)?;
@@ -548,10 +524,7 @@ async fn write(
         .write(ops)
         .await
         .map_err(|e| from_allocating_store(e, r, name))?;
-    metadata_mut(&mut obj).insert(
-        "resourceVersion".into(),
-        json!(written.revision.to_string()),
-    );
+    set_resource_version(&mut obj, written.revision);
     Ok(obj)
 }
 
@@ -614,7 +587,16 @@ pub(super) enum Change<'a> {
     Patch(PatchKind, &'a Bytes),
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
+    /// The change a PUT (the whole object) or a PATCH (its patch) describes.
+    fn of(parts: &Parts, body: &'a Bytes) -> Result<Self, ApiError> {
+        Ok(if parts.method == Method::PATCH {
+            Change::Patch(patch_kind(parts)?, body)
+        } else {
+            Change::Replace(decode_body(parts, body)?)
+        })
+    }
+
     /// The object the client proposes: the one it sent, or `base` with its patch applied.
     fn proposed(&self, base: &Value) -> Result<Value, ApiError> {
         match self {
@@ -684,10 +666,8 @@ async fn update(
                 Change::Patch(..) => meta::meta_str(&proposed, "resourceVersion")
                     .filter(|rv| *rv != revision.to_string()),
             };
-            retry.store(
-                matches!(change, Change::Patch(..)) && named.is_none(),
-                Ordering::Relaxed,
-            );
+            let retriable = matches!(change, Change::Patch(..)) && named.is_none();
+            retry.store(retriable, Ordering::Relaxed);
             let expected = named.map(parse_rv).transpose()?.unwrap_or(revision);
             let next = merge_update(r, ns, name, sub, &current, proposed, query)?;
             write_update(shared, r, ns, name, &current, next, expected, query).await
@@ -696,7 +676,7 @@ async fn update(
     .await
 }
 
-fn parse_rv(rv: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_rv(rv: &str) -> Result<u64, ApiError> {
     rv.parse()
         .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
 }
@@ -744,24 +724,22 @@ fn merge_update(
         }
         next
     };
-    {
-        // Server-owned metadata stays as it was.
-        let cur_meta = current.get("metadata").cloned().unwrap_or_default();
-        let meta = metadata_mut(&mut next);
-        for key in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match cur_meta.get(key) {
-                Some(v) => meta.insert(key.into(), v.clone()),
-                None => meta.remove(key),
-            };
-        }
-        meta.remove("managedFields");
+    // Server-owned metadata stays as it was.
+    let cur_meta = current.get("metadata").cloned().unwrap_or_default();
+    let meta = metadata_mut(&mut next);
+    for key in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match cur_meta.get(key) {
+            Some(v) => meta.insert(key.into(), v.clone()),
+            None => meta.remove(key),
+        };
     }
+    meta.remove("managedFields");
     let mut next = admit(r, next, query)?;
     validate::validate_update(r, current, &next).map_err(|e| ApiError::Invalid(e, r))?;
     if r.has_spec && next.get("spec") != current.get("spec") {
@@ -791,24 +769,26 @@ async fn write_update(
     let mut current_plain = current.clone();
     metadata_mut(&mut current_plain).remove("resourceVersion");
     if current_rv.as_deref() != Some(expected.to_string().as_str()) {
-        return Err(from_store(
-            StoreError::Conflict {
-                key: String::new(),
-                expected,
-                actual: 0,
-            },
-            r,
-            name,
-        ));
+        let stale = StoreError::Conflict {
+            key: String::new(),
+            expected,
+            actual: 0,
+        };
+        return Err(from_store(stale, r, name));
     }
     if next == current_plain || dry_run(query) {
         if let Some(rv) = current_rv {
-            metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+            set_resource_version(&mut next, rv);
         }
         return Ok(next);
     }
-    let precondition = Precondition::Revision(expected);
-    let mut ops = vec![put_object(r, ns, name, &next, precondition)];
+    let mut ops = vec![put_object(
+        r,
+        ns,
+        name,
+        &next,
+        Precondition::Revision(expected),
+    )];
     ops.extend(claims);
     write(shared, r, name, ops, next).await
 }
@@ -960,11 +940,8 @@ fn orphan_dependents(
             if refs.is_empty() {
                 metadata_mut(&mut dependent).remove("ownerReferences");
             }
-            ops.push(Op::put(
-                key,
-                to_stored(&dependent),
-                Precondition::Revision(record.mod_revision),
-            ));
+            let as_read = Precondition::Revision(record.mod_revision);
+            ops.push(Op::put(key, to_stored(&dependent), as_read));
         }
     }
     Ok(ops)
@@ -1115,10 +1092,7 @@ async fn bind(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("a binding needs target.name (the node)".into()))?;
     // A status write slipped in between: the pod is still unbound, try again.
-    let modified = |e: &ApiError| match e {
-        ApiError::Conflict { message, .. } => message.contains("has been modified"),
-        _ => false,
-    };
+    let modified = |e: &ApiError| matches!(e, ApiError::Conflict { message, .. } if message.contains("has been modified"));
     retried(modified, || async move {
         let (mut pod, revision) = get(shared, r, ns, name)?;
         if let Some(existing) = meta::path(&pod, "spec.nodeName").and_then(Value::as_str)

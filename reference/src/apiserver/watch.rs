@@ -32,12 +32,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::form::{self, Form};
-use super::resources::{Query, from_record, selectors};
+use super::resources::{Query, from_record, parse_rv, selectors};
 use super::status::{ApiError, from_store};
 use super::{Body, Shared};
 use crate::api::Resource;
 use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::store::{Event, EventKind, Store};
+use crate::store::{Event, EventKind};
 
 /// How often a bookmark is sent to clients that allow them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
@@ -110,10 +110,10 @@ impl RecentDecoded {
             self.order.push_back(revision);
         }
         slots.push((key.to_owned(), slot.clone()));
-        while self.order.len() > DECODED_REVISIONS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.by_revision.remove(&oldest);
-            }
+        while self.order.len() > DECODED_REVISIONS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_revision.remove(&oldest);
         }
         slot
     }
@@ -160,27 +160,22 @@ pub(super) fn serve(
     };
     let rv = match query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
-        Some(rv) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
-        ),
+        Some(rv) => Some(parse_rv(rv)?),
     };
     let prefix = r.prefix(ns);
     let store = shared.store.clone();
-    let decoded = shared.decoded_events.clone();
+    let decoded_events = shared.decoded_events.clone();
 
     // Where to start, and which objects to announce first.
     let (start, initial) = match (rv, initial_events) {
         (Some(rv), false) => (rv, Vec::new()),
         _ => {
             let (records, revision) = store.list(&prefix).map_err(|e| from_store(e, r, ""))?;
-            let mut objs = Vec::new();
-            for (_, rec) in &records {
-                let obj = from_record(rec)?;
-                if filter.matches(&obj) {
-                    objs.push(obj);
-                }
-            }
+            let objs = records
+                .iter()
+                .map(|(_, rec)| from_record(rec))
+                .filter(|obj| obj.as_ref().map_or(true, |obj| filter.matches(obj)))
+                .collect::<Result<_, _>>()?;
             (revision, objs)
         }
     };
@@ -196,14 +191,34 @@ pub(super) fn serve(
                 bm["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
                 send(&tx, "BOOKMARK", bm).await?;
             }
-            let from = Follow {
-                store: &store,
-                decoded: &decoded,
-                prefix: &prefix,
-                start,
-                bookmarks,
+            // Then every change after `start`. A store that cannot follow from there ends the
+            // watch with one ERROR event.
+            let error = |e| send(&tx, "ERROR", from_store(e, r, "").status());
+            let mut watch = match store.watch(&prefix, start) {
+                Ok(w) => w,
+                Err(e) => return error(e).await,
             };
-            follow(from, &out, &filter, &tx).await
+            let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick(), if bookmarks => {
+                        send(&tx, "BOOKMARK", bookmark(r, watch.revision())).await?;
+                    }
+                    next = watch.next() => match next {
+                        None => return Ok(()),
+                        Some(Err(e)) => return error(e).await,
+                        Some(Ok(event)) => {
+                            let slot = decoded_events.get(&event);
+                            if let Some(decoded) = slot.get().and_then(Option::as_ref)
+                                && let Some(kind) = translate(event.kind, decoded, &filter)
+                            {
+                                out.send(&tx, kind, decoded).await?;
+                            }
+                        }
+                    },
+                }
+            }
         };
         tokio::select! {
             _ = stream => {}
@@ -269,58 +284,6 @@ impl Output {
 
     fn object(&self, obj: Value) -> Value {
         self.form.object(self.r, obj)
-    }
-}
-
-/// Where a watch reads its changes from, and from when.
-struct Follow<'a> {
-    store: &'a Store,
-    decoded: &'a DecodedEvents,
-    prefix: &'a str,
-    start: u64,
-    bookmarks: bool,
-}
-
-async fn follow(
-    from: Follow<'_>,
-    out: &Output,
-    filter: &Filter,
-    tx: &mpsc::Sender<Bytes>,
-) -> Result<(), ()> {
-    let r = out.r;
-    let bookmarks = from.bookmarks;
-    let mut watch = match from.store.watch(from.prefix, from.start) {
-        Ok(w) => w,
-        Err(e) => {
-            let status = from_store(e, r, "").status();
-            return send(tx, "ERROR", status).await;
-        }
-    };
-    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick(), if bookmarks => {
-                send(tx, "BOOKMARK", bookmark(r, watch.revision())).await?;
-            }
-            next = watch.next() => {
-                match next {
-                    None => return Ok(()),
-                    Some(Err(e)) => {
-                        let status = from_store(e, r, "").status();
-                        return send(tx, "ERROR", status).await;
-                    }
-                    Some(Ok(event)) => {
-                        let slot = from.decoded.get(&event);
-                        if let Some(decoded) = slot.get().and_then(Option::as_ref)
-                            && let Some(kind) = translate(event.kind, decoded, filter)
-                        {
-                            out.send(tx, kind, decoded).await?;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

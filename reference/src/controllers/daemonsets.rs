@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
@@ -47,7 +47,7 @@ use tokio::sync::watch;
 
 use super::{
     ControllerError, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, identity, terminating, write_status,
+    describe, identity, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::scheduler::filter;
 use crate::scheduler::info::{NodeInfo, PodInfo};
@@ -189,27 +189,10 @@ fn node_of(pod: &Pod) -> Option<String> {
         .and_then(|r| r.values.as_ref()?.first().cloned())
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// How many pods may be unavailable during an update: `maxUnavailable` of the nodes that
 /// should run the daemon (a percentage rounds up), at least one.
-fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
-    let amount = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
+fn max_unavailable(strategy: Option<&DaemonSetUpdateStrategy>, desired: usize) -> usize {
+    let amount = strategy
         .and_then(|s| s.rolling_update.as_ref())
         .and_then(|r| r.max_unavailable.clone());
     let n = match amount {
@@ -226,16 +209,12 @@ fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
 /// The pure rule: given a DaemonSet, the nodes and the pods it controls, what to do now.
 pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
     let hash = template_hash(ds);
-    let on_delete = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|s| s.type_.as_deref())
-        == Some("OnDelete");
+    let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    let on_delete = strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete");
     let mut plan = Plan::default();
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods.iter().copied().filter(|p| !terminating(&p.metadata)) {
-        if phase(pod) == "Failed" {
+        if pod_phase(pod) == "Failed" {
             plan.delete.extend(pod.metadata.name.clone());
             continue;
         }
@@ -272,7 +251,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
         plan.delete
             .extend(here.iter().skip(1).filter_map(|p| p.metadata.name.clone()));
         let kept = here[0];
-        if ready(kept) {
+        if pod_ready(kept) {
             ready_count += 1;
         } else {
             unavailable += 1;
@@ -284,23 +263,17 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
         }
     }
     // Pods for nodes that are gone.
-    for pods in by_node.values() {
-        plan.delete
-            .extend(pods.iter().filter_map(|p| p.metadata.name.clone()));
-    }
+    let gone = by_node.values().flatten();
+    plan.delete
+        .extend(gone.filter_map(|p| p.metadata.name.clone()));
     if !on_delete && !crate::failpoints::on!("daemonsets::never-update") {
         // Old pods that are not ready go first: replacing them costs no availability.
-        old.sort_by_key(|p| ready(p));
-        let budget = max_unavailable(ds, desired).saturating_sub(unavailable);
-        let mut spent = 0;
-        for pod in old {
-            if !ready(pod) {
-                plan.delete.extend(pod.metadata.name.clone());
-            } else if spent < budget {
-                spent += 1;
-                plan.delete.extend(pod.metadata.name.clone());
-            }
-        }
+        old.sort_by_key(|p| pod_ready(p));
+        let budget = max_unavailable(strategy, desired).saturating_sub(unavailable);
+        let not_ready = old.iter().filter(|p| !pod_ready(p)).count();
+        let replaced = old.iter().take(not_ready.saturating_add(budget));
+        plan.delete
+            .extend(replaced.filter_map(|p| p.metadata.name.clone()));
     }
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     plan.status = DaemonSetStatus {

@@ -36,7 +36,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -128,45 +128,17 @@ impl Gc {
         let Some(resource) = served(reference) else {
             return Ok(Owner::Unknown);
         };
-        let namespace = if resource.namespaced {
-            match namespace {
-                Some(ns) => Some(ns),
-                None => return Ok(Owner::Unknown),
-            }
-        } else {
-            None
+        let namespace = match (resource.namespaced, namespace) {
+            (true, None) => return Ok(Owner::Unknown),
+            (namespaced, ns) => ns.filter(|_| namespaced),
         };
-        fn key<K: Resource<DynamicType = ()>>(
-            name: &str,
-            ns: Option<&str>,
-        ) -> ObjectRef<PartialObjectMeta<K>> {
-            let r = ObjectRef::new(name);
-            match ns {
-                Some(ns) => r.within(ns),
-                None => r,
-            }
-        }
+        let name = reference.name.as_str();
         let cached = match reference.kind.as_str() {
-            "Deployment" => self
-                .deployments
-                .get(&key(&reference.name, namespace))
-                .and_then(|o| o.metadata.uid.clone()),
-            "ReplicaSet" => self
-                .replicasets
-                .get(&key(&reference.name, namespace))
-                .and_then(|o| o.metadata.uid.clone()),
-            "Job" => self
-                .jobs
-                .get(&key(&reference.name, namespace))
-                .and_then(|o| o.metadata.uid.clone()),
-            "CronJob" => self
-                .cron_jobs
-                .get(&key(&reference.name, namespace))
-                .and_then(|o| o.metadata.uid.clone()),
-            "DaemonSet" => self
-                .daemonsets
-                .get(&key(&reference.name, namespace))
-                .and_then(|o| o.metadata.uid.clone()),
+            "Deployment" => cached_uid(&self.deployments, name, namespace),
+            "ReplicaSet" => cached_uid(&self.replicasets, name, namespace),
+            "Job" => cached_uid(&self.jobs, name, namespace),
+            "CronJob" => cached_uid(&self.cron_jobs, name, namespace),
+            "DaemonSet" => cached_uid(&self.daemonsets, name, namespace),
             _ => None,
         };
         if owner_from(reference, cached.as_deref()) == Owner::Present {
@@ -198,6 +170,20 @@ impl Gc {
     }
 }
 
+/// The uid of the object named `name` in `ns` that `store` holds, if it holds one.
+fn cached_uid<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<PartialObjectMeta<K>>,
+    name: &str,
+    ns: Option<&str>,
+) -> Option<String> {
+    let key = ObjectRef::new(name);
+    let key = match ns {
+        Some(ns) => key.within(ns),
+        None => key,
+    };
+    store.get(&key)?.metadata.uid.clone()
+}
+
 /// Runs the garbage collector until shutdown.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (deployments, deployments_writer) = reflector::store();
@@ -216,68 +202,51 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     });
     tokio::join!(
         watch_owners(
-            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            &client,
             deployments_writer,
             &owner_deleted,
-            shutdown.clone(),
+            shutdown.clone()
         ),
         watch_owners(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            &client,
             replicasets_writer,
             &owner_deleted,
-            shutdown.clone(),
+            shutdown.clone()
         ),
-        watch_owners(
-            Api::<PartialObjectMeta<Job>>::all(client.clone()),
-            jobs_writer,
-            &owner_deleted,
-            shutdown.clone(),
-        ),
-        watch_owners(
-            Api::<PartialObjectMeta<CronJob>>::all(client.clone()),
-            cron_jobs_writer,
-            &owner_deleted,
-            shutdown.clone(),
-        ),
-        watch_owners(
-            Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()),
-            daemonsets_writer,
-            &owner_deleted,
-            shutdown.clone(),
-        ),
+        watch_owners(&client, jobs_writer, &owner_deleted, shutdown.clone()),
+        watch_owners(&client, cron_jobs_writer, &owner_deleted, shutdown.clone()),
+        watch_owners(&client, daemonsets_writer, &owner_deleted, shutdown.clone()),
         collect::<Pod>(
             "garbage-collector/pods",
-            &client,
             gc.clone(),
-            sweeps(owner_deleted.subscribe()),
-            shutdown.clone(),
+            &owner_deleted,
+            shutdown.clone()
         ),
         collect::<Job>(
             "garbage-collector/jobs",
-            &client,
             gc.clone(),
-            sweeps(owner_deleted.subscribe()),
-            shutdown.clone(),
+            &owner_deleted,
+            shutdown.clone()
         ),
         collect::<ReplicaSet>(
             "garbage-collector/replicasets",
-            &client,
             gc,
-            sweeps(owner_deleted.subscribe()),
-            shutdown,
+            &owner_deleted,
+            shutdown
         ),
     );
 }
 
 /// Keeps the cache of one owner kind, and signals `owner_deleted` when one goes.
 async fn watch_owners<K>(
-    api: Api<K>,
-    writer: Writer<K>,
+    client: &Client,
+    writer: Writer<PartialObjectMeta<K>>,
     owner_deleted: &watch::Sender<u64>,
     shutdown: watch::Receiver<bool>,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
     reflector::reflector(
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
@@ -311,9 +280,8 @@ fn sweeps(owner_deleted: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send 
 /// Collects dependents of kind `K`: checks each when it changes and on every sweep.
 async fn collect<K>(
     name: &'static str,
-    client: &Client,
     gc: Arc<Gc>,
-    sweeps: impl Stream<Item = ()> + Send + 'static,
+    owner_deleted: &watch::Sender<u64>,
     shutdown: watch::Receiver<bool>,
 ) where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -325,10 +293,10 @@ async fn collect<K>(
         + 'static,
 {
     let controller = Controller::new(
-        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        Api::<PartialObjectMeta<K>>::all(gc.client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_all_on(sweeps);
+    .reconcile_all_on(sweeps(owner_deleted.subscribe()));
     super::drive(name, controller, gc, check::<K>, shutdown).await;
 }
 
@@ -346,10 +314,10 @@ where
         return Ok(Action::await_change());
     }
     let namespace = meta.namespace.as_deref();
-    let mut owners = Vec::with_capacity(references.len());
-    for reference in references {
-        owners.push(gc.owner(namespace, reference).await?);
-    }
+    let owners: Vec<Owner> = stream::iter(references)
+        .then(|reference| gc.owner(namespace, reference))
+        .try_collect()
+        .await?;
     if verdict(&owners) == Verdict::Keep
         || crate::failpoints::on!("garbage-collector::keep-orphans")
     {

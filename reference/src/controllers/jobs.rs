@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use super::{
     ControllerError, Recorder, controller_ref, controller_uid, delete_if_present, identity,
-    terminating, write_status,
+    pod_phase, pod_ready, terminating, write_status,
 };
 use crate::api::defaults::JOB_UID_LABEL;
 
@@ -80,11 +80,23 @@ pub(super) struct Plan {
     pub delete_job: bool,
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
+impl Finish {
+    /// The condition it sets, with the reason and message of that condition and its Event.
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Finish::Complete => ("Complete", "Completed", "Job completed"),
+            Finish::BackoffLimitExceeded => (
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+            Finish::DeadlineExceeded => (
+                "Failed",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ),
+        }
+    }
 }
 
 fn is_true(conditions: Option<&Vec<JobCondition>>, kind: &str) -> Option<jiff::Timestamp> {
@@ -100,10 +112,8 @@ fn is_true(conditions: Option<&Vec<JobCondition>>, kind: &str) -> Option<jiff::T
 
 /// When a failed pod ended: its containers' latest finish, else when it was created.
 fn ended(pod: &Pod) -> Option<jiff::Timestamp> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref();
+    let statuses = pod.status.as_ref()?.container_statuses.iter().flatten();
     let finished = statuses
-        .into_iter()
-        .flatten()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
         .map(|t| t.0)
         .max();
@@ -129,7 +139,7 @@ fn seconds(d: i64) -> Duration {
 pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan {
     let spec = job.spec.clone().unwrap_or_default();
     let mut status = job.status.clone().unwrap_or_default();
-    let conditions = status.conditions.take().unwrap_or_default();
+    let mut conditions = status.conditions.take().unwrap_or_default();
     let mut plan = Plan::default();
 
     let live: Vec<&Pod> = pods
@@ -140,9 +150,9 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     let active: Vec<&Pod> = live
         .iter()
         .copied()
-        .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+        .filter(|p| !matches!(pod_phase(p), "Succeeded" | "Failed"))
         .collect();
-    let count = |wanted: &str| live.iter().filter(|p| phase(p) == wanted).count();
+    let count = |wanted: &str| live.iter().filter(|p| pod_phase(p) == wanted).count();
     let succeeded = status.succeeded.unwrap_or(0).max(count("Succeeded") as i32);
     let failed = status.failed.unwrap_or(0).max(count("Failed") as i32);
     let on_failure = spec
@@ -161,15 +171,7 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         })
         .map(|c| c.restart_count)
         .sum();
-    let ready = active
-        .iter()
-        .filter(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.conditions.iter().flatten())
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-        .count() as i32;
+    let ready = active.iter().filter(|p| pod_ready(p)).count() as i32;
 
     let finished = is_true(Some(&conditions), "Complete").or(is_true(Some(&conditions), "Failed"));
     let suspended = spec.suspend == Some(true);
@@ -182,7 +184,6 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         .zip(started)
         .map(|(limit, start)| start.as_second() + limit);
 
-    let mut conditions = conditions;
     let finish = if finished.is_some() {
         None
     } else if failed + restarts > spec.backoff_limit.unwrap_or(6)
@@ -199,19 +200,7 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         done.then_some(Finish::Complete)
     };
     if let Some(finish) = finish {
-        let (kind, reason, message) = match finish {
-            Finish::Complete => ("Complete", "Completed", "Job completed"),
-            Finish::BackoffLimitExceeded => (
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-            ),
-            Finish::DeadlineExceeded => (
-                "Failed",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-            ),
-        };
+        let (kind, reason, message) = finish.describe();
         conditions.push(condition(kind, reason, message, now));
         if finish == Finish::Complete {
             status.completion_time = Some(Time(now));
@@ -241,7 +230,7 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         let mut extra = active.clone();
         extra.sort_by_key(|p| {
             (
-                phase(p) == "Running",
+                pod_phase(p) == "Running",
                 std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
             )
         });
@@ -253,7 +242,7 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     } else if have < wanted {
         let last_failure = live
             .iter()
-            .filter(|p| phase(p) == "Failed")
+            .filter(|p| pod_phase(p) == "Failed")
             .filter_map(|p| ended(p))
             .max();
         let wait = match last_failure {
@@ -342,8 +331,8 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         .collect();
     let plan = reconcile(&job, &pods, jiff::Timestamp::now());
 
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     if plan.delete_job {
-        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
         delete_if_present(&jobs, &name, &DeleteParams::background(), || {
             format!("delete finished Job {namespace}/{name}")
         })
@@ -389,23 +378,14 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
             ctx.normal(job.as_ref(), "SuccessfulDelete", message).await;
         }
     }
-    match plan.finish {
-        Some(Finish::Complete) => {
-            ctx.normal(job.as_ref(), "Completed", "Job completed".into())
-                .await;
+    if let Some(finish) = plan.finish {
+        let (_, reason, message) = finish.describe();
+        if finish == Finish::Complete {
+            ctx.normal(job.as_ref(), reason, message.into()).await;
+        } else {
+            ctx.warning(job.as_ref(), reason, message.into()).await;
         }
-        Some(Finish::BackoffLimitExceeded) => {
-            let message = "Job has reached the specified backoff limit".into();
-            ctx.warning(job.as_ref(), "BackoffLimitExceeded", message)
-                .await;
-        }
-        Some(Finish::DeadlineExceeded) => {
-            let message = "Job was active longer than specified deadline".into();
-            ctx.warning(job.as_ref(), "DeadlineExceeded", message).await;
-        }
-        None => {}
     }
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     write_status(jobs, &name, job.status.as_ref(), &plan.status, || {
         format!("write the status of Job {namespace}/{name}")
     })

@@ -94,7 +94,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
 };
@@ -438,6 +438,22 @@ fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRefer
 /// `Kind namespace/name`, for messages.
 fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{} {}", K::kind(&()), key_of(obj))
+}
+
+/// A pod's phase; `Pending` until it reports one.
+fn pod_phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Whether a pod's `Ready` condition is true.
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Whether an object is being deleted.

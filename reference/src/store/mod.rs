@@ -478,9 +478,8 @@ impl Store {
     /// [`Store::remove_member`] on this replica; [`StoreError::NotLeader`] if it does not
     /// lead.
     pub async fn remove_member_here(&self, id: u64) -> Result<(), StoreError> {
-        self.propose_here(Change::RemoveMember(id))
-            .await
-            .map(|_| ())
+        self.propose_here(Change::RemoveMember(id)).await?;
+        Ok(())
     }
 
     /// Makes member `id`, whose peer listener is at `address`, a voter, through a Raft
@@ -510,9 +509,8 @@ impl Store {
         id: u64,
         address: peers::PeerAddress,
     ) -> Result<(), StoreError> {
-        self.propose_here(Change::AddMember(id, address))
-            .await
-            .map(|_| ())
+        self.propose_here(Change::AddMember(id, address)).await?;
+        Ok(())
     }
 
     /// Waits until this replica has applied every write acknowledged (by any replica)
@@ -647,11 +645,9 @@ impl Store {
 
     /// The replica this one believes leads, if it knows one.
     pub fn leader(&self) -> Option<u64> {
-        if self.is_leader() {
-            Some(self.id)
-        } else {
-            self.driver.leader_id()
-        }
+        self.is_leader()
+            .then_some(self.id)
+            .or_else(|| self.driver.leader_id())
     }
 
     /// Stops the driver task and flushes the database.

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
@@ -94,11 +94,7 @@ pub(super) enum MemberRecord {
 impl MemberRecord {
     fn encode(&self) -> Vec<u8> {
         match self {
-            MemberRecord::Added(address) => {
-                let mut out = vec![0];
-                out.extend_from_slice(address.as_bytes());
-                out
-            }
+            MemberRecord::Added(address) => [&[0], address.as_bytes()].concat(),
             MemberRecord::Removed => vec![1],
         }
     }
@@ -117,9 +113,7 @@ impl MemberRecord {
 }
 
 fn member_key(id: u64) -> Vec<u8> {
-    let mut k = vec![b'p'];
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+    [b"p".as_slice(), &id.to_be_bytes()].concat()
 }
 
 /// A stored value and the revisions that created and last modified it.
@@ -189,48 +183,36 @@ impl Event {
         });
         push_bytes(&mut out, self.key.as_bytes());
         push_bytes(&mut out, &self.record.encode());
-        match &self.previous {
-            Some(p) => {
-                out.push(1);
-                push_bytes(&mut out, &p.encode());
-            }
-            None => out.push(0),
+        out.push(u8::from(self.previous.is_some()));
+        if let Some(p) = &self.previous {
+            push_bytes(&mut out, &p.encode());
         }
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Event, StoreError> {
         let mut r = Reader::new(bytes);
-        let kind = match r.u8()? {
-            0 => EventKind::Put,
-            _ => EventKind::Delete,
-        };
-        let key = r.string()?;
-        let record = Record::decode(r.bytes()?)?;
-        let previous = match r.u8()? {
-            0 => None,
-            _ => Some(Record::decode(r.bytes()?)?),
-        };
         Ok(Event {
-            kind,
-            key,
-            record,
-            previous,
+            kind: match r.u8()? {
+                0 => EventKind::Put,
+                _ => EventKind::Delete,
+            },
+            key: r.string()?,
+            record: Record::decode(r.bytes()?)?,
+            previous: match r.u8()? {
+                0 => None,
+                _ => Some(Record::decode(r.bytes()?)?),
+            },
         })
     }
 }
 
 fn data_key(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(b'k');
-    k.extend_from_slice(key.as_bytes());
-    k
+    [b"k", key.as_bytes()].concat()
 }
 
 fn history_key(revision: u64) -> Vec<u8> {
-    let mut k = vec![b'h'];
-    k.extend_from_slice(&revision.to_be_bytes());
-    k
+    [b"h".as_slice(), &revision.to_be_bytes()].concat()
 }
 
 fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
@@ -238,6 +220,46 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
         None => Ok(0),
         Some(v) => Reader::new(&v).u64(),
     }
+}
+
+/// The read side of `lock`, even if a holder panicked.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The write side of `lock`, even if a holder panicked.
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The state tree of `db`, with its revision and oldest revision.
+fn open_state(db: &sled::Db) -> Result<(sled::Tree, u64, u64), StoreError> {
+    let tree = db.open_tree("state")?;
+    let revision = read_u64(&tree, REVISION)?;
+    let oldest = read_u64(&tree, OLDEST)?;
+    Ok((tree, revision, oldest))
+}
+
+/// What one read of the history finds in `events` (in order): those under `prefix`, after
+/// looking at about `limit` events (never stopping inside one revision).
+fn read_history(
+    events: impl Iterator<Item = Result<Arc<Event>, StoreError>>,
+    limit: usize,
+    prefix: &str,
+) -> Result<HistoryRead, StoreError> {
+    let mut read = HistoryRead::default();
+    for (looked, event) in events.enumerate() {
+        let event = event?;
+        // Stop at the limit, but never inside one revision: watchers resume by revision.
+        if looked >= limit && read.through != Some(event.revision()) {
+            break;
+        }
+        read.through = Some(event.revision());
+        if event.key.starts_with(prefix) {
+            read.events.push(event);
+        }
+    }
+    Ok(read)
 }
 
 /// The replicated state: applies committed entries, serves reads and feeds watches.
@@ -260,9 +282,7 @@ pub(super) struct StateMachine {
 
 impl StateMachine {
     pub(super) fn open(db: &sled::Db, history_window: u64) -> Result<StateMachine, StoreError> {
-        let tree = db.open_tree("state")?;
-        let revision = read_u64(&tree, REVISION)?;
-        let oldest = read_u64(&tree, OLDEST)?;
+        let (tree, revision, oldest) = open_state(db)?;
         Ok(StateMachine {
             tree: RwLock::new(Ok(tree)),
             apply_lock: RwLock::new(()),
@@ -276,45 +296,38 @@ impl StateMachine {
 
     /// The tree, or why there is none.
     fn tree(&self) -> Result<sled::Tree, StoreError> {
-        self.tree
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .map_err(StoreError::DiskFailed)
+        read(&self.tree).clone().map_err(StoreError::DiskFailed)
     }
 
     /// Lets go of the database, whose disk failed for the reason `why`: reads answer it
     /// until [`StateMachine::reopen`].
     pub(super) fn close(&self, why: String) {
-        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
-        *self.recent.write().unwrap_or_else(|e| e.into_inner()) =
-            Recent::empty_after(self.revision());
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Err(why);
+        let _guard = write(&self.apply_lock);
+        *write(&self.recent) = Recent::empty_after(self.revision());
+        *write(&self.tree) = Err(why);
     }
 
     /// Why the database was let go of, while it is.
     pub(super) fn failure(&self) -> Option<String> {
-        self.tree
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .err()
-            .cloned()
+        read(&self.tree).as_ref().err().cloned()
     }
 
     /// Takes up the state kept in `db`, opened again after its disk failed: what was
     /// applied but not yet durable then is applied again from the log.
     pub(super) fn reopen(&self, db: &sled::Db) -> Result<(), StoreError> {
-        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
-        let tree = db.open_tree("state")?;
-        let revision = read_u64(&tree, REVISION)?;
-        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = Recent::empty_after(revision);
-        self.revision.store(revision, Ordering::Release);
-        self.oldest
-            .store(read_u64(&tree, OLDEST)?, Ordering::Release);
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Ok(tree);
+        let _guard = write(&self.apply_lock);
+        let (tree, revision, oldest) = open_state(db)?;
+        self.reset(revision, oldest);
+        *write(&self.tree) = Ok(tree);
         self.notify.send_replace(revision);
         Ok(())
+    }
+
+    /// Forgets the events in memory and takes up `revision` and `oldest` as the counters.
+    fn reset(&self, revision: u64, oldest: u64) {
+        *write(&self.recent) = Recent::empty_after(revision);
+        self.revision.store(revision, Ordering::Release);
+        self.oldest.store(oldest, Ordering::Release);
     }
 
     /// The last Raft index applied (0 for a new store).
@@ -346,24 +359,22 @@ impl StateMachine {
         prefix: &str,
         after: Option<&str>,
     ) -> Result<(Vec<(String, Record)>, u64), StoreError> {
-        let _guard = self.apply_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _guard = read(&self.apply_lock);
         let revision = self.revision();
-        let mut out = Vec::new();
         let start = data_key(after.unwrap_or(prefix));
-        let tree = self.tree()?;
-        let items = tree
-            .range(start.clone()..)
-            .skip_while(|item| after.is_some() && item.as_ref().is_ok_and(|(k, _)| **k == *start));
         let prefix = data_key(prefix);
-        for item in items {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let key = String::from_utf8(k[1..].to_vec())
-                .map_err(|_| StoreError::Corrupt("key is not UTF-8".into()))?;
-            out.push((key, Record::decode(&v)?));
-        }
+        let out = self
+            .tree()?
+            .range(start.clone()..)
+            .skip_while(|item| after.is_some() && item.as_ref().is_ok_and(|(k, _)| **k == *start))
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|item| {
+                let (k, v) = item?;
+                let key = String::from_utf8(k[1..].to_vec())
+                    .map_err(|_| StoreError::Corrupt("key is not UTF-8".into()))?;
+                Ok((key, Record::decode(&v)?))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok((out, revision))
     }
 
@@ -383,30 +394,18 @@ impl StateMachine {
                 oldest,
             });
         }
-        if let Some(read) = self.recent_history_after(after, limit, prefix) {
-            return Ok(read);
-        }
-        self.stored_history_after(after, limit, prefix)
+        self.recent_history_after(after, limit, prefix)
+            .map_or_else(|| self.stored_history_after(after, limit, prefix), Ok)
     }
 
     /// [`StateMachine::history_after`] from memory, if it holds every event after `after`.
     fn recent_history_after(&self, after: u64, limit: usize, prefix: &str) -> Option<HistoryRead> {
-        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        let recent = read(&self.recent);
         if after < recent.complete_after {
             return None;
         }
         let first = recent.events.partition_point(|e| e.revision() <= after);
-        let mut read = HistoryRead::default();
-        for (looked, event) in recent.events.range(first..).enumerate() {
-            if looked >= limit && read.through != Some(event.revision()) {
-                break;
-            }
-            read.through = Some(event.revision());
-            if event.key.starts_with(prefix) {
-                read.events.push(event.clone());
-            }
-        }
-        Some(read)
+        read_history(recent.events.range(first..).cloned().map(Ok), limit, prefix).ok()
     }
 
     /// [`StateMachine::history_after`] from the tree.
@@ -416,23 +415,12 @@ impl StateMachine {
         limit: usize,
         prefix: &str,
     ) -> Result<HistoryRead, StoreError> {
-        let mut read = HistoryRead::default();
         let history = self
             .tree()?
-            .range(history_key(after + 1)..history_key(u64::MAX));
-        for (looked, item) in history.enumerate() {
-            let (_, v) = item?;
-            let event = Event::decode(&v)?;
-            // Stop at the limit, but never inside one revision: watchers resume by revision.
-            if looked >= limit && read.through != Some(event.revision()) {
-                break;
-            }
-            read.through = Some(event.revision());
-            if event.key.starts_with(prefix) {
-                read.events.push(Arc::new(event));
-            }
-        }
-        Ok(read)
+            .range(history_key(after + 1)..history_key(u64::MAX))
+            .values()
+            .map(|v| Ok(Arc::new(Event::decode(&v?)?)));
+        read_history(history, limit, prefix)
     }
 
     /// Marks a Raft index applied that carried no write (an empty entry, a conf change).
@@ -457,17 +445,18 @@ impl StateMachine {
 
     /// Every member record, by id.
     pub(super) fn member_records(&self) -> Result<Vec<(u64, MemberRecord)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.tree()?.scan_prefix(b"p") {
-            let (k, v) = item?;
-            let id = k
-                .get(1..9)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| StoreError::Corrupt("a member key does not decode".into()))?;
-            out.push((id, MemberRecord::decode(&v)?));
-        }
-        Ok(out)
+        self.tree()?
+            .scan_prefix(b"p")
+            .map(|item| {
+                let (k, v) = item?;
+                let id = k
+                    .get(1..9)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| StoreError::Corrupt("a member key does not decode".into()))?;
+                Ok((id, MemberRecord::decode(&v)?))
+            })
+            .collect()
     }
 
     /// The record of member `id`, if a configuration change ever named it.
@@ -487,7 +476,7 @@ impl StateMachine {
         index: u64,
         data: &[u8],
     ) -> Result<Result<WriteResult, StoreError>, StoreError> {
-        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
+        let _guard = write(&self.apply_lock);
         let mut batch = sled::Batch::default();
         batch.insert(APPLIED, &index.to_be_bytes());
         let outcome = match decode_ops(data) {
@@ -501,10 +490,7 @@ impl StateMachine {
             Ok((result, events)) => {
                 // In memory before the revision moves: a watcher that sees the new revision
                 // finds its events.
-                self.recent
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(events);
+                write(&self.recent).push(events);
                 self.revision.store(result.revision, Ordering::Release);
                 self.notify.send_replace(result.revision);
                 self.trim_history(result.revision)?;
@@ -524,25 +510,22 @@ impl StateMachine {
         let mut previous = Vec::with_capacity(ops.len());
         for op in ops {
             let current = self.get(&op.key)?;
+            let key = || op.key.clone();
             let failed = match (op.precondition, &current) {
-                (Precondition::Absent, Some(_)) => Some(StoreError::AlreadyExists {
-                    key: op.key.clone(),
-                }),
+                (Precondition::Absent, Some(_)) => Some(StoreError::AlreadyExists { key: key() }),
                 (Precondition::Exists | Precondition::Revision(_), None) => {
-                    Some(StoreError::NotFound {
-                        key: op.key.clone(),
-                    })
+                    Some(StoreError::NotFound { key: key() })
                 }
                 (Precondition::Revision(expected), Some(rec)) if rec.mod_revision != expected => {
                     Some(StoreError::Conflict {
-                        key: op.key.clone(),
+                        key: key(),
                         expected,
                         actual: rec.mod_revision,
                     })
                 }
-                (Precondition::None, None) if op.value.is_none() => Some(StoreError::NotFound {
-                    key: op.key.clone(),
-                }),
+                (Precondition::None, None) if op.value.is_none() => {
+                    Some(StoreError::NotFound { key: key() })
+                }
                 _ => None,
             };
             if let Some(err) = failed {
@@ -553,7 +536,7 @@ impl StateMachine {
         let revision = self.revision() + 1;
         let mut events = Vec::with_capacity(ops.len());
         for (op, prev) in ops.iter().zip(&previous) {
-            let event = match &op.value {
+            let (kind, record) = match &op.value {
                 Some(value) => {
                     let record = Record {
                         value: value.clone(),
@@ -561,12 +544,7 @@ impl StateMachine {
                         mod_revision: revision,
                     };
                     batch.insert(data_key(&op.key), record.encode());
-                    Event {
-                        kind: EventKind::Put,
-                        key: op.key.clone(),
-                        record,
-                        previous: prev.clone(),
-                    }
+                    (EventKind::Put, record)
                 }
                 None => {
                     batch.remove(data_key(&op.key));
@@ -574,13 +552,14 @@ impl StateMachine {
                         StoreError::Corrupt(format!("delete of missing key {}", op.key))
                     })?;
                     record.mod_revision = revision;
-                    Event {
-                        kind: EventKind::Delete,
-                        key: op.key.clone(),
-                        record,
-                        previous: prev.clone(),
-                    }
+                    (EventKind::Delete, record)
                 }
+            };
+            let event = Event {
+                kind,
+                key: op.key.clone(),
+                record,
+                previous: prev.clone(),
             };
             // Several ops of one write share the revision; the history key gets a suffix.
             let mut hk = history_key(revision);
@@ -600,16 +579,14 @@ impl StateMachine {
             return Ok(());
         }
         let new_oldest = revision - self.history_window;
+        let tree = self.tree()?;
         let mut batch = sled::Batch::default();
-        for item in self
-            .tree()?
-            .range(history_key(0)..history_key(new_oldest + 1))
-        {
-            let (k, _) = item?;
-            batch.remove(k);
+        let stale = tree.range(history_key(0)..history_key(new_oldest + 1));
+        for key in stale.keys() {
+            batch.remove(key?);
         }
         batch.insert(OLDEST, &new_oldest.to_be_bytes());
-        self.tree()?.apply_batch(batch)?;
+        tree.apply_batch(batch)?;
         self.oldest.store(new_oldest, Ordering::Release);
         Ok(())
     }
@@ -617,14 +594,11 @@ impl StateMachine {
     /// Every key-value, every member record and the revision counters, for a Raft
     /// snapshot sent to a follower.
     pub(super) fn snapshot_data(&self) -> Result<Vec<u8>, StoreError> {
-        let _guard = self.apply_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _guard = read(&self.apply_lock);
         let mut out = Vec::new();
         out.extend_from_slice(&self.revision().to_be_bytes());
-        for item in self
-            .tree()?
-            .scan_prefix(b"k")
-            .chain(self.tree()?.scan_prefix(b"p"))
-        {
+        let tree = self.tree()?;
+        for item in tree.scan_prefix(b"k").chain(tree.scan_prefix(b"p")) {
             let (k, v) = item?;
             push_bytes(&mut out, &k);
             push_bytes(&mut out, &v);
@@ -634,27 +608,22 @@ impl StateMachine {
 
     /// Replaces the whole state with a snapshot's, as of Raft index `index`.
     pub(super) fn restore(&self, index: u64, data: &[u8]) -> Result<(), StoreError> {
-        let _guard = self.apply_lock.write().unwrap_or_else(|e| e.into_inner());
+        let _guard = write(&self.apply_lock);
         let mut r = Reader::new(data);
         let revision = r.u64()?;
         let mut batch = sled::Batch::default();
-        for item in self.tree()?.iter() {
-            let (k, _) = item?;
-            batch.remove(k);
+        for key in self.tree()?.iter().keys() {
+            batch.remove(key?);
         }
         while !r.is_empty() {
-            let k = r.bytes()?.to_vec();
-            let v = r.bytes()?.to_vec();
-            batch.insert(k, v);
+            batch.insert(r.bytes()?, r.bytes()?);
         }
         batch.insert(APPLIED, &index.to_be_bytes());
         batch.insert(REVISION, &revision.to_be_bytes());
         // History before a snapshot is unknown here: watches must start after it.
         batch.insert(OLDEST, &revision.to_be_bytes());
         self.tree()?.apply_batch(batch)?;
-        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = Recent::empty_after(revision);
-        self.revision.store(revision, Ordering::Release);
-        self.oldest.store(revision, Ordering::Release);
+        self.reset(revision, revision);
         self.notify.send_replace(revision);
         Ok(())
     }
