@@ -67,6 +67,7 @@ pub const SIDE_BY_SIDE: &[&str] = &[
     "jobs",
     "scheduled-jobs",
     "daemons",
+    "stateful-sets",
 ];
 
 /// Whether a scenario must run with no other scenario beside it.

@@ -421,6 +421,18 @@ pub struct DaemonSpec {
     pub node_selector: BTreeMap<String, String>,
 }
 
+/// A stateful set: pods with stable names, `<name>-0`, `<name>-1`, …, started one at a time
+/// in that order and stopped in the reverse one ([`Capability::StatefulSets`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatefulSpec {
+    /// Name of the set, unique within its namespace; its pods are named after it.
+    pub name: String,
+    /// How many pods it runs.
+    pub replicas: u32,
+    /// The container of each pod, its readiness check included.
+    pub container: ContainerSpec,
+}
+
 /// A job: pods that each do a piece of work and end, run until enough of them have ended
 /// well ([`Capability::Jobs`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -602,11 +614,16 @@ pub enum Capability {
     /// `@scheduled-jobs`: start a job each time a schedule comes due, and list the jobs
     /// started ([`Driver::run_scheduled_job`], [`Driver::list_scheduled_runs`]).
     ScheduledJobs,
+    /// `@stateful-sets`: run a set of pods with stable names and an order, scale it,
+    /// change its image from an ordinal up, and list its pods ([`Driver::run_stateful_set`],
+    /// [`Driver::scale_stateful_set`], [`Driver::set_stateful_image`],
+    /// [`Driver::list_stateful_pods`]).
+    StatefulSets,
 }
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
@@ -617,6 +634,7 @@ impl Capability {
         Capability::Jobs,
         Capability::ScheduledJobs,
         Capability::Daemons,
+        Capability::StatefulSets,
     ];
 
     /// The capability tag scenarios use to say they need it.
@@ -632,6 +650,7 @@ impl Capability {
             Capability::Jobs => "jobs",
             Capability::ScheduledJobs => "scheduled-jobs",
             Capability::Daemons => "daemons",
+            Capability::StatefulSets => "stateful-sets",
         }
     }
 }
@@ -1228,6 +1247,52 @@ pub trait Driver: fmt::Debug + Send + Sync {
             Capability::Daemons,
             format!("list the pods of daemon {namespace}/{name}"),
         )
+    }
+
+    /// Submits a stateful set; returns once the system has accepted it
+    /// ([`Capability::StatefulSets`]).
+    fn run_stateful_set<'a>(
+        &'a self,
+        namespace: &'a str,
+        set: &'a StatefulSpec,
+    ) -> DriverFuture<'a, ()> {
+        let what = format!("run stateful set {namespace}/{}", set.name);
+        unsupported(self, Capability::StatefulSets, what)
+    }
+
+    /// Changes how many pods a stateful set runs ([`Capability::StatefulSets`]).
+    fn scale_stateful_set<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        replicas: u32,
+    ) -> DriverFuture<'a, ()> {
+        let what = format!("scale stateful set {namespace}/{name} to {replicas}");
+        unsupported(self, Capability::StatefulSets, what)
+    }
+
+    /// Changes the image of a stateful set's pods from ordinal `from` up, the lower ones
+    /// keeping theirs ([`Capability::StatefulSets`]).
+    fn set_stateful_image<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        image: &'a str,
+        from: u32,
+    ) -> DriverFuture<'a, ()> {
+        let what =
+            format!("set the image of stateful set {namespace}/{name} to {image} from {from} up");
+        unsupported(self, Capability::StatefulSets, what)
+    }
+
+    /// Lists the pods of a stateful set ([`Capability::StatefulSets`]).
+    fn list_stateful_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<Replica>> {
+        let what = format!("list the pods of stateful set {namespace}/{name}");
+        unsupported(self, Capability::StatefulSets, what)
     }
 
     /// Stops what the driver started for the run (processes, clusters), cleanly: called

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec as KubeDeploymentSpec, DeploymentStrategy,
-    ReplicaSet, RollingUpdateDeployment,
+    ReplicaSet, RollingUpdateDeployment, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{
     CronJob, CronJobSpec, Job, JobSpec as KubeJobSpec, JobTemplateSpec,
@@ -33,7 +33,7 @@ use crate::driver::{
     Admission, Amount, CheckAction, ContainerSpec, DaemonSpec, DeploymentSpec, HealthCheck,
     JobOutcome, JobPod, JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec,
     Replica, Resources, RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus,
-    ScheduledJobSpec, ScheduledRun, ServiceSpec, Strategy, Taint,
+    ScheduledJobSpec, ScheduledRun, ServiceSpec, StatefulSpec, Strategy, Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -1115,6 +1115,104 @@ pub async fn list_daemon_pods(
         .list(&ListParams::default().labels(&format!("{DAEMON_LABEL}={name}")))
         .await
         .with_context(|| format!("failed to list the pods of daemon set {namespace}/{name}"))?;
+    pods.items
+        .iter()
+        .map(|pod| replica_of(namespace, pod))
+        .collect()
+}
+
+/// Label that ties a stateful set's pods to it (its selector).
+const STATEFUL_LABEL: &str = "shipshape.conformance/stateful-set";
+
+/// A StatefulSet of one container per pod, its pods started in order (`OrderedReady`, the
+/// default). Its `serviceName` is its own name; the kit creates no such Service, since it
+/// reaches pods by address, not by DNS name.
+pub async fn run_stateful_set(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &StatefulSpec,
+) -> anyhow::Result<()> {
+    let labels = BTreeMap::from([(STATEFUL_LABEL.to_owned(), spec.name.clone())]);
+    let set = StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(i32::try_from(spec.replicas).unwrap_or(i32::MAX)),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            service_name: Some(spec.name.clone()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container_of(&spec.container)],
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    };
+    Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &set)
+        .await
+        .with_context(|| format!("failed to create stateful set {namespace}/{}", spec.name))?;
+    Ok(())
+}
+
+/// `kubectl scale sts/<name> --replicas=N`.
+pub async fn scale_stateful_set(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .patch_scale(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .with_context(|| format!("failed to scale stateful set {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// `kubectl set image sts/<name>`, with the rolling update's `partition` at `from`: pods
+/// of a lower ordinal keep their image.
+pub async fn set_stateful_image(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    from: u32,
+) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"spec": {
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": from}},
+        "template": {"spec": {"containers": [
+            {"name": "probe", "image": image, "imagePullPolicy": pull_policy(image)}
+        ]}}
+    }});
+    Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .with_context(|| format!("failed to set the image of stateful set {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// The pods of a stateful set, as replicas.
+pub async fn list_stateful_pods(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<Replica>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{STATEFUL_LABEL}={name}")))
+        .await
+        .with_context(|| format!("failed to list the pods of stateful set {namespace}/{name}"))?;
     pods.items
         .iter()
         .map(|pod| replica_of(namespace, pod))

@@ -79,7 +79,7 @@ use crate::driver::{
     Admission, Capability, ContainerSpec, DaemonSpec, DeploymentSpec, Driver, DriverFuture, Fault,
     HttpRequest, HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec,
     Replica, Revision, RevisionEntry, RolloutStatus, ScheduledJobSpec, ScheduledRun, ServiceSpec,
-    Support, Taint,
+    StatefulSpec, Support, Taint,
 };
 use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
@@ -1544,7 +1544,8 @@ impl Driver for KubernetesDriver {
             | Capability::DrainNode
             | Capability::Jobs
             | Capability::ScheduledJobs
-            | Capability::Daemons => Support::Yes,
+            | Capability::Daemons
+            | Capability::StatefulSets => Support::Yes,
             Capability::ReachReplica => match &self.replica_path {
                 Ok(_) => Support::Yes,
                 Err(why) => Support::No(why.clone()),
@@ -1629,6 +1630,46 @@ impl Driver for KubernetesDriver {
     ) -> DriverFuture<'a, Vec<Replica>> {
         let client = self.client();
         async move { kubeapi::list_daemon_pods(&client, namespace, name).await }.boxed()
+    }
+
+    fn run_stateful_set<'a>(
+        &'a self,
+        namespace: &'a str,
+        set: &'a StatefulSpec,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::run_stateful_set(&client, namespace, set).await }.boxed()
+    }
+
+    fn scale_stateful_set<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        replicas: u32,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::scale_stateful_set(&client, namespace, name, replicas).await }.boxed()
+    }
+
+    fn set_stateful_image<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        image: &'a str,
+        from: u32,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::set_stateful_image(&client, namespace, name, image, from).await }
+            .boxed()
+    }
+
+    fn list_stateful_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> DriverFuture<'a, Vec<Replica>> {
+        let client = self.client();
+        async move { kubeapi::list_stateful_pods(&client, namespace, name).await }.boxed()
     }
 
     fn run_job<'a>(&'a self, namespace: &'a str, job: &'a JobSpec) -> DriverFuture<'a, ()> {

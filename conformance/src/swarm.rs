@@ -1702,6 +1702,11 @@ impl Driver for SwarmDriver {
             Capability::ScheduledJobs => Support::No(
                 "Swarm has no scheduled jobs: nothing starts a job at set times".to_owned(),
             ),
+            Capability::StatefulSets => Support::No(
+                "Swarm has no stateful sets: a replicated service's tasks keep slot numbers, \
+                 but Swarm starts and updates them with no order among them"
+                    .to_owned(),
+            ),
             Capability::LabelNode
             | Capability::Pods
             | Capability::ReachReplica

@@ -385,10 +385,14 @@ pub struct ConformanceWorld {
     pub(crate) node_changes: Vec<NodeChange>,
     /// Nodes the scenario refers to by role ("labelled", "tainted", "new"), by role.
     pub(crate) roles: BTreeMap<String, String>,
-    /// The node labels each daemon of the scenario asks for, by daemon name.
     /// The most pods of each job seen running at once, by job name.
     pub(crate) job_peaks: BTreeMap<String, Vec<String>>,
+    /// The node labels each daemon of the scenario asks for, by daemon name.
     pub(crate) daemon_selectors: BTreeMap<String, BTreeMap<String, String>>,
+    /// The pods of each stateful set as last noted, by set name.
+    pub(crate) stateful_noted: BTreeMap<String, Vec<Replica>>,
+    /// The image the scenario last changed a stateful set to, and from which ordinal up.
+    pub(crate) stateful_update: Option<(String, u32)>,
     /// How the system answered each pod this scenario submitted, by pod name.
     pub(crate) admissions: BTreeMap<String, Admission>,
     /// The ports of each pod's containers, by pod name, then container name.

@@ -509,7 +509,7 @@ async fn the_garbage_collector_deletes_only_what_is_certainly_orphaned() {
     let rs_owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone",
                           "uid": "00000000-0000-0000-0000-000000000000"});
     // A kind this apiserver does not serve: the collector cannot tell if it exists.
-    let job_owner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "nightly",
+    let job_owner = json!({"apiVersion": "v1", "kind": "ReplicationController", "name": "nightly",
                            "uid": "11111111-1111-1111-1111-111111111111"});
     // A ReplicaSet of the owner's name exists, but it is not the owner: another uid.
     let namesake: ReplicaSet = from_json(json!({

@@ -493,6 +493,71 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(images(&cluster).trim(), "shipshape/probe:v2");
+
+    // A stateful set: pods named by ordinal, a new image rolled out, each template kept as
+    // a revision, and a scale down from the last pod.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/stateful.yaml");
+    cluster.ok(&["apply", "-f", example.to_str().expect("utf-8 path")]);
+    let rolled = cluster.ok(&["rollout", "status", "sts/db", "--timeout=90s"]);
+    assert!(
+        rolled.contains("partitioned roll out complete: 2 new pods"),
+        "{rolled}"
+    );
+    let pods = |cluster: &Cluster| cluster.ok(&["get", "pods", "-l", "app=db", "-o", "name"]);
+    assert_eq!(pods(&cluster), "pod/db-0\npod/db-1\n");
+    let host = cluster.ok(&[
+        "get",
+        "pod",
+        "db-1",
+        "-o",
+        "jsonpath={.spec.hostname}.{.spec.subdomain}",
+    ]);
+    assert_eq!(host, "db-1.db");
+    let table = cluster.ok(&["get", "all"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("statefulset.apps/db") && l.contains("2/2")),
+        "{table}"
+    );
+    cluster.ok(&["set", "image", "sts/db", "probe=shipshape/probe:v2"]);
+    let rolled = cluster.ok(&["rollout", "status", "sts/db", "--timeout=90s"]);
+    assert!(
+        rolled.contains("partitioned roll out complete: 2 new pods"),
+        "{rolled}"
+    );
+    let history = cluster.ok(&["rollout", "history", "sts/db"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(revisions.ends_with(&["1", "2"]), "{history}");
+    // Undone, back to revision 1's template, which becomes revision 3.
+    let undone = cluster.ok(&["rollout", "undo", "sts/db"]);
+    assert!(undone.contains("rolled back"), "{undone}");
+    cluster.ok(&["rollout", "status", "sts/db", "--timeout=90s"]);
+    let image = cluster.ok(&[
+        "get",
+        "sts",
+        "db",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, "shipshape/probe:v1");
+    let history = cluster.ok(&["rollout", "history", "sts/db"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(revisions.ends_with(&["2", "3"]), "{history}");
+    let revisions = cluster.ok(&["get", "controllerrevisions"]);
+    assert!(revisions.contains("statefulset.apps/db"), "{revisions}");
+    cluster.ok(&["scale", "sts/db", "--replicas=1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods(&cluster) != "pod/db-0\n" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(pods(&cluster), "pod/db-0\n");
     cluster.interrupt();
 }
 

@@ -10,7 +10,8 @@
 //! of single pods (`@lifecycle`), `healing.rs` the faults and how the cluster recovers from
 //! them (`@self-healing`), `routing.rs` services and the traffic through them
 //! (`@service-routing`), `rollout.rs` rolling updates, their history and rollbacks
-//! (`@rollback`), `consistency.rs` clients reading and writing through the API and the check
+//! (`@rollback`), `daemons.rs`, `jobs.rs` and `stateful.rs` the other workload kinds
+//! (`@daemons`, `@jobs`, `@stateful-sets`), `consistency.rs` clients reading and writing through the API and the check
 //! that what they saw is linearizable (`@control-plane`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
@@ -38,6 +39,7 @@ mod placement;
 mod pods;
 mod rollout;
 mod routing;
+mod stateful;
 
 use std::collections::BTreeMap;
 use std::fmt;

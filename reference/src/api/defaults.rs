@@ -58,6 +58,21 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
             pod_spec(child(child(spec, "template"), "spec"));
         }
+        "StatefulSet" => {
+            let spec = child(root, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default(spec, "revisionHistoryLimit", json!(10));
+            let strategy = child(spec, "updateStrategy");
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                default(child(strategy, "rollingUpdate"), "partition", json!(0));
+            }
+            let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
+            default(retention, "whenDeleted", json!("Retain"));
+            default(retention, "whenScaled", json!("Retain"));
+            pod_spec(child(child(spec, "template"), "spec"));
+        }
         "ReplicaSet" => {
             let spec = child(root, "spec");
             default(spec, "replicas", json!(1));

@@ -16,7 +16,9 @@ pub mod quantity;
 pub mod selector;
 pub mod validate;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -210,6 +212,13 @@ pub const RESOURCES: &[Resource] = &[
         .short(&["ds"])
         .sub(&["status"])
         .spec(),
+    // Pods with names and an order ([`crate::controllers`]' StatefulSet controller), and
+    // the templates such sets and DaemonSets have had.
+    Resource::of::<StatefulSet>("statefulset")
+        .short(&["sts"])
+        .sub(&["status", "scale"])
+        .spec(),
+    Resource::of::<ControllerRevision>("controllerrevision"),
     Resource::of::<ReplicaSet>("replicaset")
         .short(&["rs"])
         .sub(&["status", "scale"])

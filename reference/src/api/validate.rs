@@ -222,7 +222,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
     match resource.kind {
         "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
-        "DaemonSet" => {
+        "DaemonSet" | "StatefulSet" => {
             validate_workload(obj, &mut causes);
             let policy = obj
                 .pointer("/spec/template/spec/restartPolicy")
@@ -495,6 +495,7 @@ pub fn validate_update(
     let immutable: &[&str] = match resource.kind {
         "Job" => &["selector", "template", "completions", "completionMode"],
         "DaemonSet" | "Deployment" | "ReplicaSet" => &["selector"],
+        "StatefulSet" => &["selector", "serviceName", "podManagementPolicy"],
         _ => &[],
     };
     for field in immutable.iter().map(|f| format!("spec.{f}")) {

@@ -211,7 +211,9 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "verbs": ALL_VERBS,
             "shortNames": r.short_names,
         });
-        if ["pods", "services", "deployments", "replicasets"].contains(&r.plural) {
+        // What `kubectl get all` lists, as in Kubernetes.
+        let all = "pods services deployments replicasets statefulsets daemonsets jobs cronjobs";
+        if all.split(' ').any(|p| p == r.plural) {
             entry["categories"] = json!(["all"]);
         }
         list.push(entry);

@@ -40,6 +40,8 @@ fn spec(kind: &str) -> &'static str {
             "Ready=ready-replicas, Up-to-date#=/status/updatedReplicas, \
              Available#=/status/availableReplicas, Age | Containers, Images, Selector"
         }
+        "StatefulSet" => "Ready=ready-replicas, Age | Containers, Images",
+        "ControllerRevision" => "Controller=controller, Revision#=/revision, Age",
         "ReplicaSet" => {
             "Desired#=/spec/replicas, Current#=/status/replicas, Ready#=/status/readyReplicas, \
              Age | Containers, Images, Selector"
@@ -178,6 +180,21 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
                 true => json!(format!("{status},SchedulingDisabled")),
                 false => json!(status),
             }
+        }
+        "controller" => {
+            let owner =
+                meta::each(obj, "/metadata/ownerReferences").find(|o| o["controller"] == true);
+            json!(owner.map_or("<none>".into(), |o| {
+                let group = text(o, "/apiVersion", "")
+                    .rsplit_once('/')
+                    .map(|(g, _)| format!(".{g}"));
+                let kind = text(o, "/kind", "").to_lowercase();
+                format!(
+                    "{kind}{}/{}",
+                    group.unwrap_or_default(),
+                    text(o, "/name", "")
+                )
+            }))
         }
         "internal-ip" => json!(meta::internal_ip(obj).unwrap_or("<none>")),
         "endpoints" => {

@@ -46,8 +46,8 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, identity, pod_phase, pod_ready, terminating, write_status,
+    ControllerError, Recorder, Selector, controller_ref, delete_if_present, describe, identity,
+    owned_pods, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::scheduler::filter;
 use crate::scheduler::info::{NodeInfo, PodInfo};
@@ -337,18 +337,15 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
         .await
         .map_err(ControllerError::api("list the nodes"))?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = pods_api
-        .list(&ListParams::default().labels(REVISION_LABEL))
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the pods of DaemonSet {namespace}/{name}"
-        )))?;
-    let pods: Vec<&Pod> = listed
-        .items
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .filter(|p| selector.matches(p.metadata.labels.as_ref()))
-        .collect();
+    let owned = owned_pods(
+        &pods_api,
+        ds.as_ref(),
+        &uid,
+        REVISION_LABEL,
+        Some(&selector),
+    );
+    let owned = owned.await?;
+    let pods: Vec<&Pod> = owned.iter().collect();
     let plan = reconcile(&ds, &nodes.items, &pods);
 
     for node in &plan.create {

@@ -20,9 +20,10 @@
 //!
 //! When it looks:
 //!
-//! * whenever a pod, ReplicaSet or Job changes (its owners are checked against a watch-fed
-//!   cache of Deployments, ReplicaSets, Jobs, CronJobs and DaemonSets, so this costs no request while the
-//!   owner exists; a cache miss is confirmed with a live GET before anything is deleted);
+//! * whenever a pod, ReplicaSet, Job or ControllerRevision changes (its owners are checked
+//!   against a watch-fed cache of Deployments, ReplicaSets, Jobs, CronJobs, DaemonSets and
+//!   StatefulSets, so this costs no request while the owner exists; a cache miss is
+//!   confirmed with a live GET before anything is deleted);
 //! * whenever one of those owners is deleted: every dependent is checked again;
 //! * every [`SWEEP`], as a backstop for anything missed (an owner deleted while the
 //!   collector was not running).
@@ -38,7 +39,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -116,6 +119,7 @@ struct Gc {
     jobs: Store<PartialObjectMeta<Job>>,
     cron_jobs: Store<PartialObjectMeta<CronJob>>,
     daemonsets: Store<PartialObjectMeta<DaemonSet>>,
+    stateful_sets: Store<PartialObjectMeta<StatefulSet>>,
 }
 
 impl Gc {
@@ -139,6 +143,7 @@ impl Gc {
             "Job" => cached_uid(&self.jobs, name, namespace),
             "CronJob" => cached_uid(&self.cron_jobs, name, namespace),
             "DaemonSet" => cached_uid(&self.daemonsets, name, namespace),
+            "StatefulSet" => cached_uid(&self.stateful_sets, name, namespace),
             _ => None,
         };
         if owner_from(reference, cached.as_deref()) == Owner::Present {
@@ -191,6 +196,7 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (jobs, jobs_writer) = reflector::store();
     let (cron_jobs, cron_jobs_writer) = reflector::store();
     let (daemonsets, daemonsets_writer) = reflector::store();
+    let (stateful_sets, stateful_sets_writer) = reflector::store();
     let (owner_deleted, _) = watch::channel(0u64);
     let gc = Arc::new(Gc {
         client: client.clone(),
@@ -199,6 +205,7 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         jobs,
         cron_jobs,
         daemonsets,
+        stateful_sets,
     });
     tokio::join!(
         watch_owners(
@@ -216,8 +223,20 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         watch_owners(&client, jobs_writer, &owner_deleted, shutdown.clone()),
         watch_owners(&client, cron_jobs_writer, &owner_deleted, shutdown.clone()),
         watch_owners(&client, daemonsets_writer, &owner_deleted, shutdown.clone()),
+        watch_owners(
+            &client,
+            stateful_sets_writer,
+            &owner_deleted,
+            shutdown.clone()
+        ),
         collect::<Pod>(
             "garbage-collector/pods",
+            gc.clone(),
+            &owner_deleted,
+            shutdown.clone()
+        ),
+        collect::<ControllerRevision>(
+            "garbage-collector/controllerrevisions",
             gc.clone(),
             &owner_deleted,
             shutdown.clone()
@@ -409,7 +428,7 @@ mod tests {
             served(&reference("v1", "Node")).map(|r| r.plural),
             Some("nodes")
         );
-        assert!(served(&reference("apps/v1", "StatefulSet")).is_none());
+        assert!(served(&reference("apps/v1", "ReplicationController")).is_none());
         assert!(served(&reference("apps/v2", "Deployment")).is_none());
         assert!(served(&reference("v1", "Deployment")).is_none());
     }

@@ -35,15 +35,15 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, controller_ref, controller_uid, delete_if_present, identity,
-    pod_phase, pod_ready, terminating, write_status,
+    ControllerError, Recorder, controller_ref, delete_if_present, identity, owned_pods, pod_phase,
+    pod_ready, terminating, write_status,
 };
 use crate::api::defaults::JOB_UID_LABEL;
 
@@ -318,17 +318,9 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         return Ok(Action::await_change());
     };
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = pods_api
-        .list(&ListParams::default().labels(&format!("{JOB_UID_LABEL}={uid}")))
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the pods of Job {namespace}/{name}"
-        )))?;
-    let pods: Vec<&Pod> = listed
-        .items
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .collect();
+    let label = format!("{JOB_UID_LABEL}={uid}");
+    let owned = owned_pods(&pods_api, job.as_ref(), &uid, &label, None).await?;
+    let pods: Vec<&Pod> = owned.iter().collect();
     let plan = reconcile(&job, &pods, jiff::Timestamp::now());
 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -21,6 +21,7 @@
 //! | `deployment.rs` | Deployments, and the ReplicaSets they own | ReplicaSets (create, scale, prune history); `deployments/{name}/status` |
 //! | `garbage_collector.rs` | pods and ReplicaSets with owners; deletions of Deployments and ReplicaSets | deletes dependents whose owner is gone |
 //! | `daemonsets.rs` | DaemonSets, their pods, and nodes | pods (one per eligible node, via node affinity; rolling update); `daemonsets/{name}/status` |
+//! | `statefulsets.rs` | StatefulSets, and their pods | pods `<set>-<ordinal>` (in order; rolling update from the highest, down to a partition); ControllerRevisions; `statefulsets/{name}/status` |
 //! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
 //! | `cronjobs.rs` | CronJobs, and the Jobs they own | Jobs (create on schedule, delete past the history limits); `cronjobs/{name}/status` |
 //! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
@@ -86,6 +87,7 @@ mod jobs;
 pub mod node_lifecycle;
 mod replicaset;
 pub mod service_accounts;
+mod statefulsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -242,6 +244,7 @@ pub async fn run_with(
         jobs::run(client.clone(), shutdown.clone()),
         cronjobs::run(client.clone(), shutdown.clone()),
         daemonsets::run(client.clone(), shutdown.clone()),
+        statefulsets::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");
@@ -412,6 +415,27 @@ fn selector_string(selector: &LabelSelector) -> Option<String> {
         });
     }
     Some(parts.join(","))
+}
+
+/// The pods of `owner` (of uid `uid`): a fresh list of those labelled `label`, kept when
+/// `owner` is their controller and `selector`, if given, matches them.
+async fn owned_pods<K: Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    owner: &K,
+    uid: &str,
+    label: &str,
+    selector: Option<&Selector>,
+) -> Result<Vec<Pod>, ControllerError> {
+    let listed = api.list(&ListParams::default().labels(label)).await;
+    let listed = listed.map_err(ControllerError::api(format!(
+        "list the pods of {}",
+        describe(owner)
+    )))?;
+    let matches = |p: &Pod| selector.is_none_or(|s| s.matches(p.metadata.labels.as_ref()));
+    let owned = listed.items.into_iter();
+    Ok(owned
+        .filter(|p| controller_uid(&p.metadata) == Some(uid) && matches(p))
+        .collect())
 }
 
 /// The uid of the object's controller: the owner reference marked `controller: true`.
