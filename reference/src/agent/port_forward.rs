@@ -167,6 +167,13 @@ fn ports(query: Option<&str>) -> Result<Vec<u16>, String> {
     if ports.is_empty() {
         return Err("at least one port is required, as ports=N".into());
     }
+    // Each port takes two of the 256 channels a WebSocket frame can name.
+    if ports.len() > 128 {
+        return Err(format!(
+            "{} ports asked for: at most 128 at once",
+            ports.len()
+        ));
+    }
     Ok(ports)
 }
 
@@ -390,5 +397,8 @@ mod tests {
         assert!(ports(Some("ports=0")).is_err());
         assert!(ports(Some("ports=http")).is_err());
         assert!(ports(None).is_err());
+        let many: Vec<String> = (1..=129).map(|p| p.to_string()).collect();
+        assert!(ports(Some(&format!("ports={}", many.join(",")))).is_err());
+        assert!(ports(Some(&format!("ports={}", many[..128].join(",")))).is_ok());
     }
 }

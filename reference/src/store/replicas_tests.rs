@@ -100,6 +100,22 @@ async fn listeners() -> (Vec<TcpListener>, BTreeMap<u64, PeerAddress>) {
 }
 
 /// Starts three members with their data under `root`; them and their peer addresses.
+/// Listens again on a stopped member's address. The port may be busy for a moment: the
+/// stopped member's listener may not be closed yet, or a test beside this one may have
+/// been handed it for a connection of its own. So: try again, for up to ten seconds.
+async fn rebind(address: &PeerAddress) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(address.listen()).await {
+            Ok(listener) => return listener,
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("cannot listen on {} again: {error}", address.listen())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn three_members(root: &Path) -> (BTreeMap<u64, Member>, BTreeMap<u64, PeerAddress>) {
     let (listeners, addresses) = listeners().await;
     let mut members = BTreeMap::new();
@@ -281,9 +297,7 @@ async fn a_lost_leader_is_replaced_and_comes_back_from_a_snapshot_with_everythin
     );
     let keys: Vec<&String> = seen.iter().map(|(_, key)| key).collect();
     assert_eq!(keys, acknowledged.iter().collect::<Vec<_>>());
-    let listener = TcpListener::bind(addresses[&old_leader].listen())
-        .await
-        .expect("rebind");
+    let listener = rebind(&addresses[&old_leader]).await;
     let back = start(root.path(), old_leader, listener, &addresses).await;
     back.store.linearizable().await.expect("caught up");
     for key in &acknowledged {
@@ -479,7 +493,7 @@ async fn a_member_whose_data_is_lost_comes_back_under_a_new_id_from_a_snapshot()
     // of them would be no majority.
     let address = addresses[&survivor].clone();
     members.remove(&survivor).expect("survivor").stop().await;
-    let listener = TcpListener::bind(address.listen()).await.expect("rebind");
+    let listener = rebind(&address).await;
     let back = start(root.path(), survivor, listener, &first_addresses).await;
     members.insert(survivor, back);
     members[&4]
