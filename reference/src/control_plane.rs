@@ -3,7 +3,8 @@
 //! The seed's master runs the apiserver, the store, the scheduler and the controllers. Here
 //! [`ControlPlane::start`] opens the store in the data directory, makes sure the namespaces
 //! every cluster has exist, and serves the API; [`ControlPlane::start_components`] starts
-//! the scheduler and the controllers as API clients.
+//! the scheduler and the controllers as API clients, and publishes the apiserver as the
+//! `kubernetes` Service of `default`, as every Kubernetes cluster does.
 //!
 //! The seed asks for several masters, for availability. A control plane started with
 //! [`Members`] is one member of several: its store is one Raft voter among them, reached on
@@ -286,9 +287,9 @@ impl ControlPlane {
     ) -> Result<(), crate::client::ClientError> {
         let client = self.credentials().client()?;
         let components = {
-            let client = client.clone();
+            let (client, addr) = (client.clone(), self.addr);
             move |stopped: watch::Receiver<bool>| {
-                run_components(client.clone(), node_lifecycle.clone(), stopped)
+                run_components(client.clone(), addr, node_lifecycle.clone(), stopped)
             }
         };
         let stopped = self.stop.subscribe();
@@ -321,12 +322,27 @@ impl ControlPlane {
     }
 }
 
-/// Runs the scheduler and the controllers until `stopped` turns true.
+/// Runs the scheduler and the controllers until `stopped` turns true, and publishes this
+/// member's apiserver as the `kubernetes` Service.
 async fn run_components(
     client: kube::Client,
+    addr: SocketAddr,
     node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     stopped: watch::Receiver<bool>,
 ) {
+    let publisher = {
+        let mut stopped = stopped.clone();
+        let client = client.clone();
+        async move {
+            while let Err(e) = publish_kubernetes_service(&client, reachable(addr)).await {
+                tracing::debug!(error = %e, "the kubernetes Service is not written yet");
+                let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
+                if *stopped.borrow() {
+                    return;
+                }
+            }
+        }
+    };
     let scheduler = {
         let (client, stopped) = (client.clone(), stopped.clone());
         async move {
@@ -341,7 +357,48 @@ async fn run_components(
             tracing::error!(error = %e, "the controllers stopped");
         }
     };
-    tokio::join!(scheduler, controllers);
+    tokio::join!(scheduler, controllers, publisher);
+}
+
+/// Writes the Service every Kubernetes cluster has, `default/kubernetes` (cluster IP
+/// 10.96.0.1, port 443 named `https`), and its Endpoints: the apiserver at `addr`. The
+/// member that runs the controllers writes it when it starts them, so the Endpoints always
+/// name a member that is alive (Kubernetes lists every apiserver; here, the leader's).
+async fn publish_kubernetes_service(
+    client: &kube::Client,
+    addr: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use kube::api::{Api, PostParams};
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let meta = json!({"name": "kubernetes", "namespace": "default", "labels": labels});
+    let service = json!({"metadata": meta, "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
+        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]}});
+    let services = Api::<Service>::namespaced(client.clone(), "default");
+    match services
+        .create(&PostParams::default(), &serde_json::from_value(service)?)
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        other => drop(other?),
+    }
+    let subsets = json!([{"addresses": [{"ip": addr.ip().to_string()}],
+        "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]);
+    let mut endpoints: Endpoints =
+        serde_json::from_value(json!({"metadata": meta, "subsets": subsets}))?;
+    let api = Api::<Endpoints>::namespaced(client.clone(), "default");
+    match api.get_opt("kubernetes").await? {
+        Some(old) if old.subsets == endpoints.subsets => {}
+        Some(old) => {
+            endpoints.metadata.resource_version = old.metadata.resource_version;
+            api.replace("kubernetes", &PostParams::default(), &endpoints)
+                .await?;
+        }
+        None => drop(api.create(&PostParams::default(), &endpoints).await?),
+    }
+    let subsets = subsets.as_array().map_or(&[][..], Vec::as_slice);
+    crate::controllers::endpoints::write_slices(client, "default", "kubernetes", subsets).await?;
+    Ok(())
 }
 
 async fn open_store(

@@ -148,6 +148,42 @@ fn kubectl_drives_the_control_plane() {
     let namespaces = cluster.ok(&["get", "namespaces"]);
     assert!(namespaces.contains("default"), "{namespaces}");
 
+    // The Service every cluster has, naming the apiserver kubectl talks to.
+    let server = cluster.ok(&[
+        "config",
+        "view",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let port = server.rsplit(':').next().unwrap_or_default().to_owned();
+    let endpoints = || {
+        cluster
+            .kubectl(&[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[0].ports[0].port}",
+            ])
+            .1
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while endpoints() != port && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        endpoints(),
+        port,
+        "the endpoints of service kubernetes, for {server}"
+    );
+    let service = cluster.ok(&["get", "service", "kubernetes"]);
+    assert!(
+        service.lines().any(|l| l.starts_with("kubernetes")
+            && l.contains("10.96.0.1")
+            && l.contains("443/TCP")),
+        "{service}"
+    );
+
     // Discovery in one document per /api and /apis: no request per group version.
     let cache = dir.path().join("discovery-cache");
     let cache = format!("--cache-dir={}", cache.display());

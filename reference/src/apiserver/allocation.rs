@@ -21,7 +21,8 @@ use crate::store::{Op, Precondition, Store, StoreError};
 
 /// The node port range upstream's apiserver uses unless told otherwise.
 pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
-/// The service IP range: 10.96.0.0/16.
+/// The service IP range: 10.96.0.0/16. Picked at random from 10.96.0.2 up: 10.96.0.1 is
+/// the `kubernetes` Service's, as in Kubernetes (`crate::control_plane` writes it).
 const SERVICE_NET: u32 = u32::from_be_bytes([10, 96, 0, 0]);
 const SERVICE_NET_SIZE: u32 = 1 << 16;
 
@@ -66,7 +67,7 @@ fn invalid(name: &str, field: String, message: String) -> ValidationError {
 
 fn in_range(ip: Ipv4Addr) -> bool {
     let n = u32::from(ip);
-    n > SERVICE_NET + 1 && n < SERVICE_NET + SERVICE_NET_SIZE - 1
+    n > SERVICE_NET && n < SERVICE_NET + SERVICE_NET_SIZE - 1
 }
 
 fn claim(key: String, owner: &str) -> Op {

@@ -178,7 +178,7 @@ pub fn slices(service: &str, subsets: &[Value]) -> Vec<Value> {
 
 /// Makes the Service's EndpointSlices say what `subsets` say: creates, replaces and removes
 /// slices of its label as needed.
-async fn write_slices(
+pub(crate) async fn write_slices(
     client: &Client,
     namespace: &str,
     service: &str,
