@@ -983,3 +983,144 @@ async fn reviews_say_who_the_caller_is_and_that_it_may_do_everything() {
     assert_status(&anonymous.post(path, &json!({})).await, 401, "Unauthorized");
     cp.stop().await;
 }
+
+/// Server-side apply through kube-rs, as a controller or `kubectl apply --server-side`
+/// uses it: an apply creates, records its manager, conflicts with another manager's
+/// different value (409, the field named), shares an equal one, takes fields when forced,
+/// and removes what it stops applying.
+#[tokio::test]
+async fn server_side_apply_tracks_managers_reports_conflicts_and_forces() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let (cp, dir) = start().await;
+    let client = cp.credentials().client().expect("client");
+    let deployments: Api<Deployment> = Api::default_namespaced(client);
+    let apply = |manager: &str| PatchParams::apply(manager);
+    let mut config = deployment("web");
+    config["metadata"]["labels"] = json!({"tier": "front"});
+
+    let created = deployments
+        .patch("web", &apply("ci"), &Patch::Apply(&config))
+        .await
+        .expect("an apply creates");
+    let managers = |d: &Deployment| -> Vec<(String, String)> {
+        let entries = d.metadata.managed_fields.clone().unwrap_or_default();
+        let entries = entries.into_iter();
+        entries
+            .map(|e| {
+                (
+                    e.manager.unwrap_or_default(),
+                    e.operation.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(managers(&created), [("ci".to_owned(), "Apply".to_owned())]);
+    let fields = serde_json::to_value(&created.metadata.managed_fields).expect("json");
+    assert_eq!(
+        fields[0]["fieldsV1"]["f:spec"]["f:replicas"],
+        json!({}),
+        "{fields}"
+    );
+
+    // Another manager changes the replicas; ci applying 3 now conflicts, and nothing changes.
+    let scaled = deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("autoscaler".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("a merge patch");
+    config["spec"]["replicas"] = json!(3);
+    let err = deployments
+        .patch("web", &apply("ci"), &Patch::Apply(&config))
+        .await
+        .expect_err("a conflict");
+    let kube::Error::Api(status) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code, 409, "{status:?}");
+    assert!(
+        status.message.contains("conflict with \"autoscaler\"")
+            && status.message.contains(".spec.replicas"),
+        "{}",
+        status.message
+    );
+    let unchanged = deployments.get("web").await.expect("get");
+    assert_eq!(
+        unchanged.metadata.resource_version,
+        scaled.metadata.resource_version
+    );
+
+    // The raw Status names the field in its causes.
+    let c = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let raw = c
+        .request(
+            "PATCH",
+            &format!("{DEPLOYMENTS}/web?fieldManager=ci"),
+            "application/apply-patch+yaml",
+            config.to_string().into_bytes(),
+        )
+        .await;
+    assert_status(&raw, 409, "Conflict");
+    assert_eq!(
+        raw.body["details"]["causes"][0]["field"], ".spec.replicas",
+        "{}",
+        raw.body
+    );
+
+    // Forced, ci takes the field over; then dropping the label removes it.
+    let forced = deployments
+        .patch("web", &apply("ci").force(), &Patch::Apply(&config))
+        .await
+        .expect("a forced apply");
+    assert_eq!(forced.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    config["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("labels");
+    let trimmed = deployments
+        .patch("web", &apply("ci"), &Patch::Apply(&config))
+        .await
+        .expect("an apply");
+    assert!(
+        trimmed.metadata.labels.unwrap_or_default().is_empty(),
+        "the label was ci's alone"
+    );
+
+    // Bad input: no manager, YAML that is not JSON, force on a merge patch.
+    for (query, ct, body) in [
+        ("", "application/apply-patch+yaml", config.to_string()),
+        (
+            "?fieldManager=ci",
+            "application/apply-patch+yaml",
+            "spec:\n  replicas: 1\n".into(),
+        ),
+        (
+            "?fieldManager=ci&force=true",
+            "application/merge-patch+json",
+            "{}".into(),
+        ),
+    ] {
+        let reply = c
+            .request(
+                "PATCH",
+                &format!("{DEPLOYMENTS}/web{query}"),
+                ct,
+                body.into_bytes(),
+            )
+            .await;
+        assert_status(&reply, 400, "BadRequest");
+    }
+    let after = deployments.get("web").await.expect("get");
+    assert_eq!(
+        after.metadata.resource_version,
+        trimmed.metadata.resource_version
+    );
+    cp.stop().await;
+}

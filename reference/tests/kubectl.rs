@@ -270,6 +270,33 @@ fn kubectl_drives_the_control_plane() {
     ]);
     assert_eq!(spec.trim(), "5 shipshape/probe:v2");
 
+    // Server-side apply: the manifest's replicas and image now belong to the managers of
+    // scale and set image, so applying it conflicts, names them, and changes nothing;
+    // --force-conflicts takes them over.
+    let (applied, text) = cluster.kubectl(&["apply", "--server-side", "-f", m]);
+    assert!(!applied, "{text}");
+    assert!(text.contains("Apply failed with 2 conflicts"), "{text}");
+    assert!(text.contains(".spec.replicas") && text.contains(".image"), "{text}");
+    let forced = cluster.ok(&["apply", "--server-side", "--force-conflicts", "-f", m]);
+    assert!(forced.contains("deployment.apps/web serverside-applied"), "{forced}");
+    let spec = cluster.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(spec.trim(), "3 shipshape/probe:v1");
+    let managers = cluster.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+    ]);
+    assert!(managers.contains("kubectl/Apply"), "{managers}");
+
     // get --watch streams: a pod created after the watch began shows up in it.
     let mut watch = Command::new("kubectl")
         .arg("--kubeconfig")

@@ -29,6 +29,7 @@
 
 mod agents;
 mod allocation;
+mod apply;
 pub use allocation::NODE_PORTS;
 mod discovery;
 mod form;

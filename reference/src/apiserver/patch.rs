@@ -85,7 +85,7 @@ pub fn apply(kind: PatchKind, original: &Value, patch: &[u8]) -> Result<Value, P
 }
 
 /// The merge key of a list field, if Kubernetes merges it item by item.
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"
@@ -112,7 +112,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
 }
 
 /// Merges a patch map into `target` (made an object if it is not one).
-fn strategic_merge_map(target: &mut Value, patch: &Map<String, Value>) {
+pub(super) fn strategic_merge_map(target: &mut Value, patch: &Map<String, Value>) {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut replaced = patch.clone();

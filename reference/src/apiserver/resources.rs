@@ -15,6 +15,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::allocation::{self, Held};
+use super::apply::{self, Writer};
 use super::form::Form;
 use super::paging::{self, Listed};
 use super::patch::{self, PatchKind};
@@ -103,7 +104,9 @@ pub(super) async fn dispatch(
             &table_form.object(r, get(shared, r, ns, name)?.0),
         )),
         (&Method::POST, None, None) => {
-            let created = create(shared, r, ns, decode_body(&parts, &body)?, &query).await?;
+            let writer = Writer::of(&parts, &query, r, None, false)?;
+            let obj = decode_body(&parts, &body)?;
+            let created = create(shared, r, ns, obj, &query, &writer).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &object_form.object(r, created),
@@ -116,10 +119,30 @@ pub(super) async fn dispatch(
         }
         (&Method::PUT | &Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let change = Change::of(&parts, &body)?;
-            ok(update(shared, r, ns, name, sub, &query, change).await?)
+            let writer = Writer::of(&parts, &query, r, sub, change.applies())?;
+            match update(shared, r, ns, name, sub, &query, &change, &writer).await {
+                // An apply to an object that is not there creates it.
+                Err(ApiError::NotFound { .. }) if change.applies() && sub.is_none() => {
+                    let mut obj = change.proposed(&Value::Null, &writer)?;
+                    match meta::name(&obj) {
+                        Some(named) if named != name => return Err(misnamed(named, name)),
+                        Some(_) => {}
+                        None => drop(metadata_mut(&mut obj).insert("name".into(), json!(name))),
+                    }
+                    let created = create(shared, r, ns, obj, &query, &writer).await?;
+                    let created = object_form.object(r, created);
+                    Ok(json_response(StatusCode::CREATED, &created))
+                }
+                updated => ok(updated?),
+            }
         }
         (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) => {
-            ok(rescale(shared, r, ns, name, &query, Change::of(&parts, &body)?).await?)
+            let change = Change::of(&parts, &body)?;
+            if change.applies() {
+                return Err(ApiError::UnsupportedMediaType(ACCEPTED_PATCHES.into()));
+            }
+            let writer = Writer::of(&parts, &query, r, sub, false)?;
+            ok(rescale(shared, r, ns, name, &query, change, &writer).await?)
         }
         (&Method::DELETE, None, None) => {
             let options = delete_options(&parts, &body, &query)?;
@@ -174,14 +197,16 @@ fn content_type(parts: &Parts) -> Option<&str> {
     parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()
 }
 
+/// The patch formats a PATCH of the scale subresource may use.
+const ACCEPTED_PATCHES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+
 fn patch_kind(parts: &Parts) -> Result<PatchKind, ApiError> {
-    PatchKind::from_content_type(content_type(parts).unwrap_or("")).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(
-            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
-                .into(),
-        )
-    })
+    PatchKind::from_content_type(content_type(parts).unwrap_or(""))
+        .ok_or_else(|| ApiError::UnsupportedMediaType(format!("{ACCEPTED_PATCHES}, {APPLY_PATCH}")))
 }
+
+/// The content type of a server-side apply.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 fn field_validation(query: &Query) -> Result<FieldValidation, ApiError> {
     match query.get("fieldValidation").map(String::as_str) {
@@ -474,6 +499,7 @@ async fn create(
     ns: Option<&str>,
     mut obj: Value,
     query: &Query,
+    writer: &Writer,
 ) -> Result<Value, ApiError> {
     check_type(r, &mut obj)?;
     check_namespace(r, ns, &mut obj)?;
@@ -496,11 +522,12 @@ async fn create(
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    meta.remove("managedFields");
+    let sent = meta.remove("managedFields");
     if r.has_spec {
         meta.insert("generation".into(), json!(1));
     }
     prepare_status_on_create(r, &mut obj);
+    apply::record(&Value::Null, &mut obj, sent, writer)?;
     let claims = allocate(shared, r, &r.key(ns, &name), &name, &mut obj, None)?;
     if dry_run(query) {
         return Ok(obj);
@@ -585,25 +612,34 @@ pub(super) enum Change<'a> {
     Replace(Value),
     /// PATCH: a patch to apply to the current object.
     Patch(PatchKind, &'a Bytes),
+    /// PATCH: a server-side apply's configuration ([`apply`]).
+    Apply(&'a Bytes),
 }
 
 impl<'a> Change<'a> {
     /// The change a PUT (the whole object) or a PATCH (its patch) describes.
     fn of(parts: &Parts, body: &'a Bytes) -> Result<Self, ApiError> {
-        Ok(if parts.method == Method::PATCH {
-            Change::Patch(patch_kind(parts)?, body)
-        } else {
-            Change::Replace(decode_body(parts, body)?)
+        let media = content_type(parts).and_then(|ct| ct.split(';').next());
+        Ok(match parts.method {
+            Method::PATCH if media.map(str::trim) == Some(APPLY_PATCH) => Change::Apply(body),
+            Method::PATCH => Change::Patch(patch_kind(parts)?, body),
+            _ => Change::Replace(decode_body(parts, body)?),
         })
     }
 
-    /// The object the client proposes: the one it sent, or `base` with its patch applied.
-    fn proposed(&self, base: &Value) -> Result<Value, ApiError> {
+    fn applies(&self) -> bool {
+        matches!(self, Change::Apply(_))
+    }
+
+    /// The object the client proposes: the one it sent, or `base` with its patch or
+    /// configuration applied.
+    fn proposed(&self, base: &Value, writer: &Writer) -> Result<Value, ApiError> {
         match self {
             Change::Replace(obj) => Ok(obj.clone()),
             Change::Patch(kind, body) => {
                 patch::apply(*kind, base, body).map_err(|e| ApiError::BadRequest(e.to_string()))
             }
+            Change::Apply(body) => apply::merge(base, body, writer),
         }
     }
 }
@@ -640,6 +676,7 @@ fn client_revision(obj: &Value) -> Option<&str> {
     meta::meta_str(obj, "resourceVersion").filter(|rv| !rv.is_empty())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update(
     shared: &Shared,
     r: &'static Resource,
@@ -647,29 +684,31 @@ async fn update(
     name: &str,
     sub: Option<&str>,
     query: &Query,
-    change: Change<'_>,
+    change: &Change<'_>,
+    writer: &Writer,
 ) -> Result<Value, ApiError> {
     // Only a PATCH is tried again on a conflict, and only one that names no resourceVersion
     // of its own: a patch that names one is a precondition, not a retry loop. Which it is
     // shows once it is applied, so each attempt says. (An atomic, not a Cell: the request's
     // future must be free to move between threads.)
     let retry = &AtomicBool::new(false);
-    let change = &change;
     retried(
         |e| is_conflict(e) && retry.load(Ordering::Relaxed),
         || async move {
             let (current, revision) = get(shared, r, ns, name)?;
-            let proposed = change.proposed(&current)?;
+            let proposed = change.proposed(&current, writer)?;
             let named = match change {
                 Change::Replace(_) => client_revision(&proposed)
                     .filter(|_| !crate::failpoints::on!("apiserver::ignore-resource-versions")),
-                Change::Patch(..) => meta::meta_str(&proposed, "resourceVersion")
-                    .filter(|rv| *rv != revision.to_string()),
+                Change::Patch(..) | Change::Apply(_) => {
+                    meta::meta_str(&proposed, "resourceVersion")
+                        .filter(|rv| *rv != revision.to_string())
+                }
             };
-            let retriable = matches!(change, Change::Patch(..)) && named.is_none();
+            let retriable = !matches!(change, Change::Replace(_)) && named.is_none();
             retry.store(retriable, Ordering::Relaxed);
             let expected = named.map(parse_rv).transpose()?.unwrap_or(revision);
-            let next = merge_update(r, ns, name, sub, &current, proposed, query)?;
+            let next = merge_update(r, ns, name, sub, &current, proposed, query, writer)?;
             write_update(shared, r, ns, name, &current, next, expected, query).await
         },
     )
@@ -681,7 +720,14 @@ pub(super) fn parse_rv(rv: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
 }
 
+fn misnamed(named: &str, name: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the name of the object ({named}) does not match the name on the URL ({name})"
+    ))
+}
+
 /// Builds the object to store from the current one and what the client proposed.
+#[allow(clippy::too_many_arguments)]
 fn merge_update(
     r: &'static Resource,
     ns: Option<&str>,
@@ -690,6 +736,7 @@ fn merge_update(
     current: &Value,
     mut proposed: Value,
     query: &Query,
+    writer: &Writer,
 ) -> Result<Value, ApiError> {
     check_type(r, &mut proposed)?;
     check_namespace(r, ns, &mut proposed)?;
@@ -698,11 +745,7 @@ fn merge_update(
         None | Some("") => {
             metadata_mut(&mut proposed).insert("name".into(), json!(name));
         }
-        Some(n) => {
-            return Err(ApiError::BadRequest(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
+        Some(n) => return Err(misnamed(n, name)),
     }
     let mut next = if sub == Some("status") {
         // A status update changes the status and nothing else.
@@ -739,7 +782,7 @@ fn merge_update(
             None => meta.remove(key),
         };
     }
-    meta.remove("managedFields");
+    let sent = meta.remove("managedFields");
     let mut next = admit(r, next, query)?;
     validate::validate_update(r, current, &next).map_err(|e| ApiError::Invalid(e, r))?;
     if r.has_spec && next.get("spec") != current.get("spec") {
@@ -748,6 +791,7 @@ fn merge_update(
             .unwrap_or(0);
         metadata_mut(&mut next).insert("generation".into(), json!(generation + 1));
     }
+    apply::record(current, &mut next, sent, writer)?;
     Ok(next)
 }
 
@@ -828,6 +872,7 @@ async fn rescale(
     name: &str,
     query: &Query,
     change: Change<'_>,
+    writer: &Writer,
 ) -> Result<Value, ApiError> {
     // A Scale PUT that names a resourceVersion is a precondition, not a retry loop.
     let pinned = matches!(&change, Change::Replace(obj) if client_revision(obj).is_some());
@@ -836,7 +881,7 @@ async fn rescale(
         |e| is_conflict(e) && !pinned,
         || async move {
             let (current, revision) = get(shared, r, ns, name)?;
-            let proposed = change.proposed(&scale_of(&current))?;
+            let proposed = change.proposed(&scale_of(&current), writer)?;
             let replicas = match proposed.pointer("/spec/replicas").and_then(Value::as_i64) {
                 Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
                 other => {
@@ -861,7 +906,7 @@ async fn rescale(
             let expected = named.map(parse_rv).transpose()?.unwrap_or(revision);
             let mut next = current.clone();
             set_in_spec(&mut next, "replicas", json!(replicas));
-            let next = merge_update(r, ns, name, None, &current, next, query)?;
+            let next = merge_update(r, ns, name, None, &current, next, query, writer)?;
             let stored = write_update(shared, r, ns, name, &current, next, expected, query).await?;
             Ok(scale_of(&stored))
         },

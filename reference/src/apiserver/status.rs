@@ -52,6 +52,11 @@ pub enum ApiError {
         /// What conflicted.
         message: String,
     },
+    /// A server-side apply would change fields other managers own
+    /// ([`super::apply`]): each cause names one and its owner.
+    #[error("Apply failed with {} conflict{}: {}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|c| format!("{}: {}", c.message, c.field)).collect::<Vec<_>>().join("; "))]
+    ApplyConflict(Vec<Cause>),
     /// The object breaks its kind's rules.
     #[error("{0}")]
     Invalid(ValidationError, &'static Resource),
@@ -97,7 +102,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid(ValidationError::Decode(_), _) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -117,7 +124,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound { .. } | ApiError::NoRoute => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => "Conflict",
             ApiError::Invalid(ValidationError::Decode(_), _) => "BadRequest",
             ApiError::Invalid(..) => "Invalid",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
@@ -137,6 +144,9 @@ impl ApiError {
             | ApiError::AlreadyExists { resource, name }
             | ApiError::Conflict { resource, name, .. } => Some(json!({
                 "name": name, "group": resource.group, "kind": resource.plural,
+            })),
+            ApiError::ApplyConflict(causes) => Some(json!({
+                "causes": causes.iter().map(cause_json).collect::<Vec<_>>(),
             })),
             ApiError::Invalid(ValidationError::Invalid { name, causes, .. }, resource) => {
                 Some(json!({
