@@ -297,7 +297,8 @@ impl PeerTransport {
         }
     }
 
-    /// Forwards `body` to `path` on the leader; see [`forward`].
+    /// Sends a change (a write at `/raft/propose`, a member's removal or addition at
+    /// `/raft/remove-member` or `/raft/add-member`) to the leader; its outcome.
     fn forward_to(
         &self,
         leader: u64,
@@ -305,7 +306,42 @@ impl PeerTransport {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<WriteResult, StoreError>> + Send + 'static {
         let (config, idle) = (self.config.clone(), self.idle.clone());
-        forward(config, idle, leader, path, body.into())
+        async move {
+            let address = config.peers.get(leader).ok_or_else(|| {
+                StoreError::Unavailable(format!("member {leader} is not a known peer"))
+            })?;
+            let reused = {
+                let mut idle = lock(&idle);
+                let pool = idle.entry(leader).or_default();
+                pool.retain(|c| !c.is_closed());
+                pool.pop()
+            };
+            let mut connection = reuse_or_connect(&config, &address, reused)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            // From here on the leader may have received the change: a failure leaves its
+            // fate unknown.
+            let body = Full::new(body.into()).boxed();
+            let response = post(&config, &mut connection, path, body)
+                .await
+                .map_err(|_| StoreError::Dropped)?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| StoreError::Dropped)?
+                .to_bytes();
+            if status != StatusCode::OK {
+                let why = String::from_utf8_lossy(&body);
+                tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
+                return Err(StoreError::Unavailable(format!(
+                    "member {leader} refused the forwarded write ({status}): {why}"
+                )));
+            }
+            lock(&idle).entry(leader).or_default().push(connection);
+            decode_outcome(&body)?
+        }
     }
 }
 
@@ -403,51 +439,6 @@ impl Transport for PeerTransport {
 
 /// Idle connections for forwarded writes, by peer.
 type Pool = Arc<Mutex<HashMap<u64, Vec<SendRequest<PeerBody>>>>>;
-
-/// Sends a change (a write at `/raft/propose`, a removal at `/raft/remove-member`) to the
-/// leader and returns its outcome.
-async fn forward(
-    config: Arc<PeerConfig>,
-    idle: Pool,
-    leader: u64,
-    path: &'static str,
-    body: Bytes,
-) -> Result<WriteResult, StoreError> {
-    let address = config
-        .peers
-        .get(leader)
-        .ok_or_else(|| StoreError::Unavailable(format!("member {leader} is not a known peer")))?;
-    let reused = {
-        let mut idle = lock(&idle);
-        let pool = idle.entry(leader).or_default();
-        pool.retain(|c| !c.is_closed());
-        pool.pop()
-    };
-    let mut connection = reuse_or_connect(&config, &address, reused)
-        .await
-        .map_err(StoreError::Unavailable)?;
-    // From here on the leader may have received the change: a failure leaves its fate
-    // unknown.
-    let response = post(&config, &mut connection, path, Full::new(body).boxed())
-        .await
-        .map_err(|_| StoreError::Dropped)?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| StoreError::Dropped)?
-        .to_bytes();
-    if status != StatusCode::OK {
-        let why = String::from_utf8_lossy(&body);
-        tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
-        return Err(StoreError::Unavailable(format!(
-            "member {leader} refused the forwarded write ({status}): {why}"
-        )));
-    }
-    lock(&idle).entry(leader).or_default().push(connection);
-    decode_outcome(&body)?
-}
 
 /// Posts `body` to `path` on a peer over `connection`, naming this cluster and member.
 async fn post(

@@ -176,11 +176,8 @@ impl Event {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.push(match self.kind {
-            EventKind::Put => 0,
-            EventKind::Delete => 1,
-        });
+        // 0 for a put, 1 for a delete.
+        let mut out = vec![u8::from(self.kind == EventKind::Delete)];
         push_bytes(&mut out, self.key.as_bytes());
         push_bytes(&mut out, &self.record.encode());
         out.push(u8::from(self.previous.is_some()));
@@ -486,18 +483,17 @@ impl StateMachine {
             Err(e) => Err(e),
         };
         self.tree()?.apply_batch(batch)?;
-        Ok(match outcome {
-            Ok((result, events)) => {
-                // In memory before the revision moves: a watcher that sees the new revision
-                // finds its events.
-                write(&self.recent).push(events);
-                self.revision.store(result.revision, Ordering::Release);
-                self.notify.send_replace(result.revision);
-                self.trim_history(result.revision)?;
-                Ok(result)
-            }
-            Err(e) => Err(e),
-        })
+        let (result, events) = match outcome {
+            Ok(planned) => planned,
+            Err(e) => return Ok(Err(e)),
+        };
+        // In memory before the revision moves: a watcher that sees the new revision finds
+        // its events.
+        write(&self.recent).push(events);
+        self.revision.store(result.revision, Ordering::Release);
+        self.notify.send_replace(result.revision);
+        self.trim_history(result.revision)?;
+        Ok(Ok(result))
     }
 
     /// Checks every precondition, then stages the changes into `batch`; returns the write's

@@ -72,11 +72,10 @@ impl WatchStream {
             if let Err(e) = self.fill() {
                 return Some(Err(e));
             }
-            if !self.buffered.is_empty() {
-                continue;
+            if self.buffered.is_empty() {
+                // Wait for the revision to move past what we have read.
+                self.revisions.changed().await.ok()?;
             }
-            // Wait for the revision to move past what we have read.
-            self.revisions.changed().await.ok()?;
         }
     }
 
