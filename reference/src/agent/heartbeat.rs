@@ -170,10 +170,7 @@ fn same_status(posted: Option<&Value>, computed: &Value) -> bool {
         }
         Some(v)
     };
-    match (posted.and_then(normal), normal(computed)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
+    matches!((posted.and_then(normal), normal(computed)), (Some(a), Some(b)) if a == b)
 }
 
 #[cfg(test)]

@@ -77,11 +77,6 @@ impl LogServer {
 /// A reply's body: whole, or streamed while a container writes.
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// An empty body (an upgrade's answer).
-pub(super) fn empty() -> Body {
-    Full::new(Bytes::new()).boxed_unsync()
-}
-
 pub(super) fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() = code;

@@ -169,12 +169,11 @@ pub enum AgentError {
 }
 
 fn parse_taint(t: &str) -> Result<Value, AgentError> {
+    let effects = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
     let (kv, effect) = t
         .rsplit_once(':')
+        .filter(|(_, effect)| effects.contains(effect))
         .ok_or_else(|| AgentError::Taint(t.into()))?;
-    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-        return Err(AgentError::Taint(t.into()));
-    }
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
     if key.is_empty() {
         return Err(AgentError::Taint(t.into()));
@@ -253,11 +252,8 @@ async fn register(
         "spec": spec,
         "status": status,
     });
-    let node: Node = serde_json::from_value(body).map_err(|e| AgentError::Api {
-        action: "build",
-        node: config.node_name.clone(),
-        source: kube::Error::SerdeError(e),
-    })?;
+    let node: Node =
+        serde_json::from_value(body).map_err(|e| api_err("build")(kube::Error::SerdeError(e)))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -388,14 +384,7 @@ pub async fn run(
 
 /// Resolves once `shutdown` is true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn dispatch(

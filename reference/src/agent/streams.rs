@@ -135,7 +135,7 @@ pub async fn serve(
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(super::logs::empty())
+        .body(Body::default())
         .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "bad upgrade answer"))
 }
 
@@ -325,7 +325,7 @@ async fn session<S>(
                     Some(Ok(LogOutput::StdIn { .. })) => continue,
                     Some(Err(_)) | None => break,
                 };
-                if sink.send(framed(channel, &bytes)).await.is_err() {
+                if sink.send(Message::Binary(framed(channel, &bytes))).await.is_err() {
                     return;
                 }
             }
@@ -341,9 +341,8 @@ async fn session<S>(
         },
         Process::Attached(_) => json!({"metadata": {}, "status": "Success"}),
     };
-    let _ = sink
-        .send(framed(ERROR, &Bytes::from(status.to_string())))
-        .await;
+    let status = framed(ERROR, status.to_string().as_bytes());
+    let _ = sink.send(Message::Binary(status)).await;
     // A normal closure (1000): Go's WebSocket takes a close without a code as an error.
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
@@ -373,12 +372,12 @@ async fn feed(input: &mut Pin<Box<dyn AsyncWrite + Send>>, bytes: &[u8]) -> bool
     input.write_all(bytes).await.is_ok() && input.flush().await.is_ok()
 }
 
-/// `bytes` on `channel`.
-fn framed(channel: u8, bytes: &Bytes) -> Message {
-    let mut data = Vec::with_capacity(bytes.len() + 1);
-    data.push(channel);
-    data.extend_from_slice(bytes);
-    Message::Binary(data.into())
+/// `bytes` on `channel`: the channel's byte, then the bytes (port-forward's channels too).
+pub(super) fn framed(channel: u8, bytes: &[u8]) -> Bytes {
+    let mut message = Vec::with_capacity(bytes.len() + 1);
+    message.push(channel);
+    message.extend_from_slice(bytes);
+    message.into()
 }
 
 /// The Status kubelet reports for a process that ended with `code`.
