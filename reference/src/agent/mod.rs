@@ -186,13 +186,7 @@ fn parse_taint(t: &str) -> Result<Value, AgentError> {
 }
 
 fn node_status(config: &AgentConfig, log_port: u16, now: &str, previous: Option<&Value>) -> Value {
-    let since = previous
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
-        .filter(|c| c.get("status") == Some(&json!("True")))
-        .and_then(|c| c.get("lastTransitionTime").cloned())
-        .unwrap_or_else(|| json!(now));
+    let since = status::since(previous, "Ready", "True", now);
     let resources =
         json!({"cpu": config.cpu, "memory": config.memory, "pods": config.max_pods.to_string()});
     json!({
