@@ -133,11 +133,8 @@ impl Sources {
 
     /// Why key `key` of source `name` cannot be had.
     fn no_key(&self, kind: Kind, name: &str, key: &str) -> String {
-        let namespace = &self.namespace;
-        format!(
-            "couldn't find key {key} in {} {namespace}/{name}",
-            kind.title()
-        )
+        let (kind, namespace) = (kind.title(), &self.namespace);
+        format!("couldn't find key {key} in {kind} {namespace}/{name}")
     }
 
     /// The variables `container` takes from ConfigMaps and Secrets: `envFrom` first, then

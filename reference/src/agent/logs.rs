@@ -121,10 +121,8 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     let follow = param("follow").is_some_and(|v| v == "true" || v == "1");
     let key = format!("{namespace}/{pod}");
     let Some(id) = runtime.find_by_pod(&key, container).await else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("container {container:?} of pod {key} is not on this node"),
-        );
+        let why = format!("container {container:?} of pod {key} is not on this node");
+        return reply(StatusCode::NOT_FOUND, why);
     };
     if follow {
         let frames = runtime

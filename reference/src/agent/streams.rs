@@ -163,10 +163,8 @@ async fn admit(
         return refuse(bad, "you must specify at least 1 command".into());
     }
     let Some(id) = runtime.find_by_pod(pod, container).await else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!("{the_container} is not on this node"),
-        );
+        let why = format!("{the_container} is not on this node");
+        return refuse(StatusCode::NOT_FOUND, why);
     };
     let inspected = runtime.docker().inspect_container(&id, None).await.ok();
     if !inspected.and_then(|c| c.state?.running).unwrap_or(false) {

@@ -656,13 +656,9 @@ async fn handle(
     let (cluster, from) = (header(CLUSTER_HEADER), header(FROM_HEADER));
     if cluster != config.cluster_id {
         tracing::warn!(%remote, %cluster, ours = %config.cluster_id, "refused a member of another cluster");
-        return answer(
-            StatusCode::FORBIDDEN,
-            format!(
-                "member {} belongs to cluster {:?}, not {cluster:?}",
-                config.id, config.cluster_id
-            ),
-        );
+        let (id, ours) = (config.id, &config.cluster_id);
+        let why = format!("member {id} belongs to cluster {ours:?}, not {cluster:?}");
+        return answer(StatusCode::FORBIDDEN, why);
     }
     let Some(from) = from
         .parse::<u64>()
@@ -670,19 +666,15 @@ async fn handle(
         .filter(|id| config.peers.contains(*id))
     else {
         tracing::warn!(%remote, %from, "refused a request from an unknown member");
-        return answer(
-            StatusCode::FORBIDDEN,
-            format!("member {from:?} is not a member this one knows"),
-        );
+        let why = format!("member {from:?} is not a member this one knows");
+        return answer(StatusCode::FORBIDDEN, why);
     };
     if request.method() != Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, "POST only");
     }
     let path = request.uri().path().to_owned();
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    let body = match limited.collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return answer(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
     };

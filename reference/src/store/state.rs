@@ -100,14 +100,11 @@ impl MemberRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<MemberRecord, StoreError> {
-        match bytes.split_first() {
-            Some((0, address)) => Ok(MemberRecord::Added(
-                String::from_utf8_lossy(address).into_owned(),
-            )),
-            Some((1, [])) => Ok(MemberRecord::Removed),
-            _ => Err(StoreError::Corrupt(
-                "a member record does not decode".into(),
-            )),
+        let corrupt = || StoreError::Corrupt("a member record does not decode".into());
+        match bytes.split_first().ok_or_else(corrupt)? {
+            (0, address) => Ok(MemberRecord::Added(String::from_utf8_lossy(address).into())),
+            (1, []) => Ok(MemberRecord::Removed),
+            _ => Err(corrupt()),
         }
     }
 }
@@ -446,11 +443,8 @@ impl StateMachine {
             .scan_prefix(b"p")
             .map(|item| {
                 let (k, v) = item?;
-                let id = k
-                    .get(1..9)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| StoreError::Corrupt("a member key does not decode".into()))?;
+                // `p`, then the id.
+                let id = Reader::new(k.get(1..).unwrap_or_default()).u64()?;
                 Ok((id, MemberRecord::decode(&v)?))
             })
             .collect()
