@@ -62,30 +62,21 @@ impl Sources {
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         for name in config_map_names {
             let data = config_maps.get_opt(&name).await?.map(|c| {
-                let mut data: Data = c
+                let text = c
                     .data
-                    .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    c.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                data
+                    .flatten()
+                    .map(|(k, v)| (k, v.into_bytes()));
+                let binary = c.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0));
+                text.chain(binary).collect()
             });
             sources.config_maps.insert(name, data);
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         for name in secret_names {
             let data = secrets.get_opt(&name).await?.map(|s| {
-                s.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect()
+                let pairs = s.data.into_iter().flatten();
+                pairs.map(|(k, v)| (k, v.0)).collect()
             });
             sources.secrets.insert(name, data);
         }

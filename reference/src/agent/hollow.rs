@@ -73,12 +73,8 @@ pub async fn run(
             (hollow.config.node_name.clone(), hollow)
         })
         .collect();
-    let configs: Vec<Arc<AgentConfig>> = hollows.values().map(|h| h.config.clone()).collect();
-    futures::stream::iter(configs)
-        .map(|config| {
-            let nodes = nodes.clone();
-            async move { register(&nodes, &config, 0).await }
-        })
+    futures::stream::iter(hollows.values())
+        .map(|hollow| register(&nodes, &hollow.config, 0))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;

@@ -57,12 +57,10 @@ impl LogServer {
                     Err(_) => continue,
                 },
             };
-            let runtime = self.runtime.clone();
-            let token = self.token.clone();
+            let (runtime, token) = (self.runtime.clone(), self.token.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let runtime = runtime.clone();
-                    let token = token.clone();
+                    let (runtime, token) = (runtime.clone(), token.clone());
                     async move { Ok::<_, Infallible>(handle(req, &runtime, &token).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

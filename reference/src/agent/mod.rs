@@ -93,16 +93,9 @@ pub struct AgentConfig {
 /// kubelet closes all its connections then: behind a front door (a load balancer) the
 /// failing one may be pinned to an apiserver that cannot write — a control-plane member
 /// cut off from the others — while the others would take the heartbeat.
-#[derive(Clone)]
+/// (Its `Debug` shows the server only: the credentials' own keeps the token out.)
+#[derive(Clone, Debug)]
 pub struct Reconnect(pub crate::client::Credentials);
-
-impl std::fmt::Debug for Reconnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconnect")
-            .field("server", &self.0.server)
-            .finish_non_exhaustive()
-    }
-}
 
 impl AgentConfig {
     /// A node with the host's size and shipshape's default timings.
@@ -261,18 +254,22 @@ async fn register(
                 )
                 .await
                 .map_err(api_err("update"))?;
-            nodes
-                .patch_status(
-                    &config.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
-                )
+            post_status(nodes, &config.node_name, status)
                 .await
                 .map_err(api_err("update the status of"))?;
         }
         Err(e) => return Err(api_err("register")(e)),
     }
     tracing::info!(node = %config.node_name, cpu = %config.cpu, memory = %config.memory, "node registered");
+    Ok(())
+}
+
+/// Merges `status` into node `name`'s status.
+async fn post_status(nodes: &Api<Node>, name: &str, status: Value) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(json!({ "status": status }));
+    nodes
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await?;
     Ok(())
 }
 
@@ -298,12 +295,8 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(log_server.serve(shutdown.clone()));
-    tasks.spawn(heartbeat::run(
-        nodes.clone(),
-        config.clone(),
-        log_port,
-        shutdown.clone(),
-    ));
+    let beats = heartbeat::run(nodes.clone(), config.clone(), log_port, shutdown.clone());
+    tasks.spawn(beats);
 
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
@@ -345,10 +338,8 @@ pub async fn run(
                     Ok(watcher::Event::InitDone) => {
                         // Pods that vanished while we were not watching.
                         if let Some(seen) = seen_in_relist.take() {
-                            for (uid, tx) in &workers {
-                                if !seen.contains(uid) {
-                                    let _ = tx.send(None);
-                                }
+                            for (_, tx) in workers.iter().filter(|(uid, _)| !seen.contains(uid)) {
+                                let _ = tx.send(None);
                             }
                         }
                     }
@@ -397,12 +388,8 @@ fn dispatch(
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    worker_tasks.spawn(pod_worker::run(
-        runtime.clone(),
-        client.clone(),
-        config.clone(),
-        rx,
-    ));
+    let worker = pod_worker::run(runtime.clone(), client.clone(), config.clone(), rx);
+    worker_tasks.spawn(worker);
     workers.insert(uid, tx);
 }
 

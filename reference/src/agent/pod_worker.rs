@@ -168,8 +168,7 @@ impl Worker {
         };
         let mut mine: Vec<(String, String)> = all
             .into_iter()
-            .filter(|(uid, _, _)| *uid == self.uid)
-            .map(|(_, name, id)| (name, id))
+            .filter_map(|(uid, name, id)| (uid == self.uid).then_some((name, id)))
             .collect();
         // The sandbox last: the app containers live in its network namespace.
         mine.sort_by_key(|(name, _)| name == PAUSE);

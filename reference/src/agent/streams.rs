@@ -342,27 +342,25 @@ async fn session<S>(
     let status = framed(ERROR, status.to_string().as_bytes());
     let _ = sink.send(Message::Binary(status)).await;
     // A normal closure (1000): Go's WebSocket takes a close without a code as an error.
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(normal))).await;
     let _ = sink.close().await;
 }
 
 /// The exit code of an exec whose output has ended. Docker closes the output as the
 /// process ends, and may record the code a moment later: it waits up to a second for it.
 async fn exit_code(runtime: &Runtime, exec: &str) -> Result<Option<i64>, bollard::errors::Error> {
-    let mut tries = 0;
-    loop {
+    for _ in 0..20 {
         let inspected = runtime.docker().inspect_exec(exec).await?;
-        if inspected.running != Some(true) || tries == 20 {
+        if inspected.running != Some(true) {
             return Ok(inspected.exit_code);
         }
-        tries += 1;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    Ok(runtime.docker().inspect_exec(exec).await?.exit_code)
 }
 
 /// Writes `bytes` to the process's stdin; whether it still takes more.

@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, TryFutureExt};
-use http::{Method, Request, Response, StatusCode};
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -451,14 +452,11 @@ async fn post(
     *request.method_mut() = Method::POST;
     *request.uri_mut() = http::Uri::from_static(path);
     let headers = request.headers_mut();
-    if let Ok(cluster) = http::HeaderValue::from_str(&config.cluster_id) {
+    if let Ok(cluster) = HeaderValue::from_str(&config.cluster_id) {
         headers.insert(CLUSTER_HEADER, cluster);
     }
-    headers.insert(FROM_HEADER, http::HeaderValue::from(config.id));
-    headers.insert(
-        http::header::HOST,
-        http::HeaderValue::from_static("shipshape-peer"),
-    );
+    headers.insert(FROM_HEADER, HeaderValue::from(config.id));
+    headers.insert(HOST, HeaderValue::from_static("shipshape-peer"));
     tokio::time::timeout(REQUEST_TIMEOUT, connection.send_request(request))
         .await
         .map_err(|_| "the member did not answer in time".to_owned())?
@@ -500,9 +498,8 @@ async fn connect(
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP with the member at {address} failed: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // The connection runs on its own; its end (with the peer's) is of no interest.
+        tokio::spawn(connection);
         Ok(sender)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
@@ -649,7 +646,7 @@ async fn handle(
         request
             .headers()
             .get(name)
-            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .and_then(|v: &HeaderValue| v.to_str().ok())
             .unwrap_or("")
             .to_owned()
     };

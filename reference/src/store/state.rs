@@ -381,6 +381,13 @@ impl StateMachine {
         limit: usize,
         prefix: &str,
     ) -> Result<HistoryRead, StoreError> {
+        self.retained_after(after)?;
+        self.recent_history_after(after, limit, prefix)
+            .map_or_else(|| self.stored_history_after(after, limit, prefix), Ok)
+    }
+
+    /// [`StoreError::Compacted`] if the history no longer reaches back to `after`.
+    pub(super) fn retained_after(&self, after: u64) -> Result<(), StoreError> {
         let oldest = self.oldest();
         if after < oldest {
             return Err(StoreError::Compacted {
@@ -388,8 +395,7 @@ impl StateMachine {
                 oldest,
             });
         }
-        self.recent_history_after(after, limit, prefix)
-            .map_or_else(|| self.stored_history_after(after, limit, prefix), Ok)
+        Ok(())
     }
 
     /// [`StateMachine::history_after`] from memory, if it holds every event after `after`.

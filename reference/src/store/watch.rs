@@ -40,13 +40,7 @@ impl WatchStream {
         prefix: String,
         after: u64,
     ) -> Result<WatchStream, StoreError> {
-        let oldest = state.oldest();
-        if after < oldest {
-            return Err(StoreError::Compacted {
-                requested: after,
-                oldest,
-            });
-        }
+        state.retained_after(after)?;
         let revisions = state.subscribe();
         Ok(WatchStream {
             state,
