@@ -73,12 +73,8 @@ pub async fn run<F, Fut>(
     let mut running: Option<(watch::Sender<bool>, JoinHandle<()>)> = None;
     let mut last_renewal = Instant::now();
     loop {
-        let held = match tokio::time::timeout(
-            CALL_TIMEOUT,
-            try_acquire_or_renew(&leases, &identity, &mut observed),
-        )
-        .await
-        {
+        let round = try_acquire_or_renew(&leases, &identity, &mut observed);
+        let held = match tokio::time::timeout(CALL_TIMEOUT, round).await {
             Ok(Ok(held)) => held,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "leader election: the Lease could not be read or written");
@@ -93,23 +89,25 @@ pub async fn run<F, Fut>(
                 let (stop, components_stopped) = watch::channel(false);
                 running = Some((stop, tokio::spawn(start(components_stopped))));
             }
-        } else if let Some((stop, task)) = running.take() {
-            if last_renewal.elapsed() < RENEW_DEADLINE
-                && observed.as_ref().is_none_or(|o| o.holder == identity)
-            {
-                // Renewal failed but the Lease is still ours for a while: keep going.
-                running = Some((stop, task));
-            } else {
-                tracing::warn!(%identity, "lost the lead: stopping the scheduler and the controllers");
-                let _ = stop.send(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            }
+        } else if running.is_some()
+            && (last_renewal.elapsed() >= RENEW_DEADLINE
+                || observed.as_ref().is_some_and(|o| o.holder != identity))
+        {
+            // A failed renewal keeps the components going while the Lease is still ours for a
+            // while (renewed within RENEW_DEADLINE, and ours when last seen); not past that.
+            tracing::warn!(%identity, "lost the lead: stopping the scheduler and the controllers");
+            stop_components(running.take()).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
             _ = stopped.wait_for(|stop| *stop) => break,
         }
     }
+    stop_components(running).await;
+}
+
+/// Tells the running components to stop, and waits (up to 5 s) until they have.
+async fn stop_components(running: Option<(watch::Sender<bool>, JoinHandle<()>)>) {
     if let Some((stop, task)) = running {
         let _ = stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

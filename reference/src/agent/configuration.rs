@@ -29,14 +29,8 @@ enum Kind {
 }
 
 impl Kind {
-    /// As Kubernetes' messages name it: `configmap "x" not found`.
-    fn lower(self) -> &'static str {
-        match self {
-            Kind::ConfigMap => "configmap",
-            Kind::Secret => "secret",
-        }
-    }
-
+    /// As Kubernetes' messages name it: `ConfigMap default/x` (and, in lower case,
+    /// `configmap "x" not found`).
     fn title(self) -> &'static str {
         match self {
             Kind::ConfigMap => "ConfigMap",
@@ -68,30 +62,21 @@ impl Sources {
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         for name in config_map_names {
             let data = config_maps.get_opt(&name).await?.map(|c| {
-                let mut data: Data = c
+                let text = c
                     .data
-                    .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    c.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                data
+                    .flatten()
+                    .map(|(k, v)| (k, v.into_bytes()));
+                let binary = c.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0));
+                text.chain(binary).collect()
             });
             sources.config_maps.insert(name, data);
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         for name in secret_names {
             let data = secrets.get_opt(&name).await?.map(|s| {
-                s.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect()
+                let pairs = s.data.into_iter().flatten();
+                pairs.map(|(k, v)| (k, v.0)).collect()
             });
             sources.secrets.insert(name, data);
         }
@@ -112,7 +97,10 @@ impl Sources {
         match found.and_then(Option::as_ref) {
             Some(data) => Ok(Some(data)),
             None if optional == Some(true) => Ok(None),
-            None => Err(format!("{} {name:?} not found", kind.lower())),
+            None => Err(format!(
+                "{} {name:?} not found",
+                kind.title().to_lowercase()
+            )),
         }
     }
 
@@ -130,12 +118,14 @@ impl Sources {
         match data.get(key) {
             Some(value) => Ok(Some(value)),
             None if optional == Some(true) => Ok(None),
-            None => Err(format!(
-                "couldn't find key {key} in {} {}/{name}",
-                kind.title(),
-                self.namespace
-            )),
+            None => Err(self.no_key(kind, name, key)),
         }
+    }
+
+    /// Why key `key` of source `name` cannot be had.
+    fn no_key(&self, kind: Kind, name: &str, key: &str) -> String {
+        let (kind, namespace) = (kind.title(), &self.namespace);
+        format!("couldn't find key {key} in {kind} {namespace}/{name}")
     }
 
     /// The variables `container` takes from ConfigMaps and Secrets: `envFrom` first, then
@@ -206,32 +196,21 @@ impl Sources {
         let Some(data) = self.data(kind, name, optional)? else {
             return Ok(true);
         };
-        let all: Vec<KeyToPath>;
-        let items = match items {
-            Some(items) => items,
-            None => {
-                all = data
-                    .keys()
-                    .map(|key| KeyToPath {
-                        key: key.clone(),
-                        path: key.clone(),
-                        mode: None,
-                    })
-                    .collect();
-                &all
-            }
+        // Without `items`, every key, as a file of its name.
+        let every_key = || {
+            let item = |key: &String| KeyToPath {
+                key: key.clone(),
+                path: key.clone(),
+                mode: None,
+            };
+            data.keys().map(item).collect()
         };
-        for item in items {
+        for item in items.clone().unwrap_or_else(every_key) {
             let Some(value) = data.get(&item.key) else {
                 if optional == Some(true) {
                     continue;
                 }
-                return Err(format!(
-                    "couldn't find key {} in {} {}/{name}",
-                    item.key,
-                    kind.title(),
-                    self.namespace
-                ));
+                return Err(self.no_key(kind, name, &item.key));
             };
             let relative = Path::new(&item.path);
             if !relative

@@ -30,7 +30,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{AgentConfig, Reconnect, node_status, stopped};
+use super::{AgentConfig, Reconnect, node_status, post_status, stopped};
 use crate::api::meta;
 
 /// The namespace of the nodes' Leases, as in Kubernetes.
@@ -63,19 +63,17 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let beat = beat(&nodes, &leases, &config, log_port, &mut last_report);
-        let failed = match tokio::time::timeout(HEARTBEAT_TIMEOUT, beat).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no answer within {HEARTBEAT_TIMEOUT:?}")),
+        let error = match tokio::time::timeout(HEARTBEAT_TIMEOUT, beat).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {HEARTBEAT_TIMEOUT:?}"),
         };
-        if let Some(error) = failed {
-            tracing::warn!(node = %config.node_name, %error, "heartbeat failed");
-            if let Some(Reconnect(credentials)) = &config.reconnect
-                && let Ok(client) = credentials.client()
-            {
-                nodes = Api::all(client.clone());
-                leases = Api::namespaced(client, NODE_LEASE_NAMESPACE);
-            }
+        tracing::warn!(node = %config.node_name, %error, "heartbeat failed");
+        if let Some(Reconnect(credentials)) = &config.reconnect
+            && let Ok(client) = credentials.client()
+        {
+            nodes = Api::all(client.clone());
+            leases = Api::namespaced(client, NODE_LEASE_NAMESPACE);
         }
     }
 }
@@ -94,13 +92,7 @@ async fn beat(
     let status = node_status(config, log_port, &meta::now_rfc3339(), previous.as_ref());
     let due = last_report.is_none_or(|at| at.elapsed() >= STATUS_REPORT_PERIOD);
     if due || !same_status(previous.as_ref(), &status) {
-        nodes
-            .patch_status(
-                &config.node_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await?;
+        post_status(nodes, &config.node_name, status).await?;
         *last_report = Some(Instant::now());
     }
     Ok(())
@@ -170,10 +162,7 @@ fn same_status(posted: Option<&Value>, computed: &Value) -> bool {
         }
         Some(v)
     };
-    match (posted.and_then(normal), normal(computed)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
+    matches!((posted.and_then(normal), normal(computed)), (Some(a), Some(b)) if a == b)
 }
 
 #[cfg(test)]

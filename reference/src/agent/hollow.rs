@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
 use super::status::{self, ContainerState, ContainerView, PodView};
@@ -73,12 +73,8 @@ pub async fn run(
             (hollow.config.node_name.clone(), hollow)
         })
         .collect();
-    let configs: Vec<Arc<AgentConfig>> = hollows.values().map(|h| h.config.clone()).collect();
-    futures::stream::iter(configs)
-        .map(|config| {
-            let nodes = nodes.clone();
-            async move { register(&nodes, &config, 0).await }
-        })
+    futures::stream::iter(hollows.values())
+        .map(|hollow| register(&nodes, &hollow.config, 0))
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;
@@ -169,10 +165,11 @@ async fn report_running(
     let value = serde_json::to_value(pod).unwrap_or_default();
     let spec = value.get("spec").cloned().unwrap_or_default();
     let now = meta::now_rfc3339();
-    let containers = meta::each(&spec, "/containers")
+    let in_spec = pod.spec.iter().flat_map(|s| &s.containers);
+    let containers = in_spec
         .map(|c| ContainerView {
-            name: text(c, "name"),
-            image: text(c, "image"),
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
             image_id: None,
             container_id: None,
             state: ContainerState::Running {
@@ -197,43 +194,27 @@ async fn report_running(
     let next = status::pod_status(&view, &previous, &now);
     let pods: Api<Pod> = Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or(""));
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    pods.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": next })),
-    )
-    .await?;
-    Ok(())
+    let patch = Patch::Merge(json!({ "status": next }));
+    pods.patch_status(name, &PatchParams::default(), &patch)
+        .await
+        .map(drop)
 }
 
 /// Removes a pod being deleted for good, as the agent does once its containers are gone:
 /// a hollow node has none to stop.
 async fn finish_deletion(client: kube::Client, pod: &Pod) -> Result<(), kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or(""));
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
+    let params = DeleteParams::default()
+        .grace_period(0)
+        .preconditions(Preconditions {
             uid: pod.metadata.uid.clone(),
             resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match pods
-        .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
-        .await
-    {
-        Ok(_) => Ok(()),
+        });
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match pods.delete(name, &params).await {
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        other => other.map(drop),
     }
-}
-
-fn text(value: &Value, key: &str) -> String {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[cfg(test)]

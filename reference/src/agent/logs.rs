@@ -57,12 +57,10 @@ impl LogServer {
                     Err(_) => continue,
                 },
             };
-            let runtime = self.runtime.clone();
-            let token = self.token.clone();
+            let (runtime, token) = (self.runtime.clone(), self.token.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let runtime = runtime.clone();
-                    let token = token.clone();
+                    let (runtime, token) = (runtime.clone(), token.clone());
                     async move { Ok::<_, Infallible>(handle(req, &runtime, &token).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -76,11 +74,6 @@ impl LogServer {
 
 /// A reply's body: whole, or streamed while a container writes.
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// An empty body (an upgrade's answer).
-pub(super) fn empty() -> Body {
-    Full::new(Bytes::new()).boxed_unsync()
-}
 
 pub(super) fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
@@ -126,10 +119,8 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     let follow = param("follow").is_some_and(|v| v == "true" || v == "1");
     let key = format!("{namespace}/{pod}");
     let Some(id) = runtime.find_by_pod(&key, container).await else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("container {container:?} of pod {key} is not on this node"),
-        );
+        let why = format!("container {container:?} of pod {key} is not on this node");
+        return reply(StatusCode::NOT_FOUND, why);
     };
     if follow {
         let frames = runtime

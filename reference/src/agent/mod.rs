@@ -93,16 +93,9 @@ pub struct AgentConfig {
 /// kubelet closes all its connections then: behind a front door (a load balancer) the
 /// failing one may be pinned to an apiserver that cannot write — a control-plane member
 /// cut off from the others — while the others would take the heartbeat.
-#[derive(Clone)]
+/// (Its `Debug` shows the server only: the credentials' own keeps the token out.)
+#[derive(Clone, Debug)]
 pub struct Reconnect(pub crate::client::Credentials);
-
-impl std::fmt::Debug for Reconnect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconnect")
-            .field("server", &self.0.server)
-            .finish_non_exhaustive()
-    }
-}
 
 impl AgentConfig {
     /// A node with the host's size and shipshape's default timings.
@@ -169,12 +162,11 @@ pub enum AgentError {
 }
 
 fn parse_taint(t: &str) -> Result<Value, AgentError> {
+    let effects = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
     let (kv, effect) = t
         .rsplit_once(':')
+        .filter(|(_, effect)| effects.contains(effect))
         .ok_or_else(|| AgentError::Taint(t.into()))?;
-    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-        return Err(AgentError::Taint(t.into()));
-    }
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
     if key.is_empty() {
         return Err(AgentError::Taint(t.into()));
@@ -187,13 +179,7 @@ fn parse_taint(t: &str) -> Result<Value, AgentError> {
 }
 
 fn node_status(config: &AgentConfig, log_port: u16, now: &str, previous: Option<&Value>) -> Value {
-    let since = previous
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
-        .filter(|c| c.get("status") == Some(&json!("True")))
-        .and_then(|c| c.get("lastTransitionTime").cloned())
-        .unwrap_or_else(|| json!(now));
+    let since = status::since(previous, "Ready", "True", now);
     let resources =
         json!({"cpu": config.cpu, "memory": config.memory, "pods": config.max_pods.to_string()});
     json!({
@@ -253,11 +239,8 @@ async fn register(
         "spec": spec,
         "status": status,
     });
-    let node: Node = serde_json::from_value(body).map_err(|e| AgentError::Api {
-        action: "build",
-        node: config.node_name.clone(),
-        source: kube::Error::SerdeError(e),
-    })?;
+    let node: Node =
+        serde_json::from_value(body).map_err(|e| api_err("build")(kube::Error::SerdeError(e)))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -271,18 +254,22 @@ async fn register(
                 )
                 .await
                 .map_err(api_err("update"))?;
-            nodes
-                .patch_status(
-                    &config.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
-                )
+            post_status(nodes, &config.node_name, status)
                 .await
                 .map_err(api_err("update the status of"))?;
         }
         Err(e) => return Err(api_err("register")(e)),
     }
     tracing::info!(node = %config.node_name, cpu = %config.cpu, memory = %config.memory, "node registered");
+    Ok(())
+}
+
+/// Merges `status` into node `name`'s status.
+async fn post_status(nodes: &Api<Node>, name: &str, status: Value) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(json!({ "status": status }));
+    nodes
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await?;
     Ok(())
 }
 
@@ -308,12 +295,8 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(log_server.serve(shutdown.clone()));
-    tasks.spawn(heartbeat::run(
-        nodes.clone(),
-        config.clone(),
-        log_port,
-        shutdown.clone(),
-    ));
+    let beats = heartbeat::run(nodes.clone(), config.clone(), log_port, shutdown.clone());
+    tasks.spawn(beats);
 
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
@@ -355,10 +338,8 @@ pub async fn run(
                     Ok(watcher::Event::InitDone) => {
                         // Pods that vanished while we were not watching.
                         if let Some(seen) = seen_in_relist.take() {
-                            for (uid, tx) in &workers {
-                                if !seen.contains(uid) {
-                                    let _ = tx.send(None);
-                                }
+                            for (_, tx) in workers.iter().filter(|(uid, _)| !seen.contains(uid)) {
+                                let _ = tx.send(None);
                             }
                         }
                     }
@@ -388,14 +369,7 @@ pub async fn run(
 
 /// Resolves once `shutdown` is true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn dispatch(
@@ -414,12 +388,8 @@ fn dispatch(
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
-    worker_tasks.spawn(pod_worker::run(
-        runtime.clone(),
-        client.clone(),
-        config.clone(),
-        rx,
-    ));
+    let worker = pod_worker::run(runtime.clone(), client.clone(), config.clone(), rx);
+    worker_tasks.spawn(worker);
     workers.insert(uid, tx);
 }
 

@@ -168,8 +168,7 @@ impl Worker {
         };
         let mut mine: Vec<(String, String)> = all
             .into_iter()
-            .filter(|(uid, _, _)| *uid == self.uid)
-            .map(|(_, name, id)| (name, id))
+            .filter_map(|(uid, name, id)| (uid == self.uid).then_some((name, id)))
             .collect();
         // The sandbox last: the app containers live in its network namespace.
         mine.sort_by_key(|(name, _)| name == PAUSE);
@@ -270,8 +269,8 @@ impl Worker {
         self.pods
             .patch_status(name, &PatchParams::default(), &patch)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Why the agent will not run this pod, if it will not.
@@ -517,13 +516,6 @@ async fn container_run(
         .await
         .map_err(|e| format!("cannot read the pod's ConfigMaps and Secrets: {e}"))?;
     let pod_value = pod_json(pod);
-    let strings = |v: Option<&Value>| {
-        v.and_then(Value::as_array).map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
-    };
     let field = |path: &str| match path {
         "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
         "metadata.namespace" => namespace.to_owned(),
@@ -544,21 +536,17 @@ async fn container_run(
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    for e in meta::each(c, "/env") {
-        let Some(name) = str_at(e, "/name") else {
-            continue;
+    for var in typed.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(from)) => match &from.field_ref {
+                Some(field_ref) => field(&field_ref.field_path),
+                // From a ConfigMap or Secret: added above.
+                None => continue,
+            },
+            (None, None) => String::new(),
         };
-        let value = if let Some(v) = str_at(e, "/value") {
-            v.to_owned()
-        } else if let Some(path) = str_at(e, "/valueFrom/fieldRef/fieldPath") {
-            field(path)
-        } else if e.get("valueFrom").is_some() {
-            // From a ConfigMap or Secret: added above.
-            continue;
-        } else {
-            String::new()
-        };
-        env.push(format!("{name}={value}"));
+        env.push(format!("{}={value}", var.name));
     }
     // The downward API names a probe uses out of the box.
     for (k, path) in [
@@ -570,59 +558,48 @@ async fn container_run(
             env.push(format!("{k}={}", field(path)));
         }
     }
-    let volumes: HashMap<&str, &Value> = meta::each(&pod_value, "/spec/volumes")
-        .filter_map(|v| Some((str_at(v, "/name")?, v)))
+    let volumes: HashMap<&str, &Volume> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .map(|v| (v.name.as_str(), v))
         .collect();
+    let pod_volumes = config.data_dir.join("pods").join(uid).join("volumes");
     let mut binds = Vec::new();
-    for m in meta::each(c, "/volumeMounts") {
-        let (Some(name), Some(path)) = (str_at(m, "/name"), str_at(m, "/mountPath")) else {
+    for m in typed.volume_mounts.iter().flatten() {
+        let Some(&volume) = volumes.get(m.name.as_str()) else {
             continue;
         };
-        let Some(&volume) = volumes.get(name) else {
-            continue;
-        };
-        let own_dir = config
-            .data_dir
-            .join("pods")
-            .join(uid)
-            .join("volumes")
-            .join(name);
-        let typed_volume: Volume = serde_json::from_value(volume.clone())
-            .map_err(|e| format!("volume {name:?} cannot be read: {e}"))?;
-        let files = sources.write_volume(&typed_volume, &own_dir)?;
-        let host = if files {
-            own_dir.display().to_string()
-        } else if let Some(h) = str_at(volume, "/hostPath/path") {
-            h.to_owned()
-        } else {
-            // emptyDir (and anything else): a directory of the pod's, shared by its containers.
-            let _ = std::fs::create_dir_all(&own_dir);
-            own_dir.display().to_string()
+        let own_dir = pod_volumes.join(&m.name);
+        let files = sources.write_volume(volume, &own_dir)?;
+        let host = match &volume.host_path {
+            Some(host_path) if !files => host_path.path.clone(),
+            // ConfigMap and Secret files, emptyDir (and anything else): a directory of the
+            // pod's, shared by its containers.
+            _ => {
+                let _ = std::fs::create_dir_all(&own_dir);
+                own_dir.display().to_string()
+            }
         };
         // ConfigMap and Secret files are read-only, as in Kubernetes.
-        let ro = if files || m.get("readOnly") == Some(&json!(true)) {
-            ":ro"
-        } else {
-            ""
-        };
-        binds.push(format!("{host}:{path}{ro}"));
+        let ro = (files || m.read_only == Some(true)).then_some(":ro");
+        binds.push(format!("{host}:{}{}", m.mount_path, ro.unwrap_or_default()));
     }
     let limit = |k: &str| str_at(c, &format!("/resources/limits/{k}"));
-    let flag = |k: &str| c.get(k) == Some(&Value::Bool(true));
     Ok(ContainerRun {
-        name: str_at(c, "/name").unwrap_or_default().to_owned(),
-        image: str_at(c, "/image").unwrap_or_default().to_owned(),
-        command: strings(c.get("command")),
-        args: strings(c.get("args")),
+        name: typed.name,
+        image: typed.image.unwrap_or_default(),
+        command: typed.command,
+        args: typed.args,
         env,
         binds,
         memory: limit("memory").and_then(|q| parse_memory(q).ok()),
         nano_cpus: limit("cpu")
             .and_then(|q| parse_cpu(q).ok().map(|m| m.saturating_mul(1_000_000))),
-        working_dir: str_at(c, "/workingDir").map(str::to_owned),
-        stdin: flag("stdin"),
-        stdin_once: flag("stdinOnce"),
-        tty: flag("tty"),
+        working_dir: typed.working_dir,
+        stdin: typed.stdin == Some(true),
+        stdin_once: typed.stdin_once == Some(true),
+        tty: typed.tty == Some(true),
     })
 }
 

@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::logs::{Body, reply};
 use super::runtime::Runtime;
 use super::spdy::{self, Frame};
-use super::streams::upgrade_to_websocket;
+use super::streams::{framed, upgrade_to_websocket};
 
 const PORT_FORWARD: &str = "portforward.k8s.io";
 const TUNNELLED: &str = "SPDY/3.1+portforward.k8s.io";
@@ -123,7 +123,7 @@ pub async fn serve(req: Request<Incoming>, runtime: &Runtime, pod: &str) -> Resp
     });
     answer
         .header(header::CONNECTION, "Upgrade")
-        .body(super::logs::empty())
+        .body(Body::default())
         .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "bad upgrade answer"))
 }
 
@@ -330,13 +330,6 @@ where
 /// The byte naming channel `n`; ports past the 128th share no channel and are not served.
 fn channel(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
-}
-
-fn framed(channel: u8, bytes: &[u8]) -> Bytes {
-    let mut message = Vec::with_capacity(bytes.len() + 1);
-    message.push(channel);
-    message.extend_from_slice(bytes);
-    message.into()
 }
 
 /// Sends what the session writes to the client, in order, until the session ends.

@@ -571,13 +571,8 @@ impl Runtime {
     pub async fn pod_ip(&self, pod: &str) -> Option<std::net::IpAddr> {
         let id = self.find_by_pod(pod, PAUSE).await?;
         let sandbox = self.docker.inspect_container(&id, None).await.ok()?;
-        let networks = sandbox.network_settings?.networks?;
-        networks
-            .get(POD_NETWORK)?
-            .ip_address
-            .as_deref()?
-            .parse()
-            .ok()
+        let mut networks = sandbox.network_settings?.networks?;
+        networks.remove(POD_NETWORK)?.ip_address?.parse().ok()
     }
 
     /// The container's output (stdout and stderr), the last `tail` lines if given.

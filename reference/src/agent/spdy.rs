@@ -106,10 +106,9 @@ impl Reader {
         let frame = self.buffer.split_to(8 + length).freeze();
         let payload = frame.slice(8..);
         if first & 0x8000_0000 == 0 {
-            let (id, fin) = (first, flags & FIN != 0);
             return Ok(Some(Frame::Data {
-                id,
-                fin,
+                id: first,
+                fin: flags & FIN != 0,
                 bytes: payload,
             }));
         }

@@ -130,20 +130,22 @@ fn state_json(s: &ContainerState) -> Value {
     }
 }
 
+/// The `lastTransitionTime` of condition `kind` now `status`: the one in the `previous`
+/// status if it had that status already (pods' and nodes' conditions alike), else `now`.
+pub(super) fn since(previous: Option<&Value>, kind: &str, status: &str, now: &str) -> Value {
+    previous
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!(kind))))
+        .filter(|c| c.get("status") == Some(&json!(status)))
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now))
+}
+
 /// Keeps a condition's `lastTransitionTime` when its status did not change.
 fn condition(previous: &Value, kind: &str, ok: bool, now: &str, reason: Option<&str>) -> Value {
     let status = if ok { "True" } else { "False" };
-    let before = previous
-        .get("conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!(kind))));
-    let since = match before {
-        Some(c) if c.get("status") == Some(&json!(status)) => c
-            .get("lastTransitionTime")
-            .cloned()
-            .unwrap_or_else(|| json!(now)),
-        _ => json!(now),
-    };
+    let since = since(Some(previous), kind, status, now);
     let mut c =
         json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
     if let Some(r) = reason.filter(|_| !ok) {
@@ -219,14 +221,10 @@ fn stored_form(status: Value) -> Value {
 
 /// Kubernetes' QoS class of a pod spec: Guaranteed, Burstable or BestEffort.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let containers = || crate::api::meta::each(spec, "/containers");
     let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
+    let mut guaranteed = containers().next().is_some();
+    for c in containers() {
         let req = c.pointer("/resources/requests").and_then(Value::as_object);
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
         any |= req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty());

@@ -135,7 +135,7 @@ pub async fn serve(
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(super::logs::empty())
+        .body(Body::default())
         .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "bad upgrade answer"))
 }
 
@@ -163,10 +163,8 @@ async fn admit(
         return refuse(bad, "you must specify at least 1 command".into());
     }
     let Some(id) = runtime.find_by_pod(pod, container).await else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!("{the_container} is not on this node"),
-        );
+        let why = format!("{the_container} is not on this node");
+        return refuse(StatusCode::NOT_FOUND, why);
     };
     let inspected = runtime.docker().inspect_container(&id, None).await.ok();
     if !inspected.and_then(|c| c.state?.running).unwrap_or(false) {
@@ -325,7 +323,7 @@ async fn session<S>(
                     Some(Ok(LogOutput::StdIn { .. })) => continue,
                     Some(Err(_)) | None => break,
                 };
-                if sink.send(framed(channel, &bytes)).await.is_err() {
+                if sink.send(Message::Binary(framed(channel, &bytes))).await.is_err() {
                     return;
                 }
             }
@@ -341,31 +339,28 @@ async fn session<S>(
         },
         Process::Attached(_) => json!({"metadata": {}, "status": "Success"}),
     };
-    let _ = sink
-        .send(framed(ERROR, &Bytes::from(status.to_string())))
-        .await;
+    let status = framed(ERROR, status.to_string().as_bytes());
+    let _ = sink.send(Message::Binary(status)).await;
     // A normal closure (1000): Go's WebSocket takes a close without a code as an error.
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(normal))).await;
     let _ = sink.close().await;
 }
 
 /// The exit code of an exec whose output has ended. Docker closes the output as the
 /// process ends, and may record the code a moment later: it waits up to a second for it.
 async fn exit_code(runtime: &Runtime, exec: &str) -> Result<Option<i64>, bollard::errors::Error> {
-    let mut tries = 0;
-    loop {
+    for _ in 0..20 {
         let inspected = runtime.docker().inspect_exec(exec).await?;
-        if inspected.running != Some(true) || tries == 20 {
+        if inspected.running != Some(true) {
             return Ok(inspected.exit_code);
         }
-        tries += 1;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    Ok(runtime.docker().inspect_exec(exec).await?.exit_code)
 }
 
 /// Writes `bytes` to the process's stdin; whether it still takes more.
@@ -373,12 +368,12 @@ async fn feed(input: &mut Pin<Box<dyn AsyncWrite + Send>>, bytes: &[u8]) -> bool
     input.write_all(bytes).await.is_ok() && input.flush().await.is_ok()
 }
 
-/// `bytes` on `channel`.
-fn framed(channel: u8, bytes: &Bytes) -> Message {
-    let mut data = Vec::with_capacity(bytes.len() + 1);
-    data.push(channel);
-    data.extend_from_slice(bytes);
-    Message::Binary(data.into())
+/// `bytes` on `channel`: the channel's byte, then the bytes (port-forward's channels too).
+pub(super) fn framed(channel: u8, bytes: &[u8]) -> Bytes {
+    let mut message = Vec::with_capacity(bytes.len() + 1);
+    message.push(channel);
+    message.extend_from_slice(bytes);
+    message.into()
 }
 
 /// The Status kubelet reports for a process that ended with `code`.

@@ -18,7 +18,7 @@ pub mod balancer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -39,6 +39,11 @@ type PortKey = String;
 /// The balancers, shared by the listeners and the watch loop. A std `Mutex`: it is held for
 /// a lookup, never across an `.await`.
 type Table = Arc<Mutex<HashMap<PortKey, Balancer>>>;
+
+/// The balancers, even if a thread panicked holding them.
+fn balancers(table: &Table) -> MutexGuard<'_, HashMap<PortKey, Balancer>> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs the proxy until `shutdown` turns true, listening on loopback and `extra_addresses`.
 pub async fn run(
@@ -81,7 +86,7 @@ pub async fn run(
         }
         let desired = desired_ports(&services.state(), &endpoints.state());
         {
-            let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut t = balancers(&table);
             t.retain(|k, _| desired.values().any(|d| &d.key == k));
             for d in desired.values() {
                 t.entry(d.key.clone())
@@ -89,14 +94,9 @@ pub async fn run(
                     .set(d.backends.clone(), d.affinity);
             }
         }
-        // Listeners: open the new, close those whose port went away or changed hands.
-        listeners.retain(|(_, port), (key, stop)| {
-            let keep = desired.get(port).is_some_and(|d| &d.key == key);
-            if !keep {
-                let _ = stop.send(true);
-            }
-            keep
-        });
+        // Listeners: open the new, close those whose port went away or changed hands (a
+        // listener stops once its sender is dropped).
+        listeners.retain(|(_, port), (key, _)| desired.get(port).is_some_and(|d| &d.key == key));
         for (port, d) in &desired {
             for ip in &addresses {
                 if listeners.contains_key(&(*ip, *port)) {
@@ -116,9 +116,7 @@ pub async fn run(
             }
         }
     }
-    for (_, (_, stop)) in listeners {
-        let _ = stop.send(true);
-    }
+    // Dropping `listeners` stops every listener.
 }
 
 /// What the proxy should serve on one node port.
@@ -220,31 +218,20 @@ async fn serve(
 }
 
 async fn forward(mut client: TcpStream, peer: SocketAddr, key: &str, table: &Table) {
-    let order = {
-        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-        match t.get_mut(key) {
-            Some(b) => b.order(peer.ip(), Instant::now()),
-            None => Vec::new(),
-        }
-    };
-    for backend in order {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
-            Ok(Ok(mut upstream)) => {
-                let _ = upstream.set_nodelay(true);
-                if let Some(b) = table
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_mut(key)
-                {
-                    b.used(peer.ip(), backend, Instant::now());
-                }
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                return;
+    let order = balancers(table)
+        .get_mut(key)
+        .map(|b| b.order(peer.ip(), Instant::now()));
+    for backend in order.into_iter().flatten() {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await;
+        if let Ok(Ok(mut upstream)) = connected {
+            let _ = upstream.set_nodelay(true);
+            if let Some(b) = balancers(table).get_mut(key) {
+                b.used(peer.ip(), backend, Instant::now());
             }
-            _ => {
-                tracing::debug!(service = key, %backend, "backend refused; trying the next");
-            }
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            return;
         }
+        tracing::debug!(service = key, %backend, "backend refused; trying the next");
     }
     tracing::debug!(service = key, "no backend could take the connection");
 }

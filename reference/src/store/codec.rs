@@ -5,8 +5,8 @@
 
 use super::{Op, Precondition, StoreError};
 
-/// Appends a length-prefixed byte string.
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends a length-prefixed byte string (ops' keys and values, records, events).
+pub(super) fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
 }
@@ -22,13 +22,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.bytes.len() < n {
-            return Err(StoreError::Corrupt(format!(
-                "wanted {n} bytes, {} left",
-                self.bytes.len()
-            )));
-        }
-        let (head, tail) = self.bytes.split_at(n);
+        let left = self.bytes.len();
+        let (head, tail) = self
+            .bytes
+            .split_at_checked(n)
+            .ok_or_else(|| StoreError::Corrupt(format!("wanted {n} bytes, {left} left")))?;
         self.bytes = tail;
         Ok(head)
     }
@@ -63,7 +61,7 @@ impl<'a> Reader<'a> {
 pub(super) fn encode_ops(ops: &[Op]) -> Vec<u8> {
     let mut out = Vec::new();
     for op in ops {
-        put_bytes(&mut out, op.key.as_bytes());
+        push_bytes(&mut out, op.key.as_bytes());
         let (tag, rev) = match op.precondition {
             Precondition::None => (0u8, 0),
             Precondition::Absent => (1, 0),
@@ -75,7 +73,7 @@ pub(super) fn encode_ops(ops: &[Op]) -> Vec<u8> {
         match &op.value {
             Some(v) => {
                 out.push(1);
-                put_bytes(&mut out, v);
+                push_bytes(&mut out, v);
             }
             None => out.push(0),
         }
@@ -88,9 +86,7 @@ pub(super) fn decode_ops(data: &[u8]) -> Result<Vec<Op>, StoreError> {
     let mut r = Reader::new(data);
     let mut ops = Vec::new();
     while !r.is_empty() {
-        let key = r.string()?;
-        let tag = r.u8()?;
-        let rev = r.u64()?;
+        let (key, tag, rev) = (r.string()?, r.u8()?, r.u64()?);
         let precondition = match tag {
             0 => Precondition::None,
             1 => Precondition::Absent,
@@ -109,11 +105,6 @@ pub(super) fn decode_ops(data: &[u8]) -> Result<Vec<Op>, StoreError> {
         });
     }
     Ok(ops)
-}
-
-/// Encodes a byte string with its length, for records and events.
-pub(super) fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_bytes(out, bytes);
 }
 
 #[cfg(test)]

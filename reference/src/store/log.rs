@@ -12,9 +12,9 @@
 //! | `cs` | the `ConfState` (the voters) |
 //! | `snap` | `SnapshotMetadata` of the last compaction point |
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage};
@@ -39,6 +39,16 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("failed to decode {what}: {e}"))
 }
 
+/// `message` in protobuf's encoding (`what` names it in an error).
+fn encode(what: &str, message: &impl protobuf::Message) -> Result<Vec<u8>, StoreError> {
+    message.write_to_bytes().map_err(|e| corrupt(what, e))
+}
+
+/// The `what` that `bytes` encode.
+fn decode<M: protobuf::Message>(what: &str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::parse_from_bytes(bytes).map_err(|e| corrupt(what, e))
+}
+
 /// raft-rs's view of the log, written through to sled.
 pub(super) struct DiskLog {
     mem: MemStorage,
@@ -61,10 +71,7 @@ fn bootstrap(
         ..Default::default()
     };
     let mut batch = sled::Batch::default();
-    batch.insert(
-        CONF_STATE,
-        cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?,
-    );
+    batch.insert(CONF_STATE, encode("conf state", &cs)?);
     if voters.is_empty() {
         tree.apply_batch(batch)?;
         core.set_conf_state(cs);
@@ -81,14 +88,8 @@ fn bootstrap(
         commit: BOOTSTRAP_INDEX,
         ..Default::default()
     };
-    batch.insert(
-        SNAPSHOT,
-        meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
-    );
-    batch.insert(
-        HARD_STATE,
-        hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?,
-    );
+    batch.insert(SNAPSHOT, encode("snapshot", &meta)?);
+    batch.insert(HARD_STATE, encode("hard state", &hs)?);
     tree.apply_batch(batch)?;
     let mut snapshot = Snapshot::default();
     snapshot.set_metadata(meta);
@@ -108,28 +109,21 @@ impl DiskLog {
         {
             let mut core = mem.wl();
             if let Some(bytes) = tree.get(SNAPSHOT)? {
-                let meta = SnapshotMetadata::parse_from_bytes(&bytes)
-                    .map_err(|e| corrupt("snapshot", e))?;
                 let mut snap = Snapshot::default();
-                snap.set_metadata(meta);
+                snap.set_metadata(decode("snapshot", &bytes)?);
                 core.apply_snapshot(snap)?;
             }
-            let mut entries = Vec::new();
-            for item in tree.range(entry_key(0)..entry_key(u64::MAX)) {
-                let (_, v) = item?;
-                entries.push(Entry::parse_from_bytes(&v).map_err(|e| corrupt("log entry", e))?);
-            }
+            let entries = tree.range(entry_key(0)..entry_key(u64::MAX)).values();
+            let entries: Vec<Entry> = entries
+                .map(|v| decode("log entry", &v?))
+                .collect::<Result<_, StoreError>>()?;
             core.append(&entries)?;
             match tree.get(CONF_STATE)? {
-                Some(bytes) => core.set_conf_state(
-                    ConfState::parse_from_bytes(&bytes).map_err(|e| corrupt("conf state", e))?,
-                ),
+                Some(bytes) => core.set_conf_state(decode("conf state", &bytes)?),
                 None => bootstrap(&tree, &mut core, voters)?,
             }
             if let Some(bytes) = tree.get(HARD_STATE)? {
-                core.set_hardstate(
-                    HardState::parse_from_bytes(&bytes).map_err(|e| corrupt("hard state", e))?,
-                );
+                core.set_hardstate(decode("hard state", &bytes)?);
             }
         }
         // An entry's effect is written as it is applied, and the commit index that let it
@@ -157,25 +151,31 @@ impl DiskLog {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let mut batch = sled::Batch::default();
         // A new leader may overwrite a tail this replica had: drop it on disk too.
-        for item in self.tree.range(entry_key(first.index)..entry_key(u64::MAX)) {
-            let (k, _) = item?;
-            batch.remove(k);
-        }
+        let mut batch = self.without_entries(first.index..u64::MAX)?;
         for e in entries {
-            let bytes = e.write_to_bytes().map_err(|e| corrupt("log entry", e))?;
-            batch.insert(entry_key(e.index), bytes);
+            batch.insert(entry_key(e.index), encode("log entry", e)?);
         }
         self.tree.apply_batch(batch)?;
         self.mem.wl().append(entries)?;
         Ok(())
     }
 
+    /// A batch that removes the entries at `indexes` from the disk.
+    fn without_entries(&self, indexes: Range<u64>) -> Result<sled::Batch, StoreError> {
+        let mut batch = sled::Batch::default();
+        let keys = self
+            .tree
+            .range(entry_key(indexes.start)..entry_key(indexes.end));
+        for key in keys.keys() {
+            batch.remove(key?);
+        }
+        Ok(batch)
+    }
+
     /// Records the hard state.
     pub(super) fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
-        let bytes = hs.write_to_bytes().map_err(|e| corrupt("hard state", e))?;
-        self.tree.insert(HARD_STATE, bytes)?;
+        self.tree.insert(HARD_STATE, encode("hard state", hs)?)?;
         self.mem.wl().set_hardstate(hs.clone());
         Ok(())
     }
@@ -189,8 +189,7 @@ impl DiskLog {
 
     /// Records the voters after a membership change.
     pub(super) fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
-        let bytes = cs.write_to_bytes().map_err(|e| corrupt("conf state", e))?;
-        self.tree.insert(CONF_STATE, bytes)?;
+        self.tree.insert(CONF_STATE, encode("conf state", &cs)?)?;
         self.mem.wl().set_conf_state(cs);
         Ok(())
     }
@@ -198,21 +197,9 @@ impl DiskLog {
     /// Replaces the log with a snapshot received from the leader.
     pub(super) fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let meta = snapshot.get_metadata();
-        let mut batch = sled::Batch::default();
-        for item in self.tree.range(entry_key(0)..entry_key(u64::MAX)) {
-            let (k, _) = item?;
-            batch.remove(k);
-        }
-        batch.insert(
-            SNAPSHOT,
-            meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
-        );
-        batch.insert(
-            CONF_STATE,
-            meta.get_conf_state()
-                .write_to_bytes()
-                .map_err(|e| corrupt("conf state", e))?,
-        );
+        let mut batch = self.without_entries(0..u64::MAX)?;
+        batch.insert(SNAPSHOT, encode("snapshot", meta)?);
+        batch.insert(CONF_STATE, encode("conf state", meta.get_conf_state())?);
         self.tree.apply_batch(batch)?;
         self.mem.wl().apply_snapshot(snapshot.clone())?;
         Ok(())
@@ -241,15 +228,8 @@ impl DiskLog {
             conf_state: Some(self.conf_state()).into(),
             ..Default::default()
         };
-        let mut batch = sled::Batch::default();
-        for item in self.tree.range(entry_key(0)..entry_key(index)) {
-            let (k, _) = item?;
-            batch.remove(k);
-        }
-        batch.insert(
-            SNAPSHOT,
-            meta.write_to_bytes().map_err(|e| corrupt("snapshot", e))?,
-        );
+        let mut batch = self.without_entries(0..index)?;
+        batch.insert(SNAPSHOT, encode("snapshot", &meta)?);
         self.tree.apply_batch(batch)?;
         self.mem.wl().compact(index)?;
         Ok(())

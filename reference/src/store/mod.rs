@@ -478,8 +478,7 @@ impl Store {
     /// [`Store::remove_member`] on this replica; [`StoreError::NotLeader`] if it does not
     /// lead.
     pub async fn remove_member_here(&self, id: u64) -> Result<(), StoreError> {
-        self.propose_here(Change::RemoveMember(id)).await?;
-        Ok(())
+        self.propose_here(Change::RemoveMember(id)).await.map(drop)
     }
 
     /// Makes member `id`, whose peer listener is at `address`, a voter, through a Raft
@@ -509,8 +508,9 @@ impl Store {
         id: u64,
         address: peers::PeerAddress,
     ) -> Result<(), StoreError> {
-        self.propose_here(Change::AddMember(id, address)).await?;
-        Ok(())
+        self.propose_here(Change::AddMember(id, address))
+            .await
+            .map(drop)
     }
 
     /// Waits until this replica has applied every write acknowledged (by any replica)

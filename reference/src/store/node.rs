@@ -442,12 +442,8 @@ impl Driver {
 
     fn propose(&mut self, p: Proposal) {
         match self.start_proposal(p.change) {
-            Ok(seq) => {
-                self.pending.insert(seq, p.reply);
-            }
-            Err(e) => {
-                let _ = p.reply.send(Err(e));
-            }
+            Ok(seq) => _ = self.pending.insert(seq, p.reply),
+            Err(e) => _ = p.reply.send(Err(e)),
         }
     }
 

@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, TryFutureExt};
-use http::{Method, Request, Response, StatusCode};
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -297,7 +298,8 @@ impl PeerTransport {
         }
     }
 
-    /// Forwards `body` to `path` on the leader; see [`forward`].
+    /// Sends a change (a write at `/raft/propose`, a member's removal or addition at
+    /// `/raft/remove-member` or `/raft/add-member`) to the leader; its outcome.
     fn forward_to(
         &self,
         leader: u64,
@@ -305,7 +307,42 @@ impl PeerTransport {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<WriteResult, StoreError>> + Send + 'static {
         let (config, idle) = (self.config.clone(), self.idle.clone());
-        forward(config, idle, leader, path, body.into())
+        async move {
+            let address = config.peers.get(leader).ok_or_else(|| {
+                StoreError::Unavailable(format!("member {leader} is not a known peer"))
+            })?;
+            let reused = {
+                let mut idle = lock(&idle);
+                let pool = idle.entry(leader).or_default();
+                pool.retain(|c| !c.is_closed());
+                pool.pop()
+            };
+            let mut connection = reuse_or_connect(&config, &address, reused)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            // From here on the leader may have received the change: a failure leaves its
+            // fate unknown.
+            let body = Full::new(body.into()).boxed();
+            let response = post(&config, &mut connection, path, body)
+                .await
+                .map_err(|_| StoreError::Dropped)?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| StoreError::Dropped)?
+                .to_bytes();
+            if status != StatusCode::OK {
+                let why = String::from_utf8_lossy(&body);
+                tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
+                return Err(StoreError::Unavailable(format!(
+                    "member {leader} refused the forwarded write ({status}): {why}"
+                )));
+            }
+            lock(&idle).entry(leader).or_default().push(connection);
+            decode_outcome(&body)?
+        }
     }
 }
 
@@ -404,51 +441,6 @@ impl Transport for PeerTransport {
 /// Idle connections for forwarded writes, by peer.
 type Pool = Arc<Mutex<HashMap<u64, Vec<SendRequest<PeerBody>>>>>;
 
-/// Sends a change (a write at `/raft/propose`, a removal at `/raft/remove-member`) to the
-/// leader and returns its outcome.
-async fn forward(
-    config: Arc<PeerConfig>,
-    idle: Pool,
-    leader: u64,
-    path: &'static str,
-    body: Bytes,
-) -> Result<WriteResult, StoreError> {
-    let address = config
-        .peers
-        .get(leader)
-        .ok_or_else(|| StoreError::Unavailable(format!("member {leader} is not a known peer")))?;
-    let reused = {
-        let mut idle = lock(&idle);
-        let pool = idle.entry(leader).or_default();
-        pool.retain(|c| !c.is_closed());
-        pool.pop()
-    };
-    let mut connection = reuse_or_connect(&config, &address, reused)
-        .await
-        .map_err(StoreError::Unavailable)?;
-    // From here on the leader may have received the change: a failure leaves its fate
-    // unknown.
-    let response = post(&config, &mut connection, path, Full::new(body).boxed())
-        .await
-        .map_err(|_| StoreError::Dropped)?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| StoreError::Dropped)?
-        .to_bytes();
-    if status != StatusCode::OK {
-        let why = String::from_utf8_lossy(&body);
-        tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
-        return Err(StoreError::Unavailable(format!(
-            "member {leader} refused the forwarded write ({status}): {why}"
-        )));
-    }
-    lock(&idle).entry(leader).or_default().push(connection);
-    decode_outcome(&body)?
-}
-
 /// Posts `body` to `path` on a peer over `connection`, naming this cluster and member.
 async fn post(
     config: &PeerConfig,
@@ -460,14 +452,11 @@ async fn post(
     *request.method_mut() = Method::POST;
     *request.uri_mut() = http::Uri::from_static(path);
     let headers = request.headers_mut();
-    if let Ok(cluster) = http::HeaderValue::from_str(&config.cluster_id) {
+    if let Ok(cluster) = HeaderValue::from_str(&config.cluster_id) {
         headers.insert(CLUSTER_HEADER, cluster);
     }
-    headers.insert(FROM_HEADER, http::HeaderValue::from(config.id));
-    headers.insert(
-        http::header::HOST,
-        http::HeaderValue::from_static("shipshape-peer"),
-    );
+    headers.insert(FROM_HEADER, HeaderValue::from(config.id));
+    headers.insert(HOST, HeaderValue::from_static("shipshape-peer"));
     tokio::time::timeout(REQUEST_TIMEOUT, connection.send_request(request))
         .await
         .map_err(|_| "the member did not answer in time".to_owned())?
@@ -509,9 +498,8 @@ async fn connect(
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP with the member at {address} failed: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // The connection runs on its own; its end (with the peer's) is of no interest.
+        tokio::spawn(connection);
         Ok(sender)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
@@ -658,20 +646,16 @@ async fn handle(
         request
             .headers()
             .get(name)
-            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .and_then(|v: &HeaderValue| v.to_str().ok())
             .unwrap_or("")
             .to_owned()
     };
     let (cluster, from) = (header(CLUSTER_HEADER), header(FROM_HEADER));
     if cluster != config.cluster_id {
         tracing::warn!(%remote, %cluster, ours = %config.cluster_id, "refused a member of another cluster");
-        return answer(
-            StatusCode::FORBIDDEN,
-            format!(
-                "member {} belongs to cluster {:?}, not {cluster:?}",
-                config.id, config.cluster_id
-            ),
-        );
+        let (id, ours) = (config.id, &config.cluster_id);
+        let why = format!("member {id} belongs to cluster {ours:?}, not {cluster:?}");
+        return answer(StatusCode::FORBIDDEN, why);
     }
     let Some(from) = from
         .parse::<u64>()
@@ -679,19 +663,15 @@ async fn handle(
         .filter(|id| config.peers.contains(*id))
     else {
         tracing::warn!(%remote, %from, "refused a request from an unknown member");
-        return answer(
-            StatusCode::FORBIDDEN,
-            format!("member {from:?} is not a member this one knows"),
-        );
+        let why = format!("member {from:?} is not a member this one knows");
+        return answer(StatusCode::FORBIDDEN, why);
     };
     if request.method() != Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, "POST only");
     }
     let path = request.uri().path().to_owned();
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    let body = match limited.collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return answer(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
     };

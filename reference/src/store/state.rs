@@ -100,14 +100,11 @@ impl MemberRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<MemberRecord, StoreError> {
-        match bytes.split_first() {
-            Some((0, address)) => Ok(MemberRecord::Added(
-                String::from_utf8_lossy(address).into_owned(),
-            )),
-            Some((1, [])) => Ok(MemberRecord::Removed),
-            _ => Err(StoreError::Corrupt(
-                "a member record does not decode".into(),
-            )),
+        let corrupt = || StoreError::Corrupt("a member record does not decode".into());
+        match bytes.split_first().ok_or_else(corrupt)? {
+            (0, address) => Ok(MemberRecord::Added(String::from_utf8_lossy(address).into())),
+            (1, []) => Ok(MemberRecord::Removed),
+            _ => Err(corrupt()),
         }
     }
 }
@@ -176,11 +173,8 @@ impl Event {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.push(match self.kind {
-            EventKind::Put => 0,
-            EventKind::Delete => 1,
-        });
+        // 0 for a put, 1 for a delete.
+        let mut out = vec![u8::from(self.kind == EventKind::Delete)];
         push_bytes(&mut out, self.key.as_bytes());
         push_bytes(&mut out, &self.record.encode());
         out.push(u8::from(self.previous.is_some()));
@@ -387,6 +381,13 @@ impl StateMachine {
         limit: usize,
         prefix: &str,
     ) -> Result<HistoryRead, StoreError> {
+        self.retained_after(after)?;
+        self.recent_history_after(after, limit, prefix)
+            .map_or_else(|| self.stored_history_after(after, limit, prefix), Ok)
+    }
+
+    /// [`StoreError::Compacted`] if the history no longer reaches back to `after`.
+    pub(super) fn retained_after(&self, after: u64) -> Result<(), StoreError> {
         let oldest = self.oldest();
         if after < oldest {
             return Err(StoreError::Compacted {
@@ -394,8 +395,7 @@ impl StateMachine {
                 oldest,
             });
         }
-        self.recent_history_after(after, limit, prefix)
-            .map_or_else(|| self.stored_history_after(after, limit, prefix), Ok)
+        Ok(())
     }
 
     /// [`StateMachine::history_after`] from memory, if it holds every event after `after`.
@@ -449,11 +449,8 @@ impl StateMachine {
             .scan_prefix(b"p")
             .map(|item| {
                 let (k, v) = item?;
-                let id = k
-                    .get(1..9)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| StoreError::Corrupt("a member key does not decode".into()))?;
+                // `p`, then the id.
+                let id = Reader::new(k.get(1..).unwrap_or_default()).u64()?;
                 Ok((id, MemberRecord::decode(&v)?))
             })
             .collect()
@@ -486,18 +483,17 @@ impl StateMachine {
             Err(e) => Err(e),
         };
         self.tree()?.apply_batch(batch)?;
-        Ok(match outcome {
-            Ok((result, events)) => {
-                // In memory before the revision moves: a watcher that sees the new revision
-                // finds its events.
-                write(&self.recent).push(events);
-                self.revision.store(result.revision, Ordering::Release);
-                self.notify.send_replace(result.revision);
-                self.trim_history(result.revision)?;
-                Ok(result)
-            }
-            Err(e) => Err(e),
-        })
+        let (result, events) = match outcome {
+            Ok(planned) => planned,
+            Err(e) => return Ok(Err(e)),
+        };
+        // In memory before the revision moves: a watcher that sees the new revision finds
+        // its events.
+        write(&self.recent).push(events);
+        self.revision.store(result.revision, Ordering::Release);
+        self.notify.send_replace(result.revision);
+        self.trim_history(result.revision)?;
+        Ok(Ok(result))
     }
 
     /// Checks every precondition, then stages the changes into `batch`; returns the write's

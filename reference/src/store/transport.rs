@@ -36,21 +36,13 @@ pub trait Transport: Send + Sync {
         ops: Vec<Op>,
     ) -> BoxFuture<'static, Result<WriteResult, StoreError>> {
         let _ = ops;
-        Box::pin(async move {
-            Err(StoreError::NotLeader {
-                leader: Some(leader),
-            })
-        })
+        not_leader(leader)
     }
 
     /// Asks replica `leader` to take member `id` out of the voters.
     fn forward_removal(&self, leader: u64, id: u64) -> BoxFuture<'static, Result<(), StoreError>> {
         let _ = id;
-        Box::pin(async move {
-            Err(StoreError::NotLeader {
-                leader: Some(leader),
-            })
-        })
+        not_leader(leader)
     }
 
     /// Asks replica `leader` to add member `id`, reachable at `address`, to the voters.
@@ -61,11 +53,7 @@ pub trait Transport: Send + Sync {
         address: String,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let _ = (id, address);
-        Box::pin(async move {
-            Err(StoreError::NotLeader {
-                leader: Some(leader),
-            })
-        })
+        not_leader(leader)
     }
 
     /// Member `id` joined, at peer address `address` (`HOST:PORT`): send to it from now
@@ -79,6 +67,12 @@ pub trait Transport: Send + Sync {
     fn member_removed(&self, id: u64) {
         let _ = id;
     }
+}
+
+/// What a transport that cannot forward answers: `leader` leads, not this replica.
+fn not_leader<T: Send + 'static>(leader: u64) -> BoxFuture<'static, Result<T, StoreError>> {
+    let leader = Some(leader);
+    Box::pin(std::future::ready(Err(StoreError::NotLeader { leader })))
 }
 
 /// What reaches the raft driver from outside.

@@ -40,13 +40,7 @@ impl WatchStream {
         prefix: String,
         after: u64,
     ) -> Result<WatchStream, StoreError> {
-        let oldest = state.oldest();
-        if after < oldest {
-            return Err(StoreError::Compacted {
-                requested: after,
-                oldest,
-            });
-        }
+        state.retained_after(after)?;
         let revisions = state.subscribe();
         Ok(WatchStream {
             state,
@@ -72,11 +66,10 @@ impl WatchStream {
             if let Err(e) = self.fill() {
                 return Some(Err(e));
             }
-            if !self.buffered.is_empty() {
-                continue;
+            if self.buffered.is_empty() {
+                // Wait for the revision to move past what we have read.
+                self.revisions.changed().await.ok()?;
             }
-            // Wait for the revision to move past what we have read.
-            self.revisions.changed().await.ok()?;
         }
     }
 
