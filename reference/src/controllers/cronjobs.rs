@@ -27,8 +27,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -166,16 +165,9 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
 /// Runs the CronJob controller until shutdown: a pass whenever a CronJob or one of its
 /// Jobs changes, and when its schedule comes due.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<CronJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let context = Arc::new(Recorder {
-        client,
-        component: "cronjob-controller",
-    });
-    super::drive("cronjob", controller, context, pass, shutdown).await;
+    let controller = super::owning::<CronJob, Job>(&client, None);
+    let recorder = Recorder::shared(client, "cronjob-controller");
+    super::drive("cronjob", controller, recorder, pass, shutdown).await;
 }
 
 async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
@@ -242,10 +234,7 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         format!("update the status of CronJob {namespace}/{name}")
     })
     .await?;
-    Ok(match plan.next {
-        Some(next) => Action::requeue(next),
-        None => Action::await_change(),
-    })
+    Ok(plan.next.map_or_else(Action::await_change, Action::requeue))
 }
 
 #[cfg(test)]

@@ -33,21 +33,19 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    Toleration,
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, Selector, controller_ref, delete_if_present, describe, identity,
-    owned_pods, pod_phase, pod_ready, terminating, write_status,
+    ControllerError, Recorder, Selector, delete_if_present, identity, owned_pods,
+    pod_from_template, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::scheduler::filter;
 use crate::scheduler::info::{NodeInfo, PodInfo};
@@ -90,15 +88,18 @@ pub(super) fn template_hash(ds: &DaemonSet) -> String {
 
 /// The pod the DaemonSet runs on `node`, before the scheduler binds it there.
 pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
-    let template = ds
+    let mut template = ds
         .spec
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let mut labels = meta.labels.unwrap_or_default();
+    let labels = template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default();
     labels.insert(REVISION_LABEL.to_owned(), template_hash(ds));
-    let mut spec = template.spec.unwrap_or_default();
+    let spec = template.spec.get_or_insert_default();
     let on_node = NodeSelectorTerm {
         match_fields: Some(vec![NodeSelectorRequirement {
             key: "metadata.name".into(),
@@ -107,10 +108,8 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
         }]),
         match_expressions: None,
     };
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity
-        .node_affinity
-        .get_or_insert_with(NodeAffinity::default);
+    let affinity = spec.affinity.get_or_insert_default();
+    let node_affinity = affinity.node_affinity.get_or_insert_default();
     // The node's name replaces whatever terms the template had: eligibility was already
     // judged against them.
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
@@ -127,18 +126,7 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
             });
         }
     }
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", ds.name_any())),
-            namespace: ds.namespace(),
-            labels: Some(labels),
-            annotations: meta.annotations,
-            owner_references: controller_ref(ds).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod_from_template(ds, template)
 }
 
 /// The daemon's pod as the scheduler's filters judge it: with the daemon tolerations and
@@ -294,14 +282,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
 /// Runs the DaemonSet controller until shutdown: reconciles a DaemonSet whenever it, one of
 /// its pods, or any node changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    );
+    let controller = super::owning::<DaemonSet, Pod>(&client, Some(REVISION_LABEL));
     let daemonsets = controller.store();
     let controller = controller.watches(
         Api::<Node>::all(client.clone()),
@@ -314,11 +295,8 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 .collect::<Vec<_>>()
         },
     );
-    let context = Arc::new(Recorder {
-        client,
-        component: "daemonset-controller",
-    });
-    super::drive("daemonset", controller, context, pass, shutdown).await;
+    let recorder = Recorder::shared(client, "daemonset-controller");
+    super::drive("daemonset", controller, recorder, pass, shutdown).await;
 }
 
 /// One pass over one DaemonSet: list the nodes and its pods, plan, act, report.
@@ -326,12 +304,10 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
     let Some((namespace, uid, name)) = identity(ds.as_ref())? else {
         return Ok(Action::await_change());
     };
-    let Some(selector) = Selector::new(ds.spec.as_ref().map(|s| &s.selector)) else {
-        return Err(ControllerError::Malformed {
-            object: describe(ds.as_ref()),
-            reason: "its selector uses an unknown operator".into(),
-        });
-    };
+    let selector = Selector::new(ds.spec.as_ref().map(|s| &s.selector));
+    let unknown =
+        || ControllerError::malformed(ds.as_ref(), "its selector uses an unknown operator");
+    let selector = selector.ok_or_else(unknown)?;
     let nodes = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await

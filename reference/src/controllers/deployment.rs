@@ -57,15 +57,14 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
     ControllerError, RESYNC, Recorder, controller_ref, controller_uid, delete_if_present, describe,
-    terminating, write_status,
+    is_terminated, terminating, write_status,
 };
 
 /// The label that ties a ReplicaSet and its pods to one template of a Deployment.
@@ -492,10 +491,7 @@ pub(super) fn reconcile(
     old_pods_running: bool,
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
-    let malformed = |reason: &str| ControllerError::Malformed {
-        object: describe(d),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| ControllerError::malformed(d, reason);
     let spec = d.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
     let Some(name) = d.metadata.name.as_deref() else {
         return Err(malformed("no name"));
@@ -906,13 +902,8 @@ fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
 /// Runs the Deployment controller until shutdown: reconciles a Deployment whenever it or
 /// one of its ReplicaSets changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let config = watcher::Config::default();
-    let controller = Controller::new(Api::<Deployment>::all(client.clone()), config.clone())
-        .owns(Api::<ReplicaSet>::all(client.clone()), config);
-    let recorder = Arc::new(Recorder {
-        client,
-        component: "deployment-controller",
-    });
+    let controller = super::owning::<Deployment, ReplicaSet>(&client, None);
+    let recorder = Recorder::shared(client, "deployment-controller");
     super::drive("deployment", controller, recorder, apply, shutdown).await;
 }
 
@@ -1049,11 +1040,7 @@ async fn old_pods_running(
             describe(d)
         )))?;
     Ok(list.items.iter().any(|pod| {
-        controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid))
-            && !matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
+        controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid)) && !is_terminated(pod)
     }))
 }
 

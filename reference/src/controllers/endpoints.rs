@@ -321,20 +321,18 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
                 reason: e.to_string(),
             })?;
         let post = PostParams::default();
-        let written = match &existing {
-            None => endpoints_api
-                .create(&post, &endpoints)
-                .await
-                .map_err(ControllerError::api(what("create the endpoints of"))),
+        let (written, verb) = match &existing {
+            None => (endpoints_api.create(&post, &endpoints).await, "create"),
             Some(current) => {
                 endpoints.metadata.resource_version = current.resource_version();
-                endpoints_api
-                    .replace(&name, &post, &endpoints)
-                    .await
-                    .map_err(ControllerError::api(what("update the endpoints of")))
+                (
+                    endpoints_api.replace(&name, &post, &endpoints).await,
+                    "update",
+                )
             }
         };
-        written?;
+        let action = what(&format!("{verb} the endpoints of"));
+        written.map_err(ControllerError::api(action))?;
     }
     write_slices(&client, &namespace, &name, &subsets).await?;
     Ok(Action::requeue(Duration::from_secs(300)))

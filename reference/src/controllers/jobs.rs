@@ -34,16 +34,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, controller_ref, delete_if_present, identity, owned_pods, pod_phase,
-    pod_ready, terminating, write_status,
+    ControllerError, Recorder, delete_if_present, identity, is_terminated, owned_pods,
+    pod_from_template, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::api::defaults::JOB_UID_LABEL;
 
@@ -147,11 +146,7 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         .copied()
         .filter(|p| !terminating(&p.metadata))
         .collect();
-    let active: Vec<&Pod> = live
-        .iter()
-        .copied()
-        .filter(|p| !matches!(pod_phase(p), "Succeeded" | "Failed"))
-        .collect();
+    let active: Vec<&Pod> = live.iter().copied().filter(|p| !is_terminated(p)).collect();
     let count = |wanted: &str| live.iter().filter(|p| pod_phase(p) == wanted).count();
     let succeeded = status.succeeded.unwrap_or(0).max(count("Succeeded") as i32);
     let failed = status.failed.unwrap_or(0).max(count("Failed") as i32);
@@ -300,16 +295,9 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
 /// Runs the Job controller until shutdown: reconciles a Job whenever it or one of its
 /// pods changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(JOB_UID_LABEL),
-        );
-    let context = Arc::new(Recorder {
-        client,
-        component: "job-controller",
-    });
-    super::drive("job", controller, context, pass, shutdown).await;
+    let controller = super::owning::<Job, Pod>(&client, Some(JOB_UID_LABEL));
+    let recorder = Recorder::shared(client, "job-controller");
+    super::drive("job", controller, recorder, pass, shutdown).await;
 }
 
 /// One pass over one Job: list its pods, plan, act, report.
@@ -337,31 +325,15 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         .map(|s| s.template.clone())
         .unwrap_or_default();
     for _ in 0..plan.create {
-        let meta = template.metadata.clone().unwrap_or_default();
-        let pod = Pod {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{name}-")),
-                namespace: Some(namespace.clone()),
-                labels: meta.labels,
-                annotations: meta.annotations,
-                owner_references: controller_ref(job.as_ref()).map(|r| vec![r]),
-                ..ObjectMeta::default()
-            },
-            spec: template.spec.clone(),
-            status: None,
-        };
+        let pod = pod_from_template(job.as_ref(), template.clone());
         let created = pods_api
             .create(&PostParams::default(), &pod)
             .await
             .map_err(ControllerError::api(format!(
                 "create a pod for Job {namespace}/{name}"
             )))?;
-        ctx.normal(
-            job.as_ref(),
-            "SuccessfulCreate",
-            format!("Created pod: {}", created.name_any()),
-        )
-        .await;
+        let message = format!("Created pod: {}", created.name_any());
+        ctx.normal(job.as_ref(), "SuccessfulCreate", message).await;
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of Job {namespace}/{name}");
@@ -372,11 +344,13 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
     }
     if let Some(finish) = plan.finish {
         let (_, reason, message) = finish.describe();
-        if finish == Finish::Complete {
-            ctx.normal(job.as_ref(), reason, message.into()).await;
+        let type_ = if finish == Finish::Complete {
+            "Normal"
         } else {
-            ctx.warning(job.as_ref(), reason, message.into()).await;
-        }
+            "Warning"
+        };
+        ctx.record(job.as_ref(), type_, reason, message.into())
+            .await;
     }
     write_status(jobs, &name, job.status.as_ref(), &plan.status, || {
         format!("write the status of Job {namespace}/{name}")
@@ -395,6 +369,7 @@ mod tests {
         ContainerState, ContainerStateTerminated, ContainerStatus, PodSpec, PodStatus,
         PodTemplateSpec,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn at(seconds: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(seconds).expect("in range")

@@ -96,16 +96,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Namespace, ObjectReference, Pod, PodTemplateSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
 };
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument;
+
+use crate::scheduler::info::{controller_uid, is_terminated};
 
 /// Why a controller could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +139,14 @@ impl ControllerError {
     fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
         let action = action.into();
         move |source| ControllerError::Api { action, source }
+    }
+
+    /// [`ControllerError::Malformed`]: `obj` cannot be reconciled because of `reason`.
+    fn malformed<K: Resource<DynamicType = ()>>(obj: &K, reason: impl Into<String>) -> Self {
+        ControllerError::Malformed {
+            object: describe(obj),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -167,10 +180,10 @@ fn identity<K: Resource<DynamicType = ()>>(
     }
     match (obj.meta().namespace.clone(), obj.meta().uid.clone()) {
         (Some(namespace), Some(uid)) => Ok(Some((namespace, uid, obj.name_any()))),
-        _ => Err(ControllerError::Malformed {
-            object: describe(obj),
-            reason: "it has no namespace or uid".into(),
-        }),
+        _ => Err(ControllerError::malformed(
+            obj,
+            "it has no namespace or uid",
+        )),
     }
 }
 
@@ -359,6 +372,18 @@ async fn drive<K, C, F, Fut>(
     tracing::debug!(controller = name, "stopped");
 }
 
+/// A controller of every `K` that also runs for the `K` owning a `D` that changed — of
+/// the `D`s carrying the label `label`, when it is given.
+fn owning<K, D>(client: &Client, label: Option<&str>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    D: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let all = watcher::Config::default();
+    let owned = label.map_or_else(watcher::Config::default, |label| all.clone().labels(label));
+    Controller::new(Api::<K>::all(client.clone()), all).owns(Api::<D>::all(client.clone()), owned)
+}
+
 /// Resolves once shutdown is asked for (or its sender is gone).
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -438,15 +463,6 @@ async fn owned_pods<K: Resource<DynamicType = ()>>(
         .collect())
 }
 
-/// The uid of the object's controller: the owner reference marked `controller: true`.
-fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.as_str())
-}
-
 /// An owner reference naming `owner` as the controller of a dependent.
 fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
     Some(OwnerReference {
@@ -457,6 +473,24 @@ fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRefer
         controller: Some(true),
         block_owner_deletion: Some(true),
     })
+}
+
+/// A pod from `template` (its labels, annotations and spec), named `<owner>-<random>` in
+/// `owner`'s namespace, and controlled by `owner`.
+fn pod_from_template<K: Resource<DynamicType = ()>>(owner: &K, template: PodTemplateSpec) -> Pod {
+    let meta = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", owner.name_any())),
+            namespace: owner.meta().namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: controller_ref(owner).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
 }
 
 /// `Kind namespace/name`, for messages.
@@ -495,6 +529,11 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder of `component`'s Events, for the passes of one controller to share.
+    fn shared(client: Client, component: &'static str) -> Arc<Recorder> {
+        Arc::new(Recorder { client, component })
+    }
+
     /// Records a `Normal` Event.
     async fn normal<K: Resource<DynamicType = ()>>(
         &self,
@@ -505,16 +544,7 @@ impl Recorder {
         self.record(about, "Normal", reason, message).await;
     }
 
-    /// Records a `Warning` Event.
-    async fn warning<K: Resource<DynamicType = ()>>(
-        &self,
-        about: &K,
-        reason: &str,
-        message: String,
-    ) {
-        self.record(about, "Warning", reason, message).await;
-    }
-
+    /// Records an Event of `type_`: `Normal` or `Warning`.
     async fn record<K: Resource<DynamicType = ()>>(
         &self,
         about: &K,

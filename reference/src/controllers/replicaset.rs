@@ -43,7 +43,7 @@ use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use super::expectations::{Awaited, Expectations, Freshness, Written};
 use super::{
     ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, terminating, write_status,
+    describe, is_terminated, terminating, write_status,
 };
 
 /// What one ReplicaSet needs done so that its pods match its spec.
@@ -84,10 +84,7 @@ pub(super) fn reconcile(
     pods: &[Pod],
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
-    let malformed = |reason: &str| ControllerError::Malformed {
-        object: describe(rs),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| ControllerError::malformed(rs, reason);
     let uid = rs
         .metadata
         .uid
@@ -124,7 +121,7 @@ pub(super) fn reconcile(
         {
             continue;
         }
-        if finished(pod) {
+        if is_terminated(pod) {
             if !deleting {
                 plan.remove_finished.push(name);
             }
@@ -199,14 +196,6 @@ fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Whether a pod's containers are done for good.
-fn finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 /// When the pod became ready, if its Ready condition is `True` (the epoch when the
 /// condition carries no time).
 fn ready_since(pod: &Pod) -> Option<Timestamp> {
@@ -249,23 +238,18 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
     )
 }
 
-/// A new pod from the ReplicaSet's template, controlled by the ReplicaSet.
+/// A new pod from the ReplicaSet's template, its finalizers too, controlled by the
+/// ReplicaSet; `None` when the ReplicaSet has no name or uid to be named by.
 fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
     let template = rs.spec.as_ref()?.template.clone().unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    Some(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.metadata.name.as_deref()?)),
-            namespace: rs.metadata.namespace.clone(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![controller_ref(rs)?]),
-            ..ObjectMeta::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
+    let finalizers = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.finalizers.clone());
+    controller_ref(rs)?;
+    let mut pod = super::pod_from_template(rs, template);
+    pod.metadata.finalizers = finalizers;
+    Some(pod)
 }
 
 /// Runs the ReplicaSet controller until shutdown: reconciles a ReplicaSet whenever it or
@@ -358,10 +342,8 @@ async fn pods_of(
         Freshness::Behind => Ok(None),
         Freshness::Fresh => {
             let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
-            let selector = selector.ok_or_else(|| ControllerError::Malformed {
-                object: what,
-                reason: "invalid selector".into(),
-            })?;
+            let selector =
+                selector.ok_or_else(|| ControllerError::malformed(rs, "invalid selector"))?;
             Ok(Some(
                 namespace
                     .into_iter()
@@ -382,10 +364,7 @@ async fn pods_of(
                 .as_ref()
                 .map(|s| kube::core::Selector::try_from(s.selector.clone()))
                 .transpose()
-                .map_err(|e| ControllerError::Malformed {
-                    object: what.clone(),
-                    reason: format!("invalid selector: {e}"),
-                })?
+                .map_err(|e| ControllerError::malformed(rs, format!("invalid selector: {e}")))?
                 .unwrap_or_default();
             let mut list = live
                 .list(&ListParams::default().labels_from(&label_selector))
@@ -409,10 +388,9 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     let ctx = &context.recorder;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = rs.uid().ok_or_else(|| ControllerError::Malformed {
-        object: what.clone(),
-        reason: "no uid".into(),
-    })?;
+    let uid = rs
+        .uid()
+        .ok_or_else(|| ControllerError::malformed(rs.as_ref(), "no uid"))?;
     let Some(owned) = pods_of(&rs, &uid, &context, &pods).await? else {
         return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     };
@@ -474,7 +452,8 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
             }
             Err(error) => {
                 let message = format!("Error creating: {error}");
-                ctx.warning(rs.as_ref(), "FailedCreate", message).await;
+                ctx.record(rs.as_ref(), "Warning", "FailedCreate", message)
+                    .await;
                 first_error.get_or_insert(ControllerError::Api {
                     action: format!("create a pod for {what}"),
                     source: error,
@@ -550,6 +529,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         Container, ContainerStatus, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
     use std::collections::BTreeMap;
 

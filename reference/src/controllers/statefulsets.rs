@@ -36,8 +36,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -45,7 +44,7 @@ use tokio::sync::watch;
 use super::daemonsets::REVISION_LABEL;
 use super::{
     ControllerError, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, identity, owned_pods, pod_phase, pod_ready, terminating, write_status,
+    describe, identity, is_terminated, owned_pods, pod_phase, pod_ready, terminating, write_status,
 };
 
 /// A template the set has had, under its revision's name.
@@ -155,7 +154,7 @@ pub(super) fn reconcile(
                 false
             }
             Some(p) if terminating(&p.metadata) => false,
-            Some(p) if matches!(pod_phase(p), "Failed" | "Succeeded") => {
+            Some(p) if is_terminated(p) => {
                 plan.delete.push(name_of(p));
                 false
             }
@@ -223,19 +222,9 @@ fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
 /// Runs the StatefulSet controller until shutdown: reconciles a set whenever it or one of
 /// its pods changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    );
-    let context = Arc::new(Recorder {
-        client,
-        component: "statefulset-controller",
-    });
-    super::drive("statefulset", controller, context, pass, shutdown).await;
+    let controller = super::owning::<StatefulSet, Pod>(&client, Some(REVISION_LABEL));
+    let recorder = Recorder::shared(client, "statefulset-controller");
+    super::drive("statefulset", controller, recorder, pass, shutdown).await;
 }
 
 /// The set's revisions, current and update: records the update revision if it is new, and
@@ -314,12 +303,10 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
     let Some((namespace, uid, name)) = identity(set.as_ref())? else {
         return Ok(Action::await_change());
     };
-    let Some(selector) = Selector::new(set.spec.as_ref().map(|s| &s.selector)) else {
-        return Err(ControllerError::Malformed {
-            object: describe(set.as_ref()),
-            reason: "its selector uses an unknown operator".into(),
-        });
-    };
+    let selector = Selector::new(set.spec.as_ref().map(|s| &s.selector));
+    let unknown =
+        || ControllerError::malformed(set.as_ref(), "its selector uses an unknown operator");
+    let selector = selector.ok_or_else(unknown)?;
     let (current, update) = revisions(&ctx, &set, &namespace, &uid).await?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let owned = owned_pods(
