@@ -273,15 +273,9 @@ impl ControlPlane {
     }
 
     /// Starts the scheduler and the controllers, in this process, as API clients of this
-    /// control plane (the apiserver alone, without them, is what the API tests exercise).
-    pub fn start_components(&mut self) -> Result<(), crate::client::ClientError> {
-        self.start_components_with(
-            crate::controllers::node_lifecycle::NodeLifecycleConfig::default(),
-        )
-    }
-
-    /// [`ControlPlane::start_components`], with the node lifecycle timing given.
-    pub fn start_components_with(
+    /// control plane (the apiserver alone, without them, is what the API tests exercise),
+    /// the node lifecycle controller timed by `node_lifecycle`.
+    pub fn start_components(
         &mut self,
         node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     ) -> Result<(), crate::client::ClientError> {

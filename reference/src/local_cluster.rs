@@ -53,13 +53,8 @@ impl std::fmt::Debug for LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts the control plane and `nodes` node agents (`node-1`...). With 0 nodes, Docker
-    /// is not needed.
-    pub async fn start(config: ControlPlaneConfig, nodes: u32) -> anyhow::Result<LocalCluster> {
-        Self::start_with(config, nodes, NodeLifecycleConfig::default()).await
-    }
-
-    /// [`LocalCluster::start`], with the node lifecycle timing given.
+    /// Starts the control plane and `nodes` node agents (`node-1`...), the node lifecycle
+    /// controller timed by `node_lifecycle`. With 0 nodes, Docker is not needed.
     pub async fn start_with(
         config: ControlPlaneConfig,
         nodes: u32,
@@ -69,7 +64,7 @@ impl LocalCluster {
         // Docker first: without it there is no cluster to speak of, so say so at once.
         let docker = docker_for(nodes).await?;
         let mut control_plane = ControlPlane::start(config).await?;
-        control_plane.start_components_with(node_lifecycle)?;
+        control_plane.start_components(node_lifecycle)?;
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         if let Some(docker) = &docker {
