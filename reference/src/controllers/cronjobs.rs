@@ -221,11 +221,9 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
                 ctx.normal(cj.as_ref(), "SuccessfulCreate", message).await;
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("create a Job for CronJob {namespace}/{name}"),
-                    source,
-                });
+            Err(e) => {
+                let action = format!("create a Job for CronJob {namespace}/{name}");
+                return Err(ControllerError::api(action)(e));
             }
         }
     }

@@ -78,11 +78,9 @@ pub(super) struct Plan {
 pub(super) fn template_hash(ds: &DaemonSet) -> String {
     let template = ds.spec.as_ref().map(|s| &s.template);
     let text = serde_json::to_string(&template).unwrap_or_default();
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
+    let hash = text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     format!("{hash:08x}")
 }
 

@@ -324,10 +324,10 @@ where
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {
             Ok(Action::await_change())
         }
-        Err(source) => Err(ControllerError::Api {
-            action: format!("delete {what}, whose owner is gone"),
-            source,
-        }),
+        Err(e) => {
+            let action = format!("delete {what}, whose owner is gone");
+            Err(ControllerError::api(action)(e))
+        }
     }
 }
 

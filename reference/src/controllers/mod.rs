@@ -96,9 +96,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{
-    Event, EventSource, Namespace, ObjectReference, Pod, PodTemplateSpec,
-};
+use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
 };
@@ -163,10 +161,7 @@ where
     match api.delete(name, params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
-        Err(source) => Err(ControllerError::Api {
-            action: action(),
-            source,
-        }),
+        Err(e) => Err(ControllerError::api(action())(e)),
     }
 }
 
@@ -217,10 +212,7 @@ where
     api.patch_status(name, &kube::api::PatchParams::default(), &patch)
         .await
         .map(drop)
-        .map_err(|source| ControllerError::Api {
-            action: action(),
-            source,
-        })
+        .map_err(|e| ControllerError::api(action())(e))
 }
 
 /// Runs every controller — ReplicaSet, Deployment, garbage collector — until `shutdown`
@@ -556,7 +548,6 @@ impl Recorder {
             return;
         };
         let now = jiff::Timestamp::now();
-        let involved: ObjectReference = about.object_ref(&());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!(
@@ -567,7 +558,7 @@ impl Recorder {
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
-            involved_object: involved,
+            involved_object: about.object_ref(&()),
             reason: Some(reason.to_owned()),
             message: Some(message),
             type_: Some(type_.to_owned()),
@@ -581,9 +572,7 @@ impl Recorder {
             count: Some(1),
             reporting_component: Some(self.component.to_owned()),
             reporting_instance: Some(self.component.to_owned()),
-            action: None,
-            related: None,
-            series: None,
+            ..Event::default()
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Err(error) = events.create(&PostParams::default(), &event).await {

@@ -454,10 +454,8 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
                 let message = format!("Error creating: {error}");
                 ctx.record(rs.as_ref(), "Warning", "FailedCreate", message)
                     .await;
-                first_error.get_or_insert(ControllerError::Api {
-                    action: format!("create a pod for {what}"),
-                    source: error,
-                });
+                let action = format!("create a pod for {what}");
+                first_error.get_or_insert(ControllerError::api(action)(error));
             }
         }
     }

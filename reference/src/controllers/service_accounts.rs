@@ -81,12 +81,7 @@ async fn ensure_default(
         // Made by another pass, or the namespace is being deleted or gone: nothing to do.
         Err(kube::Error::Api(s))
             if s.is_already_exists() || s.is_forbidden() || s.is_not_found() => {}
-        Err(source) => {
-            return Err(ControllerError::Api {
-                action: action(),
-                source,
-            });
-        }
+        Err(e) => return Err(ControllerError::api(action())(e)),
     }
     Ok(Action::await_change())
 }

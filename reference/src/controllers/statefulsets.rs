@@ -256,16 +256,17 @@ async fn revisions(
             .await
             .map_err(ControllerError::api(what("renumber")))?;
     } else if known.is_none() {
+        let labels = update
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone());
         let mut template = json!(update.template);
         template["$patch"] = json!("replace");
         let revision = ControllerRevision {
             metadata: ObjectMeta {
                 name: Some(update.name.clone()),
-                labels: update
-                    .template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone()),
+                labels,
                 owner_references: controller_ref(set).map(|r| vec![r]),
                 ..ObjectMeta::default()
             },
