@@ -175,12 +175,9 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         return Ok(Action::await_change());
     };
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = jobs_api
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the Jobs of CronJob {namespace}/{name}"
-        )))?;
+    let action = format!("list the Jobs of CronJob {namespace}/{name}");
+    let listed = jobs_api.list(&ListParams::default()).await;
+    let listed = listed.map_err(ControllerError::api(action))?;
     let jobs: Vec<&Job> = listed
         .items
         .iter()

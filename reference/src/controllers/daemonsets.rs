@@ -306,35 +306,25 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
     let unknown =
         || ControllerError::malformed(ds.as_ref(), "its selector uses an unknown operator");
     let selector = selector.ok_or_else(unknown)?;
-    let nodes = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api("list the nodes"))?;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = owned_pods(
-        &pods_api,
-        ds.as_ref(),
-        &uid,
-        REVISION_LABEL,
-        Some(&selector),
-    );
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let nodes = nodes.list(&ListParams::default()).await;
+    let nodes = nodes.map_err(ControllerError::api("list the nodes"))?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = owned_pods(&pods, ds.as_ref(), &uid, REVISION_LABEL, Some(&selector));
     let owned = owned.await?;
-    let pods: Vec<&Pod> = owned.iter().collect();
-    let plan = reconcile(&ds, &nodes.items, &pods);
+    let plan = reconcile(&ds, &nodes.items, &owned.iter().collect::<Vec<_>>());
 
     for node in &plan.create {
-        let created = pods_api
-            .create(&PostParams::default(), &pod_for(&ds, node))
-            .await
-            .map_err(ControllerError::api(format!(
-                "create the pod of DaemonSet {namespace}/{name} for node {node}"
-            )))?;
+        let action = format!("create the pod of DaemonSet {namespace}/{name} for node {node}");
+        let pod = pod_for(&ds, node);
+        let created = pods.create(&PostParams::default(), &pod).await;
+        let created = created.map_err(ControllerError::api(action))?;
         let message = format!("Created pod: {}", created.name_any());
         ctx.normal(ds.as_ref(), "SuccessfulCreate", message).await;
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of DaemonSet {namespace}/{name}");
-        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+        if delete_if_present(&pods, pod, &DeleteParams::default(), what).await? {
             let message = format!("Deleted pod: {pod}");
             ctx.normal(ds.as_ref(), "SuccessfulDelete", message).await;
         }

@@ -919,12 +919,10 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let uid = d.metadata.uid.as_deref();
-    let owned: Vec<ReplicaSet> = sets
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the ReplicaSets of {what}"
-        )))?
+    let action = format!("list the ReplicaSets of {what}");
+    let listed = sets.list(&ListParams::default()).await;
+    let owned: Vec<ReplicaSet> = listed
+        .map_err(ControllerError::api(action))?
         .items
         .into_iter()
         .filter(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid)
@@ -950,9 +948,8 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
             write_status(deployments.clone(), &name, old, &collided, action).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
         }
-        created.map_err(ControllerError::api(format!(
-            "create ReplicaSet {rs_name} for {what}"
-        )))?;
+        let action = format!("create ReplicaSet {rs_name} for {what}");
+        created.map_err(ControllerError::api(action))?;
         let to = replicas_of(rs);
         tracing::info!(replicaset = %rs_name, replicas = to, "created new ReplicaSet");
         record_scaling(&ctx, &d, &rs_name, 0, to).await;
@@ -1032,13 +1029,9 @@ async fn old_pods_running(
         return Ok(false);
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the pods of {}",
-            describe(d)
-        )))?;
+    let action = format!("list the pods of {}", describe(d));
+    let list = pods.list(&ListParams::default()).await;
+    let list = list.map_err(ControllerError::api(action))?;
     Ok(list.items.iter().any(|pod| {
         controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid)) && !is_terminated(pod)
     }))

@@ -157,13 +157,9 @@ impl Gc {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        let found = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(ControllerError::api(format!(
-                "look up owner {} {}",
-                reference.kind, reference.name
-            )))?;
+        let action = format!("look up owner {} {}", reference.kind, reference.name);
+        let found = api.get_opt(&reference.name).await;
+        let found = found.map_err(ControllerError::api(action))?;
         Ok(owner_from(
             reference,
             found.and_then(|o| o.metadata.uid).as_deref(),

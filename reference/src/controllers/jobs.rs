@@ -326,12 +326,9 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         .unwrap_or_default();
     for _ in 0..plan.create {
         let pod = pod_from_template(job.as_ref(), template.clone());
-        let created = pods_api
-            .create(&PostParams::default(), &pod)
-            .await
-            .map_err(ControllerError::api(format!(
-                "create a pod for Job {namespace}/{name}"
-            )))?;
+        let action = format!("create a pod for Job {namespace}/{name}");
+        let created = pods_api.create(&PostParams::default(), &pod).await;
+        let created = created.map_err(ControllerError::api(action))?;
         let message = format!("Created pod: {}", created.name_any());
         ctx.normal(job.as_ref(), "SuccessfulCreate", message).await;
     }

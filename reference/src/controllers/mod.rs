@@ -235,10 +235,9 @@ pub async fn run_with(
     node_lifecycle: node_lifecycle::NodeLifecycleConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
-    Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(ControllerError::api("reach the apiserver"))?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let reached = namespaces.list(&ListParams::default().limit(1)).await;
+    reached.map_err(ControllerError::api("reach the apiserver"))?;
     tracing::info!("controllers running");
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
@@ -444,10 +443,8 @@ async fn owned_pods<K: Resource<DynamicType = ()>>(
     selector: Option<&Selector>,
 ) -> Result<Vec<Pod>, ControllerError> {
     let listed = api.list(&ListParams::default().labels(label)).await;
-    let listed = listed.map_err(ControllerError::api(format!(
-        "list the pods of {}",
-        describe(owner)
-    )))?;
+    let action = format!("list the pods of {}", describe(owner));
+    let listed = listed.map_err(ControllerError::api(action))?;
     let matches = |p: &Pod| selector.is_none_or(|s| s.matches(p.metadata.labels.as_ref()));
     let owned = listed.items.into_iter();
     Ok(owned

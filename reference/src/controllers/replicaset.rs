@@ -426,10 +426,8 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     // deleted with its Deployment (its pods going with it) must not get new pods. A fresh
     // read confirms it before any pod is created; a gone or terminating set creates none.
     if !plan.create.is_empty() {
-        let live = sets
-            .get_opt(&name)
-            .await
-            .map_err(ControllerError::api(format!("read {what}")))?;
+        let live = sets.get_opt(&name).await;
+        let live = live.map_err(ControllerError::api(format!("read {what}")))?;
         let same = live.is_some_and(|live| {
             live.metadata.uid == rs.metadata.uid && !terminating(&live.metadata)
         });

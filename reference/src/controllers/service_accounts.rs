@@ -61,12 +61,8 @@ async fn ensure_default(
     let name = namespace.name_any();
     let accounts: Api<ServiceAccount> = Api::namespaced(Client::clone(&client), &name);
     let action = || format!("make the default service account of namespace {name}");
-    if accounts
-        .get_opt(DEFAULT)
-        .await
-        .map_err(ControllerError::api(action()))?
-        .is_some()
-    {
+    let found = accounts.get_opt(DEFAULT).await;
+    if found.map_err(ControllerError::api(action()))?.is_some() {
         return Ok(Action::await_change());
     }
     let account = ServiceAccount {

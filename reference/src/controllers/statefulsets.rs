@@ -309,20 +309,13 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
         || ControllerError::malformed(set.as_ref(), "its selector uses an unknown operator");
     let selector = selector.ok_or_else(unknown)?;
     let (current, update) = revisions(&ctx, &set, &namespace, &uid).await?;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = owned_pods(
-        &pods_api,
-        set.as_ref(),
-        &uid,
-        REVISION_LABEL,
-        Some(&selector),
-    );
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = owned_pods(&pods, set.as_ref(), &uid, REVISION_LABEL, Some(&selector));
     let owned = owned.await?;
-    let pods: Vec<&Pod> = owned.iter().collect();
-    let plan = reconcile(&set, &pods, &current, &update);
+    let plan = reconcile(&set, &owned.iter().collect::<Vec<_>>(), &current, &update);
     for pod in &plan.create {
         let pod_name = pod.name_any();
-        match pods_api.create(&PostParams::default(), pod).await {
+        match pods.create(&PostParams::default(), pod).await {
             Ok(_) => {
                 let message = format!("create Pod {pod_name} in StatefulSet {name} successful");
                 ctx.normal(set.as_ref(), "SuccessfulCreate", message).await;
@@ -337,7 +330,7 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of StatefulSet {namespace}/{name}");
-        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+        if delete_if_present(&pods, pod, &DeleteParams::default(), what).await? {
             let message = format!("delete Pod {pod} in StatefulSet {name} successful");
             ctx.normal(set.as_ref(), "SuccessfulDelete", message).await;
         }
