@@ -516,7 +516,9 @@ impl LocalMembersCluster {
                     Some(docker) => docker.clone(),
                     None => runtime::connect().await?,
                 };
-                machines::prepare_engine(&docker, &exe).await?;
+                // The shared network, and the machine image for `exe`.
+                runtime::ensure_network(&docker).await?;
+                images::ensure_machine(&docker, &exe).await?;
                 // Machines in containers reach this host, where the front door is, at the
                 // network's gateway: the members' certificates must be valid for it too.
                 let gateway = runtime::network_gateway(&docker)
@@ -573,9 +575,8 @@ impl LocalMembersCluster {
             && !config.listen.ip().is_unspecified()
         {
             let inside = SocketAddr::new(gateway, front.port());
-            let listener = tokio::net::TcpListener::bind(inside)
-                .await
-                .with_context(|| format!("failed to listen on {inside}"))?;
+            let listener = tokio::net::TcpListener::bind(inside).await;
+            let listener = listener.with_context(|| format!("failed to listen on {inside}"))?;
             agents.spawn(serve(listener));
         }
         agents.spawn(serve(listener));
