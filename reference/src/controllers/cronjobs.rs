@@ -192,11 +192,8 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         }
     }
     if let Some(due) = plan.start {
-        let template = cj
-            .spec
-            .as_ref()
-            .map(|s| s.job_template.clone())
-            .unwrap_or_default();
+        let template = cj.spec.as_ref().map(|s| s.job_template.clone());
+        let template = template.unwrap_or_default();
         let meta = template.metadata.unwrap_or_default();
         let mut annotations = meta.annotations.unwrap_or_default();
         annotations.insert(SCHEDULED_AT.into(), due.to_string());

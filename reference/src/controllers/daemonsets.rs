@@ -86,16 +86,10 @@ pub(super) fn template_hash(ds: &DaemonSet) -> String {
 
 /// The pod the DaemonSet runs on `node`, before the scheduler binds it there.
 pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
-    let mut template = ds
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let labels = template
-        .metadata
-        .get_or_insert_default()
-        .labels
-        .get_or_insert_default();
+    let template = ds.spec.as_ref().map(|s| s.template.clone());
+    let mut template = template.unwrap_or_default();
+    let meta = template.metadata.get_or_insert_default();
+    let labels = meta.labels.get_or_insert_default();
     labels.insert(REVISION_LABEL.to_owned(), template_hash(ds));
     let spec = template.spec.get_or_insert_default();
     let on_node = NodeSelectorTerm {
@@ -133,11 +127,8 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
 fn judged_pod(ds: &DaemonSet) -> Option<PodInfo> {
     let mut pod = pod_for(ds, "");
     if let Some(spec) = pod.spec.as_mut() {
-        spec.affinity = ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|s| s.affinity.clone());
+        let template_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        spec.affinity = template_spec.and_then(|s| s.affinity.clone());
     }
     PodInfo::new(Arc::new(pod)).ok()
 }

@@ -796,11 +796,8 @@ fn new_replicaset(
 ) -> Option<ReplicaSet> {
     let spec = d.spec.as_ref()?;
     let mut template = spec.template.clone();
-    let labels = template
-        .metadata
-        .get_or_insert_default()
-        .labels
-        .get_or_insert_default();
+    let meta = template.metadata.get_or_insert_default();
+    let labels = meta.labels.get_or_insert_default();
     labels.insert(HASH_LABEL.to_owned(), hash.to_owned());
     let labels = labels.clone();
     let mut selector = spec.selector.clone();

@@ -150,12 +150,8 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     let count = |wanted: &str| live.iter().filter(|p| pod_phase(p) == wanted).count();
     let succeeded = status.succeeded.unwrap_or(0).max(count("Succeeded") as i32);
     let failed = status.failed.unwrap_or(0).max(count("Failed") as i32);
-    let on_failure = spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        == Some("OnFailure");
+    let pod_spec = spec.template.spec.as_ref();
+    let on_failure = pod_spec.and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
     let restarts: i32 = active
         .iter()
         .filter(|_| on_failure)
@@ -319,11 +315,8 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         .await?;
         return Ok(Action::await_change());
     }
-    let template = job
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let template = job.spec.as_ref().map(|s| s.template.clone());
+    let template = template.unwrap_or_default();
     for _ in 0..plan.create {
         let pod = pod_from_template(job.as_ref(), template.clone());
         let action = format!("create a pod for Job {namespace}/{name}");

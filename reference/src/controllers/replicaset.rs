@@ -85,11 +85,9 @@ pub(super) fn reconcile(
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
     let malformed = |reason: &str| ControllerError::malformed(rs, reason);
-    let uid = rs
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or_else(|| malformed("no uid"))?;
+    let Some(uid) = rs.metadata.uid.as_deref() else {
+        return Err(malformed("no uid"));
+    };
     let spec = rs.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
     let selector =
         Selector::new(Some(&spec.selector)).ok_or_else(|| malformed("invalid selector"))?;
@@ -148,15 +146,9 @@ pub(super) fn reconcile(
 
     // Report what was observed (the pods just created or deleted show up next time).
     let min_ready = SignedDuration::from_secs(i64::from(spec.min_ready_seconds.unwrap_or(0)));
-    let template_labels = spec
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    let mut fully_labeled = 0;
-    let mut ready = 0;
-    let mut available = 0;
+    let meta = spec.template.as_ref().and_then(|t| t.metadata.as_ref());
+    let template_labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
+    let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
     for pod in &active {
         let labels = pod.metadata.labels.as_ref();
         if template_labels

@@ -256,11 +256,8 @@ async fn revisions(
             .await
             .map_err(ControllerError::api(what("renumber")))?;
     } else if known.is_none() {
-        let labels = update
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone());
+        let meta = update.template.metadata.as_ref();
+        let labels = meta.and_then(|m| m.labels.clone());
         let mut template = json!(update.template);
         template["$patch"] = json!("replace");
         let revision = ControllerRevision {
