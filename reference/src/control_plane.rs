@@ -179,7 +179,7 @@ impl ControlPlane {
     /// Opens the store, bootstraps it, and starts serving the API.
     pub async fn start(config: ControlPlaneConfig) -> Result<ControlPlane, ControlPlaneError> {
         let dir = &config.data_dir;
-        create_dir(dir)?;
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let token = load_or_create_token(&dir.join("token"))?;
         let cluster_id = load_or_create_cluster_id(&dir.join("cluster-id"))?;
         let (stop, stopped) = watch::channel(false);
@@ -203,7 +203,8 @@ impl ControlPlane {
                 store
             }
         };
-        let listener = bind(config.listen).await?;
+        let listener = TcpListener::bind(config.listen).await;
+        let listener = listener.map_err(listen_error(config.listen))?;
         let addr = listener.local_addr().map_err(listen_error(config.listen))?;
         let tls = tls::load_or_create(dir, addr.ip(), &config.tls_names)
             .map_err(ControlPlaneError::Tls)?;
@@ -273,15 +274,9 @@ impl ControlPlane {
     }
 
     /// Starts the scheduler and the controllers, in this process, as API clients of this
-    /// control plane (the apiserver alone, without them, is what the API tests exercise).
-    pub fn start_components(&mut self) -> Result<(), crate::client::ClientError> {
-        self.start_components_with(
-            crate::controllers::node_lifecycle::NodeLifecycleConfig::default(),
-        )
-    }
-
-    /// [`ControlPlane::start_components`], with the node lifecycle timing given.
-    pub fn start_components_with(
+    /// control plane (the apiserver alone, without them, is what the API tests exercise),
+    /// the node lifecycle controller timed by `node_lifecycle`.
+    pub fn start_components(
         &mut self,
         node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     ) -> Result<(), crate::client::ClientError> {
@@ -432,16 +427,6 @@ fn listen_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ControlPlane
     move |source| ControlPlaneError::Listen { addr, source }
 }
 
-/// Creates `dir` and its parents.
-fn create_dir(dir: &Path) -> Result<(), ControlPlaneError> {
-    std::fs::create_dir_all(dir).map_err(io_error(dir))
-}
-
-/// Listens on `addr`.
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlPlaneError> {
-    TcpListener::bind(addr).await.map_err(listen_error(addr))
-}
-
 /// Opens this member's store replica and serves its peer listener.
 async fn start_member(
     dir: &Path,
@@ -465,7 +450,8 @@ async fn start_member(
         server_tls: material.server,
         client_tls: material.client,
     };
-    let listener = bind(peer_addr).await?;
+    let listener = TcpListener::bind(peer_addr).await;
+    let listener = listener.map_err(listen_error(peer_addr))?;
     let store_config = StoreConfig {
         id: members.id,
         voters: if members.joining {
@@ -490,7 +476,7 @@ async fn start_member(
 /// Prepares the data directories of the members `ids` under `root` (`members/1`, ...):
 /// each gets the cluster's CA, token and id, made once in `root`. Returns the directories.
 pub fn prepare_members(root: &Path, ids: &[u64]) -> Result<Vec<PathBuf>, ControlPlaneError> {
-    create_dir(root)?;
+    std::fs::create_dir_all(root).map_err(io_error(root))?;
     load_or_create_token(&root.join("token"))?;
     load_or_create_cluster_id(&root.join("cluster-id"))?;
     tls::load_or_create(root, [127, 0, 0, 1].into(), &[]).map_err(ControlPlaneError::Tls)?;
@@ -501,7 +487,7 @@ pub fn prepare_members(root: &Path, ids: &[u64]) -> Result<Vec<PathBuf>, Control
 /// [`prepare_members`] made.
 pub fn prepare_member(root: &Path, id: u64) -> Result<PathBuf, ControlPlaneError> {
     let dir = root.join("members").join(id.to_string());
-    create_dir(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     for file in ["token", "cluster-id", "ca.crt", "ca.key"] {
         let (from, to) = (root.join(file), dir.join(file));
         let contents = std::fs::read_to_string(&from).map_err(io_error(&from))?;

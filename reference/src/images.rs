@@ -18,8 +18,6 @@
 //! registry. An image carries a label with the hash of what it was made from, so a second
 //! call costs one `inspect` per image.
 
-use std::io::Write as _;
-
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
@@ -78,28 +76,24 @@ struct Spec {
     expose: Option<u16>,
 }
 
+/// A probe image, serving on 8080, configured by `env`.
+const fn probe(name: &'static str, env: &'static [(&'static str, &'static str)]) -> Spec {
+    Spec {
+        name,
+        program: "probe",
+        binary: PROBE,
+        env,
+        expose: Some(8080),
+    }
+}
+
 const SPECS: &[Spec] = &[
-    Spec {
-        name: "shipshape/probe:v1",
-        program: "probe",
-        binary: PROBE,
-        env: &[("PROBE_VERSION", "v1")],
-        expose: Some(8080),
-    },
-    Spec {
-        name: "shipshape/probe:v2",
-        program: "probe",
-        binary: PROBE,
-        env: &[("PROBE_VERSION", "v2")],
-        expose: Some(8080),
-    },
-    Spec {
-        name: "shipshape/probe:broken",
-        program: "probe",
-        binary: PROBE,
-        env: &[("PROBE_VERSION", "broken"), ("PROBE_BROKEN", "1")],
-        expose: Some(8080),
-    },
+    probe(PROBE_IMAGES[0], &[("PROBE_VERSION", "v1")]),
+    probe(PROBE_IMAGES[1], &[("PROBE_VERSION", "v2")]),
+    probe(
+        PROBE_IMAGES[2],
+        &[("PROBE_VERSION", "broken"), ("PROBE_BROKEN", "1")],
+    ),
     Spec {
         name: PAUSE_IMAGE,
         program: "pause",
@@ -135,17 +129,19 @@ fn changes(spec: &Spec) -> Vec<String> {
     changes
 }
 
-/// A root filesystem holding only the binary, as a tar archive.
-fn root_fs(spec: &Spec) -> std::io::Result<Vec<u8>> {
+/// A root filesystem holding only `files` (path, contents), executable, as a tar archive.
+fn root_fs<'a>(
+    files: impl IntoIterator<Item = (&'a std::path::Path, &'a [u8])>,
+) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(spec.binary.len() as u64);
-    header.set_mode(0o755);
-    header.set_cksum();
-    tar.append_data(&mut header, spec.program, spec.binary)?;
-    let mut out = tar.into_inner()?;
-    out.flush()?;
-    Ok(out)
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append_data(&mut header, path.strip_prefix("/").unwrap_or(path), bytes)?;
+    }
+    tar.into_inner()
 }
 
 /// Builds every image that is missing or was built from other inputs.
@@ -154,7 +150,8 @@ pub async fn ensure(docker: &Docker) -> Result<(), ImageError> {
         let changes = changes(spec);
         let hash = fnv1a(&[changes.join("\n").as_bytes(), spec.binary]);
         let build = || {
-            root_fs(spec).map_err(|source| ImageError::Context {
+            let file = (std::path::Path::new(spec.program), spec.binary);
+            root_fs([file]).map_err(|source| ImageError::Context {
                 image: spec.name.to_owned(),
                 source,
             })
@@ -233,19 +230,8 @@ pub async fn ensure_machine(docker: &Docker, binary: &std::path::Path) -> Result
         parts.push(bytes);
     }
     let hash = fnv1a(&parts);
-    let build = || {
-        let mut tar = tar::Builder::new(Vec::new());
-        for (path, bytes) in libraries.iter().zip(&contents) {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o755);
-            header.set_cksum();
-            let inside = path.strip_prefix("/").unwrap_or(path);
-            tar.append_data(&mut header, inside, bytes.as_slice())
-                .map_err(context)?;
-        }
-        tar.into_inner().map_err(context)
-    };
+    let files = libraries.iter().map(|path| path.as_path());
+    let build = || root_fs(files.zip(contents.iter().map(Vec::as_slice))).map_err(context);
     import_if_stale(docker, MACHINE_IMAGE, changes, &hash, build).await
 }
 

@@ -53,13 +53,8 @@ impl std::fmt::Debug for LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts the control plane and `nodes` node agents (`node-1`...). With 0 nodes, Docker
-    /// is not needed.
-    pub async fn start(config: ControlPlaneConfig, nodes: u32) -> anyhow::Result<LocalCluster> {
-        Self::start_with(config, nodes, NodeLifecycleConfig::default()).await
-    }
-
-    /// [`LocalCluster::start`], with the node lifecycle timing given.
+    /// Starts the control plane and `nodes` node agents (`node-1`...), the node lifecycle
+    /// controller timed by `node_lifecycle`. With 0 nodes, Docker is not needed.
     pub async fn start_with(
         config: ControlPlaneConfig,
         nodes: u32,
@@ -69,7 +64,7 @@ impl LocalCluster {
         // Docker first: without it there is no cluster to speak of, so say so at once.
         let docker = docker_for(nodes).await?;
         let mut control_plane = ControlPlane::start(config).await?;
-        control_plane.start_components_with(node_lifecycle)?;
+        control_plane.start_components(node_lifecycle)?;
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         if let Some(docker) = &docker {
@@ -521,7 +516,9 @@ impl LocalMembersCluster {
                     Some(docker) => docker.clone(),
                     None => runtime::connect().await?,
                 };
-                machines::prepare_engine(&docker, &exe).await?;
+                // The shared network, and the machine image for `exe`.
+                runtime::ensure_network(&docker).await?;
+                images::ensure_machine(&docker, &exe).await?;
                 // Machines in containers reach this host, where the front door is, at the
                 // network's gateway: the members' certificates must be valid for it too.
                 let gateway = runtime::network_gateway(&docker)
@@ -578,9 +575,8 @@ impl LocalMembersCluster {
             && !config.listen.ip().is_unspecified()
         {
             let inside = SocketAddr::new(gateway, front.port());
-            let listener = tokio::net::TcpListener::bind(inside)
-                .await
-                .with_context(|| format!("failed to listen on {inside}"))?;
+            let listener = tokio::net::TcpListener::bind(inside).await;
+            let listener = listener.with_context(|| format!("failed to listen on {inside}"))?;
             agents.spawn(serve(listener));
         }
         agents.spawn(serve(listener));

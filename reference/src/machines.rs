@@ -307,10 +307,8 @@ impl MachinePlan {
             stream: true,
             ..Default::default()
         };
-        let attached = docker
-            .attach_container(name, Some(attach))
-            .await
-            .with_context(|| format!("failed to attach to container {name}"))?;
+        let attached = docker.attach_container(name, Some(attach)).await;
+        let attached = attached.with_context(|| format!("failed to attach to container {name}"))?;
         docker
             .start_container(name, None::<StartContainerOptions>)
             .await
@@ -633,14 +631,6 @@ impl Machine {
         }
         Ok(())
     }
-}
-
-/// Prepares the engine for members in containers: the shared network and the machine
-/// image for `exe`.
-pub async fn prepare_engine(docker: &Docker, exe: &Path) -> anyhow::Result<()> {
-    runtime::ensure_network(docker).await?;
-    images::ensure_machine(docker, exe).await?;
-    Ok(())
 }
 
 #[cfg(test)]

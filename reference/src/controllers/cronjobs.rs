@@ -27,8 +27,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -166,16 +165,9 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
 /// Runs the CronJob controller until shutdown: a pass whenever a CronJob or one of its
 /// Jobs changes, and when its schedule comes due.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<CronJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let context = Arc::new(Recorder {
-        client,
-        component: "cronjob-controller",
-    });
-    super::drive("cronjob", controller, context, pass, shutdown).await;
+    let controller = super::owning::<CronJob, Job>(&client, None);
+    let recorder = Recorder::shared(client, "cronjob-controller");
+    super::drive("cronjob", controller, recorder, pass, shutdown).await;
 }
 
 async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, ControllerError> {
@@ -183,12 +175,9 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         return Ok(Action::await_change());
     };
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = jobs_api
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the Jobs of CronJob {namespace}/{name}"
-        )))?;
+    let action = format!("list the Jobs of CronJob {namespace}/{name}");
+    let listed = jobs_api.list(&ListParams::default()).await;
+    let listed = listed.map_err(ControllerError::api(action))?;
     let jobs: Vec<&Job> = listed
         .items
         .iter()
@@ -203,11 +192,8 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         }
     }
     if let Some(due) = plan.start {
-        let template = cj
-            .spec
-            .as_ref()
-            .map(|s| s.job_template.clone())
-            .unwrap_or_default();
+        let template = cj.spec.as_ref().map(|s| s.job_template.clone());
+        let template = template.unwrap_or_default();
         let meta = template.metadata.unwrap_or_default();
         let mut annotations = meta.annotations.unwrap_or_default();
         annotations.insert(SCHEDULED_AT.into(), due.to_string());
@@ -229,11 +215,9 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
                 ctx.normal(cj.as_ref(), "SuccessfulCreate", message).await;
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(source) => {
-                return Err(ControllerError::Api {
-                    action: format!("create a Job for CronJob {namespace}/{name}"),
-                    source,
-                });
+            Err(e) => {
+                let action = format!("create a Job for CronJob {namespace}/{name}");
+                return Err(ControllerError::api(action)(e));
             }
         }
     }
@@ -242,10 +226,7 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         format!("update the status of CronJob {namespace}/{name}")
     })
     .await?;
-    Ok(match plan.next {
-        Some(next) => Action::requeue(next),
-        None => Action::await_change(),
-    })
+    Ok(plan.next.map_or_else(Action::await_change, Action::requeue))
 }
 
 #[cfg(test)]

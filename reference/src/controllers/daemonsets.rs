@@ -33,21 +33,19 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    Toleration,
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, Selector, controller_ref, delete_if_present, describe, identity,
-    owned_pods, pod_phase, pod_ready, terminating, write_status,
+    ControllerError, Recorder, Selector, delete_if_present, identity, owned_pods,
+    pod_from_template, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::scheduler::filter;
 use crate::scheduler::info::{NodeInfo, PodInfo};
@@ -80,25 +78,20 @@ pub(super) struct Plan {
 pub(super) fn template_hash(ds: &DaemonSet) -> String {
     let template = ds.spec.as_ref().map(|s| &s.template);
     let text = serde_json::to_string(&template).unwrap_or_default();
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
+    let hash = text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     format!("{hash:08x}")
 }
 
 /// The pod the DaemonSet runs on `node`, before the scheduler binds it there.
 pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
-    let template = ds
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let mut labels = meta.labels.unwrap_or_default();
+    let template = ds.spec.as_ref().map(|s| s.template.clone());
+    let mut template = template.unwrap_or_default();
+    let meta = template.metadata.get_or_insert_default();
+    let labels = meta.labels.get_or_insert_default();
     labels.insert(REVISION_LABEL.to_owned(), template_hash(ds));
-    let mut spec = template.spec.unwrap_or_default();
+    let spec = template.spec.get_or_insert_default();
     let on_node = NodeSelectorTerm {
         match_fields: Some(vec![NodeSelectorRequirement {
             key: "metadata.name".into(),
@@ -107,10 +100,8 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
         }]),
         match_expressions: None,
     };
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity
-        .node_affinity
-        .get_or_insert_with(NodeAffinity::default);
+    let affinity = spec.affinity.get_or_insert_default();
+    let node_affinity = affinity.node_affinity.get_or_insert_default();
     // The node's name replaces whatever terms the template had: eligibility was already
     // judged against them.
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
@@ -127,18 +118,7 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
             });
         }
     }
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", ds.name_any())),
-            namespace: ds.namespace(),
-            labels: Some(labels),
-            annotations: meta.annotations,
-            owner_references: controller_ref(ds).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod_from_template(ds, template)
 }
 
 /// The daemon's pod as the scheduler's filters judge it: with the daemon tolerations and
@@ -147,11 +127,8 @@ pub(super) fn pod_for(ds: &DaemonSet, node: &str) -> Pod {
 fn judged_pod(ds: &DaemonSet) -> Option<PodInfo> {
     let mut pod = pod_for(ds, "");
     if let Some(spec) = pod.spec.as_mut() {
-        spec.affinity = ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|s| s.affinity.clone());
+        let template_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        spec.affinity = template_spec.and_then(|s| s.affinity.clone());
     }
     PodInfo::new(Arc::new(pod)).ok()
 }
@@ -294,14 +271,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
 /// Runs the DaemonSet controller until shutdown: reconciles a DaemonSet whenever it, one of
 /// its pods, or any node changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    );
+    let controller = super::owning::<DaemonSet, Pod>(&client, Some(REVISION_LABEL));
     let daemonsets = controller.store();
     let controller = controller.watches(
         Api::<Node>::all(client.clone()),
@@ -314,11 +284,8 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 .collect::<Vec<_>>()
         },
     );
-    let context = Arc::new(Recorder {
-        client,
-        component: "daemonset-controller",
-    });
-    super::drive("daemonset", controller, context, pass, shutdown).await;
+    let recorder = Recorder::shared(client, "daemonset-controller");
+    super::drive("daemonset", controller, recorder, pass, shutdown).await;
 }
 
 /// One pass over one DaemonSet: list the nodes and its pods, plan, act, report.
@@ -326,41 +293,29 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
     let Some((namespace, uid, name)) = identity(ds.as_ref())? else {
         return Ok(Action::await_change());
     };
-    let Some(selector) = Selector::new(ds.spec.as_ref().map(|s| &s.selector)) else {
-        return Err(ControllerError::Malformed {
-            object: describe(ds.as_ref()),
-            reason: "its selector uses an unknown operator".into(),
-        });
-    };
-    let nodes = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api("list the nodes"))?;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = owned_pods(
-        &pods_api,
-        ds.as_ref(),
-        &uid,
-        REVISION_LABEL,
-        Some(&selector),
-    );
+    let selector = Selector::new(ds.spec.as_ref().map(|s| &s.selector));
+    let unknown =
+        || ControllerError::malformed(ds.as_ref(), "its selector uses an unknown operator");
+    let selector = selector.ok_or_else(unknown)?;
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let nodes = nodes.list(&ListParams::default()).await;
+    let nodes = nodes.map_err(ControllerError::api("list the nodes"))?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = owned_pods(&pods, ds.as_ref(), &uid, REVISION_LABEL, Some(&selector));
     let owned = owned.await?;
-    let pods: Vec<&Pod> = owned.iter().collect();
-    let plan = reconcile(&ds, &nodes.items, &pods);
+    let plan = reconcile(&ds, &nodes.items, &owned.iter().collect::<Vec<_>>());
 
     for node in &plan.create {
-        let created = pods_api
-            .create(&PostParams::default(), &pod_for(&ds, node))
-            .await
-            .map_err(ControllerError::api(format!(
-                "create the pod of DaemonSet {namespace}/{name} for node {node}"
-            )))?;
+        let action = format!("create the pod of DaemonSet {namespace}/{name} for node {node}");
+        let pod = pod_for(&ds, node);
+        let created = pods.create(&PostParams::default(), &pod).await;
+        let created = created.map_err(ControllerError::api(action))?;
         let message = format!("Created pod: {}", created.name_any());
         ctx.normal(ds.as_ref(), "SuccessfulCreate", message).await;
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of DaemonSet {namespace}/{name}");
-        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+        if delete_if_present(&pods, pod, &DeleteParams::default(), what).await? {
             let message = format!("Deleted pod: {pod}");
             ctx.normal(ds.as_ref(), "SuccessfulDelete", message).await;
         }

@@ -57,15 +57,14 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
     ControllerError, RESYNC, Recorder, controller_ref, controller_uid, delete_if_present, describe,
-    terminating, write_status,
+    is_terminated, terminating, write_status,
 };
 
 /// The label that ties a ReplicaSet and its pods to one template of a Deployment.
@@ -492,10 +491,7 @@ pub(super) fn reconcile(
     old_pods_running: bool,
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
-    let malformed = |reason: &str| ControllerError::Malformed {
-        object: describe(d),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| ControllerError::malformed(d, reason);
     let spec = d.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
     let Some(name) = d.metadata.name.as_deref() else {
         return Err(malformed("no name"));
@@ -800,11 +796,8 @@ fn new_replicaset(
 ) -> Option<ReplicaSet> {
     let spec = d.spec.as_ref()?;
     let mut template = spec.template.clone();
-    let labels = template
-        .metadata
-        .get_or_insert_default()
-        .labels
-        .get_or_insert_default();
+    let meta = template.metadata.get_or_insert_default();
+    let labels = meta.labels.get_or_insert_default();
     labels.insert(HASH_LABEL.to_owned(), hash.to_owned());
     let labels = labels.clone();
     let mut selector = spec.selector.clone();
@@ -906,13 +899,8 @@ fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
 /// Runs the Deployment controller until shutdown: reconciles a Deployment whenever it or
 /// one of its ReplicaSets changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let config = watcher::Config::default();
-    let controller = Controller::new(Api::<Deployment>::all(client.clone()), config.clone())
-        .owns(Api::<ReplicaSet>::all(client.clone()), config);
-    let recorder = Arc::new(Recorder {
-        client,
-        component: "deployment-controller",
-    });
+    let controller = super::owning::<Deployment, ReplicaSet>(&client, None);
+    let recorder = Recorder::shared(client, "deployment-controller");
     super::drive("deployment", controller, recorder, apply, shutdown).await;
 }
 
@@ -928,12 +916,10 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let uid = d.metadata.uid.as_deref();
-    let owned: Vec<ReplicaSet> = sets
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the ReplicaSets of {what}"
-        )))?
+    let action = format!("list the ReplicaSets of {what}");
+    let listed = sets.list(&ListParams::default()).await;
+    let owned: Vec<ReplicaSet> = listed
+        .map_err(ControllerError::api(action))?
         .items
         .into_iter()
         .filter(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid)
@@ -959,9 +945,8 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
             write_status(deployments.clone(), &name, old, &collided, action).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
         }
-        created.map_err(ControllerError::api(format!(
-            "create ReplicaSet {rs_name} for {what}"
-        )))?;
+        let action = format!("create ReplicaSet {rs_name} for {what}");
+        created.map_err(ControllerError::api(action))?;
         let to = replicas_of(rs);
         tracing::info!(replicaset = %rs_name, replicas = to, "created new ReplicaSet");
         record_scaling(&ctx, &d, &rs_name, 0, to).await;
@@ -1041,19 +1026,11 @@ async fn old_pods_running(
         return Ok(false);
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(format!(
-            "list the pods of {}",
-            describe(d)
-        )))?;
+    let action = format!("list the pods of {}", describe(d));
+    let list = pods.list(&ListParams::default()).await;
+    let list = list.map_err(ControllerError::api(action))?;
     Ok(list.items.iter().any(|pod| {
-        controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid))
-            && !matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
+        controller_uid(&pod.metadata).is_some_and(|uid| old.contains(&uid)) && !is_terminated(pod)
     }))
 }
 

@@ -301,10 +301,8 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
     let service_value = serde_json::to_value(service.as_ref()).unwrap_or_default();
     let subsets = subsets(&service_value, &pods);
     let endpoints_api: Api<Endpoints> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let existing = endpoints_api
-        .get_opt(&name)
-        .await
-        .map_err(ControllerError::api(what("read the endpoints of service")))?;
+    let existing = endpoints_api.get_opt(&name).await;
+    let existing = existing.map_err(ControllerError::api(what("read the endpoints of service")))?;
     let unchanged = existing.as_ref().is_some_and(|current| {
         let current = serde_json::to_value(&current.subsets).unwrap_or_default();
         current == json!(subsets) || (current.is_null() && subsets.is_empty())
@@ -321,20 +319,18 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
                 reason: e.to_string(),
             })?;
         let post = PostParams::default();
-        let written = match &existing {
-            None => endpoints_api
-                .create(&post, &endpoints)
-                .await
-                .map_err(ControllerError::api(what("create the endpoints of"))),
+        let (written, verb) = match &existing {
+            None => (endpoints_api.create(&post, &endpoints).await, "create"),
             Some(current) => {
                 endpoints.metadata.resource_version = current.resource_version();
-                endpoints_api
-                    .replace(&name, &post, &endpoints)
-                    .await
-                    .map_err(ControllerError::api(what("update the endpoints of")))
+                (
+                    endpoints_api.replace(&name, &post, &endpoints).await,
+                    "update",
+                )
             }
         };
-        written?;
+        let action = what(&format!("{verb} the endpoints of"));
+        written.map_err(ControllerError::api(action))?;
     }
     write_slices(&client, &namespace, &name, &subsets).await?;
     Ok(Action::requeue(Duration::from_secs(300)))

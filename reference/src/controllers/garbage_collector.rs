@@ -33,11 +33,13 @@
 //! hundred bytes per pod instead of the whole pod (the scale bench's heap profile showed the
 //! whole-object caches at 160 MiB with ten thousand pods).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt, stream};
+use futures::future::{BoxFuture, join_all};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
@@ -50,7 +52,7 @@ use kube::api::{
     PropagationPolicy,
 };
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -111,15 +113,14 @@ pub(super) fn served(reference: &OwnerReference) -> Option<&'static crate::api::
         .find(|r| r.group == group && r.version == version && r.kind == reference.kind)
 }
 
-/// What the collector knows: the owners it has seen.
+/// The watch cache of one owner kind, as a lookup: the uid of the object of a name in a
+/// namespace (`None` for a cluster-scoped kind), if the cache holds one.
+type CachedUid = Box<dyn Fn(&str, Option<&str>) -> Option<String> + Send + Sync>;
+
+/// What the collector knows: the owners it has seen, a cache per kind (by kind).
 struct Gc {
     client: Client,
-    deployments: Store<PartialObjectMeta<Deployment>>,
-    replicasets: Store<PartialObjectMeta<ReplicaSet>>,
-    jobs: Store<PartialObjectMeta<Job>>,
-    cron_jobs: Store<PartialObjectMeta<CronJob>>,
-    daemonsets: Store<PartialObjectMeta<DaemonSet>>,
-    stateful_sets: Store<PartialObjectMeta<StatefulSet>>,
+    owners: HashMap<String, CachedUid>,
 }
 
 impl Gc {
@@ -137,15 +138,10 @@ impl Gc {
             (namespaced, ns) => ns.filter(|_| namespaced),
         };
         let name = reference.name.as_str();
-        let cached = match reference.kind.as_str() {
-            "Deployment" => cached_uid(&self.deployments, name, namespace),
-            "ReplicaSet" => cached_uid(&self.replicasets, name, namespace),
-            "Job" => cached_uid(&self.jobs, name, namespace),
-            "CronJob" => cached_uid(&self.cron_jobs, name, namespace),
-            "DaemonSet" => cached_uid(&self.daemonsets, name, namespace),
-            "StatefulSet" => cached_uid(&self.stateful_sets, name, namespace),
-            _ => None,
-        };
+        let cached = self
+            .owners
+            .get(&reference.kind)
+            .and_then(|uid| uid(name, namespace));
         if owner_from(reference, cached.as_deref()) == Owner::Present {
             return Ok(Owner::Present);
         }
@@ -161,13 +157,9 @@ impl Gc {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        let found = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(ControllerError::api(format!(
-                "look up owner {} {}",
-                reference.kind, reference.name
-            )))?;
+        let action = format!("look up owner {} {}", reference.kind, reference.name);
+        let found = api.get_opt(&reference.name).await;
+        let found = found.map_err(ControllerError::api(action))?;
         Ok(owner_from(
             reference,
             found.and_then(|o| o.metadata.uid).as_deref(),
@@ -175,102 +167,64 @@ impl Gc {
     }
 }
 
-/// The uid of the object named `name` in `ns` that `store` holds, if it holds one.
-fn cached_uid<K: Resource<DynamicType = ()> + Clone>(
-    store: &Store<PartialObjectMeta<K>>,
-    name: &str,
-    ns: Option<&str>,
-) -> Option<String> {
-    let key = ObjectRef::new(name);
-    let key = match ns {
-        Some(ns) => key.within(ns),
-        None => key,
-    };
-    store.get(&key)?.metadata.uid.clone()
-}
-
 /// Runs the garbage collector until shutdown.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let (deployments, deployments_writer) = reflector::store();
-    let (replicasets, replicasets_writer) = reflector::store();
-    let (jobs, jobs_writer) = reflector::store();
-    let (cron_jobs, cron_jobs_writer) = reflector::store();
-    let (daemonsets, daemonsets_writer) = reflector::store();
-    let (stateful_sets, stateful_sets_writer) = reflector::store();
     let (owner_deleted, _) = watch::channel(0u64);
-    let gc = Arc::new(Gc {
-        client: client.clone(),
-        deployments,
-        replicasets,
-        jobs,
-        cron_jobs,
-        daemonsets,
-        stateful_sets,
-    });
+    let (owners, caches): (HashMap<_, _>, Vec<_>) = [
+        watch_owners::<Deployment>(&client, &owner_deleted, &shutdown),
+        watch_owners::<ReplicaSet>(&client, &owner_deleted, &shutdown),
+        watch_owners::<Job>(&client, &owner_deleted, &shutdown),
+        watch_owners::<CronJob>(&client, &owner_deleted, &shutdown),
+        watch_owners::<DaemonSet>(&client, &owner_deleted, &shutdown),
+        watch_owners::<StatefulSet>(&client, &owner_deleted, &shutdown),
+    ]
+    .into_iter()
+    .unzip();
+    let gc = Arc::new(Gc { client, owners });
     tokio::join!(
-        watch_owners(
-            &client,
-            deployments_writer,
-            &owner_deleted,
-            shutdown.clone()
-        ),
-        watch_owners(
-            &client,
-            replicasets_writer,
-            &owner_deleted,
-            shutdown.clone()
-        ),
-        watch_owners(&client, jobs_writer, &owner_deleted, shutdown.clone()),
-        watch_owners(&client, cron_jobs_writer, &owner_deleted, shutdown.clone()),
-        watch_owners(&client, daemonsets_writer, &owner_deleted, shutdown.clone()),
-        watch_owners(
-            &client,
-            stateful_sets_writer,
-            &owner_deleted,
-            shutdown.clone()
-        ),
-        collect::<Pod>(
-            "garbage-collector/pods",
-            gc.clone(),
-            &owner_deleted,
-            shutdown.clone()
-        ),
+        join_all(caches),
+        collect::<Pod>("garbage-collector/pods", &gc, &owner_deleted, &shutdown),
         collect::<ControllerRevision>(
             "garbage-collector/controllerrevisions",
-            gc.clone(),
+            &gc,
             &owner_deleted,
-            shutdown.clone()
+            &shutdown
         ),
-        collect::<Job>(
-            "garbage-collector/jobs",
-            gc.clone(),
-            &owner_deleted,
-            shutdown.clone()
-        ),
+        collect::<Job>("garbage-collector/jobs", &gc, &owner_deleted, &shutdown),
         collect::<ReplicaSet>(
             "garbage-collector/replicasets",
-            gc,
+            &gc,
             &owner_deleted,
-            shutdown
+            &shutdown
         ),
     );
 }
 
-/// Keeps the cache of one owner kind, and signals `owner_deleted` when one goes.
-async fn watch_owners<K>(
+/// A watch cache of the owners of kind `K` (with the kind, its key among the caches), and
+/// the future that keeps it filled and signals `owner_deleted` when one goes.
+fn watch_owners<'a, K>(
     client: &Client,
-    writer: Writer<PartialObjectMeta<K>>,
-    owner_deleted: &watch::Sender<u64>,
-    shutdown: watch::Receiver<bool>,
-) where
+    owner_deleted: &'a watch::Sender<u64>,
+    shutdown: &watch::Receiver<bool>,
+) -> ((String, CachedUid), BoxFuture<'a, ()>)
+where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
+    let uid: CachedUid = Box::new(move |name, namespace| {
+        let key = ObjectRef::new(name);
+        let key = match namespace {
+            Some(ns) => key.within(ns),
+            None => key,
+        };
+        store.get(&key)?.metadata.uid.clone()
+    });
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    reflector::reflector(
+    let feed = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
     )
-    .take_until(super::stopped(shutdown))
+    .take_until(super::stopped(shutdown.clone()))
     .for_each(|event| {
         match event {
             // The reflector has already dropped it from the cache.
@@ -279,8 +233,8 @@ async fn watch_owners<K>(
             Err(error) => tracing::debug!(%error, "owner watch failed; retrying"),
         }
         async {}
-    })
-    .await;
+    });
+    ((K::kind(&()).into_owned(), uid), feed.boxed())
 }
 
 /// A tick whenever an owner is deleted (several at once coalesce) and every [`SWEEP`].
@@ -299,9 +253,9 @@ fn sweeps(owner_deleted: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send 
 /// Collects dependents of kind `K`: checks each when it changes and on every sweep.
 async fn collect<K>(
     name: &'static str,
-    gc: Arc<Gc>,
+    gc: &Arc<Gc>,
     owner_deleted: &watch::Sender<u64>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -316,7 +270,7 @@ async fn collect<K>(
         watcher::Config::default(),
     )
     .reconcile_all_on(sweeps(owner_deleted.subscribe()));
-    super::drive(name, controller, gc, check::<K>, shutdown).await;
+    super::drive(name, controller, gc.clone(), check::<K>, shutdown.clone()).await;
 }
 
 /// Checks one dependent's owners, and deletes it if they are all gone.
@@ -366,10 +320,10 @@ where
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {
             Ok(Action::await_change())
         }
-        Err(source) => Err(ControllerError::Api {
-            action: format!("delete {what}, whose owner is gone"),
-            source,
-        }),
+        Err(e) => {
+            let action = format!("delete {what}, whose owner is gone");
+            Err(ControllerError::api(action)(e))
+        }
     }
 }
 

@@ -34,16 +34,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::{
-    ControllerError, Recorder, controller_ref, delete_if_present, identity, owned_pods, pod_phase,
-    pod_ready, terminating, write_status,
+    ControllerError, Recorder, delete_if_present, identity, is_terminated, owned_pods,
+    pod_from_template, pod_phase, pod_ready, terminating, write_status,
 };
 use crate::api::defaults::JOB_UID_LABEL;
 
@@ -147,20 +146,12 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
         .copied()
         .filter(|p| !terminating(&p.metadata))
         .collect();
-    let active: Vec<&Pod> = live
-        .iter()
-        .copied()
-        .filter(|p| !matches!(pod_phase(p), "Succeeded" | "Failed"))
-        .collect();
+    let active: Vec<&Pod> = live.iter().copied().filter(|p| !is_terminated(p)).collect();
     let count = |wanted: &str| live.iter().filter(|p| pod_phase(p) == wanted).count();
     let succeeded = status.succeeded.unwrap_or(0).max(count("Succeeded") as i32);
     let failed = status.failed.unwrap_or(0).max(count("Failed") as i32);
-    let on_failure = spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        == Some("OnFailure");
+    let pod_spec = spec.template.spec.as_ref();
+    let on_failure = pod_spec.and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
     let restarts: i32 = active
         .iter()
         .filter(|_| on_failure)
@@ -300,16 +291,9 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
 /// Runs the Job controller until shutdown: reconciles a Job whenever it or one of its
 /// pods changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(JOB_UID_LABEL),
-        );
-    let context = Arc::new(Recorder {
-        client,
-        component: "job-controller",
-    });
-    super::drive("job", controller, context, pass, shutdown).await;
+    let controller = super::owning::<Job, Pod>(&client, Some(JOB_UID_LABEL));
+    let recorder = Recorder::shared(client, "job-controller");
+    super::drive("job", controller, recorder, pass, shutdown).await;
 }
 
 /// One pass over one Job: list its pods, plan, act, report.
@@ -331,37 +315,15 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
         .await?;
         return Ok(Action::await_change());
     }
-    let template = job
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let template = job.spec.as_ref().map(|s| s.template.clone());
+    let template = template.unwrap_or_default();
     for _ in 0..plan.create {
-        let meta = template.metadata.clone().unwrap_or_default();
-        let pod = Pod {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{name}-")),
-                namespace: Some(namespace.clone()),
-                labels: meta.labels,
-                annotations: meta.annotations,
-                owner_references: controller_ref(job.as_ref()).map(|r| vec![r]),
-                ..ObjectMeta::default()
-            },
-            spec: template.spec.clone(),
-            status: None,
-        };
-        let created = pods_api
-            .create(&PostParams::default(), &pod)
-            .await
-            .map_err(ControllerError::api(format!(
-                "create a pod for Job {namespace}/{name}"
-            )))?;
-        ctx.normal(
-            job.as_ref(),
-            "SuccessfulCreate",
-            format!("Created pod: {}", created.name_any()),
-        )
-        .await;
+        let pod = pod_from_template(job.as_ref(), template.clone());
+        let action = format!("create a pod for Job {namespace}/{name}");
+        let created = pods_api.create(&PostParams::default(), &pod).await;
+        let created = created.map_err(ControllerError::api(action))?;
+        let message = format!("Created pod: {}", created.name_any());
+        ctx.normal(job.as_ref(), "SuccessfulCreate", message).await;
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of Job {namespace}/{name}");
@@ -372,11 +334,13 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
     }
     if let Some(finish) = plan.finish {
         let (_, reason, message) = finish.describe();
-        if finish == Finish::Complete {
-            ctx.normal(job.as_ref(), reason, message.into()).await;
+        let type_ = if finish == Finish::Complete {
+            "Normal"
         } else {
-            ctx.warning(job.as_ref(), reason, message.into()).await;
-        }
+            "Warning"
+        };
+        ctx.record(job.as_ref(), type_, reason, message.into())
+            .await;
     }
     write_status(jobs, &name, job.status.as_ref(), &plan.status, || {
         format!("write the status of Job {namespace}/{name}")
@@ -395,6 +359,7 @@ mod tests {
         ContainerState, ContainerStateTerminated, ContainerStatus, PodSpec, PodStatus,
         PodTemplateSpec,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn at(seconds: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(seconds).expect("in range")

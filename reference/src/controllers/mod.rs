@@ -96,16 +96,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
 };
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument;
+
+use crate::scheduler::info::{controller_uid, is_terminated};
 
 /// Why a controller could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,14 @@ impl ControllerError {
         let action = action.into();
         move |source| ControllerError::Api { action, source }
     }
+
+    /// [`ControllerError::Malformed`]: `obj` cannot be reconciled because of `reason`.
+    fn malformed<K: Resource<DynamicType = ()>>(obj: &K, reason: impl Into<String>) -> Self {
+        ControllerError::Malformed {
+            object: describe(obj),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Deletes `name`; one already gone was deleted by someone else. Whether this call did.
@@ -150,10 +161,7 @@ where
     match api.delete(name, params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
-        Err(source) => Err(ControllerError::Api {
-            action: action(),
-            source,
-        }),
+        Err(e) => Err(ControllerError::api(action())(e)),
     }
 }
 
@@ -167,10 +175,10 @@ fn identity<K: Resource<DynamicType = ()>>(
     }
     match (obj.meta().namespace.clone(), obj.meta().uid.clone()) {
         (Some(namespace), Some(uid)) => Ok(Some((namespace, uid, obj.name_any()))),
-        _ => Err(ControllerError::Malformed {
-            object: describe(obj),
-            reason: "it has no namespace or uid".into(),
-        }),
+        _ => Err(ControllerError::malformed(
+            obj,
+            "it has no namespace or uid",
+        )),
     }
 }
 
@@ -204,10 +212,7 @@ where
     api.patch_status(name, &kube::api::PatchParams::default(), &patch)
         .await
         .map(drop)
-        .map_err(|source| ControllerError::Api {
-            action: action(),
-            source,
-        })
+        .map_err(|e| ControllerError::api(action())(e))
 }
 
 /// Runs every controller — ReplicaSet, Deployment, garbage collector — until `shutdown`
@@ -230,10 +235,9 @@ pub async fn run_with(
     node_lifecycle: node_lifecycle::NodeLifecycleConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
-    Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(ControllerError::api("reach the apiserver"))?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let reached = namespaces.list(&ListParams::default().limit(1)).await;
+    reached.map_err(ControllerError::api("reach the apiserver"))?;
     tracing::info!("controllers running");
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
@@ -359,6 +363,18 @@ async fn drive<K, C, F, Fut>(
     tracing::debug!(controller = name, "stopped");
 }
 
+/// A controller of every `K` that also runs for the `K` owning a `D` that changed — of
+/// the `D`s carrying the label `label`, when it is given.
+fn owning<K, D>(client: &Client, label: Option<&str>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    D: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let all = watcher::Config::default();
+    let owned = label.map_or_else(watcher::Config::default, |label| all.clone().labels(label));
+    Controller::new(Api::<K>::all(client.clone()), all).owns(Api::<D>::all(client.clone()), owned)
+}
+
 /// Resolves once shutdown is asked for (or its sender is gone).
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -427,24 +443,13 @@ async fn owned_pods<K: Resource<DynamicType = ()>>(
     selector: Option<&Selector>,
 ) -> Result<Vec<Pod>, ControllerError> {
     let listed = api.list(&ListParams::default().labels(label)).await;
-    let listed = listed.map_err(ControllerError::api(format!(
-        "list the pods of {}",
-        describe(owner)
-    )))?;
+    let action = format!("list the pods of {}", describe(owner));
+    let listed = listed.map_err(ControllerError::api(action))?;
     let matches = |p: &Pod| selector.is_none_or(|s| s.matches(p.metadata.labels.as_ref()));
     let owned = listed.items.into_iter();
     Ok(owned
         .filter(|p| controller_uid(&p.metadata) == Some(uid) && matches(p))
         .collect())
-}
-
-/// The uid of the object's controller: the owner reference marked `controller: true`.
-fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.as_str())
 }
 
 /// An owner reference naming `owner` as the controller of a dependent.
@@ -457,6 +462,24 @@ fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRefer
         controller: Some(true),
         block_owner_deletion: Some(true),
     })
+}
+
+/// A pod from `template` (its labels, annotations and spec), named `<owner>-<random>` in
+/// `owner`'s namespace, and controlled by `owner`.
+fn pod_from_template<K: Resource<DynamicType = ()>>(owner: &K, template: PodTemplateSpec) -> Pod {
+    let meta = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", owner.name_any())),
+            namespace: owner.meta().namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: controller_ref(owner).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
 }
 
 /// `Kind namespace/name`, for messages.
@@ -495,6 +518,11 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder of `component`'s Events, for the passes of one controller to share.
+    fn shared(client: Client, component: &'static str) -> Arc<Recorder> {
+        Arc::new(Recorder { client, component })
+    }
+
     /// Records a `Normal` Event.
     async fn normal<K: Resource<DynamicType = ()>>(
         &self,
@@ -505,16 +533,7 @@ impl Recorder {
         self.record(about, "Normal", reason, message).await;
     }
 
-    /// Records a `Warning` Event.
-    async fn warning<K: Resource<DynamicType = ()>>(
-        &self,
-        about: &K,
-        reason: &str,
-        message: String,
-    ) {
-        self.record(about, "Warning", reason, message).await;
-    }
-
+    /// Records an Event of `type_`: `Normal` or `Warning`.
     async fn record<K: Resource<DynamicType = ()>>(
         &self,
         about: &K,
@@ -526,7 +545,6 @@ impl Recorder {
             return;
         };
         let now = jiff::Timestamp::now();
-        let involved: ObjectReference = about.object_ref(&());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!(
@@ -537,7 +555,7 @@ impl Recorder {
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
-            involved_object: involved,
+            involved_object: about.object_ref(&()),
             reason: Some(reason.to_owned()),
             message: Some(message),
             type_: Some(type_.to_owned()),
@@ -551,9 +569,7 @@ impl Recorder {
             count: Some(1),
             reporting_component: Some(self.component.to_owned()),
             reporting_instance: Some(self.component.to_owned()),
-            action: None,
-            related: None,
-            series: None,
+            ..Event::default()
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Err(error) = events.create(&PostParams::default(), &event).await {

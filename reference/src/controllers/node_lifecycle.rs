@@ -407,11 +407,8 @@ async fn mark_lost(
     name: &str,
     now: Timestamp,
 ) -> Result<(), kube::Error> {
-    let mut conditions = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.clone());
+    let mut conditions = conditions.unwrap_or_default();
     for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
         c.status = "Unknown".into();
         c.reason = Some("NodeStatusUnknown".into());

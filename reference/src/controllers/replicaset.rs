@@ -43,7 +43,7 @@ use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use super::expectations::{Awaited, Expectations, Freshness, Written};
 use super::{
     ControllerError, RESYNC, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, terminating, write_status,
+    describe, is_terminated, terminating, write_status,
 };
 
 /// What one ReplicaSet needs done so that its pods match its spec.
@@ -84,15 +84,10 @@ pub(super) fn reconcile(
     pods: &[Pod],
     now: Timestamp,
 ) -> Result<Plan, ControllerError> {
-    let malformed = |reason: &str| ControllerError::Malformed {
-        object: describe(rs),
-        reason: reason.to_owned(),
+    let malformed = |reason: &str| ControllerError::malformed(rs, reason);
+    let Some(uid) = rs.metadata.uid.as_deref() else {
+        return Err(malformed("no uid"));
     };
-    let uid = rs
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or_else(|| malformed("no uid"))?;
     let spec = rs.spec.as_ref().ok_or_else(|| malformed("no spec"))?;
     let selector =
         Selector::new(Some(&spec.selector)).ok_or_else(|| malformed("invalid selector"))?;
@@ -124,7 +119,7 @@ pub(super) fn reconcile(
         {
             continue;
         }
-        if finished(pod) {
+        if is_terminated(pod) {
             if !deleting {
                 plan.remove_finished.push(name);
             }
@@ -151,15 +146,9 @@ pub(super) fn reconcile(
 
     // Report what was observed (the pods just created or deleted show up next time).
     let min_ready = SignedDuration::from_secs(i64::from(spec.min_ready_seconds.unwrap_or(0)));
-    let template_labels = spec
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    let mut fully_labeled = 0;
-    let mut ready = 0;
-    let mut available = 0;
+    let meta = spec.template.as_ref().and_then(|t| t.metadata.as_ref());
+    let template_labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
+    let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
     for pod in &active {
         let labels = pod.metadata.labels.as_ref();
         if template_labels
@@ -197,14 +186,6 @@ pub(super) fn reconcile(
 /// A count as the API's `int32`.
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// Whether a pod's containers are done for good.
-fn finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// When the pod became ready, if its Ready condition is `True` (the epoch when the
@@ -249,23 +230,18 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
     )
 }
 
-/// A new pod from the ReplicaSet's template, controlled by the ReplicaSet.
+/// A new pod from the ReplicaSet's template, its finalizers too, controlled by the
+/// ReplicaSet; `None` when the ReplicaSet has no name or uid to be named by.
 fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
     let template = rs.spec.as_ref()?.template.clone().unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    Some(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.metadata.name.as_deref()?)),
-            namespace: rs.metadata.namespace.clone(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![controller_ref(rs)?]),
-            ..ObjectMeta::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
+    let finalizers = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.finalizers.clone());
+    controller_ref(rs)?;
+    let mut pod = super::pod_from_template(rs, template);
+    pod.metadata.finalizers = finalizers;
+    Some(pod)
 }
 
 /// Runs the ReplicaSet controller until shutdown: reconciles a ReplicaSet whenever it or
@@ -358,10 +334,8 @@ async fn pods_of(
         Freshness::Behind => Ok(None),
         Freshness::Fresh => {
             let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
-            let selector = selector.ok_or_else(|| ControllerError::Malformed {
-                object: what,
-                reason: "invalid selector".into(),
-            })?;
+            let selector =
+                selector.ok_or_else(|| ControllerError::malformed(rs, "invalid selector"))?;
             Ok(Some(
                 namespace
                     .into_iter()
@@ -382,10 +356,7 @@ async fn pods_of(
                 .as_ref()
                 .map(|s| kube::core::Selector::try_from(s.selector.clone()))
                 .transpose()
-                .map_err(|e| ControllerError::Malformed {
-                    object: what.clone(),
-                    reason: format!("invalid selector: {e}"),
-                })?
+                .map_err(|e| ControllerError::malformed(rs, format!("invalid selector: {e}")))?
                 .unwrap_or_default();
             let mut list = live
                 .list(&ListParams::default().labels_from(&label_selector))
@@ -409,10 +380,9 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     let ctx = &context.recorder;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = rs.uid().ok_or_else(|| ControllerError::Malformed {
-        object: what.clone(),
-        reason: "no uid".into(),
-    })?;
+    let uid = rs
+        .uid()
+        .ok_or_else(|| ControllerError::malformed(rs.as_ref(), "no uid"))?;
     let Some(owned) = pods_of(&rs, &uid, &context, &pods).await? else {
         return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     };
@@ -448,10 +418,8 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     // deleted with its Deployment (its pods going with it) must not get new pods. A fresh
     // read confirms it before any pod is created; a gone or terminating set creates none.
     if !plan.create.is_empty() {
-        let live = sets
-            .get_opt(&name)
-            .await
-            .map_err(ControllerError::api(format!("read {what}")))?;
+        let live = sets.get_opt(&name).await;
+        let live = live.map_err(ControllerError::api(format!("read {what}")))?;
         let same = live.is_some_and(|live| {
             live.metadata.uid == rs.metadata.uid && !terminating(&live.metadata)
         });
@@ -474,11 +442,10 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
             }
             Err(error) => {
                 let message = format!("Error creating: {error}");
-                ctx.warning(rs.as_ref(), "FailedCreate", message).await;
-                first_error.get_or_insert(ControllerError::Api {
-                    action: format!("create a pod for {what}"),
-                    source: error,
-                });
+                ctx.record(rs.as_ref(), "Warning", "FailedCreate", message)
+                    .await;
+                let action = format!("create a pod for {what}");
+                first_error.get_or_insert(ControllerError::api(action)(error));
             }
         }
     }
@@ -550,6 +517,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         Container, ContainerStatus, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
     use std::collections::BTreeMap;
 

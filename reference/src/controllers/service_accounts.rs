@@ -61,12 +61,8 @@ async fn ensure_default(
     let name = namespace.name_any();
     let accounts: Api<ServiceAccount> = Api::namespaced(Client::clone(&client), &name);
     let action = || format!("make the default service account of namespace {name}");
-    if accounts
-        .get_opt(DEFAULT)
-        .await
-        .map_err(ControllerError::api(action()))?
-        .is_some()
-    {
+    let found = accounts.get_opt(DEFAULT).await;
+    if found.map_err(ControllerError::api(action()))?.is_some() {
         return Ok(Action::await_change());
     }
     let account = ServiceAccount {
@@ -81,12 +77,7 @@ async fn ensure_default(
         // Made by another pass, or the namespace is being deleted or gone: nothing to do.
         Err(kube::Error::Api(s))
             if s.is_already_exists() || s.is_forbidden() || s.is_not_found() => {}
-        Err(source) => {
-            return Err(ControllerError::Api {
-                action: action(),
-                source,
-            });
-        }
+        Err(e) => return Err(ControllerError::api(action())(e)),
     }
     Ok(Action::await_change())
 }

@@ -36,8 +36,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -45,7 +44,7 @@ use tokio::sync::watch;
 use super::daemonsets::REVISION_LABEL;
 use super::{
     ControllerError, Recorder, Selector, controller_ref, controller_uid, delete_if_present,
-    describe, identity, owned_pods, pod_phase, pod_ready, terminating, write_status,
+    describe, identity, is_terminated, owned_pods, pod_phase, pod_ready, terminating, write_status,
 };
 
 /// A template the set has had, under its revision's name.
@@ -155,7 +154,7 @@ pub(super) fn reconcile(
                 false
             }
             Some(p) if terminating(&p.metadata) => false,
-            Some(p) if matches!(pod_phase(p), "Failed" | "Succeeded") => {
+            Some(p) if is_terminated(p) => {
                 plan.delete.push(name_of(p));
                 false
             }
@@ -223,19 +222,9 @@ fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
 /// Runs the StatefulSet controller until shutdown: reconciles a set whenever it or one of
 /// its pods changes.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    );
-    let context = Arc::new(Recorder {
-        client,
-        component: "statefulset-controller",
-    });
-    super::drive("statefulset", controller, context, pass, shutdown).await;
+    let controller = super::owning::<StatefulSet, Pod>(&client, Some(REVISION_LABEL));
+    let recorder = Recorder::shared(client, "statefulset-controller");
+    super::drive("statefulset", controller, recorder, pass, shutdown).await;
 }
 
 /// The set's revisions, current and update: records the update revision if it is new, and
@@ -267,16 +256,14 @@ async fn revisions(
             .await
             .map_err(ControllerError::api(what("renumber")))?;
     } else if known.is_none() {
+        let meta = update.template.metadata.as_ref();
+        let labels = meta.and_then(|m| m.labels.clone());
         let mut template = json!(update.template);
         template["$patch"] = json!("replace");
         let revision = ControllerRevision {
             metadata: ObjectMeta {
                 name: Some(update.name.clone()),
-                labels: update
-                    .template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone()),
+                labels,
                 owner_references: controller_ref(set).map(|r| vec![r]),
                 ..ObjectMeta::default()
             },
@@ -314,27 +301,18 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
     let Some((namespace, uid, name)) = identity(set.as_ref())? else {
         return Ok(Action::await_change());
     };
-    let Some(selector) = Selector::new(set.spec.as_ref().map(|s| &s.selector)) else {
-        return Err(ControllerError::Malformed {
-            object: describe(set.as_ref()),
-            reason: "its selector uses an unknown operator".into(),
-        });
-    };
+    let selector = Selector::new(set.spec.as_ref().map(|s| &s.selector));
+    let unknown =
+        || ControllerError::malformed(set.as_ref(), "its selector uses an unknown operator");
+    let selector = selector.ok_or_else(unknown)?;
     let (current, update) = revisions(&ctx, &set, &namespace, &uid).await?;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = owned_pods(
-        &pods_api,
-        set.as_ref(),
-        &uid,
-        REVISION_LABEL,
-        Some(&selector),
-    );
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = owned_pods(&pods, set.as_ref(), &uid, REVISION_LABEL, Some(&selector));
     let owned = owned.await?;
-    let pods: Vec<&Pod> = owned.iter().collect();
-    let plan = reconcile(&set, &pods, &current, &update);
+    let plan = reconcile(&set, &owned.iter().collect::<Vec<_>>(), &current, &update);
     for pod in &plan.create {
         let pod_name = pod.name_any();
-        match pods_api.create(&PostParams::default(), pod).await {
+        match pods.create(&PostParams::default(), pod).await {
             Ok(_) => {
                 let message = format!("create Pod {pod_name} in StatefulSet {name} successful");
                 ctx.normal(set.as_ref(), "SuccessfulCreate", message).await;
@@ -349,7 +327,7 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
     }
     for pod in &plan.delete {
         let what = || format!("delete pod {pod} of StatefulSet {namespace}/{name}");
-        if delete_if_present(&pods_api, pod, &DeleteParams::default(), what).await? {
+        if delete_if_present(&pods, pod, &DeleteParams::default(), what).await? {
             let message = format!("delete Pod {pod} in StatefulSet {name} successful");
             ctx.normal(set.as_ref(), "SuccessfulDelete", message).await;
         }

@@ -33,12 +33,8 @@ impl fmt::Display for FitError {
             .map(|(reason, n)| format!("{n} {reason}"))
             .collect();
         counted.sort();
-        write!(
-            f,
-            "0/{} nodes are available: {}.",
-            self.nodes,
-            counted.join(", ")
-        )
+        let counted = counted.join(", ");
+        write!(f, "0/{} nodes are available: {counted}.", self.nodes)
     }
 }
 

@@ -74,11 +74,12 @@ fn reject(reason: &str) -> Result<(), Vec<String>> {
 
 /// The node's `Ready` condition must be `True`.
 pub fn node_ready(_pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
-    let ready = node
+    let conditions = node
         .node
         .status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
+        .and_then(|s| s.conditions.as_ref());
+    let ready = conditions
         .into_iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
@@ -88,12 +89,7 @@ pub fn node_ready(_pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
 /// A cordoned node takes no new pods, unless the pod tolerates the
 /// `node.kubernetes.io/unschedulable:NoSchedule` taint (as DaemonSet pods do).
 pub fn node_unschedulable(pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
-    let cordoned = node
-        .node
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false);
+    let cordoned = node.node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
     let cordon = Taint {
         key: "node.kubernetes.io/unschedulable".into(),
         effect: "NoSchedule".into(),

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::SchedulerError;
 use super::resources::Resources;
@@ -146,10 +147,9 @@ pub fn is_terminated(pod: &Pod) -> bool {
     )
 }
 
-/// The uid of the pod's controller (the ownerReference with `controller: true`), if any.
-pub fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
+/// The uid of an object's controller (the ownerReference with `controller: true`), if any.
+pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))

@@ -63,6 +63,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::agent::stopped;
+
 use self::binding::{Bound, Recorder};
 use self::queue::PodKey;
 use self::resources::QuantityError;
@@ -194,11 +196,6 @@ pub async fn run(
     }
     tracing::info!("scheduler stopped");
     Ok(())
-}
-
-/// Resolves once `shutdown` is true or its sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn observe(

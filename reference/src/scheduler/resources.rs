@@ -118,11 +118,8 @@ fn pod_requests(pod: &Pod, for_scoring: bool) -> Result<Resources, SchedulerErro
     };
     let mut total = Resources::default();
     for (i, c) in spec.containers.iter().enumerate() {
-        total.add(&container_requests(
-            c,
-            &format!("spec.containers[{i}]"),
-            for_scoring,
-        )?);
+        let r = container_requests(c, &format!("spec.containers[{i}]"), for_scoring)?;
+        total.add(&r);
     }
     // Init containers run one after another before the app containers; sidecars among
     // them keep running, so they weigh on every later init container and on the app.
@@ -172,19 +169,10 @@ fn container_requests(
             Ok(None)
         }
     };
-    let cpu = one("cpu", parse_cpu)?;
-    let memory = one("memory", parse_memory)?;
+    let default = |for_scoring_default| if for_scoring { for_scoring_default } else { 0 };
     Ok(Resources {
-        milli_cpu: cpu.unwrap_or(if for_scoring {
-            DEFAULT_MILLI_CPU_REQUEST
-        } else {
-            0
-        }),
-        memory: memory.unwrap_or(if for_scoring {
-            DEFAULT_MEMORY_REQUEST
-        } else {
-            0
-        }),
+        milli_cpu: one("cpu", parse_cpu)?.unwrap_or(default(DEFAULT_MILLI_CPU_REQUEST)),
+        memory: one("memory", parse_memory)?.unwrap_or(default(DEFAULT_MEMORY_REQUEST)),
         pods: 0,
     })
 }

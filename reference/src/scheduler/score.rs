@@ -91,7 +91,7 @@ pub fn least_allocated(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
 /// of the nodes, `100 × (max − count) / max`; every node scores 100 if none has any (or
 /// the pod has no controller).
 pub fn owner_spread(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
-    let Some(owner) = controller_uid(&pod.pod) else {
+    let Some(owner) = controller_uid(&pod.pod.metadata) else {
         return vec![MAX_NODE_SCORE; nodes.len()];
     };
     let namespace = pod.pod.metadata.namespace.as_deref();
@@ -100,23 +100,20 @@ pub fn owner_spread(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
         .map(|n| {
             let same = n.pods.iter().filter(|p| {
                 p.metadata.namespace.as_deref() == namespace
-                    && controller_uid(p) == Some(owner)
+                    && controller_uid(&p.metadata) == Some(owner)
                     && !is_terminated(p)
             });
             i64::try_from(same.count()).unwrap_or(i64::MAX)
         })
         .collect();
     let max = counts.iter().copied().max().unwrap_or(0);
-    counts
+    if max == 0 {
+        return vec![MAX_NODE_SCORE; nodes.len()];
+    }
+    let spread = counts
         .into_iter()
-        .map(|count| {
-            if max == 0 {
-                MAX_NODE_SCORE
-            } else {
-                MAX_NODE_SCORE * (max - count) / max
-            }
-        })
-        .collect()
+        .map(|count| MAX_NODE_SCORE * (max - count) / max);
+    spread.collect()
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ impl Decision {
 }
 
 /// What the scheduler knows and what it has left to do.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct State {
     /// The `spec.schedulerName` this scheduler answers to.
     scheduler_name: String,
@@ -119,18 +119,7 @@ impl State {
     pub fn new(scheduler_name: &str) -> State {
         State {
             scheduler_name: scheduler_name.to_owned(),
-            nodes: BTreeMap::new(),
-            pods: HashMap::new(),
-            assumed: HashMap::new(),
-            node_relist: None,
-            pod_relist: None,
-            nodes_synced: false,
-            pods_synced: false,
-            queue: Queue::default(),
-            reported: HashMap::new(),
-            infos: BTreeMap::new(),
-            on_node: HashMap::new(),
-            placed: HashMap::new(),
+            ..State::default()
         }
     }
 
