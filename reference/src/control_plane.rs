@@ -317,8 +317,8 @@ impl ControlPlane {
     }
 }
 
-/// Runs the scheduler and the controllers until `stopped` turns true, and publishes this
-/// member's apiserver as the `kubernetes` Service.
+/// Runs the scheduler and the controllers until `stopped` turns true, publishes this
+/// member's apiserver as the `kubernetes` Service, and writes the default roles.
 async fn run_components(
     client: kube::Client,
     addr: SocketAddr,
@@ -329,7 +329,11 @@ async fn run_components(
         let mut stopped = stopped.clone();
         let client = client.clone();
         async move {
-            while let Err(e) = publish_kubernetes_service(&client, reachable(addr)).await {
+            let publish = async || {
+                publish_bootstrap_policy(&client).await?;
+                publish_kubernetes_service(&client, reachable(addr)).await
+            };
+            while let Err(e) = publish().await {
                 tracing::debug!(error = %e, "the kubernetes Service is not written yet");
                 let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
                 if *stopped.borrow() {
@@ -355,6 +359,41 @@ async fn run_components(
     tokio::join!(scheduler, controllers, publisher);
 }
 
+/// Writes the default ClusterRoles and ClusterRoleBindings
+/// ([`crate::apiserver::BOOTSTRAP_POLICY`]) that are missing, as Kubernetes' apiserver does
+/// when it starts; those present are left as they are.
+async fn publish_bootstrap_policy(
+    client: &kube::Client,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Api, PostParams};
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Policy {
+        cluster_roles: Vec<ClusterRole>,
+        cluster_role_bindings: Vec<ClusterRoleBinding>,
+    }
+    let policy: Policy = serde_json::from_str(crate::apiserver::BOOTSTRAP_POLICY)?;
+    let post = PostParams::default();
+    let roles = Api::<ClusterRole>::all(client.clone());
+    for role in &policy.cluster_roles {
+        absent_or(roles.create(&post, role).await)?;
+    }
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    for binding in &policy.cluster_role_bindings {
+        absent_or(bindings.create(&post, binding).await)?;
+    }
+    Ok(())
+}
+
+/// A create's outcome, where "already exists" is as good as created.
+fn absent_or<T>(created: kube::Result<T>) -> kube::Result<()> {
+    match created {
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        other => other.map(drop),
+    }
+}
+
 /// Writes the Service every Kubernetes cluster has, `default/kubernetes` (cluster IP
 /// 10.96.0.1, port 443 named `https`), and its Endpoints: the apiserver at `addr`. The
 /// member that runs the controllers writes it when it starts them, so the Endpoints always
@@ -370,13 +409,11 @@ async fn publish_kubernetes_service(
     let service = json!({"metadata": meta, "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
         "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]}});
     let services = Api::<Service>::namespaced(client.clone(), "default");
-    match services
-        .create(&PostParams::default(), &serde_json::from_value(service)?)
-        .await
-    {
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        other => drop(other?),
-    }
+    absent_or(
+        services
+            .create(&PostParams::default(), &serde_json::from_value(service)?)
+            .await,
+    )?;
     let subsets = json!([{"addresses": [{"ip": addr.ip().to_string()}],
         "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]);
     let mut endpoints: Endpoints =

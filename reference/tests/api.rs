@@ -1124,3 +1124,192 @@ async fn server_side_apply_tracks_managers_reports_conflicts_and_forces() {
     );
     cp.stop().await;
 }
+
+/// ServiceAccount tokens and RBAC through kube-rs: a TokenRequest gives an account a token;
+/// the account may read discovery and ask what it may do, and nothing else until a binding
+/// gives it a role; a 403 names the user, verb and resource; deleting the account ends the
+/// token; the admin may impersonate, an account may not.
+#[tokio::test]
+async fn service_account_tokens_are_authorized_by_the_roles_bound_to_them() {
+    use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest};
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+    let (mut cp, dir) = start().await;
+    let admin = cp.credentials().client().expect("client");
+    // The default roles are written when the controllers start.
+    cp.start_components(Default::default()).expect("components");
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bindings
+        .get_opt("system:basic-user")
+        .await
+        .expect("get")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no default bindings");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let post = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::default_namespaced(admin.clone());
+    let reader =
+        serde_json::from_value(json!({"metadata": {"name": "reader"}})).expect("an account");
+    accounts.create(&post, &reader).await.expect("created");
+    let asked: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("a request");
+    let issued = accounts
+        .create_token_request("reader", &post, &asked)
+        .await
+        .expect("a token");
+    let token = issued.status.expect("status").token;
+
+    let mut credentials = cp.credentials();
+    credentials.token = token.clone();
+    let as_reader = credentials.client().expect("client");
+    let whoami: SelfSubjectReview = Api::all(as_reader.clone())
+        .create(&post, &serde_json::from_value(json!({})).expect("review"))
+        .await
+        .expect("whoami");
+    let user = whoami.status.and_then(|s| s.user_info).expect("user info");
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:default:reader")
+    );
+    assert!(
+        user.groups
+            .unwrap_or_default()
+            .contains(&"system:serviceaccounts:default".to_owned())
+    );
+    assert!(
+        as_reader.apiserver_version().await.is_ok(),
+        "discovery is open to every account"
+    );
+
+    let pods: Api<Pod> = Api::default_namespaced(as_reader.clone());
+    let refused = pods
+        .list(&ListParams::default())
+        .await
+        .expect_err("no role yet");
+    let kube::Error::Api(status) = refused else {
+        panic!("{refused}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "pods is forbidden: User \"system:serviceaccount:default:reader\" cannot list \
+         resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "reader-views"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}],
+    }))
+    .expect("a binding");
+    Api::<RoleBinding>::default_namespaced(admin.clone())
+        .create(&post, &binding)
+        .await
+        .expect("bound");
+    assert!(
+        pods.list(&ListParams::default()).await.is_ok(),
+        "view may list pods"
+    );
+    let elsewhere: Api<Pod> = Api::namespaced(as_reader.clone(), "kube-system");
+    assert!(
+        elsewhere.list(&ListParams::default()).await.is_err(),
+        "only in default"
+    );
+    let secrets: Api<Secret> = Api::default_namespaced(as_reader.clone());
+    assert!(
+        secrets.list(&ListParams::default()).await.is_err(),
+        "view may not read secrets"
+    );
+    let pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "shipshape/probe:v1"}]}}))
+    .expect("a pod");
+    assert!(
+        pods.create(&post, &pod).await.is_err(),
+        "view may not create"
+    );
+
+    // can-i, from the same authorizer.
+    let can_i = |verb: &str| {
+        let review = json!({"spec": {"resourceAttributes":
+            {"verb": verb, "resource": "pods", "namespace": "default"}}});
+        let review: SelfSubjectAccessReview = serde_json::from_value(review).expect("review");
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(as_reader.clone());
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("answered")
+        }
+    };
+    assert!(can_i("list").await.status.expect("status").allowed);
+    assert!(!can_i("delete").await.status.expect("status").allowed);
+
+    // Impersonation: the admin may, the account may not.
+    let c = Client::new(dir.path(), cp.addr(), Some(&token));
+    let reply = c.get("/api/v1/namespaces/default/pods").await;
+    assert_eq!(reply.code, 200, "{}", reply.body);
+    let admin_raw = Client::new(dir.path(), cp.addr(), Some(cp.token()));
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let reply = admin_raw
+        .request_with(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &[("Impersonate-User", "system:serviceaccount:default:reader")],
+            review.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        reply.body["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:reader"
+    );
+    let reply = c
+        .request_with(
+            "GET",
+            "/api/v1/namespaces",
+            &[("Impersonate-User", "admin")],
+            Vec::new(),
+        )
+        .await;
+    assert_status(&reply, 403, "Forbidden");
+
+    // Bad input: a token too short-lived, for nobody, or tampered with.
+    let short = json!({"spec": {"expirationSeconds": 60}});
+    let path = "/api/v1/namespaces/default/serviceaccounts";
+    assert_status(
+        &admin_raw
+            .post(&format!("{path}/reader/token"), &short)
+            .await,
+        422,
+        "Invalid",
+    );
+    let nobody = admin_raw
+        .post(&format!("{path}/nobody/token"), &json!({"spec": {}}))
+        .await;
+    assert_status(&nobody, 404, "NotFound");
+    let mut tampered = token.clone();
+    tampered.insert(tampered.len() / 2, 'x');
+    let forged = Client::new(dir.path(), cp.addr(), Some(&tampered));
+    assert_status(
+        &forged.get("/api/v1/namespaces/default/pods").await,
+        401,
+        "Unauthorized",
+    );
+
+    // Deleting the account ends its tokens.
+    accounts
+        .delete("reader", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    assert_status(
+        &c.get("/api/v1/namespaces/default/pods").await,
+        401,
+        "Unauthorized",
+    );
+    cp.stop().await;
+}

@@ -231,6 +231,48 @@ fn kubectl_drives_the_control_plane() {
     let rules = cluster.ok(&["auth", "can-i", "--list"]);
     assert!(rules.lines().any(|l| l.starts_with("*.*")), "{rules}");
 
+    // A ServiceAccount's token is authorized by the roles bound to it.
+    cluster.ok(&["create", "serviceaccount", "reader"]);
+    let token = cluster.ok(&["create", "token", "reader"]);
+    let token = format!("--token={}", token.trim());
+    let reader = ["--as=system:serviceaccount:default:reader"];
+    let can_list = |cluster: &Cluster| {
+        let (_, answer) = cluster.kubectl(&["auth", "can-i", "list", "pods", reader[0]]);
+        answer.trim().to_owned()
+    };
+    assert_eq!(can_list(&cluster), "no");
+    let (listed, text) = cluster.kubectl(&[&token, "get", "pods"]);
+    assert!(!listed, "{text}");
+    assert!(
+        text.contains(
+            "User \"system:serviceaccount:default:reader\" cannot list resource \"pods\""
+        ),
+        "{text}"
+    );
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "reader-views",
+        "--clusterrole=view",
+        "--serviceaccount=default:reader",
+    ]);
+    assert_eq!(can_list(&cluster), "yes");
+    cluster.ok(&[&token, "get", "pods"]);
+    let whoami = cluster.ok(&[&token, "auth", "whoami"]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:reader"),
+        "{whoami}"
+    );
+    let (deleted, text) = cluster.kubectl(&[&token, "create", "configmap", "mine"]);
+    assert!(!deleted && text.contains("forbidden"), "{text}");
+    let roles = cluster.ok(&["get", "clusterroles,rolebindings", "-o", "name"]);
+    for role in [
+        "clusterrole.rbac.authorization.k8s.io/view",
+        "rolebinding.rbac.authorization.k8s.io/reader-views",
+    ] {
+        assert!(roles.contains(role), "{roles}");
+    }
+
     // A typed create: kubectl sends protobuf for this one.
     let created = cluster.ok(&[
         "create",
@@ -276,9 +318,15 @@ fn kubectl_drives_the_control_plane() {
     let (applied, text) = cluster.kubectl(&["apply", "--server-side", "-f", m]);
     assert!(!applied, "{text}");
     assert!(text.contains("Apply failed with 2 conflicts"), "{text}");
-    assert!(text.contains(".spec.replicas") && text.contains(".image"), "{text}");
+    assert!(
+        text.contains(".spec.replicas") && text.contains(".image"),
+        "{text}"
+    );
     let forced = cluster.ok(&["apply", "--server-side", "--force-conflicts", "-f", m]);
-    assert!(forced.contains("deployment.apps/web serverside-applied"), "{forced}");
+    assert!(
+        forced.contains("deployment.apps/web serverside-applied"),
+        "{forced}"
+    );
     let spec = cluster.ok(&[
         "get",
         "deployment",

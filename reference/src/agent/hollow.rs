@@ -73,8 +73,12 @@ pub async fn run(
             (hollow.config.node_name.clone(), hollow)
         })
         .collect();
-    futures::stream::iter(hollows.values())
-        .map(|hollow| register(&nodes, &hollow.config, 0))
+    let configs: Vec<Arc<AgentConfig>> = hollows.values().map(|h| h.config.clone()).collect();
+    futures::stream::iter(configs)
+        .map(|config| {
+            let nodes = nodes.clone();
+            async move { register(&nodes, &config, 0).await }
+        })
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;

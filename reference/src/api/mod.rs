@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::schemars::{self, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,11 @@ impl Scope for k8s_openapi::NamespaceResourceScope {
 
 impl Scope for k8s_openapi::ClusterResourceScope {
     const NAMESPACED: bool = false;
+}
+
+/// A subresource's kind (a TokenRequest) is exchanged at its parent's address.
+impl Scope for k8s_openapi::SubResourceScope {
+    const NAMESPACED: bool = true;
 }
 
 fn typed<K: DeserializeOwned + Serialize>(body: &Value) -> Result<Value, String> {
@@ -203,7 +209,9 @@ pub const RESOURCES: &[Resource] = &[
     Resource::of::<Secret>("secret"),
     // Who a pod acts as; every namespace gets a `default` one
     // ([`crate::controllers`]' service accounts controller).
-    Resource::of::<ServiceAccount>("serviceaccount").short(&["sa"]),
+    Resource::of::<ServiceAccount>("serviceaccount")
+        .short(&["sa"])
+        .sub(&["token"]),
     Resource::of::<Deployment>("deployment")
         .short(&["deploy"])
         .sub(&["status", "scale"])
@@ -233,6 +241,11 @@ pub const RESOURCES: &[Resource] = &[
         .short(&["cj"])
         .sub(&["status"])
         .spec(),
+    // Who may do what ([`crate::apiserver`]'s access module reads them on each request).
+    Resource::of::<Role>("role"),
+    Resource::of::<ClusterRole>("clusterrole"),
+    Resource::of::<RoleBinding>("rolebinding"),
+    Resource::of::<ClusterRoleBinding>("clusterrolebinding"),
 ];
 
 /// The groups other than core, with their one version each.
@@ -241,6 +254,7 @@ pub const GROUPS: &[(&str, &str)] = &[
     ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
 ];
 
 /// Finds a resource by group, version and plural.

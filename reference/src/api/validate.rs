@@ -207,6 +207,11 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
                 is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
                 DNS1035_MSG,
             ),
+            // Roles and their bindings may have names like `system:discovery`.
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => (
+                !matches!(name.as_str(), "." | "..") && !name.contains(['/', '%']),
+                "may not be '.' or '..' and may not contain '/' or '%'",
+            ),
             _ => (is_dns_subdomain(&name), SUBDOMAIN_MSG),
         };
         if !ok {

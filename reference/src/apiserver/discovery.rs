@@ -171,6 +171,7 @@ fn subresource_shape(
     match sub {
         "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
         "binding" => ("Binding", "", "v1", &["create"]),
+        "token" => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
         "eviction" => ("Eviction", "policy", "v1", &["create"]),
         "log" => ("Pod", "", "v1", &["get"]),
         "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),

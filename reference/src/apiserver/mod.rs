@@ -27,6 +27,8 @@
 //! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies;
 //! [`reviews`] answers `kubectl auth`; [`agents`] relays logs and streams to node agents.
 
+mod access;
+pub use access::BOOTSTRAP_POLICY;
 mod agents;
 mod allocation;
 mod apply;
@@ -177,19 +179,6 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code(), &e.status())
 }
 
-/// Whether the request carries the admin bearer token.
-fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return false;
-    };
-    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    // Compare in constant time: the token is the only secret.
-    let (a, b) = (token.trim().as_bytes(), shared.token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -214,9 +203,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
             response
         }
         Route::Version => json_response(StatusCode::OK, &discovery::version()),
-        _ if !authorized(&shared, &req) => error_response(&ApiError::Unauthorized),
-        route => match route_authorized(&shared, route, req).await {
-            Ok(resp) => resp,
+        route => match access::authenticate(&shared, req.headers()) {
+            Ok(Some(who)) => match route_authorized(&shared, route, req, &who).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&e),
+            },
+            Ok(None) => error_response(&ApiError::Unauthorized),
             Err(e) => error_response(&e),
         },
     };
@@ -224,11 +216,71 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
     response
 }
 
+/// What a request on `route` does, as RBAC names it.
+fn attributes(route: &Route, req: &Request<Incoming>) -> access::Attributes {
+    let method = req.method();
+    let owned = |s: &str| s.to_owned();
+    let (group, rest, verb) = match route {
+        Route::Target(t) => {
+            let query = req.uri().query().unwrap_or("").as_bytes();
+            let watch = form_urlencoded::parse(query).any(|(k, v)| k == "watch" && v != "false");
+            let verb = match (method, &t.name, t.subresource.as_deref()) {
+                (_, _, Some("exec" | "attach" | "portforward")) => "create",
+                (&Method::GET, None, _) if watch => "watch",
+                (&Method::GET, None, _) => "list",
+                (&Method::GET, Some(_), _) => "get",
+                (&Method::POST, ..) => "create",
+                (&Method::PUT, ..) => "update",
+                (&Method::PATCH, ..) => "patch",
+                (&Method::DELETE, None, _) => "deletecollection",
+                _ => "delete",
+            };
+            return access::Attributes {
+                verb: verb.into(),
+                group: t.resource.group.into(),
+                resource: t.resource.plural.into(),
+                subresource: t.subresource.clone().unwrap_or_default(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                path: None,
+            };
+        }
+        Route::Review(group, plural) => (group.as_str(), vec![plural.clone()], "create"),
+        Route::Metrics(rest) => ("metrics.k8s.io", rest.clone(), ""),
+        _ => {
+            return access::Attributes {
+                verb: method.as_str().to_lowercase(),
+                path: Some(req.uri().path().to_owned()),
+                ..Default::default()
+            };
+        }
+    };
+    let (namespace, rest) = match rest.as_slice() {
+        [ns_word, ns, rest @ ..] if ns_word == "namespaces" => (Some(ns.clone()), rest.to_vec()),
+        _ => (None, rest),
+    };
+    let verb = match verb {
+        "" if rest.len() > 1 => "get",
+        "" => "list",
+        verb => verb,
+    };
+    access::Attributes {
+        verb: owned(verb),
+        group: owned(group),
+        resource: rest.first().cloned().unwrap_or_default(),
+        namespace,
+        name: rest.get(1).cloned(),
+        ..Default::default()
+    }
+}
+
 async fn route_authorized(
     shared: &Shared,
     route: Route,
     req: Request<Incoming>,
+    who: &access::Identity,
 ) -> Result<Response<Body>, ApiError> {
+    access::authorize(shared, who, &attributes(&route, &req))?;
     let ok = |v: Option<Value>| {
         v.map(|v| json_response(StatusCode::OK, &v))
             .ok_or(ApiError::NoRoute)
@@ -288,7 +340,7 @@ async fn route_authorized(
             }
             let (parts, body) = req.into_parts();
             let review = resources::decode_body(&parts, &read_body(body).await?)?;
-            let answer = reviews::answer(&group, &plural, &review)?;
+            let answer = reviews::answer(shared, who, &group, &plural, &review)?;
             Ok(json_response(StatusCode::CREATED, &answer))
         }
         Route::Target(target) if agents::is_stream(&target) => {

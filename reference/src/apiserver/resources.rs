@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header, request::Parts};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -157,6 +158,10 @@ pub(super) async fn dispatch(
             bind(shared, r, ns, name, &decode_body(&parts, &body)?).await?;
             Ok(json_response(StatusCode::CREATED, &success()))
         }
+        (&Method::POST, Some(name), Some("token")) => {
+            let request = token_request(shared, r, ns, name, decode_body(&parts, &body)?)?;
+            Ok(json_response(StatusCode::CREATED, &request))
+        }
         (&Method::POST, Some(name), Some("eviction")) => {
             let eviction = decode_body(&parts, &body)?;
             let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
@@ -165,6 +170,60 @@ pub(super) async fn dispatch(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// `POST …/serviceaccounts/{name}/token`: a TokenRequest, answered with a token for the
+/// account ([`super::access`]) and never stored.
+fn token_request(
+    shared: &Shared,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    mut request: Value,
+) -> Result<Value, ApiError> {
+    // The status is the server's to fill (kubectl's protobuf body carries an empty one).
+    meta::ensure_object(&mut request).remove("status");
+    static REQUESTS: Resource = Resource::of::<TokenRequest>("tokenrequest");
+    let (kind, requests) = ("TokenRequest", &REQUESTS);
+    let mut request = (requests.typed)(&request)
+        .map_err(|e| ApiError::Invalid(validate::ValidationError::Decode(e), requests))?;
+    let (account, _) = get(shared, r, ns, name)?;
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64);
+    let seconds = seconds.unwrap_or(3600);
+    if !(600..=1 << 32).contains(&seconds) {
+        let cause = validate::Cause {
+            reason: "FieldValueInvalid",
+            field: "spec.expirationSeconds".into(),
+            message: format!(
+                "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+            ),
+        };
+        let name = name.to_owned();
+        let invalid = validate::ValidationError::Invalid {
+            kind,
+            name,
+            causes: vec![cause],
+        };
+        return Err(ApiError::Invalid(invalid, requests));
+    }
+    let audiences: Vec<String> = meta::each(&request, "/spec/audiences")
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let audiences = match audiences.is_empty() {
+        true => vec!["https://kubernetes.default.svc".to_owned()],
+        false => audiences,
+    };
+    let (token, expires) = super::access::issue(shared, &account, &audiences, seconds);
+    let expires = jiff::Timestamp::from_second(expires).unwrap_or_default();
+    request["metadata"] =
+        json!({"name": name, "namespace": ns, "creationTimestamp": meta::now_rfc3339()});
+    request["spec"]["audiences"] = json!(audiences);
+    request["spec"]["expirationSeconds"] = json!(seconds);
+    request["status"] = json!({"token": token,
+        "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()});
+    Ok(request)
 }
 
 fn success() -> Value {

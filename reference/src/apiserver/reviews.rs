@@ -2,17 +2,17 @@
 //! auth whoami`), and `authorization.k8s.io/v1` SelfSubjectAccessReview (`kubectl auth
 //! can-i VERB RESOURCE`) and SelfSubjectRulesReview (`kubectl auth can-i --list`).
 //!
-//! A review is created and answered, never stored. The answer is the truth about this
-//! cluster: it knows one identity, the bearer token of its kubeconfig, and that identity
-//! is the cluster's administrator — user `admin` in group `system:masters`, as the
-//! `admin.conf` of a kubeadm cluster — who may do everything. Anyone else is refused
-//! before any review (401). When ServiceAccount tokens and RBAC come, the same reviews
-//! will answer from the authorizer.
+//! A review is created and answered, never stored. The answers come from the same
+//! authentication and authorizer every request goes through ([`super::access`]): the
+//! caller's user and groups, whether RBAC allows the asked verb on the asked resource or
+//! path, and the rules that apply to the caller in a namespace.
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRulesReview};
 use serde_json::{Value, json};
 
+use super::Shared;
+use super::access::{self, Attributes, Identity};
 use super::status::ApiError;
 use crate::api::Resource;
 use crate::api::validate::{Cause, ValidationError};
@@ -44,7 +44,13 @@ pub fn resources(group: &str) -> Value {
 }
 
 /// Answers `POST /apis/{group}/v1/{plural}` of `review`: the review, with its status.
-pub fn answer(group: &str, plural: &str, review: &Value) -> Result<Value, ApiError> {
+pub fn answer(
+    shared: &Shared,
+    who: &Identity,
+    group: &str,
+    plural: &str,
+    review: &Value,
+) -> Result<Value, ApiError> {
     let r = REVIEWS
         .iter()
         .find(|r| r.group == group && r.plural == plural)
@@ -52,10 +58,7 @@ pub fn answer(group: &str, plural: &str, review: &Value) -> Result<Value, ApiErr
     let decode = |e| ApiError::Invalid(ValidationError::Decode(e), r);
     let mut review = (r.typed)(review).map_err(decode)?;
     let status = match r.kind {
-        "SelfSubjectReview" => json!({"userInfo": {
-            "username": "admin",
-            "groups": ["system:masters", "system:authenticated"],
-        }}),
+        "SelfSubjectReview" => json!({"userInfo": {"username": who.user, "groups": who.groups}}),
         "SelfSubjectAccessReview" => {
             let spec = &review["spec"];
             let asked = [&spec["resourceAttributes"], &spec["nonResourceAttributes"]];
@@ -73,13 +76,50 @@ pub fn answer(group: &str, plural: &str, review: &Value) -> Result<Value, ApiErr
                     r,
                 ));
             }
-            json!({"allowed": true, "reason": "the cluster's administrator (system:masters) may do everything"})
+            let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
+            let attrs = match asked {
+                [res, _] if res.is_object() => Attributes {
+                    verb: text(res, "verb"),
+                    group: text(res, "group"),
+                    resource: text(res, "resource"),
+                    subresource: text(res, "subresource"),
+                    namespace: Some(text(res, "namespace")).filter(|ns| !ns.is_empty()),
+                    name: Some(text(res, "name")).filter(|n| !n.is_empty()),
+                    path: None,
+                },
+                [_, path] => Attributes {
+                    verb: text(path, "verb"),
+                    path: Some(text(path, "path")),
+                    ..Default::default()
+                },
+            };
+            match access::authorize(shared, who, &attrs) {
+                Ok(()) => json!({"allowed": true, "reason": "allowed by RBAC"}),
+                // As Kubernetes' RBAC, which gives no reason for a refusal.
+                Err(_) => json!({"allowed": false}),
+            }
         }
-        _ => json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
-        }),
+        _ => {
+            let namespace = review["spec"]["namespace"]
+                .as_str()
+                .filter(|ns| !ns.is_empty());
+            let rules = access::rules(shared, who, namespace);
+            let (paths, resources): (Vec<_>, Vec<_>) = rules
+                .into_iter()
+                .partition(|r| r.non_resource_urls.is_some());
+            let resources: Vec<Value> = resources
+                .into_iter()
+                .map(|r| {
+                    json!({
+                "verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources,
+                "resourceNames": r.resource_names})
+                })
+                .collect();
+            let paths: Vec<Value> = (paths.into_iter())
+                .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}))
+                .collect();
+            json!({"resourceRules": resources, "nonResourceRules": paths, "incomplete": false})
+        }
     };
     review["apiVersion"] = json!(format!("{group}/v1"));
     review["kind"] = json!(r.kind);

@@ -52,6 +52,31 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Reply {
+        self.send(method, path, &[("content-type", content_type)], body)
+            .await
+    }
+
+    /// A JSON request with extra headers.
+    #[allow(dead_code)]
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(method, path, &all, body).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
@@ -64,8 +89,10 @@ impl Client {
         let mut req = http::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "127.0.0.1")
-            .header("content-type", content_type);
+            .header("host", "127.0.0.1");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
