@@ -1,7 +1,7 @@
 //! Scale: the control plane with a thousand nodes and ten thousand pods, on simulated
 //! machines.
 //!
-//! The nodes are *hollow* ([`shipshape::agent::hollow`]): they register, heartbeat at the
+//! The nodes are *hollow* ([`shipshape_benches::hollow`]): they register, heartbeat at the
 //! agent's period and report every pod bound to them Running and Ready at once, all
 //! through the API and without Docker, as kubemark's hollow kubelets do. The control plane
 //! is a process of its own (this program started again as `shipshape control-plane`, at
@@ -56,8 +56,9 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use plotters::prelude::*;
 use serde_json::json;
-use shipshape::agent::{AgentConfig, hollow};
+use shipshape::agent::AgentConfig;
 use shipshape::client::Credentials;
+use shipshape_benches::hollow;
 use shipshape_benches::{
     BenchDir, ShipshapeStore, Target, measuring, median, ms, node_ready_status, percentile,
     run_writes, selected, value_of_len,

@@ -22,6 +22,10 @@
 //!   [`delete_deployment`] removes one and waits for its pods to go.
 //! - [`percentile`], [`median`], [`measuring`], [`selected`], [`ms`], [`secs`] and [`ratio`]
 //!   help every benchmark pick what to run and report its figures.
+//! - [`hollow`] runs node agents without containers, by the thousand, for the scale
+//!   benchmark.
+
+pub mod hollow;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;

@@ -13,8 +13,9 @@
 //! status from what is seen; [`logs`] serves container output to the apiserver for
 //! `kubectl logs`, [`streams`] joins `kubectl exec` and `attach` to a process, and
 //! [`port_forward`] (with SPDY's framing in [`spdy`]) carries `kubectl port-forward`'s
-//! connections to a pod's ports; [`hollow`] runs nodes that do all of this through the API without
-//! Docker, to measure the control plane at scale.
+//! connections to a pod's ports. (The scale benchmark's hollow nodes, which do all of this
+//! through the API without Docker, live with the benchmarks and reuse [`register`], the
+//! [`heartbeat`] and [`status`].)
 //!
 //! ```text
 //! apiserver ──watch pods (spec.nodeName=me)──▶ agent ──one task per pod──▶ pod_worker ──▶ Docker
@@ -24,7 +25,6 @@
 
 mod configuration;
 pub mod heartbeat;
-pub mod hollow;
 pub mod logs;
 mod pod_worker;
 mod port_forward;
@@ -205,7 +205,7 @@ fn node_status(config: &AgentConfig, log_port: u16, now: &str, previous: Option<
 }
 
 /// Creates the Node, or updates the one a previous run of this agent left.
-async fn register(
+pub async fn register(
     nodes: &Api<Node>,
     config: &AgentConfig,
     log_port: u16,
@@ -368,7 +368,7 @@ pub async fn run(
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

@@ -193,28 +193,16 @@ fn token_request(
         .and_then(Value::as_i64);
     let seconds = seconds.unwrap_or(3600);
     if !(600..=1 << 32).contains(&seconds) {
-        let cause = validate::Cause {
-            reason: "FieldValueInvalid",
-            field: "spec.expirationSeconds".into(),
-            message: format!(
-                "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
-            ),
-        };
-        let name = name.to_owned();
-        let invalid = validate::ValidationError::Invalid {
-            kind,
-            name,
-            causes: vec![cause],
-        };
-        return Err(ApiError::Invalid(invalid, requests));
+        let why = format!("Invalid value: {seconds}: must be 10 minutes (600) or more");
+        let field = "spec.expirationSeconds";
+        return Err(ApiError::invalid_field(requests, kind, name, field, why));
     }
-    let audiences: Vec<String> = meta::each(&request, "/spec/audiences")
+    let mut audiences: Vec<String> = meta::each(&request, "/spec/audiences")
         .filter_map(|a| a.as_str().map(str::to_owned))
         .collect();
-    let audiences = match audiences.is_empty() {
-        true => vec!["https://kubernetes.default.svc".to_owned()],
-        false => audiences,
-    };
+    if audiences.is_empty() {
+        audiences.push("https://kubernetes.default.svc".into());
+    }
     let (token, expires) = super::access::issue(shared, &account, &audiences, seconds);
     let expires = jiff::Timestamp::from_second(expires).unwrap_or_default();
     request["metadata"] =
@@ -944,20 +932,14 @@ async fn rescale(
             let replicas = match proposed.pointer("/spec/replicas").and_then(Value::as_i64) {
                 Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
                 other => {
-                    return Err(ApiError::Invalid(
-                        validate::ValidationError::Invalid {
-                            kind: "Scale",
-                            name: name.to_owned(),
-                            causes: vec![validate::Cause {
-                                reason: "FieldValueInvalid",
-                                field: "spec.replicas".into(),
-                                message: format!(
-                                    "Invalid value: {}: must be greater than or equal to 0",
-                                    other.map_or("null".to_string(), |n| n.to_string())
-                                ),
-                            }],
-                        },
+                    let other = other.map_or("null".to_string(), |n| n.to_string());
+                    let why = format!("Invalid value: {other}: must be greater than or equal to 0");
+                    return Err(ApiError::invalid_field(
                         r,
+                        "Scale",
+                        name,
+                        "spec.replicas",
+                        why,
                     ));
                 }
             };

@@ -15,7 +15,7 @@ use super::Shared;
 use super::access::{self, Attributes, Identity};
 use super::status::ApiError;
 use crate::api::Resource;
-use crate::api::validate::{Cause, ValidationError};
+use crate::api::validate::ValidationError;
 
 /// The groups served, each at `v1`.
 pub const GROUPS: [(&str, &str); 2] = [
@@ -64,16 +64,13 @@ pub fn answer(
             let asked = [&spec["resourceAttributes"], &spec["nonResourceAttributes"]];
             if asked.iter().filter(|a| a.is_object()).count() != 1 {
                 let message = "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified";
-                let cause = Cause {
-                    reason: "FieldValueInvalid",
-                    field: "spec.resourceAttributes".into(),
-                    message: message.into(),
-                };
-                let (kind, name) = (r.kind, String::new());
-                let causes = vec![cause];
-                return Err(ApiError::Invalid(
-                    ValidationError::Invalid { kind, name, causes },
+                let field = "spec.resourceAttributes";
+                return Err(ApiError::invalid_field(
                     r,
+                    r.kind,
+                    "",
+                    field,
+                    message.into(),
                 ));
             }
             let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_owned();

@@ -95,6 +95,23 @@ fn qualified(r: &Resource) -> String {
 }
 
 impl ApiError {
+    /// A 422: field `field` of `name`, a `kind` served as `r`, is invalid as `message` says.
+    pub fn invalid_field(
+        r: &'static Resource,
+        kind: &'static str,
+        name: &str,
+        field: &str,
+        message: String,
+    ) -> ApiError {
+        let (name, field) = (name.to_owned(), field.to_owned());
+        let causes = vec![Cause {
+            reason: "FieldValueInvalid",
+            field,
+            message,
+        }];
+        ApiError::Invalid(ValidationError::Invalid { kind, name, causes }, r)
+    }
+
     /// The HTTP code.
     pub fn code(&self) -> StatusCode {
         match self {

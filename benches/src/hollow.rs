@@ -6,12 +6,12 @@
 //! hollow node does everything the real agent does *through the API* and nothing on
 //! Docker.
 //!
-//! - It **registers** its Node, as the agent does ([`super::register`]), with the size it is
-//!   given, and renews its **heartbeat** at the agent's period ([`super::heartbeat`]: its
+//! - It **registers** its Node, as the agent does ([`shipshape::agent::register`]), with the size it is
+//!   given, and renews its **heartbeat** at the agent's period ([`shipshape::agent::heartbeat`]: its
 //!   Lease every period, its status when it changes): the node lifecycle controller sees a
 //!   healthy machine, and one that stops beating is lost.
 //! - It reports every pod bound to it **Running and Ready** at once, with a pod IP of its
-//!   own making, through the same status computation as the agent ([`super::status`]): the
+//!   own making, through the same status computation as the agent ([`shipshape::agent::status`]): the
 //!   scheduler, the ReplicaSet and Deployment controllers and the endpoints see what they
 //!   would see from a real node whose containers start instantly.
 //! - It **finishes a graceful deletion** (the pod's final delete, grace 0) as the agent
@@ -34,9 +34,9 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
-use super::status::{self, ContainerState, ContainerView, PodView};
-use super::{AgentConfig, AgentError, heartbeat, register, stopped};
-use crate::api::meta;
+use shipshape::agent::status::{self, ContainerState, ContainerView, PodView};
+use shipshape::agent::{AgentConfig, AgentError, heartbeat, register, stopped};
+use shipshape::api::meta;
 
 /// How many registrations and status writes the hollow nodes of one [`run`] have in flight
 /// at once: enough to keep the apiserver busy, few enough not to queue thousands of
