@@ -140,11 +140,8 @@ fn not_supported(field: &str, value: &str, supported: &str) -> Cause {
 /// A port number is 1 to 65535; a missing one reads as 0, so is out of range.
 fn check_port(field: String, port: i64, causes: &mut Vec<Cause>) {
     if !(1..=65535).contains(&port) {
-        causes.push(invalid(
-            field,
-            port,
-            "must be between 1 and 65535, inclusive",
-        ));
+        let why = "must be between 1 and 65535, inclusive";
+        causes.push(invalid(field, port, why));
     }
 }
 
@@ -220,7 +217,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         }
     }
     match resource.kind {
-        "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
+        "Pod" => validate_pod_spec(obj, "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
         "DaemonSet" | "StatefulSet" => {
             validate_workload(obj, &mut causes);
@@ -241,10 +238,9 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
     verdict(resource.kind, name, causes)
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
+/// The pod spec at the dotted `path` in `obj`.
+fn validate_pod_spec(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = meta::path(obj, &format!("{path}.containers")).and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         causes.push(required(format!("{path}.containers")));
         return;
@@ -300,8 +296,7 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    let template = obj.pointer("/spec/template/spec");
-    validate_pod_spec(template, "spec.template.spec", causes);
+    validate_pod_spec(obj, "spec.template.spec", causes);
 }
 
 fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
@@ -359,11 +354,8 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(invalid("spec.schedule", schedule, &why));
     }
     if let Some(zone) = text("timeZone").filter(|z| !["UTC", "Etc/UTC"].contains(z)) {
-        causes.push(invalid(
-            "spec.timeZone",
-            zone,
-            "shipshape reads schedules in UTC only",
-        ));
+        let why = "shipshape reads schedules in UTC only";
+        causes.push(invalid("spec.timeZone", zone, why));
     }
     let policy = text("concurrencyPolicy");
     if let Some(policy) = policy.filter(|p| !["Allow", "Forbid", "Replace"].contains(p)) {
@@ -376,12 +368,7 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
         "failedJobsHistoryLimit",
     ];
     check_at_least(obj, 0, &limits, causes);
-    let pods = "spec.jobTemplate.spec.template.spec";
-    check_job_pods(
-        obj.pointer("/spec/jobTemplate/spec/template/spec"),
-        pods,
-        causes,
-    );
+    check_job_pods(obj, "spec.jobTemplate.spec.template.spec", causes);
 }
 
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
@@ -412,17 +399,14 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
         let supported = "\"NonIndexed\" (shipshape does not run Indexed jobs)";
         causes.push(not_supported("spec.completionMode", mode, supported));
     }
-    check_job_pods(
-        obj.pointer("/spec/template/spec"),
-        "spec.template.spec",
-        causes,
-    );
+    check_job_pods(obj, "spec.template.spec", causes);
 }
 
-/// The pod spec of a Job, or of the Jobs a CronJob starts, at `path`: its pods must end.
-fn check_job_pods(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+/// The pod spec of a Job, or of the Jobs a CronJob starts, at the dotted `path` in `obj`:
+/// its pods must end.
+fn check_job_pods(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
     let policy = format!("{path}.restartPolicy");
-    match template.and_then(|s| s.get("restartPolicy")?.as_str()) {
+    match meta::path(obj, &policy).and_then(Value::as_str) {
         Some("OnFailure" | "Never") => {}
         None => causes.push(cause(
             "FieldValueRequired",
@@ -431,7 +415,7 @@ fn check_job_pods(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>)
         )),
         Some(other) => causes.push(not_supported(&policy, other, "\"OnFailure\", \"Never\"")),
     }
-    validate_pod_spec(template, path, causes);
+    validate_pod_spec(obj, path, causes);
 }
 
 /// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
@@ -500,11 +484,8 @@ pub fn validate_update(
     };
     for field in immutable.iter().map(|f| format!("spec.{f}")) {
         if meta::path(old, &field) != meta::path(new, &field) {
-            causes.push(cause(
-                "FieldValueInvalid",
-                field,
-                "Invalid value: field is immutable",
-            ));
+            let message = "Invalid value: field is immutable";
+            causes.push(cause("FieldValueInvalid", field, message));
         }
     }
     let name = meta::name(new).unwrap_or_default().to_owned();
