@@ -67,15 +67,11 @@ pub fn decode(
             resource.kind, resource.version, resource.kind
         ))
     })?;
-    let mut unknown = Vec::new();
-    unknown_fields(&body, &typed, "", &mut unknown);
-    if unknown.is_empty() || fields == FieldValidation::Ignore {
+    let mut messages = Vec::new();
+    unknown_fields(&body, &typed, "", &mut messages);
+    if messages.is_empty() || fields == FieldValidation::Ignore {
         return Ok((typed, Vec::new()));
     }
-    let messages: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect();
     match fields {
         FieldValidation::Strict => Err(ValidationError::Decode(format!(
             "strict decoding error: {}",
@@ -85,7 +81,8 @@ pub fn decode(
     }
 }
 
-/// Collects the paths present (and not null) in `input` but absent from `typed`.
+/// Says `unknown field "{path}"` of each path present (and not null) in `input` but absent
+/// from `typed`.
 fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
@@ -98,7 +95,7 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
                 match t.get(k) {
                     Some(tv) => unknown_fields(v, tv, &p, out),
                     None if v.is_null() => {}
-                    None => out.push(p),
+                    None => out.push(format!("unknown field \"{p}\"")),
                 }
             }
         }
@@ -189,6 +186,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const CONFIG_KEY_MSG: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 
 /// Checks the kind's rules on a decoded object (with its name already settled).
@@ -257,10 +256,7 @@ fn validate_pod_spec(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
             Some(_) => {}
         }
-        if c.get("image")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if c["image"].as_str().is_none_or(str::is_empty) {
             causes.push(required(format!("{at}.image")));
         }
         for (j, p) in meta::each(c, "/ports").enumerate() {
@@ -272,14 +268,12 @@ fn validate_pod_spec(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
 
 fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
     check_at_least(obj, 0, &["replicas"], causes);
-    let selector = obj.pointer("/spec/selector");
-    let match_labels = selector
-        .and_then(|s| s.get("matchLabels"))
+    let match_labels = obj
+        .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object);
-    let has_expressions = selector
-        .and_then(|s| s.get("matchExpressions"))
-        .and_then(Value::as_array)
-        .is_some_and(|e| !e.is_empty());
+    let has_expressions = meta::each(obj, "/spec/selector/matchExpressions")
+        .next()
+        .is_some();
     if match_labels.is_none_or(|m| m.is_empty()) && !has_expressions {
         causes.push(required("spec.selector"));
     } else if let Some(ml) = match_labels {
@@ -320,18 +314,10 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
         check_port(format!("spec.ports[{i}].port"), port, causes);
         // Whether it is in the node port range is the allocator's to say: the range is the
         // control plane's setting.
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|np| *np != 0)
-        {
+        if let Some(np) = p["nodePort"].as_i64().filter(|np| *np != 0) {
             check_port(format!("spec.ports[{i}].nodePort"), np, causes);
         }
-        if ports.len() > 1
-            && p.get("name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
+        if ports.len() > 1 && p["name"].as_str().is_none_or(str::is_empty) {
             causes.push(required(format!("spec.ports[{i}].name")));
         }
     }
@@ -436,14 +422,9 @@ fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
                 && key != "."
-                && key != ".."
                 && !key.starts_with("..");
             if !well_formed {
-                causes.push(invalid(
-                    &path,
-                    key,
-                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-                ));
+                causes.push(invalid(&path, key, CONFIG_KEY_MSG));
             }
             // A Secret's stringData is folded into its data: the same key twice is one.
             if field != "stringData" && !seen.insert(key.as_str()) {

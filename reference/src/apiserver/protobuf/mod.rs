@@ -414,17 +414,12 @@ fn fields<'a>(
 // ---------------------------------------------------------------------------
 
 /// A value with no JSON rendering, with where it was.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
 struct Invalid {
     /// JSON path from the object root, built up while unwinding.
     path: String,
     problem: String,
-}
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
-    }
 }
 
 impl Invalid {
