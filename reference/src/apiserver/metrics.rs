@@ -71,9 +71,7 @@ pub(super) async fn serve(
     }
     let node_of = |obj: &Value| match plural {
         "nodes" => meta::name(obj).map(str::to_owned),
-        _ => meta::path(obj, "spec.nodeName")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        _ => obj["spec"]["nodeName"].as_str().map(str::to_owned),
     };
     let used = usage_on(shared, chosen.iter().filter_map(node_of).collect()).await?;
     let now = meta::now_rfc3339();

@@ -45,22 +45,17 @@ struct Token {
 /// Reads the window from a list's query; `prefix` is the collection's key prefix, which
 /// a continue token must be within.
 pub(super) fn window(query: &Query, prefix: &str) -> Result<Window, ApiError> {
-    let limit = match query.get("limit").map(String::as_str) {
-        None | Some("" | "0") => None,
+    // A parameter given empty is one not given.
+    let param = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
+    let limit = match param("limit") {
+        None | Some("0") => None,
         Some(n) => match n.parse::<usize>() {
             Ok(n) => Some(n),
             Err(_) => return bad(format!("limit: invalid value {n:?}: must be a count")),
         },
     };
-    let rv = query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .filter(|v| !v.is_empty());
-    let matching = query
-        .get("resourceVersionMatch")
-        .map(String::as_str)
-        .filter(|v| !v.is_empty());
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+    let (rv, matching) = (param("resourceVersion"), param("resourceVersionMatch"));
+    if let Some(token) = param("continue") {
         if rv.is_some() || matching.is_some() {
             return bad("specifying resource version is not allowed when using continue".into());
         }
