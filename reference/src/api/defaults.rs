@@ -124,17 +124,13 @@ pub fn apply(kind: &str, obj: &mut Value) {
 /// A Job's defaults, and the selector Kubernetes generates for it: its pods carry the
 /// Job's uid (`batch.kubernetes.io/controller-uid`) and name, and are selected by the uid.
 fn job(root: &mut Map<String, Value>) {
-    let uid = root
-        .get("metadata")
-        .and_then(|m| m.get("uid"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let name = root
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let meta = |field: &str| {
+        root.get("metadata")?
+            .get(field)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (uid, name) = (meta("uid"), meta("name").unwrap_or_default());
     let spec = child(root, "spec");
     if spec.get("completions").is_none_or(Value::is_null)
         && spec.get("parallelism").is_none_or(Value::is_null)
@@ -147,11 +143,8 @@ fn job(root: &mut Map<String, Value>) {
     default(spec, "suspend", json!(false));
     default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
     if let Some(uid) = uid.filter(|_| spec.get("manualSelector") != Some(&json!(true))) {
-        default(
-            spec,
-            "selector",
-            json!({"matchLabels": {JOB_UID_LABEL: uid}}),
-        );
+        let selector = json!({"matchLabels": {JOB_UID_LABEL: uid}});
+        default(spec, "selector", selector);
         let labels = child(child(child(spec, "template"), "metadata"), "labels");
         for (key, value) in [
             (JOB_UID_LABEL, &uid),
@@ -199,11 +192,8 @@ fn pod_spec(spec: &mut Map<String, Value>) {
                 let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
                     i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or(i).contains(':')
                 });
-                default(
-                    c,
-                    "imagePullPolicy",
-                    json!(if latest { "Always" } else { "IfNotPresent" }),
-                );
+                let pull = if latest { "Always" } else { "IfNotPresent" };
+                default(c, "imagePullPolicy", json!(pull));
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));

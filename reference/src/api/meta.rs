@@ -4,11 +4,7 @@ use serde_json::{Map, Value};
 
 /// The object's `metadata`, created if missing (or replaced if not an object).
 pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    let map = ensure_object(obj);
-    let meta = map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    ensure_object(meta)
+    ensure_object(ensure_object(obj).entry("metadata").or_insert(Value::Null))
 }
 
 /// Turns `v` into an object if it is not one, and returns its map.
@@ -33,16 +29,10 @@ pub fn name(obj: &Value) -> Option<&str> {
 }
 
 /// The object's labels as pairs.
-pub fn labels(obj: &Value) -> Vec<(&str, &str)> {
-    obj.get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn labels<'a>(obj: &'a Value) -> Vec<(&'a str, &'a str)> {
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    let pair = |(k, v): (&'a String, &'a Value)| Some((k.as_str(), v.as_str()?));
+    labels.into_iter().flatten().filter_map(pair).collect()
 }
 
 /// Follows a dotted path (`spec.nodeName`) into the object.

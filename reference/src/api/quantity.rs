@@ -25,6 +25,11 @@ pub fn parse_memory(q: &str) -> Result<i64, QuantityError> {
     Parsed::new(q)?.ceil_scaled(0, q)
 }
 
+/// The decimal suffixes, from 10⁻⁹ up by 10³ each.
+const DECIMAL_SUFFIXES: [&str; 10] = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
+/// The binary suffixes, from 2¹⁰ up by 2¹⁰ each.
+const BINARY_SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+
 /// A quantity as an exact value: `mantissa × 10^exp10 × 2^exp2`.
 #[derive(Debug, PartialEq, Eq)]
 struct Parsed {
@@ -73,25 +78,12 @@ impl Parsed {
         }
         let digits_after_point =
             i32::try_from(fraction.len()).map_err(|_| fail("it has too many digits"))?;
-        let (exp10, exp2) = match suffix {
-            "" => (0, 0),
-            "n" => (-9, 0),
-            "u" => (-6, 0),
-            "m" => (-3, 0),
-            "k" => (3, 0),
-            "M" => (6, 0),
-            "G" => (9, 0),
-            "T" => (12, 0),
-            "P" => (15, 0),
-            "E" => (18, 0),
-            "Ki" => (0, 10),
-            "Mi" => (0, 20),
-            "Gi" => (0, 30),
-            "Ti" => (0, 40),
-            "Pi" => (0, 50),
-            "Ei" => (0, 60),
-            s if s.starts_with(['e', 'E']) => {
-                let exp = &s[1..];
+        let decimal = DECIMAL_SUFFIXES.iter().position(|s| *s == suffix);
+        let binary = BINARY_SUFFIXES.iter().position(|s| *s == suffix);
+        let (exp10, exp2) = match (decimal, binary, suffix.strip_prefix(['e', 'E'])) {
+            (Some(i), _, _) => (3 * i as i32 - 9, 0),
+            (_, Some(i), _) => (0, 10 * (i as u32 + 1)),
+            (_, _, Some(exp)) => {
                 let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(fail("its exponent is not a whole number"));

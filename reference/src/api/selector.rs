@@ -35,6 +35,15 @@ pub struct LabelSelector {
     requirements: Vec<Requirement>,
 }
 
+impl SelectorError {
+    fn new(selector: &str, reason: impl Into<String>) -> Self {
+        SelectorError {
+            selector: selector.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Splits on commas that are not inside parentheses.
 fn split_top_level(s: &str) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -72,34 +81,24 @@ fn valid_value(value: &str) -> bool {
 impl LabelSelector {
     /// Parses the `labelSelector` query parameter.
     pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
-        let err = |reason: &str| SelectorError {
-            selector: text.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let err = |reason: &str| SelectorError::new(text, reason);
         let mut requirements = Vec::new();
         if text.trim().is_empty() {
             return Ok(LabelSelector { requirements });
         }
         for part in split_top_level(text) {
             let part = part.trim();
+            let set = |rest| parse_set(rest).ok_or_else(|| err("bad set"));
             let req = if let Some((k, v)) = part.split_once("!=") {
                 Requirement::NotEquals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once("==") {
-                Requirement::Equals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once('=') {
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 Requirement::Equals(k.trim().into(), v.trim().into())
             } else if let Some(k) = part.strip_prefix('!') {
                 Requirement::DoesNotExist(k.trim().into())
             } else if let Some((k, rest)) = part.split_once(" notin ") {
-                Requirement::NotIn(
-                    k.trim().into(),
-                    parse_set(rest).ok_or_else(|| err("bad set"))?,
-                )
+                Requirement::NotIn(k.trim().into(), set(rest)?)
             } else if let Some((k, rest)) = part.split_once(" in ") {
-                Requirement::In(
-                    k.trim().into(),
-                    parse_set(rest).ok_or_else(|| err("bad set"))?,
-                )
+                Requirement::In(k.trim().into(), set(rest)?)
             } else {
                 Requirement::Exists(part.into())
             };
@@ -159,10 +158,7 @@ impl LabelSelector {
         if self.requirements.is_empty() {
             return true;
         }
-        let labels = obj
-            .get("metadata")
-            .and_then(|m| m.get("labels"))
-            .and_then(Value::as_object);
+        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
         self.matches_labels(|key| labels?.get(key)?.as_str())
     }
 }
@@ -199,22 +195,15 @@ impl FieldSelector {
         for part in text.split(',') {
             let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
                 (f, false, v)
-            } else if let Some((f, v)) = part.split_once("==") {
-                (f, true, v)
-            } else if let Some((f, v)) = part.split_once('=') {
+            } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(SelectorError {
-                    selector: text.to_owned(),
-                    reason: format!("{part:?} is not field=value or field!=value"),
-                });
+                let why = format!("{part:?} is not field=value or field!=value");
+                return Err(SelectorError::new(text, why));
             };
             let field = field.trim();
             if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-                return Err(SelectorError {
-                    selector: text.to_owned(),
-                    reason: format!("invalid field {field:?}"),
-                });
+                return Err(SelectorError::new(text, format!("invalid field {field:?}")));
             }
             requirements.push((field.to_owned(), equal, value.trim().to_owned()));
         }

@@ -67,15 +67,11 @@ pub fn decode(
             resource.kind, resource.version, resource.kind
         ))
     })?;
-    let mut unknown = Vec::new();
-    unknown_fields(&body, &typed, "", &mut unknown);
-    if unknown.is_empty() || fields == FieldValidation::Ignore {
+    let mut messages = Vec::new();
+    unknown_fields(&body, &typed, "", &mut messages);
+    if messages.is_empty() || fields == FieldValidation::Ignore {
         return Ok((typed, Vec::new()));
     }
-    let messages: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect();
     match fields {
         FieldValidation::Strict => Err(ValidationError::Decode(format!(
             "strict decoding error: {}",
@@ -85,7 +81,8 @@ pub fn decode(
     }
 }
 
-/// Collects the paths present (and not null) in `input` but absent from `typed`.
+/// Says `unknown field "{path}"` of each path present (and not null) in `input` but absent
+/// from `typed`.
 fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
@@ -98,7 +95,7 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
                 match t.get(k) {
                     Some(tv) => unknown_fields(v, tv, &p, out),
                     None if v.is_null() => {}
-                    None => out.push(p),
+                    None => out.push(format!("unknown field \"{p}\"")),
                 }
             }
         }
@@ -140,11 +137,8 @@ fn not_supported(field: &str, value: &str, supported: &str) -> Cause {
 /// A port number is 1 to 65535; a missing one reads as 0, so is out of range.
 fn check_port(field: String, port: i64, causes: &mut Vec<Cause>) {
     if !(1..=65535).contains(&port) {
-        causes.push(invalid(
-            field,
-            port,
-            "must be between 1 and 65535, inclusive",
-        ));
+        let why = "must be between 1 and 65535, inclusive";
+        causes.push(invalid(field, port, why));
     }
 }
 
@@ -192,6 +186,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const CONFIG_KEY_MSG: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 
 /// Checks the kind's rules on a decoded object (with its name already settled).
@@ -225,7 +221,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         }
     }
     match resource.kind {
-        "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
+        "Pod" => validate_pod_spec(obj, "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(obj, &mut causes),
         "DaemonSet" | "StatefulSet" => {
             validate_workload(obj, &mut causes);
@@ -246,10 +242,9 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
     verdict(resource.kind, name, causes)
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
+/// The pod spec at the dotted `path` in `obj`.
+fn validate_pod_spec(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = meta::path(obj, &format!("{path}.containers")).and_then(Value::as_array);
     let Some(containers) = containers.filter(|c| !c.is_empty()) else {
         causes.push(required(format!("{path}.containers")));
         return;
@@ -266,10 +261,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             }
             Some(_) => {}
         }
-        if c.get("image")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if c["image"].as_str().is_none_or(str::is_empty) {
             causes.push(required(format!("{at}.image")));
         }
         for (j, p) in meta::each(c, "/ports").enumerate() {
@@ -281,14 +273,12 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
 
 fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
     check_at_least(obj, 0, &["replicas"], causes);
-    let selector = obj.pointer("/spec/selector");
-    let match_labels = selector
-        .and_then(|s| s.get("matchLabels"))
+    let match_labels = obj
+        .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object);
-    let has_expressions = selector
-        .and_then(|s| s.get("matchExpressions"))
-        .and_then(Value::as_array)
-        .is_some_and(|e| !e.is_empty());
+    let has_expressions = meta::each(obj, "/spec/selector/matchExpressions")
+        .next()
+        .is_some();
     if match_labels.is_none_or(|m| m.is_empty()) && !has_expressions {
         causes.push(required("spec.selector"));
     } else if let Some(ml) = match_labels {
@@ -305,8 +295,7 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    let template = obj.pointer("/spec/template/spec");
-    validate_pod_spec(template, "spec.template.spec", causes);
+    validate_pod_spec(obj, "spec.template.spec", causes);
 }
 
 fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
@@ -330,18 +319,10 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
         check_port(format!("spec.ports[{i}].port"), port, causes);
         // Whether it is in the node port range is the allocator's to say: the range is the
         // control plane's setting.
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|np| *np != 0)
-        {
+        if let Some(np) = p["nodePort"].as_i64().filter(|np| *np != 0) {
             check_port(format!("spec.ports[{i}].nodePort"), np, causes);
         }
-        if ports.len() > 1
-            && p.get("name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
+        if ports.len() > 1 && p["name"].as_str().is_none_or(str::is_empty) {
             causes.push(required(format!("spec.ports[{i}].name")));
         }
     }
@@ -364,11 +345,8 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(invalid("spec.schedule", schedule, &why));
     }
     if let Some(zone) = text("timeZone").filter(|z| !["UTC", "Etc/UTC"].contains(z)) {
-        causes.push(invalid(
-            "spec.timeZone",
-            zone,
-            "shipshape reads schedules in UTC only",
-        ));
+        let why = "shipshape reads schedules in UTC only";
+        causes.push(invalid("spec.timeZone", zone, why));
     }
     let policy = text("concurrencyPolicy");
     if let Some(policy) = policy.filter(|p| !["Allow", "Forbid", "Replace"].contains(p)) {
@@ -381,12 +359,7 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
         "failedJobsHistoryLimit",
     ];
     check_at_least(obj, 0, &limits, causes);
-    let pods = "spec.jobTemplate.spec.template.spec";
-    check_job_pods(
-        obj.pointer("/spec/jobTemplate/spec/template/spec"),
-        pods,
-        causes,
-    );
+    check_job_pods(obj, "spec.jobTemplate.spec.template.spec", causes);
 }
 
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be
@@ -417,17 +390,14 @@ fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
         let supported = "\"NonIndexed\" (shipshape does not run Indexed jobs)";
         causes.push(not_supported("spec.completionMode", mode, supported));
     }
-    check_job_pods(
-        obj.pointer("/spec/template/spec"),
-        "spec.template.spec",
-        causes,
-    );
+    check_job_pods(obj, "spec.template.spec", causes);
 }
 
-/// The pod spec of a Job, or of the Jobs a CronJob starts, at `path`: its pods must end.
-fn check_job_pods(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+/// The pod spec of a Job, or of the Jobs a CronJob starts, at the dotted `path` in `obj`:
+/// its pods must end.
+fn check_job_pods(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
     let policy = format!("{path}.restartPolicy");
-    match template.and_then(|s| s.get("restartPolicy")?.as_str()) {
+    match meta::path(obj, &policy).and_then(Value::as_str) {
         Some("OnFailure" | "Never") => {}
         None => causes.push(cause(
             "FieldValueRequired",
@@ -436,7 +406,7 @@ fn check_job_pods(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>)
         )),
         Some(other) => causes.push(not_supported(&policy, other, "\"OnFailure\", \"Never\"")),
     }
-    validate_pod_spec(template, path, causes);
+    validate_pod_spec(obj, path, causes);
 }
 
 /// The keys of a ConfigMap's or Secret's data: each a file name a volume can hold, no key
@@ -457,14 +427,9 @@ fn validate_data(obj: &Value, causes: &mut Vec<Cause>) {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
                 && key != "."
-                && key != ".."
                 && !key.starts_with("..");
             if !well_formed {
-                causes.push(invalid(
-                    &path,
-                    key,
-                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-                ));
+                causes.push(invalid(&path, key, CONFIG_KEY_MSG));
             }
             // A Secret's stringData is folded into its data: the same key twice is one.
             if field != "stringData" && !seen.insert(key.as_str()) {
@@ -505,11 +470,8 @@ pub fn validate_update(
     };
     for field in immutable.iter().map(|f| format!("spec.{f}")) {
         if meta::path(old, &field) != meta::path(new, &field) {
-            causes.push(cause(
-                "FieldValueInvalid",
-                field,
-                "Invalid value: field is immutable",
-            ));
+            let message = "Invalid value: field is immutable";
+            causes.push(cause("FieldValueInvalid", field, message));
         }
     }
     let name = meta::name(new).unwrap_or_default().to_owned();

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::BodyExt as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -173,24 +173,20 @@ pub(super) async fn pod_log(
 ) -> Result<http::Response<Body>, ApiError> {
     let OnNode { agent, container } = locate(shared, r, ns, name, query, true)?;
     let ns = ns.unwrap_or("default");
-    let follow = query
-        .get("follow")
-        .is_some_and(|v| v.as_str() == "true" || v.as_str() == "1");
-    let mut params = Vec::new();
-    if let Some(t) = query.get("tailLines").and_then(|t| t.parse::<u64>().ok()) {
-        params.push(format!("tailLines={t}"));
-    }
-    if follow {
-        params.push("follow=true".to_owned());
-    }
+    let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
+    let tail = query.get("tailLines").and_then(|t| t.parse::<u64>().ok());
+    let params = [
+        tail.map(|t| format!("tailLines={t}")),
+        follow.then(|| "follow=true".into()),
+    ];
+    let params: Vec<String> = params.into_iter().flatten().collect();
     let mut url = format!("{agent}/containerLogs/{ns}/{name}/{container}");
     if !params.is_empty() {
-        url.push('?');
-        url.push_str(&params.join("&"));
+        url = format!("{url}?{}", params.join("&"));
     }
     let response = send(shared, &url).await.map_err(|e| unavailable(name, e))?;
     let status = response.status();
-    if follow && status.is_success() {
+    let body = if follow && status.is_success() {
         // Streamed as the agent sends it, until the container stops or the client goes
         // (dropping this body closes the agent's stream, and Docker's).
         use futures::StreamExt as _;
@@ -198,27 +194,23 @@ pub(super) async fn pod_log(
             .take_while(|frame| std::future::ready(frame.is_ok()))
             .filter_map(|frame| std::future::ready(frame.ok()))
             .map(Ok::<_, std::convert::Infallible>);
-        return http::Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/plain")
-            .body(http_body_util::BodyExt::boxed(
-                http_body_util::StreamBody::new(frames),
-            ))
-            .map_err(|e| ApiError::Internal(e.to_string()));
-    }
-    let bytes = whole(response).await.map_err(|e| unavailable(name, e))?;
-    if status == StatusCode::NOT_FOUND {
-        return Err(ApiError::BadRequest(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start"
-        )));
-    }
-    if !status.is_success() {
-        return Err(unavailable(name, String::from_utf8_lossy(&bytes)));
-    }
+        BodyExt::boxed(http_body_util::StreamBody::new(frames))
+    } else {
+        let bytes = whole(response).await.map_err(|e| unavailable(name, e))?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(ApiError::BadRequest(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start"
+            )));
+        }
+        if !status.is_success() {
+            return Err(unavailable(name, String::from_utf8_lossy(&bytes)));
+        }
+        http_body_util::Full::new(bytes).boxed()
+    };
     http::Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
-        .body(http_body_util::Full::new(bytes).boxed())
+        .body(body)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
@@ -231,34 +223,25 @@ pub(super) async fn stream(
     let (Some(name), Some(verb)) = (target.name.as_deref(), target.subresource.as_deref()) else {
         return Err(ApiError::NoRoute);
     };
-    let query: Query = req
-        .uri()
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let raw_query = req.uri().query().unwrap_or_default();
+    let query: Query = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
     let ns = target.namespace.as_deref();
     let one_container = verb != "portforward";
     let OnNode { agent, container } =
         locate(shared, target.resource, ns, name, &query, one_container)?;
     let ns = ns.unwrap_or("default");
-    let mut url = match verb {
-        "portforward" => format!("{agent}/portForward/{ns}/{name}"),
-        _ => format!("{agent}/{verb}/{ns}/{name}/{container}"),
+    let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+    let url = match verb {
+        "portforward" => format!("{agent}/portForward/{ns}/{name}{query}"),
+        _ => format!("{agent}/{verb}/{ns}/{name}/{container}{query}"),
     };
-    if let Some(q) = req.uri().query() {
-        url.push('?');
-        url.push_str(q);
-    }
     let uri: http::Uri = url
         .parse()
         .map_err(|_| unavailable(name, format!("bad address {url}")))?;
-    let (host, port) = (
-        uri.host()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_owned(),
-        uri.port_u16().unwrap_or(80),
-    );
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(80);
     let mut ask =
         Request::get(&uri).header(header::AUTHORIZATION, format!("Bearer {}", shared.token));
     for name in &UPGRADE_HEADERS {
@@ -271,7 +254,7 @@ pub(super) async fn stream(
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| ApiError::BadRequest(format!("the request cannot be passed on: {e}")))?;
     let connected = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(std::io::Error::other)?;

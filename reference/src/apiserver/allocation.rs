@@ -16,6 +16,7 @@ use std::ops::RangeInclusive;
 use rand::Rng;
 use serde_json::{Value, json};
 
+use crate::api::meta;
 use crate::api::validate::{Cause, ValidationError};
 use crate::store::{Op, Precondition, Store, StoreError};
 
@@ -53,14 +54,15 @@ impl Held {
     }
 }
 
-fn invalid(name: &str, field: String, message: String) -> ValidationError {
+/// A 422 Invalid for `field` of the Service `name`.
+fn invalid(name: &str, field: &str, message: impl Into<String>) -> ValidationError {
     ValidationError::Invalid {
         kind: "Service",
         name: name.to_owned(),
         causes: vec![Cause {
             reason: "FieldValueInvalid",
-            field,
-            message,
+            field: field.to_owned(),
+            message: message.into(),
         }],
     }
 }
@@ -72,6 +74,13 @@ fn in_range(ip: Ipv4Addr) -> bool {
 
 fn claim(key: String, owner: &str) -> Op {
     Op::put(key, owner.as_bytes().to_vec(), Precondition::Absent)
+}
+
+/// A Service port's `port` and `protocol`: which port of the old Service it is.
+fn port_of(p: &Value) -> (i64, String) {
+    let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+    let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+    (port, protocol.to_owned())
 }
 
 /// Fills in the cluster IP and node ports of `svc` (being created, or updated from `old`)
@@ -93,49 +102,27 @@ pub fn plan(
     let mut rng = rand::thread_rng();
 
     // The cluster IP: immutable once given.
-    let old_ip = old
-        .and_then(|o| o.pointer("/spec/clusterIP"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let asked = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    let ip = match (ty.as_str(), asked, old_ip) {
+    let cluster_ip = |obj: &Value| obj.pointer("/spec/clusterIP")?.as_str().map(str::to_owned);
+    let asked = cluster_ip(svc).filter(|s| !s.is_empty());
+    let field = "spec.clusterIP";
+    let bad_ip = |a: &str, why| invalid(name, field, format!("Invalid value: \"{a}\": {why}"));
+    let ip = match (ty.as_str(), asked, old.and_then(cluster_ip)) {
         ("ExternalName", _, _) => None,
-        (_, Some(a), Some(o)) if a != o => {
-            return Err(invalid(
-                name,
-                "spec.clusterIP".into(),
-                format!("Invalid value: \"{a}\": field is immutable"),
-            ));
-        }
+        (_, Some(a), Some(o)) if a != o => return Err(bad_ip(&a, "field is immutable")),
         (_, _, Some(o)) => Some(o),
         (_, Some(a), None) if a == "None" => Some(a),
         (_, Some(a), None) => {
-            let parsed: Ipv4Addr = a.parse().map_err(|_| {
-                invalid(
-                    name,
-                    "spec.clusterIP".into(),
-                    format!("Invalid value: \"{a}\": must be a valid IP address"),
-                )
-            })?;
+            let parsed: Ipv4Addr = a
+                .parse()
+                .map_err(|_| bad_ip(&a, "must be a valid IP address"))?;
             if !in_range(parsed) {
-                return Err(invalid(
-                    name,
-                    "spec.clusterIP".into(),
-                    format!(
-                        "Invalid value: \"{a}\": provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16"
-                    ),
+                return Err(bad_ip(
+                    &a,
+                    "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16",
                 ));
             }
             if held.ips.contains_key(&parsed) {
-                return Err(invalid(
-                    name,
-                    "spec.clusterIP".into(),
-                    format!("Invalid value: \"{a}\": provided IP is already allocated"),
-                ));
+                return Err(bad_ip(&a, "provided IP is already allocated"));
             }
             ops.push(claim(format!("{IP_PREFIX}{parsed}"), owner));
             Some(a)
@@ -144,13 +131,7 @@ pub fn plan(
             let free = (0..1000)
                 .map(|_| Ipv4Addr::from(SERVICE_NET + rng.gen_range(2..SERVICE_NET_SIZE - 1)))
                 .find(|ip| !held.ips.contains_key(ip))
-                .ok_or_else(|| {
-                    invalid(
-                        name,
-                        "spec.clusterIP".into(),
-                        "no cluster IP is free".into(),
-                    )
-                })?;
+                .ok_or_else(|| invalid(name, field, "no cluster IP is free"))?;
             ops.push(claim(format!("{IP_PREFIX}{free}"), owner));
             Some(free.to_string())
         }
@@ -170,71 +151,37 @@ pub fn plan(
         }
     }
 
-    // Node ports.
+    // Node ports: the one asked for, else the one the same port had before, else a free one.
     let wants_ports = ty == "NodePort" || ty == "LoadBalancer";
-    let old_ports: Vec<(i64, String, u16)> = old
-        .and_then(|o| o.pointer("/spec/ports"))
-        .and_then(Value::as_array)
+    let old_ports: Vec<((i64, String), u16)> = old
         .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            let np = u16::try_from(p.get("nodePort")?.as_i64()?).ok()?;
-            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-            let proto = p
-                .get("protocol")
-                .and_then(Value::as_str)
-                .unwrap_or("TCP")
-                .to_owned();
-            Some((port, proto, np))
-        })
+        .flat_map(|o| meta::each(o, "/spec/ports"))
+        .filter_map(|p| Some((port_of(p), u16::try_from(p["nodePort"].as_u64()?).ok()?)))
         .collect();
     let mut kept = Vec::new();
     let ports = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
     for (i, p) in ports.into_iter().flatten().enumerate() {
+        let (port, asked) = (port_of(p), p.get("nodePort").and_then(Value::as_i64));
         let Some(p) = p.as_object_mut() else { continue };
-        let asked = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|n| *n != 0);
-        if !wants_ports {
-            if asked.is_some() {
-                return Err(invalid(
-                    name,
-                    format!("spec.ports[{i}].nodePort"),
-                    format!("Forbidden: may not be used when `type` is '{ty}'"),
-                ));
+        let field = format!("spec.ports[{i}].nodePort");
+        let previous = old_ports.iter().find(|(o, _)| *o == port).map(|(_, n)| *n);
+        let chosen = match asked.filter(|n| *n != 0) {
+            Some(_) if !wants_ports => {
+                let why = format!("Forbidden: may not be used when `type` is '{ty}'");
+                return Err(invalid(name, &field, why));
             }
-            continue;
-        }
-        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-        let proto = p
-            .get("protocol")
-            .and_then(Value::as_str)
-            .unwrap_or("TCP")
-            .to_owned();
-        let previous = old_ports
-            .iter()
-            .find(|(op, opr, _)| *op == port && *opr == proto)
-            .map(|(_, _, np)| *np);
-        let chosen = match asked {
+            None if !wants_ports => continue,
             Some(n) => {
                 let n = u16::try_from(n).ok().filter(|n| node_ports.contains(n)).ok_or_else(|| {
-                    invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}", node_ports.start(), node_ports.end()))
+                    invalid(name, &field, format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}", node_ports.start(), node_ports.end()))
                 })?;
                 let ours = held.ports.get(&n).is_some_and(|o| o == owner);
                 if kept.contains(&n) {
-                    return Err(invalid(
-                        name,
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("Duplicate value: {n}"),
-                    ));
+                    return Err(invalid(name, &field, format!("Duplicate value: {n}")));
                 }
                 if held.ports.contains_key(&n) && !ours {
-                    return Err(invalid(
-                        name,
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("Invalid value: {n}: provided port is already allocated"),
-                    ));
+                    let why = format!("Invalid value: {n}: provided port is already allocated");
+                    return Err(invalid(name, &field, why));
                 }
                 if !ours {
                     ops.push(claim(format!("{PORT_PREFIX}{n}"), owner));
@@ -247,13 +194,7 @@ pub fn plan(
                     let free = (0..2000)
                         .map(|_| rng.gen_range(node_ports.clone()))
                         .find(|n| !held.ports.contains_key(n) && !kept.contains(n))
-                        .ok_or_else(|| {
-                            invalid(
-                                name,
-                                format!("spec.ports[{i}].nodePort"),
-                                "no node port is free".into(),
-                            )
-                        })?;
+                        .ok_or_else(|| invalid(name, &field, "no node port is free"))?;
                     ops.push(claim(format!("{PORT_PREFIX}{free}"), owner));
                     free
                 }
@@ -263,22 +204,17 @@ pub fn plan(
         p.insert("nodePort".into(), json!(chosen));
     }
     // Release what this Service held and no longer does.
-    for (port, holder) in &held.ports {
-        if holder == owner && !kept.contains(port) {
-            ops.push(Op::delete(
-                format!("{PORT_PREFIX}{port}"),
-                Precondition::Exists,
-            ));
-        }
-    }
-    for (held_ip, holder) in &held.ips {
-        if holder == owner && ip.as_deref() != Some(held_ip.to_string().as_str()) {
-            ops.push(Op::delete(
-                format!("{IP_PREFIX}{held_ip}"),
-                Precondition::Exists,
-            ));
-        }
-    }
+    let keeps = |key: &str| {
+        kept.iter().any(|p| key == format!("{PORT_PREFIX}{p}"))
+            || ip
+                .as_ref()
+                .is_some_and(|ip| key == format!("{IP_PREFIX}{ip}"))
+    };
+    ops.extend(
+        release(held, owner)
+            .into_iter()
+            .filter(|op| !keeps(&op.key)),
+    );
     Ok(ops)
 }
 
@@ -287,14 +223,16 @@ pub fn release(held: &Held, owner: &str) -> Vec<Op> {
     let ports = held
         .ports
         .iter()
-        .filter(|(_, o)| *o == owner)
-        .map(|(p, _)| Op::delete(format!("{PORT_PREFIX}{p}"), Precondition::Exists));
+        .map(|(p, o)| (format!("{PORT_PREFIX}{p}"), o));
     let ips = held
         .ips
         .iter()
+        .map(|(ip, o)| (format!("{IP_PREFIX}{ip}"), o));
+    ports
+        .chain(ips)
         .filter(|(_, o)| *o == owner)
-        .map(|(ip, _)| Op::delete(format!("{IP_PREFIX}{ip}"), Precondition::Exists));
-    ports.chain(ips).collect()
+        .map(|(key, _)| Op::delete(key, Precondition::Exists))
+        .collect()
 }
 
 #[cfg(test)]

@@ -53,10 +53,8 @@ impl Form {
         match self {
             Form::Whole => obj,
             Form::Table => {
-                let metadata = match obj.pointer("/metadata/resourceVersion") {
-                    Some(rv) => serde_json::json!({ "resourceVersion": rv }),
-                    None => serde_json::json!({}),
-                };
+                let rv = obj.pointer("/metadata/resourceVersion");
+                let metadata = rv.map_or_else(|| json!({}), |rv| json!({"resourceVersion": rv}));
                 table::table(r, std::slice::from_ref(&obj), metadata)
             }
             // A Status (what a delete may answer) is not an object with metadata to cut.

@@ -71,9 +71,7 @@ pub(super) async fn serve(
     }
     let node_of = |obj: &Value| match plural {
         "nodes" => meta::name(obj).map(str::to_owned),
-        _ => meta::path(obj, "spec.nodeName")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        _ => obj["spec"]["nodeName"].as_str().map(str::to_owned),
     };
     let used = usage_on(shared, chosen.iter().filter_map(node_of).collect()).await?;
     let now = meta::now_rfc3339();
@@ -83,7 +81,7 @@ pub(super) async fn serve(
         if let Some(labels) = obj.pointer("/metadata/labels") {
             metadata["labels"] = labels.clone();
         }
-        let item = if plural == "nodes" {
+        let mut item = if plural == "nodes" {
             let Some(pods) = node_of(obj).and_then(|n| used.by_node.get(&n)) else {
                 continue;
             };
@@ -93,12 +91,7 @@ pub(super) async fn serve(
                 .fold((0, 0), |(c, m), (_, (cpu, mem))| (c + cpu, m + mem));
             json!({"usage": quantities(total)})
         } else {
-            let key = (
-                meta::meta_str(obj, "namespace")
-                    .unwrap_or_default()
-                    .to_owned(),
-                meta::name(obj).unwrap_or_default().to_owned(),
-            );
+            let key = pod_key(&obj["metadata"]);
             let Some(containers) = used.by_pod.get(&key) else {
                 continue;
             };
@@ -109,17 +102,12 @@ pub(super) async fn serve(
                 .collect();
             json!({"containers": containers})
         };
-        let mut item = item;
         item["metadata"] = metadata;
         item["timestamp"] = json!(now);
         item["window"] = json!("1s");
         items.push(item);
     }
-    let kind = if plural == "nodes" {
-        "NodeMetrics"
-    } else {
-        "PodMetrics"
-    };
+    let kind = format!("{}Metrics", r.kind);
     let api_version = format!("{}/{}", GROUP_VERSION.0, GROUP_VERSION.1);
     if let Some(name) = name {
         let mut item = items.pop().ok_or_else(|| ApiError::NotFound {
@@ -140,6 +128,12 @@ pub(super) async fn serve(
 /// (nanocores, bytes) as Kubernetes quantities.
 fn quantities((cpu, memory): (u64, u64)) -> Value {
     json!({"cpu": format!("{cpu}n"), "memory": format!("{}Ki", memory / 1024)})
+}
+
+/// The `namespace` and `name` in `of` (an object's metadata, or a pod of a summary).
+fn pod_key(of: &Value) -> (String, String) {
+    let text = |field: &str| of[field].as_str().unwrap_or_default().to_owned();
+    (text("namespace"), text("name"))
 }
 
 /// A container's usage: its name, and (nanocores, bytes).
@@ -179,22 +173,15 @@ async fn usage_on(shared: &Shared, mut nodes: Vec<String>) -> Result<Usage, ApiE
             continue;
         };
         let on_node = usage.by_node.entry(node).or_default();
-        for pod in summary["pods"].as_array().into_iter().flatten() {
-            let containers: Vec<ContainerUsage> = pod["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
+        for pod in meta::each(&summary, "/pods") {
+            let containers: Vec<ContainerUsage> = meta::each(pod, "/containers")
                 .filter_map(|c| {
                     let used = (c["cpuNanoCores"].as_u64()?, c["memoryBytes"].as_u64()?);
                     Some((c["name"].as_str()?.to_owned(), used))
                 })
                 .collect();
             on_node.push(containers.clone());
-            let key = (
-                pod["namespace"].as_str().unwrap_or_default().to_owned(),
-                pod["name"].as_str().unwrap_or_default().to_owned(),
-            );
-            usage.by_pod.insert(key, containers);
+            usage.by_pod.insert(pod_key(pod), containers);
         }
     }
     Ok(usage)

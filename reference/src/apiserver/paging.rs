@@ -45,23 +45,17 @@ struct Token {
 /// Reads the window from a list's query; `prefix` is the collection's key prefix, which
 /// a continue token must be within.
 pub(super) fn window(query: &Query, prefix: &str) -> Result<Window, ApiError> {
-    let bad = |why: String| Err(ApiError::BadRequest(why));
-    let limit = match query.get("limit").map(String::as_str) {
-        None | Some("" | "0") => None,
+    // A parameter given empty is one not given.
+    let param = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
+    let limit = match param("limit") {
+        None | Some("0") => None,
         Some(n) => match n.parse::<usize>() {
             Ok(n) => Some(n),
             Err(_) => return bad(format!("limit: invalid value {n:?}: must be a count")),
         },
     };
-    let rv = query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .filter(|v| !v.is_empty());
-    let matching = query
-        .get("resourceVersionMatch")
-        .map(String::as_str)
-        .filter(|v| !v.is_empty());
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+    let (rv, matching) = (param("resourceVersion"), param("resourceVersionMatch"));
+    if let Some(token) = param("continue") {
         if rv.is_some() || matching.is_some() {
             return bad("specifying resource version is not allowed when using continue".into());
         }
@@ -87,37 +81,32 @@ pub(super) fn window(query: &Query, prefix: &str) -> Result<Window, ApiError> {
             Err(_) => return bad(format!("invalid resourceVersion {v:?}")),
         },
     };
-    match (matching, revision, rv) {
+    let (exact, not_older_than) = match (matching, revision, rv) {
         (Some(m), _, None) => bad(format!(
             "resourceVersionMatch {m:?} is forbidden unless resourceVersion is provided"
         )),
         (Some("Exact"), None, _) => {
             bad("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into())
         }
-        (Some("Exact"), at, _) => Ok(Window {
-            exact: at,
-            limit,
-            ..Window::default()
-        }),
-        (Some("NotOlderThan"), at, _) => Ok(Window {
-            not_older_than: at,
-            limit,
-            ..Window::default()
-        }),
+        (Some("Exact"), at, _) => Ok((at, None)),
+        (Some("NotOlderThan"), at, _) => Ok((None, at)),
         (Some(m), _, _) => bad(format!(
             "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"Exact\", \"NotOlderThan\""
         )),
-        (None, Some(at), _) if limit.is_some() => Ok(Window {
-            exact: Some(at),
-            limit,
-            ..Window::default()
-        }),
-        (None, at, _) => Ok(Window {
-            not_older_than: at,
-            limit,
-            ..Window::default()
-        }),
-    }
+        (None, Some(at), _) if limit.is_some() => Ok((Some(at), None)),
+        (None, at, _) => Ok((None, at)),
+    }?;
+    Ok(Window {
+        exact,
+        not_older_than,
+        after: None,
+        limit,
+    })
+}
+
+/// A 400 Bad Request saying `why`.
+fn bad<T>(why: String) -> Result<T, ApiError> {
+    Err(ApiError::BadRequest(why))
 }
 
 /// What a list says about itself besides its items.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header;
 use http::request::Parts;
+use http_body_util::{BodyExt as _, Full};
 use serde_json::Value;
 
 use super::status::ApiError;
@@ -39,10 +40,9 @@ static NEXT_ENDPOINT: AtomicUsize = AtomicUsize::new(0);
 
 /// Splits `name[:port]`.
 fn name_and_port(target: &str) -> (&str, Option<&str>) {
-    match target.split_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (target, None),
-    }
+    target
+        .split_once(':')
+        .map_or((target, None), |(name, port)| (name, Some(port)))
 }
 
 /// Forwards a request to a pod.
@@ -65,10 +65,8 @@ pub(super) async fn pod(
     let ports: Vec<(&str, u64)> = meta::each(&pod, "/spec/containers")
         .flat_map(|container| meta::each(container, "/ports"))
         .filter_map(|port| {
-            Some((
-                port.get("name").and_then(Value::as_str).unwrap_or_default(),
-                port.get("containerPort")?.as_u64()?,
-            ))
+            let name = port["name"].as_str().unwrap_or_default();
+            Some((name, port["containerPort"].as_u64()?))
         })
         .collect();
     let port = match port {
@@ -99,20 +97,11 @@ pub(super) async fn service(
     let (name, port) = name_and_port(target);
     let services = api::find("", "v1", "services").ok_or(ApiError::NoRoute)?;
     let (service, _) = resources::get(shared, services, Some(namespace), name)?;
-    let ports: Vec<&Value> = service
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .map(|ports| ports.iter().collect())
-        .unwrap_or_default();
+    let ports: Vec<&Value> = meta::each(&service, "/spec/ports").collect();
     let chosen = match port {
         Some(port) => ports.iter().find(|candidate| {
-            candidate.get("name").and_then(Value::as_str) == Some(port)
-                || candidate
-                    .get("port")
-                    .and_then(Value::as_u64)
-                    .map(|p| p.to_string())
-                    .as_deref()
-                    == Some(port)
+            candidate["name"].as_str() == Some(port)
+                || candidate["port"].as_u64().map(|p| p.to_string()).as_deref() == Some(port)
         }),
         None if ports.len() == 1 => ports.first(),
         None => {
@@ -123,41 +112,27 @@ pub(super) async fn service(
         }
     }
     .ok_or_else(|| ApiError::BadRequest(format!("service {name} has no port {port:?}")))?;
-    let port_name = chosen
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let port_name = chosen["name"].as_str().unwrap_or_default();
     let endpoints = api::find("", "v1", "endpoints").ok_or(ApiError::NoRoute)?;
-    let (object, _) = resources::get(shared, endpoints, Some(namespace), name).map_err(|_| {
-        ApiError::Unavailable(format!("no endpoints available for service \"{name}\""))
-    })?;
+    let none = || ApiError::Unavailable(format!("no endpoints available for service \"{name}\""));
+    let (object, _) =
+        resources::get(shared, endpoints, Some(namespace), name).map_err(|_| none())?;
     let mut ready: Vec<String> = Vec::new();
     for subset in meta::each(&object, "/subsets") {
         let port = meta::each(subset, "/ports")
-            .find(|candidate| {
-                candidate
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    == port_name
-            })
-            .and_then(|candidate| candidate.get("port").and_then(Value::as_u64));
+            .find(|candidate| candidate["name"].as_str().unwrap_or_default() == port_name)
+            .and_then(|candidate| candidate["port"].as_u64());
         let Some(port) = port else {
             continue;
         };
-        for address in meta::each(subset, "/addresses") {
-            if let Some(ip) = address.get("ip").and_then(Value::as_str) {
-                ready.push(format!("{ip}:{port}"));
-            }
-        }
+        let ips = meta::each(subset, "/addresses").filter_map(|address| address["ip"].as_str());
+        ready.extend(ips.map(|ip| format!("{ip}:{port}")));
     }
     if ready.is_empty() {
-        return Err(ApiError::Unavailable(format!(
-            "no endpoints available for service \"{name}\""
-        )));
+        return Err(none());
     }
-    let at = ready[NEXT_ENDPOINT.fetch_add(1, Ordering::Relaxed) % ready.len()].clone();
-    forward(&at, path, parts, body).await
+    let at = &ready[NEXT_ENDPOINT.fetch_add(1, Ordering::Relaxed) % ready.len()];
+    forward(at, path, parts, body).await
 }
 
 /// Sends the request to `authority` and passes the answer back.
@@ -169,11 +144,8 @@ async fn forward(
 ) -> Result<http::Response<Body>, ApiError> {
     let unreachable =
         |why: String| ApiError::Unavailable(format!("error trying to reach {authority}: {why}"));
-    let mut url = format!("http://{authority}{path}");
-    if let Some(query) = parts.uri.query() {
-        url.push('?');
-        url.push_str(query);
-    }
+    let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
+    let url = format!("http://{authority}{path}{query}");
     let uri: http::Uri = url
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{url} is not a URL the proxy can reach")))?;
@@ -184,9 +156,9 @@ async fn forward(
         request = request.header(header::CONTENT_TYPE, content_type);
     }
     let request = request
-        .body(http_body_util::Full::new(body))
+        .body(Full::new(body))
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build_http();
@@ -196,8 +168,8 @@ async fn forward(
             .await
             .map_err(|error| unreachable(error.to_string()))?;
         let (head, body) = response.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_ANSWER);
-        let bytes = http_body_util::BodyExt::collect(body)
+        let bytes = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
             .await
             .map_err(|error| unreachable(error.to_string()))?
             .to_bytes();
@@ -211,9 +183,7 @@ async fn forward(
         answer = answer.header(header::CONTENT_TYPE, content_type);
     }
     answer
-        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
-            bytes,
-        )))
+        .body(Full::new(bytes).boxed())
         .map_err(|error| ApiError::Internal(error.to_string()))
 }
 

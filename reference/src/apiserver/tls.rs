@@ -16,8 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -53,9 +52,9 @@ pub struct TlsMaterial {
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "shipshape-ca");
-    params.distinguished_name = dn;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "shipshape-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -98,13 +97,8 @@ fn load_or_create_ca(dir: &Path) -> Result<ClusterCa, TlsError> {
             (cert.pem(), key)
         }
     };
-    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).map_err(|e| {
-        TlsError::Io {
-            action: "parse",
-            path: ca_crt.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        }
-    })?;
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map_err(|e| io("parse", &ca_crt)(std::io::Error::other(e.to_string())))?;
     Ok(ClusterCa {
         pem,
         der,
@@ -138,9 +132,7 @@ fn sign(
     mut params: CertificateParams,
     name: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
+    params.distinguished_name.push(DnType::CommonName, name);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca.issuer)?;
     Ok((

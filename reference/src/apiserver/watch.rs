@@ -184,7 +184,7 @@ pub(super) fn serve(
     tokio::spawn(async move {
         let stream = async {
             for obj in initial {
-                send(&tx, "ADDED", out.object(obj)).await?;
+                send(&tx, "ADDED", form.object(r, obj)).await?;
             }
             if initial_events {
                 let mut bm = bookmark(r, start);
@@ -257,13 +257,8 @@ async fn send(tx: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> Result<(),
 /// The event line for an object already in JSON: what [`send`] writes, without encoding
 /// the object again.
 fn line(kind: &str, object: &[u8]) -> Bytes {
-    let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
-    line.extend_from_slice(b"{\"type\":\"");
-    line.extend_from_slice(kind.as_bytes());
-    line.extend_from_slice(b"\",\"object\":");
-    line.extend_from_slice(object);
-    line.extend_from_slice(b"}\n");
-    Bytes::from(line)
+    let head = format!("{{\"type\":\"{kind}\",\"object\":");
+    Bytes::from([head.as_bytes(), object, b"}\n"].concat())
 }
 
 /// How event objects are written: whole, as one-row Tables for kubectl, or metadata only.
@@ -278,12 +273,8 @@ impl Output {
         match self.form {
             Form::Whole => tx.send(line(kind, event.json())).await.map_err(|_| ()),
             Form::Metadata => send(tx, kind, form::partial(&event.now)).await,
-            Form::Table => send(tx, kind, self.object(event.now.clone())).await,
+            Form::Table => send(tx, kind, self.form.object(self.r, event.now.clone())).await,
         }
-    }
-
-    fn object(&self, obj: Value) -> Value {
-        self.form.object(self.r, obj)
     }
 }
 

@@ -215,7 +215,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let Some(message) = message_of(&api_version, &kind) else {
         return Err(ProtobufError::UnsupportedKind { api_version, kind });
     };
-    let fields = match render(&SCHEMA, &message, &raw, 0) {
+    let mut object = match render(&SCHEMA, &message, &raw, 0) {
         Ok(Value::Object(fields)) => fields,
         Ok(_) => Map::new(),
         Err(invalid) => {
@@ -226,10 +226,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             });
         }
     };
-    let mut object = Map::new();
-    object.insert("apiVersion".to_owned(), Value::String(api_version));
-    object.insert("kind".to_owned(), Value::String(kind));
-    object.extend(fields);
+    // The object's own fields, should it have these, win over the envelope's.
+    object
+        .entry("apiVersion")
+        .or_insert(Value::String(api_version));
+    object.entry("kind").or_insert(Value::String(kind));
     Ok(Value::Object(object))
 }
 
@@ -389,7 +390,9 @@ fn fields<'a>(
         let number = u32::try_from(key >> 3).map_err(|_| Invalid::new("field number too large"))?;
         let wire = match key & 7 {
             0 => Wire::Varint(varint(&mut buf)?),
-            1 => Wire::Fixed64(u64::from_le_bytes(fixed(take(&mut buf, 8)?))),
+            1 => Wire::Fixed64(u64::from_le_bytes(
+                take(&mut buf, 8)?.try_into().unwrap_or_default(),
+            )),
             2 => {
                 let len = usize::try_from(varint(&mut buf)?)
                     .map_err(|_| Invalid::new("length too large"))?;
@@ -406,28 +409,17 @@ fn fields<'a>(
     Ok(())
 }
 
-fn fixed<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    let mut out = [0; N];
-    out.copy_from_slice(bytes);
-    out
-}
-
 // ---------------------------------------------------------------------------
 // Rendering
 // ---------------------------------------------------------------------------
 
 /// A value with no JSON rendering, with where it was.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
 struct Invalid {
     /// JSON path from the object root, built up while unwinding.
     path: String,
     problem: String,
-}
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
-    }
 }
 
 impl Invalid {
@@ -657,16 +649,11 @@ fn time(mut fields: Scalars, micro: bool) -> Result<Value, Invalid> {
     if seconds == GO_ZERO_TIME && micros == 0 {
         return Ok(Value::Null);
     }
-    let (days, second) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let date = jiff::civil::date(1970, 1, 1)
-        .checked_add(
-            jiff::Span::new()
-                .try_days(days)
-                .map_err(|e| Invalid::new(format!("unsupported timestamp: {e}")))?,
-        )
-        .map_err(|e| Invalid::new(format!("unsupported timestamp: {e}")))?;
-    let (hour, minute, second) = (second / 3_600, second % 3_600 / 60, second % 60);
-    let text = format!("{date}T{hour:02}:{minute:02}:{second:02}");
+    let text = jiff::civil::date(1970, 1, 1)
+        .at(0, 0, 0, 0)
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .map_err(|e| Invalid::new(format!("unsupported timestamp: {e}")))?
+        .strftime("%Y-%m-%dT%H:%M:%S");
     Ok(Value::String(if micro {
         format!("{text}.{micros:06}Z")
     } else {
