@@ -200,6 +200,14 @@ fn kubectl_drives_the_control_plane() {
         "{resources}"
     );
 
+    // The schemas as one Swagger 2.0 document, for the tools that still read /openapi/v2.
+    let v2: serde_json::Value =
+        serde_json::from_str(&cluster.ok(&["get", "--raw", "/openapi/v2"])).expect("JSON");
+    assert_eq!(v2["swagger"], "2.0");
+    let replicas =
+        &v2["definitions"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"];
+    assert_eq!(replicas["type"], "integer", "{replicas}");
+
     // explain: the kinds' schemas, descriptions and all, from /openapi/v3.
     let explained = cluster.ok(&["explain", "deployment.spec.replicas"]);
     assert!(

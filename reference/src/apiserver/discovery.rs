@@ -252,12 +252,15 @@ fn openapi_path(group: &str, version: &str) -> String {
     }
 }
 
+/// Every group version whose kinds are stored, core first.
+fn group_versions() -> impl Iterator<Item = (&'static str, &'static str)> {
+    std::iter::once(("", "v1")).chain(GROUPS.iter().copied())
+}
+
 /// `GET /openapi/v3`: where each group version's document is.
 pub fn openapi_index() -> Value {
     let mut paths = serde_json::Map::new();
-    let mut gvs = vec![("", "v1")];
-    gvs.extend(GROUPS.iter().copied());
-    for (g, v) in gvs {
+    for (g, v) in group_versions() {
         let p = openapi_path(g, v);
         paths.insert(
             p.clone(),
@@ -326,9 +329,73 @@ pub fn openapi_group(path: &str) -> Option<Value> {
     }))
 }
 
+/// `GET /openapi/v2`: the same paths and schemas as the OpenAPI 3 documents, every group
+/// version in one Swagger 2.0 document, for the tools that still read it (kubectl reads v3).
+/// It is served as JSON only, never as protobuf.
+pub fn openapi_v2() -> Value {
+    let (mut paths, mut definitions) = (serde_json::Map::new(), serde_json::Map::new());
+    for (g, v) in group_versions() {
+        let Some(Value::Object(mut doc)) = openapi_group(&openapi_path(g, v)) else {
+            continue;
+        };
+        paths.extend(
+            doc.remove("paths")
+                .and_then(|p| p.as_object().cloned())
+                .unwrap_or_default(),
+        );
+        let schemas = doc.remove("components").map(|mut c| c["schemas"].take());
+        definitions.extend(
+            schemas
+                .and_then(|s| s.as_object().cloned())
+                .unwrap_or_default(),
+        );
+    }
+    // Swagger 2 names a query parameter's type on the parameter itself, and keeps the
+    // schemas under `definitions`.
+    let v2 = json!({"swagger": "2.0", "paths": paths, "definitions": definitions,
+        "info": {"title": "shipshape", "version": env!("CARGO_PKG_VERSION")}});
+    let text = v2
+        .to_string()
+        .replace("#/components/schemas/", "#/definitions/");
+    let text = text.replace(
+        r#""schema":{"type":"string"},"uniqueItems""#,
+        r#""type":"string","uniqueItems""#,
+    );
+    serde_json::from_str(&text).unwrap_or(v2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_v2_document_holds_every_group_s_paths_and_schemas_in_swagger_2_form() {
+        let v2 = openapi_v2();
+        assert_eq!(v2["swagger"], "2.0");
+        let definitions = v2["definitions"].as_object().expect("definitions");
+        for kind in [
+            "io.k8s.api.core.v1.Pod",
+            "io.k8s.api.apps.v1.Deployment",
+            "io.k8s.api.rbac.v1.Role",
+        ] {
+            assert!(definitions.contains_key(kind), "{kind}");
+        }
+        assert!(
+            v2["paths"]
+                .get("/apis/batch/v1/namespaces/{namespace}/jobs")
+                .is_some()
+        );
+        let text = v2.to_string();
+        assert!(
+            !text.contains("#/components/"),
+            "every reference points into definitions"
+        );
+        let refs = text.matches("\"$ref\":\"#/definitions/").count();
+        assert!(refs > 100, "{refs} references");
+        let parameter =
+            &v2["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"]["parameters"][0];
+        assert_eq!(parameter["type"], "string", "{parameter}");
+    }
 
     #[test]
     fn each_group_document_holds_its_kinds_schemas_and_the_types_they_hold() {

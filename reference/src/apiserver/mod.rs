@@ -8,15 +8,15 @@
 //! It speaks a subset of the Kubernetes REST API, wire-compatible (see DESIGN.md):
 //!
 //! ```text
-//! request ─▶ body limit ─▶ bearer token ─▶ route ─┬─ discovery, /version, /openapi/v3
-//!                                                 ├─ reviews (whoami, can-i), answered
-//!                                                 ├─ exec, attach, port-forward: to the agent
-//!                                                 ├─ get / list / watch
-//!                                                 └─ create / update / patch / delete
-//!                                                       │ decode (JSON, or kubectl's protobuf)
-//!                                                       │ validate, default, set metadata
-//!                                                       ▼
-//!                                         store write with a precondition
+//! request ─▶ body limit ─▶ who (token) ─▶ may they (RBAC) ─┬─ discovery, /version, /openapi
+//!                                                          ├─ reviews (whoami, can-i), answered
+//!                                                          ├─ exec, attach, port-forward: to the agent
+//!                                                          ├─ get / list / watch
+//!                                                          └─ create / update / patch / delete
+//!                                                                │ decode (JSON, or kubectl's protobuf)
+//!                                                                │ apply, validate, default, set metadata
+//!                                                                ▼
+//!                                                  store write with a precondition
 //! ```
 //!
 //! What it never does: schedule, reconcile, or touch Docker. It stores what clients
@@ -25,7 +25,9 @@
 //! Files: [`routes`] parses URLs; [`resources`] is the verbs; [`watch`] streams changes;
 //! [`patch`] applies PATCH bodies; [`discovery`] answers what is served; [`status`] turns
 //! failures into `Status` objects; [`protobuf`] decodes kubectl's protobuf bodies;
-//! [`reviews`] answers `kubectl auth`; [`agents`] relays logs and streams to node agents.
+//! [`reviews`] answers `kubectl auth`; [`agents`] relays logs and streams to node agents;
+//! [`access`] says who a request is from and whether RBAC lets them; [`apply`] is
+//! server-side apply and the field managers every write records.
 
 mod access;
 pub use access::BOOTSTRAP_POLICY;
@@ -318,9 +320,12 @@ async fn route_authorized(
             get_only(req.method())?;
             ok(discovery::resources(&g, &v))
         }
-        Route::OpenApiIndex => {
+        Route::OpenApiIndex | Route::OpenApiV2 => {
             get_only(req.method())?;
-            ok(Some(discovery::openapi_index()))
+            ok(Some(match route {
+                Route::OpenApiV2 => discovery::openapi_v2(),
+                _ => discovery::openapi_index(),
+            }))
         }
         Route::OpenApiDoc(p) => {
             get_only(req.method())?;

@@ -38,6 +38,8 @@ pub enum Route {
     Group(String),
     /// `/api/v1` or `/apis/{group}/{version}`.
     ResourceList(String, String),
+    /// `/openapi/v2`.
+    OpenApiV2,
     /// `/openapi/v3`.
     OpenApiIndex,
     /// `/openapi/v3/{api/v1 | apis/g/v}`.
@@ -69,6 +71,7 @@ pub fn parse(path: &str) -> Route {
         ["apis", g] => Route::Group((*g).to_owned()),
         ["api", "v1"] => Route::ResourceList(String::new(), "v1".into()),
         ["apis", g, v] => Route::ResourceList((*g).to_owned(), (*v).to_owned()),
+        ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiIndex,
         ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
         ["api", "v1", rest @ ..] => target("", "v1", rest, path.ends_with('/')),
