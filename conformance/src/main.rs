@@ -84,8 +84,11 @@ enum Command {
         /// Runs only the mutant of this name (repeatable).
         #[arg(long = "only")]
         only: Vec<String>,
-        /// How many mutants run at once, each on a reference cluster of its own.
-        #[arg(long, default_value_t = 2)]
+        /// How many mutants run at once, each on a reference cluster of its own. Three on
+        /// the 2-core CI machine: 561 s for the catalogue, against 846 s two at a time,
+        /// every mutant caught and the control passing either way (the clusters mostly
+        /// wait: for grace periods, back-offs and time-outs).
+        #[arg(long, default_value_t = 3)]
         jobs: usize,
         /// Where reports go (`mutants/` is made in it); default `target/conformance`.
         #[arg(long)]

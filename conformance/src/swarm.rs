@@ -14,7 +14,7 @@
 //! | replica | a task (`<service>.<slot>.<task id>`, which the probe reports as its name) |
 //! | readiness check | the container's health check (`/probe check PATH PORT`, run in the container): a task that is not healthy is not in the network's DNS |
 //! | rolling update (maxSurge, maxUnavailable) | `UpdateConfig`: start-first with parallelism maxSurge, else stop-first with parallelism maxUnavailable; failure action *pause* |
-//! | Recreate | `UpdateConfig`: stop-first, parallelism 0 (all at once) |
+//! | Recreate | `UpdateConfig`: stop-first, parallelism 0 (all at once); each slot waits only for its own old task (see [`Driver::differences`]) |
 //! | minReadySeconds | `UpdateConfig.Monitor` |
 //! | rollout status | `UpdateStatus` (`paused` is a stalled rollout) and the tasks running the current spec |
 //! | roll back | an update with `rollback=previous` |
@@ -1207,6 +1207,10 @@ impl Driver for SwarmDriver {
             (
                 "A replica whose container is killed is restarted in place",
                 "Swarm replaces a task whose container died with a new task (a new id and container) in the same slot after its restart delay; the killed replica itself never runs again.",
+            ),
+            (
+                "Recreate never serves two versions at once",
+                "Swarm's nearest to Recreate is an update that stops first, every slot at once, but each slot waits only for its own old task to stop (swarmkit's updater delays a new task's start on the old task of the same slot): a slot whose old task stopped first starts the new version while another slot's old task is still stopping. It depends on timing, so this scenario passes in most runs; under load the monitor sees both versions running.",
             ),
             (
                 "An update to a broken image stalls with the old replicas serving, reports it, and undo recovers",

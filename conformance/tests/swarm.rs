@@ -23,10 +23,10 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         let mut options = Options::from_env(DriverChoice::Swarm)?;
         // Two scenarios at a time, unless SHIPSHAPE_CONCURRENCY says otherwise: 285 s for
-        // the whole run, against 501 s one at a time, with the same outcome. With four side
-        // by side on the 2-core CI machine, "Recreate never serves two versions at once"
-        // once saw a task of each template at the same time, which two at a time has not
-        // shown.
+        // the whole run, against 501 s one at a time, with the same outcome. The more load,
+        // the more often "Recreate never serves two versions at once" sees a task of each
+        // template at the same time (a difference of Swarm, explained by the driver): with
+        // four side by side on the 2-core CI machine, and once in CI with two.
         if std::env::var_os("SHIPSHAPE_CONCURRENCY").is_none() {
             options.concurrency = 2;
         }

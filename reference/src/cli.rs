@@ -514,7 +514,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         return node_in_container(args).await;
     }
     let creds = credentials(args.server.clone(), args.token.clone(), &args.ca_file)?;
-    let client = creds.client()?;
+    let client = creds.client_as("kubelet")?;
     let docker = runtime::connect().await?;
     images::ensure(&docker).await?;
     let defaults = AgentConfig::new(&args.name, &args.cluster, args.data_dir, &args.token);
@@ -622,7 +622,7 @@ async fn address_toward(server: &str) -> IpAddr {
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let client = credentials(args.server, args.token, &args.ca_file)?.client()?;
+    let client = credentials(args.server, args.token, &args.ca_file)?.client_as("kube-proxy")?;
     let (stop, stopped) = watch::channel(false);
     let proxy = tokio::spawn(crate::proxy::run(client, args.addresses, stopped));
     wait_for_stop_signal().await;

@@ -43,6 +43,16 @@ impl Credentials {
         Ok(kube::Client::try_from(self.config()?)?)
     }
 
+    /// A kube-rs client that names itself `component` in its User-Agent, as Kubernetes'
+    /// components do: the apiserver records what it writes under that field manager
+    /// (`kubelet`, `kube-scheduler`).
+    pub fn client_as(&self, component: &'static str) -> Result<kube::Client, ClientError> {
+        let mut config = self.config()?;
+        let agent = http::HeaderValue::from_static(component);
+        config.headers.push((http::header::USER_AGENT, agent));
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// A kube-rs client that hands back every answer as it comes: kube-rs's own retries
     /// of a 503 (up to fifteen, with a growing pause) would hide exactly what a health
     /// check asks about.

@@ -280,11 +280,13 @@ impl ControlPlane {
         &mut self,
         node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     ) -> Result<(), crate::client::ClientError> {
-        let client = self.credentials().client()?;
+        let client = self.credentials().client_as("kube-controller-manager")?;
+        let scheduling = self.credentials().client_as("kube-scheduler")?;
         let components = {
             let (client, addr) = (client.clone(), self.addr);
             move |stopped: watch::Receiver<bool>| {
-                run_components(client.clone(), addr, node_lifecycle.clone(), stopped)
+                let clients = (client.clone(), scheduling.clone());
+                run_components(clients, addr, node_lifecycle.clone(), stopped)
             }
         };
         let stopped = self.stop.subscribe();
@@ -320,7 +322,7 @@ impl ControlPlane {
 /// Runs the scheduler and the controllers until `stopped` turns true, publishes this
 /// member's apiserver as the `kubernetes` Service, and writes the default roles.
 async fn run_components(
-    client: kube::Client,
+    (client, scheduling): (kube::Client, kube::Client),
     addr: SocketAddr,
     node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
     stopped: watch::Receiver<bool>,
@@ -343,10 +345,10 @@ async fn run_components(
         }
     };
     let scheduler = {
-        let (client, stopped) = (client.clone(), stopped.clone());
+        let stopped = stopped.clone();
         async move {
             let config = crate::scheduler::SchedulerConfig::default();
-            if let Err(e) = crate::scheduler::run(client, config, stopped).await {
+            if let Err(e) = crate::scheduler::run(scheduling, config, stopped).await {
                 tracing::error!(error = %e, "the scheduler stopped");
             }
         }

@@ -139,7 +139,7 @@ async fn start_proxy(
     runtime::ensure_network(docker).await?;
     let gateway = runtime::network_gateway(docker).await;
     let client = creds
-        .client()
+        .client_as("kube-proxy")
         .context("failed to build the proxy's client")?;
     agents.spawn(crate::proxy::run(
         client,
@@ -172,7 +172,7 @@ async fn start_nodes(
         config.address = address.unwrap_or(config.address);
         config.reconnect = Some(agent::Reconnect(creds.clone()));
         let client = creds
-            .client()
+            .client_as("kubelet")
             .context("failed to build a node agent's client")?;
         let docker = docker.clone();
         let stopped = stopped.clone();

@@ -352,6 +352,11 @@ fn kubectl_drives_the_control_plane() {
         "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
     ]);
     assert!(managers.contains("kubectl/Apply"), "{managers}");
+    // The components write under their own names, as Kubernetes' do.
+    assert!(
+        managers.contains("kube-controller-manager/Update"),
+        "{managers}"
+    );
 
     // get --watch streams: a pod created after the watch began shows up in it.
     let mut watch = Command::new("kubectl")
@@ -503,6 +508,16 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         "--timeout=60s",
     ]);
     assert!(ready.contains("condition met"), "{ready}");
+    // Its node agent wrote its status under the kubelet's name.
+    let managers = cluster.ok(&[
+        "get",
+        "pod",
+        "configured",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation}/{.subresource} {end}",
+    ]);
+    assert!(managers.contains("kubelet/Update/status"), "{managers}");
     let proxy = "/api/v1/namespaces/default/pods/configured:8080/proxy";
     let answer = cluster.ok(&["get", "--raw", &format!("{proxy}/")]);
     assert!(answer.contains("\"version\":\"fast\""), "{answer}");

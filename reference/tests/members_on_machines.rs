@@ -3,12 +3,12 @@
 //! What the README tells someone with three hosts: give each the same `ca.crt`, `ca.key`,
 //! `token` and `cluster-id`, and start `shipshape control-plane --member N --peer
 //! 1=HOST:PORT …` on each. Here the hosts are containers on the `shipshape` network, each
-//! with an address and a host name of its own, started with testcontainers from the
-//! machine image (`shipshape/machine`, with this build's `shipshape` mounted in), each
-//! waited for until it announces its apiserver and its `/readyz` answers, each one's
-//! output captured in `<target>/tmp/members-on-machines/member-N.log` (as it runs, and
-//! whole at the end). No `up` and no
-//! front door: a client talks to each member at the port its container publishes.
+//! with an address and a host name of its own, started from the machine image
+//! (`shipshape/machine`, with this build's `shipshape` mounted in) as `up` starts its
+//! members' containers ([`machines::MemberPlan`]), but with the command line the README
+//! gives; each one's output goes to `<target>/tmp/members-on-machines/member-N.log`. No
+//! `up` and no front door: a client talks to each member at the port its container
+//! publishes.
 //!
 //! Checked: a write through one member is read at once through each of the others; with
 //! the leader killed (SIGKILL), the other two keep accepting writes; started again on its
@@ -21,20 +21,16 @@
 //! control plane still takes writes.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use shipshape::agent::runtime::{self, LABEL_CLUSTER, POD_NETWORK};
+use shipshape::agent::runtime;
 use shipshape::client::Credentials;
-use shipshape::machines::{self, CONTAINER_API_PORT, CONTAINER_PEER_PORT, LABEL_MEMBER};
-use testcontainers::core::logs::LogFrame;
-use testcontainers::core::{AccessMode, IntoContainerPort as _, Mount, WaitFor};
-use testcontainers::runners::AsyncRunner as _;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt as _};
+use shipshape::machines::{self, CONTAINER_API_PORT, CONTAINER_PEER_PORT, Machine, MemberPlan};
 
 mod eventually;
 use eventually::eventually;
@@ -79,20 +75,21 @@ fn prepare() -> Cluster {
     }
 }
 
-/// Starts member `id` of `cluster` in a container of its own, as a host of its own would
-/// run it, and waits until it announces its apiserver; its fellow members are `peers`
-/// (itself included), and it joins them if `join`.
-async fn start_member(
+/// Member `id` of `cluster` as a host of its own would run it: in a container on the
+/// `shipshape` network, with its API published on a free port of this host; its fellow members
+/// are `peers` (itself included), and it joins them if `join`. Its output goes to
+/// [`log_path`], every run of it appended.
+fn member(
+    docker: &bollard::Docker,
     cluster: &Cluster,
     id: u64,
     peers: &[u64],
     join: bool,
-) -> ContainerAsync<GenericImage> {
-    let name = machines::container_name(&cluster.id, id);
-    let dir = &cluster.dir(id);
-    let owner = std::fs::metadata(dir).expect("the member's data directory");
-    let mut args: Vec<String> = [
+) -> MemberPlan {
+    let mut args: Vec<std::ffi::OsString> = [
         "control-plane",
+        // It ends when this test lets go of it, even if the test panics.
+        "--stop-with-stdin",
         "--data-dir",
         "/data",
         "--listen",
@@ -100,52 +97,43 @@ async fn start_member(
         "--member",
         &id.to_string(),
     ]
-    .map(str::to_owned)
+    .map(Into::into)
     .to_vec();
     for peer in peers {
-        args.push("--peer".to_owned());
-        args.push(peer_address(cluster, *peer));
+        args.push("--peer".into());
+        args.push(peer_address(cluster, *peer).into());
     }
     if join {
-        args.push("--join".to_owned());
+        args.push("--join".into());
     }
-    let log_path = log_path(id);
-    let log = std::sync::Mutex::new(std::fs::File::create(&log_path).expect("a member's log"));
-    let capture = move |frame: &LogFrame| {
-        use std::io::Write as _;
-        let bytes = match frame {
-            LogFrame::StdOut(bytes) | LogFrame::StdErr(bytes) => bytes,
-        };
-        if let Ok(mut log) = log.lock() {
-            let _ = log.write_all(bytes);
-        }
-    };
-    let (image, tag) = shipshape::images::MACHINE_IMAGE
-        .split_once(':')
-        .expect("the machine image has a tag");
-    GenericImage::new(image, tag)
-        .with_exposed_port(CONTAINER_API_PORT.tcp())
-        .with_wait_for(WaitFor::message_on_stdout("apiserver: "))
-        .with_cmd(args)
-        .with_container_name(&name)
-        .with_hostname(&name)
-        .with_network(POD_NETWORK)
-        .with_label(LABEL_CLUSTER, &cluster.id)
-        .with_label(LABEL_MEMBER, id.to_string())
-        .with_user(format!("{}:{}", owner.uid(), owner.gid()))
-        .with_mount(
-            Mount::bind_mount(
-                env!("CARGO_BIN_EXE_shipshape"),
-                shipshape::images::MACHINE_BINARY,
-            )
-            .with_access_mode(AccessMode::ReadOnly),
-        )
-        .with_mount(Mount::bind_mount(dir.display().to_string(), "/data"))
-        .with_log_consumer(capture)
-        .with_startup_timeout(START_TIMEOUT)
-        .start()
+    let name = machines::container_name(&cluster.id, id);
+    let (dir, api) = (cluster.dir(id), free_address());
+    let mut plan = MemberPlan::new(id, &dir, api, args, Some((docker.clone(), name)))
+        .expect("a member's plan");
+    plan.machine.log = Some(log_path(id));
+    plan
+}
+
+/// Starts `member`'s machine.
+async fn start(member: &MemberPlan) -> Machine {
+    let id = member.id;
+    member
+        .machine
+        .start(Path::new(env!("CARGO_BIN_EXE_shipshape")))
         .await
-        .unwrap_or_else(|e| panic!("member {id} did not start: {e}; see {}", log_path.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "member {id} did not start: {e:#}; see {}",
+                log_path(id).display()
+            )
+        })
+}
+
+/// A loopback address of this host with a free port, for a member to publish its API on.
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
 }
 
 /// `ID=HOST:PORT`: where the other members reach member `id`.
@@ -156,19 +144,10 @@ fn peer_address(cluster: &Cluster, id: u64) -> String {
     )
 }
 
-/// The address member `container` publishes its API at on this host.
-async fn api_address(container: &ContainerAsync<GenericImage>) -> std::net::SocketAddr {
-    let port = container
-        .get_host_port_ipv4(CONTAINER_API_PORT.tcp())
-        .await
-        .expect("the member publishes its API");
-    ([127, 0, 0, 1], port).into()
-}
-
-/// A client of member `container` alone, at the port it publishes on this host.
-async fn client_of(cluster: &Cluster, container: &ContainerAsync<GenericImage>) -> kube::Client {
+/// A client of `member` alone, at the port it publishes on this host.
+fn client_of(cluster: &Cluster, member: &MemberPlan) -> kube::Client {
     Credentials {
-        server: format!("https://{}", api_address(container).await),
+        server: format!("https://{}", member.api),
         token: cluster.token.clone(),
         ca_pem: cluster.ca_pem.clone(),
     }
@@ -176,19 +155,13 @@ async fn client_of(cluster: &Cluster, container: &ContainerAsync<GenericImage>) 
     .expect("a client")
 }
 
-/// Runs `shipshape control-plane ACTION ARGS` against member `container`, as an operator
-/// would with a kubeconfig for it; panics with its output if it fails.
-async fn control_plane(
-    cluster: &Cluster,
-    container: &ContainerAsync<GenericImage>,
-    action: &str,
-    args: &[&str],
-) {
+/// Runs `shipshape control-plane ACTION ARGS` against `member`, as an operator would with
+/// a kubeconfig for it; panics with its output if it fails.
+async fn control_plane(cluster: &Cluster, member: &MemberPlan, action: &str, args: &[&str]) {
     let kubeconfig = cluster.root.path().join("operator.kubeconfig");
-    let address = api_address(container).await;
     std::fs::write(
         &kubeconfig,
-        shipshape::control_plane::kubeconfig_json(address, &cluster.token, &cluster.ca_pem),
+        shipshape::control_plane::kubeconfig_json(member.api, &cluster.token, &cluster.ca_pem),
     )
     .expect("the operator's kubeconfig");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipshape"))
@@ -206,17 +179,10 @@ async fn control_plane(
     );
 }
 
-/// Kills member `container` (SIGKILL), as a machine that loses power.
-async fn kill(docker: &bollard::Docker, container: &ContainerAsync<GenericImage>) {
-    docker
-        .kill_container(
-            container.id(),
-            Some(bollard::query_parameters::KillContainerOptions {
-                signal: "KILL".to_owned(),
-            }),
-        )
-        .await
-        .expect("a member's container is killed");
+/// Kills member `id` (SIGKILL), as a machine that loses power; its container goes with it.
+async fn kill(running: &mut BTreeMap<u64, Machine>, id: u64) {
+    let machine = running.get_mut(&id).expect("a running member");
+    machine.kill().await.expect("a member is killed");
 }
 
 /// The member `/readyz` names the leader, once it answers 200.
@@ -268,19 +234,22 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
         .await
         .expect("the machine image");
     let cluster = prepare();
+    for id in 1..=MEMBERS + 1 {
+        let _ = std::fs::remove_file(log_path(id));
+    }
 
     // Each "host" starts its member; they find each other by name and elect a leader.
     let first: Vec<u64> = (1..=MEMBERS).collect();
-    let started = futures::future::join_all(
-        (1..=MEMBERS).map(|id| start_member(&cluster, id, &first, false)),
-    )
-    .await;
-    let mut members: BTreeMap<u64, ContainerAsync<GenericImage>> =
-        (1..=MEMBERS).zip(started).collect();
-    let mut clients = BTreeMap::new();
-    for (id, container) in &members {
-        clients.insert(*id, client_of(&cluster, container).await);
+    let mut members: BTreeMap<u64, MemberPlan> = (1..=MEMBERS)
+        .map(|id| (id, member(&docker, &cluster, id, &first, false)))
+        .collect();
+    let mut running: BTreeMap<u64, Machine> = BTreeMap::new();
+    for (id, plan) in &members {
+        running.insert(*id, start(plan).await);
     }
+    let clients: BTreeMap<u64, kube::Client> = (members.iter())
+        .map(|(id, plan)| (*id, client_of(&cluster, plan)))
+        .collect();
     let leader = eventually(START_TIMEOUT, "every member names a leader", || async {
         let mut seen = Vec::new();
         for client in clients.values() {
@@ -303,7 +272,7 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
     }
 
     // The leader loses power; the other two elect another and keep taking writes.
-    kill(&docker, &members[&leader]).await;
+    kill(&mut running, leader).await;
     let survivors: Vec<u64> = (1..=MEMBERS).filter(|id| *id != leader).collect();
     eventually(
         Duration::from_secs(15),
@@ -318,18 +287,15 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
         survivors[0]
     );
 
-    // Started again on its data, the killed member catches up and serves what it missed.
-    let restarted = members.get_mut(&leader).expect("the killed member");
-    restarted
-        .start()
-        .await
-        .expect("the killed member starts again");
-    let client = client_of(&cluster, restarted).await;
+    // Started again on its data (in a new container: the killed one is gone, and the
+    // network may give it another address), the killed member catches up and serves what
+    // it missed.
+    running.insert(leader, start(&members[&leader]).await);
     eventually(
         START_TIMEOUT,
         "the restarted member serves the write it missed",
         || async {
-            exists(&client, "written-without-the-leader")
+            exists(&clients[&leader], "written-without-the-leader")
                 .await
                 .then_some(())
         },
@@ -339,7 +305,7 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
     // A machine is lost for good: its member is killed and its disk wiped. The operator
     // removes it, and adds a new machine under a new id, which joins on an empty disk.
     let lost = survivors[0];
-    kill(&docker, &members[&lost]).await;
+    kill(&mut running, lost).await;
     std::fs::remove_dir_all(cluster.dir(lost).join("store")).expect("the lost disk is wiped");
     let asked = &members[&survivors[1]];
     control_plane(&cluster, asked, "remove", &["--member", &lost.to_string()]).await;
@@ -354,8 +320,9 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
     )
     .await;
     let now: Vec<u64> = [leader, survivors[1], new].into();
-    let joined = start_member(&cluster, new, &now, true).await;
-    let client = client_of(&cluster, &joined).await;
+    members.insert(new, member(&docker, &cluster, new, &now, true));
+    running.insert(new, start(&members[&new]).await);
+    let client = client_of(&cluster, &members[&new]);
     for name in ["written-through-1", "written-without-the-leader"] {
         eventually(
             START_TIMEOUT,
@@ -364,10 +331,9 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
         )
         .await;
     }
-    members.insert(new, joined);
     // It counts in the majority: without one more of the first members, the new one and
     // the last of them still take writes.
-    kill(&docker, &members[&leader]).await;
+    kill(&mut running, leader).await;
     eventually(
         Duration::from_secs(15),
         "a write through the new member, with two of the first three gone",
@@ -380,15 +346,11 @@ async fn members_on_machines_of_their_own_keep_serving_when_the_leader_is_killed
         survivors[1]
     );
 
-    for (id, container) in members {
-        // Both runs of each member, the live capture having followed the first only.
-        let mut output = container.stdout_to_vec().await.unwrap_or_default();
-        output.extend(container.stderr_to_vec().await.unwrap_or_default());
-        let _ = std::fs::write(log_path(id), output);
-        container
-            .rm()
+    for machine in running.values_mut() {
+        machine
+            .stop(Duration::from_secs(10))
             .await
-            .expect("a member's container is removed");
+            .expect("a member stops");
     }
 }
 

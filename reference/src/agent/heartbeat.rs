@@ -70,7 +70,7 @@ pub async fn run(
         };
         tracing::warn!(node = %config.node_name, %error, "heartbeat failed");
         if let Some(Reconnect(credentials)) = &config.reconnect
-            && let Ok(client) = credentials.client()
+            && let Ok(client) = credentials.client_as("kubelet")
         {
             nodes = Api::all(client.clone());
             leases = Api::namespaced(client, NODE_LEASE_NAMESPACE);
