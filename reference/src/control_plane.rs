@@ -283,10 +283,10 @@ impl ControlPlane {
         let client = self.credentials().client_as("kube-controller-manager")?;
         let scheduling = self.credentials().client_as("kube-scheduler")?;
         let components = {
-            let (client, addr) = (client.clone(), self.addr);
+            let (client, addr, ca) = (client.clone(), self.addr, self.credentials().ca_pem);
             move |stopped: watch::Receiver<bool>| {
                 let clients = (client.clone(), scheduling.clone());
-                run_components(clients, addr, node_lifecycle.clone(), stopped)
+                run_components(clients, addr, (node_lifecycle.clone(), ca.clone()), stopped)
             }
         };
         let stopped = self.stop.subscribe();
@@ -324,7 +324,10 @@ impl ControlPlane {
 async fn run_components(
     (client, scheduling): (kube::Client, kube::Client),
     addr: SocketAddr,
-    node_lifecycle: crate::controllers::node_lifecycle::NodeLifecycleConfig,
+    (node_lifecycle, ca): (
+        crate::controllers::node_lifecycle::NodeLifecycleConfig,
+        String,
+    ),
     stopped: watch::Receiver<bool>,
 ) {
     let publisher = {
@@ -354,7 +357,9 @@ async fn run_components(
         }
     };
     let controllers = async move {
-        if let Err(e) = crate::controllers::run_with(client, node_lifecycle, stopped).await {
+        if let Err(e) =
+            crate::controllers::run_with(client, node_lifecycle, Some(ca), stopped).await
+        {
             tracing::error!(error = %e, "the controllers stopped");
         }
     };

@@ -1313,3 +1313,86 @@ async fn service_account_tokens_are_authorized_by_the_roles_bound_to_them() {
     );
     cp.stop().await;
 }
+
+/// Kubernetes' ServiceAccount admission: a pod acts as `default` unless it names an
+/// account, and gets its account's credentials as a projected volume, mounted in every
+/// container, unless the pod or its account opts out; every namespace has the cluster CA
+/// as ConfigMap `kube-root-ca.crt`.
+#[tokio::test]
+async fn pods_get_their_service_account_credentials_unless_they_opt_out() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+    use kube::api::{Api, PostParams};
+
+    let (mut cp, _dir) = start().await;
+    let admin = cp.credentials().client().expect("client");
+    cp.start_components(Default::default()).expect("components");
+    let post = PostParams::default();
+    let pods: Api<Pod> = Api::default_namespaced(admin.clone());
+    let create = |spec: serde_json::Value| {
+        let pods = pods.clone();
+        async move {
+            let pod =
+                serde_json::from_value(json!({"metadata": {"generateName": "p-"}, "spec": spec}))
+                    .expect("a pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("created")
+        }
+    };
+    let files = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let containers = json!([{"name": "a", "image": "shipshape/probe:v1"},
+                            {"name": "b", "image": "shipshape/probe:v1",
+                             "volumeMounts": [{"name": "own", "mountPath": files}]}]);
+    let pod = create(json!({"containers": containers,
+        "volumes": [{"name": "own", "emptyDir": {}}]}))
+    .await;
+    let spec = pod.spec.expect("a spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volumes = spec.volumes.expect("volumes");
+    let access = volumes
+        .iter()
+        .find(|v| v.name.starts_with("kube-api-access-"))
+        .expect("a kube-api-access volume");
+    let sources = access.projected.as_ref().and_then(|p| p.sources.clone());
+    let sources = serde_json::to_value(sources).expect("json");
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[2]["downwardAPI"]["items"][0]["path"], "namespace");
+    let mounts = |i: usize| serde_json::to_value(&spec.containers[i].volume_mounts).expect("json");
+    assert_eq!(
+        mounts(0),
+        json!([{"name": access.name, "mountPath": files, "readOnly": true}])
+    );
+    // A container that mounts something of its own there keeps it.
+    assert_eq!(mounts(1), json!([{"name": "own", "mountPath": files}]));
+
+    // Opting out: the pod itself, or its account.
+    let one = json!([{"name": "a", "image": "shipshape/probe:v1"}]);
+    let pod = create(json!({"containers": one, "automountServiceAccountToken": false})).await;
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.volumes.clone()), None);
+    let accounts: Api<ServiceAccount> = Api::default_namespaced(admin.clone());
+    let quiet = json!({"metadata": {"name": "quiet"}, "automountServiceAccountToken": false});
+    accounts
+        .create(&post, &serde_json::from_value(quiet).expect("an account"))
+        .await
+        .expect("created");
+    let pod = create(json!({"containers": one, "serviceAccountName": "quiet"})).await;
+    let spec = pod.spec.expect("a spec");
+    assert_eq!(
+        (spec.service_account_name.as_deref(), spec.volumes),
+        (Some("quiet"), None)
+    );
+
+    // The CA the volume takes `ca.crt` from, in every namespace.
+    let maps: Api<ConfigMap> = Api::default_namespaced(admin.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ca = loop {
+        if let Some(map) = maps.get_opt("kube-root-ca.crt").await.expect("get") {
+            break map;
+        }
+        assert!(std::time::Instant::now() < deadline, "no kube-root-ca.crt");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let pem = ca.data.and_then(|d| d.get("ca.crt").cloned());
+    assert_eq!(pem, Some(cp.credentials().ca_pem));
+}

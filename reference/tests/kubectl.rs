@@ -527,6 +527,20 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         &format!("{proxy}/file?path=/etc/login/user"),
     ]);
     assert_eq!(user, "admin");
+    // Its account's credentials, where client libraries look for them: the token says
+    // who the pod is.
+    let account_file = |name: &str| {
+        let path = format!("/var/run/secrets/kubernetes.io/serviceaccount/{name}");
+        cluster.ok(&["get", "--raw", &format!("{proxy}/file?path={path}")])
+    };
+    assert_eq!(account_file("namespace"), "default");
+    assert!(account_file("ca.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    let token = format!("--token={}", account_file("token"));
+    let whoami = cluster.ok(&[&token, "auth", "whoami"]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:default"),
+        "{whoami}"
+    );
 
     // A job, sent as protobuf too: its pod works a second on the node and ends well.
     let created = cluster.ok(&[

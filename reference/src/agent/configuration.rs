@@ -8,14 +8,23 @@
 //! container from being created: it waits with `CreateContainerConfigError` and says why,
 //! and the next round tries again, so creating the ConfigMap later starts the container.
 //!
+//! A `projected` volume gathers such files with two more sources: a `serviceAccountToken`
+//! (a token the agent asks the API for, `TokenRequest`, as the pod's ServiceAccount) and
+//! the `downwardAPI`'s `metadata.namespace`. The apiserver gives every pod one, as
+//! Kubernetes does (`kube-api-access-*`: token, `ca.crt`, namespace), which is how a
+//! client library inside the pod finds its credentials.
+//!
 //! Files are written into the pod's directory on this node and mounted read-only. Unlike
 //! the kubelet, the agent does not rewrite them while the container runs: a new container
-//! (a restart) sees the new data.
+//! (a restart) sees the new data, and a new token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PodSpec, Secret, ServiceAccount, Volume,
+};
 use kube::Api;
 
 /// One ConfigMap's or Secret's data: bytes by key.
@@ -45,6 +54,8 @@ pub(super) struct Sources {
     namespace: String,
     config_maps: BTreeMap<String, Option<Data>>,
     secrets: BTreeMap<String, Option<Data>>,
+    /// A token of the pod's ServiceAccount, if a projected volume asks for one.
+    token: Option<String>,
 }
 
 impl Sources {
@@ -79,6 +90,25 @@ impl Sources {
                 pairs.map(|(k, v)| (k, v.0)).collect()
             });
             sources.secrets.insert(name, data);
+        }
+        let projected = spec.into_iter().flat_map(|s| s.volumes.iter().flatten());
+        let projected = projected.filter_map(|v| v.projected.as_ref());
+        let mut asked = projected.flat_map(|p| p.sources.iter().flatten());
+        if let Some(asked) = asked.find_map(|s| s.service_account_token.as_ref()) {
+            let account = spec.and_then(|s| s.service_account_name.as_deref());
+            let spec = TokenRequestSpec {
+                audiences: asked.audience.iter().cloned().collect(),
+                expiration_seconds: Some(asked.expiration_seconds.unwrap_or(3600)),
+                ..TokenRequestSpec::default()
+            };
+            let request = TokenRequest {
+                spec,
+                ..TokenRequest::default()
+            };
+            let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+            let pp = &Default::default();
+            let token = accounts.create_token_request(account.unwrap_or("default"), pp, &request);
+            sources.token = token.await?.status.map(|s| s.token);
         }
         Ok(sources)
     }
@@ -161,28 +191,14 @@ impl Sources {
         Ok(vars)
     }
 
-    /// Writes a `configMap` or `secret` volume's files into `dir` (emptied first); false for
-    /// a volume of another kind, which is left alone.
+    /// Writes a `configMap`, `secret` or `projected` volume's files into `dir` (emptied
+    /// first); false for a volume of another kind, which is left alone.
     pub(super) fn write_volume(&self, volume: &Volume, dir: &Path) -> Result<bool, String> {
-        let (kind, name, items, default_mode, optional) = match (&volume.config_map, &volume.secret)
-        {
-            (Some(c), _) => (
-                Kind::ConfigMap,
-                c.name.as_str(),
-                &c.items,
-                c.default_mode,
-                c.optional,
-            ),
-            (None, Some(s)) => (
-                Kind::Secret,
-                s.secret_name.as_deref().unwrap_or_default(),
-                &s.items,
-                s.default_mode,
-                s.optional,
-            ),
-            (None, None) => return Ok(false),
-        };
-        let cannot = |e: std::io::Error| format!("cannot write volume {:?}: {e}", volume.name);
+        let (name, projected) = (&volume.name, volume.projected.as_ref());
+        if volume.config_map.is_none() && volume.secret.is_none() && projected.is_none() {
+            return Ok(false);
+        }
+        let cannot = |e: std::io::Error| format!("cannot write volume {name:?}: {e}");
         // Emptied, not removed: another container of the pod may have it mounted.
         std::fs::create_dir_all(dir).map_err(cannot)?;
         for entry in std::fs::read_dir(dir).map_err(cannot)? {
@@ -193,33 +209,19 @@ impl Sources {
                 std::fs::remove_file(&path).map_err(cannot)?;
             }
         }
-        let Some(data) = self.data(kind, name, optional)? else {
-            return Ok(true);
+        let default_mode = match (&volume.config_map, &volume.secret, projected) {
+            (Some(c), _, _) => c.default_mode,
+            (None, Some(s), _) => s.default_mode,
+            (None, None, p) => p.and_then(|p| p.default_mode),
         };
-        // Without `items`, every key, as a file of its name.
-        let every_key = || {
-            let item = |key: &String| KeyToPath {
-                key: key.clone(),
-                path: key.clone(),
-                mode: None,
-            };
-            data.keys().map(item).collect()
-        };
-        for item in items.clone().unwrap_or_else(every_key) {
-            let Some(value) = data.get(&item.key) else {
-                if optional == Some(true) {
-                    continue;
-                }
-                return Err(self.no_key(kind, name, &item.key));
-            };
-            let relative = Path::new(&item.path);
+        let write = |path: &str, value: &[u8], mode: Option<i32>| {
+            let relative = Path::new(path);
             if !relative
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)))
             {
                 return Err(format!(
-                    "volume {:?}: path {:?} must be relative and must not contain '..'",
-                    volume.name, item.path
+                    "volume {name:?}: path {path:?} must be relative and must not contain '..'"
                 ));
             }
             let file = dir.join(relative);
@@ -227,8 +229,61 @@ impl Sources {
                 std::fs::create_dir_all(parent).map_err(cannot)?;
             }
             std::fs::write(&file, value).map_err(cannot)?;
-            let mode = item.mode.or(default_mode).unwrap_or(0o644);
-            set_mode(&file, mode).map_err(cannot)?;
+            set_mode(&file, mode.or(default_mode).unwrap_or(0o644)).map_err(cannot)
+        };
+        let mut sources = Vec::new();
+        if let Some(c) = &volume.config_map {
+            sources.push((Kind::ConfigMap, c.name.as_str(), &c.items, c.optional));
+        }
+        if let Some(s) = &volume.secret {
+            let secret = s.secret_name.as_deref().unwrap_or_default();
+            sources.push((Kind::Secret, secret, &s.items, s.optional));
+        }
+        for source in projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(c) = &source.config_map {
+                sources.push((Kind::ConfigMap, c.name.as_str(), &c.items, c.optional));
+            }
+            if let Some(s) = &source.secret {
+                sources.push((Kind::Secret, s.name.as_str(), &s.items, s.optional));
+            }
+            if let Some(asked) = &source.service_account_token {
+                let token = self
+                    .token
+                    .as_deref()
+                    .ok_or("no token of the pod's account")?;
+                write(&asked.path, token.as_bytes(), None)?;
+            }
+            // Of the downward API, the namespace: what a client library reads.
+            let fields = source
+                .downward_api
+                .iter()
+                .flat_map(|d| d.items.iter().flatten());
+            for item in fields.filter(|i| {
+                i.field_ref.as_ref().map(|f| f.field_path.as_str()) == Some("metadata.namespace")
+            }) {
+                write(&item.path, self.namespace.as_bytes(), item.mode)?;
+            }
+        }
+        for (kind, name, items, optional) in sources {
+            let Some(data) = self.data(kind, name, optional)? else {
+                continue;
+            };
+            // Without `items`, every key, as a file of its name.
+            let every_key = || {
+                let item = |key: &String| KeyToPath {
+                    key: key.clone(),
+                    path: key.clone(),
+                    mode: None,
+                };
+                data.keys().map(item).collect()
+            };
+            for item in items.clone().unwrap_or_else(every_key) {
+                match data.get(&item.key) {
+                    Some(value) => write(&item.path, value, item.mode)?,
+                    None if optional == Some(true) => {}
+                    None => return Err(self.no_key(kind, name, &item.key)),
+                }
+            }
         }
         Ok(true)
     }
@@ -273,6 +328,10 @@ fn named(spec: &PodSpec) -> (BTreeSet<String>, BTreeSet<String>) {
     for v in spec.volumes.iter().flatten() {
         config_maps.extend(v.config_map.as_ref().map(|c| c.name.clone()));
         secrets.extend(v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            config_maps.extend(source.config_map.as_ref().map(|c| c.name.clone()));
+            secrets.extend(source.secret.as_ref().map(|s| s.name.clone()));
+        }
     }
     (config_maps, secrets)
 }
@@ -302,6 +361,7 @@ mod tests {
             ]
             .into(),
             secrets: [("login".to_owned(), data(&[("user", "admin")]))].into(),
+            token: Some("a token".into()),
         }
     }
 
@@ -393,5 +453,43 @@ mod tests {
         let empty: Volume =
             serde_json::from_value(json!({"name": "v", "emptyDir": {}})).expect("a volume");
         assert_eq!(sources().write_volume(&empty, dir.path()), Ok(false));
+    }
+
+    #[test]
+    fn a_projected_volume_holds_the_token_the_chosen_keys_and_the_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let access: Volume = serde_json::from_value(json!({"name": "kube-api-access-x",
+            "projected": {"defaultMode": 0o600, "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "settings", "items": [{"key": "mode", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}))
+        .expect("a volume");
+        assert_eq!(sources().write_volume(&access, dir.path()), Ok(true));
+        for (file, text) in [
+            ("token", "a token"),
+            ("ca.crt", "fast"),
+            ("namespace", "default"),
+        ] {
+            let path = dir.path().join(file);
+            assert_eq!(std::fs::read_to_string(&path).expect(file), text);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&path).expect(file).permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{file}");
+            }
+        }
+        let mut tokenless = sources();
+        tokenless.token = None;
+        assert!(tokenless.write_volume(&access, dir.path()).is_err());
+        let missing: Volume =
+            serde_json::from_value(json!({"name": "v", "projected": {"sources": [
+            {"configMap": {"name": "gone"}}]}}))
+            .expect("a volume");
+        assert_eq!(
+            sources().write_volume(&missing, dir.path()),
+            Err("configmap \"gone\" not found".into())
+        );
     }
 }

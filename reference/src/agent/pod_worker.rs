@@ -521,7 +521,9 @@ async fn container_run(
         "metadata.namespace" => namespace.to_owned(),
         "metadata.uid" => uid.to_owned(),
         "spec.nodeName" => config.node_name.clone(),
-        "spec.serviceAccountName" => "default".into(),
+        "spec.serviceAccountName" => (pod.spec.as_ref())
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into()),
         "status.podIP" => sandbox.ip.clone().unwrap_or_default(),
         "status.hostIP" => config.address.to_string(),
         other => meta::path(&pod_value, other)
@@ -574,14 +576,14 @@ async fn container_run(
         let files = sources.write_volume(volume, &own_dir)?;
         let host = match &volume.host_path {
             Some(host_path) if !files => host_path.path.clone(),
-            // ConfigMap and Secret files, emptyDir (and anything else): a directory of the
+            // ConfigMap, Secret and projected files, emptyDir (and anything else): a directory of the
             // pod's, shared by its containers.
             _ => {
                 let _ = std::fs::create_dir_all(&own_dir);
                 own_dir.display().to_string()
             }
         };
-        // ConfigMap and Secret files are read-only, as in Kubernetes.
+        // ConfigMap, Secret and projected files are read-only, as in Kubernetes.
         let ro = (files || m.read_only == Some(true)).then_some(":ro");
         binds.push(format!("{host}:{}{}", m.mount_path, ro.unwrap_or_default()));
     }

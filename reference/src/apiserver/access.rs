@@ -164,6 +164,67 @@ fn verify(key: &hmac::Key, shared: &Shared, token: &[u8]) -> Option<Identity> {
         .then(|| Identity::new(&format!("system:serviceaccount:{ns}:{name}"), []))
 }
 
+/// Where a pod's containers find their account's credentials.
+pub const ACCOUNT_FILES: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Kubernetes' ServiceAccount admission, for a new pod in `ns`: it acts as `default` unless
+/// it names an account; and unless it or its account says `automountServiceAccountToken:
+/// false`, a projected volume `kube-api-access-*` (a token of the account, the cluster CA
+/// from ConfigMap `kube-root-ca.crt`, the namespace) is mounted read-only at
+/// [`ACCOUNT_FILES`] in every container that mounts nothing there. An account that does
+/// not exist yet is not an error here: the node agent waits until it can have its token.
+pub fn admit_pod(shared: &Shared, ns: &str, pod: &mut Value, suffix: String) {
+    let spec = api::meta::ensure_object(&mut pod["spec"]);
+    let name = spec.get("serviceAccountName").and_then(Value::as_str);
+    let name = name
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_owned();
+    let accounts = api::find("", "v1", "serviceaccounts");
+    let account = accounts.and_then(|r| resources::get(shared, r, Some(ns), &name).ok());
+    let mount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool);
+    let mount = mount.or_else(|| account?.0["automountServiceAccountToken"].as_bool());
+    spec.insert("serviceAccountName".into(), json!(name));
+    if mount == Some(false) {
+        return;
+    }
+    let volume = format!("kube-api-access-{suffix}");
+    let mut mounted = false;
+    for list in ["initContainers", "containers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let mounts = api::meta::ensure_object(c)
+                .entry("volumeMounts")
+                .or_insert(json!([]));
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            if !mounts.iter().any(|m| m["mountPath"] == ACCOUNT_FILES) {
+                mounts.push(json!({"name": volume, "mountPath": ACCOUNT_FILES, "readOnly": true}));
+                mounted = true;
+            }
+        }
+    }
+    let namespace = json!({"path": "namespace",
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}});
+    let projected = json!({"name": volume, "projected": {"defaultMode": 0o644, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [namespace]}}]}});
+    if let (true, Some(volumes)) = (
+        mounted,
+        spec.entry("volumes").or_insert(json!([])).as_array_mut(),
+    ) {
+        volumes.push(projected);
+    }
+}
+
 /// What a request does, as RBAC rules name it.
 #[derive(Debug, Default)]
 pub struct Attributes {

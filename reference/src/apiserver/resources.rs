@@ -563,6 +563,9 @@ async fn create(
     // The uid comes before defaulting: a Job's generated selector is made of it.
     metadata_mut(&mut obj).insert("uid".into(), json!(new_uid()));
     let mut obj = admit(r, obj, query)?;
+    if let ("Pod", Some(ns)) = (r.kind, ns) {
+        super::access::admit_pod(shared, ns, &mut obj, random_suffix(5));
+    }
     let name = meta::name(&obj).unwrap_or_default().to_owned();
     let meta = metadata_mut(&mut obj);
     meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));

@@ -24,7 +24,7 @@
 //! | `statefulsets.rs` | StatefulSets, and their pods | pods `<set>-<ordinal>` (in order; rolling update from the highest, down to a partition); ControllerRevisions; `statefulsets/{name}/status` |
 //! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
 //! | `cronjobs.rs` | CronJobs, and the Jobs they own | Jobs (create on schedule, delete past the history limits); `cronjobs/{name}/status` |
-//! | `service_accounts.rs` | namespaces, and ServiceAccounts named `default` | a `default` ServiceAccount in every namespace |
+//! | `service_accounts.rs` | namespaces, ServiceAccounts named `default`, ConfigMaps named `kube-root-ca.crt` | a `default` ServiceAccount and the cluster CA in every namespace |
 //!
 //! The chain Deployment → ReplicaSet → Pod is held together by `ownerReferences`: the
 //! Deployment controller creates ReplicaSets that name their Deployment as controller, the
@@ -221,18 +221,16 @@ where
 /// Returns an error at once if the apiserver refuses the client (wrong address, CA or
 /// token); after that, failures are retried with back-off and never end the controllers.
 pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), ControllerError> {
-    run_with(
-        client,
-        node_lifecycle::NodeLifecycleConfig::default(),
-        shutdown,
-    )
-    .await
+    let timing = node_lifecycle::NodeLifecycleConfig::default();
+    run_with(client, timing, None, shutdown).await
 }
 
-/// [`run`], with the node lifecycle controller's timing given.
+/// [`run`], with the node lifecycle controller's timing given, and the cluster CA (PEM) to
+/// publish in every namespace as ConfigMap `kube-root-ca.crt`.
 pub async fn run_with(
     client: Client,
     node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+    root_ca: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -244,7 +242,7 @@ pub async fn run_with(
         deployment::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         endpoints::run(client.clone(), shutdown.clone()),
-        service_accounts::run(client.clone(), shutdown.clone()),
+        service_accounts::run(client.clone(), root_ca, shutdown.clone()),
         jobs::run(client.clone(), shutdown.clone()),
         cronjobs::run(client.clone(), shutdown.clone()),
         daemonsets::run(client.clone(), shutdown.clone()),
