@@ -589,7 +589,11 @@ pub(super) fn reconcile(
             continue;
         };
         let is_new = Some(i) == new_index;
-        let mut annotations = is_new.then(|| new_annotations.clone()).unwrap_or_default();
+        let mut annotations = if is_new {
+            new_annotations.clone()
+        } else {
+            BTreeMap::new()
+        };
         let scale = (was != m.size).then_some((was, m.size));
         let marks_stale = m.desired_mark != Some(desired) || m.max_mark != Some(desired + surge);
         if (scale.is_some() || m.stamped) && marks_stale {

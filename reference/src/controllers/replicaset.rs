@@ -226,10 +226,8 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 /// ReplicaSet; `None` when the ReplicaSet has no name or uid to be named by.
 fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
     let template = rs.spec.as_ref()?.template.clone().unwrap_or_default();
-    let finalizers = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.finalizers.clone());
+    let meta = template.metadata.as_ref();
+    let finalizers = meta.and_then(|m| m.finalizers.clone());
     controller_ref(rs)?;
     let mut pod = super::pod_from_template(rs, template);
     pod.metadata.finalizers = finalizers;
