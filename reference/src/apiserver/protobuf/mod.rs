@@ -631,7 +631,9 @@ fn time(mut fields: Scalars, micro: bool) -> Result<Value, Invalid> {
     if seconds == GO_ZERO_TIME && micros == 0 {
         return Ok(Value::Null);
     }
-    let text = jiff::Timestamp::from_second(seconds)
+    let text = jiff::civil::date(1970, 1, 1)
+        .at(0, 0, 0, 0)
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
         .map_err(|e| Invalid::new(format!("unsupported timestamp: {e}")))?
         .strftime("%Y-%m-%dT%H:%M:%S");
     Ok(Value::String(if micro {
