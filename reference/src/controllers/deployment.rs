@@ -201,11 +201,8 @@ fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
 /// Whether `d` replaces its pods all at once (`strategy.type: Recreate`) rather than by a
 /// rolling update.
 fn is_recreate(d: &Deployment) -> bool {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.strategy.as_ref())
-        .and_then(|s| s.type_.as_deref())
-        == Some("Recreate")
+    let strategy = d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    strategy.and_then(|s| s.type_.as_deref()) == Some("Recreate")
 }
 
 /// `(maxSurge, maxUnavailable)` resolved against `spec.replicas`, as Kubernetes resolves
@@ -218,11 +215,8 @@ fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     let strategy = spec.strategy.as_ref();
     let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
     let surge = resolve(rolling.and_then(|r| r.max_surge.as_ref()), replicas, true);
-    let mut unavailable = resolve(
-        rolling.and_then(|r| r.max_unavailable.as_ref()),
-        replicas,
-        false,
-    );
+    let max_unavailable = rolling.and_then(|r| r.max_unavailable.as_ref());
+    let mut unavailable = resolve(max_unavailable, replicas, false);
     if surge == 0 && unavailable == 0 {
         unavailable = 1;
     }
@@ -257,7 +251,7 @@ fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
 }
 
 /// One ReplicaSet as a pass sizes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Member {
     name: String,
     /// `spec.replicas` before this pass; `None` for the ReplicaSet this pass creates.
@@ -279,13 +273,10 @@ impl Member {
     /// The new ReplicaSet this pass creates, of `size`, stamped with the Deployment's size.
     fn to_create(size: i32, shape: Shape) -> Member {
         Member {
-            name: String::new(),
-            was: None,
             size,
-            available: 0,
             desired_mark: Some(shape.desired),
             max_mark: Some(shape.desired + shape.surge),
-            stamped: false,
+            ..Member::default()
         }
     }
 
@@ -295,11 +286,8 @@ impl Member {
         // A ReplicaSet just scaled down may still report the pods it is deleting as
         // available; counting more than its size would let the next pass take old pods
         // out twice for the same new ones.
-        let reported = rs
-            .status
-            .as_ref()
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
+        let status = rs.status.as_ref();
+        let reported = status.and_then(|s| s.available_replicas).unwrap_or(0);
         Member {
             name: rs.name_any(),
             was: Some(size),
@@ -685,9 +673,7 @@ pub(super) fn reconcile(
         (false, Some(reason::PAUSED)) => Some((reason::RESUMED, "Deployment is resumed")),
         (false, _) => None,
     };
-    if deadline.is_some()
-        && let Some((why, message)) = pause_change
-    {
+    if let (Some(_), Some((why, message))) = (deadline, pause_change) {
         conditions.set("Progressing", "Unknown", why, message);
     }
     if rollout {
@@ -801,10 +787,8 @@ fn new_replicaset(
     labels.insert(HASH_LABEL.to_owned(), hash.to_owned());
     let labels = labels.clone();
     let mut selector = spec.selector.clone();
-    selector
-        .match_labels
-        .get_or_insert_default()
-        .insert(HASH_LABEL.to_owned(), hash.to_owned());
+    let match_labels = selector.match_labels.get_or_insert_default();
+    match_labels.insert(HASH_LABEL.to_owned(), hash.to_owned());
     let mut annotations = copied_annotations(d);
     annotations.insert(REVISION.to_owned(), revision.to_string());
     annotations.extend(scale_annotations(replicas, surge));
@@ -918,12 +902,8 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     let uid = d.metadata.uid.as_deref();
     let action = format!("list the ReplicaSets of {what}");
     let listed = sets.list(&ListParams::default()).await;
-    let owned: Vec<ReplicaSet> = listed
-        .map_err(ControllerError::api(action))?
-        .items
-        .into_iter()
-        .filter(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid)
-        .collect();
+    let mut owned = listed.map_err(ControllerError::api(action))?.items;
+    owned.retain(|rs| uid.is_some() && controller_uid(&rs.metadata) == uid);
     let old_pods_running =
         is_recreate(&d) && old_pods_running(&client, &namespace, &d, &owned).await?;
     let plan = reconcile(&d, &owned, old_pods_running, Timestamp::now())?;

@@ -92,12 +92,8 @@ impl Default for NodeLifecycleConfig {
 }
 
 fn ready_condition(node: &Node) -> Option<&NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
+    let conditions = node.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == "Ready")
 }
 
 /// What to do about one node.
@@ -114,10 +110,8 @@ pub enum NodeVerdict {
 }
 
 fn has_unreachable_taint(node: &Node) -> Option<Timestamp> {
-    node.spec
-        .as_ref()?
-        .taints
-        .as_ref()?
+    let taints = node.spec.as_ref()?.taints.as_ref()?;
+    taints
         .iter()
         .find(|t| t.key == UNREACHABLE && t.effect == "NoExecute")
         .map(|t| t.time_added.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0))
@@ -265,14 +259,10 @@ impl Seen {
     fn cached(caches: &Caches) -> Option<Seen> {
         caches.nodes.wait_until_ready().now_or_never()?.ok()?;
         caches.leases.wait_until_ready().now_or_never()?.ok()?;
+        let leases = caches.leases.state();
         Some(Seen {
             nodes: caches.nodes.state(),
-            renewed: caches
-                .leases
-                .state()
-                .iter()
-                .filter_map(|lease| lease_renewal(lease))
-                .collect(),
+            renewed: leases.iter().filter_map(|l| lease_renewal(l)).collect(),
             cached: true,
         })
     }
@@ -341,12 +331,8 @@ fn judge(
         .iter()
         .map(|node| {
             let name = node.name_any();
-            let unchanged_for = heartbeats.unchanged_for(
-                &name,
-                node,
-                seen.renewed.get(&name).copied(),
-                Instant::now(),
-            );
+            let renewed = seen.renewed.get(&name).copied();
+            let unchanged_for = heartbeats.unchanged_for(&name, node, renewed, Instant::now());
             let verdict = assess(node, unchanged_for, config.grace_period);
             (name, node.clone(), verdict)
         })

@@ -136,11 +136,8 @@ pub(super) fn reconcile(
             plan.create = vec![pod; desired - active.len()];
         } else if active.len() > desired {
             active.sort_by_key(|p| deletion_rank(p));
-            plan.delete = active
-                .iter()
-                .take(active.len() - desired)
-                .map(|p| p.name_any())
-                .collect();
+            let surplus = &active[..active.len() - desired];
+            plan.delete = surplus.iter().map(|p| p.name_any()).collect();
         }
     }
 
@@ -210,23 +207,18 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
         Some(_) => 3,
     };
     let ready = ready_since(pod);
-    let restarts = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .map_or(0, |cs| {
-            cs.iter().map(|c| c.restart_count).max().unwrap_or(0)
-        });
-    let created = pod
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(Timestamp::MAX, |t| t.0);
+    let containers = status.and_then(|s| s.container_statuses.as_ref());
+    let restarts = containers.map_or(0, |cs| {
+        cs.iter().map(|c| c.restart_count).max().unwrap_or(0)
+    });
+    let created = pod.metadata.creation_timestamp.as_ref();
     (
         spec_node.is_some_and(|n| !n.is_empty()),
         phase,
         ready.is_some(),
         Reverse(ready.unwrap_or(Timestamp::MAX)),
         Reverse(restarts),
-        Reverse(created),
+        Reverse(created.map_or(Timestamp::MAX, |t| t.0)),
     )
 }
 
@@ -234,10 +226,8 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 /// ReplicaSet; `None` when the ReplicaSet has no name or uid to be named by.
 fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
     let template = rs.spec.as_ref()?.template.clone().unwrap_or_default();
-    let finalizers = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.finalizers.clone());
+    let meta = template.metadata.as_ref();
+    let finalizers = meta.and_then(|m| m.finalizers.clone());
     controller_ref(rs)?;
     let mut pod = super::pod_from_template(rs, template);
     pod.metadata.finalizers = finalizers;
@@ -290,19 +280,15 @@ const CACHE_BEHIND_RETRY: Duration = Duration::from_millis(25);
 /// the ones to release. `fresh` holds every pod that matches now, so a cached pod named
 /// there is not taken from the cache.
 fn strays(rs: &ReplicaSet, cached: &[Arc<Pod>], fresh: &[Pod]) -> Vec<Pod> {
-    let Some(uid) = rs.metadata.uid.as_deref() else {
+    let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
+    let (Some(uid), Some(selector)) = (rs.metadata.uid.as_deref(), selector) else {
         return Vec::new();
     };
-    let selector = Selector::new(rs.spec.as_ref().map(|s| &s.selector));
     cached
         .iter()
         .filter(|p| p.metadata.namespace == rs.metadata.namespace)
         .filter(|p| controller_uid(&p.metadata) == Some(uid))
-        .filter(|p| {
-            selector
-                .as_ref()
-                .is_some_and(|s| !s.matches(p.metadata.labels.as_ref()))
-        })
+        .filter(|p| !selector.matches(p.metadata.labels.as_ref()))
         .filter(|p| !fresh.iter().any(|f| f.metadata.name == p.metadata.name))
         .map(|p| (**p).clone())
         .collect()
@@ -480,10 +466,8 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
     }
 
     if let Some(status) = &plan.status {
-        write_status(sets, &name, rs.status.as_ref(), status, || {
-            format!("update the status of {what}")
-        })
-        .await?;
+        let action = || format!("update the status of {what}");
+        write_status(sets, &name, rs.status.as_ref(), status, action).await?;
     }
     Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC)))
 }
@@ -500,13 +484,11 @@ async fn set_owner_references(
         "resourceVersion": pod.metadata.resource_version,
         "ownerReferences": refs,
     }}));
+    let action = format!("set the owners of pod {name}");
     match pods.patch(&name, &PatchParams::default(), &patch).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(source) => Err(ControllerError::Api {
-            action: format!("set the owners of pod {name}"),
-            source,
-        }),
+        Err(source) => Err(ControllerError::Api { action, source }),
     }
 }
 

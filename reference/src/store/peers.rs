@@ -327,12 +327,8 @@ impl PeerTransport {
                 .await
                 .map_err(|_| StoreError::Dropped)?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| StoreError::Dropped)?
-                .to_bytes();
+            let body = response.into_body().collect().await;
+            let body = body.map_err(|_| StoreError::Dropped)?.to_bytes();
             if status != StatusCode::OK {
                 let why = String::from_utf8_lossy(&body);
                 tracing::warn!(leader, %status, %why, "the leader refused a forwarded write");
@@ -569,12 +565,8 @@ async fn send_batch(
     let mut sender = reuse_or_connect(config, address, connection.take()).await?;
     let response = post(config, &mut sender, "/raft/messages", body).await?;
     let status = response.status();
-    let answer = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let answer = response.into_body().collect().await;
+    let answer = answer.map(|b| b.to_bytes()).unwrap_or_default();
     if status != StatusCode::NO_CONTENT {
         let why = String::from_utf8_lossy(&answer).into_owned();
         tracing::warn!(%address, %status, %why, "a member refused our raft messages");

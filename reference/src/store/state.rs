@@ -210,10 +210,7 @@ fn history_key(revision: u64) -> Vec<u8> {
 }
 
 fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
-    match tree.get(key)? {
-        None => Ok(0),
-        Some(v) => Reader::new(&v).u64(),
-    }
+    tree.get(key)?.map_or(Ok(0), |v| Reader::new(&v).u64())
 }
 
 /// The read side of `lock`, even if a holder panicked.

@@ -194,11 +194,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let unknown = render(&SCHEMA, "runtime.Unknown", envelope, 0)
         .map_err(|invalid| ProtobufError::Envelope(invalid.to_string()))?;
     let text = |pointer: &str| {
-        unknown
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
+        let found = unknown.pointer(pointer).and_then(Value::as_str);
+        found.unwrap_or_default().to_owned()
     };
     let encoding = text("/contentEncoding");
     if !encoding.is_empty() {
@@ -227,10 +224,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         }
     };
     // The object's own fields, should it have these, win over the envelope's.
-    object
-        .entry("apiVersion")
-        .or_insert(Value::String(api_version));
-    object.entry("kind").or_insert(Value::String(kind));
+    object.entry("apiVersion").or_insert(api_version.into());
+    object.entry("kind").or_insert(kind.into());
     Ok(Value::Object(object))
 }
 
@@ -300,11 +295,9 @@ impl Schema {
                 current = Some(schema.messages.entry(line).or_default());
                 continue;
             }
-            let (Some(fields), Some((number, field))) = (current.as_mut(), Field::parse(line))
-            else {
-                continue;
-            };
-            fields.insert(number, field);
+            if let (Some(fields), Some((number, field))) = (current.as_mut(), Field::parse(line)) {
+                fields.insert(number, field);
+            }
         }
         schema
     }
@@ -369,13 +362,9 @@ fn varint(buf: &mut &[u8]) -> Result<u64, Invalid> {
 }
 
 fn take<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], Invalid> {
-    if buf.len() < len {
-        return Err(Invalid::new(format!(
-            "field needs {len} bytes, {} left",
-            buf.len()
-        )));
-    }
-    let (head, rest) = buf.split_at(len);
+    let (head, rest) = buf
+        .split_at_checked(len)
+        .ok_or_else(|| Invalid::new(format!("field needs {len} bytes, {} left", buf.len())))?;
     *buf = rest;
     Ok(head)
 }
@@ -487,9 +476,7 @@ fn render(schema: &Schema, name: &str, buf: &[u8], depth: usize) -> Result<Value
                 }
             }
             (Shape::Repeated, _) => {
-                let items = object
-                    .entry(key)
-                    .or_insert_with(|| Value::Array(Vec::new()));
+                let items = object.entry(key).or_insert(Value::Array(Vec::new()));
                 let Value::Array(items) = items else {
                     return Ok(());
                 };
@@ -503,25 +490,20 @@ fn render(schema: &Schema, name: &str, buf: &[u8], depth: usize) -> Result<Value
                 let Wire::Bytes(entry) = wire else {
                     return Err(Invalid::new("a map entry is not length-delimited").within(key));
                 };
-                let (mut k, mut v) = (String::new(), Value::Null);
+                // A missing key is the empty string, as Go's zero value.
+                let (mut k, mut v) = (Value::Null, Value::Null);
                 fields(entry, |n, wire| {
                     match n {
-                        1 => {
-                            if let Value::String(s) = value(schema, Type::String, wire, depth)? {
-                                k = s;
-                            }
-                        }
+                        1 => k = value(schema, Type::String, wire, depth)?,
                         2 => v = value(schema, field.ty, wire, depth)?,
                         _ => {}
                     }
                     Ok(())
                 })
                 .map_err(|e| e.within(key))?;
-                let map = object
-                    .entry(key)
-                    .or_insert_with(|| Value::Object(Map::new()));
+                let map = object.entry(key).or_insert(Value::Object(Map::new()));
                 if let Value::Object(map) = map {
-                    map.insert(k, v);
+                    map.insert(k.as_str().unwrap_or_default().to_owned(), v);
                 }
             }
         }
