@@ -165,6 +165,10 @@ struct Common {
     /// (repeatable; loopback, the listen address and the host name are always in it).
     #[arg(long = "tls-san", value_parser = tls_name)]
     tls_names: Vec<String>,
+    /// `IP:PORT` where pods reach the apiserver, published as the `kubernetes` Service's
+    /// endpoint (`up` with nodes: the pod network's gateway).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
 }
 
 /// Checks a `--tls-san`: an IP address, or a DNS name of letters, digits, `-` and `.`.
@@ -416,6 +420,7 @@ fn configs(common: Common, members: Option<Members>) -> (ControlPlaneConfig, Nod
         node_ports: common.service_node_port_range,
         members,
         tls_names: common.tls_names,
+        advertise: common.advertise,
     };
     (config, lifecycle)
 }

@@ -50,6 +50,9 @@ pub struct ControlPlaneConfig {
     /// Names and addresses its serving certificate is valid for besides loopback, the
     /// listen address and `$HOSTNAME` (`--tls-san`).
     pub tls_names: Vec<String>,
+    /// Where pods reach the apiserver (`--advertise`, in its certificate too), published as
+    /// the `kubernetes` Service's endpoint; `None`: the listen address.
+    pub advertise: Option<SocketAddr>,
 }
 
 /// One member's place among the members of a control plane.
@@ -104,6 +107,7 @@ impl ControlPlaneConfig {
             node_ports: apiserver::NODE_PORTS,
             members: None,
             tls_names: Vec::new(),
+            advertise: None,
         }
     }
 }
@@ -152,6 +156,7 @@ pub enum ControlPlaneError {
 /// A running control plane.
 pub struct ControlPlane {
     addr: SocketAddr,
+    advertise: SocketAddr,
     cluster_id: String,
     ca_pem: String,
     kubeconfig: PathBuf,
@@ -206,8 +211,9 @@ impl ControlPlane {
         let listener = TcpListener::bind(config.listen).await;
         let listener = listener.map_err(listen_error(config.listen))?;
         let addr = listener.local_addr().map_err(listen_error(config.listen))?;
-        let tls = tls::load_or_create(dir, addr.ip(), &config.tls_names)
-            .map_err(ControlPlaneError::Tls)?;
+        let mut names = config.tls_names.clone();
+        names.extend(config.advertise.map(|a| a.ip().to_string()));
+        let tls = tls::load_or_create(dir, addr.ip(), &names).map_err(ControlPlaneError::Tls)?;
         let kubeconfig = dir.join("kubeconfig");
         write_private(&kubeconfig, &kubeconfig_json(addr, &token, &tls.ca_pem))?;
         let shared = Arc::new(Shared {
@@ -225,6 +231,7 @@ impl ControlPlane {
         tracing::info!(%addr, data_dir = %dir.display(), "control plane serving");
         Ok(ControlPlane {
             addr,
+            advertise: config.advertise.unwrap_or(reachable(addr)),
             cluster_id,
             ca_pem: tls.ca_pem.clone(),
             kubeconfig,
@@ -283,7 +290,7 @@ impl ControlPlane {
         let client = self.credentials().client_as("kube-controller-manager")?;
         let scheduling = self.credentials().client_as("kube-scheduler")?;
         let components = {
-            let (client, addr, ca) = (client.clone(), self.addr, self.credentials().ca_pem);
+            let (client, addr, ca) = (client.clone(), self.advertise, self.credentials().ca_pem);
             move |stopped: watch::Receiver<bool>| {
                 let clients = (client.clone(), scheduling.clone());
                 run_components(clients, addr, (node_lifecycle.clone(), ca.clone()), stopped)
@@ -336,7 +343,7 @@ async fn run_components(
         async move {
             let publish = async || {
                 publish_bootstrap_policy(&client).await?;
-                publish_kubernetes_service(&client, reachable(addr)).await
+                publish_kubernetes_service(&client, addr).await
             };
             while let Err(e) = publish().await {
                 tracing::debug!(error = %e, "the kubernetes Service is not written yet");

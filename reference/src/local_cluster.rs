@@ -4,7 +4,10 @@
 //! and the service proxy, all as tasks of this process, on the local Docker engine.
 //! Starting builds the images (offline) and removes whatever a killed earlier run on the
 //! same data directory left behind; stopping removes every container it made. The pod
-//! network stays: every cluster on the engine shares it (see [`runtime`]'s essay).
+//! network stays: every cluster on the engine shares it (see [`runtime`]'s essay). Pods
+//! reach this host at that network's gateway: a forwarder there passes their connections
+//! to the apiserver, whose certificate names it and which publishes it as the
+//! `kubernetes` Service's endpoint (`--advertise`), the address in-cluster clients use.
 //!
 //! [`LocalMembersCluster`], for `up --control-plane 3`: each control-plane member is a
 //! `shipshape control-plane --member` child process of its own (so that one can be killed
@@ -22,9 +25,11 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -63,10 +68,20 @@ impl LocalCluster {
         let data_dir = config.data_dir.clone();
         // Docker first: without it there is no cluster to speak of, so say so at once.
         let docker = docker_for(nodes).await?;
+        let (mut config, mut inside) = (config, None);
+        if let Some(docker) = &docker {
+            let listener = gateway_listener(docker, config.listen).await?;
+            config.advertise = config.advertise.or(listener.local_addr().ok());
+            inside = Some(listener);
+        }
         let mut control_plane = ControlPlane::start(config).await?;
         control_plane.start_components(node_lifecycle)?;
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
+        if let Some(listener) = inside {
+            let apiserver = Arc::from([Backend::new(control_plane.addr())]);
+            agents.spawn(front_door::serve(listener, apiserver, stopped.clone()));
+        }
         if let Some(docker) = &docker {
             let creds = control_plane.credentials();
             let cluster = control_plane.cluster_id().to_owned();
@@ -126,6 +141,25 @@ async fn remove_leftovers(docker: &bollard::Docker, cluster: &str) -> anyhow::Re
         tracing::info!(reaped, "removed containers a previous run left behind");
     }
     Ok(())
+}
+
+/// A listener on the pod network's gateway, where pods (and machines in containers) reach
+/// this host: on `beside`'s port, unless `beside` listens on every address already.
+async fn gateway_listener(
+    docker: &bollard::Docker,
+    beside: SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    runtime::ensure_network(docker).await?;
+    let gateway = runtime::network_gateway(docker).await;
+    let gateway = gateway.context("the shipshape network has no gateway address")?;
+    let port = if beside.ip().is_unspecified() {
+        0
+    } else {
+        beside.port()
+    };
+    let inside = SocketAddr::new(gateway, port);
+    let listener = TcpListener::bind(inside).await;
+    listener.with_context(|| format!("failed to listen on {inside}"))
 }
 
 /// Starts the service proxy as a task in `agents`: node ports on loopback and on the pod
@@ -205,7 +239,7 @@ struct MemberSlot {
     replacement: Option<u64>,
 }
 
-type Slots = std::sync::Arc<tokio::sync::Mutex<Vec<MemberSlot>>>;
+type Slots = Arc<tokio::sync::Mutex<Vec<MemberSlot>>>;
 
 /// What planning a member needs: for the first members, and for one that replaces a
 /// member whose data is gone.
@@ -215,9 +249,9 @@ struct MemberPlanner {
     cluster_id: String,
     /// The engine, when members are containers.
     engine: Option<bollard::Docker>,
-    /// The shared network's gateway (this host, seen from a container), when members are
-    /// containers.
-    gateway: Option<std::net::IpAddr>,
+    /// Where pods and machines reach the front door (the network's gateway), with nodes or
+    /// machines.
+    advertise: Option<SocketAddr>,
     node_lifecycle: NodeLifecycleConfig,
     node_ports: String,
     /// Every member's peer address by id, those replaced included.
@@ -311,9 +345,9 @@ impl MemberPlanner {
         if joining {
             args.push("--join".into());
         }
-        if let Some(gateway) = self.gateway {
-            args.push("--tls-san".into());
-            args.push(gateway.to_string().into());
+        if let Some(advertise) = self.advertise {
+            args.push("--advertise".into());
+            args.push(advertise.to_string().into());
         }
         let name = machines::container_name(&self.cluster_id, id);
         let container = self.engine.clone().map(|docker| (docker, name));
@@ -509,29 +543,27 @@ impl LocalMembersCluster {
         let cluster_id = std::fs::read_to_string(data_dir.join("cluster-id"))?
             .trim()
             .to_owned();
-        let (engine, gateway) = match machines {
-            Machines::Processes => (None, None),
-            Machines::Containers => {
-                let docker = match &docker {
-                    Some(docker) => docker.clone(),
-                    None => runtime::connect().await?,
-                };
-                // The shared network, and the machine image for `exe`.
-                runtime::ensure_network(&docker).await?;
-                images::ensure_machine(&docker, &exe).await?;
-                // Machines in containers reach this host, where the front door is, at the
-                // network's gateway: the members' certificates must be valid for it too.
-                let gateway = runtime::network_gateway(&docker)
-                    .await
-                    .context("the shipshape network has no gateway address")?;
-                (Some(docker), Some(gateway))
-            }
+        let engine = match (machines, &docker) {
+            (Machines::Processes, _) => None,
+            (Machines::Containers, Some(docker)) => Some(docker.clone()),
+            (Machines::Containers, None) => Some(runtime::connect().await?),
+        };
+        if let Some(engine) = &engine {
+            images::ensure_machine(engine, &exe).await?;
+        }
+        let listener = TcpListener::bind(config.listen).await;
+        let listener =
+            listener.with_context(|| format!("failed to listen on {}", config.listen))?;
+        // Pods, and machines in containers, reach the front door at the network's gateway.
+        let inside = match docker.as_ref().or(engine.as_ref()) {
+            Some(docker) => Some(gateway_listener(docker, listener.local_addr()?).await?),
+            None => None,
         };
         let mut planner = MemberPlanner {
             root: data_dir.clone(),
             cluster_id: cluster_id.clone(),
             engine: engine.clone(),
-            gateway,
+            advertise: inside.as_ref().and_then(|l| l.local_addr().ok()),
             node_lifecycle,
             node_ports: format!("{}-{}", config.node_ports.start(), config.node_ports.end()),
             peers: BTreeMap::new(),
@@ -560,10 +592,7 @@ impl LocalMembersCluster {
                 replacement: None,
             });
         }
-        let members: Slots = std::sync::Arc::new(tokio::sync::Mutex::new(members));
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let members: Slots = Arc::new(tokio::sync::Mutex::new(members));
         let mut front = listener.local_addr()?;
         if front.ip().is_unspecified() {
             front.set_ip([127, 0, 0, 1].into());
@@ -571,13 +600,8 @@ impl LocalMembersCluster {
         let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
         let serve = |listener| front_door::serve(listener, backends.clone(), stopped.clone());
-        if let Some(gateway) = gateway
-            && !config.listen.ip().is_unspecified()
-        {
-            let inside = SocketAddr::new(gateway, front.port());
-            let listener = tokio::net::TcpListener::bind(inside).await;
-            let listener = listener.with_context(|| format!("failed to listen on {inside}"))?;
-            agents.spawn(serve(listener));
+        if let Some(inside) = inside {
+            agents.spawn(serve(inside));
         }
         agents.spawn(serve(listener));
         let credentials = Credentials {

@@ -541,6 +541,49 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         whoami.contains("system:serviceaccount:default:default"),
         "{whoami}"
     );
+    // And where they find the apiserver: the `kubernetes` Service's endpoint, in its
+    // environment. The pod reaches it (a plain-HTTP request gets an answer that is not
+    // HTTP: TLS's), and its certificate is valid there.
+    let environ = cluster.ok(&[
+        "get",
+        "--raw",
+        &format!("{proxy}/file?path=/proc/self/environ"),
+    ]);
+    let var = |name: &str| {
+        let prefix = format!("{name}=");
+        let found = environ.split('\0').find_map(|v| v.strip_prefix(&prefix));
+        found.unwrap_or_else(|| panic!("{name} is not set: {environ:?}"))
+    };
+    let apiserver = format!(
+        "{}:{}",
+        var("KUBERNETES_SERVICE_HOST"),
+        var("KUBERNETES_SERVICE_PORT")
+    );
+    let endpoint = cluster.ok(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(apiserver, endpoint);
+    let traffic = format!("{proxy}/traffic?target={apiserver}/&for_s=2&pause_ms=100");
+    let started = cluster.ok(&["create", "--raw", &traffic, "-f", "/dev/null"]);
+    let number = started.trim().trim_start_matches("{\"traffic\":");
+    let outcomes = format!("{proxy}/traffic/{}", number.trim_end_matches('}'));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = cluster.ok(&["get", "--raw", &outcomes]);
+    while seen.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        seen = cluster.ok(&["get", "--raw", &outcomes]);
+    }
+    assert!(seen.contains("failed\ta malformed answer"), "{seen}");
+    let server = format!("--server=https://{apiserver}");
+    let whoami = cluster.ok(&[&server, &token, "auth", "whoami"]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:default"),
+        "{whoami}"
+    );
 
     // A job, sent as protobuf too: its pod works a second on the node and ends well.
     let created = cluster.ok(&[

@@ -502,6 +502,19 @@ impl Worker {
     }
 }
 
+/// The `kubernetes` Service's endpoint, `(host, port)`: where pods reach the apiserver.
+async fn apiserver(client: kube::Client) -> Option<(String, String)> {
+    let endpoints = Api::<Endpoints>::namespaced(client, "default");
+    let subset = endpoints
+        .get_opt("kubernetes")
+        .await
+        .ok()??
+        .subsets?
+        .pop()?;
+    let port = subset.ports?.first()?.port.to_string();
+    Some((subset.addresses?.first()?.ip.clone(), port))
+}
+
 /// What Docker must run for container spec `c` of `pod`, with what it takes from ConfigMaps
 /// and Secrets read now; `Err` says why it cannot be created yet.
 async fn container_run(
@@ -550,14 +563,20 @@ async fn container_run(
         };
         env.push(format!("{}={value}", var.name));
     }
-    // The downward API names a probe uses out of the box.
-    for (k, path) in [
-        ("POD_NAME", "metadata.name"),
-        ("POD_NAMESPACE", "metadata.namespace"),
-        ("POD_IP", "status.podIP"),
+    // The downward API names a probe uses out of the box, and where client libraries
+    // find the apiserver: the `kubernetes` Service's endpoint (cluster IPs are not routed).
+    let (host, port) = apiserver(pods.clone().into_client())
+        .await
+        .unwrap_or_default();
+    for (k, value) in [
+        ("POD_NAME", field("metadata.name")),
+        ("POD_NAMESPACE", field("metadata.namespace")),
+        ("POD_IP", field("status.podIP")),
+        ("KUBERNETES_SERVICE_HOST", host),
+        ("KUBERNETES_SERVICE_PORT", port),
     ] {
-        if !env.iter().any(|e| e.starts_with(&format!("{k}="))) {
-            env.push(format!("{k}={}", field(path)));
+        if !value.is_empty() && !env.iter().any(|e| e.starts_with(&format!("{k}="))) {
+            env.push(format!("{k}={value}"));
         }
     }
     let volumes: HashMap<&str, &Volume> = pod
