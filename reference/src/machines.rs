@@ -33,6 +33,7 @@
 //! SIGKILL to that pid is a power cut of its machine.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -43,13 +44,13 @@ use anyhow::Context as _;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-    RemoveContainerOptions, StartContainerOptions,
+    AttachContainerOptions, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::agent::runtime::{self, LABEL_CLUSTER, POD_NETWORK};
+use crate::agent::runtime::{self, LABEL_CLUSTER, POD_NETWORK, docker_status};
 use crate::images;
 
 /// How the members of a control plane of several run; see the module's essay.
@@ -309,18 +310,12 @@ impl MachinePlan {
         };
         let attached = docker.attach_container(name, Some(attach)).await;
         let attached = attached.with_context(|| format!("failed to attach to container {name}"))?;
-        docker
-            .start_container(name, None::<StartContainerOptions>)
-            .await
-            .with_context(|| format!("failed to start container {name}"))?;
-        let pid = docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-            .with_context(|| format!("failed to inspect container {name}"))?
-            .state
-            .and_then(|s| s.pid)
-            .filter(|pid| *pid > 0)
-            .with_context(|| format!("container {name} has no process"))?;
+        let started = docker.start_container(name, None).await;
+        started.with_context(|| format!("failed to start container {name}"))?;
+        let inspected = docker.inspect_container(name, None).await;
+        let inspected = inspected.with_context(|| format!("failed to inspect container {name}"))?;
+        let pid = inspected.state.and_then(|s| s.pid).filter(|pid| *pid > 0);
+        let pid = pid.with_context(|| format!("container {name} has no process"))?;
         let mut output = attached.output;
         let mut log = tokio::fs::File::from_std(log);
         tokio::spawn(async move {
@@ -462,7 +457,7 @@ fn docker_socket() -> anyhow::Result<PathBuf> {
 }
 
 /// `server` as a container on the network sees it: a loopback host becomes `gateway`.
-fn seen_from_network(server: &str, gateway: std::net::IpAddr) -> anyhow::Result<String> {
+fn seen_from_network(server: &str, gateway: IpAddr) -> anyhow::Result<String> {
     let uri: http::Uri = server
         .parse()
         .with_context(|| format!("`{server}` is not a URL"))?;
@@ -470,16 +465,13 @@ fn seen_from_network(server: &str, gateway: std::net::IpAddr) -> anyhow::Result<
         .host()
         .with_context(|| format!("`{server}` names no host"))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = bare == "localhost"
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = bare == "localhost" || bare.parse().is_ok_and(|ip: IpAddr| ip.is_loopback());
     if !loopback {
         return Ok(server.to_owned());
     }
     let gateway = match gateway {
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
     };
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
     // A bare `/` only if the server's URL ends with one.
@@ -487,10 +479,8 @@ fn seen_from_network(server: &str, gateway: std::net::IpAddr) -> anyhow::Result<
         .path_and_query()
         .filter(|path| path.as_str() != "/" || server.ends_with('/'))
         .map_or("", |path| path.as_str());
-    Ok(format!(
-        "{}://{gateway}{port}{path}",
-        uri.scheme_str().unwrap_or("https")
-    ))
+    let scheme = uri.scheme_str().unwrap_or("https");
+    Ok(format!("{scheme}://{gateway}{port}{path}"))
 }
 
 /// Creates container `name`, removing one of that name first — a leftover of a run that
@@ -500,22 +490,14 @@ async fn create_replacing(
     name: &str,
     body: ContainerCreateBody,
 ) -> anyhow::Result<()> {
-    let remove = RemoveContainerOptions {
-        force: true,
-        ..Default::default()
-    };
+    let remove = RemoveContainerOptionsBuilder::new().force(true).build();
     let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
     loop {
         let _ = docker.remove_container(name, Some(remove.clone())).await;
-        let options = CreateContainerOptions {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
         match docker.create_container(Some(options), body.clone()).await {
             Ok(_) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) if tokio::time::Instant::now() < deadline => {
+            Err(e) if docker_status(&e) == Some(409) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e).with_context(|| format!("failed to create container {name}")),
@@ -528,20 +510,19 @@ impl Machine {
     pub async fn exited(&mut self) -> anyhow::Result<Option<String>> {
         match self {
             Machine::Process(child) => Ok(child.try_wait()?.map(|status| status.to_string())),
-            Machine::Container { docker, name, .. } => match docker
-                .inspect_container(name, None::<InspectContainerOptions>)
-                .await
-            {
-                Ok(container) => {
-                    let state = container.state.unwrap_or_default();
-                    Ok((state.running != Some(true))
-                        .then(|| format!("exit code {}", state.exit_code.unwrap_or(-1))))
+            Machine::Container { docker, name, .. } => {
+                match docker.inspect_container(name, None).await {
+                    Ok(container) => {
+                        let state = container.state.unwrap_or_default();
+                        Ok((state.running != Some(true))
+                            .then(|| format!("exit code {}", state.exit_code.unwrap_or(-1))))
+                    }
+                    Err(e) if docker_status(&e) == Some(404) => {
+                        Ok(Some("its container is gone".into()))
+                    }
+                    Err(e) => Err(e).with_context(|| format!("failed to inspect {name}")),
                 }
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(Some("its container is gone".to_owned())),
-                Err(e) => Err(e).with_context(|| format!("failed to inspect {name}")),
-            },
+            }
         }
     }
 
@@ -551,23 +532,17 @@ impl Machine {
             Machine::Process(child) => {
                 if let Some(pid) = child.id() {
                     let _ = std::process::Command::new("kill")
-                        .arg(format!("-{signal}"))
-                        .arg(pid.to_string())
+                        .args([format!("-{signal}"), pid.to_string()])
                         .status();
                 }
                 Ok(())
             }
             Machine::Container { docker, name, .. } => {
-                let options = KillContainerOptions {
-                    signal: signal.to_owned(),
-                };
+                let options = KillContainerOptionsBuilder::new().signal(signal).build();
                 match docker.kill_container(name, Some(options)).await {
                     Ok(()) => Ok(()),
                     // Not running (409) or gone (404): as good as killed.
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404 | 409,
-                        ..
-                    }) => Ok(()),
+                    Err(e) if matches!(docker_status(&e), Some(404 | 409)) => Ok(()),
                     Err(e) => Err(e).with_context(|| format!("failed to signal {name}")),
                 }
             }
@@ -617,14 +592,8 @@ impl Machine {
             // that whoever looks for what a stopped cluster left finds nothing.
             let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
             while tokio::time::Instant::now() < deadline {
-                match docker
-                    .inspect_container(name, None::<InspectContainerOptions>)
-                    .await
-                {
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => break,
+                match docker.inspect_container(name, None).await {
+                    Err(e) if docker_status(&e) == Some(404) => break,
                     _ => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }

@@ -29,9 +29,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions, ListContainersOptions,
-    ListNetworksOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptionsBuilder, ListContainersOptions, ListNetworksOptionsBuilder, LogsOptions,
+    RemoveContainerOptionsBuilder, StopContainerOptions,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -76,6 +75,14 @@ fn docker_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) 
     move |source| RuntimeError::Docker { action, source }
 }
 
+/// The HTTP status Docker answered with, if the error is an answer of Docker's.
+pub fn docker_status(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
 /// `result`, but also `Ok` when Docker answered one of the statuses in `done`: what was
 /// asked for is already so.
 fn unless_done(
@@ -84,11 +91,7 @@ fn unless_done(
     action: String,
 ) -> Result<(), RuntimeError> {
     match result {
-        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
-            if done.contains(&status_code) =>
-        {
-            Ok(())
-        }
+        Err(e) if docker_status(&e).is_some_and(|status| done.contains(&status)) => Ok(()),
         other => other.map_err(docker_err(action)),
     }
 }
@@ -116,10 +119,8 @@ pub async fn ensure_network(docker: &Docker) -> Result<(), RuntimeError> {
             labels: Some(HashMap::from([(LABEL_NETWORK.into(), "pods".into())])),
             ..Default::default()
         };
-        docker
-            .create_network(request)
-            .await
-            .map_err(docker_err(format!("create network {POD_NETWORK}")))?;
+        let created = docker.create_network(request).await;
+        created.map_err(docker_err(format!("create network {POD_NETWORK}")))?;
     }
     // Docker (before API 1.44) lets two agents starting at once both create the network;
     // every agent then keeps the same one — the oldest, by id on a tie — and removes the
@@ -134,14 +135,10 @@ pub async fn ensure_network(docker: &Docker) -> Result<(), RuntimeError> {
 
 /// The (created, id) of every network named exactly [`POD_NETWORK`].
 async fn same_named_networks(docker: &Docker) -> Result<Vec<(String, String)>, RuntimeError> {
-    let filters = HashMap::from([("name".to_owned(), vec![POD_NETWORK.to_owned()])]);
-    let options = ListNetworksOptions {
-        filters: Some(filters),
-    };
-    let networks = docker
-        .list_networks(Some(options))
-        .await
-        .map_err(docker_err("list networks"))?;
+    let filters = HashMap::from([("name", vec![POD_NETWORK])]);
+    let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+    let networks = docker.list_networks(Some(options)).await;
+    let networks = networks.map_err(docker_err("list networks"))?;
     Ok(networks
         .into_iter()
         .filter(|n| n.name.as_deref() == Some(POD_NETWORK))
@@ -151,15 +148,9 @@ async fn same_named_networks(docker: &Docker) -> Result<Vec<(String, String)>, R
 
 /// The gateway address of the pod network: the host as pods see it.
 pub async fn network_gateway(docker: &Docker) -> Option<std::net::IpAddr> {
-    let network = docker
-        .inspect_network(POD_NETWORK, None::<InspectNetworkOptions>)
-        .await
-        .ok()?;
-    network
-        .ipam?
-        .config?
-        .into_iter()
-        .find_map(|c| c.gateway?.parse().ok())
+    let network = docker.inspect_network(POD_NETWORK, None).await.ok()?;
+    let configs = network.ipam?.config?;
+    configs.into_iter().find_map(|c| c.gateway?.parse().ok())
 }
 
 /// The containers carrying every one of `labels` (`key=value`): all of them, or only the
@@ -178,19 +169,16 @@ async fn labelled(
         filters: Some(filters),
         ..Default::default()
     };
-    docker
-        .list_containers(Some(options))
-        .await
-        .map_err(docker_err("list containers"))
+    let listed = docker.list_containers(Some(options)).await;
+    listed.map_err(docker_err("list containers"))
 }
 
 /// Removes a container and its anonymous volumes, running or not.
 async fn force_remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
     docker.remove_container(id, Some(options)).await
 }
 
@@ -371,11 +359,7 @@ impl Runtime {
     /// The container `container` of pod `pod_uid`, if it exists and is ours.
     pub async fn find(&self, pod_uid: &str, container: &str) -> Option<ContainerInfo> {
         let name = self.container_name(pod_uid, container);
-        let c = self
-            .docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .ok()?;
+        let c = self.docker.inspect_container(&name, None).await.ok()?;
         let labels = c.config.as_ref()?.labels.as_ref()?;
         if labels.get(LABEL_CLUSTER) != Some(&self.cluster)
             || labels.get(LABEL_NODE) != Some(&self.node)
@@ -470,41 +454,27 @@ impl Runtime {
         name: &str,
         body: ContainerCreateBody,
     ) -> Result<String, RuntimeError> {
-        let options = || {
-            Some(CreateContainerOptions {
-                name: Some(name.to_owned()),
-                ..Default::default()
-            })
-        };
+        let options = || Some(CreateContainerOptionsBuilder::new().name(name).build());
         let created = match self.docker.create_container(options(), body.clone()).await {
             // A leftover with this name (an earlier attempt) goes, and the create is tried
             // again: asking only then saves a call to the engine on every ordinary start.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                let force = RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                };
+            Err(e) if docker_status(&e) == Some(409) => {
+                let force = RemoveContainerOptionsBuilder::new().force(true).build();
                 let _ = self.docker.remove_container(name, Some(force)).await;
                 self.docker.create_container(options(), body).await
             }
             other => other,
         }
         .map_err(docker_err(format!("create container {name}")))?;
-        self.docker
-            .start_container(&created.id, None::<StartContainerOptions>)
-            .await
-            .map_err(docker_err(format!("start container {name}")))?;
+        let started = self.docker.start_container(&created.id, None).await;
+        started.map_err(docker_err(format!("start container {name}")))?;
         Ok(created.id)
     }
 
     /// Starts an exited container again (a restart in place keeps its logs).
     pub async fn restart(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker
-            .start_container(id, None::<StartContainerOptions>)
-            .await
-            .map_err(docker_err(format!("restart container {id}")))
+        let started = self.docker.start_container(id, None).await;
+        started.map_err(docker_err(format!("restart container {id}")))
     }
 
     /// SIGTERM, then SIGKILL once `grace` has passed.
@@ -532,17 +502,12 @@ impl Runtime {
         key: &str,
     ) -> Result<Vec<(String, String, String)>, RuntimeError> {
         let containers = labelled(&self.docker, self.our_labels(), all).await?;
-        Ok(containers
-            .into_iter()
-            .filter_map(|c| {
-                let labels = c.labels?;
-                Some((
-                    labels.get(key)?.clone(),
-                    labels.get(LABEL_CONTAINER)?.clone(),
-                    c.id?,
-                ))
-            })
-            .collect())
+        let ours = containers.into_iter().filter_map(|c| {
+            let mut labels = c.labels?;
+            let value = labels.remove(key)?;
+            Some((value, labels.remove(LABEL_CONTAINER)?, c.id?))
+        });
+        Ok(ours.collect())
     }
 
     /// The running containers of this node's pods (not their sandboxes), as (pod
@@ -607,24 +572,15 @@ impl Runtime {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self
-            .docker
-            .create_exec(id, options)
-            .await
-            .map_err(docker_err(format!("create exec in {id}")))?;
-        let started = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(docker_err(format!("start exec in {id}")))?;
+        let exec = self.docker.create_exec(id, options).await;
+        let exec = exec.map_err(docker_err(format!("create exec in {id}")))?;
+        let started = self.docker.start_exec(&exec.id, None).await;
+        let started = started.map_err(docker_err(format!("start exec in {id}")))?;
         if let StartExecResults::Attached { mut output, .. } = started {
             while output.next().await.is_some() {}
         }
-        let inspected = self
-            .docker
-            .inspect_exec(&exec.id)
-            .await
-            .map_err(docker_err(format!("inspect exec in {id}")))?;
+        let inspected = self.docker.inspect_exec(&exec.id).await;
+        let inspected = inspected.map_err(docker_err(format!("inspect exec in {id}")))?;
         Ok(inspected.exit_code.unwrap_or(-1))
     }
 }

@@ -110,10 +110,7 @@ pub(super) async fn serve(
     let kind = format!("{}Metrics", r.kind);
     let api_version = format!("{}/{}", GROUP_VERSION.0, GROUP_VERSION.1);
     if let Some(name) = name {
-        let mut item = items.pop().ok_or_else(|| ApiError::NotFound {
-            resource: r,
-            name: name.to_owned(),
-        })?;
+        let mut item = items.pop().ok_or_else(|| ApiError::not_found(r, name))?;
         item["kind"] = json!(kind);
         item["apiVersion"] = json!(api_version);
         return Ok(json_response(StatusCode::OK, &item));

@@ -85,6 +85,10 @@ pub(super) async fn dispatch(
         other => (other, other),
     };
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &object_form.object(r, v)));
+    let created = |v: Value| {
+        let v = object_form.object(r, v);
+        Ok(json_response(StatusCode::CREATED, &v))
+    };
     match (&parts.method, target.name.as_deref(), sub) {
         (&Method::GET, None, None) => {
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -107,11 +111,7 @@ pub(super) async fn dispatch(
         (&Method::POST, None, None) => {
             let writer = Writer::of(&parts, &query, r, None, false)?;
             let obj = decode_body(&parts, &body)?;
-            let created = create(shared, r, ns, obj, &query, &writer).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &object_form.object(r, created),
-            ))
+            created(create(shared, r, ns, obj, &query, &writer).await?)
         }
         (&Method::GET, Some(name), Some("status")) => ok(get(shared, r, ns, name)?.0),
         (&Method::GET, Some(name), Some("scale")) => ok(scale_of(&get(shared, r, ns, name)?.0)),
@@ -130,9 +130,7 @@ pub(super) async fn dispatch(
                         Some(_) => {}
                         None => drop(metadata_mut(&mut obj).insert("name".into(), json!(name))),
                     }
-                    let created = create(shared, r, ns, obj, &query, &writer).await?;
-                    let created = object_form.object(r, created);
-                    Ok(json_response(StatusCode::CREATED, &created))
+                    created(create(shared, r, ns, obj, &query, &writer).await?)
                 }
                 updated => ok(updated?),
             }
@@ -188,9 +186,7 @@ fn token_request(
     let mut request = (requests.typed)(&request)
         .map_err(|e| ApiError::Invalid(validate::ValidationError::Decode(e), requests))?;
     let (account, _) = get(shared, r, ns, name)?;
-    let seconds = request
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64);
+    let seconds = request["spec"]["expirationSeconds"].as_i64();
     let seconds = seconds.unwrap_or(3600);
     if !(600..=1 << 32).contains(&seconds) {
         let why = format!("Invalid value: {seconds}: must be 10 minutes (600) or more");
@@ -288,23 +284,17 @@ fn set_resource_version(obj: &mut Value, revision: impl ToString) {
 fn labels_match(selector: &LabelSelector, record: &Record) -> bool {
     #[derive(serde::Deserialize)]
     struct Labelled {
-        #[serde(default)]
         metadata: Option<Labels>,
     }
     #[derive(serde::Deserialize)]
     struct Labels {
-        #[serde(default)]
         labels: Option<BTreeMap<String, String>>,
     }
     let Ok(object) = serde_json::from_slice::<Labelled>(&record.value) else {
         return true;
     };
     let labels = object.metadata.and_then(|m| m.labels).unwrap_or_default();
-    let pairs: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    selector.matches(&pairs)
+    selector.matches_labels(|key| labels.get(key).map(String::as_str))
 }
 
 /// The bytes to store: the object without its resourceVersion (the store owns that).
@@ -331,14 +321,9 @@ pub(super) fn get(
     ns: Option<&str>,
     name: &str,
 ) -> Result<(Value, u64), ApiError> {
-    let record = shared
-        .store
-        .get(&r.key(ns, name))
-        .map_err(|e| from_store(e, r, name))?
-        .ok_or_else(|| ApiError::NotFound {
-            resource: r,
-            name: name.to_owned(),
-        })?;
+    let record = shared.store.get(&r.key(ns, name));
+    let record = record.map_err(|e| from_store(e, r, name))?;
+    let record = record.ok_or_else(|| ApiError::not_found(r, name))?;
     Ok((from_record(&record)?, record.mod_revision))
 }
 
@@ -391,11 +376,8 @@ fn list(
         if window.limit == Some(kept) {
             let unfiltered = labels.is_empty() && fields.is_empty();
             let last = &records[index - 1].0;
-            return Ok(Listed::cut(
-                revision,
-                last,
-                unfiltered.then_some(records.len() - index),
-            ));
+            let remaining = unfiltered.then_some(records.len() - index);
+            return Ok(Listed::cut(revision, last, remaining));
         }
         // A label selector is checked on the labels alone first: most lists with one (a
         // controller's for its own pods) keep few of many objects, and reading every
@@ -596,11 +578,8 @@ async fn write(
     ops: Vec<Op>,
     mut obj: Value,
 ) -> Result<Value, ApiError> {
-    let written = shared
-        .store
-        .write(ops)
-        .await
-        .map_err(|e| from_allocating_store(e, r, name))?;
+    let written = shared.store.write(ops).await;
+    let written = written.map_err(|e| from_allocating_store(e, r, name))?;
     set_resource_version(&mut obj, written.revision);
     Ok(obj)
 }
@@ -800,10 +779,8 @@ fn merge_update(
     let mut next = if sub == Some("status") {
         // A status update changes the status and nothing else.
         let mut next = current.clone();
-        ensure_object(&mut next).insert(
-            "status".into(),
-            proposed.get("status").cloned().unwrap_or(json!({})),
-        );
+        let status = proposed.get("status").cloned().unwrap_or(json!({}));
+        ensure_object(&mut next).insert("status".into(), status);
         next
     } else {
         let mut next = proposed;
@@ -836,9 +813,7 @@ fn merge_update(
     let mut next = admit(r, next, query)?;
     validate::validate_update(r, current, &next).map_err(|e| ApiError::Invalid(e, r))?;
     if r.has_spec && next.get("spec") != current.get("spec") {
-        let generation = meta::path(current, "metadata.generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
         metadata_mut(&mut next).insert("generation".into(), json!(generation + 1));
     }
     apply::record(current, &mut next, sent, writer)?;
@@ -890,16 +865,10 @@ async fn write_update(
 /// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
 fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or_default();
-    let selector = obj
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|ml| {
-            ml.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let labels = obj.pointer("/spec/selector/matchLabels");
+    let labels = labels.and_then(Value::as_object).into_iter().flatten();
+    let pairs = labels.filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)));
+    let selector = pairs.collect::<Vec<_>>().join(",");
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -937,13 +906,8 @@ async fn rescale(
                 other => {
                     let other = other.map_or("null".to_string(), |n| n.to_string());
                     let why = format!("Invalid value: {other}: must be greater than or equal to 0");
-                    return Err(ApiError::invalid_field(
-                        r,
-                        "Scale",
-                        name,
-                        "spec.replicas",
-                        why,
-                    ));
+                    let field = "spec.replicas";
+                    return Err(ApiError::invalid_field(r, "Scale", name, field, why));
                 }
             };
             let named = client_revision(&proposed);
@@ -1009,16 +973,12 @@ fn orphan_dependents(
     };
     let mut ops = Vec::new();
     for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
-        let (items, _) = shared
-            .store
-            .list(&res.prefix(ns))
-            .map_err(|e| from_store(e, r, name))?;
+        let listed = shared.store.list(&res.prefix(ns));
+        let (items, _) = listed.map_err(|e| from_store(e, r, name))?;
         for (key, record) in items {
             let mut dependent = from_record(&record)?;
-            let Some(refs) = dependent
-                .pointer_mut("/metadata/ownerReferences")
-                .and_then(Value::as_array_mut)
-            else {
+            let refs = dependent.pointer_mut("/metadata/ownerReferences");
+            let Some(refs) = refs.and_then(Value::as_array_mut) else {
                 continue;
             };
             let before = refs.len();
@@ -1106,19 +1066,11 @@ async fn delete(
             )));
         }
         let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
-        let finalizers = current
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        let bound_pod = r.kind == "Pod"
-            && meta::path(&current, "spec.nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty());
-        let pod_grace = grace.unwrap_or_else(|| {
-            meta::path(&current, "spec.terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(30)
-        });
+        let finalizers = meta::each(&current, "/metadata/finalizers").count() > 0;
+        let node = current["spec"]["nodeName"].as_str().unwrap_or("");
+        let bound_pod = r.kind == "Pod" && !node.is_empty();
+        let pod_default = current["spec"]["terminationGracePeriodSeconds"].as_i64();
+        let pod_grace = grace.or(pod_default).unwrap_or(30);
         // A pod on a node is stopped by its node agent, which removes it when its containers are
         // gone; an object with finalizers waits for them. Both are only marked as terminating.
         if finalizers || (bound_pod && pod_grace > 0) {
@@ -1128,18 +1080,14 @@ async fn delete(
             let mut next = current.clone();
             let meta = metadata_mut(&mut next);
             meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-            meta.insert(
-                "deletionGracePeriodSeconds".into(),
-                json!(if bound_pod { pod_grace } else { 0 }),
-            );
+            let marked_grace = if bound_pod { pod_grace } else { 0 };
+            meta.insert("deletionGracePeriodSeconds".into(), json!(marked_grace));
             let mark = put_object(r, ns, name, &next, Precondition::Revision(revision));
             return write(shared, r, name, vec![mark], next).await;
         }
         let key = r.key(ns, name);
         let mut ops = vec![Op::delete(key.clone(), Precondition::Revision(revision))];
-        if r.namespaced
-            && options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan")
-        {
+        if r.namespaced && options["propagationPolicy"] == "Orphan" {
             ops.extend(orphan_dependents(shared, r, ns, name, &current)?);
         }
         // A Service gives back its cluster IP and node ports in the same write.
@@ -1150,10 +1098,8 @@ async fn delete(
         if r.kind == "Namespace" {
             // The namespace goes with everything in it.
             for res in api::RESOURCES.iter().filter(|res| res.namespaced) {
-                let (items, _) = shared
-                    .store
-                    .list(&res.prefix(Some(name)))
-                    .map_err(|e| from_store(e, r, name))?;
+                let listed = shared.store.list(&res.prefix(Some(name)));
+                let (items, _) = listed.map_err(|e| from_store(e, r, name))?;
                 for (key, _) in items {
                     if res.kind == "Service" {
                         ops.extend(allocation::release(&held, &key));
@@ -1175,18 +1121,15 @@ async fn bind(
     name: &str,
     binding: &Value,
 ) -> Result<(), ApiError> {
-    let node = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("a binding needs target.name (the node)".into()))?;
+    let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty());
+    let missing = || ApiError::BadRequest("a binding needs target.name (the node)".into());
+    let node = node.ok_or_else(missing)?;
     // A status write slipped in between: the pod is still unbound, try again.
     let modified = |e: &ApiError| matches!(e, ApiError::Conflict { message, .. } if message.contains("has been modified"));
     retried(modified, || async move {
         let (mut pod, revision) = get(shared, r, ns, name)?;
-        if let Some(existing) = meta::path(&pod, "spec.nodeName").and_then(Value::as_str)
-            && !existing.is_empty()
-        {
+        let existing = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if !existing.is_empty() {
             let message = format!("pod {name} is already assigned to node \"{existing}\"");
             return Err(conflict(r, name, message));
         }

@@ -95,6 +95,12 @@ fn qualified(r: &Resource) -> String {
 }
 
 impl ApiError {
+    /// A 404: `name` of `resource` does not exist.
+    pub fn not_found(resource: &'static Resource, name: &str) -> ApiError {
+        let name = name.to_owned();
+        ApiError::NotFound { resource, name }
+    }
+
     /// A 422: field `field` of `name`, a `kind` served as `r`, is invalid as `message` says.
     pub fn invalid_field(
         r: &'static Resource,
@@ -195,18 +201,13 @@ fn cause_json(c: &Cause) -> Value {
 
 /// Maps a store failure on `name` of `resource` to the API's words for it.
 pub fn from_store(e: StoreError, resource: &'static Resource, name: &str) -> ApiError {
+    let name = name.to_owned();
     match e {
-        StoreError::AlreadyExists { .. } => ApiError::AlreadyExists {
-            resource,
-            name: name.to_owned(),
-        },
-        StoreError::NotFound { .. } => ApiError::NotFound {
-            resource,
-            name: name.to_owned(),
-        },
+        StoreError::AlreadyExists { .. } => ApiError::AlreadyExists { resource, name },
+        StoreError::NotFound { .. } => ApiError::NotFound { resource, name },
         StoreError::Conflict { .. } => ApiError::Conflict {
             resource,
-            name: name.to_owned(),
+            name,
             message: "the object has been modified; please apply your changes to the latest version and try again".into(),
         },
         StoreError::FutureRevision { requested, current } => ApiError::Timeout(format!(
