@@ -421,6 +421,7 @@ fn configs(common: Common, members: Option<Members>) -> (ControlPlaneConfig, Nod
         members,
         tls_names: common.tls_names,
         advertise: common.advertise,
+        ..ControlPlaneConfig::new(PathBuf::new(), common.listen)
     };
     (config, lifecycle)
 }

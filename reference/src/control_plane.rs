@@ -53,6 +53,9 @@ pub struct ControlPlaneConfig {
     /// Where pods reach the apiserver (`--advertise`, in its certificate too), published as
     /// the `kubernetes` Service's endpoint; `None`: the listen address.
     pub advertise: Option<SocketAddr>,
+    /// How many revisions back a watch can start (the store's history window); older
+    /// ones get 410 Gone.
+    pub history_window: u64,
 }
 
 /// One member's place among the members of a control plane.
@@ -108,6 +111,7 @@ impl ControlPlaneConfig {
             members: None,
             tls_names: Vec::new(),
             advertise: None,
+            history_window: StoreConfig::single(PathBuf::new()).history_window,
         }
     }
 }
@@ -188,15 +192,20 @@ impl ControlPlane {
         let token = load_or_create_token(&dir.join("token"))?;
         let cluster_id = load_or_create_cluster_id(&dir.join("cluster-id"))?;
         let (stop, stopped) = watch::channel(false);
+        let store_config = StoreConfig {
+            history_window: config.history_window,
+            ..StoreConfig::single(dir)
+        };
         let store = match &config.members {
             None => {
-                let store = open_store(StoreConfig::single(dir), Arc::new(NoPeers), dir).await?;
+                let store = open_store(store_config, Arc::new(NoPeers), dir).await?;
                 wait_for_leader(&store, Duration::from_secs(10)).await?;
                 bootstrap(&store).await.map_err(store_error(dir))?;
                 store
             }
             Some(members) => {
-                let store = start_member(dir, members, &cluster_id, stopped.clone()).await?;
+                let store =
+                    start_member(store_config, members, &cluster_id, stopped.clone()).await?;
                 // The others may not be up yet: bootstrap once there is a quorum.
                 let bootstrapping = store.clone();
                 tokio::spawn(async move {
@@ -480,12 +489,13 @@ fn listen_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ControlPlane
 
 /// Opens this member's store replica and serves its peer listener.
 async fn start_member(
-    dir: &Path,
+    store_config: StoreConfig,
     members: &Members,
     cluster_id: &str,
     stopped: watch::Receiver<bool>,
 ) -> Result<Store, ControlPlaneError> {
     members.check().map_err(ControlPlaneError::Members)?;
+    let dir = &store_config.data_dir.clone();
     let own = &members.peers[&members.id];
     let peer_addr = own.listen();
     let material = tls::peer_tls(dir, &own.host, members.id).map_err(ControlPlaneError::Tls)?;
@@ -510,7 +520,7 @@ async fn start_member(
         } else {
             members.peers.keys().copied().collect()
         },
-        ..StoreConfig::single(dir)
+        ..store_config
     };
     let transport = PeerTransport::new(config.clone());
     let store = open_store(store_config, transport, dir).await?;

@@ -13,6 +13,7 @@ mod up;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -309,6 +310,24 @@ async fn pods_and_nodes_report_what_they_use() {
     match client.request::<serde_json::Value>(request).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
         other => panic!("{other:?}"),
+    }
+    // The node's heartbeat is its Lease in kube-node-lease, renewed as the kubelet renews
+    // its own.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renewed = async || {
+        let lease = leases.get("node-1").await.expect("the node's Lease");
+        let spec = lease.spec.expect("a spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("node-1"));
+        spec.renew_time.expect("a renewal")
+    };
+    let first = renewed().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while renewed().await == first {
+        assert!(
+            Instant::now() < deadline,
+            "the Lease was not renewed in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     interrupt(up).await;
 }

@@ -806,6 +806,179 @@ async fn adding_a_member_checks_its_input_and_a_lone_control_plane_refuses_it() 
     cp.stop().await;
 }
 
+/// What a client leaves out reads back as Kubernetes sets it, so that `kubectl describe`
+/// and client libraries see the same values as on Kubernetes: a Deployment's strategy and
+/// limits, its pods' policies, a probe's timing and scheme, a Service's type and ports.
+#[tokio::test]
+async fn objects_read_back_with_the_defaults_kubernetes_sets() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use kube::api::{Api, PostParams};
+    let (cp, _dir) = start().await;
+    let client = cp.credentials().client().expect("client");
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let mut web: Deployment = serde_json::from_value(deployment("web")).expect("a Deployment");
+    let container = json!({"name": "web", "image": "shipshape/probe:v1",
+        "ports": [{"containerPort": 8080}], "readinessProbe": {"httpGet": {"port": 8080}}});
+    let spec = web.spec.as_mut().expect("a spec");
+    spec.replicas = None;
+    let template = spec.template.spec.as_mut();
+    template.expect("a pod template").containers =
+        vec![serde_json::from_value(container).expect("a container")];
+    let web = deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("created");
+    let spec = web.spec.expect("a spec");
+    assert_eq!(
+        (
+            spec.replicas,
+            spec.revision_history_limit,
+            spec.progress_deadline_seconds
+        ),
+        (Some(1), Some(10), Some(600))
+    );
+    let strategy = spec.strategy.expect("a strategy");
+    let rolling = strategy.rolling_update.expect("rollingUpdate");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let quarter = Some(IntOrString::String("25%".into()));
+    assert_eq!(
+        (rolling.max_surge, rolling.max_unavailable),
+        (quarter.clone(), quarter)
+    );
+    let pod = spec.template.spec.expect("a pod spec");
+    assert_eq!(pod.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    assert_eq!(pod.scheduler_name.as_deref(), Some("default-scheduler"));
+    let c = &pod.containers[0];
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(
+        c.termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
+    assert_eq!(
+        c.ports.as_ref().expect("ports")[0].protocol.as_deref(),
+        Some("TCP")
+    );
+    let probe = c.readiness_probe.as_ref().expect("a probe");
+    let timing = (
+        probe.timeout_seconds,
+        probe.period_seconds,
+        probe.success_threshold,
+        probe.failure_threshold,
+    );
+    assert_eq!(timing, (Some(1), Some(10), Some(1), Some(3)));
+    let get = probe.http_get.as_ref().expect("httpGet");
+    assert_eq!(
+        (get.path.as_deref(), get.scheme.as_deref()),
+        (Some("/"), Some("HTTP"))
+    );
+
+    let services: Api<Service> = Api::default_namespaced(client);
+    let service = json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let service = serde_json::from_value(service).expect("a Service");
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("created");
+    let spec = service.spec.expect("a spec");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(port.target_port, Some(IntOrString::Int(80)));
+    cp.stop().await;
+}
+
+/// A watch from a revision the history no longer holds ends with one 410 `Expired` error
+/// (a client such as kube-rs' watcher then lists again); one that asks for the current
+/// objects first gets them and then a bookmark that marks their end; and a watch that
+/// allows bookmarks is told now and then where it is, so that it can resume from there
+/// without replaying anything.
+#[tokio::test]
+async fn watches_from_lost_history_are_gone_and_bookmarks_say_where_a_watch_is() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+    config.history_window = 20;
+    let cp = ControlPlane::start(config)
+        .await
+        .expect("control plane starts");
+    let maps: Api<ConfigMap> = Api::default_namespaced(cp.credentials().client().expect("client"));
+    let create = async |name: &str| {
+        let map = serde_json::from_value(json!({"metadata": {"name": name}})).expect("a map");
+        let created = maps.create(&PostParams::default(), &map).await;
+        created
+            .expect("created")
+            .metadata
+            .resource_version
+            .expect("a revision")
+    };
+    let first = create("m0").await;
+    for i in 1..60 {
+        create(&format!("m{i}")).await;
+    }
+    let next = async |events: &mut (
+                               dyn futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>>
+                                   + Unpin
+                           )| {
+        let within = std::time::Duration::from_secs(15);
+        let next = tokio::time::timeout(within, events.try_next()).await;
+        next.expect("an event within 15 s")
+            .expect("no error")
+            .expect("the watch goes on")
+    };
+
+    let mut old = maps
+        .watch(&WatchParams::default(), &first)
+        .await
+        .expect("watch")
+        .boxed();
+    match next(&mut old).await {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+
+    let streaming = WatchParams::streaming_lists();
+    let mut events = maps.watch(&streaming, "0").await.expect("watch").boxed();
+    let mut added = 0;
+    let end = loop {
+        match next(&mut events).await {
+            WatchEvent::Added(_) => added += 1,
+            WatchEvent::Bookmark(end) => break end,
+            other => panic!("expected the maps, then a bookmark, got {other:?}"),
+        }
+    };
+    assert_eq!(added, 60);
+    let annotations = &end.metadata.annotations;
+    assert_eq!(
+        annotations
+            .get("k8s.io/initial-events-end")
+            .map(String::as_str),
+        Some("true")
+    );
+    // Nothing changes: within the next 10 s or so comes a bookmark, and a watch resumed
+    // from it sees what comes next and nothing before.
+    let WatchEvent::Bookmark(now) = next(&mut events).await else {
+        panic!("expected a bookmark");
+    };
+    let mut resumed = maps
+        .watch(&WatchParams::default(), &now.metadata.resource_version)
+        .await;
+    let mut resumed = resumed.expect("watch").boxed();
+    create("after").await;
+    match next(&mut resumed).await {
+        WatchEvent::Added(map) => assert_eq!(map.metadata.name.as_deref(), Some("after")),
+        other => panic!("expected the new map, got {other:?}"),
+    }
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn lists_come_in_pages_that_all_show_the_collection_as_the_first_did() {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -919,6 +1092,22 @@ async fn discovery_comes_aggregated_to_clients_that_ask_for_it() {
         subresources.contains(&"exec".to_owned()),
         "{subresources:?}"
     );
+    // The schemas, as client libraries' and kubectl's validation read them: an index of
+    // group versions, and each one's document with its kinds' schemas.
+    let get = async |path: &str| -> Value {
+        let request = http::Request::get(path).body(Vec::new()).expect("request");
+        let text = client.request_text(request).await.expect("an answer");
+        serde_json::from_str(&text).expect("JSON")
+    };
+    let index = get("/openapi/v3").await;
+    let apps = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str();
+    let apps = get(apps.expect("apps/v1 in the index")).await;
+    let deployment = &apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+    let kind = &deployment["x-kubernetes-group-version-kind"][0]["kind"];
+    assert_eq!(kind, "Deployment", "{deployment}");
+    assert!(deployment["properties"]["spec"].is_object(), "{deployment}");
+    let swagger = get("/openapi/v2").await;
+    assert!(swagger["definitions"]["io.k8s.api.core.v1.Pod"].is_object());
     // A client that does not ask for it gets the list of groups it always did.
     let plain = Client::new(dir.path(), cp.addr(), Some(cp.token()));
     assert_eq!(plain.get("/apis").await.body["kind"], "APIGroupList");

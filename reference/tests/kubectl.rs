@@ -518,6 +518,12 @@ fn kubectl_keeps_configuration_secrets_and_service_accounts() {
         "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation}/{.subresource} {end}",
     ]);
     assert!(managers.contains("kubelet/Update/status"), "{managers}");
+    // Its heartbeat: a Lease the node renews.
+    let leases = cluster.ok(&["get", "leases", "-n", "kube-node-lease"]);
+    assert!(
+        leases.contains("HOLDER") && leases.contains("node-1"),
+        "{leases}"
+    );
     let proxy = "/api/v1/namespaces/default/pods/configured:8080/proxy";
     let answer = cluster.ok(&["get", "--raw", &format!("{proxy}/")]);
     assert!(answer.contains("\"version\":\"fast\""), "{answer}");
