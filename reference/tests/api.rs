@@ -967,7 +967,7 @@ async fn watches_from_lost_history_are_gone_and_bookmarks_say_where_a_watch_is()
     let WatchEvent::Bookmark(now) = next(&mut events).await else {
         panic!("expected a bookmark");
     };
-    let mut resumed = maps
+    let resumed = maps
         .watch(&WatchParams::default(), &now.metadata.resource_version)
         .await;
     let mut resumed = resumed.expect("watch").boxed();
