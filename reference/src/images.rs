@@ -170,13 +170,9 @@ async fn import_if_stale(
     hash: &str,
     build: impl FnOnce() -> Result<Vec<u8>, ImageError>,
 ) -> Result<(), ImageError> {
-    let current = docker
-        .inspect_image(name)
-        .await
-        .ok()
-        .and_then(|i| i.config)
-        .and_then(|c| c.labels)
-        .and_then(|l| l.get(HASH_LABEL).cloned());
+    let inspected = docker.inspect_image(name).await.ok();
+    let labels = inspected.and_then(|i| i.config?.labels);
+    let current = labels.and_then(|l| l.get(HASH_LABEL).cloned());
     if current.as_deref() == Some(hash) {
         return Ok(());
     }

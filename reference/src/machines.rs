@@ -385,9 +385,8 @@ impl NodeMachine {
             );
         }
         runtime::ensure_network(docker).await?;
-        let gateway = runtime::network_gateway(docker)
-            .await
-            .context("the shipshape network has no gateway address")?;
+        let gateway = runtime::network_gateway(docker).await;
+        let gateway = gateway.context("the shipshape network has no gateway address")?;
         let server = seen_from_network(&self.server, gateway)?;
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("failed to create {}", self.data_dir.display()))?;

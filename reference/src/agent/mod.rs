@@ -125,14 +125,8 @@ impl AgentConfig {
 /// The host's memory from /proc/meminfo, as a quantity.
 fn host_memory() -> Option<String> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let total = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kb: u64 = total.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(format!("{kb}Ki"))
 }
 
@@ -222,11 +216,8 @@ pub async fn register(
     labels.insert("kubernetes.io/hostname".into(), config.node_name.clone());
     labels.insert("kubernetes.io/os".into(), std::env::consts::OS.into());
     labels.insert("kubernetes.io/arch".into(), "amd64".into());
-    let taints = config
-        .taints
-        .iter()
-        .map(|t| parse_taint(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let taints: Result<Vec<_>, _> = config.taints.iter().map(|t| parse_taint(t)).collect();
+    let taints = taints?;
     let now = meta::now_rfc3339();
     let status = node_status(config, log_port, &now, None);
     let mut spec = json!({});
@@ -245,18 +236,13 @@ pub async fn register(
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             // Re-registering: keep what others set (cordon), refresh labels and status.
-            let patch = json!({"metadata": {"labels": labels}});
-            nodes
-                .patch(
-                    &config.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-                .map_err(api_err("update"))?;
-            post_status(nodes, &config.node_name, status)
-                .await
-                .map_err(api_err("update the status of"))?;
+            let name = &config.node_name;
+            let patch = Patch::Merge(json!({"metadata": {"labels": labels}}));
+            let params = PatchParams::default();
+            let patched = nodes.patch(name, &params, &patch).await;
+            patched.map_err(api_err("update"))?;
+            let posted = post_status(nodes, name, status).await;
+            posted.map_err(api_err("update the status of"))?;
         }
         Err(e) => return Err(api_err("register")(e)),
     }
@@ -267,10 +253,8 @@ pub async fn register(
 /// Merges `status` into node `name`'s status.
 async fn post_status(nodes: &Api<Node>, name: &str, status: Value) -> Result<(), kube::Error> {
     let patch = Patch::Merge(json!({ "status": status }));
-    nodes
-        .patch_status(name, &PatchParams::default(), &patch)
-        .await?;
-    Ok(())
+    let params = PatchParams::default();
+    nodes.patch_status(name, &params, &patch).await.map(drop)
 }
 
 /// How long a stopping agent waits for its pod workers to finish what they are doing.
@@ -286,9 +270,8 @@ pub async fn run(
     let config = Arc::new(config);
     let runtime = Runtime::new(docker.clone(), &config.cluster, &config.node_name);
     runtime::ensure_network(&docker).await?;
-    let log_server = logs::LogServer::bind(config.address, runtime.clone(), config.token.clone())
-        .await
-        .map_err(AgentError::Listen)?;
+    let log_server = logs::LogServer::bind(config.address, runtime.clone(), config.token.clone());
+    let log_server = log_server.await.map_err(AgentError::Listen)?;
     let log_port = log_server.port();
     let nodes: Api<Node> = Api::all(client.clone());
     register(&nodes, &config, log_port).await?;

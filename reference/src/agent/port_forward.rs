@@ -34,9 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::logs::{Body, reply};
 use super::runtime::Runtime;
@@ -70,6 +70,10 @@ pub async fn serve(req: Request<Incoming>, runtime: &Runtime, pod: &str) -> Resp
     };
     let answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
+    let protocol = match speaks {
+        Speaks::Tunnelled => TUNNELLED,
+        _ => CHANNELS,
+    };
     let answer = match (&speaks, key.map(|k| derive_accept_key(k.as_bytes()))) {
         (Speaks::Spdy, _) => answer
             .header(header::UPGRADE, "SPDY/3.1")
@@ -77,13 +81,7 @@ pub async fn serve(req: Request<Incoming>, runtime: &Runtime, pod: &str) -> Resp
         (_, Some(accept)) => answer
             .header(header::UPGRADE, "websocket")
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-            .header(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                match speaks {
-                    Speaks::Tunnelled => TUNNELLED,
-                    _ => CHANNELS,
-                },
-            ),
+            .header(header::SEC_WEBSOCKET_PROTOCOL, protocol),
         (_, None) => return reply(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs its key"),
     };
     tokio::spawn(async move {
@@ -111,11 +109,8 @@ pub async fn serve(req: Request<Incoming>, runtime: &Runtime, pod: &str) -> Resp
             .filter_map(|m| {
                 future::ready(m.ok().filter(Message::is_binary).map(Message::into_data))
             });
-        let outgoing = sink.with(|bytes: Bytes| {
-            future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(
-                Message::Binary(bytes),
-            ))
-        });
+        let outgoing =
+            sink.with(|bytes: Bytes| future::ready(Ok::<_, WsError>(Message::Binary(bytes))));
         match speaks {
             Speaks::Channels(ports) => channel_session(incoming, outgoing, ip, ports).await,
             _ => spdy_session(incoming, outgoing, ip).await,
@@ -169,10 +164,8 @@ fn ports(query: Option<&str>) -> Result<Vec<u16>, String> {
     }
     // Each port takes two of the 256 channels a WebSocket frame can name.
     if ports.len() > 128 {
-        return Err(format!(
-            "{} ports asked for: at most 128 at once",
-            ports.len()
-        ));
+        let asked = ports.len();
+        return Err(format!("{asked} ports asked for: at most 128 at once"));
     }
     Ok(ports)
 }
@@ -352,9 +345,8 @@ async fn pipe(
     to_client: &mpsc::Sender<Bytes>,
     wrap: impl Fn(&[u8]) -> Bytes,
 ) -> std::io::Result<()> {
-    let (mut from_pod, mut to_pod) = tokio::net::TcpStream::connect((ip, port))
-        .await?
-        .into_split();
+    let pod = tokio::net::TcpStream::connect((ip, port)).await?;
+    let (mut from_pod, mut to_pod) = pod.into_split();
     let upstream = async {
         while let Some(bytes) = from_client.recv().await {
             if to_pod.write_all(&bytes).await.is_err() {

@@ -192,9 +192,8 @@ pub async fn check(probe: &Probe, pod_ip: &str, runtime: &Runtime, container_id:
             }
         }
     };
-    tokio::time::timeout(probe.timeout, attempt)
-        .await
-        .unwrap_or(false)
+    let answered = tokio::time::timeout(probe.timeout, attempt).await;
+    answered.unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -178,11 +178,8 @@ async fn admit(
         .and_then(|k| k.to_str().ok());
     let (Some(key), true) = (key, upgrade_to_websocket(req)) else {
         let spoken = PROTOCOLS.join(" or ");
-        let why = "is served as a WebSocket upgrade";
-        return refuse(
-            bad,
-            format!("Upgrade request required: {verb} {why} ({spoken}), not SPDY"),
-        );
+        let why = format!("{verb} is served as a WebSocket upgrade ({spoken}), not SPDY");
+        return refuse(bad, format!("Upgrade request required: {why}"));
     };
     let Some(protocol) = negotiate(req) else {
         let why = format!("no common stream protocol: this node speaks {PROTOCOLS:?}");
@@ -291,10 +288,7 @@ async fn session<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut source) = ws.split();
-    let Joined {
-        mut output,
-        mut input,
-    } = joined;
+    let (mut output, mut input) = (joined.output, joined.input);
     let mut stdin_open = true;
     loop {
         tokio::select! {

@@ -110,10 +110,8 @@ fn locate(
 /// `http://{ip}:{port}` of a Node's agent, as the Node reports it.
 pub(super) fn agent_url(node: &Value) -> String {
     let ip = meta::internal_ip(node).unwrap_or("127.0.0.1");
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let port = &node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"];
+    let port = port.as_u64().unwrap_or(0);
     match ip.parse::<std::net::Ipv6Addr>() {
         Ok(v6) => format!("http://[{v6}]:{port}"),
         Err(_) => format!("http://{ip}:{port}"),
@@ -130,19 +128,16 @@ async fn send(shared: &Shared, url: &str) -> Result<http::Response<Incoming>, St
         .header(header::AUTHORIZATION, format!("Bearer {}", shared.token))
         .body(http_body_util::Empty::new())
         .map_err(|e| e.to_string())?;
-    tokio::time::timeout(CONNECT_TIMEOUT, client.request(request))
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, client.request(request)).await;
+    let answered = answered.map_err(|_| "timed out".to_owned())?;
+    answered.map_err(|e| e.to_string())
 }
 
 /// The whole body of an agent's answer.
 async fn whole(response: http::Response<Incoming>) -> Result<Bytes, String> {
-    let body = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect())
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    Ok(body.to_bytes())
+    let body = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
+    let body = body.map_err(|_| "timed out".to_owned())?;
+    Ok(body.map_err(|e| e.to_string())?.to_bytes())
 }
 
 /// `GET {url}` of an agent: the body of a 2xx answer.
@@ -158,9 +153,8 @@ pub(super) async fn ask(shared: &Shared, url: &str) -> Result<Bytes, String> {
 }
 
 fn unavailable(node_of: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!(
-        "the agent of pod {node_of}'s node did not answer: {why}"
-    ))
+    let message = format!("the agent of pod {node_of}'s node did not answer: {why}");
+    ApiError::Unavailable(message)
 }
 
 /// `pods/{name}/log`: the container's output, fetched from the node agent running it.
@@ -255,19 +249,15 @@ pub(super) async fn stream(
         .map_err(|e| ApiError::BadRequest(format!("the request cannot be passed on: {e}")))?;
     let connected = async {
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(std::io::Error::other)?;
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await;
+        let (mut sender, connection) = handshake.map_err(std::io::Error::other)?;
         tokio::spawn(connection.with_upgrades());
-        sender
-            .send_request(ask)
-            .await
-            .map_err(std::io::Error::other)
+        let answer = sender.send_request(ask).await;
+        answer.map_err(std::io::Error::other)
     };
-    let answer = tokio::time::timeout(CONNECT_TIMEOUT, connected)
-        .await
-        .map_err(|_| unavailable(name, "timed out"))?
-        .map_err(|e| unavailable(name, e))?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
+    let answer = answer.map_err(|_| unavailable(name, "timed out"))?;
+    let answer = answer.map_err(|e| unavailable(name, e))?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = answer.status();
         let why = answer
@@ -291,9 +281,8 @@ pub(super) async fn stream(
     tokio::spawn(async move {
         let (client, agent) = tokio::join!(hyper::upgrade::on(req), hyper::upgrade::on(answer));
         if let (Ok(client), Ok(agent)) = (client, agent) {
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(agent))
-                    .await;
+            let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
         }
     });
     switched

@@ -287,12 +287,9 @@ async fn route_authorized(
         v.map(|v| json_response(StatusCode::OK, &v))
             .ok_or(ApiError::NoRoute)
     };
-    let get_only = |m: &Method| {
-        if m == Method::GET {
-            Ok(())
-        } else {
-            Err(ApiError::MethodNotAllowed)
-        }
+    let get_only = |m: &Method| match *m {
+        Method::GET => Ok(()),
+        _ => Err(ApiError::MethodNotAllowed),
     };
     match route {
         Route::CoreVersions | Route::Groups => {

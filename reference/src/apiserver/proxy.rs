@@ -57,11 +57,9 @@ pub(super) async fn pod(
     let (name, port) = name_and_port(target);
     let pods = api::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
     let (pod, _) = resources::get(shared, pods, Some(namespace), name)?;
-    let ip = pod
-        .pointer("/status/podIP")
-        .and_then(Value::as_str)
-        .filter(|ip| !ip.is_empty())
-        .ok_or_else(|| ApiError::Unavailable(format!("pod {name} has no IP address yet")))?;
+    let ip = pod["status"]["podIP"].as_str().filter(|ip| !ip.is_empty());
+    let ip =
+        ip.ok_or_else(|| ApiError::Unavailable(format!("pod {name} has no IP address yet")))?;
     let ports: Vec<(&str, u64)> = meta::each(&pod, "/spec/containers")
         .flat_map(|container| meta::each(container, "/ports"))
         .filter_map(|port| {
@@ -163,21 +161,17 @@ async fn forward(
             .pool_max_idle_per_host(0)
             .build_http();
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|error| unreachable(error.to_string()))?;
+        let response = client.request(request).await;
+        let response = response.map_err(|error| unreachable(error.to_string()))?;
         let (head, body) = response.into_parts();
-        let bytes = http_body_util::Limited::new(body, MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|error| unreachable(error.to_string()))?
-            .to_bytes();
+        let limited = http_body_util::Limited::new(body, MAX_ANSWER);
+        let bytes = limited.collect().await;
+        let bytes = bytes.map_err(|e| unreachable(e.to_string()))?.to_bytes();
         Ok::<_, ApiError>((head, bytes))
     };
-    let (head, bytes) = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
+    let answered = tokio::time::timeout(TIMEOUT, exchange).await;
+    let (head, bytes) =
+        answered.map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
     let mut answer = http::Response::builder().status(head.status);
     if let Some(content_type) = head.headers.get(header::CONTENT_TYPE) {
         answer = answer.header(header::CONTENT_TYPE, content_type);

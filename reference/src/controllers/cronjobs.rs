@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job, JobCondition};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -56,17 +56,12 @@ pub(super) struct Plan {
 /// When a Job finished, and whether it succeeded; `None` while it runs.
 fn finished(job: &Job) -> Option<(bool, Option<jiff::Timestamp>)> {
     let status = job.status.as_ref()?;
-    let done = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
-    let at = status
-        .completion_time
-        .as_ref()
-        .map(|t| t.0)
-        .or(done.last_transition_time.as_ref().map(|t| t.0));
-    Some((done.type_ == "Complete", at))
+    let is_done =
+        |c: &&JobCondition| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True";
+    let done = status.conditions.iter().flatten().find(is_done)?;
+    let transitioned = done.last_transition_time.as_ref();
+    let at = status.completion_time.as_ref().or(transitioned);
+    Some((done.type_ == "Complete", at.map(|t| t.0)))
 }
 
 /// The name of the Job for the time `at`: the CronJob's, and the minute since the epoch.
@@ -85,21 +80,15 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
     let (running, mut done): (Vec<&Job>, Vec<&Job>) =
         jobs.iter().copied().partition(|j| finished(j).is_none());
     // The latest time due, if it is later than the last one scheduled (or the creation).
-    let since = cj
-        .status
-        .as_ref()
-        .and_then(|s| s.last_schedule_time.as_ref())
-        .or(cj.metadata.creation_timestamp.as_ref())
-        .map_or(now, |t| t.0);
+    let last_scheduled = cj.status.iter().find_map(|s| s.last_schedule_time.as_ref());
+    let created = cj.metadata.creation_timestamp.as_ref();
+    let since = last_scheduled.or(created).map_or(now, |t| t.0);
     let due = utc(now)
         .and_then(|n| cron.find_previous_occurrence(&n, true).ok())
         .and_then(back)
         .filter(|due| *due > since);
     // A mutant starts the first Job as soon as the CronJob exists, whatever the schedule.
-    let first = cj
-        .status
-        .as_ref()
-        .is_none_or(|s| s.last_schedule_time.is_none());
+    let first = last_scheduled.is_none();
     let due =
         due.or((first && crate::failpoints::on!("cronjobs::start-when-created")).then_some(now));
     let in_time = |due: jiff::Timestamp| {
@@ -107,6 +96,7 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
             .is_none_or(|d| now.as_second() - due.as_second() <= d)
     };
     let mut status = cj.status.clone().unwrap_or_default();
+    let name_of = |j: &&Job| j.metadata.name.clone();
     if let Some(due) = due.filter(|d| in_time(*d) && spec.suspend != Some(true)) {
         let made = jobs
             .iter()
@@ -116,8 +106,7 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
             plan.start = (!made).then_some(due);
             status.last_schedule_time = Some(Time(due));
         } else if policy == "Replace" {
-            plan.delete
-                .extend(running.iter().filter_map(|j| j.metadata.name.clone()));
+            plan.delete.extend(running.iter().filter_map(name_of));
             plan.start = Some(due);
             status.last_schedule_time = Some(Time(due));
         }
@@ -132,8 +121,7 @@ pub(super) fn reconcile(cj: &CronJob, jobs: &[&Job], now: jiff::Timestamp) -> Pl
             .iter()
             .filter(|j| finished(j).is_some_and(|(ok, _)| ok == succeeded));
         let keep = usize::try_from(limit).unwrap_or(0);
-        plan.delete
-            .extend(of_kind.skip(keep).filter_map(|j| j.metadata.name.clone()));
+        plan.delete.extend(of_kind.skip(keep).filter_map(name_of));
     }
     status.last_successful_time = done
         .iter()
@@ -178,11 +166,8 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
     let action = format!("list the Jobs of CronJob {namespace}/{name}");
     let listed = jobs_api.list(&ListParams::default()).await;
     let listed = listed.map_err(ControllerError::api(action))?;
-    let jobs: Vec<&Job> = listed
-        .items
-        .iter()
-        .filter(|j| controller_uid(&j.metadata) == Some(uid.as_str()))
-        .collect();
+    let ours = |j: &&Job| controller_uid(&j.metadata) == Some(uid.as_str());
+    let jobs: Vec<&Job> = listed.items.iter().filter(ours).collect();
     let plan = reconcile(&cj, &jobs, jiff::Timestamp::now());
     for job in &plan.delete {
         let what = || format!("delete Job {job} of CronJob {namespace}/{name}");
@@ -222,10 +207,8 @@ async fn pass(cj: Arc<CronJob>, ctx: Arc<Recorder>) -> Result<Action, Controller
         }
     }
     let cron_jobs = Api::<CronJob>::namespaced(ctx.client.clone(), &namespace);
-    write_status(cron_jobs, &name, cj.status.as_ref(), &plan.status, || {
-        format!("update the status of CronJob {namespace}/{name}")
-    })
-    .await?;
+    let action = || format!("update the status of CronJob {namespace}/{name}");
+    write_status(cron_jobs, &name, cj.status.as_ref(), &plan.status, action).await?;
     Ok(plan.next.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -151,11 +151,8 @@ fn node_of(pod: &Pod) -> Option<String> {
     if let Some(node) = spec.node_name.clone() {
         return Some(node);
     }
-    let required = spec
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
+    let affinity = spec.affinity.as_ref()?.node_affinity.as_ref()?;
+    let required = affinity
         .required_during_scheduling_ignored_during_execution
         .as_ref()?;
     required
@@ -189,6 +186,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
     let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
     let on_delete = strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete");
     let mut plan = Plan::default();
+    let name_of = |p: &&Pod| p.metadata.name.clone();
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods.iter().copied().filter(|p| !terminating(&p.metadata)) {
         if pod_phase(pod) == "Failed" {
@@ -212,8 +210,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
             if !here.is_empty() {
                 misscheduled += 1;
             }
-            plan.delete
-                .extend(here.iter().filter_map(|p| p.metadata.name.clone()));
+            plan.delete.extend(here.iter().filter_map(name_of));
             continue;
         }
         desired += 1;
@@ -225,8 +222,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
         scheduled += 1;
         // One per node: the current template's first, then the oldest.
         here.sort_by_key(|p| (!current(p), p.metadata.creation_timestamp.clone()));
-        plan.delete
-            .extend(here.iter().skip(1).filter_map(|p| p.metadata.name.clone()));
+        plan.delete.extend(here.iter().skip(1).filter_map(name_of));
         let kept = here[0];
         if pod_ready(kept) {
             ready_count += 1;
@@ -241,16 +237,14 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
     }
     // Pods for nodes that are gone.
     let gone = by_node.values().flatten();
-    plan.delete
-        .extend(gone.filter_map(|p| p.metadata.name.clone()));
+    plan.delete.extend(gone.filter_map(name_of));
     if !on_delete && !crate::failpoints::on!("daemonsets::never-update") {
         // Old pods that are not ready go first: replacing them costs no availability.
         old.sort_by_key(|p| pod_ready(p));
         let budget = max_unavailable(strategy, desired).saturating_sub(unavailable);
         let not_ready = old.iter().filter(|p| !pod_ready(p)).count();
         let replaced = old.iter().take(not_ready.saturating_add(budget));
-        plan.delete
-            .extend(replaced.filter_map(|p| p.metadata.name.clone()));
+        plan.delete.extend(replaced.filter_map(name_of));
     }
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     plan.status = DaemonSetStatus {
@@ -262,8 +256,7 @@ pub(super) fn reconcile(ds: &DaemonSet, nodes: &[Node], pods: &[&Pod]) -> Plan {
         number_unavailable: Some(count(desired - ready_count)).filter(|n| *n > 0),
         updated_number_scheduled: Some(count(updated)),
         observed_generation: ds.metadata.generation,
-        collision_count: None,
-        conditions: None,
+        ..DaemonSetStatus::default()
     };
     plan
 }
@@ -294,8 +287,7 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
         return Ok(Action::await_change());
     };
     let selector = Selector::new(ds.spec.as_ref().map(|s| &s.selector));
-    let unknown =
-        || ControllerError::malformed(ds.as_ref(), "its selector uses an unknown operator");
+    let unknown = || ControllerError::malformed(&*ds, "its selector uses an unknown operator");
     let selector = selector.ok_or_else(unknown)?;
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let nodes = nodes.list(&ListParams::default()).await;
@@ -321,10 +313,8 @@ async fn pass(ds: Arc<DaemonSet>, ctx: Arc<Recorder>) -> Result<Action, Controll
         }
     }
     let sets = Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace);
-    write_status(sets, &name, ds.status.as_ref(), &plan.status, || {
-        format!("write the status of DaemonSet {namespace}/{name}")
-    })
-    .await?;
+    let action = || format!("write the status of DaemonSet {namespace}/{name}");
+    write_status(sets, &name, ds.status.as_ref(), &plan.status, action).await?;
     Ok(Action::await_change())
 }
 

@@ -238,16 +238,12 @@ fn scale_annotations(desired: i32, surge: i32) -> BTreeMap<String, String> {
 /// change-cause from the ReplicaSets), without the ones that describe the Deployment or
 /// one ReplicaSet only.
 fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
-    d.metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| {
-            !k.starts_with("deployment.kubernetes.io/")
-                && *k != "kubectl.kubernetes.io/last-applied-configuration"
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    let mut annotations = d.metadata.annotations.clone().unwrap_or_default();
+    annotations.retain(|k, _| {
+        !k.starts_with("deployment.kubernetes.io/")
+            && k != "kubectl.kubernetes.io/last-applied-configuration"
+    });
+    annotations
 }
 
 /// One ReplicaSet as a pass sizes it.
@@ -496,10 +492,8 @@ pub(super) fn reconcile(
     let current = d.status.clone().unwrap_or_default();
 
     // Oldest first, so that of two equal templates the older ReplicaSet is "the new one".
-    let mut sets: Vec<&ReplicaSet> = owned
-        .iter()
-        .filter(|rs| !terminating(&rs.metadata))
-        .collect();
+    let mut sets: Vec<&ReplicaSet> = owned.iter().collect();
+    sets.retain(|rs| !terminating(&rs.metadata));
     sets.sort_by_key(|rs| (rs.metadata.creation_timestamp.clone(), rs.name_any()));
     let new_index = sets.iter().position(|rs| has_template(rs, &spec.template));
     // The others, still oldest first: what a rollout scales down and the history limit prunes.
@@ -968,10 +962,9 @@ async fn apply(d: Arc<Deployment>, ctx: Arc<Recorder>) -> Result<Action, Control
     if let Some(revision) = &plan.revision {
         let patch = Patch::Merge(json!({"metadata": {"annotations": {REVISION: revision}}}));
         let action = format!("annotate the revision of {what}");
-        deployments
-            .patch(&name, &PatchParams::default(), &patch)
-            .await
-            .map_err(ControllerError::api(action))?;
+        let params = PatchParams::default();
+        let patched = deployments.patch(&name, &params, &patch).await;
+        patched.map_err(ControllerError::api(action))?;
     }
     if let Some(status) = &plan.status {
         let action = || format!("update the status of {what}");

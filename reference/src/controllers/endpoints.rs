@@ -61,13 +61,10 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
         if matches!(phase, Some("Succeeded" | "Failed")) {
             continue;
         }
-        let Some(ip) = pod
-            .pointer("/status/podIP")
-            .and_then(Value::as_str)
-            .filter(|ip| !ip.is_empty())
-        else {
+        let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+        if ip.is_empty() {
             continue;
-        };
+        }
         let ports: Vec<Value> = service_ports
             .into_iter()
             .flatten()
@@ -94,14 +91,10 @@ pub fn subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
             },
         });
         let is_ready = |c: &Value| c["type"] == "Ready" && c["status"] == "True";
-        let ready = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(is_ready));
+        let conditions = pod["status"]["conditions"].as_array();
+        let ready = conditions.is_some_and(|cs| cs.iter().any(is_ready));
         let key = serde_json::to_string(&ports).unwrap_or_default();
-        let entry = by_ports
-            .entry(key)
-            .or_insert_with(|| (Vec::new(), Vec::new(), ports));
+        let entry = by_ports.entry(key).or_insert((vec![], vec![], ports));
         if ready || crate::failpoints::on!("endpoints::not-ready-as-ready") {
             entry.0.push(address);
         } else {
@@ -186,10 +179,9 @@ pub(crate) async fn write_slices(
 ) -> Result<(), ControllerError> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     let what = |verb: &str| format!("{verb} the endpoint slices of {namespace}/{service}");
-    let existing = api
-        .list(&ListParams::default().labels(&format!("{SERVICE_NAME}={service}")))
-        .await
-        .map_err(ControllerError::api(what("list")))?;
+    let labelled = ListParams::default().labels(&format!("{SERVICE_NAME}={service}"));
+    let existing = api.list(&labelled).await;
+    let existing = existing.map_err(ControllerError::api(what("list")))?;
     let desired = slices(service, subsets);
     for mut wanted in desired.iter().cloned() {
         let name = wanted["metadata"]["name"]
@@ -229,18 +221,12 @@ fn resolve(target: Option<&Value>, pod: &Value) -> Option<i64> {
     match target? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok().or_else(|| {
-            pod.pointer("/spec/containers")?
-                .as_array()?
+            let containers = pod.pointer("/spec/containers")?.as_array()?;
+            let port = containers
                 .iter()
-                .flat_map(|c| {
-                    c.get("ports")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                })
-                .find(|p| p.get("name").and_then(Value::as_str) == Some(s))?
-                .get("containerPort")?
-                .as_i64()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .find(|p| p["name"].as_str() == Some(s))?;
+            port["containerPort"].as_i64()
         }),
         _ => None,
     }
@@ -255,26 +241,21 @@ fn selector_of(service: &Service) -> Option<LabelSelector> {
 
 /// Runs the controller until `shutdown` becomes true.
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
-    let controller = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let services = Api::<Service>::all(client.clone());
+    let controller = Controller::new(services, watcher::Config::default());
     let services = controller.store();
-    let controller = controller.watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        move |pod: Pod| {
-            let pod_value = serde_json::to_value(&pod).unwrap_or_default();
-            let namespace = pod.namespace();
-            services
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == namespace)
-                .filter(|s| selector_of(s).is_some_and(|sel| sel.matches_object(&pod_value)))
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
+    let pods = Api::<Pod>::all(client.clone());
+    let controller = controller.watches(pods, watcher::Config::default(), move |pod: Pod| {
+        let pod_value = serde_json::to_value(&pod).unwrap_or_default();
+        let namespace = pod.namespace();
+        services
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace() == namespace)
+            .filter(|s| selector_of(s).is_some_and(|sel| sel.matches_object(&pod_value)))
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect::<Vec<_>>()
+    });
     let context = Arc::new(client.clone());
     tokio::join!(
         super::drive("endpoints", controller, context, apply, shutdown.clone()),
@@ -290,18 +271,14 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
         // Without a selector the Endpoints are the user's to write.
         return Ok(Action::await_change());
     }
-    let pods: Vec<Value> = Api::<Pod>::namespaced(client.as_ref().clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(what("list the pods of service")))?
-        .items
-        .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .collect();
+    let pods = Api::<Pod>::namespaced(client.as_ref().clone(), &namespace);
+    let listed = pods.list(&ListParams::default()).await;
+    let listed = listed.map_err(ControllerError::api(what("list the pods of service")))?;
+    let pods: Vec<Value> = listed.items.iter().flat_map(serde_json::to_value).collect();
     let service_value = serde_json::to_value(service.as_ref()).unwrap_or_default();
     let subsets = subsets(&service_value, &pods);
-    let endpoints_api: Api<Endpoints> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let existing = endpoints_api.get_opt(&name).await;
+    let api: Api<Endpoints> = Api::namespaced(client.as_ref().clone(), &namespace);
+    let existing = api.get_opt(&name).await;
     let existing = existing.map_err(ControllerError::api(what("read the endpoints of service")))?;
     let unchanged = existing.as_ref().is_some_and(|current| {
         let current = serde_json::to_value(&current.subsets).unwrap_or_default();
@@ -320,13 +297,10 @@ async fn apply(service: Arc<Service>, client: Arc<Client>) -> Result<Action, Con
             })?;
         let post = PostParams::default();
         let (written, verb) = match &existing {
-            None => (endpoints_api.create(&post, &endpoints).await, "create"),
+            None => (api.create(&post, &endpoints).await, "create"),
             Some(current) => {
                 endpoints.metadata.resource_version = current.resource_version();
-                (
-                    endpoints_api.replace(&name, &post, &endpoints).await,
-                    "update",
-                )
+                (api.replace(&name, &post, &endpoints).await, "update")
             }
         };
         let action = what(&format!("{verb} the endpoints of"));

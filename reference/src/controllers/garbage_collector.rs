@@ -47,10 +47,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Preconditions,
-    PropagationPolicy,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Preconditions};
+use kube::core::GroupVersionKind;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -104,10 +102,8 @@ pub(super) fn owner_from(reference: &OwnerReference, found_uid: Option<&str>) ->
 
 /// The served resource a reference points at, if this apiserver serves its kind.
 pub(super) fn served(reference: &OwnerReference) -> Option<&'static crate::api::Resource> {
-    let (group, version) = reference
-        .api_version
-        .split_once('/')
-        .unwrap_or(("", reference.api_version.as_str()));
+    let api_version = reference.api_version.as_str();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     crate::api::RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.kind == reference.kind)
@@ -121,6 +117,9 @@ type CachedUid = Box<dyn Fn(&str, Option<&str>) -> Option<String> + Send + Sync>
 struct Gc {
     client: Client,
     owners: HashMap<String, CachedUid>,
+    /// Changes whenever an owner is deleted: every collector then sweeps.
+    owner_deleted: watch::Sender<u64>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Gc {
@@ -138,21 +137,14 @@ impl Gc {
             (namespaced, ns) => ns.filter(|_| namespaced),
         };
         let name = reference.name.as_str();
-        let cached = self
-            .owners
-            .get(&reference.kind)
-            .and_then(|uid| uid(name, namespace));
+        let cache = self.owners.get(&reference.kind);
+        let cached = cache.and_then(|uid| uid(name, namespace));
         if owner_from(reference, cached.as_deref()) == Owner::Present {
             return Ok(Owner::Present);
         }
         // The cache may lag behind a new owner: only the apiserver's answer condemns.
-        let ar = ApiResource {
-            group: resource.group.to_owned(),
-            version: resource.version.to_owned(),
-            api_version: resource.api_version(),
-            kind: resource.kind.to_owned(),
-            plural: resource.plural.to_owned(),
-        };
+        let gvk = GroupVersionKind::gvk(resource.group, resource.version, resource.kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, resource.plural);
         let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
@@ -160,10 +152,8 @@ impl Gc {
         let action = format!("look up owner {} {}", reference.kind, reference.name);
         let found = api.get_opt(&reference.name).await;
         let found = found.map_err(ControllerError::api(action))?;
-        Ok(owner_from(
-            reference,
-            found.and_then(|o| o.metadata.uid).as_deref(),
-        ))
+        let uid = found.and_then(|o| o.metadata.uid);
+        Ok(owner_from(reference, uid.as_deref()))
     }
 }
 
@@ -180,23 +170,18 @@ pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     ]
     .into_iter()
     .unzip();
-    let gc = Arc::new(Gc { client, owners });
+    let gc = Arc::new(Gc {
+        client,
+        owners,
+        owner_deleted: owner_deleted.clone(),
+        shutdown,
+    });
     tokio::join!(
         join_all(caches),
-        collect::<Pod>("garbage-collector/pods", &gc, &owner_deleted, &shutdown),
-        collect::<ControllerRevision>(
-            "garbage-collector/controllerrevisions",
-            &gc,
-            &owner_deleted,
-            &shutdown
-        ),
-        collect::<Job>("garbage-collector/jobs", &gc, &owner_deleted, &shutdown),
-        collect::<ReplicaSet>(
-            "garbage-collector/replicasets",
-            &gc,
-            &owner_deleted,
-            &shutdown
-        ),
+        collect::<Pod>("garbage-collector/pods", &gc),
+        collect::<ControllerRevision>("garbage-collector/controllerrevisions", &gc),
+        collect::<Job>("garbage-collector/jobs", &gc),
+        collect::<ReplicaSet>("garbage-collector/replicasets", &gc),
     );
 }
 
@@ -220,20 +205,18 @@ where
         store.get(&key)?.metadata.uid.clone()
     });
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    let feed = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    )
-    .take_until(super::stopped(shutdown.clone()))
-    .for_each(|event| {
-        match event {
-            // The reflector has already dropped it from the cache.
-            Ok(watcher::Event::Delete(_)) => owner_deleted.send_modify(|n| *n += 1),
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "owner watch failed; retrying"),
-        }
-        async {}
-    });
+    let owners = watcher(api, watcher::Config::default()).default_backoff();
+    let feed = reflector::reflector(writer, owners)
+        .take_until(super::stopped(shutdown.clone()))
+        .for_each(|event| {
+            match event {
+                // The reflector has already dropped it from the cache.
+                Ok(watcher::Event::Delete(_)) => owner_deleted.send_modify(|n| *n += 1),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "owner watch failed; retrying"),
+            }
+            async {}
+        });
     ((K::kind(&()).into_owned(), uid), feed.boxed())
 }
 
@@ -251,12 +234,8 @@ fn sweeps(owner_deleted: watch::Receiver<u64>) -> impl Stream<Item = ()> + Send 
 }
 
 /// Collects dependents of kind `K`: checks each when it changes and on every sweep.
-async fn collect<K>(
-    name: &'static str,
-    gc: &Arc<Gc>,
-    owner_deleted: &watch::Sender<u64>,
-    shutdown: &watch::Receiver<bool>,
-) where
+async fn collect<K>(name: &'static str, gc: &Arc<Gc>)
+where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
@@ -265,12 +244,11 @@ async fn collect<K>(
         + Sync
         + 'static,
 {
-    let controller = Controller::new(
-        Api::<PartialObjectMeta<K>>::all(gc.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(sweeps(owner_deleted.subscribe()));
-    super::drive(name, controller, gc.clone(), check::<K>, shutdown.clone()).await;
+    let api = Api::<PartialObjectMeta<K>>::all(gc.client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .reconcile_all_on(sweeps(gc.owner_deleted.subscribe()));
+    let shutdown = gc.shutdown.clone();
+    super::drive(name, controller, gc.clone(), check::<K>, shutdown).await;
 }
 
 /// Checks one dependent's owners, and deletes it if they are all gone.
@@ -298,14 +276,10 @@ where
     }
     let what = describe(obj.as_ref());
     let api: Api<K> = Api::namespaced(gc.client.clone(), namespace.unwrap_or_default());
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: Some(Preconditions {
-            uid: meta.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = DeleteParams::background().preconditions(Preconditions {
+        uid: meta.uid.clone(),
+        resource_version: None,
+    });
     match api.delete(&obj.name_any(), &params).await {
         Ok(_) => {
             let owner = &references[0];

@@ -99,14 +99,10 @@ impl Finish {
 }
 
 fn is_true(conditions: Option<&Vec<JobCondition>>, kind: &str) -> Option<jiff::Timestamp> {
-    conditions?
-        .iter()
-        .find(|c| c.type_ == kind && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0)
-        })
+    let is_it = |c: &&JobCondition| c.type_ == kind && c.status == "True";
+    let found = conditions?.iter().find(is_it)?;
+    let since = found.last_transition_time.as_ref();
+    Some(since.map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0))
 }
 
 /// When a failed pod ended: its containers' latest finish, else when it was created.
@@ -155,11 +151,8 @@ pub(super) fn reconcile(job: &Job, pods: &[&Pod], now: jiff::Timestamp) -> Plan 
     let restarts: i32 = active
         .iter()
         .filter(|_| on_failure)
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
         .map(|c| c.restart_count)
         .sum();
     let ready = active.iter().filter(|p| pod_ready(p)).count() as i32;
@@ -309,10 +302,8 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     if plan.delete_job {
-        delete_if_present(&jobs, &name, &DeleteParams::background(), || {
-            format!("delete finished Job {namespace}/{name}")
-        })
-        .await?;
+        let action = || format!("delete finished Job {namespace}/{name}");
+        delete_if_present(&jobs, &name, &DeleteParams::background(), action).await?;
         return Ok(Action::await_change());
     }
     let template = job.spec.as_ref().map(|s| s.template.clone());
@@ -334,18 +325,14 @@ async fn pass(job: Arc<Job>, ctx: Arc<Recorder>) -> Result<Action, ControllerErr
     }
     if let Some(finish) = plan.finish {
         let (_, reason, message) = finish.describe();
-        let type_ = if finish == Finish::Complete {
-            "Normal"
-        } else {
-            "Warning"
+        let type_ = match finish {
+            Finish::Complete => "Normal",
+            _ => "Warning",
         };
-        ctx.record(job.as_ref(), type_, reason, message.into())
-            .await;
+        ctx.record(&*job, type_, reason, message.into()).await;
     }
-    write_status(jobs, &name, job.status.as_ref(), &plan.status, || {
-        format!("write the status of Job {namespace}/{name}")
-    })
-    .await?;
+    let action = || format!("write the status of Job {namespace}/{name}");
+    write_status(jobs, &name, job.status.as_ref(), &plan.status, action).await?;
     Ok(plan
         .requeue
         .map_or_else(Action::await_change, Action::requeue))

@@ -182,10 +182,8 @@ pub fn toleration(pod: &Value, default: Duration) -> Option<Duration> {
         let matches_key = key == UNREACHABLE || (key.is_empty() && op == "Exists");
         if matches_key && (effect.is_empty() || effect == "NoExecute") {
             // Without tolerationSeconds the pod tolerates the node forever.
-            return t
-                .get("tolerationSeconds")
-                .and_then(Value::as_i64)
-                .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+            let seconds = t["tolerationSeconds"].as_i64();
+            return seconds.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
         }
     }
     Some(default)
@@ -419,13 +417,10 @@ async fn mark_lost(
 
 /// The node's taints other than the unreachable ones.
 fn other_taints(node: &Node) -> Vec<Taint> {
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    let taints = node.spec.as_ref().and_then(|s| s.taints.clone());
+    let mut taints = taints.unwrap_or_default();
+    taints.retain(|t| t.key != UNREACHABLE);
     taints
-        .into_iter()
-        .flatten()
-        .filter(|t| t.key != UNREACHABLE)
-        .cloned()
-        .collect()
 }
 
 async fn set_taints(nodes: &Api<Node>, name: &str, taints: Vec<Taint>) -> Result<(), kube::Error> {

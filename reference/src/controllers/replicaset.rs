@@ -148,12 +148,8 @@ pub(super) fn reconcile(
     let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
     for pod in &active {
         let labels = pod.metadata.labels.as_ref();
-        if template_labels
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
-            fully_labeled += 1;
-        }
+        let carried = |(k, v): (&String, &String)| labels.and_then(|l| l.get(k)) == Some(v);
+        fully_labeled += i32::from(template_labels.iter().all(carried));
         let since = match ready_since(pod) {
             Some(since) => since,
             None if crate::failpoints::on!("replicaset::count-unready-as-available") => now,
@@ -243,17 +239,12 @@ fn pod_from_template(rs: &ReplicaSet) -> Option<Pod> {
 /// run on a cache without the change that started it, and nothing would start it again.)
 pub(super) async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let (pods, cache) = reflector::store();
-    let pod_changes = reflector::reflector(
-        cache,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let controller = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns_stream(pod_changes);
+    let every_pod = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pod_changes = reflector::reflector(cache, every_pod)
+        .default_backoff()
+        .touched_objects();
+    let sets = Api::<ReplicaSet>::all(client.clone());
+    let controller = Controller::new(sets, watcher::Config::default()).owns_stream(pod_changes);
     let context = Context {
         recorder: Recorder {
             client,
@@ -428,8 +419,7 @@ async fn apply(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Con
             }
             Err(error) => {
                 let message = format!("Error creating: {error}");
-                ctx.record(rs.as_ref(), "Warning", "FailedCreate", message)
-                    .await;
+                ctx.record(&*rs, "Warning", "FailedCreate", message).await;
                 let action = format!("create a pod for {what}");
                 first_error.get_or_insert(ControllerError::api(action)(error));
             }

@@ -43,27 +43,18 @@ fn named<K: Resource>(object: &K, name: &str) -> Option<ObjectRef<Namespace>> {
 /// Runs the controller until shutdown; `root_ca` (PEM) is published if given.
 pub(super) async fn run(client: Client, root_ca: Option<String>, shutdown: watch::Receiver<bool>) {
     let config = watcher::Config::default;
+    let accounts = Api::<ServiceAccount>::all(client.clone());
+    let config_maps = Api::<ConfigMap>::all(client.clone());
     let controller = Controller::new(Api::<Namespace>::all(client.clone()), config())
-        .watches(Api::<ServiceAccount>::all(client.clone()), config(), |a| {
-            named(&a, DEFAULT)
-        })
-        .watches(Api::<ConfigMap>::all(client.clone()), config(), |c| {
-            named(&c, ROOT_CA)
-        });
-    let context = Arc::new((client, root_ca));
-    super::drive(
-        "service-accounts",
-        controller,
-        context,
-        ensure_default,
-        shutdown,
-    )
-    .await;
+        .watches(accounts, config(), |a| named(&a, DEFAULT))
+        .watches(config_maps, config(), |c| named(&c, ROOT_CA));
+    let ctx = Arc::new((client, root_ca));
+    super::drive("service-accounts", controller, ctx, provision, shutdown).await;
 }
 
 /// Makes the namespace's `default` account and its `kube-root-ca.crt` unless they exist or
 /// the namespace is going.
-async fn ensure_default(
+async fn provision(
     namespace: Arc<Namespace>,
     context: Arc<(Client, Option<String>)>,
 ) -> Result<Action, ControllerError> {
@@ -100,12 +91,8 @@ where
 {
     let name = object.name_any();
     let action = || format!("make {name} in namespace {}", api.namespace().unwrap_or(""));
-    if api
-        .get_opt(&name)
-        .await
-        .map_err(ControllerError::api(action()))?
-        .is_some()
-    {
+    let existing = api.get_opt(&name).await;
+    if existing.map_err(ControllerError::api(action()))?.is_some() {
         return Ok(());
     }
     match api.create(&PostParams::default(), &object).await {

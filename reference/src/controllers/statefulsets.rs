@@ -145,11 +145,8 @@ pub(super) fn reconcile(
     for n in 0..replicas {
         let up = match by_ordinal.get(&n) {
             None => {
-                let revision = if rolling && n < partition {
-                    current
-                } else {
-                    update
-                };
+                // (`partition` is 0 unless the update is rolling.)
+                let revision = if n < partition { current } else { update };
                 plan.create.push(pod_for(set, revision, n));
                 false
             }
@@ -237,14 +234,9 @@ async fn revisions(
 ) -> Result<(Revision, Revision), ControllerError> {
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
     let what = |doing: &str| format!("{doing} the revisions of {}", describe(set));
-    let mut owned: Vec<ControllerRevision> = api
-        .list(&ListParams::default())
-        .await
-        .map_err(ControllerError::api(what("list")))?
-        .items
-        .into_iter()
-        .filter(|r| controller_uid(&r.metadata) == Some(uid))
-        .collect();
+    let listed = api.list(&ListParams::default()).await;
+    let mut owned = listed.map_err(ControllerError::api(what("list")))?.items;
+    owned.retain(|r| controller_uid(&r.metadata) == Some(uid));
     owned.sort_by_key(|r| r.revision);
     let update = update_revision(set);
     let next = owned.last().map_or(1, |r| r.revision + 1);
@@ -275,14 +267,12 @@ async fn revisions(
     }
     let status = set.status.as_ref();
     let current_name = status.and_then(|s| s.current_revision.as_deref());
-    let current = owned
-        .iter()
-        .find(|r| Some(r.name_any().as_str()) == current_name)
-        .and_then(|r| Some((r.name_any(), template_of(r)?)))
-        .map_or_else(
-            || update.clone(),
-            |(name, template)| Revision { name, template },
-        );
+    let is_current = |r: &&ControllerRevision| Some(r.name_any().as_str()) == current_name;
+    let recorded = owned.iter().find(is_current);
+    let current = match recorded.and_then(|r| Some((r.name_any(), template_of(r)?))) {
+        Some((name, template)) => Revision { name, template },
+        None => update.clone(),
+    };
     let limit = set.spec.as_ref().and_then(|s| s.revision_history_limit);
     let keep = usize::try_from(limit.unwrap_or(10)).unwrap_or(0);
     let old: Vec<String> = owned
@@ -302,8 +292,7 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
         return Ok(Action::await_change());
     };
     let selector = Selector::new(set.spec.as_ref().map(|s| &s.selector));
-    let unknown =
-        || ControllerError::malformed(set.as_ref(), "its selector uses an unknown operator");
+    let unknown = || ControllerError::malformed(&*set, "its selector uses an unknown operator");
     let selector = selector.ok_or_else(unknown)?;
     let (current, update) = revisions(&ctx, &set, &namespace, &uid).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -333,10 +322,8 @@ async fn pass(set: Arc<StatefulSet>, ctx: Arc<Recorder>) -> Result<Action, Contr
         }
     }
     let sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
-    write_status(sets, &name, set.status.as_ref(), &plan.status, || {
-        format!("write the status of StatefulSet {namespace}/{name}")
-    })
-    .await?;
+    let action = || format!("write the status of StatefulSet {namespace}/{name}");
+    write_status(sets, &name, set.status.as_ref(), &plan.status, action).await?;
     Ok(Action::await_change())
 }
 

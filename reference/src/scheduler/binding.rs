@@ -136,11 +136,9 @@ async fn patch_condition(
     condition: serde_json::Value,
 ) -> Result<(), SchedulerError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
-    let patch = json!({"status": {"conditions": [condition]}});
-    match pods
-        .patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(patch))
-        .await
-    {
+    let patch = Patch::Strategic(json!({"status": {"conditions": [condition]}}));
+    let params = PatchParams::default();
+    match pods.patch_status(&key.name, &params, &patch).await {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing left to report on.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

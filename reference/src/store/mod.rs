@@ -406,11 +406,9 @@ impl Store {
     /// On a replica that does not lead, the write is forwarded to the leader; while there
     /// is none, it waits up to [`LEADER_WAIT`] for one.
     pub async fn write(&self, ops: Vec<Op>) -> Result<WriteResult, StoreError> {
-        self.through_leader(
-            || self.write_here(ops.clone()),
-            |leader| self.transport.forward(leader, ops.clone()),
-        )
-        .await
+        let here = || self.write_here(ops.clone());
+        let forward = |leader| self.transport.forward(leader, ops.clone());
+        self.through_leader(here, forward).await
     }
 
     /// Runs `here` on this replica; if another leads, `forward`s to it instead. While there
@@ -456,10 +454,8 @@ impl Store {
 
     async fn propose_here(&self, change: Change) -> Result<WriteResult, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.proposals
-            .send(Proposal { change, reply })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        let sent = self.proposals.send(Proposal { change, reply }).await;
+        sent.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -468,11 +464,9 @@ impl Store {
     /// is refused ([`StoreError::LastVoter`]), and so is removing a member that is not a
     /// voter ([`StoreError::NotAMember`]).
     pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
-        self.through_leader(
-            || self.remove_member_here(id),
-            |leader| self.transport.forward_removal(leader, id),
-        )
-        .await
+        let here = || self.remove_member_here(id);
+        let forward = |leader| self.transport.forward_removal(leader, id);
+        self.through_leader(here, forward).await
     }
 
     /// [`Store::remove_member`] on this replica; [`StoreError::NotLeader`] if it does not
@@ -491,14 +485,10 @@ impl Store {
         if !self.transport.reaches_peers() {
             return Err(StoreError::NoPeers);
         }
-        self.through_leader(
-            || self.add_member_here(id, address.clone()),
-            |leader| {
-                self.transport
-                    .forward_addition(leader, id, address.to_string())
-            },
-        )
-        .await
+        let here = || self.add_member_here(id, address.clone());
+        let address = address.to_string();
+        let forward = |leader| self.transport.forward_addition(leader, id, address.clone());
+        self.through_leader(here, forward).await
     }
 
     /// [`Store::add_member`] on this replica; [`StoreError::NotLeader`] if it does not
@@ -508,9 +498,8 @@ impl Store {
         id: u64,
         address: peers::PeerAddress,
     ) -> Result<(), StoreError> {
-        self.propose_here(Change::AddMember(id, address))
-            .await
-            .map(drop)
+        let change = Change::AddMember(id, address);
+        self.propose_here(change).await.map(drop)
     }
 
     /// Waits until this replica has applied every write acknowledged (by any replica)
@@ -531,11 +520,8 @@ impl Store {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let (reply, answer) = oneshot::channel();
-            self.driver
-                .reads()
-                .send(reply)
-                .await
-                .map_err(|_| StoreError::Stopped)?;
+            let sent = self.driver.reads().send(reply).await;
+            sent.map_err(|_| StoreError::Stopped)?;
             match tokio::time::timeout(READ_INDEX_RETRY, answer).await {
                 Ok(Ok(Ok(()))) => return Ok(()),
                 Ok(Err(_)) => return Err(StoreError::Stopped),

@@ -317,15 +317,13 @@ impl PeerTransport {
                 pool.retain(|c| !c.is_closed());
                 pool.pop()
             };
-            let mut connection = reuse_or_connect(&config, &address, reused)
-                .await
-                .map_err(StoreError::Unavailable)?;
+            let connection = reuse_or_connect(&config, &address, reused).await;
+            let mut connection = connection.map_err(StoreError::Unavailable)?;
             // From here on the leader may have received the change: a failure leaves its
             // fate unknown.
             let body = Full::new(body.into()).boxed();
-            let response = post(&config, &mut connection, path, body)
-                .await
-                .map_err(|_| StoreError::Dropped)?;
+            let response = post(&config, &mut connection, path, body).await;
+            let response = response.map_err(|_| StoreError::Dropped)?;
             let status = response.status();
             let body = response.into_body().collect().await;
             let body = body.map_err(|_| StoreError::Dropped)?.to_bytes();
@@ -453,10 +451,9 @@ async fn post(
     }
     headers.insert(FROM_HEADER, HeaderValue::from(config.id));
     headers.insert(HOST, HeaderValue::from_static("shipshape-peer"));
-    tokio::time::timeout(REQUEST_TIMEOUT, connection.send_request(request))
-        .await
-        .map_err(|_| "the member did not answer in time".to_owned())?
-        .map_err(|e| format!("the request failed: {e}"))
+    let sent = tokio::time::timeout(REQUEST_TIMEOUT, connection.send_request(request)).await;
+    let sent = sent.map_err(|_| "the member did not answer in time".to_owned())?;
+    sent.map_err(|e| format!("the request failed: {e}"))
 }
 
 /// `reused` if it is still good for a request, else a new connection.
@@ -480,9 +477,8 @@ async fn connect(
 ) -> Result<SendRequest<PeerBody>, String> {
     let attempt = async {
         let name = address.server_name()?;
-        let tcp = TcpStream::connect((address.host.as_str(), address.port))
-            .await
-            .map_err(|e| format!("cannot connect to member at {address}: {e}"))?;
+        let tcp = TcpStream::connect((address.host.as_str(), address.port)).await;
+        let tcp = tcp.map_err(|e| format!("cannot connect to member at {address}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio_rustls::TlsConnector::from(config.client_tls.clone())
             .connect(name, tcp)
@@ -498,9 +494,8 @@ async fn connect(
         tokio::spawn(connection);
         Ok(sender)
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
-        .await
-        .map_err(|_| format!("connecting to the member at {address} timed out"))?
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, attempt).await;
+    connected.map_err(|_| format!("connecting to the member at {address} timed out"))?
 }
 
 /// Sends the messages queued for one peer, in order, batching what is queued, until the
@@ -517,10 +512,8 @@ async fn send_to_peer(
         let Some(address) = config.peers.get(id) else {
             break;
         };
-        let snapshots = batch
-            .iter()
-            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
-            .count();
+        let is_snapshot = |m: &&Message| m.get_msg_type() == MessageType::MsgSnapshot;
+        let snapshots = batch.iter().filter(is_snapshot).count();
         let delivered = send_batch(&config, &address, &mut connection, &batch).await;
         if let Err(why) = &delivered {
             tracing::debug!(peer = id, %address, %why, "could not send raft messages");
