@@ -40,7 +40,7 @@ pub const KUBERNETES_API: &str = "kubernetes-api";
 
 /// Tags of scenarios that must have the cluster to themselves: `@disruptive`, the faults
 /// that take machines or the control plane away, and the capabilities that change or fill
-/// the nodes every scenario shares.
+/// the nodes every scenario shares (`autoscaling` keeps their CPU busy on purpose).
 pub const RUNS_ALONE: &[&str] = &[
     "disruptive",
     "restart-control-plane",
@@ -54,6 +54,7 @@ pub const RUNS_ALONE: &[&str] = &[
     "label-node",
     "taint-node",
     "drain-node",
+    "autoscaling",
 ];
 
 /// Capability tags of scenarios that touch only their own namespace's objects (a

@@ -433,6 +433,32 @@ pub struct StatefulSpec {
     pub container: ContainerSpec,
 }
 
+/// An autoscaler of a deployment: between `min` and `max` replicas, as many as keep each
+/// one's CPU use near `cpu_percent` of what it asks for ([`Capability::Autoscaling`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoscaleSpec {
+    /// The deployment it scales.
+    pub deployment: String,
+    /// The fewest replicas it keeps.
+    pub min: u32,
+    /// The most replicas it ever runs.
+    pub max: u32,
+    /// The share of its CPU request each replica should use.
+    pub cpu_percent: u32,
+    /// How long the load must have stayed low before replicas are removed.
+    pub scale_down_after: std::time::Duration,
+}
+
+/// What an autoscaler reports: whether it can measure what it scales on, and why not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoscalerStatus {
+    /// The replicas it wants now.
+    pub desired: u32,
+    /// `None` while it has not said; `Some(Ok(()))` when it measures, `Some(Err(why))`
+    /// when it cannot.
+    pub measuring: Option<Result<(), String>>,
+}
+
 /// A job: pods that each do a piece of work and end, run until enough of them have ended
 /// well ([`Capability::Jobs`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -619,11 +645,15 @@ pub enum Capability {
     /// [`Driver::scale_stateful_set`], [`Driver::set_stateful_image`],
     /// [`Driver::list_stateful_pods`]).
     StatefulSets,
+    /// `@autoscaling`: keep a deployment's replicas between a minimum and a maximum, as
+    /// many as its CPU use asks for, and say why it cannot ([`Driver::autoscale`],
+    /// [`Driver::read_autoscaler`]).
+    Autoscaling,
 }
 
 impl Capability {
     /// Every capability, in the order the banner lists them.
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::MultiNode,
         Capability::AddNode,
         Capability::LabelNode,
@@ -635,6 +665,7 @@ impl Capability {
         Capability::ScheduledJobs,
         Capability::Daemons,
         Capability::StatefulSets,
+        Capability::Autoscaling,
     ];
 
     /// The capability tag scenarios use to say they need it.
@@ -651,6 +682,7 @@ impl Capability {
             Capability::ScheduledJobs => "scheduled-jobs",
             Capability::Daemons => "daemons",
             Capability::StatefulSets => "stateful-sets",
+            Capability::Autoscaling => "autoscaling",
         }
     }
 }
@@ -1293,6 +1325,26 @@ pub trait Driver: fmt::Debug + Send + Sync {
     ) -> DriverFuture<'a, Vec<Replica>> {
         let what = format!("list the pods of stateful set {namespace}/{name}");
         unsupported(self, Capability::StatefulSets, what)
+    }
+
+    /// Makes a deployment's replicas follow its CPU use ([`Capability::Autoscaling`]).
+    fn autoscale<'a>(
+        &'a self,
+        namespace: &'a str,
+        spec: &'a AutoscaleSpec,
+    ) -> DriverFuture<'a, ()> {
+        let what = format!("autoscale deployment {namespace}/{}", spec.deployment);
+        unsupported(self, Capability::Autoscaling, what)
+    }
+
+    /// What the autoscaler of a deployment reports ([`Capability::Autoscaling`]).
+    fn read_autoscaler<'a>(
+        &'a self,
+        namespace: &'a str,
+        deployment: &'a str,
+    ) -> DriverFuture<'a, AutoscalerStatus> {
+        let what = format!("read the autoscaler of deployment {namespace}/{deployment}");
+        unsupported(self, Capability::Autoscaling, what)
     }
 
     /// Stops what the driver started for the run (processes, clusters), cleanly: called

@@ -30,10 +30,11 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::driver::{
-    Admission, Amount, CheckAction, ContainerSpec, DaemonSpec, DeploymentSpec, HealthCheck,
-    JobOutcome, JobPod, JobSpec, JobState, NodeStatus, Phase, Placement, PodSpec as KitPodSpec,
-    Replica, Resources, RestartPolicy, Revision, RevisionEntry, Rollout, RolloutStatus,
-    ScheduledJobSpec, ScheduledRun, ServiceSpec, StatefulSpec, Strategy, Taint,
+    Admission, Amount, AutoscaleSpec, AutoscalerStatus, CheckAction, ContainerSpec, DaemonSpec,
+    DeploymentSpec, HealthCheck, JobOutcome, JobPod, JobSpec, JobState, NodeStatus, Phase,
+    Placement, PodSpec as KitPodSpec, Replica, Resources, RestartPolicy, Revision, RevisionEntry,
+    Rollout, RolloutStatus, ScheduledJobSpec, ScheduledRun, ServiceSpec, StatefulSpec, Strategy,
+    Taint,
 };
 
 /// Label that ties a namespace to the conformance run that created it.
@@ -1164,6 +1165,70 @@ pub async fn run_stateful_set(
         .await
         .with_context(|| format!("failed to create stateful set {namespace}/{}", spec.name))?;
     Ok(())
+}
+
+/// `kubectl autoscale deployment <name> --min --max --cpu-percent`, with the scale-down
+/// stabilization window given: an `autoscaling/v2` HorizontalPodAutoscaler named after
+/// the deployment.
+pub async fn autoscale(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &AutoscaleSpec,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let window = spec.scale_down_after.as_secs();
+    let autoscaler = serde_json::json!({
+        "metadata": {"name": spec.deployment},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.deployment},
+            "minReplicas": spec.min, "maxReplicas": spec.max,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": spec.cpu_percent}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": window}},
+        },
+    });
+    let autoscaler: HorizontalPodAutoscaler = serde_json::from_value(autoscaler)?;
+    Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &autoscaler)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to autoscale deployment {namespace}/{}",
+                spec.deployment
+            )
+        })?;
+    Ok(())
+}
+
+/// What the autoscaler of `deployment` reports: its desired replicas, and its
+/// `ScalingActive` condition.
+pub async fn read_autoscaler(
+    client: &kube::Client,
+    namespace: &str,
+    deployment: &str,
+) -> anyhow::Result<AutoscalerStatus> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let api = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+    let autoscaler = api
+        .get(deployment)
+        .await
+        .with_context(|| format!("failed to read the autoscaler {namespace}/{deployment}"))?;
+    let status = autoscaler.status.unwrap_or_default();
+    let active = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ScalingActive");
+    let measuring = active.map(|c| match c.status.as_str() {
+        "True" => Ok(()),
+        _ => Err(format!(
+            "{}: {}",
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        )),
+    });
+    let desired = u32::try_from(status.desired_replicas).unwrap_or(0);
+    Ok(AutoscalerStatus { desired, measuring })
 }
 
 /// `kubectl scale sts/<name> --replicas=N`.

@@ -76,10 +76,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::docker::Engine;
 use crate::driver::{
-    Admission, Capability, ContainerSpec, DaemonSpec, DeploymentSpec, Driver, DriverFuture, Fault,
-    HttpRequest, HttpResponse, JobSpec, JobState, MULTI_NODE, NodeSpec, NodeStatus, PodSpec,
-    Replica, Revision, RevisionEntry, RolloutStatus, ScheduledJobSpec, ScheduledRun, ServiceSpec,
-    StatefulSpec, Support, Taint,
+    Admission, AutoscaleSpec, AutoscalerStatus, Capability, ContainerSpec, DaemonSpec,
+    DeploymentSpec, Driver, DriverFuture, Fault, HttpRequest, HttpResponse, JobSpec, JobState,
+    MULTI_NODE, NodeSpec, NodeStatus, PodSpec, Replica, Revision, RevisionEntry, RolloutStatus,
+    ScheduledJobSpec, ScheduledRun, ServiceSpec, StatefulSpec, Support, Taint,
 };
 use crate::node_containers::NodeContainers;
 use crate::{kubeapi, plain_http};
@@ -1545,7 +1545,8 @@ impl Driver for KubernetesDriver {
             | Capability::Jobs
             | Capability::ScheduledJobs
             | Capability::Daemons
-            | Capability::StatefulSets => Support::Yes,
+            | Capability::StatefulSets
+            | Capability::Autoscaling => Support::Yes,
             Capability::ReachReplica => match &self.replica_path {
                 Ok(_) => Support::Yes,
                 Err(why) => Support::No(why.clone()),
@@ -1630,6 +1631,24 @@ impl Driver for KubernetesDriver {
     ) -> DriverFuture<'a, Vec<Replica>> {
         let client = self.client();
         async move { kubeapi::list_daemon_pods(&client, namespace, name).await }.boxed()
+    }
+
+    fn autoscale<'a>(
+        &'a self,
+        namespace: &'a str,
+        spec: &'a AutoscaleSpec,
+    ) -> DriverFuture<'a, ()> {
+        let client = self.client();
+        async move { kubeapi::autoscale(&client, namespace, spec).await }.boxed()
+    }
+
+    fn read_autoscaler<'a>(
+        &'a self,
+        namespace: &'a str,
+        deployment: &'a str,
+    ) -> DriverFuture<'a, AutoscalerStatus> {
+        let client = self.client();
+        async move { kubeapi::read_autoscaler(&client, namespace, deployment).await }.boxed()
     }
 
     fn run_stateful_set<'a>(

@@ -1711,6 +1711,11 @@ impl Driver for SwarmDriver {
                  but Swarm starts and updates them with no order among them"
                     .to_owned(),
             ),
+            Capability::Autoscaling => Support::No(
+                "Swarm has no autoscaler: a service runs the replicas it is told to, whatever \
+                 its tasks use"
+                    .to_owned(),
+            ),
             Capability::LabelNode
             | Capability::Pods
             | Capability::ReachReplica

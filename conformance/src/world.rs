@@ -422,6 +422,9 @@ pub struct ConformanceWorld {
     /// Traffic running in the background to a service, stopped by a step or with the
     /// scenario.
     pub(crate) traffic: Option<crate::traffic::Traffic>,
+    /// How long the load must stay low before the scenario's autoscaler gives replicas
+    /// back.
+    pub(crate) scale_down_after: std::time::Duration,
     /// The answers to the last batch of requests sent to a service.
     pub(crate) answers: Option<crate::traffic::Counts>,
     /// The availability monitor running in the background on a deployment's replicas,

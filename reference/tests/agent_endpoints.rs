@@ -369,3 +369,135 @@ async fn interrupt(mut up: Up) {
         "up did not stop cleanly: {stopped:?}"
     );
 }
+
+/// A HorizontalPodAutoscaler, through kube-rs: under load the replicas of its Deployment
+/// grow, never past the maximum, and the status says what it measured; a Deployment whose
+/// containers request no CPU cannot be scaled on CPU, and the status says why.
+#[tokio::test]
+async fn an_autoscaler_adds_replicas_under_load_and_says_why_it_cannot() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let up = Up(up);
+    let client = client(dir.path()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    for (name, requests) in [
+        ("busy", serde_json::json!({"cpu": "100m"})),
+        ("unasked", serde_json::json!({})),
+    ] {
+        let deployment = serde_json::json!({"metadata": {"name": name}, "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
+                "name": "probe", "image": "shipshape/probe:v1",
+                "resources": {"requests": requests}}]}}}});
+        let deployment = serde_json::from_value(deployment).expect("a Deployment");
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("created");
+        let autoscaler = serde_json::json!({"metadata": {"name": name}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Resource", "resource":
+                {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}});
+        let autoscaler = serde_json::from_value(autoscaler).expect("an autoscaler");
+        autoscalers
+            .create(&PostParams::default(), &autoscaler)
+            .await
+            .expect("created");
+    }
+    // Load: requests to the busy Deployment's pods, each costing 200 ms of CPU, two at a
+    // time — about two CPUs' worth against 100m requested.
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let client = client.clone();
+        workers.push(tokio::spawn(async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            loop {
+                let listed = pods
+                    .list(&kube::api::ListParams::default().labels("app=busy"))
+                    .await;
+                for pod in listed.map(|l| l.items).unwrap_or_default() {
+                    let name = pod.metadata.name.unwrap_or_default();
+                    let path =
+                        format!("/api/v1/namespaces/default/pods/{name}:8080/proxy/?cpu_ms=200");
+                    let request = http::Request::get(path).body(Vec::new()).expect("request");
+                    let _ = client.request_text(request).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    let condition = |hpa: &HorizontalPodAutoscaler, kind: &str| {
+        let conditions = hpa
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let found = conditions.into_iter().find(|c| c.type_ == kind);
+        found.map(|c| {
+            (
+                c.status,
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default(),
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let busy = loop {
+        let busy = autoscalers.get("busy").await.expect("the autoscaler");
+        let replicas = deployments
+            .get("busy")
+            .await
+            .expect("the Deployment")
+            .spec
+            .and_then(|s| s.replicas);
+        assert!(replicas.unwrap_or(0) <= 3, "past the maximum: {replicas:?}");
+        if replicas == Some(3) {
+            break busy;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scale-up in 90 s: {:?}",
+            busy.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    workers.iter().for_each(tokio::task::JoinHandle::abort);
+    let status = busy.status.clone().expect("a status");
+    let cpu = status
+        .current_metrics
+        .iter()
+        .flatten()
+        .find_map(|m| m.resource.clone())
+        .expect("cpu");
+    assert!(cpu.current.average_utilization.unwrap_or(0) > 50, "{cpu:?}");
+    assert!(status.last_scale_time.is_some());
+    assert_eq!(
+        condition(&busy, "ScalingActive").map(|c| c.0),
+        Some("True".into())
+    );
+    // The other one cannot tell, and says why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let unasked = autoscalers.get("unasked").await.expect("the autoscaler");
+        // (Until its pod exists, there is nothing to measure, which it says first.)
+        let said = condition(&unasked, "ScalingActive");
+        if let Some((status, reason, _)) = said.filter(|c| c.2.contains("missing request for cpu"))
+        {
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "FailedGetResourceMetric")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ScalingActive condition: {:?}",
+            unasked.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    interrupt(up).await;
+}

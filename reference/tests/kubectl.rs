@@ -967,6 +967,38 @@ fn kubectl_rolls_out_and_back() {
         );
     }
 
+    // autoscale: between 1 and 4 replicas, at 50% of the CPU requested. Its containers
+    // request none, so it cannot scale on CPU, and it says so.
+    let autoscaled = cluster.ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--min=1",
+        "--max=4",
+        "--cpu-percent=50",
+    ]);
+    assert!(
+        autoscaled.contains("horizontalpodautoscaler.autoscaling/web autoscaled"),
+        "{autoscaled}"
+    );
+    let table = cluster.ok(&["get", "hpa", "web"]);
+    assert!(
+        table.contains("REFERENCE") && table.contains("Deployment/web"),
+        "{table}"
+    );
+    assert!(table.contains("cpu: <unknown>/50%"), "{table}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut described = cluster.ok(&["describe", "hpa", "web"]);
+    while !described.contains("missing request for cpu") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        described = cluster.ok(&["describe", "hpa", "web"]);
+    }
+    assert!(
+        described.contains("ScalingActive") && described.contains("FailedGetResourceMetric"),
+        "{described}"
+    );
+    cluster.ok(&["delete", "hpa", "web"]);
+
     // logs -f: what the container wrote, then what it writes next, until it stops.
     cluster.ok(&["run", "logger", "--image=shipshape/probe:v1"]);
     cluster.ok(&[

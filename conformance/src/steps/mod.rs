@@ -31,6 +31,7 @@
 //! seconds" — and the run's timing profile says how long that is ([`Bound`],
 //! [`crate::profile`]).
 
+mod autoscaling;
 mod consistency;
 mod daemons;
 mod healing;

@@ -112,6 +112,30 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
             default(root, "type", json!("Opaque"));
         }
+        "HorizontalPodAutoscaler" => {
+            let spec = child(root, "spec");
+            default(spec, "minReplicas", json!(1));
+            let cpu =
+                json!({"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}});
+            default(
+                spec,
+                "metrics",
+                json!([{"type": "Resource", "resource": cpu}]),
+            );
+            // Only a behavior given is filled in; without one, the controller's defaults hold.
+            if let Some(Value::Object(behavior)) = spec.get_mut("behavior") {
+                let up = json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+                    {"type": "Percent", "value": 100, "periodSeconds": 15}]);
+                let down = json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]);
+                for (direction, window, policies) in [("scaleUp", 0, up), ("scaleDown", 300, down)]
+                {
+                    let rules = child(behavior, direction);
+                    default(rules, "stabilizationWindowSeconds", json!(window));
+                    default(rules, "selectPolicy", json!("Max"));
+                    default(rules, "policies", policies);
+                }
+            }
+        }
         "Namespace" => {
             let spec = child(root, "spec");
             default(spec, "finalizers", json!(["kubernetes"]));

@@ -19,6 +19,7 @@ pub mod validate;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -241,6 +242,11 @@ pub const RESOURCES: &[Resource] = &[
         .short(&["cj"])
         .sub(&["status"])
         .spec(),
+    // As many replicas as the load needs ([`crate::controllers`]' autoscaler).
+    Resource::of::<HorizontalPodAutoscaler>("horizontalpodautoscaler")
+        .short(&["hpa"])
+        .sub(&["status"])
+        .spec(),
     // Who may do what ([`crate::apiserver`]'s access module reads them on each request).
     Resource::of::<Role>("role"),
     Resource::of::<ClusterRole>("clusterrole"),
@@ -251,6 +257,7 @@ pub const RESOURCES: &[Resource] = &[
 /// The groups other than core, with their one version each.
 pub const GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("autoscaling", "v2"),
     ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),

@@ -237,6 +237,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Result<(), ValidationError>
         "ConfigMap" | "Secret" => validate_data(obj, &mut causes),
         "Job" => validate_job(obj, &mut causes),
         "CronJob" => validate_cron_job(obj, &mut causes),
+        "HorizontalPodAutoscaler" => validate_autoscaler(obj, &mut causes),
         _ => {}
     }
     verdict(resource.kind, name, causes)
@@ -360,6 +361,91 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
     ];
     check_at_least(obj, 0, &limits, causes);
     check_job_pods(obj, "spec.jobTemplate.spec.template.spec", causes);
+}
+
+/// A HorizontalPodAutoscaler: a target named, replicas from 1 with the minimum no more
+/// than the maximum, metrics of a known type with a positive utilization, and behavior
+/// within Kubernetes' bounds.
+fn validate_autoscaler(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    for field in ["kind", "name"] {
+        if spec["scaleTargetRef"][field]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            causes.push(required(format!("spec.scaleTargetRef.{field}")));
+        }
+    }
+    check_at_least(obj, 1, &["minReplicas", "maxReplicas"], causes);
+    let (min, max) = (
+        spec["minReplicas"].as_i64().unwrap_or(1),
+        spec["maxReplicas"].as_i64(),
+    );
+    if let Some(max) = max.filter(|max| *max < min) {
+        causes.push(invalid(
+            "spec.maxReplicas",
+            max,
+            "must be greater than or equal to `minReplicas`",
+        ));
+    }
+    for (i, metric) in spec["metrics"].as_array().into_iter().flatten().enumerate() {
+        let kind = metric["type"].as_str().unwrap_or_default();
+        let known = [
+            "Resource",
+            "Pods",
+            "Object",
+            "External",
+            "ContainerResource",
+        ];
+        if !known.contains(&kind) {
+            let supported =
+                "\"ContainerResource\", \"External\", \"Object\", \"Pods\", \"Resource\"";
+            causes.push(not_supported(
+                &format!("spec.metrics[{i}].type"),
+                kind,
+                supported,
+            ));
+        }
+        let utilization = &metric["resource"]["target"]["averageUtilization"];
+        if utilization.as_i64().is_some_and(|u| u <= 0) {
+            let field = format!("spec.metrics[{i}].resource.target.averageUtilization");
+            causes.push(invalid(field, utilization, "must be greater than 0"));
+        }
+    }
+    for direction in ["scaleUp", "scaleDown"] {
+        let rules = &spec["behavior"][direction];
+        let window = &rules["stabilizationWindowSeconds"];
+        if window.as_i64().is_some_and(|w| !(0..=3600).contains(&w)) {
+            let field = format!("spec.behavior.{direction}.stabilizationWindowSeconds");
+            causes.push(invalid(field, window, "must be between 0 and 3600"));
+        }
+        for (i, policy) in rules["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let field = format!("spec.behavior.{direction}.policies[{i}]");
+            if policy["value"].as_i64().is_some_and(|v| v <= 0) {
+                causes.push(invalid(
+                    format!("{field}.value"),
+                    &policy["value"],
+                    "must be greater than zero",
+                ));
+            }
+            if policy["periodSeconds"]
+                .as_i64()
+                .is_some_and(|p| !(1..=1800).contains(&p))
+            {
+                let why = "must be greater than zero and less than or equal to 1800";
+                causes.push(invalid(
+                    format!("{field}.periodSeconds"),
+                    &policy["periodSeconds"],
+                    why,
+                ));
+            }
+        }
+    }
 }
 
 /// A Job: its pods must end (restart policy `OnFailure` or `Never`), its counts be

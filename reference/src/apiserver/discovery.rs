@@ -213,7 +213,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "shortNames": r.short_names,
         });
         // What `kubectl get all` lists, as in Kubernetes.
-        let all = "pods services deployments replicasets statefulsets daemonsets jobs cronjobs";
+        let all = "pods services deployments replicasets statefulsets daemonsets jobs cronjobs horizontalpodautoscalers";
         if all.split(' ').any(|p| p == r.plural) {
             entry["categories"] = json!(["all"]);
         }

@@ -74,6 +74,10 @@ fn spec(kind: &str) -> &'static str {
              | Containers=containers(/spec/jobTemplate/spec/template/spec/containers), \
              Images=images(/spec/jobTemplate/spec/template/spec/containers)"
         }
+        "HorizontalPodAutoscaler" => {
+            "Reference=hpa-reference, Targets=hpa-targets, MinPods#=/spec/minReplicas, \
+             MaxPods#=/spec/maxReplicas, Replicas#=/status/currentReplicas, Age"
+        }
         "EndpointSlice" => {
             "AddressType=/addressType, Ports=slice-ports, Endpoints=slice-addresses, Age"
         }
@@ -211,6 +215,28 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
             json!(listed(endpoints, "<none>"))
         }
         "config-data" => json!(keys(obj, "/data") + keys(obj, "/binaryData")),
+        "hpa-reference" => {
+            let (kind, name) = (
+                text(obj, "/spec/scaleTargetRef/kind", ""),
+                text(obj, "/spec/scaleTargetRef/name", ""),
+            );
+            json!(format!("{kind}/{name}"))
+        }
+        "hpa-targets" => {
+            // `cpu: 12%/50%`: what each metric is now, of its target.
+            let amount = |of: &Value| match of["averageUtilization"].as_i64() {
+                Some(percent) => format!("{percent}%"),
+                None => text(of, "/averageValue", "<unknown>"),
+            };
+            let targets = meta::each(obj, "/spec/metrics").map(|metric| {
+                let name = text(metric, "/resource/name", "<unknown>");
+                let now = meta::each(obj, "/status/currentMetrics")
+                    .find(|m| m["resource"]["name"] == name);
+                let now = now.map_or("<unknown>".into(), |m| amount(&m["resource"]["current"]));
+                format!("{name}: {now}/{}", amount(&metric["resource"]["target"]))
+            });
+            json!(listed(targets, "<none>"))
+        }
         "job-status" => {
             let holds = |kind: &str| {
                 meta::each(obj, "/status/conditions")

@@ -24,6 +24,7 @@
 //! | `statefulsets.rs` | StatefulSets, and their pods | pods `<set>-<ordinal>` (in order; rolling update from the highest, down to a partition); ControllerRevisions; `statefulsets/{name}/status` |
 //! | `jobs.rs` | Jobs, and the pods they own | pods (create, delete); `jobs/{name}/status`; deletes a finished Job past its TTL |
 //! | `cronjobs.rs` | CronJobs, and the Jobs they own | Jobs (create on schedule, delete past the history limits); `cronjobs/{name}/status` |
+//! | `autoscaler.rs` | HorizontalPodAutoscalers, every few seconds; their targets' scale, pods and `metrics.k8s.io` | the targets' `scale`; `horizontalpodautoscalers/{name}/status` |
 //! | `service_accounts.rs` | namespaces, ServiceAccounts named `default`, ConfigMaps named `kube-root-ca.crt` | a `default` ServiceAccount and the cluster CA in every namespace |
 //!
 //! The chain Deployment → ReplicaSet → Pod is held together by `ownerReferences`: the
@@ -77,6 +78,7 @@
 //! user ──delete Deployment──▶     │──watch──▶ garbage collector: its ReplicaSets, then their pods
 //! ```
 
+pub mod autoscaler;
 pub mod cronjobs;
 mod daemonsets;
 mod deployment;
@@ -247,6 +249,7 @@ pub async fn run_with(
         cronjobs::run(client.clone(), shutdown.clone()),
         daemonsets::run(client.clone(), shutdown.clone()),
         statefulsets::run(client.clone(), shutdown.clone()),
+        autoscaler::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client, node_lifecycle, shutdown),
     );
     tracing::info!("controllers stopped");
