@@ -538,13 +538,19 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         ..defaults
     };
     let (stop, stopped) = watch::channel(false);
+    let meter = crate::proxy::meter::Meter::default();
     let proxy = args.serve_node_ports.then(|| {
         tokio::spawn(crate::proxy::run(
             client.clone(),
             vec![config.address],
+            meter.clone(),
             stopped.clone(),
         ))
     });
+    let config = AgentConfig {
+        proxy_meter: args.serve_node_ports.then_some(meter),
+        ..config
+    };
     let agent = tokio::spawn(agent::run(client, docker, config, stopped));
     tokio::select! {
         _ = wait_for_stop_signal() => {}
@@ -630,7 +636,9 @@ async fn address_toward(server: &str) -> IpAddr {
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let client = credentials(args.server, args.token, &args.ca_file)?.client_as("kube-proxy")?;
     let (stop, stopped) = watch::channel(false);
-    let proxy = tokio::spawn(crate::proxy::run(client, args.addresses, stopped));
+    // No agent beside it reports its counts.
+    let meter = crate::proxy::meter::Meter::default();
+    let proxy = tokio::spawn(crate::proxy::run(client, args.addresses, meter, stopped));
     wait_for_stop_signal().await;
     let _ = stop.send(true);
     proxy.await.context("the proxy panicked")?;

@@ -40,6 +40,7 @@ use crate::controllers::node_lifecycle::NodeLifecycleConfig;
 use crate::front_door::{self, Backend, Backends};
 use crate::images;
 use crate::machines::{self, Machine, Machines, MemberPlan};
+use crate::proxy::meter::Meter;
 
 /// A running local cluster.
 pub struct LocalCluster {
@@ -163,10 +164,12 @@ async fn gateway_listener(
 }
 
 /// Starts the service proxy as a task in `agents`: node ports on loopback and on the pod
-/// network's gateway, which it returns (this host's address on the cluster network).
+/// network's gateway, which it returns (this host's address on the cluster network),
+/// counting in `meter`.
 async fn start_proxy(
     docker: &bollard::Docker,
     creds: &Credentials,
+    meter: Meter,
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
 ) -> anyhow::Result<Option<IpAddr>> {
@@ -178,6 +181,7 @@ async fn start_proxy(
     agents.spawn(crate::proxy::run(
         client,
         gateway.into_iter().collect(),
+        meter,
         stopped.clone(),
     ));
     Ok(gateway)
@@ -188,7 +192,8 @@ async fn start_proxy(
 /// The nodes are processes of this host, so each one's address (its InternalIP) is this
 /// host's address on the cluster network — where its pods, the kit and the API server all
 /// reach it, and where the proxy serves node ports, as on a Kubernetes node. Without one,
-/// loopback.
+/// loopback. The agents report the proxy's counts (one proxy for all: the apiserver counts
+/// it once).
 async fn start_nodes(
     docker: &bollard::Docker,
     creds: &Credentials,
@@ -198,13 +203,15 @@ async fn start_nodes(
     stopped: &watch::Receiver<bool>,
     agents: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    let address = start_proxy(docker, creds, stopped, agents).await?;
+    let meter = Meter::default();
+    let address = start_proxy(docker, creds, meter.clone(), stopped, agents).await?;
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let dir = data_dir.join("nodes").join(&name);
         let mut config = AgentConfig::new(&name, cluster, dir, &creds.token);
         config.address = address.unwrap_or(config.address);
         config.reconnect = Some(agent::Reconnect(creds.clone()));
+        config.proxy_meter = Some(meter.clone());
         let client = creds
             .client_as("kubelet")
             .context("failed to build a node agent's client")?;
@@ -657,7 +664,9 @@ impl LocalMembersCluster {
                 .await?;
             }
             (Some(docker), Machines::Containers) => {
-                start_proxy(&docker, &cluster.credentials, &stopped, &mut cluster.agents).await?;
+                // Its counts are reported by no agent (those run in the machines).
+                let (creds, meter) = (&cluster.credentials, Meter::default());
+                start_proxy(&docker, creds, meter, &stopped, &mut cluster.agents).await?;
                 let nodes_dir = data_dir.join("nodes");
                 for i in 1..=nodes {
                     let name = format!("node-{i}");

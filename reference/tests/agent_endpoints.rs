@@ -501,3 +501,107 @@ async fn an_autoscaler_adds_replicas_under_load_and_says_why_it_cannot() {
     }
     interrupt(up).await;
 }
+
+/// What the service proxy counts (`custom.metrics.k8s.io`): connections to a NodePort
+/// Service show as each pod's `connections_per_second`, and an autoscaler with a `Pods`
+/// metric on it adds replicas, never past the maximum; a metric that does not exist is a
+/// client's mistake.
+#[tokio::test]
+async fn an_autoscaler_scales_on_the_connections_the_service_proxy_counts() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::Service;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, _) = up::start_up(dir.path(), &["--nodes", "1"], Duration::from_secs(90)).await;
+    let up = Up(up);
+    let client = client(dir.path()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let made = PostParams::default();
+    let deployment = serde_json::json!({"metadata": {"name": "counted"}, "spec": {
+        "selector": {"matchLabels": {"app": "counted"}},
+        "template": {"metadata": {"labels": {"app": "counted"}}, "spec": {"containers": [{
+            "name": "probe", "image": "shipshape/probe:v1"}]}}}});
+    let deployment = serde_json::from_value(deployment).expect("a Deployment");
+    deployments
+        .create(&made, &deployment)
+        .await
+        .expect("created");
+    let service = serde_json::json!({"metadata": {"name": "counted"}, "spec": {
+        "type": "NodePort", "selector": {"app": "counted"},
+        "ports": [{"port": 80, "targetPort": 8080}]}});
+    let service = serde_json::from_value(service).expect("a Service");
+    let service = services.create(&made, &service).await.expect("created");
+    let node_port = service.spec.and_then(|s| s.ports?.first()?.node_port);
+    let node_port = u16::try_from(node_port.expect("a node port")).expect("a port");
+    let autoscaler = serde_json::json!({"metadata": {"name": "counted"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "counted"},
+        "minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "Pods", "pods": {
+            "metric": {"name": "connections_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "2"}}}]}});
+    let autoscaler = serde_json::from_value(autoscaler).expect("an autoscaler");
+    autoscalers
+        .create(&made, &autoscaler)
+        .await
+        .expect("created");
+    // Load: about 20 connections a second through the node port, one request each —
+    // ten times the target for one pod, so it wants the most, 3.
+    let load = tokio::spawn(async move {
+        loop {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", node_port)).await {
+                let request = b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(request).await;
+                let _ = stream.read_to_end(&mut Vec::new()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let counted = loop {
+        let counted = autoscalers.get("counted").await.expect("the autoscaler");
+        let replicas = deployments.get("counted").await.expect("the Deployment");
+        let replicas = replicas.spec.and_then(|s| s.replicas).unwrap_or(0);
+        assert!(replicas <= 3, "past the maximum: {replicas}");
+        if replicas == 3 {
+            break counted;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scale-up in 90 s: {:?}",
+            counted.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let status = counted.status.expect("a status");
+    let seen = status
+        .current_metrics
+        .iter()
+        .flatten()
+        .find_map(|m| m.pods.clone());
+    let seen = seen.expect("the pods metric in the status");
+    assert_eq!(seen.metric.name, "connections_per_second");
+    let per_second = seen.current.average_value.expect("an average").0;
+    assert!(per_second.ends_with('m'), "{per_second}");
+    // The metric itself: every pod of the Service has one, some above 0.
+    let (code, body) = reqwest_like_get(
+        &client,
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/connections_per_second?labelSelector=app%3Dcounted",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let items = list["items"].as_array().expect("items");
+    assert!(!items.is_empty(), "{list}");
+    let counted = |item: &serde_json::Value| item["value"].as_str().is_some_and(|v| v != "0m");
+    assert!(items.iter().any(counted), "{list}");
+    load.abort();
+    let (code, body) = reqwest_like_get(
+        &client,
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/requests_dropped",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("connections_per_second"), "{body}");
+    interrupt(up).await;
+}

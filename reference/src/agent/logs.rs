@@ -6,10 +6,12 @@
 //! the cluster's bearer token. The agent reads the output from Docker. (Kubernetes' kubelet
 //! serves the same path.) The same server takes `exec` and `attach`, which upgrade to a
 //! stream ([`super::streams`]), and `port-forward` ([`super::port_forward`]), and tells
-//! what the pods use ([`super::stats`]).
+//! what the pods use ([`super::stats`]) and what the service proxy beside the agent, if
+//! any, counts of their load (`GET /stats/proxy`, [`crate::proxy::meter`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -23,22 +25,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::runtime::Runtime;
+use crate::proxy::meter::Meter;
 
 /// A bound log server, not yet serving.
 pub struct LogServer {
     listener: TcpListener,
     runtime: Runtime,
     token: String,
+    meter: Option<Meter>,
 }
 
 impl LogServer {
     /// Binds a free port on `address`.
-    pub async fn bind(address: IpAddr, runtime: Runtime, token: String) -> std::io::Result<Self> {
+    pub async fn bind(
+        address: IpAddr,
+        runtime: Runtime,
+        token: String,
+        meter: Option<Meter>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::new(address, 0)).await?;
         Ok(LogServer {
             listener,
             runtime,
             token,
+            meter,
         })
     }
 
@@ -58,10 +68,13 @@ impl LogServer {
                 },
             };
             let (runtime, token) = (self.runtime.clone(), self.token.clone());
+            let meter = self.meter.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let (runtime, token) = (runtime.clone(), token.clone());
-                    async move { Ok::<_, Infallible>(handle(req, &runtime, &token).await) }
+                    let (runtime, token, meter) = (runtime.clone(), token.clone(), meter.clone());
+                    async move {
+                        Ok::<_, Infallible>(handle(req, &runtime, &token, meter.as_ref()).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -81,7 +94,12 @@ pub(super) fn reply(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> 
     resp
 }
 
-async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    runtime: &Runtime,
+    token: &str,
+    meter: Option<&Meter>,
+) -> Response<Body> {
     let authorized = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -104,6 +122,15 @@ async fn handle(req: Request<Incoming>, runtime: &Runtime, token: &str) -> Respo
     if parts == ["stats", "summary"] {
         let summary = super::stats::summary(runtime).await;
         return reply(StatusCode::OK, summary.to_string());
+    }
+    if parts == ["stats", "proxy"] {
+        return match meter {
+            Some(meter) => reply(StatusCode::OK, meter.report(Instant::now()).to_string()),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "no service proxy runs beside this agent",
+            ),
+        };
     }
     let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
         return reply(StatusCode::NOT_FOUND, "not found");

@@ -87,6 +87,9 @@ pub struct AgentConfig {
     pub cleanup_on_exit: bool,
     /// How to open fresh connections when a heartbeat fails, if the agent knows.
     pub reconnect: Option<Reconnect>,
+    /// The counts of the service proxy of this process, if one runs beside the agent: the
+    /// agent reports them at `GET /stats/proxy`.
+    pub proxy_meter: Option<crate::proxy::meter::Meter>,
 }
 
 /// What the heartbeat needs to start over with fresh connections after one fails, as a
@@ -118,6 +121,7 @@ impl AgentConfig {
             token: token.to_owned(),
             cleanup_on_exit: true,
             reconnect: None,
+            proxy_meter: None,
         }
     }
 }
@@ -270,7 +274,12 @@ pub async fn run(
     let config = Arc::new(config);
     let runtime = Runtime::new(docker.clone(), &config.cluster, &config.node_name);
     runtime::ensure_network(&docker).await?;
-    let log_server = logs::LogServer::bind(config.address, runtime.clone(), config.token.clone());
+    let log_server = logs::LogServer::bind(
+        config.address,
+        runtime.clone(),
+        config.token.clone(),
+        config.proxy_meter.clone(),
+    );
     let log_server = log_server.await.map_err(AgentError::Listen)?;
     let log_port = log_server.port();
     let nodes: Api<Node> = Api::all(client.clone());

@@ -411,6 +411,18 @@ fn validate_autoscaler(obj: &Value, causes: &mut Vec<Cause>) {
             let field = format!("spec.metrics[{i}].resource.target.averageUtilization");
             causes.push(invalid(field, utilization, "must be greater than 0"));
         }
+        if kind == "Pods" {
+            let pods = &metric["pods"];
+            if pods["metric"]["name"].as_str().is_none_or(str::is_empty) {
+                causes.push(required(format!("spec.metrics[{i}].pods.metric.name")));
+            }
+            let value = &pods["target"]["averageValue"];
+            let amount = value.as_str().map(super::quantity::parse_cpu);
+            if !amount.is_some_and(|a| a.is_ok_and(|a| a > 0)) {
+                let field = format!("spec.metrics[{i}].pods.target.averageValue");
+                causes.push(invalid(field, value, "must be a positive quantity"));
+            }
+        }
     }
     for direction in ["scaleUp", "scaleDown"] {
         let rules = &spec["behavior"][direction];

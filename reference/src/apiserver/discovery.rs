@@ -124,7 +124,7 @@ fn group_json(group: &str, version: &str) -> Value {
 
 /// Every group version under `/apis`: the stored kinds', usage, and the reviews.
 fn all_groups() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-    let answered = [&metrics::GROUP_VERSION].into_iter();
+    let answered = [&metrics::GROUP_VERSION, &metrics::CUSTOM_GROUP_VERSION].into_iter();
     GROUPS.iter().chain(answered).chain(&reviews::GROUPS)
 }
 
@@ -191,6 +191,9 @@ fn subresource_shape(
 pub fn resources(group: &str, version: &str) -> Option<Value> {
     if (group, version) == metrics::GROUP_VERSION {
         return Some(metrics::resources());
+    }
+    if (group, version) == metrics::CUSTOM_GROUP_VERSION {
+        return Some(metrics::custom_resources());
     }
     if reviews::GROUPS.contains(&(group, version)) {
         return Some(reviews::resources(group));
@@ -463,6 +466,8 @@ mod tests {
             json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
         );
         assert!(group("metrics.k8s.io")["versions"][0]["resources"].is_array());
+        let custom = resources("custom.metrics.k8s.io", "v1beta2").expect("custom metrics");
+        assert_eq!(custom["resources"][0]["name"], "pods/connections_per_second");
         let core = aggregated(true);
         let nodes = meta::each(&core["items"][0]["versions"][0], "/resources")
             .find(|r| r["resource"] == "nodes")

@@ -10,6 +10,15 @@
 //!
 //! Paths: `nodes[/{name}]`, `pods[/{name}]` and `namespaces/{ns}/pods[/{name}]`, with
 //! `labelSelector`. CPU is in nanocores (`1200000n`), memory in KiB (`1800Ki`).
+//!
+//! `custom.metrics.k8s.io/v1beta2` serves, the same way, what the service proxies count
+//! of each pod's load ([`crate::proxy::meter`]) — what an autoscaler's `Pods` metric
+//! reads, and in Kubernetes an adapter over a mesh's proxies would serve:
+//! `namespaces/{ns}/pods/{name or *}/{metric}`, `metric` being
+//! `connections_per_second` (over the proxies' last 10 s) or `connections_in_flight`.
+//! Every node's agent is asked, since any node's proxy may forward to any pod; a proxy
+//! that several agents report (one process's) counts once, and a pod no proxy forwarded
+//! to has 0.
 
 use std::collections::HashMap;
 
@@ -24,6 +33,15 @@ use crate::api::{self, meta};
 /// The group and version served.
 pub const GROUP_VERSION: (&str, &str) = ("metrics.k8s.io", "v1beta1");
 
+/// The group and version of the custom metrics.
+pub const CUSTOM_GROUP_VERSION: (&str, &str) = ("custom.metrics.k8s.io", "v1beta2");
+
+/// The custom metrics of pods, with the field of an agent's `/stats/proxy` each sums.
+const CUSTOM_METRICS: [(&str, &str); 2] = [
+    ("connections_per_second", "perSecond"),
+    ("connections_in_flight", "inFlight"),
+];
+
 /// `GET /apis/metrics.k8s.io/v1beta1`.
 pub fn resources() -> Value {
     let resource = |name: &str, kind: &str, namespaced: bool| {
@@ -36,6 +54,99 @@ pub fn resources() -> Value {
         "groupVersion": format!("{}/{}", GROUP_VERSION.0, GROUP_VERSION.1),
         "resources": [resource("nodes", "NodeMetrics", false), resource("pods", "PodMetrics", true)],
     })
+}
+
+/// `GET /apis/custom.metrics.k8s.io/v1beta2`.
+pub fn custom_resources() -> Value {
+    let resources: Vec<Value> = CUSTOM_METRICS
+        .iter()
+        .map(|(metric, _)| {
+            json!({"name": format!("pods/{metric}"), "singularName": "", "namespaced": true,
+                   "kind": "MetricValueList", "verbs": ["get"]})
+        })
+        .collect();
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{}/{}", CUSTOM_GROUP_VERSION.0, CUSTOM_GROUP_VERSION.1),
+        "resources": resources,
+    })
+}
+
+/// Serves a path under `/apis/custom.metrics.k8s.io/v1beta2/`.
+pub(super) async fn serve_custom(
+    shared: &Shared,
+    method: &Method,
+    rest: &[String],
+    query: &Query,
+) -> Result<http::Response<Body>, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let ["namespaces", ns, "pods", name, metric] = rest.as_slice() else {
+        return Err(ApiError::NoRoute);
+    };
+    // Every pod: `*`, which kubectl sends escaped.
+    let name = if *name == "%2A" { &"*" } else { name };
+    let Some((_, field)) = CUSTOM_METRICS.iter().find(|(m, _)| m == metric) else {
+        return Err(ApiError::BadRequest(format!(
+            "no metric {metric:?} for pods: the metrics are {}",
+            CUSTOM_METRICS.map(|(m, _)| m).join(", ")
+        )));
+    };
+    let r = api::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    let (labels, _) = selectors(query)?;
+    let (records, _) = shared
+        .store
+        .list(&r.prefix(Some(ns)))
+        .map_err(|e| from_store(e, r, ""))?;
+    let mut chosen = Vec::new();
+    for (_, record) in &records {
+        let obj = from_record(record)?;
+        if (*name == "*" || meta::name(&obj) == Some(*name)) && labels.matches_object(&obj) {
+            chosen.push(obj);
+        }
+    }
+    if *name != "*" && chosen.is_empty() {
+        return Err(ApiError::not_found(r, name));
+    }
+    // Every proxy once, whichever agents reported it; by pod address, the sum.
+    let mut proxies = HashMap::new();
+    for (_, report) in ask_agents(shared, None, "stats/proxy").await? {
+        if let Some(id) = report["proxy"].as_str() {
+            proxies.insert(id.to_owned(), report);
+        }
+    }
+    let mut by_ip: HashMap<&str, f64> = HashMap::new();
+    for backend in proxies.values().flat_map(|r| meta::each(r, "/backends")) {
+        if let (Some(ip), Some(value)) = (backend["ip"].as_str(), backend[field].as_f64()) {
+            *by_ip.entry(ip).or_default() += value;
+        }
+    }
+    let now = meta::now_rfc3339();
+    let items: Vec<Value> = chosen
+        .iter()
+        .filter(|_| !proxies.is_empty())
+        .filter_map(|pod| {
+            let ip = pod["status"]["podIP"].as_str()?;
+            let value = by_ip.get(ip).copied().unwrap_or(0.0);
+            Some(json!({
+                "describedObject": {"kind": "Pod", "namespace": ns, "name": meta::name(pod),
+                                    "apiVersion": "/v1"},
+                "metric": {"name": metric},
+                "timestamp": now,
+                "windowSeconds": crate::proxy::meter::WINDOW.as_secs(),
+                "value": format!("{}m", (value * 1000.0).round() as u64),
+            }))
+        })
+        .collect();
+    let api_version = format!("{}/{}", CUSTOM_GROUP_VERSION.0, CUSTOM_GROUP_VERSION.1);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": "MetricValueList", "apiVersion": api_version, "metadata": {},
+                "items": items}),
+    ))
 }
 
 /// Serves a path under `/apis/metrics.k8s.io/v1beta1/`.
@@ -145,30 +256,42 @@ struct Usage {
     by_node: HashMap<String, Vec<Vec<ContainerUsage>>>,
 }
 
-/// Asks the agents of `nodes`, at once, what their pods use.
-async fn usage_on(shared: &Shared, mut nodes: Vec<String>) -> Result<Usage, ApiError> {
-    nodes.sort();
-    nodes.dedup();
+/// Asks the agents of `nodes` (of every node, if `None`), at once, for `path`: the
+/// answers, by node, of those that gave one.
+async fn ask_agents(
+    shared: &Shared,
+    nodes: Option<Vec<String>>,
+    path: &str,
+) -> Result<Vec<(String, Value)>, ApiError> {
     let r = api::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
+    let (records, _) = shared
+        .store
+        .list(&r.prefix(None))
+        .map_err(|e| from_store(e, r, ""))?;
     let mut urls = Vec::new();
-    for node in &nodes {
-        if let Ok((obj, _)) = super::resources::get(shared, r, None, node) {
-            urls.push((
-                node.clone(),
-                format!("{}/stats/summary", agents::agent_url(&obj)),
-            ));
+    for (_, record) in &records {
+        let node = from_record(record)?;
+        let name = meta::name(&node).unwrap_or_default().to_owned();
+        if nodes.as_ref().is_none_or(|nodes| nodes.contains(&name)) {
+            urls.push((name, format!("{}/{path}", agents::agent_url(&node))));
         }
     }
     let answers =
         futures::future::join_all(urls.iter().map(|(_, url)| agents::ask(shared, url))).await;
+    let answered = urls
+        .into_iter()
+        .zip(answers)
+        .filter_map(|((node, _), answer)| {
+            let body = answer.ok()?;
+            Some((node, serde_json::from_slice::<Value>(&body).ok()?))
+        });
+    Ok(answered.collect())
+}
+
+/// Asks the agents of `nodes`, at once, what their pods use.
+async fn usage_on(shared: &Shared, nodes: Vec<String>) -> Result<Usage, ApiError> {
     let mut usage = Usage::default();
-    for ((node, _), answer) in urls.into_iter().zip(answers) {
-        let Some(summary) = answer
-            .ok()
-            .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
-        else {
-            continue;
-        };
+    for (node, summary) in ask_agents(shared, Some(nodes), "stats/summary").await? {
         let on_node = usage.by_node.entry(node).or_default();
         for pod in meta::each(&summary, "/pods") {
             let containers: Vec<ContainerUsage> = meta::each(pod, "/containers")

@@ -248,7 +248,7 @@ fn attributes(route: &Route, req: &Request<Incoming>) -> access::Attributes {
             };
         }
         Route::Review(group, plural) => (group.as_str(), vec![plural.clone()], "create"),
-        Route::Metrics(rest) => ("metrics.k8s.io", rest.clone(), ""),
+        Route::Metrics(group, rest) => (*group, rest.clone(), ""),
         _ => {
             return access::Attributes {
                 verb: method.as_str().to_lowercase(),
@@ -328,13 +328,17 @@ async fn route_authorized(
             get_only(req.method())?;
             ok(discovery::openapi_group(&p))
         }
-        Route::Metrics(rest) => {
+        Route::Metrics(group, rest) => {
             let query = req
                 .uri()
                 .query()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
-            metrics::serve(shared, req.method(), &rest, &query).await
+            if group == metrics::CUSTOM_GROUP_VERSION.0 {
+                metrics::serve_custom(shared, req.method(), &rest, &query).await
+            } else {
+                metrics::serve(shared, req.method(), &rest, &query).await
+            }
         }
         Route::Review(group, plural) => {
             if req.method() != Method::POST {

@@ -46,8 +46,9 @@ pub enum Route {
     OpenApiDoc(String),
     /// A resource path.
     Target(Target),
-    /// `/apis/metrics.k8s.io/v1beta1/{rest}`: usage, not stored objects.
-    Metrics(Vec<String>),
+    /// `/apis/metrics.k8s.io/v1beta1/{rest}` or `/apis/custom.metrics.k8s.io/v1beta2/{rest}`
+    /// (the group): usage, not stored objects.
+    Metrics(&'static str, Vec<String>),
     /// `/apis/{authentication|authorization}.k8s.io/v1/{plural}`: a review, answered.
     Review(String, String),
     /// `/shipshape/v1/members`: the control plane's members, where `shipshape
@@ -75,9 +76,14 @@ pub fn parse(path: &str) -> Route {
         ["openapi", "v3"] => Route::OpenApiIndex,
         ["openapi", "v3", rest @ ..] => Route::OpenApiDoc(rest.join("/")),
         ["api", "v1", rest @ ..] => target("", "v1", rest, path.ends_with('/')),
-        ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => {
-            Route::Metrics(rest.iter().map(|s| (*s).to_owned()).collect())
-        }
+        ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => Route::Metrics(
+            "metrics.k8s.io",
+            rest.iter().map(|s| (*s).to_owned()).collect(),
+        ),
+        ["apis", "custom.metrics.k8s.io", "v1beta2", rest @ ..] => Route::Metrics(
+            "custom.metrics.k8s.io",
+            rest.iter().map(|s| (*s).to_owned()).collect(),
+        ),
         [
             "apis",
             g @ ("authentication.k8s.io" | "authorization.k8s.io"),

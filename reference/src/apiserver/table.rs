@@ -228,12 +228,24 @@ fn computed(obj: &Value, name: &str, pointer: Option<&str>) -> Value {
                 Some(percent) => format!("{percent}%"),
                 None => text(of, "/averageValue", "<unknown>"),
             };
+            // A resource's metric names it; a Pods metric names its metric.
+            let source = |m: &Value| match m["type"].as_str() {
+                Some("Pods") => m["pods"].clone(),
+                _ => m["resource"].clone(),
+            };
+            fn name_of(source: &Value) -> Option<&str> {
+                source["name"]
+                    .as_str()
+                    .or(source["metric"]["name"].as_str())
+            }
             let targets = meta::each(obj, "/spec/metrics").map(|metric| {
-                let name = text(metric, "/resource/name", "<unknown>");
+                let spec = source(metric);
+                let name = name_of(&spec).unwrap_or("<unknown>");
                 let now = meta::each(obj, "/status/currentMetrics")
-                    .find(|m| m["resource"]["name"] == name);
-                let now = now.map_or("<unknown>".into(), |m| amount(&m["resource"]["current"]));
-                format!("{name}: {now}/{}", amount(&metric["resource"]["target"]))
+                    .map(source)
+                    .find(|m| name_of(m) == Some(name));
+                let now = now.map_or("<unknown>".into(), |m| amount(&m["current"]));
+                format!("{name}: {now}/{}", amount(&spec["target"]))
             });
             json!(listed(targets, "<none>"))
         }

@@ -7,16 +7,21 @@
 //! target — a share of what its containers request (`averageUtilization: 50`, of CPU) or
 //! an amount (`averageValue: 200Mi`, of memory).
 //!
+//! A `Pods` metric scales on an amount per pod of something else than a resource — here
+//! what the service proxies count of each pod's load, `connections_per_second` or
+//! `connections_in_flight` (`averageValue: 5`).
+//!
 //! Every [`SYNC_PERIOD`] this controller reads the target's scale, its pods, and what they
-//! use from `metrics.k8s.io` (which the apiserver measures through the node agents: no
-//! metrics-server), and follows Kubernetes' algorithm:
+//! use from `metrics.k8s.io` and `custom.metrics.k8s.io` (which the apiserver measures
+//! through the node agents: no metrics-server, no adapter), and follows Kubernetes'
+//! algorithm:
 //!
 //! * the **ratio** of use to target over the ready pods that have metrics gives the
 //!   replicas, `ceil(pods × ratio)`; within 10 % of 1 ([`TOLERANCE`]) nothing changes;
-//! * pods without metrics, and pods not yet ready, **damp** the change: when scaling up
-//!   they count as using nothing, when scaling down a pod without metrics counts as using
-//!   its whole request; a change that this turns around or brings within the tolerance is
-//!   not made;
+//! * pods without metrics, and pods not yet ready (for CPU, which a start inflates),
+//!   **damp** the change: when scaling up they count as using nothing, when scaling down a
+//!   pod without metrics counts as using its whole request; a change that this turns
+//!   around or brings within the tolerance is not made;
 //! * of several metrics, the one asking for the **most** replicas wins;
 //! * the recommendation is **stabilized**: a scale-down goes only as low as the highest
 //!   recommendation of its window (`behavior.scaleDown.stabilizationWindowSeconds`, 300 s
@@ -34,7 +39,7 @@
 //! The recommendations and changes of the windows are kept in memory, as Kubernetes'
 //! controller keeps them: a controller that restarts starts its windows afresh.
 //!
-//! Not built: `Pods`, `Object`, `External` and `ContainerResource` metrics (the condition
+//! Not built: `Object`, `External` and `ContainerResource` metrics (the condition
 //! `ScalingActive` says so), and the CPU initialization period for pods just started.
 
 use std::collections::HashMap;
@@ -44,8 +49,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscaler as Hpa, HorizontalPodAutoscalerCondition as Condition,
-    HorizontalPodAutoscalerStatus as Status, MetricSpec, MetricStatus, MetricValueStatus,
-    ResourceMetricStatus,
+    HorizontalPodAutoscalerStatus as Status, MetricIdentifier, MetricSpec, MetricStatus,
+    MetricValueStatus, PodsMetricStatus, ResourceMetricStatus,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -79,6 +84,8 @@ pub(super) struct PodLoad {
     pub usage: Option<[u64; 2]>,
     /// What its containers request in all; `None` if one of them requests none.
     pub requests: [Option<u64>; 2],
+    /// Its custom metrics that have a value, in thousandths (`1500` is 1.5).
+    pub custom: HashMap<String, u64>,
 }
 
 /// A condition's status, reason and message.
@@ -87,7 +94,8 @@ type Said = (bool, &'static str, String);
 /// The replicas one metric asks for when `current` replicas run `pods` — each (ready,
 /// use, capacity), capacity being its request or the target amount — and each pod should
 /// use `target` of its capacity; with the ratio of use to target over the ready pods with
-/// metrics. `None` when no pod has metrics.
+/// metrics. `None` when no pod has metrics. (Only CPU sets unready pods aside: the others
+/// count every pod as ready.)
 fn replicas_for(
     current: i32,
     pods: &[(bool, Option<u64>, u64)],
@@ -139,6 +147,9 @@ fn metric_replicas(
     current: i32,
     pods: &[PodLoad],
 ) -> Result<(i32, MetricStatus), String> {
+    if let Some(spec) = metric.pods.as_ref().filter(|_| metric.type_ == "Pods") {
+        return pods_metric_replicas(&spec.metric.name, &spec.target, current, pods);
+    }
     let spec = metric
         .resource
         .as_ref()
@@ -158,9 +169,13 @@ fn metric_replicas(
             "the target for {name} has no averageUtilization or averageValue"
         )),
     };
-    let loads = pods
-        .iter()
-        .map(|p| Ok((p.ready, p.usage.map(|u| u[index]), capacity(p)?)));
+    let loads = pods.iter().map(|p| {
+        Ok((
+            p.ready || index != 0,
+            p.usage.map(|u| u[index]),
+            capacity(p)?,
+        ))
+    });
     let loads = loads.collect::<Result<Vec<_>, String>>()?;
     let share = target
         .average_utilization
@@ -193,6 +208,42 @@ fn metric_replicas(
             ..MetricStatus::default()
         },
     ))
+}
+
+/// The replicas a `Pods` metric `name` asks for, each pod to have `target` on average.
+fn pods_metric_replicas(
+    name: &str,
+    target: &k8s_openapi::api::autoscaling::v2::MetricTarget,
+    current: i32,
+    pods: &[PodLoad],
+) -> Result<(i32, MetricStatus), String> {
+    let amount = target.average_value.as_ref();
+    let amount = amount.ok_or(format!("the target for {name} has no averageValue"))?;
+    let amount = quantity(0, &amount.0)?;
+    let loads: Vec<_> = pods
+        .iter()
+        .map(|p| (true, p.custom.get(name).copied(), amount))
+        .collect();
+    let replicas = replicas_for(current, &loads, 1.0);
+    let (desired, _) = replicas.ok_or(format!("no metrics returned for the pods' {name}"))?;
+    let values: Vec<u64> = loads.iter().filter_map(|l| l.1).collect();
+    let average = values.iter().sum::<u64>() / (values.len().max(1) as u64);
+    let pods = Some(PodsMetricStatus {
+        metric: MetricIdentifier {
+            name: name.to_owned(),
+            selector: None,
+        },
+        current: MetricValueStatus {
+            average_value: Some(Quantity(format!("{average}m"))),
+            ..MetricValueStatus::default()
+        },
+    });
+    let status = MetricStatus {
+        type_: "Pods".into(),
+        pods,
+        ..MetricStatus::default()
+    };
+    Ok((desired, status))
 }
 
 /// A quantity of resource `index`, in its unit (millicores, bytes).
@@ -348,7 +399,11 @@ pub(super) fn decide(
             }
             Err(why) => {
                 let message = format!("the HPA was unable to compute the replica count: {why}");
-                decision.active = (false, "FailedGetResourceMetric", message);
+                let reason = match metric.type_.as_str() {
+                    "Pods" => "FailedGetPodsMetric",
+                    _ => "FailedGetResourceMetric",
+                };
+                decision.active = (false, reason, message);
                 return decision;
             }
         }
@@ -511,7 +566,11 @@ async fn pass(hpa: Arc<Hpa>, ctx: Arc<(Recorder, Memories)>) -> Result<Action, C
                 .as_ref()
                 .and_then(|s| s.selector.clone())
                 .unwrap_or_default();
-            let pods = loads(client, &namespace, &selector).await?;
+            let metrics = hpa.spec.as_ref().and_then(|s| s.metrics.as_ref());
+            let custom: Vec<String> = (metrics.into_iter().flatten())
+                .filter_map(|m| Some(m.pods.as_ref()?.metric.name.clone()))
+                .collect();
+            let pods = loads(client, &namespace, &selector, &custom).await?;
             let decision = {
                 let mut memories = memories.lock().unwrap_or_else(PoisonError::into_inner);
                 decide(
@@ -605,16 +664,20 @@ fn rescale_reason(decision: &Decision, current: i32) -> String {
             let names = decision
                 .metrics
                 .iter()
-                .filter_map(|m| Some(m.resource.as_ref()?.name.as_str()));
+                .filter_map(|m| match (&m.resource, &m.pods) {
+                    (Some(r), _) => Some(format!(
+                        "{} resource utilization (percentage of request)",
+                        r.name
+                    )),
+                    (_, Some(p)) => Some(format!("pods metric {}", p.metric.name)),
+                    _ => None,
+                });
             let way = if decision.desired > current {
                 "above"
             } else {
                 "below"
             };
-            format!(
-                "{} resource utilization (percentage of request) {way} target",
-                names.collect::<Vec<_>>().join(", ")
-            )
+            format!("{} {way} target", names.collect::<Vec<_>>().join(", "))
         }
     }
 }
@@ -645,11 +708,13 @@ fn target_api(
 }
 
 /// The pods `selector` picks in `namespace` (those being deleted, or ended, aside), with
-/// what each asks for and, from `metrics.k8s.io`, what each uses.
+/// what each asks for and, from `metrics.k8s.io`, what each uses, and from
+/// `custom.metrics.k8s.io` the `custom_metrics` of each.
 async fn loads(
     client: &Client,
     namespace: &str,
     selector: &str,
+    custom_metrics: &[String],
 ) -> Result<Vec<PodLoad>, ControllerError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let listed = pods.list(&ListParams::default().labels(selector)).await;
@@ -669,6 +734,24 @@ async fn loads(
             .sum::<Option<Option<u64>>>()
             .flatten()
     };
+    let mut custom: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    for metric in custom_metrics {
+        let name: String = form_urlencoded::byte_serialize(metric.as_bytes()).collect();
+        let path = format!(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/pods/*/{name}?labelSelector={query}"
+        );
+        let values = match http::Request::get(path).body(Vec::new()) {
+            Ok(request) => client.request::<Value>(request).await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        for item in values["items"].as_array().into_iter().flatten() {
+            let pod = item["describedObject"]["name"].as_str().unwrap_or_default();
+            if let Some(Ok(value)) = item["value"].as_str().map(|v| quantity(0, v)) {
+                let of_pod = custom.entry(pod.to_owned()).or_default();
+                of_pod.insert(metric.clone(), value);
+            }
+        }
+    }
     let mut usage: HashMap<&str, [u64; 2]> = HashMap::new();
     for item in metrics["items"].as_array().into_iter().flatten() {
         let used = |index| {
@@ -701,6 +784,7 @@ async fn loads(
             usage: usage.get(name.as_str()).copied(),
             ready: pod_ready(pod),
             requests: [asked(0), asked(1)],
+            custom: custom.get(&name).cloned().unwrap_or_default(),
             name,
         }
     };
@@ -722,13 +806,15 @@ mod tests {
         .expect("an autoscaler")
     }
 
-    /// `n` ready pods using `used` millicores each of a 100m request.
+    /// `n` ready pods using `used` millicores each of a 100m request, each with `used`
+    /// thousandths of a connection a second.
     fn pods(n: usize, used: u64) -> Vec<PodLoad> {
         let pod = |i| PodLoad {
             name: format!("web-{i}"),
             ready: true,
             usage: Some([used, 1 << 20]),
             requests: [Some(100), None],
+            custom: HashMap::from([("connections_per_second".to_owned(), used)]),
         };
         (0..n).map(pod).collect()
     }
@@ -769,6 +855,46 @@ mod tests {
         let mut unmeasured = pods(2, 90);
         unmeasured.iter_mut().for_each(|p| p.usage = None);
         assert!(!decide_now(&unmeasured).active.0);
+    }
+
+    #[test]
+    fn a_pods_metric_scales_on_its_average_per_pod() {
+        let mut hpa = hpa(1, 10, 50, Value::Null);
+        let metric = json!({"type": "Pods", "pods": {
+            "metric": {"name": "connections_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "2"}}});
+        hpa.spec.as_mut().expect("spec").metrics =
+            Some(vec![serde_json::from_value(metric).expect("a metric")]);
+        let decide_now = |pods: &[PodLoad]| decide(&hpa, 2, pods, &mut Memory::default(), at(0));
+        // 2 pods at 3 connections a second each, 2 wanted: ceil(2 × 1.5) = 3. (Their CPU,
+        // 3000m of a 100m request, is not a metric of this autoscaler.)
+        let up = decide_now(&pods(2, 3000));
+        assert_eq!(up.desired, 3);
+        let seen = up.metrics[0].pods.as_ref().expect("a pods metric");
+        assert_eq!(seen.current.average_value, Some(Quantity("3000m".into())));
+        // A pod not ready still counts: only CPU sets unready pods aside.
+        let mut unready = pods(2, 3000);
+        unready[0].ready = false;
+        assert_eq!(decide_now(&unready).desired, 3);
+        // No pod has the metric: why.
+        let failed = decide_now(
+            &pods(2, 3000)
+                .into_iter()
+                .map(|p| PodLoad {
+                    custom: HashMap::new(),
+                    ..p
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            (failed.desired, failed.active.1),
+            (2, "FailedGetPodsMetric")
+        );
+        assert!(
+            failed.active.2.contains("connections_per_second"),
+            "{:?}",
+            failed.active
+        );
     }
 
     #[test]

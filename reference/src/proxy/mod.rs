@@ -12,9 +12,10 @@
 //! stops accepting, and its open connections finish too.
 //!
 //! Everything comes from watches of Services and Endpoints: the proxy is an API client and
-//! keeps no state of its own.
+//! keeps no state of its own, but for what it counts of each backend's load ([`meter`]).
 
 pub mod balancer;
+pub mod meter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use balancer::Balancer;
+use meter::Meter;
 
 /// How long a backend has to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,10 +47,12 @@ fn balancers(table: &Table) -> MutexGuard<'_, HashMap<PortKey, Balancer>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs the proxy until `shutdown` turns true, listening on loopback and `extra_addresses`.
+/// Runs the proxy until `shutdown` turns true, listening on loopback and `extra_addresses`,
+/// counting what it forwards in `meter`.
 pub async fn run(
     client: kube::Client,
     extra_addresses: Vec<IpAddr>,
+    meter: Meter,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (services, services_writer) = reflector::store::<Service>();
@@ -106,7 +110,9 @@ pub async fn run(
                     Ok(listener) => {
                         tracing::info!(service = %d.key, address = %ip, port, "proxy listening");
                         let (stop, stopped) = watch::channel(false);
-                        tokio::spawn(serve(listener, d.key.clone(), table.clone(), stopped));
+                        let key = d.key.clone();
+                        let (table, meter) = (table.clone(), meter.clone());
+                        tokio::spawn(serve(listener, key, table, meter, stopped));
                         listeners.insert((*ip, *port), (d.key.clone(), stop));
                     }
                     Err(e) => {
@@ -197,6 +203,7 @@ async fn serve(
     listener: TcpListener,
     key: PortKey,
     table: Table,
+    meter: Meter,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -207,17 +214,16 @@ async fn serve(
                 Err(_) => continue,
             },
         };
-        let table = table.clone();
-        let key = key.clone();
+        let (table, key, meter) = (table.clone(), key.clone(), meter.clone());
         // A forwarded connection lives on its own: closing the listener does not cut it.
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            forward(client, peer, &key, &table).await;
+            forward(client, peer, &key, &table, &meter).await;
         });
     }
 }
 
-async fn forward(mut client: TcpStream, peer: SocketAddr, key: &str, table: &Table) {
+async fn forward(mut client: TcpStream, peer: SocketAddr, key: &str, table: &Table, meter: &Meter) {
     let order = balancers(table)
         .get_mut(key)
         .map(|b| b.order(peer.ip(), Instant::now()));
@@ -228,6 +234,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, key: &str, table: &Tab
             if let Some(b) = balancers(table).get_mut(key) {
                 b.used(peer.ip(), backend, Instant::now());
             }
+            let _in_flight = meter.opened(backend.ip(), Instant::now());
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             return;
         }
