@@ -998,6 +998,29 @@ fn kubectl_rolls_out_and_back() {
         "{described}"
     );
     cluster.ok(&["delete", "hpa", "web"]);
+    // On what the service proxy counts: the README's example, which reads it from
+    // custom.metrics.k8s.io.
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/autoscale-on-connections.yaml");
+    cluster.ok(&["apply", "-f", example.to_str().expect("a UTF-8 path")]);
+    let raw = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/connections_in_flight";
+    let metrics = cluster.ok(&["get", "--raw", raw]);
+    assert!(metrics.contains("\"connections_in_flight\""), "{metrics}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut table = cluster.ok(&["get", "hpa", "web-connections"]);
+    while table.contains("<unknown>/5") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        table = cluster.ok(&["get", "hpa", "web-connections"]);
+    }
+    // (What the test sent to `web` before is counted too: some thousandths a second.)
+    let seen = table
+        .split_once("connections_per_second: ")
+        .map(|(_, rest)| rest);
+    assert!(
+        seen.is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()) && s.contains("m/5")),
+        "{table}"
+    );
+    cluster.ok(&["delete", "hpa", "web-connections"]);
 
     // logs -f: what the container wrote, then what it writes next, until it stops.
     cluster.ok(&["run", "logger", "--image=shipshape/probe:v1"]);

@@ -467,7 +467,10 @@ mod tests {
         );
         assert!(group("metrics.k8s.io")["versions"][0]["resources"].is_array());
         let custom = resources("custom.metrics.k8s.io", "v1beta2").expect("custom metrics");
-        assert_eq!(custom["resources"][0]["name"], "pods/connections_per_second");
+        assert_eq!(
+            custom["resources"][0]["name"],
+            "pods/connections_per_second"
+        );
         let core = aggregated(true);
         let nodes = meta::each(&core["items"][0]["versions"][0], "/resources")
             .find(|r| r["resource"] == "nodes")
