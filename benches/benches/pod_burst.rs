@@ -47,7 +47,8 @@ use shipshape::images::PAUSE_IMAGE;
 use shipshape_benches::{
     BENCH_LABEL, BenchCluster, DockerAnchor, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING,
     PROBE_PORT, PROBE_READY_PATH, Seen, Tracker, app_of, connect_docker, measuring, median, ms,
-    pod_progress_marks, probe_deployment, ratio, remove_bench_containers, secs, start_until_ready,
+    pod_progress_marks, probe_deployment, ratio, remove_bench_containers, secs, sorted_secs,
+    start_until_ready,
 };
 
 /// The image both sides start.
@@ -158,17 +159,6 @@ async fn docker_burst(anchor: &DockerAnchor, pods: bool) -> anyhow::Result<Durat
         Some(error) => Err(error),
         None => Ok(took),
     }
-}
-
-/// `12.3 s`-style list of every trial, sorted.
-fn sorted_secs(samples: &[Duration]) -> String {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    sorted
-        .iter()
-        .map(|d| secs(*d))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// How many of the pods had reached each step by each second of the burst: where the time

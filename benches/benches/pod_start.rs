@@ -57,7 +57,7 @@ use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
     BenchCluster, DockerAnchor, NAMESPACE, PROBE_PORT, PROBE_READY_PATH, connect_docker,
     delete_deployment, measuring, median, ms, percentile, pod_ready, probe_deployment, ratio,
-    remove_bench_containers,
+    remove_bench_containers, sorted_ms,
 };
 
 /// The image both sides start.
@@ -331,19 +331,13 @@ fn report() {
         ours.len(),
         theirs.len(),
     );
-    let sorted = |samples: &[Duration]| {
-        let mut millis: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
-        millis.sort_unstable();
-        let millis: Vec<String> = millis.iter().map(u128::to_string).collect();
-        millis.join(" ")
-    };
     println!(
         "pod start, every timed start (ms, sorted): shipshape {}",
-        sorted(&ours)
+        sorted_ms(&ours)
     );
     println!(
         "pod start, every timed start (ms, sorted): docker {}",
-        sorted(theirs)
+        sorted_ms(theirs)
     );
     // Where shipshape's time goes: the median of each stage's share.
     let mut shares: BTreeMap<usize, (&str, Vec<Duration>)> = BTreeMap::new();

@@ -92,9 +92,10 @@ use kube::runtime::watcher;
 use serde_json::json;
 use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
-    BENCH_LABEL, BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, Seen, Tracker, app_of,
-    connect_docker, delete_deployment, measuring, median, ms, percentile, pod_progress_marks,
-    probe_deployment, ratio, secs, selected, start_until_ready,
+    BENCH_LABEL, BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, Seen, Tracker, after,
+    app_of, connect_docker, delete_deployment, measuring, median, ms, percentile,
+    pod_progress_marks, probe_deployment, ratio, secs, selected, sorted_ms, stage_medians,
+    start_until_ready,
 };
 
 /// The image rolled from, and the one rolled to.
@@ -366,11 +367,6 @@ fn end_of(pod: &Seen<Pod>) -> Option<Instant> {
     pod.since(TERMINATING).or(pod.gone)
 }
 
-/// Time from `start` to `at`, for an instant at or after `start`.
-fn after(at: Option<Instant>, start: Instant) -> Option<Duration> {
-    at.filter(|t| *t >= start).map(|t| t - start)
-}
-
 /// The run's view of the cluster: the API, and what the watches saw.
 struct Bench {
     /// The cluster's API.
@@ -602,14 +598,6 @@ fn measure(rt: &tokio::runtime::Runtime, bench: &Arc<Bench>, per_wave: i32) {
     criterion.final_summary();
 }
 
-/// `123 456 789`: every sample in milliseconds, sorted.
-fn sorted_ms(samples: &[Duration]) -> String {
-    let mut millis: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
-    millis.sort_unstable();
-    let millis: Vec<String> = millis.iter().map(u128::to_string).collect();
-    millis.join(" ")
-}
-
 fn report() {
     let tally = tally();
     println!();
@@ -691,22 +679,9 @@ fn report() {
         }
         None => println!("rollout lower bound: wave start not measured in this run (filtered out)"),
     }
-    let mut stages: Vec<(&str, Vec<Duration>)> = Vec::new();
-    for r in &tally.rollouts {
-        for (i, (label, mark)) in r.marks().into_iter().enumerate() {
-            if stages.len() <= i {
-                stages.push((label, Vec::new()));
-            }
-            stages[i].1.extend(mark);
-        }
-    }
-    let stages: Vec<String> = stages
-        .iter()
-        .filter_map(|(label, d)| Some(format!("{label} +{}", ms(median(d)?))))
-        .collect();
     println!(
         "rollout stages (median, from the patch): {}",
-        stages.join(", ")
+        stage_medians(tally.rollouts.iter().map(|r| r.marks().to_vec()), ms)
     );
     print_pod_paths(&tally.rollouts, rollout);
     let peak = tally.rollouts.iter().map(|r| r.peak).max().unwrap_or(0);

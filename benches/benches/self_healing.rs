@@ -70,8 +70,9 @@ use kube::runtime::watcher;
 use shipshape::agent::AgentConfig;
 use shipshape::controllers::node_lifecycle::{NodeLifecycleConfig, UNREACHABLE};
 use shipshape_benches::{
-    BenchCluster, NAMESPACE, NODE_TIMEOUT, NodeAgents, Seen, Tracker, connect_docker, measuring,
-    median, ms, node_ready_status, percentile, pod_ready, probe_deployment, ratio, secs, selected,
+    BenchCluster, NAMESPACE, NODE_TIMEOUT, NodeAgents, Seen, Tracker, after, connect_docker,
+    measuring, median, ms, node_ready_status, percentile, pod_ready, probe_deployment, ratio, secs,
+    selected, sorted_ms, stage_medians,
 };
 
 /// The image the Deployment runs.
@@ -171,11 +172,6 @@ fn serving(pod: &Seen<Pod>) -> bool {
 /// The latest instant any of `pods` turned Ready: when the last of them became Ready.
 fn last_ready(pods: &[&&Seen<Pod>]) -> Option<Instant> {
     pods.iter().filter_map(|p| p.since(READY)).max()
-}
-
-/// Time from `start` to `at`, for an instant at or after `start`.
-fn after(at: Option<Instant>, start: Instant) -> Option<Duration> {
-    at.filter(|t| *t >= start).map(|t| t - start)
 }
 
 /// `5 s`, `40 s`, `5 min`, `5 min 42.2 s`: whole seconds without decimals.
@@ -575,29 +571,6 @@ fn bench_deletions(rt: &tokio::runtime::Runtime, bench: &Arc<Bench>) {
     criterion.final_summary();
 }
 
-/// The median of each stage present, as `label +time`.
-fn stage_medians<'a>(
-    samples: impl Iterator<Item = Vec<(&'a str, Option<Duration>)>>,
-    show: fn(Duration) -> String,
-) -> String {
-    let mut stages: Vec<(&str, Vec<Duration>)> = Vec::new();
-    for marks in samples {
-        for (i, (label, mark)) in marks.into_iter().enumerate() {
-            if stages.len() <= i {
-                stages.push((label, Vec::new()));
-            }
-            if let Some(mark) = mark {
-                stages[i].1.push(mark);
-            }
-        }
-    }
-    let shown: Vec<String> = stages
-        .iter()
-        .filter_map(|(label, d)| Some(format!("{label} +{}", show(median(d)?))))
-        .collect();
-    shown.join(", ")
-}
-
 fn report_deletions() {
     let tally = deletions();
     println!();
@@ -657,14 +630,9 @@ fn report_deletions() {
             .collect();
         println!("pod deletion, the slowest: {}", shown.join(", "));
     }
-    let sorted: Vec<String> = {
-        let mut millis: Vec<u128> = healed.iter().map(Duration::as_millis).collect();
-        millis.sort_unstable();
-        millis.iter().map(u128::to_string).collect()
-    };
     println!(
         "pod deletion, every timed deletion (ms, sorted): {}",
-        sorted.join(" ")
+        sorted_ms(&healed)
     );
 }
 

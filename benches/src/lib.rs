@@ -20,8 +20,9 @@
 //!   removed afterwards whatever happens ([`BenchCluster::run`]).
 //! - [`probe_deployment`] is the Deployment of the probe those benchmarks create, and
 //!   [`delete_deployment`] removes one and waits for its pods to go.
-//! - [`percentile`], [`median`], [`measuring`], [`selected`], [`ms`], [`secs`] and [`ratio`]
-//!   help every benchmark pick what to run and report its figures.
+//! - [`percentile`], [`median`], [`measuring`], [`selected`], [`ms`], [`secs`], [`ratio`],
+//!   [`after`], [`sorted_ms`], [`sorted_secs`] and [`stage_medians`] help every benchmark
+//!   pick what to run and report its figures.
 //! - [`hollow`] runs node agents without containers, by the thousand, for the scale
 //!   benchmark.
 
@@ -754,6 +755,49 @@ pub fn secs(d: Duration) -> String {
 /// `a / b` (a zero `b` counts as the smallest positive time).
 pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// Time from `start` to `at`, for an instant at or after `start` (`None` otherwise).
+pub fn after(at: Option<Instant>, start: Instant) -> Option<Duration> {
+    at.filter(|t| *t >= start).map(|t| t - start)
+}
+
+/// `123 456 789`: every sample in whole milliseconds, sorted.
+pub fn sorted_ms(samples: &[Duration]) -> String {
+    let mut millis: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
+    millis.sort_unstable();
+    let millis: Vec<String> = millis.iter().map(u128::to_string).collect();
+    millis.join(" ")
+}
+
+/// `1.23 s 4.56 s`: every sample as [`secs`] shows it, sorted.
+pub fn sorted_secs(samples: &[Duration]) -> String {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let shown: Vec<String> = sorted.iter().map(|d| secs(*d)).collect();
+    shown.join(" ")
+}
+
+/// The median of each stage of several trials, as `label +time, ...`: each trial gives its
+/// stages in the same order, `None` where it did not see one (left out of that median).
+pub fn stage_medians<'a>(
+    samples: impl Iterator<Item = Vec<(&'a str, Option<Duration>)>>,
+    show: fn(Duration) -> String,
+) -> String {
+    let mut stages: Vec<(&str, Vec<Duration>)> = Vec::new();
+    for marks in samples {
+        for (i, (label, mark)) in marks.into_iter().enumerate() {
+            if stages.len() <= i {
+                stages.push((label, Vec::new()));
+            }
+            stages[i].1.extend(mark);
+        }
+    }
+    let shown: Vec<String> = stages
+        .iter()
+        .filter_map(|(label, d)| Some(format!("{label} +{}", show(median(d)?))))
+        .collect();
+    shown.join(", ")
 }
 
 /// The namespace the benchmarks' objects go to.
