@@ -449,11 +449,17 @@ pub struct AutoscaleSpec {
     pub scale_down_after: std::time::Duration,
 }
 
-/// What an autoscaler reports: whether it can measure what it scales on, and why not.
+/// What an autoscaler reports: what it last measured, the replicas it wants, and whether
+/// it can measure what it scales on, and why not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AutoscalerStatus {
     /// The replicas it wants now.
     pub desired: u32,
+    /// The replicas there were when it last measured.
+    pub current: u32,
+    /// The average CPU use of those replicas when it last measured, in percent of what
+    /// they ask for; `None` while it has measured none.
+    pub cpu_percent: Option<u32>,
     /// `None` while it has not said; `Some(Ok(()))` when it measures, `Some(Err(why))`
     /// when it cannot.
     pub measuring: Option<Result<(), String>>,

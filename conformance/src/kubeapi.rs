@@ -1200,8 +1200,8 @@ pub async fn autoscale(
     Ok(())
 }
 
-/// What the autoscaler of `deployment` reports: its desired replicas, and its
-/// `ScalingActive` condition.
+/// What the autoscaler of `deployment` reports: its desired and current replicas, the
+/// CPU utilization it last measured, and its `ScalingActive` condition.
 pub async fn read_autoscaler(
     client: &kube::Client,
     namespace: &str,
@@ -1227,8 +1227,16 @@ pub async fn read_autoscaler(
             c.message.clone().unwrap_or_default()
         )),
     });
-    let desired = u32::try_from(status.desired_replicas).unwrap_or(0);
-    Ok(AutoscalerStatus { desired, measuring })
+    let cpu_percent = status.current_metrics.iter().flatten().find_map(|metric| {
+        let resource = metric.resource.as_ref().filter(|r| r.name == "cpu")?;
+        u32::try_from(resource.current.average_utilization?).ok()
+    });
+    Ok(AutoscalerStatus {
+        desired: u32::try_from(status.desired_replicas).unwrap_or(0),
+        current: u32::try_from(status.current_replicas.unwrap_or(0)).unwrap_or(0),
+        cpu_percent,
+        measuring,
+    })
 }
 
 /// `kubectl scale sts/<name> --replicas=N`.

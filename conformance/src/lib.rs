@@ -52,8 +52,9 @@
 //!    back, and the harness waits until the failed nodes are ready and as they were.
 //! 4. "within N seconds" steps measure how long the system took to converge (and, after
 //!    a fault, how long after the fault that was); traffic and an availability monitor
-//!    ([`traffic`]) check invariants while the system changes. A progress line reports
-//!    each scenario as it ends.
+//!    ([`traffic`]) check invariants while the system changes, and a load of costly
+//!    requests at a set rate ([`load`]) gives an autoscaler real CPU use to follow. A
+//!    progress line reports each scenario as it ends.
 //! 5. The report ([`report`]) goes to `<target>/conformance/<driver>/`: `report.html`,
 //!    `summary.json`, and JUnit XML with each scenario's convergence times as properties
 //!    ([`junit`]). The driver is shut down cleanly. The run fails if a step fails, a hook
@@ -91,6 +92,7 @@ pub mod kubeapi;
 pub mod kubernetes;
 pub mod linearizability;
 pub mod links;
+pub mod load;
 pub mod mutants;
 pub mod node_containers;
 pub mod node_watch;

@@ -30,8 +30,8 @@
 //! scenario's timeline in the report ([`crate::report::Timeline`]).
 //!
 //! Both are bounded: they stop by themselves after [`MAX_RUN`], and when they are dropped
-//! (at the latest with the scenario's world), so a failed scenario never leaves them
-//! running.
+//! (at the latest with the scenario's world: their task is a [`Background`]), so a failed
+//! scenario never leaves them running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -122,6 +122,21 @@ impl Counts {
         }
     }
 
+    /// Fails if a request failed, saying how many and when and why the first few did;
+    /// `whose` says whose requests they were ("to service web").
+    pub fn none_failed(&self, whose: &str) -> anyhow::Result<()> {
+        let first = self.failures.iter().take(5);
+        let first = first.map(|f| format!("at {:.1} s: {}", f.at.as_secs_f64(), f.error));
+        anyhow::ensure!(
+            self.failures.is_empty(),
+            "{} of {} requests {whose} failed; the first: {}",
+            self.failures.len(),
+            self.total(),
+            first.collect::<Vec<_>>().join("; ")
+        );
+        Ok(())
+    }
+
     /// The order in which versions answered, `v1 (120) → v2 (80)`.
     pub fn version_sequence(&self) -> String {
         self.versions
@@ -206,7 +221,7 @@ pub struct Traffic {
     /// When it started: [`Failure::at`] counts from here.
     started: Instant,
     /// The task.
-    task: Option<JoinHandle<()>>,
+    task: Background,
 }
 
 impl Traffic {
@@ -216,7 +231,7 @@ impl Traffic {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
-        let task = tokio::spawn(run(
+        let task = Background::spawn(run(
             driver,
             namespace,
             service.clone(),
@@ -230,7 +245,7 @@ impl Traffic {
             log,
             stop,
             started,
-            task: Some(task),
+            task,
         }
     }
 
@@ -264,17 +279,33 @@ impl Traffic {
     /// Stopping it again returns the same.
     pub async fn stop(&mut self) -> Counts {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(task) = self.task.take() {
-            // A request is bounded by the HTTP client's timeout; a panic is counted out.
-            let _ = task.await;
-        }
+        self.task.join().await;
         self.counts()
     }
 }
 
-impl Drop for Traffic {
+/// A task of the kit running in the background; aborted when dropped, at the latest with
+/// the scenario's world, so that a failed scenario never leaves it running.
+pub struct Background(Option<JoinHandle<()>>);
+
+impl Background {
+    /// Starts `task`; needs a Tokio runtime.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(tokio::spawn(task)))
+    }
+
+    /// Waits until the task has ended; at once if it was waited for already. (A request
+    /// of the task is bounded by the HTTP client's timeout; a panic is counted out.)
+    pub async fn join(&mut self) {
+        if let Some(task) = self.0.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.0.take() {
             task.abort();
         }
     }
@@ -485,8 +516,8 @@ pub struct Availability {
     watched: Arc<Mutex<Watched>>,
     /// When it started: samples count from here.
     started: Instant,
-    /// The task.
-    task: Option<JoinHandle<()>>,
+    /// The task, held only to be aborted with the monitor.
+    _task: Background,
 }
 
 impl Availability {
@@ -500,7 +531,7 @@ impl Availability {
     ) -> Self {
         let watched = Arc::new(Mutex::new(Watched::default()));
         let started = Instant::now();
-        let task = tokio::spawn(monitor(
+        let task = Background::spawn(monitor(
             driver,
             namespace.to_owned(),
             deployment.to_owned(),
@@ -512,7 +543,7 @@ impl Availability {
             deployment: deployment.to_owned(),
             watched,
             started,
-            task: Some(task),
+            _task: task,
         }
     }
 
@@ -539,14 +570,6 @@ impl Availability {
     /// Locks what it has seen.
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Availability {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

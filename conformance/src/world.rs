@@ -422,9 +422,12 @@ pub struct ConformanceWorld {
     /// Traffic running in the background to a service, stopped by a step or with the
     /// scenario.
     pub(crate) traffic: Option<crate::traffic::Traffic>,
-    /// How long the load must stay low before the scenario's autoscaler gives replicas
-    /// back.
-    pub(crate) scale_down_after: std::time::Duration,
+    /// The scenario's autoscaler, as it was asked for: its bounds, its target, and how
+    /// long the load must stay low before it gives replicas back.
+    pub(crate) autoscaler: Option<crate::driver::AutoscaleSpec>,
+    /// A load of costly requests running in the background to a service, stopped by
+    /// itself or with the scenario.
+    pub(crate) load: Option<crate::load::Load>,
     /// The answers to the last batch of requests sent to a service.
     pub(crate) answers: Option<crate::traffic::Counts>,
     /// The availability monitor running in the background on a deployment's replicas,

@@ -11,8 +11,9 @@
 //! them (`@self-healing`), `routing.rs` services and the traffic through them
 //! (`@service-routing`), `rollout.rs` rolling updates, their history and rollbacks
 //! (`@rollback`), `daemons.rs`, `jobs.rs` and `stateful.rs` the other workload kinds
-//! (`@daemons`, `@jobs`, `@stateful-sets`), `consistency.rs` clients reading and writing through the API and the check
-//! that what they saw is linearizable (`@control-plane`).
+//! (`@daemons`, `@jobs`, `@stateful-sets`), `autoscaling.rs` replicas that follow a load
+//! (`@autoscaling`), `consistency.rs` clients reading and writing through the API and the
+//! check that what they saw is linearizable (`@control-plane`).
 //!
 //! Every step returns a [`StepResult`]; a failure carries the whole chain of causes, so
 //! the report says what failed, for which object, and why.

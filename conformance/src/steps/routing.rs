@@ -445,21 +445,7 @@ async fn traffic_without_failures(world: &mut ConformanceWorld, service: String)
     }
     let counts = traffic.stop().await;
     println!("      traffic: {counts}");
-    if !counts.failures.is_empty() {
-        let first: Vec<String> = counts
-            .failures
-            .iter()
-            .take(5)
-            .map(|failure| format!("at {:.1} s: {}", failure.at.as_secs_f64(), failure.error))
-            .collect();
-        fail!(
-            "{} of {} requests to service {service} failed; the first: {}",
-            counts.failures.len(),
-            counts.total(),
-            first.join("; ")
-        );
-    }
-    Ok(())
+    Ok(counts.none_failed(&format!("to service {service}"))?)
 }
 
 /// Failures are allowed for the bound after the fault the scenario injected last (losing a
