@@ -20,7 +20,9 @@ Feature: Replicas follow the load
   replicas' worth, and only 4 are allowed. "No more than the share" allows what an
   autoscaler allows itself: 10 % over it. Ordinary requests go on one after the other all
   along, through the growing and the giving-back, and not one of them may fail, nor one
-  of the load's.
+  of the load's. They cost a little too, so once the load stops the replicas may be given
+  back in two steps, 4 to 2 then 2 to 1, each after the giving-back delay: the bound
+  allows for both.
 
   Scenario: Replicas are added under load, never more than the most, and given back once it stops
     Given a deployment "web" of probe replicas, each asking for 100 millicores of CPU
@@ -30,7 +32,7 @@ Feature: Replicas follow the load
     When a load of requests to the service "web", each costing 10 milliseconds of CPU, rises to 8 a second over 10 seconds, holds for 30 seconds, rises to 30 a second over 10 seconds, holds for 30 seconds, then stops
     Then once the load holds at 8 requests a second, within 25 seconds deployment "web" runs more than 1 ready replica, and never more than 4, that use on average no more of the CPU they ask for than the autoscaler aims at
     And once the load holds at 30 requests a second, within 25 seconds deployment "web" runs 4 ready replicas, and never more than 4, that use on average more of the CPU they ask for than the autoscaler aims at
-    And once the load has stopped, within the giving-back delay and 30 more seconds deployment "web" runs 1 replica, and never more than 4
+    And once the load has stopped, within the giving-back delay and 60 more seconds deployment "web" runs 1 replica, and never more than 4
     And the load had no failed request
     And the traffic to the service "web" had no failed request
 
