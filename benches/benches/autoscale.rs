@@ -109,9 +109,9 @@ use serde_json::json;
 use shipshape::controllers::autoscaler::SYNC_PERIOD;
 use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
-    BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, PROBE_PORT, Seen, Tracker, after,
-    connect_docker, measuring, median, ms, pod_progress_marks, probe_deployment, ratio, secs,
-    selected, sorted_secs, stage_medians,
+    BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, POD_TERMINATING, PROBE_PORT, Seen,
+    Tracker, after, connect_docker, measuring, median, ms, pod_lifecycle_marks, probe_deployment,
+    ratio, secs, selected, sorted_secs, stage_medians,
 };
 use tokio::task::JoinHandle;
 
@@ -157,19 +157,11 @@ const READY: &str = POD_READY;
 const BOUND: &str = POD_BOUND;
 const RUNNING: &str = POD_RUNNING;
 /// The pod has a deletion timestamp.
-const TERMINATING: &str = "terminating";
+const TERMINATING: &str = POD_TERMINATING;
 /// The Deployment asks for [`WANTED`] replicas or more.
 const SCALED: &str = "scaled";
 /// The autoscaler's status has been written (its first pass is done).
 const LOOKED: &str = "looked";
-
-fn pod_marks(pod: &Pod) -> Vec<&'static str> {
-    let mut marks = pod_progress_marks(pod);
-    if pod.metadata.deletion_timestamp.is_some() {
-        marks.push(TERMINATING);
-    }
-    marks
-}
 
 fn deployment_marks(d: &Deployment) -> Vec<&'static str> {
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -395,7 +387,7 @@ impl Bench {
             pods: Tracker::start(
                 Api::namespaced(client.clone(), NAMESPACE),
                 ours(),
-                pod_marks,
+                pod_lifecycle_marks,
             ),
             scale: Tracker::start(deployments.clone(), ours(), deployment_marks),
             passes: Tracker::start(

@@ -92,9 +92,9 @@ use kube::runtime::watcher;
 use serde_json::json;
 use shipshape::controllers::node_lifecycle::NodeLifecycleConfig;
 use shipshape_benches::{
-    BENCH_LABEL, BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, Seen, Tracker, after,
-    app_of, connect_docker, delete_deployment, measuring, median, ms, percentile,
-    pod_progress_marks, probe_deployment, ratio, secs, selected, sorted_ms, stage_medians,
+    BENCH_LABEL, BenchCluster, NAMESPACE, POD_BOUND, POD_READY, POD_RUNNING, POD_TERMINATING, Seen,
+    Tracker, after, app_of, connect_docker, delete_deployment, measuring, median, ms, percentile,
+    pod_lifecycle_marks, probe_deployment, ratio, secs, selected, sorted_ms, stage_medians,
     start_until_ready,
 };
 
@@ -127,19 +127,11 @@ const READY: &str = POD_READY;
 const BOUND: &str = POD_BOUND;
 const RUNNING: &str = POD_RUNNING;
 /// The pod has a deletion timestamp.
-const TERMINATING: &str = "terminating";
+const TERMINATING: &str = POD_TERMINATING;
 /// The Deployment is rolled out by `kubectl rollout status`'s rule.
 const COMPLETE: &str = "complete";
 /// The Deployment's Progressing condition says `ProgressDeadlineExceeded`.
 const TIMED_OUT: &str = "timed-out";
-
-fn pod_marks(pod: &Pod) -> Vec<&'static str> {
-    let mut marks = pod_progress_marks(pod);
-    if pod.metadata.deletion_timestamp.is_some() {
-        marks.push(TERMINATING);
-    }
-    marks
-}
 
 fn deployment_marks(d: &Deployment) -> Vec<&'static str> {
     let mut marks = Vec::new();
@@ -389,7 +381,7 @@ impl Bench {
             pods: Tracker::start(
                 Api::namespaced(client.clone(), NAMESPACE),
                 ours(),
-                pod_marks,
+                pod_lifecycle_marks,
             ),
             tracked: Tracker::start(deployments.clone(), ours(), deployment_marks),
             deployments,

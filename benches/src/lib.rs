@@ -891,6 +891,19 @@ pub fn pod_progress_marks(pod: &Pod) -> Vec<&'static str> {
     marks
 }
 
+/// The mark [`pod_lifecycle_marks`] gives a pod being deleted.
+pub const POD_TERMINATING: &str = "terminating";
+
+/// A pod's steps on its way to Ready, and its deletion: [`pod_progress_marks`] and
+/// [`POD_TERMINATING`].
+pub fn pod_lifecycle_marks(pod: &Pod) -> Vec<&'static str> {
+    let mut marks = pod_progress_marks(pod);
+    if pod.metadata.deletion_timestamp.is_some() {
+        marks.push(POD_TERMINATING);
+    }
+    marks
+}
+
 /// The `app` label of a pod a [`Tracker`] saw (the Deployment it belongs to, for the
 /// benchmarks' Deployments of [`probe_deployment`]).
 pub fn app_of(pod: &Seen<Pod>) -> Option<&str> {

@@ -558,13 +558,18 @@ async fn an_autoscaler_scales_on_the_connections_the_service_proxy_counts() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(90);
-    let counted = loop {
+    // (The scale changes before the status of the same pass is written: both are
+    // waited for.)
+    let seen = loop {
         let counted = autoscalers.get("counted").await.expect("the autoscaler");
         let replicas = deployments.get("counted").await.expect("the Deployment");
         let replicas = replicas.spec.and_then(|s| s.replicas).unwrap_or(0);
         assert!(replicas <= 3, "past the maximum: {replicas}");
-        if replicas == 3 {
-            break counted;
+        let status = counted.status.clone().unwrap_or_default();
+        let metrics = status.current_metrics.into_iter().flatten();
+        let seen = metrics.filter_map(|m| m.pods).next();
+        if let Some(seen) = seen.filter(|_| replicas == 3 && status.current_replicas == Some(3)) {
+            break seen;
         }
         assert!(
             Instant::now() < deadline,
@@ -573,13 +578,6 @@ async fn an_autoscaler_scales_on_the_connections_the_service_proxy_counts() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let status = counted.status.expect("a status");
-    let seen = status
-        .current_metrics
-        .iter()
-        .flatten()
-        .find_map(|m| m.pods.clone());
-    let seen = seen.expect("the pods metric in the status");
     assert_eq!(seen.metric.name, "connections_per_second");
     let per_second = seen.current.average_value.expect("an average").0;
     assert!(per_second.ends_with('m'), "{per_second}");

@@ -96,18 +96,13 @@ pub(super) async fn serve_custom(
         )));
     };
     let r = api::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
-    let (labels, _) = selectors(query)?;
-    let (records, _) = shared
-        .store
-        .list(&r.prefix(Some(ns)))
-        .map_err(|e| from_store(e, r, ""))?;
-    let mut chosen = Vec::new();
-    for (_, record) in &records {
-        let obj = from_record(record)?;
-        if (*name == "*" || meta::name(&obj) == Some(*name)) && labels.matches_object(&obj) {
-            chosen.push(obj);
-        }
-    }
+    let chosen = chosen(
+        shared,
+        r,
+        Some(ns),
+        Some(*name).filter(|n| *n != "*"),
+        query,
+    )?;
     if *name != "*" && chosen.is_empty() {
         return Err(ApiError::not_found(r, name));
     }
@@ -168,18 +163,7 @@ pub(super) async fn serve(
         _ => return Err(ApiError::NoRoute),
     };
     let r = api::find("", "v1", plural).ok_or(ApiError::NoRoute)?;
-    let (labels, _) = selectors(query)?;
-    let (records, _) = shared
-        .store
-        .list(&r.prefix(ns))
-        .map_err(|e| from_store(e, r, ""))?;
-    let mut chosen = Vec::new();
-    for (_, record) in &records {
-        let obj = from_record(record)?;
-        if name.is_none_or(|n| meta::name(&obj) == Some(n)) && labels.matches_object(&obj) {
-            chosen.push(obj);
-        }
-    }
+    let chosen = chosen(shared, r, ns, name, query)?;
     let node_of = |obj: &Value| match plural {
         "nodes" => meta::name(obj).map(str::to_owned),
         _ => obj["spec"]["nodeName"].as_str().map(str::to_owned),
@@ -231,6 +215,30 @@ pub(super) async fn serve(
         &json!({"kind": format!("{kind}List"), "apiVersion": api_version, "metadata": {},
                 "items": items}),
     ))
+}
+
+/// The objects of `r` in `ns` (all namespaces if `None`) named `name` (any if `None`)
+/// that the query's `labelSelector` picks.
+fn chosen(
+    shared: &Shared,
+    r: &'static api::Resource,
+    ns: Option<&str>,
+    name: Option<&str>,
+    query: &Query,
+) -> Result<Vec<Value>, ApiError> {
+    let (labels, _) = selectors(query)?;
+    let (records, _) = shared
+        .store
+        .list(&r.prefix(ns))
+        .map_err(|e| from_store(e, r, ""))?;
+    let mut chosen = Vec::new();
+    for (_, record) in &records {
+        let obj = from_record(record)?;
+        if name.is_none_or(|n| meta::name(&obj) == Some(n)) && labels.matches_object(&obj) {
+            chosen.push(obj);
+        }
+    }
+    Ok(chosen)
 }
 
 /// (nanocores, bytes) as Kubernetes quantities.
